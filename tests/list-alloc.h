@@ -1,0 +1,1 @@
+/* list-alloc.h - tests of this area: TEST(name, flags). */

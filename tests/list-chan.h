@@ -1,0 +1,1 @@
+/* list-chan.h - tests of this area: TEST(name, flags). */

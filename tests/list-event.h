@@ -1,0 +1,1 @@
+/* list-event.h - tests of this area: TEST(name, flags). */

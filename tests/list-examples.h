@@ -1,0 +1,1 @@
+/* list-examples.h - tests of this area: TEST(name, flags). */

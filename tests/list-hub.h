@@ -1,0 +1,1 @@
+/* list-hub.h - tests of this area: TEST(name, flags). */

@@ -1,0 +1,1 @@
+/* list-net.h - tests of this area: TEST(name, flags). */

@@ -1,0 +1,1 @@
+/* list-runtime.h - tests of this area: TEST(name, flags). */
