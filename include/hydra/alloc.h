@@ -1,5 +1,122 @@
-/* hydra/alloc.h */
+/* hydra/alloc.h - the slab-allocator family (Bonwick 1994; Bonwick & Adams
+ * 2001) on mimalloc.
+ *
+ * Object caches hand out fixed-size objects that keep their constructed
+ * state between free and alloc: the constructor runs when an object is first
+ * built in a slab, the destructor when its slab is given back.  In front of
+ * the slabs sits a magazine layer: every thread has a loaded and a previous
+ * magazine per cache, so alloc and free on one thread take no lock and no
+ * atomic read-modify-write; full and empty magazines are exchanged with a
+ * global depot behind one lock.  A free may come from any thread: the object
+ * goes into the freeing thread's magazine.
+ *
+ * Stack caches hand out task stacks with a guard page below each one,
+ * cached for reuse and trimmed on demand.
+ *
+ * Allocation failure is never a crash: alloc returns NULL (callers report
+ * HY_ENOMEM) and the cache stays usable.
+ */
 #ifndef HYDRA_ALLOC_H
 #define HYDRA_ALLOC_H
 
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- caches */
+
+typedef struct hy_cache hy_cache_t;
+
+/* Constructor: builds obj in place; returns 0, or a negative HY_E* code to
+ * fail the allocation.  Destructor: undoes it when the slab goes back. */
+typedef int (*hy_cache_ctor_fn)(void *obj, void *arg);
+typedef void (*hy_cache_dtor_fn)(void *obj, void *arg);
+
+enum hy_cache_flags {
+  HY_CACHE_DEBUG = 1 << 0, /* poison, red zones, double/foreign-free checks */
+  HY_CACHE_NOMAG = 1 << 1  /* no magazine layer: every op goes to the slabs */
+};
+
+/* Creates a cache of objects of `size` bytes aligned to `align` (0: natural,
+ * at least 16).  `name` is copied.  ctor/dtor may be NULL.
+ * Returns 0, HY_EINVAL or HY_ENOMEM. */
+int hy_cache_create(const char *name, size_t size, size_t align,
+                    hy_cache_ctor_fn ctor, hy_cache_dtor_fn dtor, void *arg,
+                    unsigned flags, hy_cache_t **out);
+
+/* Returns a constructed object, or NULL when memory (or the constructor)
+ * failed.  Safe from any thread. */
+void *hy_cache_alloc(hy_cache_t *c);
+
+/* Gives an object back, still constructed.  Safe from any thread.  In debug
+ * mode a double free or an object of another cache aborts with a message
+ * naming the cache. */
+void hy_cache_free(hy_cache_t *c, void *obj);
+
+/* Gives back to the system every slab with no live object (and what the
+ * depot and the calling thread's magazines hold).  Returns bytes released. */
+size_t hy_cache_reap(hy_cache_t *c);
+
+typedef struct hy_cache_stats {
+  size_t size;      /* sizeof(hy_cache_stats_t), set by the caller */
+  int version;      /* HY_CACHE_STATS_VERSION, set by the callee */
+  const char *name;
+  size_t obj_size;
+  uint64_t allocs, frees;   /* calls that returned an object / gave one */
+  uint64_t live;            /* allocs - frees */
+  uint64_t slabs;           /* slabs held now */
+  uint64_t bytes_held;      /* memory held from the system, in bytes */
+  uint64_t mag_hits;        /* allocs and frees served by a magazine */
+  uint64_t mag_misses;      /* the rest */
+  uint64_t depot_gets, depot_puts;
+  uint64_t reaps;
+  uint64_t ctor_calls, dtor_calls;
+  uint64_t failures;        /* allocs that returned NULL */
+} hy_cache_stats_t;
+#define HY_CACHE_STATS_VERSION 1
+
+/* Copies the counters into *s (s->size must be set). Returns 0 or HY_EINVAL. */
+int hy_cache_stats(hy_cache_t *c, hy_cache_stats_t *s);
+
+/* Destroys the cache: every slab goes back and the destructor runs on every
+ * constructed free object.  Live objects are leaks: counted, reported on
+ * stderr in debug mode, and the count is returned (0 when clean). */
+int hy_cache_destroy(hy_cache_t *c);
+
+/* ---------------------------------------------------------------- stacks */
+
+typedef struct hy_stack {
+  void *base;  /* lowest usable address (the guard page sits below it) */
+  size_t size; /* usable bytes; the stack grows down from base + size */
+} hy_stack_t;
+
+typedef struct hy_stack_cache hy_stack_cache_t;
+
+/* A cache of stacks of `stack_size` bytes (rounded up to pages; 0 means
+ * 64 KiB), keeping at most `max_cached` free stacks (0: 1024). */
+int hy_stack_cache_create(size_t stack_size, size_t max_cached,
+                          hy_stack_cache_t **out);
+
+/* Returns 0 and a stack, or HY_ENOMEM.  Safe from any thread. */
+int hy_stack_alloc(hy_stack_cache_t *c, hy_stack_t *out);
+
+/* Returns a stack to the cache (or to the system beyond max_cached). */
+void hy_stack_free(hy_stack_cache_t *c, const hy_stack_t *s);
+
+/* Gives the memory of every cached stack back (madvise/VirtualFree decommit);
+ * returns bytes released. */
+size_t hy_stack_cache_trim(hy_stack_cache_t *c);
+
+/* Unmaps every cached stack.  Stacks still out are the caller's leak. */
+void hy_stack_cache_destroy(hy_stack_cache_t *c);
+
+/* The page size of the system. */
+size_t hy_page_size(void);
+
+#ifdef __cplusplus
+}
+#endif
 #endif /* HYDRA_ALLOC_H */

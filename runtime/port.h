@@ -1,0 +1,118 @@
+/* runtime/port.h - the completion port: Hydra's one contract with the OS's
+ * I/O machinery, in the shape of an IOCP.
+ *
+ * An operation (hy__op) is started on a port and, whatever happens to it -
+ * success, failure, cancellation - exactly one completion for it is later
+ * dequeued from that same port with hy__port_wait.  Until then the op's
+ * memory belongs to the port; after it, to the starter again.  That single
+ * rule is what lets close and shutdown free memory safely: cancel, then wait
+ * for the completion, then free.
+ *
+ * Backends, one file each: runtime/linux/port_uring.c (io_uring, liburing),
+ * runtime/linux/port_epoll.c (readiness turned into completions: the backend
+ * performs the recv/send/accept itself when the fd is ready),
+ * runtime/win/port_iocp.c.  Every worker owns one port (on Windows they may
+ * all share one IOCP underneath); the embedded host thread owns one too.
+ *
+ * Threads: hy__port_start, hy__port_wait and hy__port_associate are called
+ * by the port's owner thread only.  hy__port_post, hy__port_wake and
+ * hy__port_cancel may be called from any thread.
+ */
+#ifndef HYDRA_RUNTIME_PORT_H
+#define HYDRA_RUNTIME_PORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct hy__port hy__port;
+
+enum hy__op_kind {
+  HY__OP_NOP = 0,   /* completes at once with res 0 */
+  HY__OP_POST,      /* a user packet from hy__port_post (never started) */
+  HY__OP_ACCEPT,    /* fd: listening socket; res: the new socket, or HY_E*;
+                       addr/addrlen (in/out): the peer, if addr != NULL */
+  HY__OP_CONNECT,   /* fd: socket; addr/addrlen: the target; res 0 or HY_E* */
+  HY__OP_RECV,      /* fd, buf, len, flags; res: bytes (0 = EOF) or HY_E* */
+  HY__OP_SEND,      /* fd, buf, len, flags; res: bytes or HY_E* */
+  HY__OP_RECVFROM,  /* as RECV; addr/addrlen (out): the source */
+  HY__OP_SENDTO,    /* as SEND; addr/addrlen (in): the destination */
+  HY__OP_POLL,      /* fd; flags: HY__POLL_IN/OUT; res: the ready mask */
+  HY__OP_TIMEOUT,   /* deadline (monotonic ns); res HY_ETIMEDOUT when due */
+  HY__OP_KIND_COUNT
+};
+
+enum { HY__POLL_IN = 1, HY__POLL_OUT = 2, HY__POLL_ERR = 4 };
+
+typedef struct hy__op hy__op;
+struct hy__op {
+  uint8_t kind;      /* enum hy__op_kind */
+  uint8_t pstate;    /* backend-private state; zero before start */
+  uint16_t pflags;   /* backend-private */
+  uint32_t flags;    /* MSG_* for recv/send, HY__POLL_* for poll */
+  intptr_t fd;       /* socket or handle */
+  void *buf;
+  size_t len;
+  void *addr;        /* struct sockaddr * */
+  uint32_t addrlen;  /* in: size of *addr; out: the length filled in */
+  int64_t deadline;  /* HY__OP_TIMEOUT */
+  int64_t res;       /* set by the port before the op is dequeued */
+  void *data;        /* the starter's cookie: untouched by the port */
+  hy__op *next;      /* port-private link while in flight */
+  uint64_t pdata[4]; /* backend-private storage (OVERLAPPED lives outside) */
+};
+
+enum hy__backend {
+  HY__BACKEND_AUTO = 0,
+  HY__BACKEND_URING,
+  HY__BACKEND_EPOLL,
+  HY__BACKEND_IOCP
+};
+
+/* Opens a port of the given backend (AUTO: the best this machine has:
+ * io_uring, else epoll; IOCP on Windows).  `share` is NULL or another port
+ * of the same runtime, which IOCP uses to share one kernel port.
+ * Returns 0, HY_ENOSYS (backend not available here: the caller may fall
+ * back), HY_ENOMEM or another translated OS error. */
+int hy__port_open(hy__port **out, int backend, hy__port *share);
+
+/* pre: no op in flight on p (all completions dequeued). */
+void hy__port_close(hy__port *p);
+
+/* "uring", "epoll" or "iocp". */
+const char *hy__port_backend_name(const hy__port *p);
+int hy__port_backend(const hy__port *p);
+
+/* Prepares a socket for operations on this port (non-blocking mode, epoll
+ * registration, IOCP association).  Call once per fd before starting ops;
+ * hy__port_forget before closing it.  Returns 0 or HY_E*. */
+int hy__port_associate(hy__port *p, intptr_t fd);
+void hy__port_forget(hy__port *p, intptr_t fd);
+
+/* Starts op.  Returns 0: the completion will be dequeued from this port
+ * later (also for an op that fails or succeeds at once).  Returns HY_E*:
+ * the op was not started and no completion will come. */
+int hy__port_start(hy__port *p, hy__op *op);
+
+/* Asks for op (started on p, not yet dequeued) to be cancelled.  Its one
+ * completion still arrives, with res HY_ECANCELED unless it had already
+ * completed.  Any thread.  Returns 0, or HY_ENOENT if op is not in flight. */
+int hy__port_cancel(hy__port *p, hy__op *op);
+
+/* Queues op as a user packet (kind HY__OP_POST, res untouched): dequeued
+ * once from p.  Any thread.  Returns 0 or HY_ENOMEM. */
+int hy__port_post(hy__port *p, hy__op *op);
+
+/* Makes a current or the next hy__port_wait on p return, possibly with no
+ * completion.  Wakes coalesce.  Any thread, async-signal-safe. */
+void hy__port_wake(hy__port *p);
+
+/* Dequeues up to max completions into ops.  Blocks up to timeout_ns
+ * (0: do not block; negative: no limit) while there are none.  Returns the
+ * count (0 on timeout or wake) or HY_E*. */
+int hy__port_wait(hy__port *p, hy__op **ops, int max, int64_t timeout_ns);
+
+/* An fd (HANDLE on Windows) that is readable (signalled) while p has
+ * completions or a pending wake: a foreign loop polls it. */
+intptr_t hy__port_os_handle(const hy__port *p);
+
+#endif

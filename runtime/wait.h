@@ -1,0 +1,186 @@
+/* runtime/wait.h - how anything awaitable blocks and wakes a task: the
+ * contract that channels, hub consumers, event receivers, connections and
+ * task joins all plug into, and that select waits on.
+ *
+ * A blocking call puts one hy__wait on its stack (the task's, or a foreign
+ * thread's) and one hy__waiter per awaited object, linked into that object's
+ * queue under the object's lock.  Whoever completes the wait - an object
+ * handing over data, a timer, a cancel - must first *claim* it:
+ * hy__wait_claim() moves state from HY__WAITING to the arm index (or a
+ * HY__FIRED_* reason) with one compare-and-swap, so exactly one party wins.
+ * The winner transfers the data (still under the object's lock), sets
+ * w->result, unlinks its waiter, and calls hy__wait_wake().  A waiter whose
+ * wait was already claimed by someone else is stale: the object unlinks it
+ * and moves on; it never touches its buffer.
+ *
+ * After hy__wait_park() returns, the caller takes each object's lock in turn
+ * and unlinks the waiters that are still linked (hy__waitq_remove), so no
+ * object keeps a pointer into a stack frame that is about to go away.
+ *
+ * Lock order: an object lock is a leaf, except in select, which takes the
+ * locks of all its objects in address order (hy__lock_all).  Nothing blocks
+ * or awaits while holding one.
+ */
+#ifndef HYDRA_RUNTIME_WAIT_H
+#define HYDRA_RUNTIME_WAIT_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hydra/runtime.h"
+
+/* ------------------------------------------------------------ spinlock */
+
+/* A test-and-test-and-set lock with back-off for short critical sections
+ * (a few dozen instructions).  Zero-initialised is unlocked. */
+typedef struct hy__lock {
+  atomic_int v;
+} hy__lock_t;
+
+void hy__lock_slow(hy__lock_t *l);
+
+static inline void hy__lock(hy__lock_t *l) {
+  if (atomic_exchange_explicit(&l->v, 1, memory_order_acquire) != 0)
+    hy__lock_slow(l);
+}
+
+static inline int hy__trylock(hy__lock_t *l) {
+  return atomic_load_explicit(&l->v, memory_order_relaxed) == 0 &&
+         atomic_exchange_explicit(&l->v, 1, memory_order_acquire) == 0;
+}
+
+static inline void hy__unlock(hy__lock_t *l) {
+  atomic_store_explicit(&l->v, 0, memory_order_release);
+}
+
+/* -------------------------------------------------- foreign-thread event */
+
+/* A one-shot event a thread outside the runtime blocks on (futex on Linux,
+ * an auto-reset event on Windows).  init/destroy bracket its life. */
+typedef struct hy__osev {
+  atomic_int v;
+  void *h; /* Windows: the event HANDLE */
+} hy__osev_t;
+
+int hy__osev_init(hy__osev_t *e);
+void hy__osev_destroy(hy__osev_t *e);
+void hy__osev_signal(hy__osev_t *e);
+/* Waits until signalled or deadline (monotonic ns, HY_FOREVER: none);
+ * returns 1 if signalled, 0 on time-out.  Consumes the signal. */
+int hy__osev_wait(hy__osev_t *e, int64_t deadline);
+
+/* ---------------------------------------------------------------- waits */
+
+enum {
+  HY__WAITING = -1,      /* not claimed yet */
+  HY__FIRED_TIMEOUT = -2, /* the deadline passed */
+  HY__FIRED_CANCEL = -3   /* the task was cancelled */
+};
+
+struct hy__task;
+
+typedef struct hy__wait {
+  atomic_int state;      /* HY__WAITING, then the winning arm or HY__FIRED_* */
+  int result;            /* set by the winner: 0 or HY_E* for that arm */
+  struct hy__task *task; /* the waiting task; NULL for a foreign thread */
+  hy_runtime_t *rt;
+  hy__osev_t ev;         /* a foreign thread parks here */
+} hy__wait;
+
+typedef struct hy__waiter {
+  struct hy__waiter *next, *prev;
+  hy__wait *wait;
+  int arm;       /* index passed to hy__wait_claim when this one fires */
+  int linked;    /* in an object's queue (guarded by the object's lock) */
+  void *buf;     /* the arm's data: what to send, or where to receive */
+  intptr_t aux;  /* object-specific */
+} hy__waiter;
+
+/* Prepares a wait for the calling context: the current task of rt if there
+ * is one, else the calling (foreign) thread.  rt may be NULL for a foreign
+ * thread.  Returns 0, or HY_ECANCELED if the calling task has a pending
+ * cancel (nothing was set up then). */
+int hy__wait_init(hy__wait *w, hy_runtime_t *rt);
+
+/* Frees what init set up (the OS event of a foreign thread). */
+void hy__wait_fini(hy__wait *w);
+
+/* Tries to complete the wait as `arm` (>= 0) or a HY__FIRED_* reason.
+ * Returns 1 if the caller won and now owns the completion, 0 if someone
+ * else already did. */
+static inline int hy__wait_claim(hy__wait *w, int arm) {
+  int expect = HY__WAITING;
+  return atomic_compare_exchange_strong_explicit(
+      &w->state, &expect, arm, memory_order_acq_rel, memory_order_acquire);
+}
+
+/* Makes the claimed wait's owner runnable.  Call once, after the claim and
+ * the data transfer.  Any thread. */
+void hy__wait_wake(hy__wait *w);
+
+/* Blocks until the wait is claimed.  At `deadline` (monotonic ns; HY_FOREVER
+ * for none) the runtime claims it as HY__FIRED_TIMEOUT; a cancel of the
+ * task claims it as HY__FIRED_CANCEL.  Returns the final state. */
+int hy__wait_park(hy__wait *w, int64_t deadline);
+
+/* The usual translation of a final state into a return code for a
+ * single-object wait: the arm's result, HY_ETIMEDOUT or HY_ECANCELED. */
+int hy__wait_rc(const hy__wait *w);
+
+/* ----------------------------------------------------------- wait queues */
+
+typedef struct hy__waitq {
+  hy__waiter *head, *tail;
+} hy__waitq;
+
+/* All under the owning object's lock. */
+void hy__waitq_push(hy__waitq *q, hy__waiter *w);
+void hy__waitq_remove(hy__waitq *q, hy__waiter *w); /* no-op if unlinked */
+
+/* Unlinks waiters from the front until one can be claimed; returns it
+ * (unlinked, claimed as its arm) or NULL when none is left.  The caller
+ * transfers data, sets wait->result and calls hy__wait_wake(). */
+hy__waiter *hy__waitq_claim(hy__waitq *q);
+
+/* Returns the first waiter whose wait is still open without claiming it
+ * (stale ones in front are unlinked), or NULL. */
+hy__waiter *hy__waitq_peek(hy__waitq *q);
+
+/* Claims every waiter, sets each wait's result to `result`, wakes them all.
+ * Returns how many were woken.  (Close, destroy.) */
+int hy__waitq_wake_all(hy__waitq *q, int result);
+
+/* ------------------------------------------------------------ awaitables */
+
+/* What select needs from an object.  Every function runs with the object's
+ * lock held (taken by the caller through lock_of). */
+struct hy_awaitable {
+  const char *name;              /* "chan-recv", "hub", ... for dumps */
+  hy__lock_t *(*lock_of)(void *obj);
+  /* Completes arm at once if it can (transferring data); returns 1 and sets
+   * *result (0 or HY_E*, e.g. HY_ECLOSED) if it fired, 0 if not ready. */
+  int (*try_fire)(void *obj, hy_arm_t *arm, int *result);
+  /* Links w so that the object claims it when arm becomes ready. */
+  void (*enqueue)(void *obj, hy_arm_t *arm, hy__waiter *w);
+  /* Unlinks w if it is still linked. */
+  void (*dequeue)(void *obj, hy_arm_t *arm, hy__waiter *w);
+};
+
+/* Takes the n locks in address order, skipping NULLs and repeats. */
+void hy__lock_all(hy__lock_t **locks, int n);
+void hy__unlock_all(hy__lock_t **locks, int n);
+
+/* ------------------------------------------------------------- tasks */
+
+/* The task running on the calling thread for runtime rt, or NULL (a foreign
+ * thread, or a worker outside any task). */
+struct hy__task *hy__task_current(hy_runtime_t *rt);
+
+/* Whether the calling context may block by parking a task (1) or must use a
+ * foreign-thread wait (0). */
+static inline int hy__in_task(hy_runtime_t *rt) {
+  return rt && hy__task_current(rt) != NULL;
+}
+
+#endif
