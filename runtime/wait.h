@@ -103,7 +103,11 @@ typedef struct hy__waiter {
  * cancel (nothing was set up then). */
 int hy__wait_init(hy__wait *w, hy_runtime_t *rt);
 
-/* Frees what init set up (the OS event of a foreign thread). */
+/* Ends a wait.  pre: the wait is claimed and no wake is outstanding:
+ * either hy__wait_park returned, or the owner claimed the wait itself
+ * (an arm it found ready at once: no wake comes then, so it must not park).
+ * If the owner's own claim fails, someone else won and a wake is coming:
+ * the owner parks to receive it. */
 void hy__wait_fini(hy__wait *w);
 
 /* Tries to complete the wait as `arm` (>= 0) or a HY__FIRED_* reason.

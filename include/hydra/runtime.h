@@ -224,8 +224,14 @@ enum hy_arm_kind {
   HY_ARM_TERMINATE   /* "or terminate": fires when shutdown starts */
 };
 
-/* An arm that fires when task t finishes; *result gets its return value. */
+/* An arm that fires when task t finishes; *result (if not NULL) gets its
+ * return value.  The arm does not use up the handle: join it afterwards
+ * (it returns at once) or detach it.  The handle must stay valid (not
+ * joined or detached elsewhere) while the arm is in use. */
 hy_arm_t hy_arm_task(hy_runtime_t *rt, hy_task_t t, void **result);
+
+/* Ada's "or terminate": fires once the runtime has begun shutting down. */
+hy_arm_t hy_arm_terminate(hy_runtime_t *rt);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,293 @@
+/* runtime/internal.h - the runtime's own structures: runtime, workers,
+ * tasks, timers.  Other layers use runtime/wait.h and runtime/port.h; only
+ * runtime/ looks in here (and net/ for hy__io_*).
+ *
+ * Ownership and threads:
+ *   - A worker's run queue (q, lifo) is protected by w->qlock; the owner
+ *     takes it for every push/pop, thieves take it to steal half.
+ *   - A worker's timer heap is protected by w->tlock: a task that parked on
+ *     worker A with a deadline may be woken on B and removes its timer from
+ *     A's heap under A's lock.
+ *   - A task's lifecycle fields (state, refs, joiners, cur_wait, detached)
+ *     are protected by t->lock.
+ *   - rt->lock protects the live-task list and the task keys;
+ *     rt->inject_lock the injection queue; a slot's lock its generation.
+ * Lock order (">": may be held while taking): rt->lock > object locks
+ *   (channels, hubs) > t->lock > w->tlock > w->qlock > rt->inject_lock.
+ *   A handle lookup holds a slot lock and only *tries* t->lock (retrying
+ *   after dropping the slot lock), so slots fit anywhere.
+ *
+ * The park protocol (t->wstate):  RUNNING --park--> PARKED --wake--> RUNNING,
+ * and RUNNING --wake--> NOTIFIED --park--> RUNNING (the park returns at once).
+ * The transition to PARKED happens on the scheduler's stack after the task
+ * has switched out, so a waker on another thread can never resume a task
+ * whose registers are not saved yet.  Every wait receives exactly one wake
+ * (from whoever claimed it), and hy__wait_park returns only after that wake,
+ * so no wake is ever left over for a later wait.
+ */
+#ifndef HYDRA_RUNTIME_INTERNAL_H
+#define HYDRA_RUNTIME_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "alloc/mem.h"
+#include "hydra/alloc.h"
+#include "hydra/error.h"
+#include "hydra/runtime.h"
+#include "runtime/barrier.h"
+#include "runtime/port.h"
+#include "runtime/sys.h"
+#include "runtime/wait.h"
+
+typedef struct hy__worker hy__worker;
+typedef struct hy__task hy__task;
+
+/* -------------------------------------------------------------- timers */
+
+typedef struct hy__timer {
+  int64_t deadline;
+  int idx;             /* position in its heap; -1 when not in one */
+  hy__worker *owner;   /* whose heap, while idx >= 0 */
+  hy__wait *wait;      /* claimed as HY__FIRED_TIMEOUT when due */
+} hy__timer;
+
+typedef struct hy__heap {
+  hy__timer **v;
+  int n, cap;
+} hy__heap;
+
+int hy__heap_push(hy__heap *h, hy__timer *t);    /* 0 or HY_ENOMEM */
+void hy__heap_remove(hy__heap *h, hy__timer *t); /* t->idx >= 0 */
+hy__timer *hy__heap_min(const hy__heap *h);
+void hy__heap_free(hy__heap *h);
+
+/* --------------------------------------------------------------- tasks */
+
+enum hy__wstate { HY__RUNNING = 0, HY__PARKED = 1, HY__NOTIFIED = 2 };
+
+enum hy__tstate {
+  HY__T_NEW = 0, /* spawned, never ran: has no stack yet */
+  HY__T_LIVE,    /* ran at least once */
+  HY__T_DONE     /* fn returned; result is set */
+};
+
+struct hy__task {
+  /* Scheduling: touched on every switch. */
+  hy__task *next;        /* run-queue link */
+  void *sp;              /* saved stack pointer while switched out */
+  atomic_int wstate;     /* enum hy__wstate */
+  hy_runtime_t *rt;
+  hy_task_fn fn;
+  void *arg;
+  void *result;
+  hy_stack_t stack;      /* base NULL until the first run */
+  size_t stack_size;
+
+  /* Identity: the slot is assigned when the block is first constructed and
+   * stays with it; the generation changes on every reuse. */
+  uint32_t slot;
+  uint32_t gen;
+  char name[32];
+
+  /* Lifecycle, under lock. */
+  hy__lock_t lock;
+  int state;             /* enum hy__tstate */
+  int detached;
+  int joined;            /* a join took the result */
+  int joining;           /* a join is waiting */
+  int refs;              /* the running task + the handle (until detach/join) */
+  hy__waitq joiners;
+  hy__wait *cur_wait;    /* the wait a cancel must claim */
+  atomic_int cancelled;
+
+  /* For dumps, read from other threads: relaxed atomics. */
+  _Atomic(const char *) await_what;
+  _Atomic int64_t await_since;
+  atomic_int started;    /* has run at least once */
+
+  hy__timer timer;       /* the deadline of the current wait */
+  void *locals[HY_TASK_LOCALS];
+  hy__task *lnext, *lprev; /* live-task list, under rt->lock */
+
+  void *tsan_fiber;      /* sanitizer fiber state */
+  void *asan_fake;       /* ASan's fake-stack handle while switched out */
+};
+
+/* ------------------------------------------------------------- workers */
+
+enum hy__after { HY__AFTER_NONE = 0, HY__AFTER_YIELD, HY__AFTER_PARK, HY__AFTER_EXIT };
+
+/* Per-worker counters: written by the owning worker only, read by anyone
+ * (relaxed atomics with a plain load+store increment: no bus lock). */
+typedef struct hy__wstats {
+  _Atomic uint64_t switches, steals, completions, parks, posts, timers_fired,
+      spawned, cancelled;
+} hy__wstats;
+#define HY__STAT_ADD(field, n)                                                \
+  atomic_store_explicit(                                                      \
+      &(field), atomic_load_explicit(&(field), memory_order_relaxed) + (n),   \
+      memory_order_relaxed)
+#define HY__STAT_INC(field) HY__STAT_ADD(field, 1)
+
+struct hy__worker {
+  hy_runtime_t *rt;
+  int id;
+  hy__port *port;
+  void *sched_sp;         /* the scheduler's context while a task runs */
+  hy__task *current;
+  int after;              /* what the task that switched back asked for */
+
+  hy__lock_t qlock;       /* run queue */
+  hy__task *lifo;         /* the most recently woken task: runs next */
+  hy__task *qhead, *qtail;
+  atomic_int qlen;
+  int lifo_streak;
+
+  hy__lock_t tlock;       /* timers */
+  hy__heap heap;
+
+  atomic_int sleeping;    /* 1 while blocked (or about to block) in the port */
+  uint64_t tick;
+  int64_t last_activity;  /* last completion or task run (drain phase) */
+  int drain_arrived;
+  hy__thread_t thread;
+  void *altstack;
+  void *tsan_fiber;       /* the scheduler's own fiber */
+  const void *asan_bottom;/* the scheduler's stack, for ASan */
+  size_t asan_size;
+  void *asan_fake;
+  hy__wstats st;
+};
+
+/* A completion's handler: hy__op.data points at one of these. */
+typedef struct hy__completion {
+  void (*fn)(struct hy__completion *self, hy__op *op);
+} hy__completion;
+
+/* ------------------------------------------------------------- runtime */
+
+enum hy__phase {
+  HY__PH_RUNNING = 0,
+  HY__PH_QUIESCE,
+  HY__PH_DRAIN,
+  HY__PH_CANCEL,
+  HY__PH_FINALIZE,
+  HY__PH_DONE
+};
+
+typedef struct hy__slot {
+  hy__lock_t lock;
+  uint32_t gen;
+  hy__task *task;
+} hy__slot;
+
+#define HY__SLOTS_PER_CHUNK 4096
+#define HY__SLOT_CHUNKS 4096 /* up to 16M tasks alive at once */
+
+typedef struct hy__blocking hy__blocking; /* runtime/blocking.c */
+
+struct hy_runtime {
+  hy_options_t opt;
+  hy__tls_t tls;           /* this runtime's worker on the calling thread */
+  int nworkers;            /* 0: embedded */
+  hy__worker *workers;     /* nworkers, or 1 (the host) when embedded */
+  int backend;
+  atomic_int host_busy;    /* embedded: a thread is inside run_once */
+
+  hy_cache_t *task_cache;
+  hy_stack_cache_t *stacks;
+
+  /* Task table: chunks of slots, allocated on demand, freed at close. */
+  hy__lock_t slot_lock;
+  _Atomic(hy__slot *) slot_chunks[HY__SLOT_CHUNKS];
+  uint32_t slots_used;
+  uint32_t *free_slots;
+  uint32_t nfree_slots, free_slots_cap;
+
+  hy__lock_t lock;         /* live list, task keys */
+  hy__task *live;
+  atomic_long alive;
+  hy__lock_t inject_lock;  /* the injection queue */
+  hy__task *inject_head, *inject_tail;
+  atomic_int inject_len;
+  atomic_int nsleeping;
+  atomic_int rr;           /* round-robin for posts and wakes */
+  _Atomic uint64_t wakeups;/* sleeping workers woken */
+  _Atomic uint64_t spawned_outside; /* spawns from non-worker threads */
+
+  hy__mutex_t mu;          /* shutdown and run() waiters */
+  hy__cond_t cv;
+  atomic_int phase;        /* enum hy__phase */
+  int64_t grace;
+  hy__lock_t term_lock;
+  hy__waitq terminate_q;   /* select terminate arms, under term_lock */
+  int shutdown_started;    /* under mu */
+  hy__barrier barrier;     /* all workers meet between phases */
+  atomic_int drain_arrived;
+  atomic_int cancel_started;
+  int64_t phase_start[HY__PH_DONE + 1];
+
+  void (*task_key_dtor[HY_TASK_LOCALS])(void *);
+  int task_keys;
+
+  hy__blocking *blocking;
+  atomic_int threads_started;
+  int run_in_progress;
+};
+
+/* scheduler (runtime/sched.c) */
+hy__worker *hy__worker_current(hy_runtime_t *rt);
+void hy__task_wake(hy__task *t);       /* make a parked task runnable */
+void hy__task_ready(hy_runtime_t *rt, hy__task *t, int lifo); /* enqueue */
+void hy__park(hy__task *t);            /* returns once woken */
+void hy__yield_now(hy__task *t);
+void *hy__worker_main(void *arg);
+int hy__worker_run_once(hy__worker *w, int64_t timeout);
+void hy__wake_idle(hy_runtime_t *rt);
+void hy__worker_stats_sum(hy_runtime_t *rt, hy__wstats *out);
+
+/* timers (runtime/timer.c) */
+int hy__timer_arm(hy__worker *w, hy__timer *tm, int64_t deadline, hy__wait *wait);
+void hy__timer_disarm(hy__timer *tm);
+int hy__timers_fire(hy__worker *w, int64_t now);   /* count fired */
+int64_t hy__timers_next(hy__worker *w);            /* HY_FOREVER if none */
+
+/* tasks (runtime/task.c) */
+int hy__task_tables_init(hy_runtime_t *rt);
+void hy__task_tables_free(hy_runtime_t *rt);
+void hy__task_finish(hy__worker *w, hy__task *t); /* on the scheduler stack */
+void hy__task_entry(void *arg);
+void hy__cancel_all(hy_runtime_t *rt);
+
+/* completion dispatch (runtime/sched.c) */
+void hy__complete(hy__worker *w, hy__op *op);
+
+/* I/O on the current worker's port: starts op (with op->data free for the
+ * runtime) and awaits its completion until deadline.  On time-out or
+ * cancel the op is cancelled and its completion awaited before returning,
+ * so the op's memory is the caller's again in every case.  Returns op->res
+ * (>= 0 or HY_E*), HY_ETIMEDOUT or HY_ECANCELED. */
+int hy__io_await(hy_runtime_t *rt, hy__op *op, int64_t deadline);
+hy__port *hy__current_port(hy_runtime_t *rt);
+
+/* shutdown (runtime/shutdown.c) */
+int hy__phase(hy_runtime_t *rt);
+void hy__shutdown_worker_step(hy__worker *w);
+
+/* blocking pool (runtime/blocking.c) */
+void hy__blocking_stop(hy_runtime_t *rt);
+
+/* stack-overflow reports (runtime/<os>/guard.c): per worker thread */
+void hy__guard_thread_init(hy__worker *w);
+void hy__guard_thread_fini(hy__worker *w);
+
+/* sanitizers (runtime/fiber.c) */
+void hy__fiber_switch_to_task(hy__worker *w, hy__task *t);
+void hy__fiber_switch_to_sched(hy__worker *w, hy__task *t, int exiting);
+void hy__fiber_task_new(hy__task *t);
+void hy__fiber_task_free(hy__task *t);
+void hy__fiber_worker_init(hy__worker *w);
+void hy__fiber_worker_fini(hy__worker *w);
+
+#endif

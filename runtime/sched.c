@@ -1,0 +1,466 @@
+/* sched.c - the M:N scheduler: run queues, the LIFO slot, the injection
+ * queue, stealing, idle workers blocking in their port, and completion
+ * dispatch.
+ *
+ * Each worker has a local FIFO run queue and a LIFO slot holding the task
+ * most recently woken (or spawned) on it, which runs next: a message
+ * exchange between two tasks then stays on one worker and in cache (Go's
+ * runnext, Tokio's LIFO slot).  A task that keeps re-entering the slot
+ * gets at most LIFO_STREAK turns in a row before the queue's head runs, so
+ * a ping-pong pair cannot starve the others.  Wakes from threads that are
+ * not workers of this runtime go to the injection queue, which workers
+ * also check every INJECT_EVERY ticks so it cannot starve either.  An idle
+ * worker steals half of another worker's queue, and if there is none,
+ * blocks in its completion port until the next timer is due; it is woken
+ * by a port wake, which a waker sends only when it made stealable work and
+ * some worker sleeps.
+ *
+ * Sleeping without losing a wake: the sleeper publishes w->sleeping and
+ * rt->nsleeping (seq_cst), then looks at every queue length once more; a
+ * waker publishes the queue length (seq_cst), then looks at nsleeping.  One
+ * of the two always sees the other.
+ *
+ * Rejected: a lock-free Chase-Lev deque per worker.  The per-queue
+ * spinlock is uncontended in the common case (the owner alone touches its
+ * queue) and keeps stealing half a queue simple; revisit if measurements
+ * show the lock on the switch path.
+ */
+#include <stdlib.h>
+
+#include "runtime/ctx.h"
+#include "runtime/fiber.h"
+#include "runtime/internal.h"
+
+#define LIFO_STREAK 16
+#define INJECT_EVERY 61
+#define POLL_EVERY 61
+#define MAX_EVENTS 64
+
+hy__worker *hy__worker_current(hy_runtime_t *rt) {
+  return (hy__worker *)hy__tls_get(rt->tls);
+}
+
+hy__task *hy__task_current(hy_runtime_t *rt) {
+  hy__worker *w = hy__worker_current(rt);
+  return w ? w->current : NULL;
+}
+
+hy__port *hy__current_port(hy_runtime_t *rt) {
+  hy__worker *w = hy__worker_current(rt);
+  return w ? w->port : NULL;
+}
+
+/* ------------------------------------------------------------- queues */
+
+static void q_append(hy__worker *w, hy__task *t) {
+  t->next = NULL;
+  if (w->qtail)
+    w->qtail->next = t;
+  else
+    w->qhead = t;
+  w->qtail = t;
+  atomic_fetch_add(&w->qlen, 1);
+}
+
+static hy__task *q_take(hy__worker *w) {
+  hy__task *t = w->qhead;
+  if (!t)
+    return NULL;
+  w->qhead = t->next;
+  if (!w->qhead)
+    w->qtail = NULL;
+  t->next = NULL;
+  atomic_fetch_sub(&w->qlen, 1);
+  return t;
+}
+
+static int qlen(hy__worker *w) {
+  return atomic_load(&w->qlen);
+}
+
+static void inject(hy_runtime_t *rt, hy__task *t) {
+  t->next = NULL;
+  hy__lock(&rt->inject_lock);
+  if (rt->inject_tail)
+    rt->inject_tail->next = t;
+  else
+    rt->inject_head = t;
+  rt->inject_tail = t;
+  atomic_fetch_add(&rt->inject_len, 1);
+  hy__unlock(&rt->inject_lock);
+}
+
+static hy__task *inject_take(hy_runtime_t *rt) {
+  if (atomic_load(&rt->inject_len) == 0)
+    return NULL;
+  hy__lock(&rt->inject_lock);
+  hy__task *t = rt->inject_head;
+  if (t) {
+    rt->inject_head = t->next;
+    if (!rt->inject_head)
+      rt->inject_tail = NULL;
+    atomic_fetch_sub(&rt->inject_len, 1);
+    t->next = NULL;
+  }
+  hy__unlock(&rt->inject_lock);
+  return t;
+}
+
+/* Wakes one sleeping worker, if any sleeps. */
+void hy__wake_idle(hy_runtime_t *rt) {
+  if (atomic_load(&rt->nsleeping) <= 0)
+    return;
+  int n = rt->nworkers ? rt->nworkers : 1;
+  int start = atomic_fetch_add(&rt->rr, 1);
+  for (int i = 0; i < n; i++) {
+    hy__worker *w = &rt->workers[(start + i) % n];
+    int one = 1;
+    if (atomic_load(&w->sleeping) == 1 &&
+        atomic_compare_exchange_strong(&w->sleeping, &one, 0)) {
+      atomic_fetch_sub(&rt->nsleeping, 1);
+      atomic_fetch_add_explicit(&rt->wakeups, 1, memory_order_relaxed);
+      hy__port_wake(w->port);
+      return;
+    }
+  }
+}
+
+void hy__task_ready(hy_runtime_t *rt, hy__task *t, int lifo) {
+  hy__worker *w = hy__worker_current(rt);
+  if (!w) {
+    inject(rt, t);
+    if (rt->nworkers == 0)
+      hy__port_wake(rt->workers[0].port); /* the host's os_handle */
+    else
+      hy__wake_idle(rt);
+    return;
+  }
+  if (atomic_load_explicit(&rt->phase, memory_order_relaxed) != HY__PH_RUNNING)
+    w->last_activity = hy_now();
+  hy__task *spill = NULL;
+  hy__lock(&w->qlock);
+  if (lifo) {
+    spill = w->lifo;
+    w->lifo = t;
+    if (spill)
+      q_append(w, spill);
+  } else {
+    q_append(w, t);
+  }
+  hy__unlock(&w->qlock);
+  if (!lifo || spill)
+    hy__wake_idle(rt);
+}
+
+void hy__task_wake(hy__task *t) {
+  for (;;) {
+    int s = atomic_load_explicit(&t->wstate, memory_order_acquire);
+    if (s == HY__PARKED) {
+      if (atomic_compare_exchange_weak(&t->wstate, &s, HY__RUNNING)) {
+        hy__task_ready(t->rt, t, 1);
+        return;
+      }
+    } else if (s == HY__RUNNING) {
+      if (atomic_compare_exchange_weak(&t->wstate, &s, HY__NOTIFIED))
+        return;
+    } else {
+      return; /* already notified */
+    }
+  }
+}
+
+/* ------------------------------------------------------------ switching */
+
+static void to_scheduler(hy__worker *w, hy__task *t, int after) {
+  w->after = after;
+  hy__fiber_leave_task(w, t, 0);
+  hy__ctx_switch(&t->sp, w->sched_sp);
+  /* Resumed, possibly on another worker. */
+  hy__fiber_task_resumed(hy__worker_current(t->rt), t);
+}
+
+void hy__park(hy__task *t) {
+  hy__worker *w = hy__worker_current(t->rt);
+  HY__STAT_INC(w->st.parks);
+  to_scheduler(w, t, HY__AFTER_PARK);
+}
+
+void hy__yield_now(hy__task *t) {
+  to_scheduler(hy__worker_current(t->rt), t, HY__AFTER_YIELD);
+}
+
+void hy__task_entry(void *arg) {
+  hy__task *t = arg;
+  hy__fiber_task_resumed(hy__worker_current(t->rt), t);
+  t->result = t->fn(t->arg);
+  /* Task-local destructors run on the task's own stack, before it ends. */
+  for (int k = 0; k < t->rt->task_keys; k++) {
+    void *v = t->locals[k];
+    t->locals[k] = NULL;
+    if (v && t->rt->task_key_dtor[k])
+      t->rt->task_key_dtor[k](v);
+  }
+  hy__worker *w = hy__worker_current(t->rt);
+  w->after = HY__AFTER_EXIT;
+  hy__fiber_leave_task(w, t, 1);
+  hy__ctx_switch(&t->sp, w->sched_sp);
+  abort(); /* an exited task is never resumed */
+}
+
+static void run_task(hy__worker *w, hy__task *t) {
+  if (!t->stack.base) {
+    if (hy_stack_alloc(t->rt->stacks, &t->stack) != 0) {
+      /* No memory for a stack: the task ends without running, and its
+       * joiner sees a NULL result.  Counted as a failed spawn. */
+      t->result = NULL;
+      hy__task_finish(w, t);
+      return;
+    }
+    t->sp = hy__ctx_make(t->stack.base, t->stack.size, hy__task_entry, t);
+    atomic_store_explicit(&t->started, 1, memory_order_relaxed);
+  }
+  w->current = t;
+  w->after = HY__AFTER_NONE;
+  hy__fiber_enter_task(w, t);
+  hy__ctx_switch(&w->sched_sp, t->sp);
+  hy__fiber_sched_resumed(w);
+  w->current = NULL;
+  HY__STAT_INC(w->st.switches);
+  switch (w->after) {
+  case HY__AFTER_YIELD:
+    /* A yielder goes behind everything waiting, including tasks injected
+     * from outside, so that yielding always lets the others run. */
+    while (atomic_load_explicit(&w->rt->inject_len, memory_order_relaxed)) {
+      hy__task *more = inject_take(w->rt);
+      if (!more)
+        break;
+      hy__lock(&w->qlock);
+      q_append(w, more);
+      hy__unlock(&w->qlock);
+    }
+    hy__lock(&w->qlock);
+    q_append(w, t);
+    hy__unlock(&w->qlock);
+    break;
+  case HY__AFTER_PARK: {
+    int expect = HY__RUNNING;
+    if (!atomic_compare_exchange_strong(&t->wstate, &expect, HY__PARKED)) {
+      /* Woken before it was even switched out: run it again soon. */
+      atomic_store(&t->wstate, HY__RUNNING);
+      hy__lock(&w->qlock);
+      q_append(w, t);
+      hy__unlock(&w->qlock);
+    }
+    break;
+  }
+  case HY__AFTER_EXIT:
+    hy__task_finish(w, t);
+    break;
+  default:
+    abort();
+  }
+}
+
+/* ------------------------------------------------------- finding work */
+
+static hy__task *steal(hy__worker *w) {
+  hy_runtime_t *rt = w->rt;
+  int n = rt->nworkers;
+  if (n < 2)
+    return NULL;
+  int start = (int)(w->tick % (uint64_t)n);
+  for (int i = 0; i < n; i++) {
+    hy__worker *v = &rt->workers[(start + i) % n];
+    if (v == w || qlen(v) == 0)
+      continue;
+    hy__task *got = NULL, *last = NULL;
+    int k = 0;
+    hy__lock(&v->qlock);
+    int take = (qlen(v) + 1) / 2;
+    while (k < take) {
+      hy__task *t = q_take(v);
+      if (!t)
+        break;
+      if (!got)
+        got = t;
+      else
+        last->next = t;
+      last = t;
+      k++;
+    }
+    hy__unlock(&v->qlock);
+    if (!got)
+      continue;
+    HY__STAT_ADD(w->st.steals, (uint64_t)k);
+    hy__task *first = got;
+    hy__task *rest = got->next;
+    first->next = NULL;
+    if (rest) {
+      hy__lock(&w->qlock);
+      while (rest) {
+        hy__task *nx = rest->next;
+        q_append(w, rest);
+        rest = nx;
+      }
+      hy__unlock(&w->qlock);
+    }
+    return first;
+  }
+  return NULL;
+}
+
+static hy__task *next_task(hy__worker *w) {
+  hy__task *t = NULL;
+  if (w->tick % INJECT_EVERY == 0 && (t = inject_take(w->rt)) != NULL)
+    return t;
+  hy__lock(&w->qlock);
+  if (w->lifo && (w->lifo_streak < LIFO_STREAK || !w->qhead)) {
+    t = w->lifo;
+    w->lifo = NULL;
+    w->lifo_streak = w->qhead ? w->lifo_streak + 1 : 0;
+  } else if (w->qhead) {
+    t = q_take(w);
+    w->lifo_streak = 0;
+  }
+  hy__unlock(&w->qlock);
+  if (t)
+    return t;
+  /* Local queue empty: take one from the injection queue to run and move a
+   * batch more into the local queue, where they take turns with the tasks
+   * already here (and can be stolen). */
+  t = inject_take(w->rt);
+  if (t) {
+    for (int i = 0; i < 32; i++) {
+      hy__task *more = inject_take(w->rt);
+      if (!more)
+        break;
+      hy__lock(&w->qlock);
+      q_append(w, more);
+      hy__unlock(&w->qlock);
+    }
+  }
+  return t;
+}
+
+static int has_work(hy__worker *w) {
+  hy_runtime_t *rt = w->rt;
+  if (w->lifo || qlen(w) || atomic_load(&rt->inject_len))
+    return 1;
+  for (int i = 0; i < rt->nworkers; i++)
+    if (qlen(&rt->workers[i]))
+      return 1;
+  return 0;
+}
+
+/* ---------------------------------------------------------- completions */
+
+void hy__complete(hy__worker *w, hy__op *op) {
+  hy__completion *c = op->data;
+  HY__STAT_INC(w->st.completions);
+  if (c)
+    c->fn(c, op);
+}
+
+static int poll_port(hy__worker *w, int64_t timeout) {
+  hy__op *ops[MAX_EVENTS];
+  int n = hy__port_wait(w->port, ops, MAX_EVENTS, timeout);
+  if (n <= 0)
+    return 0;
+  for (int i = 0; i < n; i++)
+    hy__complete(w, ops[i]);
+  w->last_activity = hy_now();
+  return n;
+}
+
+/* One round of the worker loop: run ready tasks (a bounded number, so that
+ * timers and completions get their turn), then due timers and completions,
+ * then steal, then - if nothing was found - block in the port for at most
+ * max_block ns (negative: until the next timer).  Returns what it did. */
+int hy__worker_run_once(hy__worker *w, int64_t max_block) {
+  int done = 0;
+  for (int i = 0; i < POLL_EVERY; i++) {
+    w->tick++;
+    hy__task *t = next_task(w);
+    if (!t)
+      break;
+    run_task(w, t);
+    done++;
+  }
+  int64_t now = hy_now();
+  done += hy__timers_fire(w, now);
+  done += poll_port(w, 0);
+  if (done)
+    return done;
+  hy__task *t = steal(w);
+  if (t) {
+    run_task(w, t);
+    return 1;
+  }
+  if (max_block == 0)
+    return 0;
+
+  /* Nothing to do: sleep in the port until the next timer, a completion or
+   * a wake. */
+  hy_runtime_t *rt = w->rt;
+  atomic_store(&w->sleeping, 1);
+  atomic_fetch_add(&rt->nsleeping, 1);
+  if (has_work(w)) {
+    int one = 1;
+    if (atomic_compare_exchange_strong(&w->sleeping, &one, 0))
+      atomic_fetch_sub(&rt->nsleeping, 1);
+    return 0;
+  }
+  int64_t next = hy__timers_next(w);
+  int64_t timeout = -1;
+  if (next != HY_FOREVER) {
+    timeout = next - hy_now();
+    if (timeout < 0)
+      timeout = 0;
+  }
+  if (max_block > 0 && (timeout < 0 || timeout > max_block))
+    timeout = max_block;
+  done += poll_port(w, timeout);
+  int one = 1;
+  if (atomic_compare_exchange_strong(&w->sleeping, &one, 0))
+    atomic_fetch_sub(&rt->nsleeping, 1);
+  done += hy__timers_fire(w, hy_now());
+  return done;
+}
+
+void *hy__worker_main(void *arg) {
+  hy__worker *w = arg;
+  hy_runtime_t *rt = w->rt;
+  hy__tls_set(rt->tls, w);
+  hy__guard_thread_init(w);
+  hy__fiber_worker_init(w);
+  w->last_activity = hy_now();
+  while (atomic_load(&rt->phase) != HY__PH_DONE) {
+    int phase = atomic_load(&rt->phase);
+    if (phase != HY__PH_RUNNING) {
+      hy__shutdown_worker_step(w);
+      continue;
+    }
+    hy__worker_run_once(w, -1);
+  }
+  hy__fiber_worker_fini(w);
+  hy__guard_thread_fini(w);
+  hy__tls_set(rt->tls, NULL);
+  return NULL;
+}
+
+void hy__worker_stats_sum(hy_runtime_t *rt, hy__wstats *out) {
+  int n = rt->nworkers ? rt->nworkers : 1;
+  for (int i = 0; i < n; i++) {
+    hy__wstats *s = &rt->workers[i].st;
+#define SUM(f) out->f += atomic_load_explicit(&s->f, memory_order_relaxed)
+    SUM(switches);
+    SUM(steals);
+    SUM(completions);
+    SUM(parks);
+    SUM(posts);
+    SUM(timers_fired);
+    SUM(spawned);
+    SUM(cancelled);
+#undef SUM
+  }
+}

@@ -1,0 +1,173 @@
+/* shutdown.c - the barrier-synchronized multi-phase shutdown.
+ *
+ *   QUIESCE   hy_runtime_shutdown sets the phase, wakes every select
+ *             "terminate" arm and every worker; new spawns from outside
+ *             tasks are refused.  All workers meet at the barrier.
+ *   DRAIN     tasks go on finishing their work.  Each worker measures the
+ *             silence since its last activity (a completion dequeued, a
+ *             task woken or spawned); once it has seen `grace` of silence,
+ *             or no task is left, it arrives.  It keeps serving work after
+ *             arriving, so a task woken on it is not stranded.  The last
+ *             arrival moves everyone to CANCEL.
+ *   CANCEL    every live task is cancelled (its awaits return HY_ECANCELED,
+ *             its pending I/O is cancelled and the completion received
+ *             before hy__io_await returns).  Workers run until no task is
+ *             left, then meet at the barrier.
+ *   FINALIZE  workers meet once more and leave; hy_runtime_run returns and
+ *             hy_runtime_close frees the rest.
+ *
+ * The barrier is Hydra's own (runtime/barrier.c).  A second shutdown call,
+ * or one from inside a task, only joins the one in progress.
+ */
+#include <string.h>
+
+#include "runtime/fiber.h"
+#include "runtime/internal.h"
+
+static int nparties(hy_runtime_t *rt) { return rt->nworkers ? rt->nworkers : 1; }
+
+static void wake_all_workers(hy_runtime_t *rt) {
+  for (int i = 0; i < nparties(rt); i++)
+    hy__port_wake(rt->workers[i].port);
+}
+
+static void set_phase(hy_runtime_t *rt, int phase) {
+  rt->phase_start[phase] = hy_now();
+  atomic_store(&rt->phase, phase);
+  wake_all_workers(rt);
+}
+
+static void to_drain(void *arg) { set_phase(arg, HY__PH_DRAIN); }
+static void to_finalize(void *arg) { set_phase(arg, HY__PH_FINALIZE); }
+
+static void to_done(void *arg) {
+  hy_runtime_t *rt = arg;
+  hy__mutex_lock(&rt->mu);
+  set_phase(rt, HY__PH_DONE);
+  hy__cond_broadcast(&rt->cv);
+  hy__mutex_unlock(&rt->mu);
+}
+
+int hy__phase(hy_runtime_t *rt) { return atomic_load(&rt->phase); }
+
+void hy__shutdown_worker_step(hy__worker *w) {
+  hy_runtime_t *rt = w->rt;
+  switch (atomic_load(&rt->phase)) {
+  case HY__PH_QUIESCE:
+    hy__barrier_wait_then(&rt->barrier, to_drain, rt);
+    w->last_activity = hy_now();
+    w->drain_arrived = 0;
+    return;
+  case HY__PH_DRAIN: {
+    int64_t now = hy_now();
+    if (!w->drain_arrived && (atomic_load(&rt->alive) == 0 ||
+                              now - w->last_activity >= rt->grace)) {
+      w->drain_arrived = 1;
+      if (atomic_fetch_add(&rt->drain_arrived, 1) + 1 == nparties(rt)) {
+        set_phase(rt, HY__PH_CANCEL);
+        return;
+      }
+    }
+    int64_t block = -1;
+    if (!w->drain_arrived) {
+      block = w->last_activity + rt->grace - now;
+      if (block < HY_MS(1))
+        block = HY_MS(1);
+    }
+    hy__worker_run_once(w, block);
+    return;
+  }
+  case HY__PH_CANCEL:
+    if (!atomic_exchange(&rt->cancel_started, 1))
+      hy__cancel_all(rt);
+    if (atomic_load(&rt->alive) > 0) {
+      hy__worker_run_once(w, HY_MS(10));
+      return;
+    }
+    hy__worker_run_once(w, 0); /* posted functions still queued */
+    hy__barrier_wait_then(&rt->barrier, to_finalize, rt);
+    return;
+  case HY__PH_FINALIZE:
+    hy__worker_run_once(w, 0);
+    hy__barrier_wait_then(&rt->barrier, to_done, rt);
+    return;
+  default:
+    return;
+  }
+}
+
+int hy_runtime_shutdown(hy_runtime_t *rt, int64_t grace) {
+  if (!rt)
+    return HY_EINVAL;
+  hy__mutex_lock(&rt->mu);
+  if (!rt->shutdown_started) {
+    rt->shutdown_started = 1;
+    rt->grace = grace >= 0 ? grace : rt->opt.shutdown_grace;
+    rt->phase_start[HY__PH_RUNNING] = hy_now();
+    set_phase(rt, HY__PH_QUIESCE);
+  }
+  hy__mutex_unlock(&rt->mu);
+
+  hy__lock(&rt->term_lock);
+  hy__waitq_wake_all(&rt->terminate_q, 0);
+  hy__unlock(&rt->term_lock);
+
+  /* From inside the runtime (a task, or a posted function on a worker):
+   * the workers carry the shutdown on; returning lets this caller finish. */
+  if (hy__worker_current(rt))
+    return 0;
+
+  if (rt->nworkers == 0) {
+    /* Embedded: the calling thread is the only worker.  If another thread
+     * is inside run/run_once, it drives the phases; wait for it. */
+    int zero = 0;
+    if (atomic_compare_exchange_strong(&rt->host_busy, &zero, 1)) {
+      hy__worker *w = &rt->workers[0];
+      hy__tls_set(rt->tls, w);
+      hy__fiber_worker_init(w);
+      while (atomic_load(&rt->phase) != HY__PH_DONE)
+        hy__shutdown_worker_step(w);
+      hy__tls_set(rt->tls, NULL);
+      atomic_store(&rt->host_busy, 0);
+      return 0;
+    }
+  }
+  hy__mutex_lock(&rt->mu);
+  while (atomic_load(&rt->phase) != HY__PH_DONE)
+    hy__cond_wait(&rt->cv, &rt->mu, HY_FOREVER);
+  hy__mutex_unlock(&rt->mu);
+  return 0;
+}
+
+/* ------------------------------------------------ the terminate arm */
+
+static hy__lock_t *term_lock(void *obj) { return &((hy_runtime_t *)obj)->term_lock; }
+
+static int term_try(void *obj, hy_arm_t *arm, int *result) {
+  (void)arm;
+  *result = 0;
+  return atomic_load(&((hy_runtime_t *)obj)->phase) != HY__PH_RUNNING;
+}
+
+static void term_enqueue(void *obj, hy_arm_t *arm, hy__waiter *w) {
+  (void)arm;
+  hy__waitq_push(&((hy_runtime_t *)obj)->terminate_q, w);
+}
+
+static void term_dequeue(void *obj, hy_arm_t *arm, hy__waiter *w) {
+  (void)arm;
+  hy__waitq_remove(&((hy_runtime_t *)obj)->terminate_q, w);
+}
+
+static const struct hy_awaitable term_awaitable = {
+    "terminate", term_lock, term_try, term_enqueue, term_dequeue};
+
+hy_arm_t hy_arm_terminate(hy_runtime_t *rt) {
+  hy_arm_t a;
+  memset(&a, 0, sizeof a);
+  a.ops = &term_awaitable;
+  a.obj = rt;
+  a.kind = HY_ARM_TERMINATE;
+  a.guard = 1;
+  return a;
+}

@@ -1,0 +1,62 @@
+/* runtime/sys.h - the operating-system primitives the runtime needs, one
+ * implementation per OS (runtime/linux/sys.c, runtime/win/sys.c): threads,
+ * a mutex and condition variable for the slow paths, a thread-local key per
+ * runtime, the CPU count, and the clock (hy_now in the public header).
+ */
+#ifndef HYDRA_RUNTIME_SYS_H
+#define HYDRA_RUNTIME_SYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct hy__thread {
+  uintptr_t h;
+} hy__thread_t;
+
+/* Starts fn(arg) on a new thread with a stack of stack_size (0: default).
+ * Returns 0 or HY_E*. */
+int hy__thread_start(hy__thread_t *t, void *(*fn)(void *), void *arg,
+                     size_t stack_size, const char *name);
+void hy__thread_join(hy__thread_t t);
+void hy__thread_yield(void);
+
+/* Mutex and condition variable: for the slow paths only (idle workers,
+ * barriers, the blocking pool).  Opaque storage sized for every OS. */
+typedef struct hy__mutex {
+  uint64_t s[8];
+} hy__mutex_t;
+typedef struct hy__cond {
+  uint64_t s[12];
+} hy__cond_t;
+
+int hy__mutex_init(hy__mutex_t *m);
+void hy__mutex_destroy(hy__mutex_t *m);
+void hy__mutex_lock(hy__mutex_t *m);
+void hy__mutex_unlock(hy__mutex_t *m);
+int hy__cond_init(hy__cond_t *c);
+void hy__cond_destroy(hy__cond_t *c);
+void hy__cond_signal(hy__cond_t *c);
+void hy__cond_broadcast(hy__cond_t *c);
+/* Waits until signalled or the monotonic deadline; returns 0, or
+ * HY_ETIMEDOUT. Spurious wake-ups happen: callers loop on a predicate. */
+int hy__cond_wait(hy__cond_t *c, hy__mutex_t *m, int64_t deadline);
+
+/* Thread-local storage keyed per runtime (no process-wide "current
+ * runtime"): each runtime makes its own key. */
+typedef struct hy__tls {
+  uintptr_t k;
+} hy__tls_t;
+int hy__tls_new(hy__tls_t *k);
+void hy__tls_free(hy__tls_t k);
+void *hy__tls_get(hy__tls_t k);
+void hy__tls_set(hy__tls_t k, void *v);
+
+int hy__ncpu(void);
+
+/* Sleeps the calling thread until the monotonic deadline. */
+void hy__sleep_thread_until(int64_t deadline);
+
+/* Reads an environment variable (NULL when unset). */
+const char *hy__getenv(const char *name);
+
+#endif

@@ -1,0 +1,507 @@
+/* task.c - tasks: spawn, join, detach, cancel, yield, sleep, task-locals,
+ * and the generation-counted task table behind hy_task_t handles.
+ *
+ * Task blocks come from an object cache whose constructor gives each block
+ * a slot in the task table for life (Bonwick's constructed state); the
+ * destructor gives the slot back when the cache returns the block's memory.
+ * A handle is (generation << 32 | slot + 1).  A block's slot generation is
+ * bumped when its last reference goes, so every older handle turns stale:
+ * operations on it return HY_ESTALE and never touch freed memory.
+ *
+ * References: the running task holds one until it ends; the handle holds
+ * one until join takes the result or detach drops it.  A task spawned
+ * without a handle is detached from the start.
+ *
+ * A task gets its stack when it first runs, not when it is spawned: a
+ * million spawned-but-not-started tasks cost a block each, not a stack.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "runtime/fiber.h"
+#include "runtime/internal.h"
+
+/* ---------------------------------------------------------- task table */
+
+static hy__slot *slot_at(hy_runtime_t *rt, uint32_t idx) {
+  hy__slot *chunk = atomic_load_explicit(&rt->slot_chunks[idx / HY__SLOTS_PER_CHUNK],
+                                         memory_order_acquire);
+  return chunk ? &chunk[idx % HY__SLOTS_PER_CHUNK] : NULL;
+}
+
+static int task_ctor(void *obj, void *arg) {
+  hy_runtime_t *rt = arg;
+  hy__task *t = obj;
+  memset(t, 0, sizeof *t);
+  hy__lock(&rt->slot_lock);
+  uint32_t idx;
+  if (rt->nfree_slots) {
+    idx = rt->free_slots[--rt->nfree_slots];
+  } else {
+    idx = rt->slots_used;
+    uint32_t c = idx / HY__SLOTS_PER_CHUNK;
+    if (c >= HY__SLOT_CHUNKS) {
+      hy__unlock(&rt->slot_lock);
+      return HY_ENOMEM;
+    }
+    if (!atomic_load(&rt->slot_chunks[c])) {
+      hy__slot *chunk = hy__mem_calloc(HY__SLOTS_PER_CHUNK, sizeof *chunk);
+      if (!chunk) {
+        hy__unlock(&rt->slot_lock);
+        return HY_ENOMEM;
+      }
+      for (int i = 0; i < HY__SLOTS_PER_CHUNK; i++)
+        chunk[i].gen = 1;
+      atomic_store_explicit(&rt->slot_chunks[c], chunk, memory_order_release);
+    }
+    rt->slots_used++;
+  }
+  hy__slot *s = slot_at(rt, idx);
+  hy__lock(&s->lock);
+  s->task = t;
+  t->gen = s->gen;
+  hy__unlock(&s->lock);
+  hy__unlock(&rt->slot_lock);
+  t->slot = idx;
+  t->rt = rt;
+  t->timer.idx = -1;
+  return 0;
+}
+
+static void task_dtor(void *obj, void *arg) {
+  hy_runtime_t *rt = arg;
+  hy__task *t = obj;
+  hy__slot *s = slot_at(rt, t->slot);
+  hy__lock(&s->lock);
+  s->task = NULL;
+  s->gen++;
+  hy__unlock(&s->lock);
+  hy__lock(&rt->slot_lock);
+  if (rt->nfree_slots == rt->free_slots_cap) {
+    uint32_t cap = rt->free_slots_cap ? rt->free_slots_cap * 2 : 1024;
+    uint32_t *v = hy__mem_realloc(rt->free_slots, cap * sizeof *v);
+    if (!v) {
+      /* The slot is lost, not reused: harmless beyond its few bytes. */
+      hy__unlock(&rt->slot_lock);
+      return;
+    }
+    rt->free_slots = v;
+    rt->free_slots_cap = cap;
+  }
+  rt->free_slots[rt->nfree_slots++] = t->slot;
+  hy__unlock(&rt->slot_lock);
+}
+
+int hy__task_tables_init(hy_runtime_t *rt) {
+  return hy_cache_create("hydra.task", sizeof(hy__task), 64, task_ctor,
+                         task_dtor, rt, 0, &rt->task_cache);
+}
+
+void hy__task_tables_free(hy_runtime_t *rt) {
+  if (rt->task_cache)
+    hy_cache_destroy(rt->task_cache);
+  rt->task_cache = NULL;
+  for (int c = 0; c < HY__SLOT_CHUNKS; c++) {
+    hy__slot *chunk = atomic_load(&rt->slot_chunks[c]);
+    if (!chunk)
+      break;
+    hy__mem_free(chunk);
+    atomic_store(&rt->slot_chunks[c], NULL);
+  }
+  hy__mem_free(rt->free_slots);
+  rt->free_slots = NULL;
+}
+
+static hy_task_t handle_of(const hy__task *t) {
+  hy_task_t h = {((uint64_t)t->gen << 32) | (uint64_t)(t->slot + 1)};
+  return h;
+}
+
+/* Finds the live task of handle h and returns it with t->lock held, or
+ * NULL if the handle is stale. */
+static hy__task *lookup(hy_runtime_t *rt, hy_task_t h) {
+  uint32_t low = (uint32_t)(h.id & 0xffffffffu);
+  uint32_t gen = (uint32_t)(h.id >> 32);
+  if (low == 0 || low - 1 >= (uint32_t)HY__SLOT_CHUNKS * HY__SLOTS_PER_CHUNK)
+    return NULL;
+  hy__slot *s = slot_at(rt, low - 1);
+  if (!s)
+    return NULL;
+  for (;;) {
+    hy__lock(&s->lock);
+    hy__task *t = s->task;
+    if (!t || s->gen != gen) {
+      hy__unlock(&s->lock);
+      return NULL;
+    }
+    if (hy__trylock(&t->lock)) {
+      hy__unlock(&s->lock);
+      if (t->refs == 0 || t->gen != gen) {
+        hy__unlock(&t->lock);
+        return NULL;
+      }
+      return t;
+    }
+    hy__unlock(&s->lock);
+    hy__thread_yield();
+  }
+}
+
+/* The last reference is gone: stale every handle, give the block back. */
+static void release(hy__task *t) {
+  hy_runtime_t *rt = t->rt;
+  hy__slot *s = slot_at(rt, t->slot);
+  hy__lock(&s->lock);
+  s->gen++;
+  if (s->gen == 0)
+    s->gen = 1;
+  hy__unlock(&s->lock);
+  hy_cache_free(rt->task_cache, t);
+}
+
+/* -------------------------------------------------------------- spawn */
+
+int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
+                  const hy_task_opts_t *o, hy_task_t *out) {
+  if (!rt || !fn)
+    return HY_EINVAL;
+  int phase = atomic_load(&rt->phase);
+  hy__task *cur = hy__task_current(rt);
+  if (phase >= HY__PH_FINALIZE || (phase != HY__PH_RUNNING && !cur))
+    return HY_ESHUTDOWN;
+  hy__task *t = hy_cache_alloc(rt->task_cache);
+  if (!t)
+    return HY_ENOMEM;
+  t->next = NULL;
+  t->fn = fn;
+  t->arg = arg;
+  t->result = NULL;
+  t->stack.base = NULL;
+  t->stack.size = 0;
+  t->stack_size = (o && o->size >= sizeof *o && o->stack_size) ? o->stack_size
+                                                               : 0;
+  const char *name = (o && o->name) ? o->name : "task";
+  snprintf(t->name, sizeof t->name, "%s", name);
+  atomic_store_explicit(&t->wstate, HY__RUNNING, memory_order_relaxed);
+  atomic_store_explicit(&t->started, 0, memory_order_relaxed);
+  t->state = HY__T_NEW;
+  t->detached = out == NULL;
+  t->joined = 0;
+  t->joining = 0;
+  t->refs = out ? 2 : 1;
+  t->joiners.head = t->joiners.tail = NULL;
+  t->cur_wait = NULL;
+  atomic_store(&t->cancelled, phase >= HY__PH_CANCEL);
+  atomic_store_explicit(&t->await_what, NULL, memory_order_relaxed);
+  t->timer.idx = -1;
+  t->timer.owner = NULL;
+  memset(t->locals, 0, sizeof t->locals);
+  hy__fiber_task_new(t);
+
+  hy__lock(&rt->lock);
+  t->lprev = NULL;
+  t->lnext = rt->live;
+  if (rt->live)
+    rt->live->lprev = t;
+  rt->live = t;
+  hy__unlock(&rt->lock);
+  atomic_fetch_add(&rt->alive, 1);
+  hy__worker *w = hy__worker_current(rt);
+  if (w) {
+    HY__STAT_INC(w->st.spawned);
+    if (phase != HY__PH_RUNNING)
+      w->last_activity = hy_now();
+  } else {
+    atomic_fetch_add_explicit(&rt->spawned_outside, 1, memory_order_relaxed);
+  }
+
+  if (out)
+    *out = handle_of(t);
+  hy__task_ready(rt, t, 1);
+  return 0;
+}
+
+/* Runs on the scheduler's stack once the task's function has returned (or
+ * its stack could not be had). */
+void hy__task_finish(hy__worker *w, hy__task *t) {
+  hy_runtime_t *rt = t->rt;
+  if (t->stack.base) {
+    hy_stack_free(rt->stacks, &t->stack);
+    t->stack.base = NULL;
+  }
+  hy__fiber_task_free(t);
+  hy__lock(&rt->lock);
+  if (t->lprev)
+    t->lprev->lnext = t->lnext;
+  else
+    rt->live = t->lnext;
+  if (t->lnext)
+    t->lnext->lprev = t->lprev;
+  hy__unlock(&rt->lock);
+  if (atomic_load(&t->cancelled))
+    HY__STAT_INC(w->st.cancelled);
+
+  hy__lock(&t->lock);
+  t->state = HY__T_DONE;
+  hy__waiter *wr;
+  while ((wr = hy__waitq_claim(&t->joiners)) != NULL) {
+    if (wr->buf)
+      *(void **)wr->buf = t->result;
+    wr->wait->result = 0;
+    hy__wait_wake(wr->wait);
+  }
+  int last = --t->refs == 0;
+  hy__unlock(&t->lock);
+  if (last)
+    release(t);
+  if (atomic_fetch_sub(&rt->alive, 1) == 1 &&
+      atomic_load(&rt->phase) != HY__PH_RUNNING) {
+    /* The last task is gone during shutdown: every worker re-checks. */
+    for (int i = 0; i < (rt->nworkers ? rt->nworkers : 1); i++)
+      hy__port_wake(rt->workers[i].port);
+  }
+}
+
+/* ---------------------------------------------------------- join & co */
+
+int hy_task_join(hy_runtime_t *rt, hy_task_t h, void **result) {
+  return hy_task_join_until(rt, h, HY_FOREVER, result);
+}
+
+int hy_task_join_until(hy_runtime_t *rt, hy_task_t h, hy_time_t deadline,
+                       void **result) {
+  if (!rt)
+    return HY_EINVAL;
+  hy__wait w;
+  int rc = hy__wait_init(&w, rt);
+  if (rc < 0)
+    return rc;
+  hy__task *t = lookup(rt, h);
+  if (!t) {
+    hy__wait_fini(&w);
+    return HY_ESTALE;
+  }
+  if (w.task == t) {
+    hy__unlock(&t->lock);
+    hy__wait_fini(&w);
+    return HY_EDEADLK;
+  }
+  if (t->detached || t->joining || t->joined) {
+    hy__unlock(&t->lock);
+    hy__wait_fini(&w);
+    return HY_EINVAL;
+  }
+  if (t->state != HY__T_DONE) {
+    hy__waiter wr = {0};
+    wr.wait = &w;
+    t->joining = 1;
+    hy__waitq_push(&t->joiners, &wr);
+    if (w.task)
+      atomic_store_explicit(&w.task->await_what, "join", memory_order_relaxed);
+    hy__unlock(&t->lock);
+    int st = hy__wait_park(&w, deadline);
+    hy__lock(&t->lock);
+    hy__waitq_remove(&t->joiners, &wr);
+    t->joining = 0;
+    if (st < 0) {
+      hy__unlock(&t->lock);
+      hy__wait_fini(&w);
+      return st == HY__FIRED_TIMEOUT ? HY_ETIMEDOUT : HY_ECANCELED;
+    }
+  } else if (!hy__wait_claim(&w, 0)) {
+    /* Done already, but a cancel claimed our wait first and its wake is
+     * on the way: receive it before the wait goes out of scope. */
+    hy__unlock(&t->lock);
+    hy__wait_park(&w, HY_FOREVER);
+    hy__lock(&t->lock);
+  }
+  if (result)
+    *result = t->result;
+  t->joined = 1;
+  int last = --t->refs == 0;
+  hy__unlock(&t->lock);
+  hy__wait_fini(&w);
+  if (last)
+    release(t);
+  return 0;
+}
+
+int hy_task_detach(hy_runtime_t *rt, hy_task_t h) {
+  hy__task *t = rt ? lookup(rt, h) : NULL;
+  if (!t)
+    return HY_ESTALE;
+  if (t->detached || t->joined || t->joining) {
+    hy__unlock(&t->lock);
+    return HY_EINVAL;
+  }
+  t->detached = 1;
+  int last = --t->refs == 0;
+  hy__unlock(&t->lock);
+  if (last)
+    release(t);
+  return 0;
+}
+
+/* pre: t->lock held. */
+static void cancel_locked(hy__task *t) {
+  if (atomic_exchange(&t->cancelled, 1))
+    return;
+  hy__wait *w = t->cur_wait;
+  if (w && hy__wait_claim(w, HY__FIRED_CANCEL))
+    hy__wait_wake(w);
+}
+
+int hy_task_cancel(hy_runtime_t *rt, hy_task_t h) {
+  hy__task *t = rt ? lookup(rt, h) : NULL;
+  if (!t)
+    return HY_ESTALE;
+  if (t->state != HY__T_DONE)
+    cancel_locked(t);
+  hy__unlock(&t->lock);
+  return 0;
+}
+
+void hy__cancel_all(hy_runtime_t *rt) {
+  hy__lock(&rt->lock);
+  for (hy__task *t = rt->live; t; t = t->lnext) {
+    hy__lock(&t->lock);
+    if (t->state != HY__T_DONE)
+      cancel_locked(t);
+    hy__unlock(&t->lock);
+  }
+  hy__unlock(&rt->lock);
+}
+
+hy_task_t hy_task_self(hy_runtime_t *rt) {
+  hy__task *t = rt ? hy__task_current(rt) : NULL;
+  if (!t) {
+    hy_task_t none = {0};
+    return none;
+  }
+  return handle_of(t);
+}
+
+int hy_task_cancelled(hy_runtime_t *rt) {
+  hy__task *t = rt ? hy__task_current(rt) : NULL;
+  return t ? atomic_load(&t->cancelled) : 0;
+}
+
+int hy_yield(hy_runtime_t *rt) {
+  hy__task *t = rt ? hy__task_current(rt) : NULL;
+  if (!t)
+    return HY_EINVAL;
+  if (atomic_load_explicit(&t->cancelled, memory_order_relaxed))
+    return HY_ECANCELED;
+  hy__yield_now(t);
+  return atomic_load_explicit(&t->cancelled, memory_order_relaxed)
+             ? HY_ECANCELED
+             : 0;
+}
+
+int hy_sleep(hy_runtime_t *rt, int64_t ns) {
+  return hy_sleep_until(rt, hy_deadline_in(ns));
+}
+
+int hy_sleep_until(hy_runtime_t *rt, hy_time_t deadline) {
+  if (!rt || !hy__task_current(rt)) {
+    if (deadline != HY_FOREVER)
+      hy__sleep_thread_until(deadline);
+    return 0;
+  }
+  hy__wait w;
+  int rc = hy__wait_init(&w, rt);
+  if (rc < 0)
+    return rc;
+  atomic_store_explicit(&w.task->await_what, "sleep", memory_order_relaxed);
+  int st = hy__wait_park(&w, deadline);
+  hy__wait_fini(&w);
+  return st == HY__FIRED_CANCEL ? HY_ECANCELED : 0;
+}
+
+hy_time_t hy_deadline_in(int64_t ns) {
+  if (ns < 0)
+    ns = 0;
+  hy_time_t now = hy_now();
+  return ns >= HY_FOREVER - now ? HY_FOREVER : now + ns;
+}
+
+/* ---------------------------------------------------------- task-locals */
+
+int hy_task_key_new(hy_runtime_t *rt, void (*dtor)(void *), int *key) {
+  if (!rt || !key)
+    return HY_EINVAL;
+  hy__lock(&rt->lock);
+  if (rt->task_keys >= HY_TASK_LOCALS) {
+    hy__unlock(&rt->lock);
+    return HY_ENOBUFS;
+  }
+  int k = rt->task_keys;
+  rt->task_key_dtor[k] = dtor;
+  rt->task_keys = k + 1;
+  hy__unlock(&rt->lock);
+  *key = k;
+  return 0;
+}
+
+int hy_task_local_set(hy_runtime_t *rt, int key, void *value) {
+  hy__task *t = rt ? hy__task_current(rt) : NULL;
+  if (!t || key < 0 || key >= HY_TASK_LOCALS)
+    return HY_EINVAL;
+  t->locals[key] = value;
+  return 0;
+}
+
+void *hy_task_local_get(hy_runtime_t *rt, int key) {
+  hy__task *t = rt ? hy__task_current(rt) : NULL;
+  if (!t || key < 0 || key >= HY_TASK_LOCALS)
+    return NULL;
+  return t->locals[key];
+}
+
+/* ------------------------------------------------------- task as an arm */
+
+static hy__lock_t *arm_lock(void *obj) { return obj ? &((hy__task *)obj)->lock : NULL; }
+
+static int arm_try(void *obj, hy_arm_t *arm, int *result) {
+  hy__task *t = obj;
+  if (!t) {
+    *result = HY_ESTALE;
+    return 1;
+  }
+  if (t->state != HY__T_DONE)
+    return 0;
+  if (arm->buf)
+    *(void **)arm->buf = t->result;
+  *result = 0;
+  return 1;
+}
+
+static void arm_enqueue(void *obj, hy_arm_t *arm, hy__waiter *w) {
+  w->buf = arm->buf; /* hy__task_finish stores the result there */
+  hy__waitq_push(&((hy__task *)obj)->joiners, w);
+}
+
+static void arm_dequeue(void *obj, hy_arm_t *arm, hy__waiter *w) {
+  (void)arm;
+  hy__waitq_remove(&((hy__task *)obj)->joiners, w);
+}
+
+/* The arm does not consume the handle: after it fires, hy_task_join
+ * returns at once with the result (or hy_task_detach lets it go).  The
+ * handle must stay valid while the arm is in use. */
+static const struct hy_awaitable task_awaitable = {
+    "task", arm_lock, arm_try, arm_enqueue, arm_dequeue};
+
+hy_arm_t hy_arm_task(hy_runtime_t *rt, hy_task_t h, void **result) {
+  hy_arm_t a;
+  memset(&a, 0, sizeof a);
+  a.ops = &task_awaitable;
+  a.kind = HY_ARM_OBJECT;
+  a.guard = 1;
+  a.buf = result;
+  hy__task *t = rt ? lookup(rt, h) : NULL;
+  if (t)
+    hy__unlock(&t->lock);
+  a.obj = t;
+  return a;
+}

@@ -1,0 +1,204 @@
+/* wait.c - spinlock slow path, wait queues, and parking a task or a
+ * foreign thread on a hy__wait (the contract is in runtime/wait.h).
+ *
+ * A task parks through the scheduler; a foreign thread (no task of rt on
+ * this thread) parks on the futex/event in the wait itself and handles its
+ * own deadline, so waits work the same from inside and outside the runtime.
+ */
+#include <stdlib.h>
+
+#include "runtime/internal.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield")
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+void hy__lock_slow(hy__lock_t *l) {
+  for (int spins = 0;; spins++) {
+    if (atomic_load_explicit(&l->v, memory_order_relaxed) == 0 &&
+        atomic_exchange_explicit(&l->v, 1, memory_order_acquire) == 0)
+      return;
+    if (spins < 64)
+      cpu_relax();
+    else
+      hy__thread_yield();
+  }
+}
+
+static int lock_cmp(const void *a, const void *b) {
+  uintptr_t x = (uintptr_t) * (hy__lock_t *const *)a;
+  uintptr_t y = (uintptr_t) * (hy__lock_t *const *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Sorts in place; a select has a handful of arms, so insertion-sort cost is
+ * nothing, but qsort keeps it short. */
+void hy__lock_all(hy__lock_t **locks, int n) {
+  qsort(locks, (size_t)n, sizeof *locks, lock_cmp);
+  hy__lock_t *prev = NULL;
+  for (int i = 0; i < n; i++) {
+    if (locks[i] && locks[i] != prev)
+      hy__lock(locks[i]);
+    prev = locks[i];
+  }
+}
+
+void hy__unlock_all(hy__lock_t **locks, int n) {
+  hy__lock_t *prev = NULL;
+  for (int i = 0; i < n; i++) {
+    if (locks[i] && locks[i] != prev)
+      hy__unlock(locks[i]);
+    prev = locks[i];
+  }
+}
+
+/* ---------------------------------------------------------------- queues */
+
+void hy__waitq_push(hy__waitq *q, hy__waiter *w) {
+  w->next = NULL;
+  w->prev = q->tail;
+  if (q->tail)
+    q->tail->next = w;
+  else
+    q->head = w;
+  q->tail = w;
+  w->linked = 1;
+}
+
+void hy__waitq_remove(hy__waitq *q, hy__waiter *w) {
+  if (!w->linked)
+    return;
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    q->head = w->next;
+  if (w->next)
+    w->next->prev = w->prev;
+  else
+    q->tail = w->prev;
+  w->next = w->prev = NULL;
+  w->linked = 0;
+}
+
+hy__waiter *hy__waitq_claim(hy__waitq *q) {
+  while (q->head) {
+    hy__waiter *w = q->head;
+    hy__waitq_remove(q, w);
+    if (hy__wait_claim(w->wait, w->arm))
+      return w;
+  }
+  return NULL;
+}
+
+hy__waiter *hy__waitq_peek(hy__waitq *q) {
+  while (q->head) {
+    hy__waiter *w = q->head;
+    if (atomic_load_explicit(&w->wait->state, memory_order_acquire) ==
+        HY__WAITING)
+      return w;
+    hy__waitq_remove(q, w);
+  }
+  return NULL;
+}
+
+int hy__waitq_wake_all(hy__waitq *q, int result) {
+  int n = 0;
+  hy__waiter *w;
+  while ((w = hy__waitq_claim(q)) != NULL) {
+    w->wait->result = result;
+    hy__wait_wake(w->wait);
+    n++;
+  }
+  return n;
+}
+
+/* ----------------------------------------------------------------- waits */
+
+int hy__wait_init(hy__wait *w, hy_runtime_t *rt) {
+  atomic_init(&w->state, HY__WAITING);
+  w->result = 0;
+  w->rt = rt;
+  w->task = rt ? hy__task_current(rt) : NULL;
+  if (!w->task) {
+    hy__osev_init(&w->ev);
+    return 0;
+  }
+  hy__task *t = w->task;
+  hy__lock(&t->lock);
+  if (atomic_load(&t->cancelled)) {
+    hy__unlock(&t->lock);
+    return HY_ECANCELED;
+  }
+  t->cur_wait = w;
+  hy__unlock(&t->lock);
+  return 0;
+}
+
+void hy__wait_fini(hy__wait *w) {
+  if (!w->task) {
+    hy__osev_destroy(&w->ev);
+    return;
+  }
+  hy__task *t = w->task;
+  hy__lock(&t->lock);
+  if (t->cur_wait == w)
+    t->cur_wait = NULL;
+  hy__unlock(&t->lock);
+}
+
+void hy__wait_wake(hy__wait *w) {
+  if (w->task)
+    hy__task_wake(w->task);
+  else
+    hy__osev_signal(&w->ev);
+}
+
+int hy__wait_park(hy__wait *w, int64_t deadline) {
+  hy__task *t = w->task;
+  if (!t) {
+    /* A foreign thread: the deadline is ours to enforce.  If the time-out
+     * loses the race to a claimer, wait for that claimer's signal, which
+     * follows its data transfer. */
+    if (!hy__osev_wait(&w->ev, deadline)) {
+      if (hy__wait_claim(w, HY__FIRED_TIMEOUT))
+        return HY__FIRED_TIMEOUT;
+      hy__osev_wait(&w->ev, HY_FOREVER);
+    }
+    return atomic_load(&w->state);
+  }
+  if (deadline != HY_FOREVER) {
+    hy__worker *wk = hy__worker_current(t->rt);
+    if (deadline <= hy_now()) {
+      if (hy__wait_claim(w, HY__FIRED_TIMEOUT))
+        hy__wait_wake(w);
+    } else if (hy__timer_arm(wk, &t->timer, deadline, w) != 0) {
+      /* No memory for the heap slot: fail the wait as a time-out rather
+       * than sleeping forever. */
+      if (hy__wait_claim(w, HY__FIRED_TIMEOUT))
+        hy__wait_wake(w);
+    }
+  }
+  atomic_store_explicit(&t->await_since, hy_now(), memory_order_relaxed);
+  hy__park(t);
+  if (deadline != HY_FOREVER)
+    hy__timer_disarm(&t->timer);
+  hy__lock(&t->lock);
+  t->cur_wait = NULL;
+  hy__unlock(&t->lock);
+  atomic_store_explicit(&t->await_what, NULL, memory_order_relaxed);
+  return atomic_load_explicit(&w->state, memory_order_acquire);
+}
+
+int hy__wait_rc(const hy__wait *w) {
+  int s = atomic_load(&((hy__wait *)w)->state);
+  if (s == HY__FIRED_TIMEOUT)
+    return HY_ETIMEDOUT;
+  if (s == HY__FIRED_CANCEL)
+    return HY_ECANCELED;
+  return w->result;
+}

@@ -1,0 +1,700 @@
+/* test-runtime.c - tasks, scheduler, timers, embedding, blocking pool. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "hydra.h"
+#include "test.h"
+
+static hy_runtime_t *new_rt(int workers) {
+  hy_options_t o = HY_OPTIONS_INIT;
+  o.workers = workers;
+  hy_runtime_t *rt = NULL;
+  ASSERT_OK(hy_runtime_new(&o, &rt));
+  return rt;
+}
+
+static void close_rt(hy_runtime_t *rt) {
+  ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(100)));
+  ASSERT_OK(hy_runtime_close(rt));
+}
+
+static void *ret_arg(void *arg) { return arg; }
+
+TEST_IMPL(rt_spawn_join) {
+  hy_runtime_t *rt = new_rt(2);
+  hy_task_t t[100];
+  for (intptr_t i = 0; i < 100; i++)
+    ASSERT_OK(hy_task_spawn(rt, ret_arg, (void *)i, NULL, &t[i]));
+  for (intptr_t i = 0; i < 100; i++) {
+    void *r = NULL;
+    ASSERT_OK(hy_task_join(rt, t[i], &r));
+    ASSERT_EQ((intptr_t)r, i);
+  }
+  /* The handles are stale now. */
+  ASSERT_ERR(hy_task_join(rt, t[0], NULL), HY_ESTALE);
+  ASSERT_ERR(hy_task_cancel(rt, t[5]), HY_ESTALE);
+  hy_task_t bogus = {12345678901ULL};
+  ASSERT_ERR(hy_task_join(rt, bogus, NULL), HY_ESTALE);
+  hy_task_t none = {0};
+  ASSERT_ERR(hy_task_detach(rt, none), HY_ESTALE);
+  close_rt(rt);
+  return 0;
+}
+
+/* ------------------------------------------------------------ yield */
+
+typedef struct {
+  hy_runtime_t *rt;
+  atomic_int *log;
+  atomic_int *pos;
+  int id;
+} yarg_t;
+
+static void *yielder(void *p) {
+  yarg_t *a = p;
+  for (int i = 0; i < 5; i++) {
+    a->log[atomic_fetch_add(a->pos, 1)] = a->id;
+    ASSERT_OK(hy_yield(a->rt));
+  }
+  return NULL;
+}
+
+static void *yield_root(void *p) {
+  yarg_t *a = p;
+  hy_task_t ta, tb;
+  ASSERT_OK(hy_task_spawn(a[0].rt, yielder, &a[0], NULL, &ta));
+  ASSERT_OK(hy_task_spawn(a[0].rt, yielder, &a[1], NULL, &tb));
+  ASSERT_OK(hy_task_join(a[0].rt, ta, NULL));
+  ASSERT_OK(hy_task_join(a[0].rt, tb, NULL));
+  return NULL;
+}
+
+TEST_IMPL(rt_yield_interleaves) {
+  hy_runtime_t *rt = new_rt(1);
+  atomic_int log[10], pos = 0;
+  yarg_t a[2] = {{rt, log, &pos, 1}, {rt, log, &pos, 2}};
+  hy_task_t root;
+  ASSERT_OK(hy_task_spawn(rt, yield_root, a, NULL, &root));
+  ASSERT_OK(hy_task_join(rt, root, NULL));
+  ASSERT_EQ(pos, 10);
+  /* With one worker, two yielding tasks alternate. */
+  int switches = 0;
+  for (int i = 1; i < 10; i++)
+    switches += log[i] != log[i - 1];
+  ASSERT_GE(switches, 7);
+  ASSERT_ERR(hy_yield(rt), HY_EINVAL); /* not a task */
+  close_rt(rt);
+  return 0;
+}
+
+/* ------------------------------------------------------------ sleep */
+
+typedef struct {
+  hy_runtime_t *rt;
+  int64_t ns;
+  int64_t late;
+} sarg_t;
+
+static void *sleeper(void *p) {
+  sarg_t *a = p;
+  hy_time_t d = hy_deadline_in(a->ns);
+  ASSERT_OK(hy_sleep_until(a->rt, d));
+  a->late = hy_now() - d;
+  return NULL;
+}
+
+TEST_IMPL(rt_sleep_never_early) {
+  hy_runtime_t *rt = new_rt(2);
+  enum { N = 200 };
+  static sarg_t a[N];
+  hy_task_t t[N];
+  for (int i = 0; i < N; i++) {
+    a[i].rt = rt;
+    a[i].ns = HY_MS(1) + (int64_t)(test_rand() % (uint64_t)HY_MS(30));
+    ASSERT_OK(hy_task_spawn(rt, sleeper, &a[i], NULL, &t[i]));
+  }
+  for (int i = 0; i < N; i++) {
+    ASSERT_OK(hy_task_join(rt, t[i], NULL));
+    ASSERT_GE(a[i].late, 0);          /* never early */
+    ASSERT_LT(a[i].late, HY_MS(500)); /* and not absurdly late */
+  }
+  /* A foreign thread sleeps the thread, also never early. */
+  hy_time_t d = hy_deadline_in(HY_MS(5));
+  ASSERT_OK(hy_sleep_until(rt, d));
+  ASSERT_GE(hy_now(), d);
+  close_rt(rt);
+  return 0;
+}
+
+/* --------------------------------------------------------- join deadline */
+
+static void *sleep_long(void *p) {
+  hy_runtime_t *rt = p;
+  int rc = hy_sleep(rt, HY_SEC(30));
+  return (void *)(intptr_t)rc;
+}
+
+TEST_IMPL(rt_join_deadline_and_cancel) {
+  hy_runtime_t *rt = new_rt(2);
+  hy_task_t t;
+  ASSERT_OK(hy_task_spawn(rt, sleep_long, rt, NULL, &t));
+  hy_time_t d = hy_deadline_in(HY_MS(20));
+  ASSERT_ERR(hy_task_join_until(rt, t, d, NULL), HY_ETIMEDOUT);
+  ASSERT_GE(hy_now(), d);
+  /* Still joinable after a time-out; cancel ends the sleep with ECANCELED. */
+  ASSERT_OK(hy_task_cancel(rt, t));
+  void *r;
+  ASSERT_OK(hy_task_join(rt, t, &r));
+  ASSERT_EQ((intptr_t)r, HY_ECANCELED);
+  ASSERT_ERR(hy_task_cancel(rt, t), HY_ESTALE);
+  close_rt(rt);
+  return 0;
+}
+
+/* Cancellation is sticky and lands at every kind of await. */
+static void *cancel_victim(void *p) {
+  hy_runtime_t *rt = p;
+  int rc1 = hy_sleep(rt, HY_SEC(30));
+  int rc2 = hy_sleep(rt, HY_MS(1));
+  int rc3 = hy_yield(rt);
+  ASSERT_EQ(rc1, HY_ECANCELED);
+  ASSERT_EQ(rc2, HY_ECANCELED);
+  ASSERT_EQ(rc3, HY_ECANCELED);
+  ASSERT(hy_task_cancelled(rt));
+  return (void *)1;
+}
+
+static void *join_victim(void *p) {
+  hy_task_t *other = p;
+  (void)other;
+  return NULL;
+}
+
+typedef struct {
+  hy_runtime_t *rt;
+  hy_task_t target;
+  int rc;
+} jarg_t;
+
+static void *joiner(void *p) {
+  jarg_t *a = p;
+  a->rc = hy_task_join(a->rt, a->target, NULL);
+  return NULL;
+}
+
+static void *blocker(void *p) {
+  void *r = NULL;
+  hy_blocking((hy_runtime_t *)p, sleep_long, NULL, &r);
+  return r;
+}
+
+static void *slow_fn(void *p) {
+  (void)p;
+  usleep(50000);
+  return (void *)7;
+}
+
+static void *blocking_cancelled(void *p) {
+  hy_runtime_t *rt = p;
+  void *r = NULL;
+  return (void *)(intptr_t)hy_blocking(rt, slow_fn, NULL, &r);
+}
+
+TEST_IMPL(rt_cancel_every_await) {
+  hy_runtime_t *rt = new_rt(2);
+  (void)join_victim;
+  (void)blocker;
+  hy_task_t v;
+  ASSERT_OK(hy_task_spawn(rt, cancel_victim, rt, NULL, &v));
+  usleep(10000);
+  ASSERT_OK(hy_task_cancel(rt, v));
+  void *r;
+  ASSERT_OK(hy_task_join(rt, v, &r));
+  ASSERT_EQ((intptr_t)r, 1);
+
+  /* A task blocked in join: the join returns ECANCELED, the target lives. */
+  hy_task_t target, j;
+  ASSERT_OK(hy_task_spawn(rt, sleep_long, rt, NULL, &target));
+  jarg_t ja = {rt, target, 0};
+  ASSERT_OK(hy_task_spawn(rt, joiner, &ja, NULL, &j));
+  usleep(10000);
+  ASSERT_OK(hy_task_cancel(rt, j));
+  ASSERT_OK(hy_task_join(rt, j, NULL));
+  ASSERT_EQ(ja.rc, HY_ECANCELED);
+  ASSERT_OK(hy_task_cancel(rt, target));
+  ASSERT_OK(hy_task_join(rt, target, &r));
+  ASSERT_EQ((intptr_t)r, HY_ECANCELED);
+
+  /* A task in the blocking pool: it leaves at once; the function runs on. */
+  hy_task_t b;
+  ASSERT_OK(hy_task_spawn(rt, blocking_cancelled, rt, NULL, &b));
+  usleep(5000);
+  ASSERT_OK(hy_task_cancel(rt, b));
+  ASSERT_OK(hy_task_join(rt, b, &r));
+  ASSERT_EQ((intptr_t)r, HY_ECANCELED);
+  close_rt(rt);
+  return 0;
+}
+
+/* ----------------------------------------------------- handles, detach */
+
+static void *self_join(void *p) {
+  hy_runtime_t *rt = p;
+  return (void *)(intptr_t)hy_task_join(rt, hy_task_self(rt), NULL);
+}
+
+TEST_IMPL(rt_handles) {
+  hy_runtime_t *rt = new_rt(1);
+  hy_task_t t;
+  ASSERT_OK(hy_task_spawn(rt, self_join, rt, NULL, &t));
+  void *r;
+  ASSERT_OK(hy_task_join(rt, t, &r));
+  ASSERT_EQ((intptr_t)r, HY_EDEADLK);
+  /* Detach: the handle can no longer be joined, and goes stale. */
+  ASSERT_OK(hy_task_spawn(rt, sleep_long, rt, NULL, &t));
+  ASSERT_OK(hy_task_detach(rt, t));
+  ASSERT_ERR(hy_task_join(rt, t, NULL), HY_EINVAL);
+  ASSERT_OK(hy_task_cancel(rt, t));
+  for (int i = 0; i < 200 && hy_task_cancel(rt, t) == 0; i++)
+    usleep(1000);
+  ASSERT_ERR(hy_task_cancel(rt, t), HY_ESTALE);
+  ASSERT_EQ(hy_task_self(rt).id, 0);
+  close_rt(rt);
+  return 0;
+}
+
+/* ------------------------------------------------------ a million tasks */
+
+static void *one(void *p) {
+  (void)p;
+  return (void *)1;
+}
+
+static void *million(void *p) {
+  hy_runtime_t *rt = p;
+  enum { BATCH = 10000, ROUNDS = 100 };
+  static hy_task_t t[BATCH];
+  long sum = 0;
+  for (int r = 0; r < ROUNDS; r++) {
+    for (int i = 0; i < BATCH; i++)
+      ASSERT_OK(hy_task_spawn(rt, one, NULL, NULL, &t[i]));
+    for (int i = 0; i < BATCH; i++) {
+      void *res;
+      ASSERT_OK(hy_task_join(rt, t[i], &res));
+      sum += (intptr_t)res;
+    }
+  }
+  ASSERT_EQ(sum, (long)BATCH * ROUNDS);
+  return NULL;
+}
+
+TEST_IMPL(rt_million_tasks) {
+  hy_runtime_t *rt = new_rt(2);
+  hy_task_t root;
+  ASSERT_OK(hy_task_spawn(rt, million, rt, NULL, &root));
+  ASSERT_OK(hy_task_join(rt, root, NULL));
+  hy_runtime_stats_t st = {.size = sizeof st};
+  ASSERT_OK(hy_runtime_stats(rt, &st));
+  ASSERT_EQ(st.tasks_alive, 0);
+  close_rt(rt);
+  return 0;
+}
+
+/* --------------------------------------------------- cross-worker storm */
+
+typedef struct {
+  hy_runtime_t *rt;
+  atomic_long *count;
+  int depth;
+} tree_t;
+
+static void *tree(void *p) {
+  tree_t *a = p;
+  atomic_fetch_add(a->count, 1);
+  if (a->depth == 0)
+    return NULL;
+  tree_t kids[4];
+  hy_task_t t[4];
+  for (int i = 0; i < 4; i++) {
+    kids[i] = *a;
+    kids[i].depth = a->depth - 1;
+    ASSERT_OK(hy_task_spawn(a->rt, tree, &kids[i], NULL, &t[i]));
+  }
+  for (int i = 0; i < 4; i++)
+    ASSERT_OK(hy_task_join(a->rt, t[i], NULL));
+  return NULL;
+}
+
+TEST_IMPL(rt_spawn_tree_across_workers) {
+  hy_runtime_t *rt = new_rt(2);
+  atomic_long count = 0;
+  tree_t root = {rt, &count, 7};
+  hy_task_t t;
+  ASSERT_OK(hy_task_spawn(rt, tree, &root, NULL, &t));
+  ASSERT_OK(hy_task_join(rt, t, NULL));
+  ASSERT_EQ(count, (4 * 4 * 4 * 4 * 4 * 4 * 4 * 4 - 1) / 3); /* 21845 */
+  close_rt(rt);
+  return 0;
+}
+
+/* --------------------------------------------------------- two runtimes */
+
+static void *add_sleep(void *p) {
+  hy_runtime_t *rt = ((void **)p)[0];
+  atomic_int *n = ((void **)p)[1];
+  hy_sleep(rt, HY_MS(1));
+  atomic_fetch_add(n, 1);
+  return NULL;
+}
+
+TEST_IMPL(rt_two_runtimes) {
+  hy_runtime_t *a = new_rt(1), *b = new_rt(2);
+  atomic_int na = 0, nb = 0;
+  void *pa[2] = {a, &na}, *pb[2] = {b, &nb};
+  hy_task_t ta[50], tb[50];
+  for (int i = 0; i < 50; i++) {
+    ASSERT_OK(hy_task_spawn(a, add_sleep, pa, NULL, &ta[i]));
+    ASSERT_OK(hy_task_spawn(b, add_sleep, pb, NULL, &tb[i]));
+  }
+  for (int i = 0; i < 50; i++) {
+    ASSERT_OK(hy_task_join(a, ta[i], NULL));
+    ASSERT_OK(hy_task_join(b, tb[i], NULL));
+  }
+  ASSERT_EQ(na, 50);
+  ASSERT_EQ(nb, 50);
+  close_rt(a);
+  close_rt(b);
+  return 0;
+}
+
+/* ----------------------------------------------------------- embedding */
+
+static void bump(void *p) { atomic_fetch_add((atomic_int *)p, 1); }
+
+static void *foreign_poster(void *p) {
+  hy_runtime_t *rt = ((void **)p)[0];
+  atomic_int *n = ((void **)p)[1];
+  for (int i = 0; i < 1000; i++)
+    ASSERT_OK(hy_runtime_post(rt, bump, n));
+  return NULL;
+}
+
+TEST_IMPL(rt_embedded_run_once) {
+  hy_runtime_t *rt = new_rt(0);
+  ASSERT_EQ(hy_runtime_workers(rt), 0);
+  atomic_int n = 0;
+  void *p[2] = {rt, &n};
+  hy_task_t t[10];
+  for (int i = 0; i < 10; i++)
+    ASSERT_OK(hy_task_spawn(rt, add_sleep, p, NULL, &t[i]));
+  /* Nothing runs until the host calls in. */
+  usleep(20000);
+  ASSERT_EQ(n, 0);
+  hy_time_t end = hy_deadline_in(HY_SEC(5));
+  while (n < 10 && hy_now() < end)
+    ASSERT_OK(hy_runtime_run_once(rt, HY_MS(2)));
+  ASSERT_EQ(n, 10);
+  for (int i = 0; i < 10; i++)
+    ASSERT_OK(hy_task_join(rt, t[i], NULL)); /* done: no waiting needed */
+  ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(10)));
+  ASSERT_ERR(hy_runtime_run_once(rt, 0), HY_ESHUTDOWN);
+  ASSERT_OK(hy_runtime_close(rt));
+  return 0;
+}
+
+TEST_IMPL(rt_embedded_poll_os_handle) {
+  hy_runtime_t *rt = new_rt(0);
+  intptr_t fd = hy_runtime_os_handle(rt);
+  ASSERT_GE(fd, 0);
+  atomic_int n = 0;
+  void *p[2] = {rt, &n};
+  pthread_t th[4];
+  for (int i = 0; i < 4; i++)
+    ASSERT_EQ(pthread_create(&th[i], NULL, foreign_poster, p), 0);
+  hy_time_t end = hy_deadline_in(HY_SEC(10));
+  while (n < 4000 && hy_now() < end) {
+    struct pollfd pf = {(int)fd, POLLIN, 0};
+    int k = poll(&pf, 1, 100);
+    ASSERT_GE(k, 0);
+    ASSERT_GE(hy_runtime_run_once(rt, 0), 0);
+  }
+  for (int i = 0; i < 4; i++)
+    pthread_join(th[i], NULL);
+  while (hy_runtime_run_once(rt, 0) > 0)
+    ;
+  ASSERT_EQ(n, 4000);
+  /* Idle: the handle is not readable. */
+  struct pollfd pf = {(int)fd, POLLIN, 0};
+  ASSERT_EQ(poll(&pf, 1, 20), 0);
+  /* A task woken from another thread makes it readable. */
+  ASSERT_OK(hy_runtime_post(rt, bump, &n));
+  ASSERT_EQ(poll(&pf, 1, 1000), 1);
+  ASSERT_GE(hy_runtime_run_once(rt, 0), 1);
+  ASSERT_EQ(n, 4001);
+  close_rt(rt);
+  return 0;
+}
+
+TEST_IMPL(rt_post_from_threads) {
+  hy_runtime_t *rt = new_rt(2);
+  atomic_int n = 0;
+  void *p[2] = {rt, &n};
+  pthread_t th[4];
+  for (int i = 0; i < 4; i++)
+    ASSERT_EQ(pthread_create(&th[i], NULL, foreign_poster, p), 0);
+  for (int i = 0; i < 4; i++)
+    pthread_join(th[i], NULL);
+  hy_time_t end = hy_deadline_in(HY_SEC(10));
+  while (n < 4000 && hy_now() < end)
+    usleep(1000);
+  ASSERT_EQ(n, 4000);
+  close_rt(rt);
+  return 0;
+}
+
+/* ------------------------------------------------------------ fairness */
+
+typedef struct {
+  hy_runtime_t *rt;
+  atomic_int stop;
+  long spins;
+} spin_t;
+
+static void *spinner(void *p) {
+  spin_t *s = p;
+  while (!atomic_load(&s->stop)) {
+    hy_yield(s->rt);
+    s->spins++;
+  }
+  return NULL;
+}
+
+TEST_IMPL(rt_fairness_spinner_vs_sleeper) {
+  hy_runtime_t *rt = new_rt(1);
+  spin_t s = {rt, 0, 0};
+  hy_task_t sp, sl;
+  ASSERT_OK(hy_task_spawn(rt, spinner, &s, NULL, &sp));
+  sarg_t a = {rt, HY_MS(20), 0};
+  ASSERT_OK(hy_task_spawn(rt, sleeper, &a, NULL, &sl));
+  ASSERT_OK(hy_task_join(rt, sl, NULL));
+  atomic_store(&s.stop, 1);
+  ASSERT_OK(hy_task_join(rt, sp, NULL));
+  ASSERT_GE(a.late, 0);
+  ASSERT_LT(a.late, HY_MS(100)); /* the spinner could not starve it */
+  ASSERT_GT(s.spins, 10);
+  close_rt(rt);
+  return 0;
+}
+
+/* ------------------------------------------------------------ idle CPU */
+
+static double cpu_seconds(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+         (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+TEST_IMPL(rt_idle_uses_no_cpu) {
+  hy_runtime_t *rt = new_rt(2);
+  hy_task_t t;
+  ASSERT_OK(hy_task_spawn(rt, sleep_long, rt, NULL, &t)); /* one timer */
+  usleep(100000);
+  double c0 = cpu_seconds();
+  usleep(2000000);
+  double used = cpu_seconds() - c0;
+  fprintf(stderr, "idle CPU over 2 s: %.4f s\n", used);
+  ASSERT(used < 0.05); /* ~0%: no polling while idle */
+  ASSERT_OK(hy_task_cancel(rt, t));
+  ASSERT_OK(hy_task_join(rt, t, NULL));
+  close_rt(rt);
+  return 0;
+}
+
+/* -------------------------------------------------------- stack overflow */
+
+static int recurse(volatile char *prev, int n) {
+  volatile char buf[512];
+  buf[0] = (char)n;
+  buf[511] = prev ? prev[0] : 0;
+  return n > 0 ? recurse(buf, n + 1) + buf[511] : 0;
+}
+
+static void *overflow(void *p) {
+  (void)p;
+  return (void *)(intptr_t)recurse(NULL, 1);
+}
+
+TEST_IMPL(rt_stack_overflow_named) {
+  if (getenv("HYDRA_TEST_ROLE")) {
+    hy_runtime_t *rt = new_rt(1);
+    hy_task_opts_t o = HY_TASK_OPTS_INIT;
+    o.name = "deep-recursion";
+    hy_task_t t;
+    ASSERT_OK(hy_task_spawn(rt, overflow, NULL, &o, &t));
+    hy_task_join(rt, t, NULL);
+    return 0; /* not reached */
+  }
+#ifdef HY_ASAN
+  RETURN_SKIP("ASan reports the overflow itself");
+#endif
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd,
+           "HYDRA_TEST_ROLE=child '%s' --run rt_stack_overflow_named 2>&1",
+           test_exe());
+  FILE *f = popen(cmd, "r");
+  ASSERT(f);
+  char out[8192] = {0};
+  size_t n = fread(out, 1, sizeof out - 1, f);
+  (void)n;
+  int st = pclose(f);
+  ASSERT(WIFEXITED(st) ? WEXITSTATUS(st) != 0 : 1);
+  ASSERT(strstr(out, "task 'deep-recursion'") != NULL);
+  ASSERT(strstr(out, "overflowed its stack") != NULL);
+  return 0;
+}
+
+/* ----------------------------------------------------------- task-local */
+
+static atomic_int freed;
+static void free_local(void *v) {
+  free(v);
+  atomic_fetch_add(&freed, 1);
+}
+
+static void *use_local(void *p) {
+  hy_runtime_t *rt = ((void **)p)[0];
+  int key = *(int *)((void **)p)[1];
+  ASSERT(hy_task_local_get(rt, key) == NULL);
+  int *v = malloc(sizeof *v);
+  *v = 42;
+  ASSERT_OK(hy_task_local_set(rt, key, v));
+  hy_yield(rt);
+  ASSERT_EQ(*(int *)hy_task_local_get(rt, key), 42);
+  return NULL;
+}
+
+TEST_IMPL(rt_task_locals) {
+  hy_runtime_t *rt = new_rt(2);
+  int key;
+  ASSERT_OK(hy_task_key_new(rt, free_local, &key));
+  void *p[2] = {rt, &key};
+  hy_task_t t[8];
+  for (int i = 0; i < 8; i++)
+    ASSERT_OK(hy_task_spawn(rt, use_local, p, NULL, &t[i]));
+  for (int i = 0; i < 8; i++)
+    ASSERT_OK(hy_task_join(rt, t[i], NULL));
+  ASSERT_EQ(freed, 8);
+  ASSERT_ERR(hy_task_local_set(rt, key, NULL), HY_EINVAL); /* not a task */
+  close_rt(rt);
+  return 0;
+}
+
+/* -------------------------------------------------------- blocking pool */
+
+typedef struct {
+  hy_runtime_t *rt;
+  atomic_int *ticks;
+} bp_t;
+
+static void *ticker(void *p) {
+  bp_t *b = p;
+  for (int i = 0; i < 20; i++) {
+    hy_sleep(b->rt, HY_MS(2));
+    atomic_fetch_add(b->ticks, 1);
+  }
+  return NULL;
+}
+
+static void *call_blocking(void *p) {
+  void *r = NULL;
+  ASSERT_OK(hy_blocking((hy_runtime_t *)p, slow_fn, NULL, &r));
+  return r;
+}
+
+TEST_IMPL(rt_blocking_pool) {
+  hy_runtime_t *rt = new_rt(1);
+  atomic_int ticks = 0;
+  bp_t b = {rt, &ticks};
+  hy_task_t tk, bl[4];
+  ASSERT_OK(hy_task_spawn(rt, ticker, &b, NULL, &tk));
+  for (int i = 0; i < 4; i++)
+    ASSERT_OK(hy_task_spawn(rt, call_blocking, rt, NULL, &bl[i]));
+  for (int i = 0; i < 4; i++) {
+    void *r;
+    ASSERT_OK(hy_task_join(rt, bl[i], &r));
+    ASSERT_EQ((intptr_t)r, 7);
+  }
+  /* While four 50 ms calls blocked, the one worker kept ticking. */
+  ASSERT_GE(ticks, 5);
+  ASSERT_OK(hy_task_join(rt, tk, NULL));
+  /* From a foreign thread it just calls the function. */
+  void *r;
+  ASSERT_OK(hy_blocking(rt, slow_fn, NULL, &r));
+  ASSERT_EQ((intptr_t)r, 7);
+  close_rt(rt);
+  return 0;
+}
+
+/* ---------------------------------------------------------- stats, dump */
+
+TEST_IMPL(rt_stats_and_dump) {
+  hy_runtime_t *rt = new_rt(2);
+  hy_task_opts_t o = HY_TASK_OPTS_INIT;
+  o.name = "napper";
+  hy_task_t t;
+  ASSERT_OK(hy_task_spawn(rt, sleep_long, rt, &o, &t));
+  usleep(20000);
+  char buf[4096] = {0};
+  FILE *f = fmemopen(buf, sizeof buf, "w");
+  hy_runtime_dump(rt, f);
+  fclose(f);
+  ASSERT(strstr(buf, "napper") != NULL);
+  ASSERT(strstr(buf, "awaiting sleep") != NULL);
+  hy_runtime_stats_t st = {.size = sizeof st};
+  ASSERT_OK(hy_runtime_stats(rt, &st));
+  ASSERT_EQ(st.version, HY_RUNTIME_STATS_VERSION);
+  ASSERT_EQ(st.tasks_alive, 1);
+  ASSERT_GE(st.switches, 1);
+  hy_runtime_stats_t small = {.size = 8};
+  ASSERT_ERR(hy_runtime_stats(rt, &small), HY_EINVAL);
+  ASSERT_OK(hy_task_cancel(rt, t));
+  ASSERT_OK(hy_task_join(rt, t, NULL));
+  ASSERT_OK(hy_runtime_stats(rt, &st));
+  ASSERT_EQ(st.tasks_spawned, 1);
+  ASSERT_EQ(st.tasks_cancelled, 1);
+  const char *b = hy_runtime_backend_name(rt);
+  ASSERT(strcmp(b, "uring") == 0 || strcmp(b, "epoll") == 0);
+  if (test_backend() && strcmp(test_backend(), "auto") != 0)
+    ASSERT(strcmp(b, test_backend()) == 0);
+  close_rt(rt);
+  return 0;
+}
+
+/* ------------------------------------------------------------- options */
+
+TEST_IMPL(rt_options) {
+  hy_options_t o = HY_OPTIONS_INIT;
+  hy_runtime_t *rt;
+  o.size = 3;
+  ASSERT_ERR(hy_runtime_new(&o, &rt), HY_EINVAL);
+  o = (hy_options_t)HY_OPTIONS_INIT;
+  o.workers = -5;
+  ASSERT_ERR(hy_runtime_new(&o, &rt), HY_EINVAL);
+  ASSERT_OK(hy_runtime_new(NULL, &rt));
+  ASSERT_GE(hy_runtime_workers(rt), 1);
+  /* close refuses while a task is alive and no shutdown ran */
+  hy_task_t t;
+  ASSERT_OK(hy_task_spawn(rt, sleep_long, rt, NULL, &t));
+  ASSERT_ERR(hy_runtime_close(rt), HY_EBUSY);
+  ASSERT_OK(hy_task_detach(rt, t));
+  close_rt(rt);
+  return 0;
+}
