@@ -50,8 +50,8 @@ workspace "hydra"
     targetdir(top .. "/debug")
     objdir(top .. "/obj/debug")
   filter "configurations:release"
+    symbols "On"                          -- for profiles; costs no speed
     optimize "Speed"
-    buildoptions { "-O2" }
     defines { "NDEBUG" }
     targetdir(top .. "/release")
     objdir(top .. "/obj/release")

@@ -78,6 +78,7 @@ struct hy__task {
   void *sp;              /* saved stack pointer while switched out */
   atomic_int wstate;     /* enum hy__wstate */
   hy_runtime_t *rt;
+  hy__worker *worker;    /* the worker running it (set before each switch in) */
   hy_task_fn fn;
   void *arg;
   void *result;
@@ -149,6 +150,8 @@ struct hy__worker {
 
   atomic_int sleeping;    /* 1 while blocked (or about to block) in the port */
   uint64_t tick;
+  int64_t last_poll;      /* when the port was last polled while busy */
+  hy__task *requeue;      /* a yielder to put back with the next pick */
   int64_t last_activity;  /* last completion or task run (drain phase) */
   int drain_arrived;
   hy__thread_t thread;

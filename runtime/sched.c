@@ -34,6 +34,7 @@
 #define LIFO_STREAK 16
 #define INJECT_EVERY 61
 #define POLL_EVERY 61
+#define POLL_INTERVAL HY_US(50)
 #define MAX_EVENTS 64
 
 hy__worker *hy__worker_current(hy_runtime_t *rt) {
@@ -59,7 +60,9 @@ static void q_append(hy__worker *w, hy__task *t) {
   else
     w->qhead = t;
   w->qtail = t;
-  atomic_fetch_add(&w->qlen, 1);
+  atomic_store_explicit(&w->qlen,
+                        atomic_load_explicit(&w->qlen, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
 }
 
 static hy__task *q_take(hy__worker *w) {
@@ -70,12 +73,17 @@ static hy__task *q_take(hy__worker *w) {
   if (!w->qhead)
     w->qtail = NULL;
   t->next = NULL;
-  atomic_fetch_sub(&w->qlen, 1);
+  atomic_store_explicit(&w->qlen,
+                        atomic_load_explicit(&w->qlen, memory_order_relaxed) - 1,
+                        memory_order_relaxed);
   return t;
 }
 
+/* Queue lengths change under qlock only; readers outside the lock (the
+ * sleep check, thieves choosing a victim) pair a seq_cst fence with the
+ * one in hy__wake_idle's callers. */
 static int qlen(hy__worker *w) {
-  return atomic_load(&w->qlen);
+  return atomic_load_explicit(&w->qlen, memory_order_relaxed);
 }
 
 static void inject(hy_runtime_t *rt, hy__task *t) {
@@ -106,9 +114,12 @@ static hy__task *inject_take(hy_runtime_t *rt) {
   return t;
 }
 
-/* Wakes one sleeping worker, if any sleeps. */
+/* Wakes one sleeping worker, if any sleeps.  The caller has just made
+ * work visible (queue length, injection queue); the fence orders that
+ * before reading nsleeping, against the sleeper's mirror-image sequence. */
 void hy__wake_idle(hy_runtime_t *rt) {
-  if (atomic_load(&rt->nsleeping) <= 0)
+  atomic_thread_fence(memory_order_seq_cst);
+  if (atomic_load_explicit(&rt->nsleeping, memory_order_relaxed) <= 0)
     return;
   int n = rt->nworkers ? rt->nworkers : 1;
   int start = atomic_fetch_add(&rt->rr, 1);
@@ -175,23 +186,21 @@ static void to_scheduler(hy__worker *w, hy__task *t, int after) {
   w->after = after;
   hy__fiber_leave_task(w, t, 0);
   hy__ctx_switch(&t->sp, w->sched_sp);
-  /* Resumed, possibly on another worker. */
-  hy__fiber_task_resumed(hy__worker_current(t->rt), t);
+  /* Resumed, possibly on another worker: run_task set t->worker. */
+  hy__fiber_task_resumed(t->worker, t);
 }
 
 void hy__park(hy__task *t) {
-  hy__worker *w = hy__worker_current(t->rt);
+  hy__worker *w = t->worker;
   HY__STAT_INC(w->st.parks);
   to_scheduler(w, t, HY__AFTER_PARK);
 }
 
-void hy__yield_now(hy__task *t) {
-  to_scheduler(hy__worker_current(t->rt), t, HY__AFTER_YIELD);
-}
+void hy__yield_now(hy__task *t) { to_scheduler(t->worker, t, HY__AFTER_YIELD); }
 
 void hy__task_entry(void *arg) {
   hy__task *t = arg;
-  hy__fiber_task_resumed(hy__worker_current(t->rt), t);
+  hy__fiber_task_resumed(t->worker, t);
   t->result = t->fn(t->arg);
   /* Task-local destructors run on the task's own stack, before it ends. */
   for (int k = 0; k < t->rt->task_keys; k++) {
@@ -200,7 +209,7 @@ void hy__task_entry(void *arg) {
     if (v && t->rt->task_key_dtor[k])
       t->rt->task_key_dtor[k](v);
   }
-  hy__worker *w = hy__worker_current(t->rt);
+  hy__worker *w = t->worker;
   w->after = HY__AFTER_EXIT;
   hy__fiber_leave_task(w, t, 1);
   hy__ctx_switch(&t->sp, w->sched_sp);
@@ -220,6 +229,7 @@ static void run_task(hy__worker *w, hy__task *t) {
     atomic_store_explicit(&t->started, 1, memory_order_relaxed);
   }
   w->current = t;
+  t->worker = w;
   w->after = HY__AFTER_NONE;
   hy__fiber_enter_task(w, t);
   hy__ctx_switch(&w->sched_sp, t->sp);
@@ -228,19 +238,8 @@ static void run_task(hy__worker *w, hy__task *t) {
   HY__STAT_INC(w->st.switches);
   switch (w->after) {
   case HY__AFTER_YIELD:
-    /* A yielder goes behind everything waiting, including tasks injected
-     * from outside, so that yielding always lets the others run. */
-    while (atomic_load_explicit(&w->rt->inject_len, memory_order_relaxed)) {
-      hy__task *more = inject_take(w->rt);
-      if (!more)
-        break;
-      hy__lock(&w->qlock);
-      q_append(w, more);
-      hy__unlock(&w->qlock);
-    }
-    hy__lock(&w->qlock);
-    q_append(w, t);
-    hy__unlock(&w->qlock);
+    /* Put back together with the next pick, under one lock (next_task). */
+    w->requeue = t;
     break;
   case HY__AFTER_PARK: {
     int expect = HY__RUNNING;
@@ -309,11 +308,34 @@ static hy__task *steal(hy__worker *w) {
   return NULL;
 }
 
+/* Moves up to max tasks from the injection queue into w's local queue. */
+static void inject_to_local(hy__worker *w, int max) {
+  for (int i = 0; i < max; i++) {
+    hy__task *more = inject_take(w->rt);
+    if (!more)
+      break;
+    hy__lock(&w->qlock);
+    q_append(w, more);
+    hy__unlock(&w->qlock);
+  }
+}
+
 static hy__task *next_task(hy__worker *w) {
   hy__task *t = NULL;
-  if (w->tick % INJECT_EVERY == 0 && (t = inject_take(w->rt)) != NULL)
+  hy__task *back = w->requeue;
+  w->requeue = NULL;
+  if (back) {
+    /* A yielder goes behind everything waiting, including tasks injected
+     * from outside, so that yielding always lets the others run. */
+    if (atomic_load_explicit(&w->rt->inject_len, memory_order_relaxed))
+      inject_to_local(w, 64);
+  } else if (w->tick % INJECT_EVERY == 0 &&
+             (t = inject_take(w->rt)) != NULL) {
     return t;
+  }
   hy__lock(&w->qlock);
+  if (back)
+    q_append(w, back);
   if (w->lifo && (w->lifo_streak < LIFO_STREAK || !w->qhead)) {
     t = w->lifo;
     w->lifo = NULL;
@@ -329,16 +351,8 @@ static hy__task *next_task(hy__worker *w) {
    * batch more into the local queue, where they take turns with the tasks
    * already here (and can be stolen). */
   t = inject_take(w->rt);
-  if (t) {
-    for (int i = 0; i < 32; i++) {
-      hy__task *more = inject_take(w->rt);
-      if (!more)
-        break;
-      hy__lock(&w->qlock);
-      q_append(w, more);
-      hy__unlock(&w->qlock);
-    }
-  }
+  if (t)
+    inject_to_local(w, 32);
   return t;
 }
 
@@ -386,9 +400,22 @@ int hy__worker_run_once(hy__worker *w, int64_t max_block) {
     run_task(w, t);
     done++;
   }
+  if (w->requeue) {
+    /* Keep the last yielder queued while timers and the port get their
+     * turn, so that has_work sees it. */
+    hy__lock(&w->qlock);
+    q_append(w, w->requeue);
+    hy__unlock(&w->qlock);
+    w->requeue = NULL;
+  }
   int64_t now = hy_now();
   done += hy__timers_fire(w, now);
-  done += poll_port(w, 0);
+  /* While busy, look at the port at most every POLL_INTERVAL: on epoll a
+   * look is a system call, and completions can wait that long. */
+  if (!done || now - w->last_poll >= POLL_INTERVAL) {
+    w->last_poll = now;
+    done += poll_port(w, 0);
+  }
   if (done)
     return done;
   hy__task *t = steal(w);
@@ -404,6 +431,7 @@ int hy__worker_run_once(hy__worker *w, int64_t max_block) {
   hy_runtime_t *rt = w->rt;
   atomic_store(&w->sleeping, 1);
   atomic_fetch_add(&rt->nsleeping, 1);
+  atomic_thread_fence(memory_order_seq_cst);
   if (has_work(w)) {
     int one = 1;
     if (atomic_compare_exchange_strong(&w->sleeping, &one, 0))

@@ -172,7 +172,7 @@ int hy__wait_park(hy__wait *w, int64_t deadline) {
     return atomic_load(&w->state);
   }
   if (deadline != HY_FOREVER) {
-    hy__worker *wk = hy__worker_current(t->rt);
+    hy__worker *wk = t->worker;
     if (deadline <= hy_now()) {
       if (hy__wait_claim(w, HY__FIRED_TIMEOUT))
         hy__wait_wake(w);

@@ -1,0 +1,3 @@
+module hydra/bench/rt
+
+go 1.19
