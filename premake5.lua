@@ -115,7 +115,7 @@ project "hydra-tests"
   if windows then
     -- Tests of parts that have no Windows backend yet; their list lines
     -- are under #ifndef _WIN32 too.
-    excludes { "tests/proc_posix.c", "tests/test-runtime.c",
+    excludes { "tests/proc_posix.c", "tests/test-runtime.c", "tests/test-shutdown.c",
                "tests/test-port.c" }
   else
     excludes { "tests/proc_win.c" }

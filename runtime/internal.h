@@ -154,6 +154,7 @@ struct hy__worker {
   hy__task *requeue;      /* a yielder to put back with the next pick */
   int64_t last_activity;  /* last completion or task run (drain phase) */
   int drain_arrived;
+  int seen_phase;         /* last shutdown phase this worker announced */
   hy__thread_t thread;
   void *altstack;
   void *tsan_fiber;       /* the scheduler's own fiber */
@@ -230,6 +231,9 @@ struct hy_runtime {
   atomic_int drain_arrived;
   atomic_int cancel_started;
   int64_t phase_start[HY__PH_DONE + 1];
+  hy_phase_cb on_phase;
+  void *on_phase_arg;
+  atomic_long alive_at_shutdown; /* tasks alive when the shutdown began */
 
   void (*task_key_dtor[HY_TASK_LOCALS])(void *);
   int task_keys;

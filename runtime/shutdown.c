@@ -5,7 +5,8 @@
  *             tasks are refused.  All workers meet at the barrier.
  *   DRAIN     tasks go on finishing their work.  Each worker measures the
  *             silence since its last activity (a completion dequeued, a
- *             task woken or spawned); once it has seen `grace` of silence,
+ *             task woken - by anything, a timer included - or spawned);
+ *             once it has seen `grace` of silence,
  *             or no task is left, it arrives.  It keeps serving work after
  *             arriving, so a task woken on it is not stranded.  The last
  *             arrival moves everyone to CANCEL.
@@ -15,6 +16,10 @@
  *             left, then meet at the barrier.
  *   FINALIZE  workers meet once more and leave; hy_runtime_run returns and
  *             hy_runtime_close frees the rest.
+ *
+ * A task that wakes periodically (a heartbeat) keeps its worker active, so
+ * it must watch the terminate arm (or the sys/shutdown hub) and stop, as
+ * Ada's "or terminate" intends; a task that just yields does not count.
  *
  * The barrier is Hydra's own (runtime/barrier.c).  A second shutdown call,
  * or one from inside a task, only joins the one in progress.
@@ -50,8 +55,54 @@ static void to_done(void *arg) {
 
 int hy__phase(hy_runtime_t *rt) { return atomic_load(&rt->phase); }
 
+const char *hy_phase_name(int phase) {
+  static const char *names[] = {"running", "quiesce", "drain",
+                                "cancel",  "finalize", "done"};
+  return phase >= 0 && phase <= HY__PH_DONE ? names[phase] : "unknown";
+}
+
+void hy_runtime_on_phase(hy_runtime_t *rt, hy_phase_cb cb, void *arg) {
+  if (!rt)
+    return;
+  hy__mutex_lock(&rt->mu);
+  rt->on_phase = cb;
+  rt->on_phase_arg = arg;
+  hy__mutex_unlock(&rt->mu);
+}
+
+int hy_runtime_shutdown_summary(hy_runtime_t *rt, hy_shutdown_summary_t *s) {
+  if (!rt || !s || s->size < sizeof *s)
+    return HY_EINVAL;
+  memset((char *)s + sizeof s->size, 0, sizeof *s - sizeof s->size);
+  hy__mutex_lock(&rt->mu);
+  int phase = atomic_load(&rt->phase);
+  s->phase = phase;
+  for (int p = HY__PH_QUIESCE; p < HY__PH_DONE && p <= phase; p++) {
+    int64_t end = p < phase ? rt->phase_start[p + 1] : hy_now();
+    s->phase_ns[p] = end - rt->phase_start[p];
+  }
+  hy__mutex_unlock(&rt->mu);
+  hy_runtime_stats_t st = {.size = sizeof st};
+  hy_runtime_stats(rt, &st);
+  long at = atomic_load(&rt->alive_at_shutdown);
+  uint64_t ended = (uint64_t)(at - (long)st.tasks_alive);
+  s->tasks_cancelled = st.tasks_cancelled;
+  s->tasks_finished = ended > st.tasks_cancelled ? ended - st.tasks_cancelled : 0;
+  return 0;
+}
+
+static void announce(hy__worker *w, int phase) {
+  if (w->seen_phase == phase)
+    return;
+  w->seen_phase = phase;
+  hy_runtime_t *rt = w->rt;
+  if (rt->on_phase)
+    rt->on_phase(rt->on_phase_arg, phase, w->id);
+}
+
 void hy__shutdown_worker_step(hy__worker *w) {
   hy_runtime_t *rt = w->rt;
+  announce(w, atomic_load(&rt->phase));
   switch (atomic_load(&rt->phase)) {
   case HY__PH_QUIESCE:
     hy__barrier_wait_then(&rt->barrier, to_drain, rt);
@@ -104,6 +155,7 @@ int hy_runtime_shutdown(hy_runtime_t *rt, int64_t grace) {
     rt->shutdown_started = 1;
     rt->grace = grace >= 0 ? grace : rt->opt.shutdown_grace;
     rt->phase_start[HY__PH_RUNNING] = hy_now();
+    atomic_store(&rt->alive_at_shutdown, atomic_load(&rt->alive));
     set_phase(rt, HY__PH_QUIESCE);
   }
   hy__mutex_unlock(&rt->mu);
@@ -171,3 +223,7 @@ hy_arm_t hy_arm_terminate(hy_runtime_t *rt) {
   a.guard = 1;
   return a;
 }
+
+_Static_assert((int)HY__PH_DONE == (int)HY_PHASE_DONE &&
+                   (int)HY__PH_CANCEL == (int)HY_PHASE_CANCEL,
+               "internal and public phase numbers agree");

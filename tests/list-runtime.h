@@ -21,4 +21,11 @@ TEST(rt_task_locals, T_BACKEND)
 TEST(rt_blocking_pool, T_BACKEND)
 TEST(rt_stats_and_dump, T_BACKEND)
 TEST(rt_options, 0)
+/* shutdown */
+TEST(shutdown_phases_in_order, T_BACKEND)
+TEST(shutdown_drain_follows_activity, T_BACKEND)
+TEST(shutdown_from_task_and_run, T_BACKEND)
+TEST(shutdown_concurrent_callers, T_BACKEND)
+TEST(shutdown_embedded, T_BACKEND)
+TEST(shutdown_terminate_arm_ready, 0)
 #endif

@@ -102,6 +102,36 @@ int hy_runtime_post(hy_runtime_t *rt, void (*fn)(void *), void *arg);
  * grace < 0 uses the option's default.  Returns 0. */
 int hy_runtime_shutdown(hy_runtime_t *rt, int64_t grace);
 
+/* The phases of hy_runtime_shutdown, in order. */
+enum hy_phase {
+  HY_PHASE_RUNNING = 0,
+  HY_PHASE_QUIESCE,  /* terminate arms fire; outside spawns are refused */
+  HY_PHASE_DRAIN,    /* tasks finish; ends after `grace` with no activity */
+  HY_PHASE_CANCEL,   /* remaining tasks are cancelled and run to their end */
+  HY_PHASE_FINALIZE, /* workers meet a last time */
+  HY_PHASE_DONE
+};
+
+/* "running", "quiesce", "drain", "cancel", "finalize", "done". */
+const char *hy_phase_name(int phase);
+
+/* Called by every worker (and the embedded host) as it enters each
+ * shutdown phase from QUIESCE to FINALIZE, in order, on that thread, outside any task: it must not block.
+ * worker is the worker's index.  Set it before shutting down. */
+typedef void (*hy_phase_cb)(void *arg, int phase, int worker);
+void hy_runtime_on_phase(hy_runtime_t *rt, hy_phase_cb cb, void *arg);
+
+typedef struct hy_shutdown_summary {
+  size_t size;                 /* sizeof(hy_shutdown_summary_t), by caller */
+  int phase;                   /* the phase reached (HY_PHASE_DONE at the end) */
+  uint64_t tasks_finished;     /* ended on their own during the shutdown */
+  uint64_t tasks_cancelled;    /* ended after being cancelled */
+  int64_t phase_ns[HY_PHASE_DONE]; /* time spent in each phase */
+} hy_shutdown_summary_t;
+
+/* Fills in what the shutdown did so far.  Returns 0 or HY_EINVAL. */
+int hy_runtime_shutdown_summary(hy_runtime_t *rt, hy_shutdown_summary_t *s);
+
 /* Frees the runtime.  Returns HY_EBUSY (and frees nothing) while tasks are
  * alive and the runtime has not been shut down; shuts down first otherwise. */
 int hy_runtime_close(hy_runtime_t *rt);
