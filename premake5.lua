@@ -116,6 +116,7 @@ project "hydra-tests"
     -- Tests of parts that have no Windows backend yet; their list lines
     -- are under #ifndef _WIN32 too.
     excludes { "tests/proc_posix.c", "tests/test-runtime.c", "tests/test-shutdown.c",
+               "tests/test-examples.c",
                "tests/test-port.c" }
   else
     excludes { "tests/proc_win.c" }

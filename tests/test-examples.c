@@ -1,0 +1,32 @@
+/* test-examples.c - every example program runs as its README says.  The
+ * examples sit next to the test binary (build/<config>/). */
+#define _GNU_SOURCE
+#include <libgen.h>
+#include <sys/wait.h>
+
+#include "hydra.h"
+#include "test.h"
+
+/* Runs `<dir of the test binary>/<cmd>` with a shell, capturing output. */
+static int run_example(const char *cmd, char *out, size_t cap) {
+  char exe[1024];
+  snprintf(exe, sizeof exe, "%s", test_exe());
+  char line[2048];
+  snprintf(line, sizeof line, "cd '%s' && ./%s 2>&1", dirname(exe), cmd);
+  FILE *f = popen(line, "r");
+  ASSERT(f);
+  size_t n = fread(out, 1, cap - 1, f);
+  out[n] = 0;
+  int st = pclose(f);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+TEST_IMPL(example_hello) {
+  char out[8192];
+  ASSERT_EQ(run_example("hello 20", out, sizeof out), 0);
+  fprintf(stderr, "%s", out);
+  ASSERT(strstr(out, "task 19 returned 361") != NULL);
+  ASSERT(strstr(out, "20 tasks done") != NULL);
+  ASSERT(strstr(out, "sum of squares 2470") != NULL);
+  return 0;
+}
