@@ -39,45 +39,34 @@ void hy__fiber_worker_init(hy__worker *w) {
 void hy__fiber_worker_fini(hy__worker *w) { (void)w; }
 
 #if defined(HY_ASAN) || defined(HY_TSAN)
-void hy__fiber_enter_task(hy__worker *w, hy__task *t) {
+void hy__fiber_switch(hy__worker *w, hy__task *from, hy__task *to,
+                      int exiting) {
 #ifdef HY_ASAN
-  __sanitizer_start_switch_fiber(&w->asan_fake, t->stack.base, t->stack.size);
+  void **fake = exiting ? NULL : from ? &from->asan_fake : &w->asan_fake;
+  const void *bottom = to ? to->stack.base : w->asan_bottom;
+  size_t size = to ? to->stack.size : w->asan_size;
+  __sanitizer_start_switch_fiber(fake, bottom, size);
 #endif
 #ifdef HY_TSAN
-  __tsan_switch_to_fiber(t->tsan_fiber, 0);
+  __tsan_switch_to_fiber(to ? to->tsan_fiber : w->tsan_fiber, 0);
 #endif
   (void)w;
-  (void)t;
-}
-
-void hy__fiber_task_resumed(hy__worker *w, hy__task *t) {
-#ifdef HY_ASAN
-  /* The stack we came from is w's scheduler stack: remember it so that the
-   * switch back can name it. */
-  __sanitizer_finish_switch_fiber(t->asan_fake, &w->asan_bottom,
-                                  &w->asan_size);
-#endif
-  (void)w;
-  (void)t;
-}
-
-void hy__fiber_leave_task(hy__worker *w, hy__task *t, int exiting) {
-#ifdef HY_ASAN
-  __sanitizer_start_switch_fiber(exiting ? NULL : &t->asan_fake,
-                                 w->asan_bottom, w->asan_size);
-#endif
-#ifdef HY_TSAN
-  __tsan_switch_to_fiber(w->tsan_fiber, 0);
-#endif
-  (void)w;
-  (void)t;
+  (void)from;
+  (void)to;
   (void)exiting;
 }
 
-void hy__fiber_sched_resumed(hy__worker *w) {
+void hy__fiber_resumed(hy__worker *w, hy__task *self) {
 #ifdef HY_ASAN
-  __sanitizer_finish_switch_fiber(w->asan_fake, NULL, NULL);
+  void *fake = self ? self->asan_fake : w->asan_fake;
+  /* A task entered from the scheduler learns the scheduler's stack, which
+   * a later switch back to the scheduler names. */
+  if (self && w->from_sched)
+    __sanitizer_finish_switch_fiber(fake, &w->asan_bottom, &w->asan_size);
+  else
+    __sanitizer_finish_switch_fiber(fake, NULL, NULL);
 #endif
   (void)w;
+  (void)self;
 }
 #endif

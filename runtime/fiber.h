@@ -2,12 +2,12 @@
  *
  * ASan must know which stack is live (or it reports false stack overflows
  * and misses use-after-return); TSan must know which logical thread runs
- * (or it sees one thread racing with itself).  Four hooks bracket every
- * switch; outside sanitizer builds they compile to nothing.
- *   enter_task     scheduler, just before switching into t
- *   task_resumed   task t, just after it got the CPU (also at its entry)
- *   leave_task     task t, just before switching back (exiting: for good)
- *   sched_resumed  scheduler, just after a task switched back
+ * (or it sees one thread racing with itself).  Two hooks bracket every
+ * switch (a NULL task stands for the worker's scheduler context); outside
+ * sanitizer builds they compile to nothing.
+ *   switch    the leaving side, just before hy__ctx_switch
+ *   resumed   the arriving side, just after it got the CPU (also at a
+ *             task's entry)
  */
 #ifndef HYDRA_RUNTIME_FIBER_H
 #define HYDRA_RUNTIME_FIBER_H
@@ -15,21 +15,17 @@
 #include "runtime/internal.h"
 
 #if defined(HY_ASAN) || defined(HY_TSAN)
-void hy__fiber_enter_task(hy__worker *w, hy__task *t);
-void hy__fiber_task_resumed(hy__worker *w, hy__task *t);
-void hy__fiber_leave_task(hy__worker *w, hy__task *t, int exiting);
-void hy__fiber_sched_resumed(hy__worker *w);
+void hy__fiber_switch(hy__worker *w, hy__task *from, hy__task *to,
+                      int exiting);
+void hy__fiber_resumed(hy__worker *w, hy__task *self);
 #else
-static inline void hy__fiber_enter_task(hy__worker *w, hy__task *t) {
-  (void)w; (void)t;
+static inline void hy__fiber_switch(hy__worker *w, hy__task *from,
+                                    hy__task *to, int exiting) {
+  (void)w; (void)from; (void)to; (void)exiting;
 }
-static inline void hy__fiber_task_resumed(hy__worker *w, hy__task *t) {
-  (void)w; (void)t;
+static inline void hy__fiber_resumed(hy__worker *w, hy__task *self) {
+  (void)w; (void)self;
 }
-static inline void hy__fiber_leave_task(hy__worker *w, hy__task *t, int e) {
-  (void)w; (void)t; (void)e;
-}
-static inline void hy__fiber_sched_resumed(hy__worker *w) { (void)w; }
 #endif
 
 #endif

@@ -137,7 +137,10 @@ struct hy__worker {
   hy__port *port;
   void *sched_sp;         /* the scheduler's context while a task runs */
   hy__task *current;
-  int after;              /* what the task that switched back asked for */
+  hy__task *pend_task;    /* the task that just left, and what it asked */
+  int pend_after;         /* for (enum hy__after): see sched.c */
+  int direct;             /* direct task-to-task switches in a row */
+  int from_sched;         /* the switch in progress started in the scheduler */
 
   hy__lock_t qlock;       /* run queue */
   hy__task *lifo;         /* the most recently woken task: runs next */
@@ -151,7 +154,6 @@ struct hy__worker {
   atomic_int sleeping;    /* 1 while blocked (or about to block) in the port */
   uint64_t tick;
   int64_t last_poll;      /* when the port was last polled while busy */
-  hy__task *requeue;      /* a yielder to put back with the next pick */
   int64_t last_activity;  /* last completion or task run (drain phase) */
   int drain_arrived;
   int seen_phase;         /* last shutdown phase this worker announced */
@@ -290,8 +292,6 @@ void hy__guard_thread_init(hy__worker *w);
 void hy__guard_thread_fini(hy__worker *w);
 
 /* sanitizers (runtime/fiber.c) */
-void hy__fiber_switch_to_task(hy__worker *w, hy__task *t);
-void hy__fiber_switch_to_sched(hy__worker *w, hy__task *t, int exiting);
 void hy__fiber_task_new(hy__task *t);
 void hy__fiber_task_free(hy__task *t);
 void hy__fiber_worker_init(hy__worker *w);

@@ -182,64 +182,29 @@ void hy__task_wake(hy__task *t) {
 
 /* ------------------------------------------------------------ switching */
 
-static void to_scheduler(hy__worker *w, hy__task *t, int after) {
-  w->after = after;
-  hy__fiber_leave_task(w, t, 0);
-  hy__ctx_switch(&t->sp, w->sched_sp);
-  /* Resumed, possibly on another worker: run_task set t->worker. */
-  hy__fiber_task_resumed(t->worker, t);
-}
+/* A task that stops running (yield, park, exit) hands the CPU straight to
+ * the next runnable task of its worker when there is one, without a detour
+ * through the scheduler's stack: one stack switch instead of two.  What the
+ * leaving task asked for (requeue it, mark it parked, free it) cannot be
+ * done before its registers are saved - another worker could otherwise
+ * resume it half-saved - so it is left in w->pend_* and carried out by
+ * whoever runs next on this worker (complete_switch), at every point where
+ * a context resumes.  After DIRECT_MAX direct switches in a row the worker
+ * goes through its scheduler loop, which looks at timers and the port. */
+#define DIRECT_MAX 61
 
-void hy__park(hy__task *t) {
-  hy__worker *w = t->worker;
-  HY__STAT_INC(w->st.parks);
-  to_scheduler(w, t, HY__AFTER_PARK);
-}
-
-void hy__yield_now(hy__task *t) { to_scheduler(t->worker, t, HY__AFTER_YIELD); }
-
-void hy__task_entry(void *arg) {
-  hy__task *t = arg;
-  hy__fiber_task_resumed(t->worker, t);
-  t->result = t->fn(t->arg);
-  /* Task-local destructors run on the task's own stack, before it ends. */
-  for (int k = 0; k < t->rt->task_keys; k++) {
-    void *v = t->locals[k];
-    t->locals[k] = NULL;
-    if (v && t->rt->task_key_dtor[k])
-      t->rt->task_key_dtor[k](v);
-  }
-  hy__worker *w = t->worker;
-  w->after = HY__AFTER_EXIT;
-  hy__fiber_leave_task(w, t, 1);
-  hy__ctx_switch(&t->sp, w->sched_sp);
-  abort(); /* an exited task is never resumed */
-}
-
-static void run_task(hy__worker *w, hy__task *t) {
-  if (!t->stack.base) {
-    if (hy_stack_alloc(t->rt->stacks, &t->stack) != 0) {
-      /* No memory for a stack: the task ends without running, and its
-       * joiner sees a NULL result.  Counted as a failed spawn. */
-      t->result = NULL;
-      hy__task_finish(w, t);
-      return;
-    }
-    t->sp = hy__ctx_make(t->stack.base, t->stack.size, hy__task_entry, t);
-    atomic_store_explicit(&t->started, 1, memory_order_relaxed);
-  }
-  w->current = t;
-  t->worker = w;
-  w->after = HY__AFTER_NONE;
-  hy__fiber_enter_task(w, t);
-  hy__ctx_switch(&w->sched_sp, t->sp);
-  hy__fiber_sched_resumed(w);
-  w->current = NULL;
-  HY__STAT_INC(w->st.switches);
-  switch (w->after) {
+static void complete_switch(hy__worker *w) {
+  hy__task *t = w->pend_task;
+  int after = w->pend_after;
+  if (!t)
+    return;
+  w->pend_task = NULL;
+  w->pend_after = HY__AFTER_NONE;
+  switch (after) {
   case HY__AFTER_YIELD:
-    /* Put back together with the next pick, under one lock (next_task). */
-    w->requeue = t;
+    hy__lock(&w->qlock);
+    q_append(w, t);
+    hy__unlock(&w->qlock);
     break;
   case HY__AFTER_PARK: {
     int expect = HY__RUNNING;
@@ -258,6 +223,109 @@ static void run_task(hy__worker *w, hy__task *t) {
   default:
     abort();
   }
+}
+
+/* Gives t a stack and an initial context if it never ran.  Returns 0, or
+ * HY_ENOMEM. */
+static int prepare(hy__task *t) {
+  if (t->stack.base)
+    return 0;
+  if (hy_stack_alloc(t->rt->stacks, &t->stack) != 0)
+    return HY_ENOMEM;
+  t->sp = hy__ctx_make(t->stack.base, t->stack.size, hy__task_entry, t);
+  atomic_store_explicit(&t->started, 1, memory_order_relaxed);
+  return 0;
+}
+
+/* Switches from `from` to `to` on worker w; NULL stands for the scheduler.
+ * Returns when `from` is resumed (possibly on another worker). */
+static void switch_to(hy__worker *w, hy__task *from, hy__task *to,
+                      int exiting) {
+  void **save = from ? &from->sp : &w->sched_sp;
+  void *target = to ? to->sp : w->sched_sp;
+  w->current = to;
+  if (to)
+    to->worker = w;
+  w->from_sched = from == NULL;
+  HY__STAT_INC(w->st.switches);
+  hy__fiber_switch(w, from, to, exiting);
+  hy__ctx_switch(save, target);
+}
+
+/* The next task to hand the CPU to directly, or NULL for the scheduler. */
+static hy__task *pick_direct(hy__worker *w) {
+  if (w->direct >= DIRECT_MAX)
+    return NULL;
+  hy__task *t = NULL;
+  hy__lock(&w->qlock);
+  if (w->lifo && (w->lifo_streak < LIFO_STREAK || !w->qhead)) {
+    t = w->lifo;
+    w->lifo = NULL;
+    w->lifo_streak = w->qhead ? w->lifo_streak + 1 : 0;
+  } else if (w->qhead) {
+    t = q_take(w);
+    w->lifo_streak = 0;
+  }
+  hy__unlock(&w->qlock);
+  if (t && prepare(t) != 0) {
+    /* No stack for it now: the scheduler will deal with it. */
+    hy__lock(&w->qlock);
+    q_append(w, t);
+    hy__unlock(&w->qlock);
+    return NULL;
+  }
+  if (t)
+    w->direct++;
+  return t;
+}
+
+static void leave(hy__task *t, int after) {
+  hy__worker *w = t->worker;
+  w->pend_task = t;
+  w->pend_after = after;
+  hy__task *next = pick_direct(w);
+  switch_to(w, t, next, after == HY__AFTER_EXIT);
+  /* Resumed, possibly on another worker, which set t->worker. */
+  w = t->worker;
+  hy__fiber_resumed(w, t);
+  complete_switch(w);
+}
+
+void hy__park(hy__task *t) {
+  HY__STAT_INC(t->worker->st.parks);
+  leave(t, HY__AFTER_PARK);
+}
+
+void hy__yield_now(hy__task *t) { leave(t, HY__AFTER_YIELD); }
+
+void hy__task_entry(void *arg) {
+  hy__task *t = arg;
+  hy__fiber_resumed(t->worker, t);
+  complete_switch(t->worker);
+  t->result = t->fn(t->arg);
+  /* Task-local destructors run on the task's own stack, before it ends. */
+  for (int k = 0; k < t->rt->task_keys; k++) {
+    void *v = t->locals[k];
+    t->locals[k] = NULL;
+    if (v && t->rt->task_key_dtor[k])
+      t->rt->task_key_dtor[k](v);
+  }
+  leave(t, HY__AFTER_EXIT);
+  abort(); /* an exited task is never resumed */
+}
+
+static void run_task(hy__worker *w, hy__task *t) {
+  if (prepare(t) != 0) {
+    /* No memory for a stack: the task ends without running, and its
+     * joiner sees a NULL result. */
+    t->result = NULL;
+    hy__task_finish(w, t);
+    return;
+  }
+  w->direct = 0;
+  switch_to(w, NULL, t, 0);
+  hy__fiber_resumed(w, NULL);
+  complete_switch(w);
 }
 
 /* ------------------------------------------------------- finding work */
@@ -322,20 +390,9 @@ static void inject_to_local(hy__worker *w, int max) {
 
 static hy__task *next_task(hy__worker *w) {
   hy__task *t = NULL;
-  hy__task *back = w->requeue;
-  w->requeue = NULL;
-  if (back) {
-    /* A yielder goes behind everything waiting, including tasks injected
-     * from outside, so that yielding always lets the others run. */
-    if (atomic_load_explicit(&w->rt->inject_len, memory_order_relaxed))
-      inject_to_local(w, 64);
-  } else if (w->tick % INJECT_EVERY == 0 &&
-             (t = inject_take(w->rt)) != NULL) {
+  if (w->tick % INJECT_EVERY == 0 && (t = inject_take(w->rt)) != NULL)
     return t;
-  }
   hy__lock(&w->qlock);
-  if (back)
-    q_append(w, back);
   if (w->lifo && (w->lifo_streak < LIFO_STREAK || !w->qhead)) {
     t = w->lifo;
     w->lifo = NULL;
@@ -399,14 +456,6 @@ int hy__worker_run_once(hy__worker *w, int64_t max_block) {
       break;
     run_task(w, t);
     done++;
-  }
-  if (w->requeue) {
-    /* Keep the last yielder queued while timers and the port get their
-     * turn, so that has_work sees it. */
-    hy__lock(&w->qlock);
-    q_append(w, w->requeue);
-    hy__unlock(&w->qlock);
-    w->requeue = NULL;
   }
   int64_t now = hy_now();
   done += hy__timers_fire(w, now);

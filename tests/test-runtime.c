@@ -698,3 +698,44 @@ TEST_IMPL(rt_options) {
   close_rt(rt);
   return 0;
 }
+
+/* ------------------------------------------------------ timer heap */
+
+#include "runtime/internal.h"
+
+TEST_IMPL(rt_timer_heap_million) {
+  enum { N = 1000000 };
+  hy__timer *t = calloc(N, sizeof *t);
+  ASSERT(t);
+  hy__heap h = {0};
+  for (int i = 0; i < N; i++) {
+    t[i].deadline = (int64_t)(test_rand() % 1000000007u);
+    ASSERT_OK(hy__heap_push(&h, &t[i]));
+  }
+  ASSERT_EQ(h.n, N);
+  /* Memory is one pointer per timer (plus doubling slack). */
+  ASSERT_LE((size_t)h.cap * sizeof(void *), (size_t)2 * N * sizeof(void *));
+  /* Cancel a random half in O(log n) each. */
+  int removed = 0;
+  for (int i = 0; i < N; i += 2) {
+    hy__heap_remove(&h, &t[i]);
+    ASSERT_EQ(t[i].idx, -1);
+    removed++;
+  }
+  ASSERT_EQ(h.n, N - removed);
+  /* What is left comes out in deadline order. */
+  int64_t prev = -1;
+  int popped = 0;
+  hy__timer *m;
+  while ((m = hy__heap_min(&h)) != NULL) {
+    ASSERT_GE(m->deadline, prev);
+    prev = m->deadline;
+    ASSERT(((m - t) & 1) == 1); /* only the odd ones remain */
+    hy__heap_remove(&h, m);
+    popped++;
+  }
+  ASSERT_EQ(popped, N - removed);
+  hy__heap_free(&h);
+  free(t);
+  return 0;
+}
