@@ -349,6 +349,34 @@ TEST_IMPL(port_tcp_ops) {
   return 0;
 }
 
+/* An fd closed without hy__port_forget, its number reused by a new socket
+ * that is used on the port without hy__port_associate (the ports of a
+ * runtime's workers learn of sockets on first use): the new socket works. */
+TEST_IMPL(port_fd_reuse_without_forget) {
+  hy__port *p;
+  OPEN_PORT(p);
+  for (int round = 0; round < 3; round++) {
+    int c, s;
+    tcp_pair(&c, &s);
+    ASSERT_EQ(fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_NONBLOCK), 0);
+    char b;
+    hy__op rcv;
+    op_init(&rcv, HY__OP_RECV, s);
+    rcv.buf = &b;
+    rcv.len = 1;
+    ASSERT_OK(hy__port_start(p, &rcv));
+    expect_none(p, HY_MS(5));
+    ASSERT_EQ(send(c, "r", 1, 0), 1);
+    ASSERT(wait_one(p) == &rcv);
+    ASSERT_EQ(rcv.res, 1);
+    /* The next round's pair gets the same numbers. */
+    close(c);
+    close(s);
+  }
+  hy__port_close(p);
+  return 0;
+}
+
 /* On epoll, two recvs on one socket complete in the order they started. */
 TEST_IMPL(port_epoll_fifo) {
   hy__port *p;
