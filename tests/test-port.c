@@ -1117,6 +1117,20 @@ TEST_IMPL(port_os_handle_readable) {
   }
   drain_all(p);
   ASSERT(!readable(fd, 0));
+  /* The same for posts. */
+  for (int i = 0; i < 10; i++) {
+    op_init(&nops[i], HY__OP_POST, -1);
+    ASSERT_OK(hy__port_post(p, &nops[i]));
+  }
+  got = 0;
+  while (got < 10) {
+    ASSERT(readable(fd, 10000));
+    int n = hy__port_wait(p, ops, 3, 0);
+    ASSERT(n >= 0);
+    got += n;
+  }
+  drain_all(p);
+  ASSERT(!readable(fd, 0));
   hy__port_forget(p, s);
   close(c);
   close(s);

@@ -645,7 +645,8 @@ static int e_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
       last = 1;
   }
   arm_timer(e);
-  if ((more || e->ready) && atomic_load_explicit(&p->osh, memory_order_relaxed))
+  if (atomic_load_explicit(&p->osh, memory_order_relaxed) &&
+      (more || e->ready || __atomic_load_n(&p->post_head, __ATOMIC_RELAXED)))
     hy__port_wake(p); /* left behind: keep the os_handle readable */
   return n ? n : err;
 }

@@ -381,8 +381,8 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
     }
   }
   flush(u);
-  if ((more_posts || u->held) &&
-      atomic_load_explicit(&p->osh, memory_order_relaxed))
+  if (atomic_load_explicit(&p->osh, memory_order_relaxed) &&
+      (more_posts || u->held || __atomic_load_n(&p->post_head, __ATOMIC_RELAXED)))
     hy__port_wake(p); /* left behind: keep the os_handle readable */
   return n ? n : err;
 }
