@@ -633,7 +633,7 @@ static int e_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
     }
     for (int i = 0; i < k; i++) {
       if (evs[i].data.u64 == EV_WAKE) {
-        hy__lport_drain_efd(p);
+        /* the wake flag says whether it was one */
       } else if (evs[i].data.u64 == EV_TIMER) {
         uint64_t ticks;
         if (read(e->tfd, &ticks, sizeof ticks) < 0)
@@ -689,9 +689,12 @@ int hy__epoll_open(hy__port **out) {
   e->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
   struct epoll_event ev, tev;
   memset(&ev, 0, sizeof ev);
-  ev.events = EPOLLIN; /* level-triggered: readable until drained */
+  /* The eventfd edge-triggered and never read: every write is an edge
+   * (one syscall per wake, none to reset it), and its count only grows. */
+  ev.events = EPOLLIN | EPOLLET;
   ev.data.u64 = EV_WAKE;
   tev = ev;
+  tev.events = EPOLLIN; /* read when it fires */
   tev.data.u64 = EV_TIMER;
   if (e->tfd < 0 || epoll_ctl(e->ep, EPOLL_CTL_ADD, e->base.efd, &ev) < 0 ||
       epoll_ctl(e->ep, EPOLL_CTL_ADD, e->tfd, &tev) < 0) {
