@@ -123,7 +123,6 @@ static int pick(hy__channel *c, hy__plan *p, hy_event_t *ev,
       ge++;
     int g = ge - gs;
     int start = (int)(c->rr % (uint64_t)g);
-    int took = 0;
     for (int k = 0; k < g && got < want; k++) {
       hy_receiver_t *r = p->r[gs + (start + k) % g];
       int rc = hy__event_pick(ev, r, r->id);
@@ -135,13 +134,12 @@ static int pick(hy__channel *c, hy__plan *p, hy_event_t *ev,
       if (rc == 1) {
         atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed);
         out[got++] = r;
-        took = 1;
       }
     }
-    if (took)
-      c->rr++;
     gs = ge;
   }
+  if (got)
+    c->rr++; /* once per send: the start among equals rotates by one */
   return got;
 }
 

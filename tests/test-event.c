@@ -1,0 +1,917 @@
+/* test-event.c - the event model: event objects and their wire form,
+ * channel trees, picking limits and priorities, expiry, overflow policies,
+ * brokers and multiplexors, the system broker, request/reply, batching. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+#include "alloc/mem.h"
+#include "hydra.h"
+#include "runtime/wait.h"
+#include "test.h"
+
+static hy_runtime_t *new_rt(int workers) {
+  hy_options_t o = HY_OPTIONS_INIT;
+  o.workers = workers;
+  hy_runtime_t *rt = NULL;
+  ASSERT_OK(hy_runtime_new(&o, &rt));
+  return rt;
+}
+
+static void close_rt(hy_runtime_t *rt) {
+  ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(50)));
+  ASSERT_OK(hy_runtime_close(rt));
+}
+
+static hy_event_t *i64_event(int64_t v, hy_time_t expiry) {
+  hy_event_t *ev;
+  ASSERT_OK(hy_event_new(&hy_event_i64, &v, sizeof v, expiry, &ev));
+  return ev;
+}
+
+static int64_t i64_of(const hy_event_t *ev) {
+  size_t len;
+  const void *p = hy_event_data(ev, &len);
+  ASSERT_EQ(len, 8);
+  int64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+
+static hy_receiver_t *sub(hy_broker_t *b, const char *path, uint32_t cap,
+                          int policy, int64_t prio) {
+  hy_recv_opts_t o = HY_RECV_OPTS_INIT;
+  o.capacity = cap;
+  o.overflow = policy;
+  o.priority = prio;
+  hy_receiver_t *r;
+  ASSERT_OK(hy_subscribe(b, path, &o, &r));
+  return r;
+}
+
+static uint32_t queued(hy_receiver_t *r) {
+  hy_recv_stats_t s = {.size = sizeof s};
+  ASSERT_OK(hy_receiver_stats(r, &s));
+  return s.queued;
+}
+
+static uint64_t dropped(hy_receiver_t *r) {
+  hy_recv_stats_t s = {.size = sizeof s};
+  ASSERT_OK(hy_receiver_stats(r, &s));
+  return s.dropped;
+}
+
+static hy_channel_info_t info(hy_broker_t *b, const char *path) {
+  hy_channel_info_t i = {.size = sizeof i};
+  ASSERT_OK(hy_channel_info(b, path, &i));
+  return i;
+}
+
+/* Reads everything queued, returning the count (and unrefs). */
+static int drain(hy_receiver_t *r) {
+  int n = 0;
+  hy_event_t *ev;
+  while (hy_receiver_try_read(r, &ev) == 0) {
+    hy_event_unref(ev);
+    n++;
+  }
+  return n;
+}
+
+/* ------------------------------------------------------------- objects */
+
+static int destroyed;
+static void count_destroy(void *payload, size_t len) {
+  (void)payload;
+  (void)len;
+  destroyed++;
+}
+static const hy_event_type_t counted_type = {"test.counted", 4, count_destroy,
+                                             NULL, NULL};
+
+TEST_IMPL(event_object_basics) {
+  hy_runtime_t *rt = new_rt(1);
+  hy_event_t *ev;
+  uint32_t v = 7;
+  ASSERT_ERR(hy_event_new(&counted_type, &v, 3, HY_FOREVER, &ev), HY_EINVAL);
+  ASSERT_ERR(hy_event_new(NULL, &v, 4, HY_FOREVER, &ev), HY_EINVAL);
+  ASSERT_ERR(hy_event_new(&counted_type, &v, 4, HY_FOREVER, NULL), HY_EINVAL);
+  ASSERT_OK(hy_event_new(&counted_type, &v, 4, hy_now() + HY_SEC(10), &ev));
+  ASSERT(hy_event_type_of(ev) == &counted_type);
+  size_t len;
+  ASSERT_EQ(*(const uint32_t *)hy_event_data(ev, &len), 7);
+  ASSERT_EQ(len, 4);
+  ASSERT_EQ(hy_event_expired(ev, hy_now()), 0);
+  ASSERT_EQ(hy_event_expired(ev, hy_now() + HY_SEC(11)), 1);
+  ASSERT_EQ(hy_event_picks(ev), 0);
+  ASSERT_OK(hy_event_set_reply(ev, "reply/here"));
+  ASSERT(strcmp(hy_event_reply_to(ev), "reply/here") == 0);
+  ASSERT_ERR(hy_event_set_reply(ev, ""), HY_EINVAL);
+  /* References: destroy runs once, at the last unref. */
+  destroyed = 0;
+  hy_event_ref(ev);
+  hy_event_unref(ev);
+  ASSERT_EQ(destroyed, 0);
+
+  /* Chaining inherits expiry and reply channel. */
+  hy_event_t *d;
+  ASSERT_OK(hy_event_derive(ev, &hy_event_text, "next", 4, &d));
+  ASSERT_EQ(hy_event_expiry(d), hy_event_expiry(ev));
+  ASSERT(strcmp(hy_event_reply_to(d), "reply/here") == 0);
+  hy_event_unref(d);
+
+  /* Sending makes it immutable. */
+  hy_broker_t *b;
+  ASSERT_OK(hy_broker_new(rt, "b", &b));
+  ASSERT_OK(hy_channel_create(b, "c", 0));
+  ASSERT_EQ(hy_send_to(b, "c", ev, HY_FOREVER), 0);
+  ASSERT_ERR(hy_event_set_reply(ev, "x"), HY_EPERM);
+  hy_event_unref(ev);
+  ASSERT_EQ(destroyed, 1);
+  hy_event_unref(NULL);
+
+  /* Out of memory is an error, not a crash (where the allocator can be
+   * made to fail: the interim one cannot). */
+  hy__mem_fail_at(1);
+  void *probe = hy__mem_alloc(16);
+  hy__mem_free(probe);
+  if (!probe) {
+    hy__mem_fail_at(1);
+    ASSERT_ERR(hy_event_new(&hy_event_bytes, "abc", 3, HY_FOREVER, &ev), HY_ENOMEM);
+    hy__mem_fail_at(1);
+    hy_receiver_t *r;
+    ASSERT_ERR(hy_subscribe(b, "c", NULL, &r), HY_ENOMEM);
+    hy__mem_fail_at(2);
+    ASSERT_ERR(hy_subscribe(b, "c", NULL, &r), HY_ENOMEM);
+  }
+  hy__mem_fail_at(0);
+
+  /* Type registry. */
+  ASSERT_OK(hy_event_type_register(rt, &counted_type));
+  ASSERT_OK(hy_event_type_register(rt, &counted_type));
+  static const hy_event_type_t clash = {"test.counted", 0, NULL, NULL, NULL};
+  ASSERT_ERR(hy_event_type_register(rt, &clash), HY_EEXIST);
+  static const hy_event_type_t clash2 = {"i64", 0, NULL, NULL, NULL};
+  ASSERT_ERR(hy_event_type_register(rt, &clash2), HY_EEXIST);
+  ASSERT(hy_event_type_find(rt, "test.counted") == &counted_type);
+  ASSERT(hy_event_type_find(rt, "batch") == &hy_event_batch);
+  ASSERT(hy_event_type_find(rt, "nope") == NULL);
+  ASSERT_OK(hy_broker_free(b));
+  close_rt(rt);
+  return 0;
+}
+
+/* --------------------------------------------------------- wire form */
+
+static hy_event_t *roundtrip(hy_runtime_t *rt, hy_event_t *ev) {
+  long n = hy_event_serialize(ev, NULL, 0);
+  ASSERT_GT(n, 0);
+  unsigned char *buf = malloc((size_t)n);
+  ASSERT_EQ(hy_event_serialize(ev, buf, (size_t)n), n);
+  hy_event_t *back;
+  ASSERT_OK(hy_event_deserialize(rt, buf, (size_t)n, &back));
+  /* Every truncation and every extension is refused. */
+  for (long k = 0; k < n; k++) {
+    hy_event_t *bad = NULL;
+    ASSERT_ERR(hy_event_deserialize(rt, buf, (size_t)k, &bad), HY_EPROTO);
+    ASSERT(bad == NULL);
+  }
+  unsigned char *more = malloc((size_t)n + 1);
+  memcpy(more, buf, (size_t)n);
+  more[n] = 0;
+  hy_event_t *bad;
+  ASSERT_ERR(hy_event_deserialize(rt, more, (size_t)n + 1, &bad), HY_EPROTO);
+  free(more);
+  free(buf);
+  return back;
+}
+
+static int same_bytes(const hy_event_t *a, const hy_event_t *b) {
+  size_t la, lb;
+  const void *pa = hy_event_data(a, &la), *pb = hy_event_data(b, &lb);
+  return la == lb && memcmp(pa, pb, la) == 0 &&
+         hy_event_type_of(a) == hy_event_type_of(b);
+}
+
+TEST_IMPL(event_serialize_roundtrip) {
+  hy_runtime_t *rt = new_rt(0);
+  hy_event_t *ev, *back;
+
+  ASSERT_OK(hy_event_new(&hy_event_bytes, "\0\1\2\3", 4, HY_FOREVER, &ev));
+  back = roundtrip(rt, ev);
+  ASSERT(same_bytes(ev, back));
+  ASSERT_EQ(hy_event_expiry(back), HY_FOREVER);
+  hy_event_unref(back);
+  hy_event_unref(ev);
+
+  ASSERT_OK(hy_event_new(&hy_event_text, "hello", 5, hy_now() + HY_SEC(60), &ev));
+  ASSERT_OK(hy_event_set_reply(ev, "reply/7"));
+  back = roundtrip(rt, ev);
+  ASSERT(same_bytes(ev, back));
+  ASSERT(strcmp(hy_event_reply_to(back), "reply/7") == 0);
+  /* The expiry travels as the time left: never later than the original. */
+  ASSERT_LE(hy_event_expiry(back) - hy_event_expiry(ev), HY_SEC(1));
+  ASSERT_GT(hy_event_expiry(back), hy_now() + HY_SEC(50));
+  hy_event_unref(back);
+  hy_event_unref(ev);
+  /* Text with a NUL inside is garbage. */
+  unsigned char buf[256];
+  ASSERT_OK(hy_event_new(&hy_event_text, "abc", 3, HY_FOREVER, &ev));
+  long n = hy_event_serialize(ev, buf, sizeof buf);
+  buf[n - 2] = 0;
+  hy_event_t *bad;
+  ASSERT_ERR(hy_event_deserialize(rt, buf, (size_t)n, &bad), HY_EPROTO);
+  hy_event_unref(ev);
+
+  ev = i64_event(-1234567890123LL, HY_FOREVER);
+  back = roundtrip(rt, ev);
+  ASSERT_EQ(i64_of(back), -1234567890123LL);
+  hy_event_unref(back);
+  hy_event_unref(ev);
+
+  hy_phase_event_t ph = {HY_PHASE_DRAIN};
+  ASSERT_OK(hy_event_new(&hy_event_phase, &ph, sizeof ph, HY_FOREVER, &ev));
+  back = roundtrip(rt, ev);
+  ASSERT(same_bytes(ev, back));
+  hy_event_unref(back);
+  hy_event_unref(ev);
+  ph.phase = 99;
+  ASSERT_OK(hy_event_new(&hy_event_phase, &ph, sizeof ph, HY_FOREVER, &ev));
+  n = hy_event_serialize(ev, buf, sizeof buf);
+  ASSERT_ERR(hy_event_deserialize(rt, buf, (size_t)n, &bad), HY_EPROTO);
+  hy_event_unref(ev);
+
+  hy_task_event_t te;
+  memset(&te, 0, sizeof te);
+  te.task = 0x1234567800000009ULL;
+  te.reason = HY_TASK_CANCELLED;
+  strcpy(te.name, "worker-3");
+  ASSERT_OK(hy_event_new(&hy_event_task, &te, sizeof te, HY_FOREVER, &ev));
+  back = roundtrip(rt, ev);
+  ASSERT(same_bytes(ev, back));
+  hy_event_unref(back);
+  hy_event_unref(ev);
+
+  hy_signal_event_t se = {15};
+  ASSERT_OK(hy_event_new(&hy_event_signal, &se, sizeof se, HY_FOREVER, &ev));
+  back = roundtrip(rt, ev);
+  ASSERT(same_bytes(ev, back));
+  hy_event_unref(back);
+  hy_event_unref(ev);
+
+  char lb[sizeof(hy_log_event_t) + 6];
+  hy_log_event_t *le = (hy_log_event_t *)lb;
+  le->level = 3;
+  memcpy(le->text, "hello", 6);
+  ASSERT_OK(hy_event_new(&hy_event_log, lb, sizeof lb, HY_FOREVER, &ev));
+  back = roundtrip(rt, ev);
+  ASSERT(same_bytes(ev, back));
+  hy_event_unref(back);
+  hy_event_unref(ev);
+
+  /* Batches, nested. */
+  hy_event_t *items[3];
+  items[0] = i64_event(1, HY_FOREVER);
+  ASSERT_OK(hy_event_new(&hy_event_text, "two", 3, HY_FOREVER, &items[1]));
+  ASSERT_OK(hy_event_batch_new(items, 2, &items[2]));
+  hy_event_t *outer;
+  ASSERT_OK(hy_event_batch_new(items, 3, &outer));
+  back = roundtrip(rt, outer);
+  size_t k;
+  hy_event_t *const *v = hy_event_batch_items(back, &k);
+  ASSERT_EQ(k, 3);
+  ASSERT_EQ(i64_of(v[0]), 1);
+  ASSERT(same_bytes(v[1], items[1]));
+  size_t k2;
+  hy_event_t *const *v2 = hy_event_batch_items(v[2], &k2);
+  ASSERT_EQ(k2, 2);
+  ASSERT_EQ(i64_of(v2[0]), 1);
+  ASSERT(hy_event_batch_items(v[0], &k2) == NULL && k2 == 0);
+  hy_event_unref(back);
+  hy_event_unref(outer);
+  for (int i = 0; i < 3; i++)
+    hy_event_unref(items[i]);
+
+  /* Nesting deeper than the limit is refused. */
+  hy_event_t *deep = i64_event(0, HY_FOREVER);
+  for (int i = 0; i < 12; i++) {
+    hy_event_t *w;
+    ASSERT_OK(hy_event_batch_new(&deep, 1, &w));
+    hy_event_unref(deep);
+    deep = w;
+  }
+  n = hy_event_serialize(deep, NULL, 0);
+  unsigned char *db = malloc((size_t)n);
+  ASSERT_EQ(hy_event_serialize(deep, db, (size_t)n), n);
+  ASSERT_ERR(hy_event_deserialize(rt, db, (size_t)n, &bad), HY_EPROTO);
+  free(db);
+  hy_event_unref(deep);
+
+  /* A registered user type round-trips; an unknown one is HY_ENOENT. */
+  ASSERT_OK(hy_event_new(&counted_type, "abcd", 4, HY_FOREVER, &ev));
+  n = hy_event_serialize(ev, buf, sizeof buf);
+  ASSERT_ERR(hy_event_deserialize(rt, buf, (size_t)n, &bad), HY_ENOENT);
+  ASSERT_OK(hy_event_type_register(rt, &counted_type));
+  destroyed = 0;
+  back = roundtrip(rt, ev);
+  ASSERT(same_bytes(ev, back));
+  hy_event_unref(back);
+  hy_event_unref(ev);
+  ASSERT_EQ(destroyed, 2);
+  ASSERT_ERR(hy_event_deserialize(rt, NULL, 5, &bad), HY_EINVAL);
+  close_rt(rt);
+  return 0;
+}
+
+/* Random garbage and random mutations of valid forms never crash and
+ * either fail cleanly or produce an event that serializes again. */
+static void feed_bytes(hy_runtime_t *rt, const unsigned char *p, size_t n) {
+  hy_event_t *ev = NULL;
+  int rc = hy_event_deserialize(rt, p, n, &ev);
+  if (rc == 0) {
+    ASSERT(ev != NULL);
+    long m = hy_event_serialize(ev, NULL, 0);
+    ASSERT_GT(m, 0);
+    hy_event_unref(ev);
+  } else {
+    ASSERT(rc == HY_EPROTO || rc == HY_ENOENT);
+    ASSERT(ev == NULL);
+  }
+}
+
+TEST_IMPL(event_deserialize_garbage) {
+  hy_runtime_t *rt = new_rt(0);
+  hy_event_t *items[2];
+  items[0] = i64_event(5, HY_FOREVER);
+  ASSERT_OK(hy_event_new(&hy_event_text, "xyz", 3, hy_now() + HY_SEC(5), &items[1]));
+  hy_event_t *batch;
+  ASSERT_OK(hy_event_batch_new(items, 2, &batch));
+  unsigned char good[512], buf[512];
+  long n = hy_event_serialize(batch, good, sizeof good);
+  ASSERT_GT(n, 0);
+  for (int iter = 0; iter < 200000; iter++) {
+    size_t len = (size_t)n;
+    memcpy(buf, good, len);
+    int flips = 1 + (int)(test_rand() % 4);
+    for (int f = 0; f < flips; f++) {
+      switch (test_rand() % 3) {
+      case 0:
+        buf[test_rand() % len] = (unsigned char)test_rand();
+        break;
+      case 1:
+        len = test_rand() % (len + 1);
+        break;
+      default:
+        if (len < sizeof buf)
+          buf[len++] = (unsigned char)test_rand();
+        break;
+      }
+      if (len == 0)
+        break;
+    }
+    feed_bytes(rt, buf, len);
+  }
+  for (int iter = 0; iter < 20000; iter++) {
+    size_t len = test_rand() % 64;
+    for (size_t i = 0; i < len; i++)
+      buf[i] = (unsigned char)test_rand();
+    if (len >= 4 && iter % 2)
+      memcpy(buf, "HYE1", 4);
+    feed_bytes(rt, buf, len);
+  }
+  hy_event_unref(batch);
+  hy_event_unref(items[0]);
+  hy_event_unref(items[1]);
+  close_rt(rt);
+  return 0;
+}
+
+/* The fuzz corpus (tests/fuzz/corpus/event), run as a normal test. */
+TEST_IMPL(event_fuzz_corpus) {
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", test_exe());
+  char *slash = strrchr(dir, '/');
+  ASSERT(slash);
+  strcpy(slash, "/../../tests/fuzz/corpus/event");
+  DIR *d = opendir(dir);
+  if (!d) {
+    strcpy(dir, "tests/fuzz/corpus/event");
+    d = opendir(dir);
+  }
+  ASSERT(d != NULL);
+  hy_runtime_t *rt = new_rt(0);
+  int files = 0, good = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.')
+      continue;
+    char path[8192];
+    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    FILE *f = fopen(path, "rb");
+    ASSERT(f);
+    unsigned char buf[65536];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    hy_event_t *ev = NULL;
+    if (hy_event_deserialize(rt, buf, n, &ev) == 0) {
+      good++;
+      hy_event_unref(ev);
+    }
+    feed_bytes(rt, buf, n);
+    files++;
+  }
+  closedir(d);
+  ASSERT_GE(files, 8);
+  ASSERT_GE(good, 5);
+  close_rt(rt);
+  return 0;
+}
+
+/* ---------------------------------------------------------- the tree */
+
+TEST_IMPL(event_tree_delivery) {
+  hy_runtime_t *rt = new_rt(1);
+  hy_broker_t *b;
+  ASSERT_OK(hy_broker_new(rt, "app", &b));
+  ASSERT_OK(hy_channel_create(b, "app/orders/eu", 0));
+  ASSERT_OK(hy_channel_create(b, "app/orders/us", 0));
+  ASSERT_OK(hy_channel_create(b, "other", 0));
+  hy_receiver_t *app = sub(b, "app", 100, 0, 0);
+  hy_receiver_t *orders = sub(b, "app/orders", 100, 0, 0);
+  hy_receiver_t *eu = sub(b, "app/orders/eu", 100, 0, 0);
+  hy_receiver_t *us = sub(b, "app/orders/us", 100, 0, 0);
+  hy_receiver_t *other = sub(b, "other", 100, 0, 0);
+  hy_event_t *ev = i64_event(1, HY_FOREVER);
+  ASSERT_EQ(hy_send_to(b, "app/orders/eu", ev, HY_FOREVER), 3);
+  ASSERT_EQ(hy_send_to(b, "app/orders", ev, HY_FOREVER), 2);
+  ASSERT_EQ(hy_send_to(b, "app", ev, HY_FOREVER), 1);
+  ASSERT_EQ(hy_send_to(b, "app/orders/us", ev, HY_FOREVER), 3);
+  ASSERT_EQ(queued(app), 4);
+  ASSERT_EQ(queued(orders), 3);
+  ASSERT_EQ(queued(eu), 1);
+  ASSERT_EQ(queued(us), 1);
+  ASSERT_EQ(queued(other), 0);
+  /* Copies are logical: every receiver holds the same object. */
+  hy_event_t *got;
+  ASSERT_OK(hy_receiver_try_read(eu, &got));
+  ASSERT(got == ev);
+  hy_event_unref(got);
+  ASSERT_EQ(hy_event_picks(ev), 9);
+  hy_channel_info_t i = info(b, "app/orders/eu");
+  ASSERT_EQ(i.sent, 1);
+  ASSERT_EQ(i.delivered, 3);
+  ASSERT_EQ(i.kind, HY_CHANNEL_PLAIN);
+  hy_event_unref(ev);
+  hy_unsubscribe(app);
+  hy_unsubscribe(orders);
+  hy_unsubscribe(eu);
+  hy_unsubscribe(us);
+  hy_unsubscribe(other);
+  ASSERT_OK(hy_broker_free(b));
+  close_rt(rt);
+  return 0;
+}
+
+TEST_IMPL(event_limit_rules) {
+  hy_runtime_t *rt = new_rt(1);
+  hy_broker_t *b;
+  ASSERT_OK(hy_broker_new(rt, "b", &b));
+  ASSERT_OK(hy_channel_create(b, "work", 3));
+  ASSERT_OK(hy_channel_create(b, "work/a", 3));
+  ASSERT_OK(hy_channel_create(b, "work/b", 1));
+  ASSERT_ERR(hy_channel_create(b, "work/c", 4), HY_EINVAL);
+  ASSERT_ERR(hy_channel_create(b, "work/d", 0), HY_EINVAL);
+  ASSERT_ERR(hy_channel_create(b, "work/a", 1), HY_EEXIST);
+  ASSERT_ERR(hy_channel_create(b, "x", -1), HY_EINVAL);
+  /* Made ancestors inherit the limit, so the rule holds all the way. */
+  ASSERT_OK(hy_channel_create(b, "work/deep/er", 2));
+  ASSERT_EQ(info(b, "work/deep").limit, 3);
+  ASSERT_ERR(hy_channel_create(b, "work/deep/er2", 0), HY_EINVAL);
+  /* Broadcast parent: any child limit. */
+  ASSERT_OK(hy_channel_create(b, "free/one", 1));
+  ASSERT_OK(hy_channel_create(b, "free/many", 7));
+  ASSERT_EQ(info(b, "free").limit, 0);
+  /* Bad paths. */
+  const char *bad[] = {"", "/a", "a/", "a//b", NULL};
+  for (int k = 0; bad[k]; k++)
+    ASSERT_ERR(hy_channel_create(b, bad[k], 0), HY_EINVAL);
+  ASSERT_ERR(hy_channel_create(b, NULL, 0), HY_EINVAL);
+  ASSERT_OK(hy_broker_free(b));
+  close_rt(rt);
+  return 0;
+}
+
+/* Priority order and round-robin fairness among equals. */
+TEST_IMPL(event_priority_fairness) {
+  hy_runtime_t *rt = new_rt(1);
+  hy_broker_t *b;
+  ASSERT_OK(hy_broker_new(rt, "b", &b));
+  ASSERT_OK(hy_channel_create(b, "jobs", 1));
+  enum { N = 100000 };
+  hy_receiver_t *r[4], *low;
+  for (int i = 0; i < 4; i++)
+    r[i] = sub(b, "jobs", N, HY_OVERFLOW_BLOCK, 0);
+  low = sub(b, "jobs", N, HY_OVERFLOW_BLOCK, -1);
+  hy_sender_t *s;
+  ASSERT_OK(hy_publish(b, "jobs", &s));
+  for (int i = 0; i < N; i++) {
+    hy_event_t *ev = i64_event(i, HY_FOREVER);
+    ASSERT_EQ(hy_send(s, ev, HY_FOREVER), 1);
+    ASSERT_EQ(hy_event_picks(ev), 1);
+    hy_event_unref(ev);
+  }
+  for (int i = 0; i < 4; i++) {
+    ASSERT_GE(queued(r[i]), N / 4 * 95 / 100);
+    ASSERT_LE(queued(r[i]), N / 4 * 105 / 100);
+    ASSERT_EQ(drain(r[i]), N / 4); /* exact with round-robin */
+  }
+  ASSERT_EQ(queued(low), 0);
+  /* Raised priority takes everything; lowered again, shares. */
+  ASSERT_OK(hy_receiver_set_priority(low, 10));
+  ASSERT_EQ(hy_receiver_priority(low), 10);
+  for (int i = 0; i < 1000; i++) {
+    hy_event_t *ev = i64_event(i, HY_FOREVER);
+    ASSERT_EQ(hy_send(s, ev, HY_FOREVER), 1);
+    hy_event_unref(ev);
+  }
+  ASSERT_EQ(queued(low), 1000);
+  for (int i = 0; i < 4; i++)
+    ASSERT_EQ(queued(r[i]), 0);
+  /* Multicast 3 with priorities 10 (low), 0 x4: low + two of the four. */
+  ASSERT_OK(hy_channel_create(b, "multi", 3));
+  hy_receiver_t *m[4], *top = sub(b, "multi", 4000, 0, 10);
+  for (int i = 0; i < 4; i++)
+    m[i] = sub(b, "multi", 4000, 0, 0);
+  for (int i = 0; i < 4000; i++) {
+    hy_event_t *ev = i64_event(i, HY_FOREVER);
+    ASSERT_EQ(hy_send_to(b, "multi", ev, HY_FOREVER), 3);
+    hy_event_unref(ev);
+  }
+  ASSERT_EQ(queued(top), 4000);
+  for (int i = 0; i < 4; i++)
+    ASSERT_EQ(queued(m[i]), 2000);
+  hy_sender_free(s);
+  for (int i = 0; i < 4; i++) {
+    hy_unsubscribe(r[i]);
+    hy_unsubscribe(m[i]);
+  }
+  hy_unsubscribe(low);
+  hy_unsubscribe(top);
+  ASSERT_OK(hy_broker_free(b));
+  close_rt(rt);
+  return 0;
+}
+
+/* Resending walks every receiver once, then the event is dropped. */
+TEST_IMPL(event_resend_walks_all) {
+  hy_runtime_t *rt = new_rt(1);
+  hy_broker_t *b;
+  ASSERT_OK(hy_broker_new(rt, "b", &b));
+  ASSERT_OK(hy_channel_create(b, "q", 0));
+  ASSERT_OK(hy_channel_create(b, "q/uni", 1));
+  enum { R = 5 };
+  hy_receiver_t *r[R];
+  for (int i = 0; i < R - 1; i++)
+    r[i] = sub(b, "q/uni", 4, 0, i % 2); /* two priorities */
+  r[R - 1] = sub(b, "q", 4, 0, 0);      /* an ancestor's receiver counts */
+  hy_event_t *ev = i64_event(42, HY_FOREVER);
+  int seen[R] = {0};
+  for (int hop = 0; hop < R; hop++) {
+    ASSERT_EQ(hy_send_to(b, "q/uni", ev, HY_FOREVER), 1);
+    int who = -1;
+    for (int i = 0; i < R; i++) {
+      hy_event_t *got;
+      if (hy_receiver_try_read(r[i], &got) == 0) {
+        ASSERT(who == -1);
+        ASSERT(got == ev);
+        who = i;
+        hy_event_unref(got);
+      }
+    }
+    ASSERT(who >= 0);
+    ASSERT_EQ(seen[who], 0);
+    seen[who] = 1;
+    /* Higher priority (1) first: r[1] and r[3] get it before the rest. */
+    if (hop < 2)
+      ASSERT(who == 1 || who == 3);
+  }
+  ASSERT_EQ(hy_send_to(b, "q/uni", ev, HY_FOREVER), 0);
+  ASSERT_EQ(info(b, "q/uni").unpicked, 1);
+  ASSERT_EQ(hy_event_picks(ev), R);
+  hy_event_unref(ev);
+  for (int i = 0; i < R; i++)
+    hy_unsubscribe(r[i]);
+  ASSERT_OK(hy_broker_free(b));
+  close_rt(rt);
+  return 0;
+}
+
+/* ------------------------------------------------------- concurrency */
+
+typedef struct rarg {
+  hy_runtime_t *rt;
+  hy_receiver_t *r;
+  uint8_t *seen; /* per event id */
+  long got;
+  uint64_t rnd;
+  int batch;     /* read_many */
+} rarg;
+
+static uint64_t xs(uint64_t *s) {
+  *s ^= *s << 13;
+  *s ^= *s >> 7;
+  *s ^= *s << 17;
+  return *s;
+}
+
+static void *reader_task(void *p) {
+  rarg *a = p;
+  for (;;) {
+    hy_event_t *evs[16];
+    int n = a->batch ? hy_receiver_read_many(a->r, evs, 16, HY_FOREVER)
+                     : hy_receiver_read(a->r, &evs[0], HY_FOREVER);
+    if (n == HY_ECLOSED)
+      break;
+    ASSERT_GE(n, 0);
+    if (!a->batch)
+      n = 1;
+    for (int i = 0; i < n; i++) {
+      a->seen[i64_of(evs[i])]++;
+      hy_event_unref(evs[i]);
+      a->got++;
+    }
+    if (xs(&a->rnd) % 8 == 0)
+      hy_yield(a->rt);
+  }
+  return NULL;
+}
+
+typedef struct sarg {
+  hy_runtime_t *rt;
+  hy_sender_t *s;
+  int base, count, expect;
+  uint64_t rnd;
+} sarg;
+
+static void *sender_task(void *p) {
+  sarg *a = p;
+  for (int i = 0; i < a->count; i++) {
+    hy_event_t *ev = i64_event(a->base + i, HY_FOREVER);
+    int rc = hy_send(a->s, ev, HY_FOREVER);
+    ASSERT_EQ(rc, a->expect);
+    hy_event_unref(ev);
+    if (xs(&a->rnd) % 16 == 0)
+      hy_yield(a->rt);
+  }
+  return NULL;
+}
+
+/* limit: 0 broadcast, else picking limit; R receivers, S senders x K. */
+static void picking_run(int limit, int R, int S, int K, int policy_cap) {
+  hy_runtime_t *rt = new_rt(2);
+  hy_broker_t *b;
+  ASSERT_OK(hy_broker_new(rt, "b", &b));
+  ASSERT_OK(hy_channel_create(b, "top", limit));
+  ASSERT_OK(hy_channel_create(b, "top/ch", limit));
+  int total = S * K;
+  rarg ra[16];
+  hy_task_t rt_[16], st_[16];
+  for (int i = 0; i < R; i++) {
+    /* Half on the channel, half on its parent: all are eligible. */
+    ra[i].rt = rt;
+    ra[i].r = sub(b, i % 2 ? "top" : "top/ch", (uint32_t)policy_cap,
+                  HY_OVERFLOW_BLOCK, 0);
+    ra[i].seen = calloc((size_t)total, 1);
+    ra[i].got = 0;
+    ra[i].rnd = test_rand() | 1;
+    ra[i].batch = i % 3 == 0;
+    ASSERT_OK(hy_task_spawn(rt, reader_task, &ra[i], NULL, &rt_[i]));
+  }
+  sarg sa[16];
+  int expect = limit == 0 ? R : (limit < R ? limit : R);
+  for (int i = 0; i < S; i++) {
+    sa[i].rt = rt;
+    ASSERT_OK(hy_publish(b, "top/ch", &sa[i].s));
+    sa[i].base = i * K;
+    sa[i].count = K;
+    sa[i].expect = expect;
+    sa[i].rnd = test_rand() | 1;
+    ASSERT_OK(hy_task_spawn(rt, sender_task, &sa[i], NULL, &st_[i]));
+  }
+  for (int i = 0; i < S; i++) {
+    ASSERT_OK(hy_task_join(rt, st_[i], NULL));
+    hy_sender_free(sa[i].s);
+  }
+  ASSERT_OK(hy_channel_delete(b, "top"));
+  for (int i = 0; i < R; i++)
+    ASSERT_OK(hy_task_join(rt, rt_[i], NULL));
+  long sum = 0;
+  for (int e = 0; e < total; e++) {
+    int copies = 0;
+    for (int i = 0; i < R; i++) {
+      ASSERT_LE(ra[i].seen[e], 1); /* never twice to one receiver */
+      copies += ra[i].seen[e];
+    }
+    ASSERT_EQ(copies, expect);
+    sum += copies;
+  }
+  for (int i = 0; i < R; i++) {
+    ASSERT_EQ(dropped(ra[i].r), 0);
+    /* Round-robin among equals spreads the work. */
+    if (limit)
+      ASSERT_GE(ra[i].got, (long)total * expect / R / 2);
+    hy_unsubscribe(ra[i].r);
+    free(ra[i].seen);
+  }
+  ASSERT_EQ(sum, (long)total * expect);
+  ASSERT_OK(hy_broker_free(b));
+  close_rt(rt);
+}
+
+TEST_IMPL(event_unicast_concurrent) {
+  picking_run(1, 6, 4, 5000, 8);
+  return 0;
+}
+
+TEST_IMPL(event_multicast_concurrent) {
+  picking_run(3, 6, 4, 4000, 8);
+  return 0;
+}
+
+/* Blocking loses nothing under 8 concurrent senders (tiny queues). */
+TEST_IMPL(event_overflow_block_stress) {
+  picking_run(0, 3, 8, 3000, 2);
+  return 0;
+}
+
+TEST_IMPL(event_overflow_drop_policies) {
+  hy_runtime_t *rt = new_rt(1);
+  hy_broker_t *b;
+  ASSERT_OK(hy_broker_new(rt, "b", &b));
+  ASSERT_OK(hy_channel_create(b, "c", 0));
+  hy_receiver_t *newest = sub(b, "c", 4, HY_OVERFLOW_DROP_NEWEST, 0);
+  hy_receiver_t *oldest = sub(b, "c", 4, HY_OVERFLOW_DROP_OLDEST, 0);
+  hy_receiver_t *roomy = sub(b, "c", 100, HY_OVERFLOW_BLOCK, 0);
+  for (int i = 0; i < 10; i++) {
+    hy_event_t *ev = i64_event(i, HY_FOREVER);
+    /* drop-newest refuses 6 of them; drop-oldest takes each one. */
+    ASSERT_EQ(hy_send_to(b, "c", ev, HY_FOREVER), i < 4 ? 3 : 2);
+    hy_event_unref(ev);
+  }
+  ASSERT_EQ(dropped(newest), 6);
+  ASSERT_EQ(dropped(oldest), 6);
+  ASSERT_EQ(dropped(roomy), 0);
+  ASSERT_EQ(info(b, "c").dropped, 12);
+  for (int i = 0; i < 4; i++) {
+    hy_event_t *ev;
+    ASSERT_OK(hy_receiver_try_read(newest, &ev));
+    ASSERT_EQ(i64_of(ev), i);      /* the first four stayed */
+    hy_event_unref(ev);
+    ASSERT_OK(hy_receiver_try_read(oldest, &ev));
+    ASSERT_EQ(i64_of(ev), 6 + i);  /* the last four stayed */
+    hy_event_unref(ev);
+  }
+  hy_event_t *ev;
+  ASSERT_ERR(hy_receiver_try_read(newest, &ev), HY_EAGAIN);
+  ASSERT_EQ(drain(roomy), 10);
+  hy_recv_stats_t st = {.size = sizeof st};
+  ASSERT_OK(hy_receiver_stats(oldest, &st));
+  ASSERT_EQ(st.received, 10);
+  ASSERT_EQ(st.capacity, 4);
+  ASSERT_EQ(st.overflow, HY_OVERFLOW_DROP_OLDEST);
+  /* Bad options. */
+  hy_recv_opts_t o = HY_RECV_OPTS_INIT;
+  o.overflow = 9;
+  hy_receiver_t *r;
+  ASSERT_ERR(hy_subscribe(b, "c", &o, &r), HY_EINVAL);
+  ASSERT_ERR(hy_subscribe(b, "nope", NULL, &r), HY_ENOENT);
+  hy_unsubscribe(newest);
+  hy_unsubscribe(oldest);
+  hy_unsubscribe(roomy);
+  ASSERT_OK(hy_broker_free(b));
+  close_rt(rt);
+  return 0;
+}
+
+/* ------------------------------------------------------------- expiry */
+
+typedef struct xarg {
+  hy_runtime_t *rt;
+  hy_broker_t *b;
+  int rc;
+  hy_time_t expiry;
+} xarg;
+
+static void *send_expiring(void *p) {
+  xarg *a = p;
+  hy_event_t *ev = i64_event(2, a->expiry);
+  a->rc = hy_send_to(a->b, "c", ev, HY_FOREVER);
+  hy_event_unref(ev);
+  return NULL;
+}
+
+TEST_IMPL(event_expiry) {
+  hy_runtime_t *rt = new_rt(2);
+  hy_broker_t *b;
+  ASSERT_OK(hy_broker_new(rt, "b", &b));
+  ASSERT_OK(hy_channel_create(b, "c", 0));
+  hy_receiver_t *r = sub(b, "c", 1, HY_OVERFLOW_BLOCK, 0);
+  /* Expired before the forward: dropped, counted. */
+  hy_event_t *ev = i64_event(1, hy_now() - 1);
+  ASSERT_EQ(hy_send_to(b, "c", ev, HY_FOREVER), 0);
+  hy_event_unref(ev);
+  ASSERT_EQ(queued(r), 0);
+  ASSERT_EQ(info(b, "c").expired, 1);
+  /* Expires while its sender waits for room: checked again, dropped. */
+  ev = i64_event(1, HY_FOREVER);
+  ASSERT_EQ(hy_send_to(b, "c", ev, HY_FOREVER), 1);
+  hy_event_unref(ev);
+  xarg a = {rt, b, -99, hy_now() + HY_MS(20)};
+  hy_task_t t;
+  ASSERT_OK(hy_task_spawn(rt, send_expiring, &a, NULL, &t));
+  hy_sleep(rt, HY_MS(60));
+  ASSERT_EQ(a.rc, -99); /* still blocked */
+  ASSERT_OK(hy_receiver_try_read(r, &ev));
+  ASSERT_EQ(i64_of(ev), 1);
+  hy_event_unref(ev);
+  ASSERT_OK(hy_task_join(rt, t, NULL));
+  ASSERT_EQ(a.rc, 0);
+  ASSERT_EQ(queued(r), 0);
+  ASSERT_EQ(info(b, "c").expired, 2);
+  /* Expiring while queued: still read, and the reader can tell. */
+  ev = i64_event(3, hy_now() + HY_MS(10));
+  ASSERT_EQ(hy_send_to(b, "c", ev, HY_FOREVER), 1);
+  hy_event_unref(ev);
+  hy_sleep(rt, HY_MS(20));
+  ASSERT_OK(hy_receiver_read(r, &ev, HY_FOREVER));
+  ASSERT_EQ(hy_event_expired(ev, hy_now()), 1);
+  hy_event_unref(ev);
+  hy_unsubscribe(r);
+  ASSERT_OK(hy_broker_free(b));
+  close_rt(rt);
+  return 0;
+}
+
+/* Stress: events with expiries around "now"; none delivered that had
+ * expired before its send began, every one accounted for. */
+typedef struct estress {
+  hy_runtime_t *rt;
+  hy_broker_t *b;
+  hy_time_t *sent_at, *expiry;
+  int n;
+  long delivered;
+} estress;
+
+static void *expiry_sender(void *p) {
+  estress *e = p;
+  hy_sender_t *s;
+  ASSERT_OK(hy_publish(e->b, "c", &s));
+  uint64_t rnd = test_rand() | 1;
+  for (int i = 0; i < e->n; i++) {
+    e->sent_at[i] = hy_now();
+    e->expiry[i] = e->sent_at[i] + (int64_t)(xs(&rnd) % 200000) - 100000;
+    hy_event_t *ev = i64_event(i, e->expiry[i]);
+    int rc = hy_send(s, ev, HY_FOREVER);
+    ASSERT_GE(rc, 0);
+    e->delivered += rc;
+    hy_event_unref(ev);
+  }
+  hy_sender_free(s);
+  return NULL;
+}
+
+TEST_IMPL(event_expiry_stress) {
+  hy_runtime_t *rt = new_rt(2);
+  hy_broker_t *b;
+  ASSERT_OK(hy_broker_new(rt, "b", &b));
+  ASSERT_OK(hy_channel_create(b, "c", 0));
+  enum { N = 20000 };
+  estress e = {rt, b, calloc(N, sizeof(hy_time_t)), calloc(N, sizeof(hy_time_t)),
+               N, 0};
+  rarg ra = {rt, sub(b, "c", 4, HY_OVERFLOW_BLOCK, 0), calloc(N, 1), 0, 77, 0};
+  hy_task_t rtk, stk;
+  ASSERT_OK(hy_task_spawn(rt, reader_task, &ra, NULL, &rtk));
+  ASSERT_OK(hy_task_spawn(rt, expiry_sender, &e, NULL, &stk));
+  ASSERT_OK(hy_task_join(rt, stk, NULL));
+  ASSERT_OK(hy_channel_delete(b, "c"));
+  ASSERT_OK(hy_task_join(rt, rtk, NULL));
+  long expired_before = 0;
+  for (int i = 0; i < N; i++) {
+    if (e.expiry[i] < e.sent_at[i]) {
+      ASSERT_EQ(ra.seen[i], 0);
+      expired_before++;
+    }
+  }
+  ASSERT_EQ(ra.got, e.delivered);
+  ASSERT_GT(expired_before, 0);
+  ASSERT_LE(ra.got, N - expired_before);
+  hy_unsubscribe(ra.r);
+  free(ra.seen);
+  free(e.sent_at);
+  free(e.expiry);
+  ASSERT_OK(hy_broker_free(b));
+  close_rt(rt);
+  return 0;
+}
