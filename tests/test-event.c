@@ -915,3 +915,485 @@ TEST_IMPL(event_expiry_stress) {
   close_rt(rt);
   return 0;
 }
+
+/* ------------------------------------------------------ reading, waits */
+
+typedef struct rdarg {
+  hy_runtime_t *rt;
+  hy_receiver_t *r;
+  hy_time_t deadline;
+  int rc;
+  int64_t value;
+  hy_time_t returned;
+} rdarg;
+
+static void *read_one(void *p) {
+  rdarg *a = p;
+  hy_event_t *ev = NULL;
+  a->rc = hy_receiver_read(a->r, &ev, a->deadline);
+  a->returned = hy_now();
+  if (a->rc == 0) {
+    a->value = i64_of(ev);
+    hy_event_unref(ev);
+  }
+  return NULL;
+}
+
+static void *read_one_thread(void *p) { return read_one(p); }
+
+TEST_IMPL(event_read_deadline_cancel) {
+  hy_runtime_t *rt = new_rt(2);
+  hy_broker_t *b;
+  ASSERT_OK(hy_broker_new(rt, "b", &b));
+  ASSERT_OK(hy_channel_create(b, "c", 0));
+  hy_receiver_t *r = sub(b, "c", 8, 0, 0);
+  hy_event_t *ev;
+  ASSERT_ERR(hy_receiver_try_read(r, &ev), HY_EAGAIN);
+  ASSERT_ERR(hy_receiver_read(NULL, &ev, HY_FOREVER), HY_EINVAL);
+  /* A task times out, never early. */
+  rdarg a = {rt, r, hy_now() + HY_MS(30), 1, 0, 0};
+  hy_task_t t;
+  ASSERT_OK(hy_task_spawn(rt, read_one, &a, NULL, &t));
+  ASSERT_OK(hy_task_join(rt, t, NULL));
+  ASSERT_EQ(a.rc, HY_ETIMEDOUT);
+  ASSERT_GE(a.returned, a.deadline);
+  /* A foreign thread too. */
+  a.deadline = hy_now() + HY_MS(30);
+  read_one(&a);
+  ASSERT_EQ(a.rc, HY_ETIMEDOUT);
+  ASSERT_GE(a.returned, a.deadline);
+  /* A past deadline with an event queued still reads it. */
+  ev = i64_event(5, HY_FOREVER);
+  ASSERT_EQ(hy_send_to(b, "c", ev, HY_FOREVER), 1);
+  hy_event_unref(ev);
+  a.deadline = hy_now() - 1;
+  read_one(&a);
+  ASSERT_EQ(a.rc, 0);
+  ASSERT_EQ(a.value, 5);
+  /* A cancelled reader returns HY_ECANCELED and takes nothing. */
+  a.deadline = HY_FOREVER;
+  ASSERT_OK(hy_task_spawn(rt, read_one, &a, NULL, &t));
+  hy_sleep(rt, HY_MS(20));
+  ASSERT_OK(hy_task_cancel(rt, t));
+  ASSERT_OK(hy_task_join(rt, t, NULL));
+  ASSERT_EQ(a.rc, HY_ECANCELED);
+  /* A foreign thread blocked forever is woken by a task's send. */
+  pthread_t th;
+  a.rc = 1;
+  ASSERT_EQ(pthread_create(&th, NULL, read_one_thread, &a), 0);
+  hy_sleep(rt, HY_MS(20));
+  ev = i64_event(9, HY_FOREVER);
+  ASSERT_EQ(hy_send_to(b, "c", ev, HY_FOREVER), 1);
+  hy_event_unref(ev);
+  pthread_join(th, NULL);
+  ASSERT_EQ(a.rc, 0);
+  ASSERT_EQ(a.value, 9);
+  /* read_many takes what is queued. */
+  for (int i = 0; i < 5; i++) {
+    ev = i64_event(i, HY_FOREVER);
+    ASSERT_EQ(hy_send_to(b, "c", ev, HY_FOREVER), 1);
+    hy_event_unref(ev);
+  }
+  hy_event_t *evs[10];
+  ASSERT_EQ(hy_receiver_read_many(r, evs, 10, HY_FOREVER), 5);
+  for (int i = 0; i < 5; i++) {
+    ASSERT_EQ(i64_of(evs[i]), i);
+    hy_event_unref(evs[i]);
+  }
+  ASSERT_ERR(hy_receiver_read_many(r, evs, 0, HY_FOREVER), HY_EINVAL);
+  /* Deleting the channel: queued events drain, then HY_ECLOSED; readers
+   * waiting are woken; senders get HY_ECLOSED. */
+  ev = i64_event(11, HY_FOREVER);
+  hy_sender_t *s;
+  ASSERT_OK(hy_publish(b, "c", &s));
+  ASSERT_EQ(hy_send(s, ev, HY_FOREVER), 1);
+  ASSERT_OK(hy_channel_delete(b, "c"));
+  ASSERT_ERR(hy_send(s, ev, HY_FOREVER), HY_ECLOSED);
+  hy_event_unref(ev);
+  hy_sender_free(s);
+  ASSERT_OK(hy_receiver_read(r, &ev, HY_FOREVER));
+  ASSERT_EQ(i64_of(ev), 11);
+  hy_event_unref(ev);
+  ASSERT_ERR(hy_receiver_read(r, &ev, HY_FOREVER), HY_ECLOSED);
+  ASSERT_ERR(hy_publish(b, "c", &s), HY_ENOENT);
+  hy_unsubscribe(r);
+  /* A reader waiting when the channel goes away. */
+  ASSERT_OK(hy_channel_create(b, "d", 0));
+  r = sub(b, "d", 8, 0, 0);
+  a.r = r;
+  a.deadline = HY_FOREVER;
+  ASSERT_OK(hy_task_spawn(rt, read_one, &a, NULL, &t));
+  hy_sleep(rt, HY_MS(20));
+  ASSERT_OK(hy_channel_delete(b, "d"));
+  ASSERT_OK(hy_task_join(rt, t, NULL));
+  ASSERT_EQ(a.rc, HY_ECLOSED);
+  hy_unsubscribe(r);
+  ASSERT_OK(hy_broker_free(b));
+  close_rt(rt);
+  return 0;
+}
+
+/* A sender blocked on a full receiver: deadline and cancel. */
+typedef struct bsarg {
+  hy_runtime_t *rt;
+  hy_broker_t *b;
+  hy_time_t deadline;
+  int rc;
+} bsarg;
+
+static void *blocked_send(void *p) {
+  bsarg *a = p;
+  hy_event_t *ev = i64_event(1, HY_FOREVER);
+  a->rc = hy_send_to(a->b, "c", ev, a->deadline);
+  hy_event_unref(ev);
+  return NULL;
+}
+
+TEST_IMPL(event_blocked_sender) {
+  hy_runtime_t *rt = new_rt(2);
+  hy_broker_t *b;
+  ASSERT_OK(hy_broker_new(rt, "b", &b));
+  ASSERT_OK(hy_channel_create(b, "c", 0));
+  hy_receiver_t *r = sub(b, "c", 1, HY_OVERFLOW_BLOCK, 0);
+  hy_event_t *ev = i64_event(0, HY_FOREVER);
+  ASSERT_EQ(hy_send_to(b, "c", ev, HY_FOREVER), 1);
+  hy_event_unref(ev);
+  bsarg a = {rt, b, hy_now() + HY_MS(30), 1};
+  hy_task_t t;
+  ASSERT_OK(hy_task_spawn(rt, blocked_send, &a, NULL, &t));
+  ASSERT_OK(hy_task_join(rt, t, NULL));
+  ASSERT_EQ(a.rc, HY_ETIMEDOUT);
+  ASSERT_GE(hy_now(), a.deadline);
+  a.deadline = HY_FOREVER;
+  ASSERT_OK(hy_task_spawn(rt, blocked_send, &a, NULL, &t));
+  hy_sleep(rt, HY_MS(20));
+  ASSERT_OK(hy_task_cancel(rt, t));
+  ASSERT_OK(hy_task_join(rt, t, NULL));
+  ASSERT_EQ(a.rc, HY_ECANCELED);
+  /* A foreign thread blocks too, and unsubscribing releases it. */
+  a.rc = 1;
+  pthread_t th;
+  ASSERT_EQ(pthread_create(&th, NULL, (void *(*)(void *))blocked_send, &a), 0);
+  hy_sleep(rt, HY_MS(20));
+  ASSERT_EQ(a.rc, 1);
+  hy_unsubscribe(r);
+  pthread_join(th, NULL);
+  ASSERT_EQ(a.rc, 0);
+  ASSERT_OK(hy_broker_free(b));
+  close_rt(rt);
+  return 0;
+}
+
+/* The receiver as a select arm, driven through the awaitable contract the
+ * way any select does: lock, try_fire, enqueue, park, dequeue. */
+typedef struct post_arg {
+  hy_broker_t *b;
+  const char *path;
+  int64_t v;
+} post_arg;
+
+static void *post_later(void *p) {
+  post_arg *a = p;
+  usleep(20000);
+  hy_event_t *ev = i64_event(a->v, HY_FOREVER);
+  ASSERT_EQ(hy_send_to(a->b, a->path, ev, HY_FOREVER), 1);
+  hy_event_unref(ev);
+  return NULL;
+}
+
+TEST_IMPL(event_receiver_arm) {
+  hy_runtime_t *rt = new_rt(1);
+  hy_broker_t *b;
+  ASSERT_OK(hy_broker_new(rt, "b", &b));
+  ASSERT_OK(hy_channel_create(b, "one", 0));
+  ASSERT_OK(hy_channel_create(b, "two", 0));
+  hy_receiver_t *r1 = sub(b, "one", 8, 0, 0), *r2 = sub(b, "two", 8, 0, 0);
+  hy_event_t *e1 = NULL, *e2 = NULL;
+  hy_arm_t arms[2] = {hy_arm_receiver(r1, &e1), hy_arm_receiver(r2, &e2)};
+  ASSERT_EQ(arms[0].kind, HY_ARM_OBJECT);
+  ASSERT_EQ(arms[0].guard, 1);
+  ASSERT_EQ(hy_arm_receiver(NULL, &e1).guard, 0);
+  for (int round = 0; round < 50; round++) {
+    hy__wait w;
+    ASSERT_OK(hy__wait_init(&w, rt));
+    hy__waiter ws[2];
+    memset(ws, 0, sizeof ws);
+    hy__lock_t *locks[2];
+    for (int i = 0; i < 2; i++)
+      locks[i] = arms[i].ops->lock_of(arms[i].obj);
+    hy__lock_all(locks, 2);
+    int res;
+    ASSERT_EQ(arms[0].ops->try_fire(arms[0].obj, &arms[0], &res), 0);
+    ASSERT_EQ(arms[1].ops->try_fire(arms[1].obj, &arms[1], &res), 0);
+    for (int i = 0; i < 2; i++) {
+      ws[i].wait = &w;
+      ws[i].arm = i;
+      arms[i].ops->enqueue(arms[i].obj, &arms[i], &ws[i]);
+    }
+    hy__unlock_all(locks, 2);
+    int which = round % 2;
+    post_arg pa = {b, which ? "two" : "one", round};
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, post_later, &pa), 0);
+    int state = hy__wait_park(&w, hy_now() + HY_SEC(10));
+    ASSERT_EQ(state, which);
+    ASSERT_EQ(w.result, 0);
+    pthread_join(th, NULL);
+    /* The other arm did not fire: a send now stays queued there. */
+    hy_event_t *ev = i64_event(1000 + round, HY_FOREVER);
+    ASSERT_EQ(hy_send_to(b, which ? "one" : "two", ev, HY_FOREVER), 1);
+    hy_event_unref(ev);
+    for (int i = 0; i < 2; i++) {
+      hy__lock(locks[i]);
+      arms[i].ops->dequeue(arms[i].obj, &arms[i], &ws[i]);
+      hy__unlock(locks[i]);
+    }
+    hy__wait_fini(&w);
+    hy_event_t *fired = which ? e2 : e1;
+    ASSERT_EQ(i64_of(fired), round);
+    hy_event_unref(fired);
+    e1 = e2 = NULL;
+    /* try_fire takes the queued one. */
+    hy_arm_t *other = &arms[!which];
+    hy__lock(locks[!which]);
+    ASSERT_EQ(other->ops->try_fire(other->obj, other, &res), 1);
+    hy__unlock(locks[!which]);
+    ASSERT_EQ(res, 0);
+    hy_event_t *got = which ? e1 : e2;
+    ASSERT_EQ(i64_of(got), 1000 + round);
+    hy_event_unref(got);
+    e1 = e2 = NULL;
+    ASSERT_EQ(queued(r1) + queued(r2), 0);
+  }
+  /* A closed receiver fires with HY_ECLOSED. */
+  ASSERT_OK(hy_channel_delete(b, "one"));
+  int res = 0;
+  hy__lock(arms[0].ops->lock_of(r1));
+  ASSERT_EQ(arms[0].ops->try_fire(r1, &arms[0], &res), 1);
+  hy__unlock(arms[0].ops->lock_of(r1));
+  ASSERT_EQ(res, HY_ECLOSED);
+  hy_unsubscribe(r1);
+  hy_unsubscribe(r2);
+  ASSERT_OK(hy_broker_free(b));
+  close_rt(rt);
+  return 0;
+}
+
+/* ------------------------------------------------------------- names */
+
+static char listed[64][64];
+static int nlisted;
+static void list_cb(void *arg, const char *path, int kind) {
+  (void)arg;
+  snprintf(listed[nlisted], sizeof listed[0], "%s:%d", path, kind);
+  nlisted++;
+}
+
+static int has(const char *s) {
+  for (int i = 0; i < nlisted; i++)
+    if (strcmp(listed[i], s) == 0)
+      return 1;
+  return 0;
+}
+
+TEST_IMPL(event_broker_names) {
+  hy_runtime_t *rt = new_rt(1);
+  hy_broker_t *b, *o;
+  ASSERT_OK(hy_broker_new(rt, "b", &b));
+  ASSERT_OK(hy_broker_new(rt, "o", &o));
+  ASSERT(strcmp(hy_broker_name(b), "b") == 0);
+  ASSERT_OK(hy_channel_create(b, "app/orders/eu", 0));
+  ASSERT_OK(hy_channel_create(o, "elsewhere", 0));
+  nlisted = 0;
+  ASSERT_EQ(hy_broker_list(b, list_cb, NULL), 3);
+  ASSERT(strcmp(listed[0], "app:0") == 0);
+  ASSERT(strcmp(listed[2], "app/orders/eu:0") == 0);
+  hy_receiver_t *r = sub(b, "app/orders/eu", 8, 0, 0);
+  hy_receiver_t *top = sub(b, "app", 8, 0, 0);
+  /* Rename moves the subtree; receivers stay subscribed. */
+  ASSERT_OK(hy_channel_rename(b, "app/orders", "app/sales"));
+  ASSERT_ERR(hy_channel_info(b, "app/orders/eu", &(hy_channel_info_t){.size = sizeof(hy_channel_info_t)}), HY_ENOENT);
+  ASSERT_EQ(info(b, "app/sales/eu").receivers, 1);
+  hy_event_t *ev = i64_event(1, HY_FOREVER);
+  ASSERT_EQ(hy_send_to(b, "app/sales/eu", ev, HY_FOREVER), 2);
+  ASSERT_ERR(hy_channel_rename(b, "app/sales", "app/sales/x"), HY_EINVAL);
+  ASSERT_ERR(hy_channel_rename(b, "nope", "x"), HY_ENOENT);
+  ASSERT_ERR(hy_channel_rename(b, "app/sales", "app"), HY_EEXIST);
+  ASSERT_OK(hy_channel_rename(b, "app/sales", "moved/here"));
+  ASSERT_EQ(hy_send_to(b, "moved/here/eu", ev, HY_FOREVER), 1); /* not app now */
+  /* Links. */
+  ASSERT_OK(hy_broker_link(b, "ext", o, "elsewhere"));
+  ASSERT_ERR(hy_broker_link(b, "ext", o, "elsewhere"), HY_EEXIST);
+  ASSERT_ERR(hy_broker_link(b, "ext2", o, "missing"), HY_ENOENT);
+  ASSERT_EQ(info(b, "ext").kind, HY_CHANNEL_LINK);
+  hy_receiver_t *er = sub(b, "ext", 8, 0, 0);
+  ASSERT_EQ(hy_send_to(o, "elsewhere", ev, HY_FOREVER), 1);
+  ASSERT_EQ(drain(er), 1);
+  nlisted = 0;
+  hy_broker_list(b, list_cb, NULL);
+  ASSERT(has("ext:1"));
+  ASSERT(has("moved/here/eu:0"));
+  ASSERT_OK(hy_channel_delete(b, "ext"));
+  ASSERT_ERR(hy_channel_info(b, "ext", &(hy_channel_info_t){.size = sizeof(hy_channel_info_t)}), HY_ENOENT);
+  /* Delete takes the subtree. */
+  ASSERT_OK(hy_channel_delete(b, "moved"));
+  ASSERT_ERR(hy_channel_delete(b, "moved"), HY_ENOENT);
+  ASSERT_EQ(hy_broker_list(b, NULL, NULL), 1); /* app */
+  ASSERT_EQ(drain(r), 2);
+  ASSERT_ERR(hy_receiver_try_read(r, &ev), HY_ECLOSED);
+  ASSERT_ERR(hy_channel_info(b, "x", NULL), HY_EINVAL);
+  hy_event_unref(ev);
+  hy_unsubscribe(r);
+  hy_unsubscribe(top);
+  hy_unsubscribe(er);
+  ASSERT_OK(hy_broker_free(b));
+  ASSERT_OK(hy_broker_free(o));
+  close_rt(rt);
+  return 0;
+}
+
+/* -------------------------------------------------------- multiplexors */
+
+TEST_IMPL(event_mux_bridge) {
+  hy_runtime_t *rt = new_rt(1);
+  hy_broker_t *a, *b, *c, *m, *n;
+  ASSERT_OK(hy_broker_new(rt, "a", &a));
+  ASSERT_OK(hy_broker_new(rt, "b", &b));
+  ASSERT_OK(hy_broker_new(rt, "c", &c));
+  ASSERT_OK(hy_mux_new(rt, "m", &m));
+  ASSERT_OK(hy_mux_new(rt, "n", &n));
+  ASSERT_OK(hy_channel_create(a, "app/x", 0));
+  ASSERT_OK(hy_channel_create(a, "only/a", 0));
+  ASSERT_OK(hy_channel_create(b, "app/x", 0));
+  ASSERT_OK(hy_channel_create(c, "app/x", 0));
+  ASSERT_OK(hy_mux_add(m, a));
+  ASSERT_OK(hy_mux_add(m, b));
+  ASSERT_ERR(hy_mux_add(m, b), HY_EEXIST);
+  ASSERT_ERR(hy_mux_add(a, b), HY_EINVAL);  /* not a multiplexor */
+  ASSERT_OK(hy_mux_add(n, m));
+  ASSERT_OK(hy_mux_add(n, c));
+  ASSERT_ERR(hy_mux_add(m, n), HY_EINVAL);  /* a cycle */
+  ASSERT_EQ(info(m, "app/x").kind, HY_CHANNEL_REPRESENTATIVE);
+  ASSERT_EQ(info(m, "only/a").kind, HY_CHANNEL_LINK);
+  ASSERT_EQ(info(n, "app/x").kind, HY_CHANNEL_REPRESENTATIVE);
+  ASSERT_EQ(info(n, "only/a").kind, HY_CHANNEL_LINK);
+  /* One receiver on each app/x, one on each app. */
+  hy_broker_t *bs[5] = {a, b, c, m, n};
+  hy_receiver_t *rx[5], *rp[5];
+  for (int i = 0; i < 5; i++) {
+    rx[i] = sub(bs[i], "app/x", 64, 0, 0);
+    rp[i] = sub(bs[i], "app", 64, 0, 0);
+  }
+  hy_event_t *ev = i64_event(1, HY_FOREVER);
+  /* Wherever it is sent, each of the 10 receivers gets it exactly once. */
+  for (int i = 0; i < 5; i++) {
+    ASSERT_EQ(hy_send_to(bs[i], "app/x", ev, HY_FOREVER), 10);
+    for (int k = 0; k < 5; k++) {
+      ASSERT_EQ(drain(rx[k]), 1);
+      ASSERT_EQ(drain(rp[k]), 1);
+    }
+  }
+  /* Sent to app: only the app receivers, once each. */
+  ASSERT_EQ(hy_send_to(c, "app", ev, HY_FOREVER), 5);
+  for (int k = 0; k < 5; k++) {
+    ASSERT_EQ(drain(rx[k]), 0);
+    ASSERT_EQ(drain(rp[k]), 1);
+  }
+  /* A link reaches only its channel (and its ancestors). */
+  hy_receiver_t *ra = sub(n, "only/a", 8, 0, 0);
+  ASSERT_EQ(hy_send_to(a, "only/a", ev, HY_FOREVER), 1);
+  ASSERT_EQ(drain(ra), 1);
+  /* Expiry is checked before the bridged forward too. */
+  hy_event_t *old = i64_event(2, hy_now() - 1);
+  ASSERT_EQ(hy_send_to(a, "app/x", old, HY_FOREVER), 0);
+  hy_event_unref(old);
+  for (int k = 0; k < 5; k++)
+    ASSERT_EQ(queued(rx[k]), 0);
+  /* Unicast through the bridge: exactly one of all the receivers. */
+  ASSERT_OK(hy_channel_create(a, "job", 1));
+  ASSERT_OK(hy_channel_create(c, "job", 1));
+  hy_receiver_t *ja = sub(a, "job", 1000, 0, 0), *jc = sub(c, "job", 1000, 0, 0);
+  hy_receiver_t *jn = sub(n, "job", 1000, 0, 0);
+  for (int i = 0; i < 300; i++) {
+    hy_event_t *job = i64_event(i, HY_FOREVER);
+    ASSERT_EQ(hy_send_to(n, "job", job, HY_FOREVER), 1);
+    hy_event_unref(job);
+  }
+  ASSERT_EQ(drain(ja), 100);
+  ASSERT_EQ(drain(jc), 100);
+  ASSERT_EQ(drain(jn), 100);
+  hy_unsubscribe(ja);
+  hy_unsubscribe(jc);
+  hy_unsubscribe(jn);
+  hy_event_unref(ev);
+  hy_unsubscribe(ra);
+  for (int i = 0; i < 5; i++) {
+    hy_unsubscribe(rx[i]);
+    hy_unsubscribe(rp[i]);
+  }
+  ASSERT_ERR(hy_broker_free(a), HY_EBUSY);
+  ASSERT_ERR(hy_mux_remove(m, c), HY_ENOENT);
+  ASSERT_OK(hy_mux_remove(n, c));
+  ASSERT_OK(hy_mux_remove(n, m));
+  ASSERT_OK(hy_mux_remove(m, a));
+  ASSERT_OK(hy_mux_remove(m, b));
+  for (int i = 0; i < 5; i++)
+    ASSERT_OK(hy_broker_free(bs[i]));
+  close_rt(rt);
+  return 0;
+}
+
+TEST_IMPL(event_mux_changes_visible) {
+  hy_runtime_t *rt = new_rt(1);
+  hy_broker_t *a, *b, *m;
+  ASSERT_OK(hy_broker_new(rt, "a", &a));
+  ASSERT_OK(hy_broker_new(rt, "b", &b));
+  ASSERT_OK(hy_mux_new(rt, "m", &m));
+  ASSERT_OK(hy_mux_add(m, a));
+  ASSERT_OK(hy_mux_add(m, b));
+  hy_channel_info_t i = {.size = sizeof i};
+  ASSERT_ERR(hy_channel_info(m, "t", &i), HY_ENOENT);
+  ASSERT_OK(hy_channel_create(a, "t", 0));
+  ASSERT_EQ(info(m, "t").kind, HY_CHANNEL_LINK);
+  ASSERT_OK(hy_channel_create(b, "t", 0));
+  ASSERT_EQ(info(m, "t").kind, HY_CHANNEL_REPRESENTATIVE);
+  hy_receiver_t *rm = sub(m, "t", 8, 0, 0);
+  hy_event_t *ev = i64_event(1, HY_FOREVER);
+  ASSERT_EQ(hy_send_to(a, "t", ev, HY_FOREVER), 1);
+  ASSERT_EQ(drain(rm), 1);
+  /* Rename in a sub-broker: the old name now links to b's, the new one
+   * to a's; the representative still bridges b. */
+  ASSERT_OK(hy_channel_rename(a, "t", "u"));
+  ASSERT_EQ(info(m, "u").kind, HY_CHANNEL_LINK);
+  ASSERT_EQ(info(m, "t").kind, HY_CHANNEL_REPRESENTATIVE);
+  ASSERT_EQ(hy_send_to(a, "u", ev, HY_FOREVER), 0);
+  ASSERT_EQ(hy_send_to(b, "t", ev, HY_FOREVER), 1);
+  ASSERT_EQ(drain(rm), 1);
+  nlisted = 0;
+  ASSERT_EQ(hy_broker_list(m, list_cb, NULL), 2);
+  ASSERT(has("t:2") && has("u:1"));
+  /* Deleting the last member deletes the representative: its receiver
+   * drains and sees HY_ECLOSED. */
+  ASSERT_OK(hy_channel_delete(b, "t"));
+  ASSERT_ERR(hy_channel_info(m, "t", &i), HY_ENOENT);
+  hy_event_t *got;
+  ASSERT_ERR(hy_receiver_try_read(rm, &got), HY_ECLOSED);
+  ASSERT_ERR(hy_channel_delete(m, "u"), HY_ENOENT); /* a link of a sub */
+  /* A multiplexor's own channel bridges with same-named sub channels. */
+  ASSERT_OK(hy_channel_create(m, "own", 0));
+  ASSERT_EQ(info(m, "own").kind, HY_CHANNEL_PLAIN);
+  ASSERT_OK(hy_channel_create(a, "own", 0));
+  hy_receiver_t *ro = sub(m, "own", 8, 0, 0), *rao = sub(a, "own", 8, 0, 0);
+  ASSERT_EQ(hy_send_to(a, "own", ev, HY_FOREVER), 2);
+  ASSERT_EQ(hy_send_to(m, "own", ev, HY_FOREVER), 2);
+  ASSERT_EQ(drain(ro) + drain(rao), 4);
+  hy_event_unref(ev);
+  hy_unsubscribe(ro);
+  hy_unsubscribe(rao);
+  hy_unsubscribe(rm);
+  ASSERT_OK(hy_broker_free(m) == 0 ? 0 : -1);
+  ASSERT_OK(hy_broker_free(a));
+  ASSERT_OK(hy_broker_free(b));
+  close_rt(rt);
+  return 0;
+}
