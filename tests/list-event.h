@@ -20,4 +20,8 @@ TEST(event_receiver_arm, 0)
 TEST(event_broker_names, 0)
 TEST(event_mux_bridge, 0)
 TEST(event_mux_changes_visible, 0)
+TEST(event_sys_broker, T_BACKEND)
+TEST(event_sys_never_blocks, 0)
+TEST(event_request_reply, T_BACKEND)
+TEST(event_batcher, T_BACKEND)
 #endif

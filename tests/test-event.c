@@ -1397,3 +1397,238 @@ TEST_IMPL(event_mux_changes_visible) {
   close_rt(rt);
   return 0;
 }
+
+/* ------------------------------------------------------- system broker */
+
+static void *quick(void *p) { return p; }
+
+static void *sleeper(void *p) {
+  hy_runtime_t *rt = p;
+  hy_sleep(rt, HY_SEC(100));
+  return NULL;
+}
+
+TEST_IMPL(event_sys_broker) {
+  hy_runtime_t *rt = new_rt(2);
+  hy_broker_t *sys = hy_sys_broker(rt);
+  ASSERT(sys != NULL);
+  ASSERT(hy_sys_broker(rt) == sys);
+  ASSERT_ERR(hy_broker_free(sys), HY_EPERM);
+  nlisted = 0;
+  hy_broker_list(sys, list_cb, NULL);
+  ASSERT(has("sys/signal:1") && has("sys/shutdown:1") && has("sys/task:1") &&
+         has("sys/log:1"));
+  hy_receiver_t *phases = sub(sys, "sys/shutdown", 16, 0, 0);
+  hy_receiver_t *tasks = sub(sys, "sys/task", 64, 0, 0);
+  hy_receiver_t *logs = sub(sys, "sys/log", 16, 0, 0);
+  hy_receiver_t *all = sub(sys, "sys", 256, HY_OVERFLOW_DROP_OLDEST, 0);
+  /* Task exits, with the reason. */
+  hy_task_opts_t o = HY_TASK_OPTS_INIT;
+  o.name = "quick-one";
+  hy_task_t t1, t2;
+  ASSERT_OK(hy_task_spawn(rt, quick, NULL, &o, &t1));
+  ASSERT_OK(hy_task_join(rt, t1, NULL));
+  o.name = "sleepy";
+  ASSERT_OK(hy_task_spawn(rt, sleeper, rt, &o, &t2));
+  hy_sleep(rt, HY_MS(10));
+  ASSERT_OK(hy_task_cancel(rt, t2));
+  ASSERT_OK(hy_task_join(rt, t2, NULL));
+  hy_event_t *ev;
+  ASSERT_OK(hy_receiver_read(tasks, &ev, hy_deadline_in(HY_SEC(5))));
+  ASSERT(hy_event_type_of(ev) == &hy_event_task);
+  const hy_task_event_t *te = hy_event_data(ev, NULL);
+  ASSERT(strcmp(te->name, "quick-one") == 0);
+  ASSERT_EQ(te->reason, HY_TASK_RETURNED);
+  ASSERT_EQ(te->task, t1.id);
+  hy_event_unref(ev);
+  ASSERT_OK(hy_receiver_read(tasks, &ev, hy_deadline_in(HY_SEC(5))));
+  te = hy_event_data(ev, NULL);
+  ASSERT(strcmp(te->name, "sleepy") == 0);
+  ASSERT_EQ(te->reason, HY_TASK_CANCELLED);
+  hy_event_unref(ev);
+  /* Logs. */
+  ASSERT_EQ(hy_log_event(rt, 4, "disk full"), 2);
+  ASSERT_OK(hy_receiver_read(logs, &ev, HY_FOREVER));
+  const hy_log_event_t *le = hy_event_data(ev, NULL);
+  ASSERT_EQ(le->level, 4);
+  ASSERT(strcmp(le->text, "disk full") == 0);
+  hy_event_unref(ev);
+  /* An application broker registered with the system broker. */
+  hy_broker_t *app;
+  ASSERT_OK(hy_broker_new(rt, "app", &app));
+  ASSERT_OK(hy_channel_create(app, "app/events", 0));
+  ASSERT_OK(hy_mux_add(sys, app));
+  hy_receiver_t *ar = sub(sys, "app/events", 8, 0, 0);
+  ev = i64_event(3, HY_FOREVER);
+  ASSERT_EQ(hy_send_to(app, "app/events", ev, HY_FOREVER), 1);
+  hy_event_unref(ev);
+  ASSERT_EQ(drain(ar), 1);
+  hy_unsubscribe(ar);
+  ASSERT_OK(hy_mux_remove(sys, app));
+  ASSERT_OK(hy_broker_free(app));
+  /* Shutdown phases, in order, read after the runtime stopped. */
+  ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(20)));
+  int expect = HY_PHASE_QUIESCE;
+  while (hy_receiver_try_read(phases, &ev) == 0) {
+    const hy_phase_event_t *pe = hy_event_data(ev, NULL);
+    ASSERT_EQ(pe->phase, expect);
+    expect++;
+    hy_event_unref(ev);
+  }
+  ASSERT_EQ(expect, HY_PHASE_DONE + 1);
+  ASSERT_GE(queued(all), 2 + 1 + 5);
+  hy_unsubscribe(phases);
+  hy_unsubscribe(tasks);
+  hy_unsubscribe(logs);
+  hy_unsubscribe(all);
+  ASSERT_OK(hy_runtime_close(rt));
+  return 0;
+}
+
+/* The runtime never blocks on its own channels: a full "block" receiver
+ * loses the phase events (counted), and shutdown completes. */
+TEST_IMPL(event_sys_never_blocks) {
+  hy_runtime_t *rt = new_rt(1);
+  hy_receiver_t *r = sub(hy_sys_broker(rt), "sys/shutdown", 1, 0, 0);
+  ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(10)));
+  ASSERT_EQ(queued(r), 1);
+  ASSERT_EQ(dropped(r), HY_PHASE_DONE - 1);
+  hy_unsubscribe(r);
+  ASSERT_OK(hy_runtime_close(rt));
+  return 0;
+}
+
+/* ---------------------------------------------------- request / reply */
+
+typedef struct srv_arg {
+  hy_runtime_t *rt;
+  hy_broker_t *b;
+  hy_receiver_t *r;
+  int served;
+} srv_arg;
+
+static void *server(void *p) {
+  srv_arg *a = p;
+  hy_event_t *req;
+  while (hy_receiver_read(a->r, &req, HY_FOREVER) == 0) {
+    /* Chaining: the reply derives from the request. */
+    int64_t v = i64_of(req) * 2;
+    hy_event_t *rep;
+    ASSERT_OK(hy_event_derive(req, &hy_event_i64, &v, sizeof v, &rep));
+    ASSERT_EQ(hy_reply(a->b, req, rep, HY_FOREVER), 1);
+    hy_event_unref(rep);
+    hy_event_unref(req);
+    a->served++;
+  }
+  return NULL;
+}
+
+TEST_IMPL(event_request_reply) {
+  hy_runtime_t *rt = new_rt(2);
+  hy_broker_t *b;
+  ASSERT_OK(hy_broker_new(rt, "b", &b));
+  ASSERT_OK(hy_channel_create(b, "svc", 1));
+  srv_arg a = {rt, b, sub(b, "svc", 8, 0, 0), 0};
+  hy_task_t t;
+  ASSERT_OK(hy_task_spawn(rt, server, &a, NULL, &t));
+  for (int i = 0; i < 50; i++) {
+    hy_event_t *req = i64_event(i, hy_now() + HY_SEC(30)), *rep;
+    ASSERT_OK(hy_request(b, "svc", req, hy_deadline_in(HY_SEC(10)), &rep));
+    ASSERT_EQ(i64_of(rep), 2 * i);
+    ASSERT_EQ(hy_event_expiry(rep), hy_event_expiry(req));
+    hy_event_t *again;
+    ASSERT_ERR(hy_request(b, "svc", req, HY_FOREVER, &again), HY_EPERM);
+    hy_event_unref(req);
+    hy_event_unref(rep);
+  }
+  /* Reply channels are gone afterwards. */
+  nlisted = 0;
+  hy_broker_list(b, list_cb, NULL);
+  ASSERT_LE(nlisted, 2); /* svc, reply */
+  /* Nobody answering: time-out, never early. */
+  ASSERT_OK(hy_channel_create(b, "void", 0));
+  hy_event_t *req = i64_event(1, HY_FOREVER), *rep;
+  hy_time_t dl = hy_deadline_in(HY_MS(30));
+  ASSERT_ERR(hy_request(b, "void", req, dl, &rep), HY_ETIMEDOUT);
+  ASSERT_GE(hy_now(), dl);
+  hy_event_unref(req);
+  req = i64_event(1, HY_FOREVER);
+  ASSERT_ERR(hy_request(b, "missing", req, dl, &rep), HY_ENOENT);
+  hy_event_unref(req);
+  req = i64_event(1, HY_FOREVER);
+  ASSERT_ERR(hy_reply(b, req, req, HY_FOREVER), HY_EINVAL); /* names none */
+  hy_event_unref(req);
+  ASSERT_OK(hy_channel_delete(b, "svc"));
+  ASSERT_OK(hy_task_join(rt, t, NULL));
+  ASSERT_EQ(a.served, 50);
+  hy_unsubscribe(a.r);
+  ASSERT_OK(hy_broker_free(b));
+  close_rt(rt);
+  return 0;
+}
+
+/* ------------------------------------------------------------ batching */
+
+TEST_IMPL(event_batcher) {
+  hy_runtime_t *rt = new_rt(2);
+  hy_broker_t *b;
+  ASSERT_OK(hy_broker_new(rt, "b", &b));
+  ASSERT_OK(hy_channel_create(b, "batches", 0));
+  hy_receiver_t *r = sub(b, "batches", 64, 0, 0);
+  hy_sender_t *s;
+  ASSERT_OK(hy_publish(b, "batches", &s));
+  hy_batcher_t *bt;
+  ASSERT_ERR(hy_batcher_new(rt, s, 0, HY_MS(50), &bt), HY_EINVAL);
+  ASSERT_OK(hy_batcher_new(rt, s, 10, HY_MS(50), &bt));
+  /* By count: 25 events give two batches of 10 at once... */
+  hy_time_t t0 = hy_now();
+  for (int i = 0; i < 25; i++) {
+    hy_event_t *ev = i64_event(i, HY_FOREVER);
+    ASSERT_OK(hy_batcher_feed(bt, ev, HY_FOREVER));
+    hy_event_unref(ev);
+  }
+  int next = 0;
+  for (int k = 0; k < 3; k++) {
+    hy_event_t *batch;
+    ASSERT_OK(hy_receiver_read(r, &batch, hy_deadline_in(HY_SEC(10))));
+    size_t n;
+    hy_event_t *const *v = hy_event_batch_items(batch, &n);
+    ASSERT_EQ(n, k < 2 ? 10 : 5);
+    for (size_t i = 0; i < n; i++)
+      ASSERT_EQ(i64_of(v[i]), next++);
+    /* ...and the rest by time: not before max_wait after its first. */
+    if (k == 2)
+      ASSERT_GE(hy_now() - t0, HY_MS(50));
+    hy_event_unref(batch);
+  }
+  ASSERT_EQ(queued(r), 0);
+  /* Explicit flush. */
+  hy_event_t *ev = i64_event(100, HY_FOREVER);
+  ASSERT_OK(hy_batcher_feed(bt, ev, HY_FOREVER));
+  hy_event_unref(ev);
+  ASSERT_EQ(hy_batcher_flush(bt, HY_FOREVER), 1);
+  ASSERT_EQ(hy_batcher_flush(bt, HY_FOREVER), 0);
+  ASSERT_EQ(drain(r), 1);
+  hy_batcher_free(bt);
+  /* A long max_wait: shutdown flushes what is held. */
+  ASSERT_OK(hy_batcher_new(rt, s, 100, HY_SEC(100), &bt));
+  for (int i = 0; i < 3; i++) {
+    ev = i64_event(i, HY_FOREVER);
+    ASSERT_OK(hy_batcher_feed(bt, ev, HY_FOREVER));
+    hy_event_unref(ev);
+  }
+  hy_sleep(rt, HY_MS(10));
+  ASSERT_EQ(queued(r), 0);
+  ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(20)));
+  ASSERT_OK(hy_receiver_try_read(r, &ev));
+  size_t n;
+  hy_event_batch_items(ev, &n);
+  ASSERT_EQ(n, 3);
+  hy_event_unref(ev);
+  hy_batcher_free(bt);
+  hy_sender_free(s);
+  hy_unsubscribe(r);
+  ASSERT_OK(hy_broker_free(b));
+  ASSERT_OK(hy_runtime_close(rt));
+  return 0;
+}
