@@ -83,7 +83,8 @@ int hy__mux_rebuild(hy_broker_t *m) {
     hy__mem_free(v);
     return rc;
   }
-  qsort(v, (size_t)n, sizeof *v, by_name);
+  if (n > 1)
+    qsort(v, (size_t)n, sizeof *v, by_name);
 
   hy__view *nv = hy__mem_calloc((size_t)n + 1, sizeof *nv);
   if (!nv) {
