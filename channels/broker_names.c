@@ -212,8 +212,8 @@ int hy_channel_info(hy_broker_t *b, const char *path, hy_channel_info_t *info) {
     info->kind = kind;
     info->limit = c->limit;
     info->receivers = c->nrcv;
-    info->sent = atomic_load(&c->sent);
-    info->delivered = atomic_load(&c->delivered);
+    info->sent = c->sent;
+    info->delivered = c->planned - atomic_load(&c->undelivered);
     info->expired = atomic_load(&c->expired);
     info->unpicked = atomic_load(&c->unpicked);
     info->dropped = atomic_load(&c->dropped);

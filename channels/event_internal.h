@@ -84,7 +84,8 @@ struct hy_receiver {
 };
 
 void hy__receiver_release(hy_receiver_t *r);
-/* Hands ev to r (taking a reference) following r's policy; with
+/* Hands ev to r following r's policy, using up one reference the caller
+ * added for it when it returns 1 (the caller keeps it otherwise); with
  * `nonblock`, a full "block" receiver drops instead.  Returns 1 delivered,
  * 0 dropped/closed, 2 expired while it waited for room, HY_ETIMEDOUT,
  * HY_ECANCELED.  *dropped += losses. */
@@ -117,7 +118,8 @@ struct hy__channel {
   uint64_t plan_ver;
   uint64_t rr;          /* round-robin position among equals */
   uint32_t mark;        /* walk epoch, under topo */
-  _Atomic uint64_t sent, delivered, expired, unpicked, dropped;
+  uint64_t sent, planned; /* under topo: sends, copies to hand over */
+  _Atomic uint64_t undelivered, expired, unpicked, dropped;
 };
 
 void hy__channel_release(hy__channel *c);

@@ -48,7 +48,7 @@ int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
                      int nonblock, uint64_t *dropped) {
   for (int waited = 0;; waited = 1) {
     /* Expiry is checked before every forward, also after waiting. */
-    if (waited && hy_event_expired(ev, hy_now()))
+    if (waited && ev->expiry != HY_FOREVER && hy_event_expired(ev, hy_now()))
       return 2;
     hy__lock(&r->lock);
     if (r->closed) {
@@ -58,7 +58,7 @@ int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
     if (r->n == 0 && r->readers.head) {
       hy__waiter *w = hy__waitq_claim(&r->readers);
       if (w) {
-        *(hy_event_t **)w->buf = hy_event_ref(ev);
+        *(hy_event_t **)w->buf = ev;
         w->wait->result = 0;
         r->received++;
         hy__unlock(&r->lock);
@@ -67,7 +67,7 @@ int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
       }
     }
     if (r->n < r->cap) {
-      push(r, hy_event_ref(ev));
+      push(r, ev);
       r->received++;
       hy__unlock(&r->lock);
       return 1;
@@ -77,7 +77,7 @@ int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
       old = r->ring[r->head];
       r->head = (r->head + 1) % r->cap;
       r->n--;
-      push(r, hy_event_ref(ev));
+      push(r, ev);
       r->received++;
       r->dropped++;
       hy__unlock(&r->lock);
@@ -163,6 +163,13 @@ int hy_receiver_read(hy_receiver_t *r, hy_event_t **ev, hy_time_t deadline) {
     return rc;
   if (deadline != HY_FOREVER && deadline <= hy_now())
     return HY_ETIMEDOUT;
+  /* Let a sender on this worker run first: events it sends meanwhile are
+   * taken without a park and a wake. */
+  if (hy__in_task(r->st->rt) && hy_yield(r->st->rt) == 0) {
+    rc = hy_receiver_try_read(r, ev);
+    if (rc != HY_EAGAIN)
+      return rc;
+  }
   hy__wait wt;
   rc = hy__wait_init(&wt, r->st->rt);
   if (rc < 0)

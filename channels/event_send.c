@@ -9,6 +9,8 @@
 
 #define PUT_EXPIRED 2
 
+/* Round-robin among equals moves on every HY_PICK_RUN sends (event.h). */
+
 void hy__plan_release(hy__plan *p) {
   if (!p || atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1)
     return;
@@ -110,8 +112,8 @@ static hy__plan *plan_get(hy__evstate *st, hy__channel *c) {
 }
 
 /* Under topo: picks up to c->limit receivers of p for ev (highest
- * priority first, round-robin among equals, none that had ev), taking a
- * reference to each.  Returns the count or HY_ENOMEM. */
+ * priority first, round-robin among equals, none that had ev); the plan's
+ * reference keeps them.  Returns the count or HY_ENOMEM. */
 static int pick(hy__channel *c, hy__plan *p, hy_event_t *ev,
                 hy_receiver_t **out) {
   int want = c->limit, got = 0;
@@ -122,19 +124,14 @@ static int pick(hy__channel *c, hy__plan *p, hy_event_t *ev,
            atomic_load_explicit(&p->r[ge]->prio, memory_order_relaxed) == prio)
       ge++;
     int g = ge - gs;
-    int start = (int)(c->rr % (uint64_t)g);
+    int start = (int)(c->rr / HY_PICK_RUN % (uint64_t)g);
     for (int k = 0; k < g && got < want; k++) {
       hy_receiver_t *r = p->r[gs + (start + k) % g];
       int rc = hy__event_pick(ev, r, r->id);
-      if (rc < 0) {
-        for (int i = 0; i < got; i++)
-          hy__receiver_release(out[i]);
+      if (rc < 0)
         return rc;
-      }
-      if (rc == 1) {
-        atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed);
+      if (rc == 1)
         out[got++] = r;
-      }
     }
     gs = ge;
   }
@@ -161,8 +158,8 @@ int hy__send_channel(hy__evstate *st, hy__channel *c, hy_event_t *ev,
     hy__unlock(&st->topo);
     return HY_ECLOSED;
   }
-  count(&c->sent, 1);
-  if (hy_event_expired(ev, hy_now())) {
+  c->sent++;
+  if (ev->expiry != HY_FOREVER && hy_event_expired(ev, hy_now())) {
     hy__unlock(&st->topo);
     count(&c->expired, 1);
     return 0;
@@ -172,59 +169,54 @@ int hy__send_channel(hy__evstate *st, hy__channel *c, hy_event_t *ev,
     hy__unlock(&st->topo);
     return HY_ENOMEM;
   }
+  atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+  plan = p;
   if (c->limit == 0) {
-    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
-    plan = p;
     picked = p->r;
     n = p->n;
   } else {
     int want = c->limit < p->n ? c->limit : p->n;
     picked = want <= 16 ? small : hy__mem_alloc((size_t)want * sizeof *picked);
-    if (!picked) {
-      hy__unlock(&st->topo);
-      return HY_ENOMEM;
-    }
-    n = want ? pick(c, p, ev, picked) : 0;
+    n = !picked ? HY_ENOMEM : want ? pick(c, p, ev, picked) : 0;
     if (n <= 0) {
       hy__unlock(&st->topo);
-      if (picked != small)
+      if (picked && picked != small)
         hy__mem_free(picked);
+      hy__plan_release(plan);
       if (n < 0)
         return n;
       count(&c->unpicked, 1);
       return 0;
     }
   }
+  c->planned += (uint64_t)n;
   hy__unlock(&st->topo);
 
+  /* One reference per copy, added at once; put uses one per delivery. */
+  atomic_fetch_add_explicit(&ev->refs, n, memory_order_relaxed);
   uint64_t dropped = 0;
-  int delivered = 0, rc = 0, i;
-  for (i = 0; i < n; i++) {
+  int delivered = 0, rc = 0;
+  for (int i = 0; i < n; i++) {
     int r = hy__receiver_put(picked[i], ev, deadline, nonblock, &dropped);
     if (r == PUT_EXPIRED) {
       count(&c->expired, 1);
-      i++;
       break;
     }
     if (r < 0) {
       rc = r;
-      i++;
       break;
     }
     delivered += r;
   }
+  if (n - delivered)
+    atomic_fetch_sub_explicit(&ev->refs, n - delivered, memory_order_relaxed);
   if (delivered)
     atomic_fetch_add_explicit(&ev->picks, (unsigned)delivered,
                               memory_order_relaxed);
-  count(&c->delivered, (uint64_t)delivered);
+  count(&c->undelivered, (uint64_t)(n - delivered));
   count(&c->dropped, dropped);
-  if (plan) {
-    hy__plan_release(plan);
-  } else {
-    for (int k = 0; k < n; k++)
-      hy__receiver_release(picked[k]);
-    if (picked != small)
-      hy__mem_free(picked);
-  }
+  if (picked != plan->r && picked != small)
+    hy__mem_free(picked);
+  hy__plan_release(plan);
   return rc < 0 ? rc : delivered;
 }

@@ -94,6 +94,13 @@ typedef struct hy_event_type {
 
 #define HY_EVENT_NAME_MAX 63
 
+/* Round-robin among receivers of equal priority moves on every HY_PICK_RUN
+ * sends of a channel: a parked receiver is woken for the first event of its
+ * run and finds the rest queued when it runs, so it costs one wake per run
+ * rather than one per event.  Over time each gets the same share, to
+ * within one run. */
+#define HY_PICK_RUN 64
+
 /* Built-in types, known to every runtime. */
 extern const hy_event_type_t hy_event_bytes;  /* variable bytes */
 extern const hy_event_type_t hy_event_text;   /* text without NUL; len excludes none */
