@@ -219,15 +219,20 @@ int hy_broker_free(hy_broker_t *b) {
     return b->internal ? HY_EPERM : HY_EBUSY;
   }
   /* Other brokers' links into b go too. */
-  for (hy_broker_t *o = st->all; o; o = o->next_all)
+  for (hy_broker_t *o = st->all; o; o = o->next_all) {
+    int changed = 0;
     for (int i = 0; i < o->nlinks;)
       if (o->links[i].target == b) {
         hy__mem_free(o->links[i].name);
         hy__mem_free(o->links[i].path);
         o->links[i] = o->links[--o->nlinks];
+        changed = 1;
       } else {
         i++;
       }
+    if (changed && o != b)
+      hy__mux_refresh_up(o);
+  }
   hy__broker_destroy(b);
   hy__unlock(&st->topo);
   return 0;

@@ -59,7 +59,12 @@ hy_event_t *hy_event_ref(hy_event_t *ev) {
 }
 
 void hy_event_unref(hy_event_t *ev) {
-  if (!ev || atomic_fetch_sub_explicit(&ev->refs, 1, memory_order_acq_rel) != 1)
+  if (!ev)
+    return;
+  /* The sole holder (no one else can add a reference) frees without a
+   * locked instruction; the acquire pairs with the others' releases. */
+  if (atomic_load_explicit(&ev->refs, memory_order_acquire) != 1 &&
+      atomic_fetch_sub_explicit(&ev->refs, 1, memory_order_acq_rel) != 1)
     return;
   if (ev->type->destroy)
     ev->type->destroy(ev->payload, ev->len);

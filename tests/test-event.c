@@ -1033,6 +1033,18 @@ TEST_IMPL(event_read_deadline_cancel) {
   ASSERT_OK(hy_task_join(rt, t, NULL));
   ASSERT_EQ(a.rc, HY_ECLOSED);
   hy_unsubscribe(r);
+  /* Unsubscribed under a blocked reader: it wakes with HY_ECLOSED and the
+   * receiver goes only after it left. */
+  ASSERT_OK(hy_channel_create(b, "e", 0));
+  a.r = sub(b, "e", 8, 0, 0);
+  a.rc = 1;
+  ASSERT_OK(hy_task_spawn(rt, read_one, &a, NULL, &t));
+  hy_sleep(rt, HY_MS(20));
+  hy_unsubscribe(a.r);
+  ASSERT_OK(hy_task_join(rt, t, NULL));
+  ASSERT_EQ(a.rc, HY_ECLOSED);
+  ASSERT_EQ(hy_send_to(b, "e", ev = i64_event(1, HY_FOREVER), HY_FOREVER), 0);
+  hy_event_unref(ev);
   ASSERT_OK(hy_broker_free(b));
   close_rt(rt);
   return 0;
@@ -1406,6 +1418,8 @@ TEST_IMPL(event_mux_changes_visible) {
 
 /* ------------------------------------------------------- system broker */
 
+void hy__event_publish_signal(hy_runtime_t *rt, int signo); /* internal */
+
 static void *quick(void *p) { return p; }
 
 static void *sleeper(void *p) {
@@ -1452,6 +1466,13 @@ TEST_IMPL(event_sys_broker) {
   ASSERT(strcmp(te->name, "sleepy") == 0);
   ASSERT_EQ(te->reason, HY_TASK_CANCELLED);
   hy_event_unref(ev);
+  /* Signals (the signal layer's hook). */
+  hy_receiver_t *sig = sub(sys, "sys/signal", 4, 0, 0);
+  hy__event_publish_signal(rt, 15);
+  ASSERT_OK(hy_receiver_try_read(sig, &ev));
+  ASSERT_EQ(((const hy_signal_event_t *)hy_event_data(ev, NULL))->signo, 15);
+  hy_event_unref(ev);
+  hy_unsubscribe(sig);
   /* Logs. */
   ASSERT_EQ(hy_log_event(rt, 4, "disk full"), 2);
   ASSERT_OK(hy_receiver_read(logs, &ev, HY_FOREVER));
@@ -1482,7 +1503,7 @@ TEST_IMPL(event_sys_broker) {
     hy_event_unref(ev);
   }
   ASSERT_EQ(expect, HY_PHASE_DONE + 1);
-  ASSERT_GE(queued(all), 2 + 1 + 5);
+  ASSERT_GE(queued(all), 2 + 1 + 1 + 5);
   hy_unsubscribe(phases);
   hy_unsubscribe(tasks);
   hy_unsubscribe(logs);

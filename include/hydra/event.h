@@ -317,7 +317,8 @@ int hy_receiver_stats(hy_receiver_t *r, hy_recv_stats_t *s);
 
 /* A select arm that fires when r has an event (stored in *out, owned by
  * the caller) or is closed (result HY_ECLOSED).  An arm that does not
- * fire takes nothing. */
+ * fire takes nothing.  r must not be unsubscribed while a select holds the
+ * arm (a reader blocked in hy_receiver_read may: it gets HY_ECLOSED). */
 hy_arm_t hy_arm_receiver(hy_receiver_t *r, hy_event_t **out);
 
 /* ------------------------------------------------------ request and reply */
