@@ -32,6 +32,7 @@
 typedef struct hy__channel hy__channel;
 typedef struct hy__plan hy__plan;
 typedef struct hy__evstate hy__evstate;
+struct hy__wakes;
 
 /* ------------------------------------------------------------------ events */
 
@@ -90,7 +91,16 @@ void hy__receiver_release(hy_receiver_t *r);
  * 0 dropped/closed, 2 expired while it waited for room, HY_ETIMEDOUT,
  * HY_ECANCELED.  *dropped += losses. */
 int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
-                     int nonblock, uint64_t *dropped);
+                     int nonblock, uint64_t *dropped, struct hy__wakes *wk);
+
+/* Wakes of readers handed an event, held back until the send has served
+ * every receiver (so one wake-up of an idle worker serves many), and
+ * always sent before the sender could block. */
+typedef struct hy__wakes {
+  int n;
+  hy__wait *w[32];
+} hy__wakes;
+void hy__wakes_flush(hy__wakes *k);
 /* Marks r closed (channel deleted): readers drain then see HY_ECLOSED. */
 void hy__receiver_close(hy_receiver_t *r);
 

@@ -44,8 +44,14 @@ static void push(hy_receiver_t *r, hy_event_t *ev) {
   r->n++;
 }
 
+void hy__wakes_flush(hy__wakes *k) {
+  for (int i = 0; i < k->n; i++)
+    hy__wait_wake(k->w[i]);
+  k->n = 0;
+}
+
 int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
-                     int nonblock, uint64_t *dropped) {
+                     int nonblock, uint64_t *dropped, hy__wakes *wk) {
   for (int waited = 0;; waited = 1) {
     /* Expiry is checked before every forward, also after waiting. */
     if (waited && ev->expiry != HY_FOREVER && hy_event_expired(ev, hy_now()))
@@ -62,7 +68,10 @@ int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
         w->wait->result = 0;
         r->received++;
         hy__unlock(&r->lock);
-        hy__wait_wake(w->wait);
+        if (wk && wk->n < (int)(sizeof wk->w / sizeof wk->w[0]))
+          wk->w[wk->n++] = w->wait;
+        else
+          hy__wait_wake(w->wait);
         return 1;
       }
     }
@@ -91,8 +100,11 @@ int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
       (*dropped)++;
       return 0;
     }
-    /* Block: wait for room, then try again. */
+    /* Block: wait for room, then try again - after waking the readers
+     * served so far, one of which may be the one to make room. */
     hy__unlock(&r->lock);
+    if (wk)
+      hy__wakes_flush(wk);
     if (deadline != HY_FOREVER && deadline <= hy_now())
       return HY_ETIMEDOUT;
     hy__wait wt;

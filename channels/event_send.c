@@ -196,8 +196,10 @@ int hy__send_channel(hy__evstate *st, hy__channel *c, hy_event_t *ev,
   atomic_fetch_add_explicit(&ev->refs, n, memory_order_relaxed);
   uint64_t dropped = 0;
   int delivered = 0, rc = 0;
+  hy__wakes wk;
+  wk.n = 0;
   for (int i = 0; i < n; i++) {
-    int r = hy__receiver_put(picked[i], ev, deadline, nonblock, &dropped);
+    int r = hy__receiver_put(picked[i], ev, deadline, nonblock, &dropped, &wk);
     if (r == PUT_EXPIRED) {
       count(&c->expired, 1);
       break;
@@ -208,6 +210,7 @@ int hy__send_channel(hy__evstate *st, hy__channel *c, hy_event_t *ev,
     }
     delivered += r;
   }
+  hy__wakes_flush(&wk);
   if (n - delivered)
     atomic_fetch_sub_explicit(&ev->refs, n - delivered, memory_order_relaxed);
   if (delivered)

@@ -1,6 +1,9 @@
 /* test-event.c - the event model: event objects and their wire form,
  * channel trees, picking limits and priorities, expiry, overflow policies,
  * brokers and multiplexors, the system broker, request/reply, batching. */
+/* Built on POSIX only for now: its registrations in list-event.h are too
+ * (the runtime's Windows backend is not there yet). */
+#ifndef _WIN32
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <pthread.h>
@@ -1659,3 +1662,5 @@ TEST_IMPL(event_batcher) {
   ASSERT_OK(hy_runtime_close(rt));
   return 0;
 }
+
+#endif /* _WIN32 */
