@@ -192,6 +192,7 @@ typedef struct hy__slot {
 #define HY__SLOT_CHUNKS 4096 /* up to 16M tasks alive at once */
 
 typedef struct hy__blocking hy__blocking; /* runtime/blocking.c */
+struct hy__evstate;                        /* channels/event_internal.h */
 
 struct hy_runtime {
   hy_options_t opt;
@@ -241,6 +242,7 @@ struct hy_runtime {
   int task_keys;
 
   hy__blocking *blocking;
+  _Atomic(struct hy__evstate *) ev; /* the event model, made on first use */
   atomic_int threads_started;
   int run_in_progress;
 };
@@ -283,6 +285,15 @@ hy__port *hy__current_port(hy_runtime_t *rt);
 /* shutdown (runtime/shutdown.c) */
 int hy__phase(hy_runtime_t *rt);
 void hy__shutdown_worker_step(hy__worker *w);
+
+/* event model hooks (channels/broker_sys.c): publish runtime facts on the
+ * system broker's sys/shutdown and sys/task channels; never block, cost one
+ * load when nobody subscribed.  hy__event_free at close. */
+void hy__event_publish_phase(hy_runtime_t *rt, int phase);
+void hy__event_publish_task_exit(hy_runtime_t *rt, uint64_t id,
+                                 const char *name, int cancelled);
+void hy__event_publish_signal(hy_runtime_t *rt, int signo); /* sys/signal */
+void hy__event_free(hy_runtime_t *rt);
 
 /* blocking pool (runtime/blocking.c) */
 void hy__blocking_stop(hy_runtime_t *rt);

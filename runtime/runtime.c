@@ -77,6 +77,7 @@ static void free_runtime(hy_runtime_t *rt) {
     }
     hy__mem_free(rt->workers);
   }
+  hy__event_free(rt);
   hy__task_tables_free(rt);
   if (rt->stacks)
     hy_stack_cache_destroy(rt->stacks);

@@ -39,6 +39,7 @@ static void wake_all_workers(hy_runtime_t *rt) {
 static void set_phase(hy_runtime_t *rt, int phase) {
   rt->phase_start[phase] = hy_now();
   atomic_store(&rt->phase, phase);
+  hy__event_publish_phase(rt, phase);
   wake_all_workers(rt);
 }
 

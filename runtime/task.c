@@ -225,6 +225,8 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
  * its stack could not be had). */
 void hy__task_finish(hy__worker *w, hy__task *t) {
   hy_runtime_t *rt = t->rt;
+  hy__event_publish_task_exit(rt, handle_of(t).id, t->name,
+                              atomic_load(&t->cancelled));
   if (t->stack.base) {
     hy_stack_free(rt->stacks, &t->stack);
     t->stack.base = NULL;

@@ -1,0 +1,3 @@
+module hydra/bench/events
+
+go 1.19

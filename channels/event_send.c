@@ -1,0 +1,225 @@
+/* event_send.c - sending: delivery plans, picking for limited channels
+ * (priority, round-robin among equals, never twice to one receiver),
+ * expiry before forwarding, and the hand-over to receivers.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "channels/event_internal.h"
+
+#define PUT_EXPIRED 2
+
+/* Round-robin among equals moves on every HY_PICK_RUN sends (event.h). */
+
+void hy__plan_release(hy__plan *p) {
+  if (!p || atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  for (int i = 0; i < p->n; i++)
+    hy__receiver_release(p->r[i]);
+  hy__mem_free(p);
+}
+
+static int by_priority(const void *a, const void *b) {
+  const hy_receiver_t *x = *(hy_receiver_t *const *)a;
+  const hy_receiver_t *y = *(hy_receiver_t *const *)b;
+  int64_t px = atomic_load_explicit(&((hy_receiver_t *)x)->prio, memory_order_relaxed);
+  int64_t py = atomic_load_explicit(&((hy_receiver_t *)y)->prio, memory_order_relaxed);
+  if (px != py)
+    return px > py ? -1 : 1;
+  return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Under topo: the channels a send into c reaches - its bridged group
+ * (walked once, so no loops) and every ancestor of each member. */
+static int collect(hy__evstate *st, hy__channel *c, hy__channel ***out, int *n) {
+  uint32_t epoch = ++st->epoch;
+  if (epoch == 0)
+    epoch = ++st->epoch;
+  hy__channel **v = NULL;
+  int cap = 0, cnt = 0, head = 0;
+  if (hy__grow((void **)&v, &cap, 1, sizeof *v) < 0)
+    return HY_ENOMEM;
+  v[cnt++] = c;
+  c->mark = epoch;
+  int group;
+  while (head < cnt) { /* breadth-first over bridges */
+    hy__channel *x = v[head++];
+    for (int i = 0; i < x->nbridge; i++) {
+      hy__channel *y = x->bridge[i];
+      if (y->mark == epoch || y->deleted)
+        continue;
+      if (hy__grow((void **)&v, &cap, cnt + 1, sizeof *v) < 0)
+        goto nomem;
+      y->mark = epoch;
+      v[cnt++] = y;
+    }
+  }
+  group = cnt;
+  for (int i = 0; i < group; i++) {
+    for (hy__channel *a = hy__channel_parent(v[i]); a && a->mark != epoch;
+         a = hy__channel_parent(a)) {
+      if (hy__grow((void **)&v, &cap, cnt + 1, sizeof *v) < 0)
+        goto nomem;
+      a->mark = epoch;
+      v[cnt++] = a;
+    }
+  }
+  *out = v;
+  *n = cnt;
+  return 0;
+nomem:
+  hy__mem_free(v);
+  return HY_ENOMEM;
+}
+
+static hy__plan *plan_build(hy__evstate *st, hy__channel *c) {
+  hy__channel **v;
+  int n;
+  if (collect(st, c, &v, &n) < 0)
+    return NULL;
+  int total = 0;
+  for (int i = 0; i < n; i++)
+    total += v[i]->nrcv;
+  hy__plan *p = hy__mem_alloc(sizeof *p + (size_t)total * sizeof(hy_receiver_t *));
+  if (!p) {
+    hy__mem_free(v);
+    return NULL;
+  }
+  atomic_init(&p->refs, 1);
+  p->n = 0;
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < v[i]->nrcv; j++) {
+      hy_receiver_t *r = v[i]->rcv[j];
+      atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed);
+      p->r[p->n++] = r;
+    }
+  hy__mem_free(v);
+  qsort(p->r, (size_t)p->n, sizeof *p->r, by_priority);
+  return p;
+}
+
+/* Under topo. */
+static hy__plan *plan_get(hy__evstate *st, hy__channel *c) {
+  if (c->plan && c->plan_ver == st->version)
+    return c->plan;
+  hy__plan *p = plan_build(st, c);
+  if (!p)
+    return NULL;
+  hy__plan_release(c->plan);
+  c->plan = p;
+  c->plan_ver = st->version;
+  return p;
+}
+
+/* Under topo: picks up to c->limit receivers of p for ev (highest
+ * priority first, round-robin among equals, none that had ev); the plan's
+ * reference keeps them.  Returns the count or HY_ENOMEM. */
+static int pick(hy__channel *c, hy__plan *p, hy_event_t *ev,
+                hy_receiver_t **out) {
+  int want = c->limit, got = 0;
+  for (int gs = 0; gs < p->n && got < want;) {
+    int64_t prio = atomic_load_explicit(&p->r[gs]->prio, memory_order_relaxed);
+    int ge = gs + 1;
+    while (ge < p->n &&
+           atomic_load_explicit(&p->r[ge]->prio, memory_order_relaxed) == prio)
+      ge++;
+    int g = ge - gs;
+    int start = (int)(c->rr / HY_PICK_RUN % (uint64_t)g);
+    for (int k = 0; k < g && got < want; k++) {
+      hy_receiver_t *r = p->r[gs + (start + k) % g];
+      int rc = hy__event_pick(ev, r, r->id);
+      if (rc < 0)
+        return rc;
+      if (rc == 1)
+        out[got++] = r;
+    }
+    gs = ge;
+  }
+  if (got)
+    c->rr++; /* once per send: the start among equals rotates by one */
+  return got;
+}
+
+static void count(_Atomic uint64_t *f, uint64_t n) {
+  if (n)
+    atomic_fetch_add_explicit(f, n, memory_order_relaxed);
+}
+
+int hy__send_channel(hy__evstate *st, hy__channel *c, hy_event_t *ev,
+                     hy_time_t deadline, int nonblock) {
+  if (!ev)
+    return HY_EINVAL;
+  atomic_store_explicit(&ev->sent, 1, memory_order_relaxed);
+  hy_receiver_t *small[16], **picked = NULL;
+  hy__plan *plan = NULL;
+  int n;
+  hy__lock(&st->topo);
+  if (c->deleted) {
+    hy__unlock(&st->topo);
+    return HY_ECLOSED;
+  }
+  c->sent++;
+  if (ev->expiry != HY_FOREVER && hy_event_expired(ev, hy_now())) {
+    hy__unlock(&st->topo);
+    count(&c->expired, 1);
+    return 0;
+  }
+  hy__plan *p = plan_get(st, c);
+  if (!p) {
+    hy__unlock(&st->topo);
+    return HY_ENOMEM;
+  }
+  atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+  plan = p;
+  if (c->limit == 0) {
+    picked = p->r;
+    n = p->n;
+  } else {
+    int want = c->limit < p->n ? c->limit : p->n;
+    picked = want <= 16 ? small : hy__mem_alloc((size_t)want * sizeof *picked);
+    n = !picked ? HY_ENOMEM : want ? pick(c, p, ev, picked) : 0;
+    if (n <= 0) {
+      hy__unlock(&st->topo);
+      if (picked && picked != small)
+        hy__mem_free(picked);
+      hy__plan_release(plan);
+      if (n < 0)
+        return n;
+      count(&c->unpicked, 1);
+      return 0;
+    }
+  }
+  c->planned += (uint64_t)n;
+  hy__unlock(&st->topo);
+
+  /* One reference per copy, added at once; put uses one per delivery. */
+  atomic_fetch_add_explicit(&ev->refs, n, memory_order_relaxed);
+  uint64_t dropped = 0;
+  int delivered = 0, rc = 0;
+  hy__wakes wk;
+  wk.n = 0;
+  for (int i = 0; i < n; i++) {
+    int r = hy__receiver_put(picked[i], ev, deadline, nonblock, &dropped, &wk);
+    if (r == PUT_EXPIRED) {
+      count(&c->expired, 1);
+      break;
+    }
+    if (r < 0) {
+      rc = r;
+      break;
+    }
+    delivered += r;
+  }
+  hy__wakes_flush(&wk);
+  if (n - delivered)
+    atomic_fetch_sub_explicit(&ev->refs, n - delivered, memory_order_relaxed);
+  if (delivered)
+    atomic_fetch_add_explicit(&ev->picks, (unsigned)delivered,
+                              memory_order_relaxed);
+  count(&c->undelivered, (uint64_t)(n - delivered));
+  count(&c->dropped, dropped);
+  if (picked != plan->r && picked != small)
+    hy__mem_free(picked);
+  hy__plan_release(plan);
+  return rc < 0 ? rc : delivered;
+}
