@@ -1,4 +1,5 @@
 /* list-examples.h - tests of this area: TEST(name, flags). */
 #ifndef _WIN32
 TEST(example_hello, T_BACKEND)
+TEST(example_worker_pool, T_BACKEND)
 #endif

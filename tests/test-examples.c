@@ -30,3 +30,15 @@ TEST_IMPL(example_hello) {
   ASSERT(strstr(out, "sum of squares 2470") != NULL);
   return 0;
 }
+
+TEST_IMPL(example_worker_pool) {
+  char out[8192];
+  ASSERT_EQ(run_example("worker_pool 300 4", out, sizeof out), 0);
+  fprintf(stderr, "%s", out);
+  ASSERT(strstr(out, "300 of 300 jobs done") != NULL);
+  ASSERT(strstr(out, "0 missing, 0 done twice") != NULL);
+  /* A bad argument is refused with a usage line, not a crash. */
+  ASSERT_EQ(run_example("worker_pool 10 99", out, sizeof out), 2);
+  ASSERT(strstr(out, "usage:") != NULL);
+  return 0;
+}
