@@ -241,6 +241,8 @@ struct hy_runtime {
   int task_keys;
 
   hy__blocking *blocking;
+  struct hy__hubreg *hubs; /* runtime/hub.c: hubs by name, sys/shutdown */
+  struct hy__sigrt *sig;   /* runtime/<os>/signal.c: signal receivers */
   atomic_int threads_started;
   int run_in_progress;
 };
