@@ -1,1 +1,17 @@
 /* list-hub.h - tests of this area: TEST(name, flags). */
+#ifndef _WIN32
+/* hub events */
+TEST(hub_set_reaches_idle_consumers, 0)
+TEST(hub_sets_coalesce, 0)
+TEST(hub_manual_reset, 0)
+TEST(hub_consumer_ops_are_local, T_BACKEND)
+TEST(hub_destroy_wakes_closed, T_BACKEND)
+TEST(hub_names_and_errors, 0)
+TEST(hub_wait_deadline_and_cancel, T_BACKEND)
+TEST(hub_foreign_thread_waits, T_BACKEND)
+TEST(hub_os_handle, T_BACKEND)
+TEST(hub_10k_consumers_released_once, T_BACKEND | T_SLOW)
+TEST(hub_stress_rounds, T_BACKEND | T_SLOW)
+TEST(hub_select_arm, 0)
+TEST(hub_sys_shutdown_at_quiesce, T_BACKEND)
+#endif
