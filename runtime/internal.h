@@ -267,6 +267,7 @@ int64_t hy__timers_next(hy__worker *w);            /* HY_FOREVER if none */
 /* tasks (runtime/task.c) */
 int hy__task_tables_init(hy_runtime_t *rt);
 void hy__task_tables_free(hy_runtime_t *rt);
+void hy__task_release_handles(hy_runtime_t *rt); /* at close */
 void hy__task_finish(hy__worker *w, hy__task *t); /* on the scheduler stack */
 void hy__task_entry(void *arg);
 void hy__cancel_all(hy_runtime_t *rt);

@@ -79,6 +79,7 @@ static void free_runtime(hy_runtime_t *rt) {
     }
     hy__mem_free(rt->workers);
   }
+  hy__task_release_handles(rt);
   hy__task_tables_free(rt);
   hy__hubs_free(rt);
   if (rt->stacks)

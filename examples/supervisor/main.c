@@ -107,6 +107,8 @@ static void *supervise(void *arg) {
     }
     /* 0.1 s without a signal: check on the workers' heartbeats. */
     hy_time_t now = hy_now();
+    if (shutting_down)
+      continue; /* stopped workers beat no more; the top checks them */
     int alive = 0;
     for (int i = 0; i < nworkers; i++)
       alive += !atomic_load(&workers[i].stopped) &&
