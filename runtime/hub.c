@@ -436,11 +436,6 @@ int hy_hub_disconnect(hy_hub_consumer_t *c) {
   if (last)
     unlink_hub(reg, h);
   hy__unlock(&reg->lock);
-  /* Waiters that are still linked (a misuse the header forbids) are at
-   * least not left hanging. */
-  hy__lock(&c->lock);
-  hy__waitq_wake_all(&c->waiters, HY_ECLOSED);
-  hy__unlock(&c->lock);
   free_consumer(c);
   if (last)
     hy__mem_free(h);
