@@ -14,6 +14,8 @@ TEST(hub_10k_consumers_released_once, T_BACKEND | T_SLOW)
 TEST(hub_stress_rounds, T_BACKEND | T_SLOW)
 TEST(hub_select_arm, 0)
 TEST(hub_sys_shutdown_at_quiesce, T_BACKEND)
+TEST(hub_shared_consumer_is_one_event, T_BACKEND)
+TEST(hub_embedded_host, T_BACKEND)
 /* signals */
 TEST(signal_counts_and_order, 0)
 TEST(signal_every_receiver_every_runtime, T_BACKEND)

@@ -828,3 +828,84 @@ TEST_IMPL(hub_sys_shutdown_at_quiesce) {
   ASSERT_OK(hy_runtime_close(rt));
   return 0;
 }
+
+/* ------------------------------------------------- more waiters, hosts */
+
+TEST_IMPL(hub_shared_consumer_is_one_event) {
+  /* Two tasks waiting on the same consumer share its event: one set
+   * releases one of them (auto-reset), the next set the other. */
+  hy_runtime_t *rt = mk(2);
+  hy_hub_t *h;
+  ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h));
+  hy_hub_consumer_t *c;
+  ASSERT_OK(hy_hub_connect(h, &c));
+  atomic_int n = 0;
+  waiter_t w1 = {rt, c, HY_FOREVER, &n, 0}, w2 = {rt, c, HY_FOREVER, &n, 0};
+  hy_task_t t1, t2;
+  ASSERT_OK(hy_task_spawn(rt, wait_task, &w1, NULL, &t1));
+  ASSERT_OK(hy_task_spawn(rt, wait_task, &w2, NULL, &t2));
+  wait_started(&w1);
+  wait_started(&w2);
+  ASSERT_EQ(hy_hub_set(h), 1);
+  hy_time_t limit = hy_deadline_in(HY_SEC(10));
+  while (atomic_load(&n) < 1) {
+    ASSERT(hy_now() < limit);
+    usleep(200);
+  }
+  usleep(20000);
+  ASSERT_EQ(atomic_load(&n), 1); /* not both */
+  ASSERT_EQ(hy_hub_set(h), 1);
+  ASSERT_OK(hy_task_join(rt, t1, NULL));
+  ASSERT_OK(hy_task_join(rt, t2, NULL));
+  ASSERT_EQ(atomic_load(&n), 2);
+  ASSERT_ERR(poke(c), HY_ETIMEDOUT);
+  /* Manual reset: one set releases every waiter of the consumer. */
+  hy_hub_t *m;
+  ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_MANUAL_RESET, &m));
+  hy_hub_consumer_t *mc;
+  ASSERT_OK(hy_hub_connect(m, &mc));
+  w1 = (waiter_t){rt, mc, HY_FOREVER, &n, 0};
+  w2 = (waiter_t){rt, mc, HY_FOREVER, &n, 0};
+  ASSERT_OK(hy_task_spawn(rt, wait_task, &w1, NULL, &t1));
+  ASSERT_OK(hy_task_spawn(rt, wait_task, &w2, NULL, &t2));
+  wait_started(&w1);
+  wait_started(&w2);
+  ASSERT_EQ(hy_hub_set(m), 1);
+  ASSERT_OK(hy_task_join(rt, t1, NULL));
+  ASSERT_OK(hy_task_join(rt, t2, NULL));
+  ASSERT_EQ(atomic_load(&n), 4);
+  ASSERT_OK(hy_hub_disconnect(c));
+  ASSERT_OK(hy_hub_disconnect(mc));
+  ASSERT_OK(hy_hub_destroy(h));
+  ASSERT_OK(hy_hub_destroy(m));
+  done(rt);
+  return 0;
+}
+
+TEST_IMPL(hub_embedded_host) {
+  /* No workers: the host's run_once runs the task that waits; the host
+   * sets the hub between calls. */
+  hy_runtime_t *rt = mk(0);
+  hy_hub_t *h;
+  ASSERT_OK(hy_hub_create(rt, "t/host", HY_HUB_AUTO_RESET, &h));
+  hy_hub_consumer_t *c;
+  ASSERT_OK(hy_hub_connect_name(rt, "t/host", &c));
+  atomic_int n = 0;
+  waiter_t w = {rt, c, HY_FOREVER, &n, 0};
+  hy_task_t t;
+  ASSERT_OK(hy_task_spawn(rt, wait_task, &w, NULL, &t));
+  ASSERT_GE(hy_runtime_run_once(rt, 0), 1);
+  ASSERT_EQ(atomic_load(&w.started), 1);
+  ASSERT_EQ(atomic_load(&n), 0); /* parked */
+  ASSERT_EQ(hy_hub_set(h), 1);
+  hy_time_t limit = hy_deadline_in(HY_SEC(10));
+  while (atomic_load(&n) == 0) {
+    ASSERT(hy_now() < limit);
+    ASSERT_OK(hy_runtime_run_once(rt, HY_MS(10)));
+  }
+  ASSERT_OK(hy_task_join(rt, t, NULL));
+  ASSERT_OK(hy_hub_disconnect(c));
+  ASSERT_OK(hy_hub_destroy(h));
+  done(rt);
+  return 0;
+}
