@@ -67,8 +67,7 @@ enum hy_hub_kind {
 /* Creates a hub.  name may be NULL (anonymous: connect with the pointer);
  * it is copied (up to 63 bytes).  kind is enum hy_hub_kind.
  * Returns 0, HY_EINVAL (bad kind, name too long), HY_EEXIST (the name is
- * taken in rt), HY_EPERM (a "sys/" name), HY_ENOMEM or HY_ESHUTDOWN (the
- * runtime is being closed). */
+ * taken in rt), HY_EPERM (a "sys/" name) or HY_ENOMEM. */
 int hy_hub_create(hy_runtime_t *rt, const char *name, int kind,
                   hy_hub_t **out);
 
