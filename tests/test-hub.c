@@ -3,6 +3,11 @@
  * plain shared auto/manual-reset event would fail them: releases must
  * reach consumers that are not waiting, exactly once each, coalesced,
  * and consumer-side operations must stay local. */
+/* The runtime has no Windows backend yet: like list-hub.h, this file is
+ * for POSIX systems only. */
+#ifdef _WIN32
+typedef int hydra_posix_only_t;
+#else
 #define _GNU_SOURCE
 #include <poll.h>
 #include <pthread.h>
@@ -909,3 +914,4 @@ TEST_IMPL(hub_embedded_host) {
   done(rt);
   return 0;
 }
+#endif /* _WIN32 */
