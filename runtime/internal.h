@@ -243,6 +243,8 @@ struct hy_runtime {
 
   hy__blocking *blocking;
   _Atomic(struct hy__evstate *) ev; /* the event model, made on first use */
+  struct hy__hubreg *hubs; /* runtime/hub.c: hubs by name, sys/shutdown */
+  struct hy__sigrt *sig;   /* runtime/<os>/signal.c: signal receivers */
   atomic_int threads_started;
   int run_in_progress;
 };
@@ -267,6 +269,7 @@ int64_t hy__timers_next(hy__worker *w);            /* HY_FOREVER if none */
 /* tasks (runtime/task.c) */
 int hy__task_tables_init(hy_runtime_t *rt);
 void hy__task_tables_free(hy_runtime_t *rt);
+void hy__task_release_handles(hy_runtime_t *rt); /* at close */
 void hy__task_finish(hy__worker *w, hy__task *t); /* on the scheduler stack */
 void hy__task_entry(void *arg);
 void hy__cancel_all(hy_runtime_t *rt);

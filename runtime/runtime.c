@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "runtime/fiber.h"
+#include "runtime/hubs.h"
 #include "runtime/internal.h"
 
 static const char *backend_names[] = {"auto", "uring", "epoll", "iocp"};
@@ -60,6 +61,7 @@ static void post_done(hy__completion *c, hy__op *op) {
 
 static void free_runtime(hy_runtime_t *rt) {
   int n = rt->nworkers ? rt->nworkers : 1;
+  hy__signal_runtime_free(rt);
   if (rt->workers) {
     for (int i = 0; i < n; i++) {
       hy__worker *w = &rt->workers[i];
@@ -78,7 +80,9 @@ static void free_runtime(hy_runtime_t *rt) {
     hy__mem_free(rt->workers);
   }
   hy__event_free(rt);
+  hy__task_release_handles(rt);
   hy__task_tables_free(rt);
+  hy__hubs_free(rt);
   if (rt->stacks)
     hy_stack_cache_destroy(rt->stacks);
   hy__barrier_destroy(&rt->barrier);
@@ -125,7 +129,7 @@ int hy_runtime_new(const hy_options_t *o, hy_runtime_t **out) {
   hy__mutex_init(&rt->mu);
   hy__cond_init(&rt->cv);
   hy__barrier_init(&rt->barrier, n);
-  if ((rc = hy__task_tables_init(rt)) < 0 ||
+  if ((rc = hy__task_tables_init(rt)) < 0 || (rc = hy__hubs_init(rt)) < 0 ||
       (rc = hy_stack_cache_create(opt.stack_size, 0, &rt->stacks)) < 0)
     goto fail;
   rt->workers = hy__mem_calloc((size_t)n, sizeof *rt->workers);

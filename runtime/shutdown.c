@@ -1,7 +1,8 @@
 /* shutdown.c - the barrier-synchronized multi-phase shutdown.
  *
  *   QUIESCE   hy_runtime_shutdown sets the phase, wakes every select
- *             "terminate" arm and every worker; new spawns from outside
+ *             "terminate" arm, sets the "sys/shutdown" hub (every consumer
+ *             is released) and wakes every worker; new spawns from outside
  *             tasks are refused.  All workers meet at the barrier.
  *   DRAIN     tasks go on finishing their work.  Each worker measures the
  *             silence since its last activity (a completion dequeued, a
@@ -27,6 +28,7 @@
 #include <string.h>
 
 #include "runtime/fiber.h"
+#include "runtime/hubs.h"
 #include "runtime/internal.h"
 
 static int nparties(hy_runtime_t *rt) { return rt->nworkers ? rt->nworkers : 1; }
@@ -157,6 +159,9 @@ int hy_runtime_shutdown(hy_runtime_t *rt, int64_t grace) {
     rt->grace = grace >= 0 ? grace : rt->opt.shutdown_grace;
     rt->phase_start[HY__PH_RUNNING] = hy_now();
     atomic_store(&rt->alive_at_shutdown, atomic_load(&rt->alive));
+    /* Set before anyone can see QUIESCE, so that no worker reaches the
+     * barrier with a consumer of sys/shutdown not released yet. */
+    hy__hubs_shutdown(rt);
     set_phase(rt, HY__PH_QUIESCE);
   }
   hy__mutex_unlock(&rt->mu);

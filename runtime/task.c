@@ -159,6 +159,17 @@ static void release(hy__task *t) {
   hy_cache_free(rt->task_cache, t);
 }
 
+/* At close every task has ended, but a handle nobody joined or detached
+ * still holds its block: give those back so that close frees everything. */
+void hy__task_release_handles(hy_runtime_t *rt) {
+  for (uint32_t i = 0; i < rt->slots_used; i++) {
+    hy__slot *s = slot_at(rt, i);
+    hy__task *t = s ? s->task : NULL;
+    if (t && t->state == HY__T_DONE && t->refs > 0)
+      release(t);
+  }
+}
+
 /* -------------------------------------------------------------- spawn */
 
 int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,

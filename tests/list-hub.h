@@ -1,1 +1,29 @@
 /* list-hub.h - tests of this area: TEST(name, flags). */
+#ifndef _WIN32
+/* hub events */
+TEST(hub_set_reaches_idle_consumers, 0)
+TEST(hub_sets_coalesce, 0)
+TEST(hub_manual_reset, 0)
+TEST(hub_consumer_ops_are_local, T_BACKEND)
+TEST(hub_destroy_wakes_closed, T_BACKEND)
+TEST(hub_names_and_errors, 0)
+TEST(hub_wait_deadline_and_cancel, T_BACKEND)
+TEST(hub_foreign_thread_waits, T_BACKEND)
+TEST(hub_os_handle, T_BACKEND)
+TEST(hub_10k_consumers_released_once, T_BACKEND | T_SLOW)
+TEST(hub_stress_rounds, T_BACKEND | T_SLOW)
+TEST(hub_select_arm, 0)
+TEST(hub_sys_shutdown_at_quiesce, T_BACKEND)
+TEST(hub_shared_consumer_is_one_event, T_BACKEND)
+TEST(hub_embedded_host, T_BACKEND)
+/* signals */
+TEST(signal_counts_and_order, 0)
+TEST(signal_every_receiver_every_runtime, T_BACKEND)
+TEST(signal_task_awaits_kill, T_BACKEND)
+TEST(signal_restores_old_handlers, 0)
+TEST(signal_counts_survive_bursts, T_BACKEND)
+TEST(signal_sigquit_dumps_tasks, 0)
+TEST(signal_errors, 0)
+TEST(shutdown_by_signal, T_BACKEND)
+TEST(example_supervisor, T_BACKEND)
+#endif

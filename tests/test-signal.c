@@ -1,0 +1,526 @@
+/* test-signal.c - OS signals as events, with real signals (raise, kill),
+ * and the signal-driven shutdown. */
+/* The runtime has no Windows backend yet: like list-hub.h, this file is
+ * for POSIX systems only. */
+#ifdef _WIN32
+typedef int hydra_posix_only_t;
+#else
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "hydra.h"
+#include "runtime/wait.h"
+#include "test.h"
+
+static hy_runtime_t *mk(int workers) {
+  hy_options_t o = HY_OPTIONS_INIT;
+  o.workers = workers;
+  hy_runtime_t *rt;
+  ASSERT_OK(hy_runtime_new(&o, &rt));
+  return rt;
+}
+
+static void done(hy_runtime_t *rt) {
+  ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(20)));
+  ASSERT_OK(hy_runtime_close(rt));
+}
+
+static int read_one(hy_sigrecv_t *r) {
+  int s = -1;
+  ASSERT_OK(hy_signal_read_until(r, hy_deadline_in(HY_SEC(10)), &s));
+  return s;
+}
+
+static void wait_pending(hy_sigrecv_t *r, int n) {
+  hy_time_t limit = hy_deadline_in(HY_SEC(10));
+  while (hy_signal_pending(r) < n) {
+    ASSERT(hy_now() < limit);
+    usleep(200);
+  }
+}
+
+TEST_IMPL(signal_counts_and_order) {
+  hy_runtime_t *rt = mk(1);
+  int sigs[] = {SIGUSR1, SIGUSR2, SIGHUP};
+  hy_sigrecv_t *r;
+  ASSERT_OK(hy_signal_subscribe(rt, sigs, 3, &r));
+  /* raise() runs the handler before it returns: five occurrences. */
+  for (int i = 0; i < 5; i++)
+    ASSERT_EQ(raise(SIGUSR1), 0);
+  wait_pending(r, 5);
+  for (int i = 0; i < 5; i++)
+    ASSERT_EQ(read_one(r), SIGUSR1);
+  int s;
+  ASSERT_ERR(hy_signal_read_until(r, 0, &s), HY_ETIMEDOUT);
+  /* Mixed signals come out in order of arrival. */
+  int seq[] = {SIGUSR2, SIGHUP, SIGUSR1, SIGUSR1, SIGUSR2, SIGHUP, SIGUSR1};
+  for (int i = 0; i < 7; i++)
+    ASSERT_EQ(raise(seq[i]), 0);
+  wait_pending(r, 7);
+  ASSERT_EQ(hy_signal_pending(r), 7);
+  for (int i = 0; i < 7; i++)
+    ASSERT_EQ(read_one(r), seq[i]);
+  ASSERT_EQ(hy_signal_pending(r), 0);
+  ASSERT_OK(hy_signal_unsubscribe(r));
+  ASSERT(strcmp(hy_signal_name(SIGTERM), "SIGTERM") == 0);
+  done(rt);
+  return 0;
+}
+
+TEST_IMPL(signal_every_receiver_every_runtime) {
+  hy_runtime_t *a = mk(1), *b = mk(2);
+  int usr2 = SIGUSR2;
+  hy_sigrecv_t *ra1, *ra2, *rb;
+  ASSERT_OK(hy_signal_subscribe(a, &usr2, 1, &ra1));
+  ASSERT_OK(hy_signal_subscribe(a, &usr2, 1, &ra2));
+  ASSERT_OK(hy_signal_subscribe(b, &usr2, 1, &rb));
+  for (int i = 0; i < 3; i++) {
+    ASSERT_EQ(kill(getpid(), SIGUSR2), 0);
+    /* Wait for this one to land before the next: the kernel merges a
+     * standard signal that is sent while the previous one is pending. */
+    ASSERT_EQ(read_one(rb), SIGUSR2);
+  }
+  wait_pending(ra1, 3);
+  wait_pending(ra2, 3);
+  ASSERT_EQ(hy_signal_pending(ra1), 3);
+  ASSERT_EQ(hy_signal_pending(ra2), 3);
+  /* Closing one runtime frees its receivers; the other still gets them. */
+  done(a);
+  ASSERT_EQ(raise(SIGUSR2), 0);
+  ASSERT_EQ(read_one(rb), SIGUSR2);
+  done(b);
+  return 0;
+}
+
+typedef struct {
+  hy_runtime_t *rt;
+  hy_sigrecv_t *r;
+  atomic_int started;
+  int got;
+} reader_t;
+
+static void *reader_task(void *p) {
+  reader_t *x = p;
+  atomic_store(&x->started, 1);
+  int rc = hy_signal_read(x->r, &x->got);
+  return (void *)(intptr_t)rc;
+}
+
+TEST_IMPL(signal_task_awaits_kill) {
+  hy_runtime_t *rt = mk(2);
+  int term = SIGTERM;
+  hy_sigrecv_t *r;
+  ASSERT_OK(hy_signal_subscribe(rt, &term, 1, &r));
+  reader_t x = {rt, r, 0, 0};
+  hy_task_t t;
+  ASSERT_OK(hy_task_spawn(rt, reader_task, &x, NULL, &t));
+  while (!atomic_load(&x.started))
+    usleep(100);
+  usleep(5000);
+  ASSERT_EQ(kill(getpid(), SIGTERM), 0); /* would kill us unhandled */
+  void *res;
+  ASSERT_OK(hy_task_join(rt, t, &res));
+  ASSERT_EQ((intptr_t)res, 0);
+  ASSERT_EQ(x.got, SIGTERM);
+  /* A deadline with nothing arriving: never early. */
+  int s;
+  hy_time_t d = hy_deadline_in(HY_MS(20));
+  ASSERT_ERR(hy_signal_read_until(r, d, &s), HY_ETIMEDOUT);
+  ASSERT_GE(hy_now(), d);
+  /* A cancelled reader takes nothing: the signal stays for the next. */
+  x.started = 0;
+  ASSERT_OK(hy_task_spawn(rt, reader_task, &x, NULL, &t));
+  while (!atomic_load(&x.started))
+    usleep(100);
+  usleep(2000);
+  ASSERT_OK(hy_task_cancel(rt, t));
+  ASSERT_OK(hy_task_join(rt, t, &res));
+  ASSERT_EQ((intptr_t)res, HY_ECANCELED);
+  ASSERT_EQ(raise(SIGTERM), 0);
+  ASSERT_EQ(read_one(r), SIGTERM);
+  /* The select arm takes a signal through the awaitable. */
+  hy_arm_t arm = hy_arm_signal(r, &s);
+  ASSERT(arm.ops && arm.guard && arm.kind == HY_ARM_OBJECT);
+  ASSERT(strcmp(arm.ops->name, "signal") == 0);
+  ASSERT_EQ(raise(SIGTERM), 0);
+  wait_pending(r, 1);
+  int result = 1;
+  s = 0;
+  hy__lock_t *l = arm.ops->lock_of(arm.obj);
+  hy__lock(l);
+  ASSERT_EQ(arm.ops->try_fire(arm.obj, &arm, &result), 1);
+  ASSERT_EQ(result, 0);
+  ASSERT_EQ(s, SIGTERM);
+  ASSERT_EQ(arm.ops->try_fire(arm.obj, &arm, &result), 0);
+  hy__unlock(l);
+  /* Left subscribed: hy_runtime_close frees it and restores SIGTERM. */
+  done(rt);
+  struct sigaction cur;
+  ASSERT_EQ(sigaction(SIGTERM, NULL, &cur), 0);
+  ASSERT(cur.sa_handler == SIG_DFL);
+  return 0;
+}
+
+static atomic_int old_calls;
+static void old_handler(int s) {
+  (void)s;
+  atomic_fetch_add(&old_calls, 1);
+}
+
+TEST_IMPL(signal_restores_old_handlers) {
+  struct sigaction sa, cur;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = old_handler;
+  ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
+  ASSERT_EQ(sigaction(SIGHUP, NULL, &cur), 0);
+  ASSERT(cur.sa_handler == SIG_DFL);
+  hy_runtime_t *a = mk(1), *b = mk(1);
+  int usr1 = SIGUSR1;
+  hy_sigrecv_t *ra, *rb, *rb2;
+  ASSERT_OK(hy_signal_subscribe(a, &usr1, 1, &ra));
+  ASSERT_OK(hy_signal_subscribe(b, &usr1, 1, &rb));
+  int hup = SIGHUP;
+  ASSERT_OK(hy_signal_subscribe(b, &hup, 1, &rb2));
+  ASSERT_EQ(raise(SIGUSR1), 0);
+  ASSERT_EQ(read_one(ra), SIGUSR1);
+  ASSERT_EQ(read_one(rb), SIGUSR1);
+  ASSERT_EQ(atomic_load(&old_calls), 0);
+  /* Hydra handles SIGQUIT too while it has receivers. */
+  ASSERT_EQ(sigaction(SIGQUIT, NULL, &cur), 0);
+  ASSERT(cur.sa_handler != SIG_DFL);
+  /* SIGHUP's last receiver goes: SIGHUP is restored, SIGUSR1 is not. */
+  ASSERT_OK(hy_signal_unsubscribe(rb2));
+  ASSERT_EQ(sigaction(SIGHUP, NULL, &cur), 0);
+  ASSERT(cur.sa_handler == SIG_DFL);
+  done(a);
+  ASSERT_EQ(raise(SIGUSR1), 0);
+  ASSERT_EQ(read_one(rb), SIGUSR1);
+  ASSERT_EQ(atomic_load(&old_calls), 0);
+  /* The last runtime goes: the old handlers are back. */
+  done(b);
+  ASSERT_EQ(sigaction(SIGUSR1, NULL, &cur), 0);
+  ASSERT(cur.sa_handler == old_handler);
+  ASSERT_EQ(sigaction(SIGQUIT, NULL, &cur), 0);
+  ASSERT(cur.sa_handler == SIG_DFL);
+  ASSERT_EQ(raise(SIGUSR1), 0);
+  ASSERT_EQ(atomic_load(&old_calls), 1);
+  /* And it all works again from scratch. */
+  hy_runtime_t *c = mk(1);
+  hy_sigrecv_t *rc;
+  ASSERT_OK(hy_signal_subscribe(c, &usr1, 1, &rc));
+  ASSERT_EQ(raise(SIGUSR1), 0);
+  ASSERT_EQ(read_one(rc), SIGUSR1);
+  ASSERT_OK(hy_signal_unsubscribe(rc));
+  ASSERT_EQ(raise(SIGUSR1), 0);
+  ASSERT_EQ(atomic_load(&old_calls), 2);
+  done(c);
+  return 0;
+}
+
+/* Threads raise signals at themselves as fast as they can while the
+ * runtime's workers are busy: every occurrence the handlers saw is read. */
+typedef struct {
+  int n;
+  int sig;
+} raiser_t;
+
+static void *raiser(void *p) {
+  raiser_t *r = p;
+  for (int i = 0; i < r->n; i++)
+    raise(r->sig);
+  return NULL;
+}
+
+static void *spin_task(void *p) {
+  hy_runtime_t *rt = p;
+  while (hy_yield(rt) == 0)
+    ;
+  return NULL;
+}
+
+TEST_IMPL(signal_counts_survive_bursts) {
+  enum { T = 4, N = 500 };
+  hy_runtime_t *rt = mk(2);
+  hy_task_t sp[2];
+  for (int i = 0; i < 2; i++)
+    ASSERT_OK(hy_task_spawn(rt, spin_task, rt, NULL, &sp[i]));
+  int sigs[] = {SIGUSR1, SIGUSR2};
+  hy_sigrecv_t *r;
+  ASSERT_OK(hy_signal_subscribe(rt, sigs, 2, &r));
+  pthread_t th[T];
+  raiser_t rs[T];
+  for (int i = 0; i < T; i++) {
+    rs[i] = (raiser_t){N, i % 2 ? SIGUSR2 : SIGUSR1};
+    ASSERT_EQ(pthread_create(&th[i], NULL, raiser, &rs[i]), 0);
+  }
+  for (int i = 0; i < T; i++)
+    pthread_join(th[i], NULL);
+  int n1 = 0, n2 = 0;
+  for (int i = 0; i < T * N; i++) {
+    int s = read_one(r);
+    n1 += s == SIGUSR1;
+    n2 += s == SIGUSR2;
+  }
+  ASSERT_EQ(n1, T / 2 * N);
+  ASSERT_EQ(n2, T / 2 * N);
+  int s;
+  ASSERT_ERR(hy_signal_read_until(r, hy_deadline_in(HY_MS(20)), &s),
+             HY_ETIMEDOUT);
+  done(rt);
+  return 0;
+}
+
+static void *named_sleeper(void *p) {
+  hy_sleep((hy_runtime_t *)p, HY_SEC(60));
+  return NULL;
+}
+
+static int file_has(const char *path, const char *what) {
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return 0;
+  char buf[8192];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  buf[n] = 0;
+  fclose(f);
+  return strstr(buf, what) != NULL;
+}
+
+TEST_IMPL(signal_sigquit_dumps_tasks) {
+  char path[] = "/tmp/hydra-sigquit-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT(fd >= 0);
+  int saved = dup(2);
+  hy_runtime_t *rt = mk(1);
+  hy_task_opts_t o = HY_TASK_OPTS_INIT;
+  o.name = "quit-me-dumper";
+  hy_task_t t;
+  ASSERT_OK(hy_task_spawn(rt, named_sleeper, rt, &o, &t));
+  int usr1 = SIGUSR1;
+  hy_sigrecv_t *r;
+  ASSERT_OK(hy_signal_subscribe(rt, &usr1, 1, &r));
+  usleep(20000); /* let the task reach its sleep */
+  fflush(stderr);
+  dup2(fd, 2);
+  ASSERT_EQ(raise(SIGQUIT), 0); /* not subscribed: the dump */
+  hy_time_t limit = hy_deadline_in(HY_SEC(10));
+  while (!file_has(path, "quit-me-dumper") && hy_now() < limit)
+    usleep(1000);
+  fflush(stderr);
+  dup2(saved, 2);
+  ASSERT(file_has(path, "quit-me-dumper"));
+  ASSERT(file_has(path, "awaiting sleep"));
+  /* Subscribed: the application gets it, no dump. */
+  int quit = SIGQUIT;
+  hy_sigrecv_t *rq;
+  ASSERT_OK(hy_signal_subscribe(rt, &quit, 1, &rq));
+  ASSERT_EQ(ftruncate(fd, 0), 0);
+  dup2(fd, 2);
+  ASSERT_EQ(raise(SIGQUIT), 0);
+  int got = read_one(rq);
+  fflush(stderr);
+  dup2(saved, 2);
+  ASSERT_EQ(got, SIGQUIT);
+  ASSERT(!file_has(path, "quit-me-dumper"));
+  close(fd);
+  unlink(path);
+  close(saved);
+  done(rt);
+  return 0;
+}
+
+TEST_IMPL(signal_errors) {
+  hy_runtime_t *rt = mk(1);
+  hy_sigrecv_t *r;
+  int bad[] = {SIGKILL, SIGSEGV, SIGSTOP, 0, -1, 1000};
+  for (int i = 0; i < 6; i++)
+    ASSERT_ERR(hy_signal_subscribe(rt, &bad[i], 1, &r), HY_EINVAL);
+  int ok = SIGINT;
+  ASSERT_ERR(hy_signal_subscribe(rt, &ok, 0, &r), HY_EINVAL);
+  ASSERT_ERR(hy_signal_subscribe(NULL, &ok, 1, &r), HY_EINVAL);
+  ASSERT_ERR(hy_signal_subscribe(rt, NULL, 1, &r), HY_EINVAL);
+  ASSERT_ERR(hy_signal_subscribe(rt, &ok, 1, NULL), HY_EINVAL);
+  ASSERT_ERR(hy_signal_unsubscribe(NULL), HY_EINVAL);
+  int s;
+  ASSERT_ERR(hy_signal_read(NULL, &s), HY_EINVAL);
+  ASSERT_ERR(hy_signal_pending(NULL), HY_EINVAL);
+  /* Nothing was installed by the failures. */
+  struct sigaction cur;
+  ASSERT_EQ(sigaction(SIGINT, NULL, &cur), 0);
+  ASSERT(cur.sa_handler == SIG_DFL);
+  ASSERT_EQ(sigaction(SIGQUIT, NULL, &cur), 0);
+  ASSERT(cur.sa_handler == SIG_DFL);
+  ASSERT_OK(hy_signal_subscribe(rt, &ok, 1, &r));
+  ASSERT_ERR(hy_signal_read(r, NULL), HY_EINVAL);
+  ASSERT_OK(hy_signal_unsubscribe(r));
+  done(rt);
+  return 0;
+}
+
+/* ---------------------------------------- shutdown driven by SIGTERM
+ * Workers take jobs and finish each one they took; a supervisor task
+ * turns SIGTERM into hy_runtime_shutdown; the workers see sys/shutdown,
+ * finish what they hold and stop.  Nothing taken is lost, nobody needs
+ * cancelling, and every worker thread sees the phases in order. */
+
+typedef struct {
+  hy_runtime_t *rt;
+  atomic_int taken, finished, stopped, got_term;
+  atomic_int n[8];
+  int seq[8][8];
+} sup_t;
+
+static void record(void *arg, int phase, int worker) {
+  sup_t *s = arg;
+  int i = atomic_fetch_add(&s->n[worker], 1);
+  if (i < 8)
+    s->seq[worker][i] = phase;
+}
+
+static void *worker(void *p) {
+  sup_t *s = p;
+  hy_hub_consumer_t *c;
+  if (hy_hub_connect_name(s->rt, "sys/shutdown", &c) < 0)
+    return (void *)-1;
+  for (;;) {
+    /* The work tick doubles as the wait for the stop signal. */
+    int rc = hy_hub_wait_until(c, hy_deadline_in(HY_MS(1)));
+    if (rc == 0)
+      break;
+    if (rc != HY_ETIMEDOUT)
+      return (void *)-2;
+    atomic_fetch_add(&s->taken, 1);
+    hy_sleep(s->rt, HY_MS(2)); /* the job */
+    atomic_fetch_add(&s->finished, 1);
+  }
+  hy_hub_disconnect(c);
+  atomic_fetch_add(&s->stopped, 1);
+  return NULL;
+}
+
+static void *supervisor(void *p) {
+  sup_t *s = p;
+  int sigs[] = {SIGTERM, SIGINT};
+  hy_sigrecv_t *r;
+  if (hy_signal_subscribe(s->rt, sigs, 2, &r) < 0)
+    return (void *)-1;
+  atomic_store(&s->got_term, -1); /* subscribed */
+  for (;;) {
+    int sig;
+    int rc = hy_signal_read_until(r, hy_deadline_in(HY_MS(100)), &sig);
+    if (rc == 0 && sig == SIGTERM) {
+      atomic_store(&s->got_term, 1);
+      hy_runtime_shutdown(s->rt, HY_MS(200));
+      break;
+    }
+  }
+  hy_signal_unsubscribe(r);
+  return NULL;
+}
+
+TEST_IMPL(shutdown_by_signal) {
+  enum { W = 16 };
+  hy_runtime_t *rt = mk(2);
+  sup_t s;
+  memset(&s, 0, sizeof s);
+  s.rt = rt;
+  hy_runtime_on_phase(rt, record, &s);
+  hy_task_t w[W], sup;
+  ASSERT_OK(hy_task_spawn(rt, supervisor, &s, NULL, &sup));
+  for (int i = 0; i < W; i++)
+    ASSERT_OK(hy_task_spawn(rt, worker, &s, NULL, &w[i]));
+  while (atomic_load(&s.got_term) != -1 || atomic_load(&s.finished) < 50)
+    usleep(1000);
+  ASSERT_EQ(kill(getpid(), SIGTERM), 0);
+  ASSERT_OK(hy_runtime_run(rt));
+  ASSERT_EQ(atomic_load(&s.got_term), 1);
+  ASSERT_EQ(atomic_load(&s.stopped), W);
+  ASSERT_EQ(atomic_load(&s.taken), atomic_load(&s.finished));
+  for (int i = 0; i < W; i++) {
+    void *r;
+    ASSERT_OK(hy_task_join(rt, w[i], &r));
+    ASSERT(r == NULL);
+  }
+  ASSERT_OK(hy_task_join(rt, sup, NULL));
+  for (int k = 0; k < 2; k++) {
+    ASSERT_EQ(atomic_load(&s.n[k]), 4);
+    for (int i = 0; i < 4; i++)
+      ASSERT_EQ(s.seq[k][i], HY_PHASE_QUIESCE + i);
+  }
+  hy_shutdown_summary_t sum = {.size = sizeof sum};
+  ASSERT_OK(hy_runtime_shutdown_summary(rt, &sum));
+  ASSERT_EQ(sum.tasks_cancelled, 0);
+  ASSERT_OK(hy_runtime_close(rt));
+  struct sigaction cur;
+  ASSERT_EQ(sigaction(SIGTERM, NULL, &cur), 0);
+  ASSERT(cur.sa_handler == SIG_DFL);
+  return 0;
+}
+
+/* ------------------------------------------- examples/supervisor */
+
+TEST_IMPL(example_supervisor) {
+  char exe[1024];
+  snprintf(exe, sizeof exe, "%s", test_exe());
+  char *slash = strrchr(exe, '/');
+  ASSERT(slash);
+  snprintf(slash + 1, sizeof exe - (size_t)(slash + 1 - exe), "supervisor");
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  pid_t pid = fork();
+  ASSERT(pid >= 0);
+  if (pid == 0) {
+    dup2(out[1], 1);
+    dup2(out[1], 2);
+    close(out[0]);
+    close(out[1]);
+    execl(exe, exe, "4", (char *)NULL);
+    _exit(127);
+  }
+  close(out[1]);
+  FILE *f = fdopen(out[0], "r");
+  ASSERT(f);
+  char all[16384] = "";
+  size_t len = 0;
+  char line[512];
+  int sent = 0;
+  while (fgets(line, sizeof line, f)) {
+    fprintf(stderr, "| %s", line);
+    size_t l = strlen(line);
+    if (len + l < sizeof all) {
+      memcpy(all + len, line, l + 1);
+      len += l;
+    }
+    /* Once it has checked heartbeats a few times, ask it to stop. */
+    if (!sent && strstr(line, "heartbeats: 4 of 4 workers alive") &&
+        strstr(all, "subscribed")) {
+      ASSERT_EQ(kill(pid, SIGTERM), 0);
+      sent = 1;
+    }
+  }
+  fclose(f);
+  int st;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  ASSERT(sent);
+  ASSERT(WIFEXITED(st));
+  ASSERT_EQ(WEXITSTATUS(st), 0);
+  ASSERT(strstr(all, "received SIGTERM: shutting down") != NULL);
+  const char *order[] = {"phase quiesce", "phase drain", "phase cancel",
+                         "phase finalize"};
+  const char *at = all;
+  for (int i = 0; i < 4; i++) {
+    const char *p = strstr(at, order[i]);
+    ASSERT(p != NULL);
+    at = p;
+  }
+  ASSERT(strstr(all, "all 4 workers stopped") != NULL);
+  ASSERT(strstr(all, "jobs lost: 0") != NULL);
+  ASSERT(strstr(all, "tasks cancelled: 0") != NULL);
+  return 0;
+}
+#endif /* _WIN32 */
