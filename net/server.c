@@ -194,6 +194,7 @@ static pkt *pkt_of(hy__completion *cc) {
 static void conn_unref(hy_sconn_t *c);
 static void start_read(hy_sconn_t *c);
 static void start_send(hy_sconn_t *c);
+static void send_done(hy__completion *cc, hy__op *op);
 static void arm_timer(srv_worker *sw, int64_t deadline);
 
 static void conn_release(hy_sconn_t *c) {
@@ -328,6 +329,7 @@ static int send_locked(hy_sconn_t *c) {
   c->wr.op.len = k->len - k->off;
   c->wr.op.flags = hy__sock_flag_nosignal();
   c->wr.op.data = &c->wr.c;
+  c->wr.c.fn = send_done;
   c->refs++;
   c->sending = 1;
   int rc = hy__port_start(c->sw->wk->port, &c->wr.op);

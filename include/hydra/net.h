@@ -334,7 +334,8 @@ typedef struct hy_server_config {
   uint64_t worker_mask;     /* workers that accept (bit i: worker i); 0: all */
   void *user;               /* hy_server_user() */
 } hy_server_config_t;
-#define HY_SERVER_CONFIG_INIT {sizeof(hy_server_config_t)}
+#define HY_SERVER_CONFIG_INIT                                                 \
+  {sizeof(hy_server_config_t), {0, {{0}}}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL}
 
 /* Creates a server, listens, and starts accepting on the workers.  Callbacks
  * run on worker threads, outside tasks: they must not block.  Calls about
