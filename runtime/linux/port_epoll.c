@@ -18,6 +18,8 @@
  * Timeouts wait in a binary heap by deadline; the epoll wait is bounded by
  * the first (epoll_pwait2, nanoseconds; epoll_wait rounds up to the next
  * millisecond), and one fires only once hy_now() has reached its deadline.
+ * A timerfd in the epoll set, kept at the first deadline, makes the epoll
+ * fd readable when a timeout is due, for a foreign loop polling it.
  *
  * Completed ops wait in the ready list until dequeued.  Once os_handle
  * (the epoll fd) has been handed out, an op completed inside start, or
@@ -37,6 +39,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "alloc/mem.h"
@@ -45,6 +48,7 @@
 #include "runtime/linux/port_linux.h"
 
 #define EV_WAKE UINT64_MAX
+#define EV_TIMER (UINT64_MAX - 1)
 #define MAX_IO_LEN 0x7ffff000u
 #define NEVENTS 64
 
@@ -60,7 +64,9 @@ typedef struct fdent {
 typedef struct eport {
   hy__port base;
   int ep;
-  int pwait2; /* epoll_pwait2 is there */
+  int tfd;           /* timerfd at the first deadline */
+  int64_t tfd_armed; /* the deadline it is set to; 0: disarmed */
+  int pwait2;        /* epoll_pwait2 is there */
   fdent *fds; /* indexed by fd */
   int nfds;
   hy__op **heap; /* TIMEOUT ops, a min-heap by deadline */
@@ -198,6 +204,19 @@ static void heap_remove(eport *e, hy__op *op) {
     heap_down(e, i);
     heap_up(e, (int)last->pdata[1]);
   }
+}
+
+/* Keeps the timerfd at the heap's first deadline. */
+static void arm_timer(eport *e) {
+  int64_t want = e->nheap ? e->heap[0]->deadline : 0;
+  if (want == e->tfd_armed)
+    return;
+  struct itimerspec its;
+  memset(&its, 0, sizeof its);
+  its.it_value.tv_sec = want / 1000000000;
+  its.it_value.tv_nsec = want % 1000000000;
+  if (timerfd_settime(e->tfd, TFD_TIMER_ABSTIME, &its, NULL) == 0)
+    e->tfd_armed = want;
 }
 
 static void fire_timers(eport *e) {
@@ -427,6 +446,7 @@ static int e_start(hy__port *p, hy__op *op) {
       complete(e, op, HY_ETIMEDOUT);
     else
       heap_push(e, op);
+    arm_timer(e);
     break;
   default: {
     int fd = (int)op->fd;
@@ -570,14 +590,19 @@ static int e_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
       continue;
     }
     for (int i = 0; i < k; i++) {
-      if (evs[i].data.u64 == EV_WAKE)
+      if (evs[i].data.u64 == EV_WAKE) {
         hy__lport_drain_efd(p);
-      else
+      } else if (evs[i].data.u64 == EV_TIMER) {
+        uint64_t ticks;
+        if (read(e->tfd, &ticks, sizeof ticks) < 0)
+          e->tfd_armed = -1; /* re-arm: it may have fired early */
+      } else
         on_event(e, (int)evs[i].data.u64, evs[i].events);
     }
     if (tmo == 0 || (timeout > 0 && hy_now() >= deadline))
       last = 1;
   }
+  arm_timer(e);
   if ((more || e->ready) && atomic_load_explicit(&p->osh, memory_order_relaxed))
     hy__port_wake(p); /* left behind: keep the os_handle readable */
   return n ? n : err;
@@ -590,6 +615,7 @@ static intptr_t e_os_handle(const hy__port *p) {
 static void e_close(hy__port *p) {
   eport *e = (eport *)p;
   close(e->ep);
+  close(e->tfd);
   hy__mem_free(e->fds);
   hy__mem_free(e->heap);
   hy__lport_fini(p);
@@ -604,6 +630,7 @@ int hy__epoll_open(hy__port **out) {
   if (!e)
     return HY_ENOMEM;
   e->ep = -1;
+  e->tfd = -1;
   int rc = hy__lport_init(&e->base, &epoll_vt, HY__BACKEND_EPOLL, "epoll");
   if (rc < 0) {
     hy__mem_free(e);
@@ -616,12 +643,18 @@ int hy__epoll_open(hy__port **out) {
     hy__mem_free(e);
     return rc;
   }
-  struct epoll_event ev;
+  e->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  struct epoll_event ev, tev;
   memset(&ev, 0, sizeof ev);
   ev.events = EPOLLIN; /* level-triggered: readable until drained */
   ev.data.u64 = EV_WAKE;
-  if (epoll_ctl(e->ep, EPOLL_CTL_ADD, e->base.efd, &ev) < 0) {
+  tev = ev;
+  tev.data.u64 = EV_TIMER;
+  if (e->tfd < 0 || epoll_ctl(e->ep, EPOLL_CTL_ADD, e->base.efd, &ev) < 0 ||
+      epoll_ctl(e->ep, EPOLL_CTL_ADD, e->tfd, &tev) < 0) {
     rc = hy__lport_err(errno);
+    if (e->tfd >= 0)
+      close(e->tfd);
     close(e->ep);
     hy__lport_fini(&e->base);
     hy__mem_free(e);
