@@ -98,6 +98,7 @@ struct hy_sconn {
   int sending, kick_pending, closing;
   int reading;         /* worker-only from here */
   int paused, close_after_flush, accepted, reset;
+  int flush_reason;    /* the reason given when a flush-then-close ends */
   int refs;            /* under lock */
   int64_t last_read, last_write, stall_since;
   hy_sconn_t *next, *prev; /* sw->conns */
@@ -118,6 +119,7 @@ struct srv_worker {
   int64_t tm_deadline;
   pkt start_pkt, stop_pkt, close_pkt;
   int closed_all;
+  atomic_int graceful; /* close all: flush output first (shutdown) */
 };
 
 struct hy_server {
@@ -137,6 +139,17 @@ struct hy_server {
   hy__wait *closer;
   int orphan;
   atomic_int closing, stopping;
+  /* The drainer: a task that exists so that the runtime's drain phase
+   * waits for this server's connections (the drain ends when no task is
+   * left, or after `grace` without completions).  It parks until the
+   * server has no connection left after the quiesce, or is closed, or the
+   * cancel phase cancels it. */
+  hy__lock_t dlock;
+  hy__wait *dwait;
+  int dstop;
+  long nconns;          /* connections not yet released, under dlock */
+  hy__wait *cwait;      /* the drainer waiting for nconns == 0 */
+  atomic_int draining;  /* quiesce seen */
   _Atomic uint64_t accepted, refused, over_limit, accept_errors, backoffs,
       closed, timeouts, bytes_in, bytes_out;
 };
@@ -192,6 +205,7 @@ static pkt *pkt_of(hy__completion *cc) {
 /* ----------------------------------------------------------- connections */
 
 static void conn_unref(hy_sconn_t *c);
+static void drainer_stop(hy_server_t *s);
 static void start_read(hy_sconn_t *c);
 static void start_send(hy_sconn_t *c);
 static void send_done(hy__completion *cc, hy__op *op);
@@ -212,6 +226,10 @@ static void conn_release(hy_sconn_t *c) {
   }
   hy_cache_free(s->buf_cache, c->rbuf);
   hy_cache_free(s->conn_cache, c);
+  hy__lock(&s->dlock);
+  if (--s->nconns == 0 && s->cwait && hy__wait_claim(s->cwait, 0))
+    hy__wait_wake(s->cwait);
+  hy__unlock(&s->dlock);
   out_dec(s);
 }
 
@@ -250,7 +268,8 @@ static void conn_close(hy_sconn_t *c, int reason, int err) {
       reason == HY_CLOSE_READ_TIMEOUT || reason == HY_CLOSE_WRITE_TIMEOUT ||
       reason == HY_CLOSE_SHUTDOWN)
     c->reset = reason != HY_CLOSE_SHUTDOWN || c->out_bytes > 0;
-  atomic_fetch_sub(&s->live, 1);
+  if (atomic_fetch_sub(&s->live, 1) == 1 && atomic_load(&s->draining))
+    drainer_stop(s);
   ST_ADD(s->closed, 1);
   if (c->accepted && s->cb.on_close)
     s->cb.on_close(s, c, reason, err);
@@ -376,7 +395,7 @@ static void send_done(hy__completion *cc, hy__op *op) {
       int then_close = c->close_after_flush && c->out_bytes == 0;
       hy__unlock(&c->lock);
       if (then_close)
-        conn_close(c, HY_CLOSE_APP, 0);
+        conn_close(c, c->flush_reason ? c->flush_reason : HY_CLOSE_APP, 0);
       else if (s->cb.on_write_done)
         s->cb.on_write_done(s, c);
     }
@@ -557,6 +576,9 @@ static void new_conn(srv_worker *sw, intptr_t fd, const hy_addr_t *peer) {
   c->refs = 1;
   c->last_read = c->last_write = hy_now();
   out_inc(s);
+  hy__lock(&s->dlock);
+  s->nconns++;
+  hy__unlock(&s->dlock);
   c->next = sw->conns;
   if (sw->conns)
     sw->conns->prev = c;
@@ -770,8 +792,25 @@ static void close_pkt_done(hy__completion *cc, hy__op *op) {
   sw->closed_all = 1;
   if (sw->tm_active)
     hy__port_cancel(sw->wk->port, &sw->tm.op);
-  while (sw->conns)
-    conn_close(sw->conns, HY_CLOSE_SHUTDOWN, 0);
+  int graceful = atomic_load(&sw->graceful);
+  hy_sconn_t *c = sw->conns;
+  while (c) {
+    hy_sconn_t *next = c->next;
+    hy__lock(&c->lock);
+    int flush = graceful && c->out_bytes > 0 && !c->closing;
+    if (flush) {
+      /* Answers already queued are sent; nothing more is read. */
+      c->close_after_flush = 1;
+      c->flush_reason = HY_CLOSE_SHUTDOWN;
+      c->paused = 1;
+      if (c->reading)
+        hy__port_cancel(sw->wk->port, &c->rd.op);
+    }
+    hy__unlock(&c->lock);
+    if (!flush)
+      conn_close(c, HY_CLOSE_SHUTDOWN, 0);
+    c = next;
+  }
   out_dec(sw->srv);
 }
 
@@ -785,10 +824,86 @@ static void phase_hook(void *arg, int phase, int worker) {
   if (worker < 0 || worker >= s->nw)
     return;
   srv_worker *sw = &s->w[worker];
-  if (phase == HY_PHASE_QUIESCE)
+  if (phase == HY_PHASE_QUIESCE) {
+    atomic_store(&s->draining, 1);
     post_to(sw, &sw->stop_pkt, stop_pkt_done);
-  else if (phase == HY_PHASE_CANCEL)
+    if (atomic_load(&s->live) == 0)
+      drainer_stop(s);
+  } else if (phase == HY_PHASE_CANCEL) {
+    atomic_store(&sw->graceful, 1);
     post_to(sw, &sw->close_pkt, close_pkt_done);
+  }
+}
+
+/* --------------------------------------------------------------- drainer */
+
+static void drainer_stop(hy_server_t *s) {
+  hy__lock(&s->dlock);
+  s->dstop = 1;
+  if (s->dwait && hy__wait_claim(s->dwait, 0))
+    hy__wait_wake(s->dwait);
+  hy__unlock(&s->dlock);
+}
+
+/* Waits, without being cancellable, until every connection has been
+ * released or the deadline passed.  Returns 1 if none is left. */
+static int wait_conns(hy_server_t *s, int64_t deadline) {
+  hy__wait w;
+  atomic_init(&w.state, HY__WAITING);
+  w.result = 0;
+  w.rt = s->rt;
+  w.task = hy__task_current(s->rt);
+  hy__lock(&s->dlock);
+  if (s->nconns == 0) {
+    hy__unlock(&s->dlock);
+    return 1;
+  }
+  s->cwait = &w;
+  hy__unlock(&s->dlock);
+  int st = hy__wait_park(&w, deadline);
+  hy__lock(&s->dlock);
+  s->cwait = NULL;
+  int none = s->nconns == 0;
+  hy__unlock(&s->dlock);
+  (void)st;
+  return none;
+}
+
+static void *drainer(void *arg) {
+  hy_server_t *s = arg;
+  hy__wait w;
+  int cancelled = 1;
+  if (hy__wait_init(&w, s->rt) == 0) {
+    hy__lock(&s->dlock);
+    if (s->dstop) {
+      hy__wait_claim(&w, 0);
+      hy__unlock(&s->dlock);
+      cancelled = 0;
+    } else {
+      s->dwait = &w;
+      hy__unlock(&s->dlock);
+      cancelled = hy__wait_park(&w, HY_FOREVER) == HY__FIRED_CANCEL;
+      hy__lock(&s->dlock);
+      s->dwait = NULL;
+      hy__unlock(&s->dlock);
+    }
+    hy__wait_fini(&w);
+  }
+  if (cancelled && !atomic_load(&s->closing)) {
+    /* The runtime's cancel phase: its workers run until no task is left,
+     * so this task stays until the connections (closed by the phase hook,
+     * flushing what they had queued) are released - for at most `grace`,
+     * after which the rest are closed at once. */
+    if (!wait_conns(s, hy_deadline_in(s->rt->grace))) {
+      for (int i = 0; i < s->nw; i++) {
+        atomic_store(&s->w[i].graceful, 0);
+        post_to(&s->w[i], &s->w[i].close_pkt, close_pkt_done);
+      }
+      wait_conns(s, HY_FOREVER);
+    }
+  }
+  out_dec(s);
+  return NULL;
 }
 
 /* ----------------------------------------------------------------- public */
@@ -888,6 +1003,11 @@ int hy_server_start(hy_runtime_t *rt, const hy_server_config_t *cfg,
   s->hook.fn = phase_hook;
   s->hook.arg = s;
   hy__phase_hook_add(rt, &s->hook);
+  hy_task_opts_t to = HY_TASK_OPTS_INIT;
+  to.name = "server-drain";
+  out_inc(s);
+  if (hy_task_spawn(rt, drainer, s, &to, NULL) < 0)
+    out_dec(s); /* the drain phase then does not wait for connections */
   for (int i = 0; i < s->nw; i++)
     if (accepts_on(s, i))
       post_to(&s->w[i], &s->w[i].start_pkt, start_pkt_done);
@@ -925,6 +1045,7 @@ int hy_server_close(hy_server_t *s) {
     return HY_EINVAL; /* from a callback: it would wait for itself */
   hy__phase_hook_remove(rt, &s->hook);
   atomic_store(&s->closing, 1);
+  drainer_stop(s);
   int posted = 0;
   if (hy__phase(rt) < HY__PH_FINALIZE)
     for (int i = 0; i < s->nw; i++)
