@@ -1553,3 +1553,70 @@ TEST_IMPL(net_server_shutdown_1000) {
   ASSERT_OK(hy_runtime_close(rt));
   return 0;
 }
+
+/* ------------------------------------------------------------- examples */
+
+/* Starts build/<config>/<prog> 0 (any port), reads its "listening on ADDR"
+ * line, echoes through it, stops it with SIGINT and checks it reports a
+ * clean stop. */
+static void example_echo(const char *prog) {
+  char exe[1024];
+  snprintf(exe, sizeof exe, "%s", test_exe());
+  char *slash = strrchr(exe, '/');
+  ASSERT(slash);
+  snprintf(slash + 1, sizeof exe - (size_t)(slash + 1 - exe), "%s", prog);
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  pid_t pid = fork();
+  ASSERT(pid >= 0);
+  if (pid == 0) {
+    dup2(out[1], 1);
+    dup2(out[1], 2);
+    close(out[0]);
+    execl(exe, prog, "0", "127.0.0.1", (char *)NULL);
+    _exit(127);
+  }
+  close(out[1]);
+  FILE *f = fdopen(out[0], "r");
+  char line[512] = "";
+  ASSERT(fgets(line, sizeof line, f));
+  fprintf(stderr, "%s", line);
+  char *at = strstr(line, "listening on ");
+  ASSERT(at);
+  char addr[HY_ADDRSTRLEN];
+  ASSERT_EQ(sscanf(at + 13, "%63s", addr), 1);
+  hy_addr_t a;
+  ASSERT_OK(hy_addr_parse(addr, &a));
+  for (int k = 0; k < 3; k++) {
+    int fd = raw_connect(&a);
+    ASSERT(fd >= 0);
+    unsigned char msg[3000], back[3000];
+    fill(msg, sizeof msg, (unsigned)k);
+    raw_write(fd, msg, sizeof msg);
+    raw_read(fd, back, sizeof back);
+    ASSERT(memcmp(msg, back, sizeof msg) == 0);
+    close(fd);
+  }
+  ASSERT_EQ(kill(pid, SIGINT), 0);
+  int saw_stop = 0;
+  while (fgets(line, sizeof line, f)) {
+    fprintf(stderr, "%s", line);
+    if (strstr(line, "stopped after 3 connections, 9000 bytes echoed"))
+      saw_stop = 1;
+  }
+  fclose(f);
+  int status;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT(saw_stop);
+}
+
+TEST_IMPL(net_example_echo_server) {
+  example_echo("echo_server");
+  return 0;
+}
+
+TEST_IMPL(net_example_echo_callbacks) {
+  example_echo("echo_callbacks");
+  return 0;
+}
