@@ -63,7 +63,7 @@ int hy_tcp_listen(hy_runtime_t *rt, const hy_addr_t *addr,
   int backlog = opt.backlog > 0 ? opt.backlog : 511;
   const char *what;
   int os = 0;
-  intptr_t fd;
+  intptr_t fd = HY__BAD_SOCK;
   int rc = open_bound(rt, addr, HY__SOCK_STREAM, opt.reuseaddr, opt.reuseport,
                       opt.v6only, &what, &os, &fd);
   if (rc < 0)
