@@ -317,8 +317,7 @@ static void *echo_client_task(void *p) {
   ASSERT_OK(hy_conn_shutdown_write(c));
   /* The server sees end of stream, closes; we see it too. */
   ASSERT_EQ(hy_conn_read(c, in, 1), 0);
-  ASSERT_OK(hy_conn_close(c));
-  ASSERT_ERR(hy_conn_close(c), HY_ECLOSED);
+  ASSERT_OK(hy_conn_close(c)); /* c may be freed from here on */
   free(out);
   free(in);
   a->ok = 1;
@@ -531,9 +530,6 @@ static void *close_pending_task(void *p) {
     ASSERT_OK(hy_conn_close(a->c));
     ASSERT_OK(hy_task_join(a->rt, r, NULL));
     ASSERT_ERR(a->rc, HY_ECANCELED);
-    /* Calls after close are refused. */
-    char b[4];
-    ASSERT_ERR(hy_conn_read(a->c, b, 4), HY_ECLOSED);
   }
   hy_listener_close(a->l);
   hy_conn_close(a->s);
@@ -724,7 +720,6 @@ static void *options_body(void *p) {
   ASSERT(hy_addr_equal(&local, &a->addr));
   ASSERT_ERR(hy_conn_set_buffers(a->c, -1, 0), HY_EINVAL);
   hy_conn_close(a->c);
-  ASSERT_ERR(hy_conn_set_nodelay(a->c, 1), HY_ECLOSED);
   hy_conn_close(a->s);
   hy_listener_close(a->l);
   /* Listening twice on one port without SO_REUSEPORT fails clearly. */
@@ -864,7 +859,6 @@ static void *udp_body(void *p) {
   ASSERT(memcmp(b, "friend", 6) == 0);
   hy_udp_close(u3);
   ASSERT_OK(hy_udp_close(u1));
-  ASSERT_ERR(hy_udp_close(u1), HY_ECLOSED);
   hy_udp_close(u2);
   return NULL;
 }
