@@ -96,6 +96,21 @@ static int wait_arm(hy_runtime_t *rt, hy_arm_t *a, hy_time_t deadline) {
                                                       : HY_ECANCELED;
 }
 
+/* test_rand() is for one thread at a time: concurrent clients draw from
+ * their own generators, seeded from it before they start. */
+static uint64_t rnd(uint64_t *s) {
+  uint64_t x = *s ? *s : 0x9E3779B97F4A7C15ull;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  *s = x;
+  return x * 0x2545F4914F6CDD1Dull;
+}
+
+static uint64_t seed_for(atomic_ulong *seq, uint64_t base) {
+  return base ^ (atomic_fetch_add(seq, 1) + 1) * 0x9E3779B97F4A7C15ull;
+}
+
 /* ------------------------------------------------------------- addresses */
 
 TEST_IMPL(net_addr_parse_format) {
@@ -887,17 +902,20 @@ typedef struct {
   echo_srv *e;
   int conns_per_task, rounds;
   atomic_long *sent, *echoed;
+  uint64_t seed;
+  atomic_ulong seq;
 } stress_arg;
 
 static void *stress_client(void *p) {
   stress_arg *a = p;
   hy_runtime_t *rt = a->e->rt;
   unsigned char out[8192], in[8192];
+  uint64_t rs = seed_for(&a->seq, a->seed);
   for (int k = 0; k < a->conns_per_task; k++) {
     hy_conn_t *c;
     ASSERT_OK(hy_tcp_connect(rt, &a->e->addr, &c));
     for (int r = 0; r < a->rounds; r++) {
-      size_t n = 1 + (size_t)(test_rand() % sizeof out);
+      size_t n = 1 + (size_t)(rnd(&rs) % sizeof out);
       fill(out, n, (unsigned)(k * 31 + r));
       ASSERT_EQ(hy_conn_write_all(c, out, n, NULL), (int)n);
       atomic_fetch_add(a->sent, (long)n);
@@ -918,7 +936,7 @@ TEST_IMPL(net_tcp_stress_many_connections) {
   hy_task_t at = start_echo(&e, rt, 0);
   enum { TASKS = 64 };
   atomic_long sent = 0, echoed = 0;
-  stress_arg a = {&e, 4, 8, &sent, &echoed};
+  stress_arg a = {&e, 4, 8, &sent, &echoed, test_rand(), 0};
   hy_task_t t[TASKS];
   for (int i = 0; i < TASKS; i++)
     ASSERT_OK(hy_task_spawn(rt, stress_client, &a, NULL, &t[i]));
@@ -1130,16 +1148,19 @@ typedef struct {
   hy_addr_t addr;
   int conns, msgs;
   atomic_long *bytes;
+  uint64_t seed;
+  atomic_ulong seq;
 } raw_client_arg;
 
 static void *raw_echo_client(void *p) {
   raw_client_arg *a = p;
   unsigned char out[4096], in[4096];
+  uint64_t rs = seed_for(&a->seq, a->seed);
   for (int k = 0; k < a->conns; k++) {
     int fd = raw_connect(&a->addr);
     ASSERT(fd >= 0);
     for (int m = 0; m < a->msgs; m++) {
-      size_t n = 1 + (size_t)(test_rand() % sizeof out);
+      size_t n = 1 + (size_t)(rnd(&rs) % sizeof out);
       fill(out, n, (unsigned)m);
       raw_write(fd, out, n);
       raw_read(fd, in, n);
@@ -1167,7 +1188,7 @@ TEST_IMPL(net_server_echo) {
   ASSERT_OK(hy_server_addr(s, &a));
   enum { THREADS = 8, CONNS = 10, MSGS = 20 };
   atomic_long bytes = 0;
-  raw_client_arg ca = {a, CONNS, MSGS, &bytes};
+  raw_client_arg ca = {a, CONNS, MSGS, &bytes, test_rand(), 0};
   pthread_t th[THREADS];
   for (int i = 0; i < THREADS; i++)
     ASSERT_EQ(pthread_create(&th[i], NULL, raw_echo_client, &ca), 0);
@@ -1398,7 +1419,7 @@ TEST_IMPL(net_server_peer_reset) {
             50);
   /* The server keeps going. */
   atomic_long bytes = 0;
-  raw_client_arg ca = {a, 2, 5, &bytes};
+  raw_client_arg ca = {a, 2, 5, &bytes, test_rand(), 0};
   raw_echo_client(&ca);
   ASSERT_OK(hy_server_close(s));
   close_rt(rt);
