@@ -3,6 +3,7 @@
 #ifndef _WIN32
 TEST(port_nop_post_and_args, T_BACKEND)
 TEST(port_tcp_ops, T_BACKEND)
+TEST(port_fd_reuse_without_forget, T_BACKEND)
 TEST(port_epoll_fifo, 0)
 TEST(port_udp_ops, T_BACKEND)
 TEST(port_reset_and_refused, T_BACKEND)

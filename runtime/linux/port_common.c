@@ -41,12 +41,6 @@ void hy__lport_fini(hy__port *p) {
   p->efd = -1;
 }
 
-void hy__lport_drain_efd(hy__port *p) {
-  uint64_t v;
-  while (read(p->efd, &v, sizeof v) < 0 && errno == EINTR) {
-  }
-}
-
 hy__op *hy__lport_take_cancels(hy__port *p) {
   if (!__atomic_load_n(&p->clist, __ATOMIC_RELAXED))
     return NULL;

@@ -11,6 +11,10 @@
  * the next edge comes after it started waiting.  On an edge the queue is
  * worked from the head until EAGAIN or empty.
  *
+ * A port learns of an fd on first use (or hy__port_associate); before
+ * the first op of an idle fd waits, one EPOLL_CTL_ADD checks the fd is
+ * still registered (see reg_check).
+ *
  * A connect waits on the writing side; on an edge it is done only if
  * SO_ERROR names an error or getpeername succeeds (edges also come for a
  * socket that is not connected yet, such as the one at registration).
@@ -276,6 +280,30 @@ static int e_associate(hy__port *p, int fd) {
   return 0;
 }
 
+/* Before the first op of fd waits: is fd (still) in the epoll set?  A
+ * port learns of an fd on first use, but the fd may have been closed
+ * since - its number reused by a new socket - without hy__port_forget on
+ * this port (workers' ports all see the sockets of tasks that move), and
+ * the kernel dropped the old registration with the old file.  ADD tells:
+ * EEXIST means registered.  Returns 0 or HY_E*. */
+static int reg_check(eport *e, int fd) {
+  struct epoll_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.data.u64 = (uint64_t)fd;
+  if (epoll_ctl(e->ep, EPOLL_CTL_ADD, fd, &ev) == 0) {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && !(fl & O_NONBLOCK))
+      fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    return 0;
+  }
+  return errno == EEXIST ? 0 : hy__lport_err(errno);
+}
+
+static int idle_fd(const fdent *ent) {
+  return !ent->rq && !ent->wq && !ent->polls;
+}
+
 /* Ops still waiting on fd complete with HY_ECANCELED. */
 static void e_forget(hy__port *p, int fd) {
   eport *e = (eport *)p;
@@ -394,7 +422,7 @@ static void on_event(eport *e, int fd, uint32_t ev) {
   }
 }
 
-static void start_poll(eport *e, fdent *ent, hy__op *op) {
+static void start_poll(eport *e, fdent *ent, hy__op *op, int probe) {
   struct pollfd pf;
   pf.fd = (int)op->fd;
   pf.events = (short)(((op->flags & HY__POLL_IN) ? POLLIN | POLLRDHUP : 0) |
@@ -413,17 +441,25 @@ static void start_poll(eport *e, fdent *ent, hy__op *op) {
     complete(e, op, got);
     return;
   }
+  if (probe && (r = reg_check(e, pf.fd)) < 0) {
+    complete(e, op, r);
+    return;
+  }
   op->next = ent->polls;
   ent->polls = op;
   op->pdata[2] = W_POLL;
 }
 
-static void start_connect(eport *e, fdent *ent, hy__op *op) {
+static void start_connect(eport *e, fdent *ent, hy__op *op, int probe) {
   int r = connect((int)op->fd, op->addr, (socklen_t)op->addrlen);
   if (r == 0) {
     complete(e, op, 0);
   } else if (errno == EINPROGRESS || errno == EINTR) {
     /* EINTR: the connect goes on in the background, as EINPROGRESS. */
+    if (probe && (r = reg_check(e, (int)op->fd)) < 0) {
+      complete(e, op, r);
+      return;
+    }
     q_push(&ent->wq, &ent->wq_tail, op);
     op->pdata[2] = W_WQ;
   } else {
@@ -449,15 +485,17 @@ static int e_start(hy__port *p, hy__op *op) {
     arm_timer(e);
     break;
   default: {
-    int fd = (int)op->fd;
+    int fd = (int)op->fd, rc, fresh = 0;
     if (fd >= e->nfds || !e->fds[fd].reg) {
-      int rc = e_associate(p, fd);
+      rc = e_associate(p, fd); /* first use on this port */
       if (rc < 0) {
         complete(e, op, rc);
         break;
       }
+      fresh = 1;
     }
     fdent *ent = &e->fds[fd];
+    int probe = !fresh && idle_fd(ent); /* see reg_check */
     int64_t res;
     switch (op->kind) {
     case HY__OP_ACCEPT:
@@ -465,6 +503,8 @@ static int e_start(hy__port *p, hy__op *op) {
     case HY__OP_RECVFROM:
       if (!ent->rq && try_io(op, &res)) {
         complete(e, op, res);
+      } else if (probe && (rc = reg_check(e, fd)) < 0) {
+        complete(e, op, rc);
       } else {
         q_push(&ent->rq, &ent->rq_tail, op);
         op->pdata[2] = W_RQ;
@@ -474,16 +514,18 @@ static int e_start(hy__port *p, hy__op *op) {
     case HY__OP_SENDTO:
       if (!ent->wq && try_io(op, &res)) {
         complete(e, op, res);
+      } else if (probe && (rc = reg_check(e, fd)) < 0) {
+        complete(e, op, rc);
       } else {
         q_push(&ent->wq, &ent->wq_tail, op);
         op->pdata[2] = W_WQ;
       }
       break;
     case HY__OP_CONNECT:
-      start_connect(e, ent, op);
+      start_connect(e, ent, op, probe);
       break;
     case HY__OP_POLL:
-      start_poll(e, ent, op);
+      start_poll(e, ent, op, probe);
       break;
     default:
       complete(e, op, HY_EINVAL);
@@ -591,7 +633,7 @@ static int e_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
     }
     for (int i = 0; i < k; i++) {
       if (evs[i].data.u64 == EV_WAKE) {
-        hy__lport_drain_efd(p);
+        /* the wake flag says whether it was one */
       } else if (evs[i].data.u64 == EV_TIMER) {
         uint64_t ticks;
         if (read(e->tfd, &ticks, sizeof ticks) < 0)
@@ -603,7 +645,8 @@ static int e_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
       last = 1;
   }
   arm_timer(e);
-  if ((more || e->ready) && atomic_load_explicit(&p->osh, memory_order_relaxed))
+  if (atomic_load_explicit(&p->osh, memory_order_relaxed) &&
+      (more || e->ready || __atomic_load_n(&p->post_head, __ATOMIC_RELAXED)))
     hy__port_wake(p); /* left behind: keep the os_handle readable */
   return n ? n : err;
 }
@@ -646,9 +689,12 @@ int hy__epoll_open(hy__port **out) {
   e->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
   struct epoll_event ev, tev;
   memset(&ev, 0, sizeof ev);
-  ev.events = EPOLLIN; /* level-triggered: readable until drained */
+  /* The eventfd edge-triggered and never read: every write is an edge
+   * (one syscall per wake, none to reset it), and its count only grows. */
+  ev.events = EPOLLIN | EPOLLET;
   ev.data.u64 = EV_WAKE;
   tev = ev;
+  tev.events = EPOLLIN; /* read when it fires */
   tev.data.u64 = EV_TIMER;
   if (e->tfd < 0 || epoll_ctl(e->ep, EPOLL_CTL_ADD, e->base.efd, &ev) < 0 ||
       epoll_ctl(e->ep, EPOLL_CTL_ADD, e->tfd, &tev) < 0) {

@@ -8,8 +8,9 @@
  *    it was clear, writes the eventfd (two async-signal-safe steps).  The
  *    owner consumes the flag (hy__lport_take_wake) before it looks at the
  *    posts and cancels, so a wake that comes after the look writes the
- *    eventfd again and ends the owner's next block.  A count read from the
- *    eventfd with the flag already clear is stale and ignored.
+ *    eventfd again and ends the owner's next block.  The eventfd is only
+ *    ever written (each write is an edge for the backend's poll of it); an
+ *    edge seen with the flag already clear is stale and ignored.
  *  - posts: a FIFO of user packets, linked through op->next.
  *  - cancels: a list of ops whose cancel was asked for by any thread,
  *    linked through op->pdata[0]; the owner acts on it in its next wait.
@@ -72,9 +73,6 @@ void hy__lport_fini(hy__port *p);
 static inline int hy__lport_take_wake(hy__port *p) {
   return atomic_exchange(&p->pending, 0);
 }
-
-/* Reads the eventfd's count away (non-blocking). */
-void hy__lport_drain_efd(hy__port *p);
 
 /* Takes the whole cancel list (ops still in flight, each with PF_CANCEL
  * set and PF_CLIST cleared), linked through pdata[0]. */

@@ -7,15 +7,18 @@
  * the kernel writes msg_namelen back at completion.
  *
  * Submission is lazy: start only queues the SQE, and wait submits the
- * batch (with the block, in one io_uring_enter).  Once os_handle has been
+ * batch (with the block, in one io_uring_enter; a wait that does not block
+ * submits what was started before it returns).  Once os_handle has been
  * handed out, start submits at once, because a foreign loop polling the
  * ring fd would otherwise wait for an op that was never submitted.
  *
- * Wakes: a read of the port's eventfd is kept armed in the ring.  A wake
- * writes the eventfd, the read completes, and its CQE ends the owner's
+ * Wakes: a multishot poll of the port's eventfd stays armed in the ring.
+ * A wake writes the eventfd; the poll posts a CQE, which ends the owner's
  * io_uring_enter and makes the ring fd (the os_handle, readable while the
- * CQ has entries) readable.  The CQE is the port's own: it re-arms the read
- * and counts as a wake only if the wake flag was set (see port_linux.h).
+ * CQ has entries) readable.  The eventfd is never read: its count only
+ * grows, and every write is a new wake-up for the poll.  The CQE is the
+ * port's own: it counts as a wake only if the wake flag was set (see
+ * port_linux.h), and the poll is armed again if the kernel ended it.
  *
  * Cancel: the owner turns each cancel request into an IORING_OP_ASYNC_CANCEL
  * keyed by the op's address; the op's CQE still comes, -ECANCELED if the
@@ -59,8 +62,8 @@ typedef struct msgnode {
 typedef struct uport {
   hy__port base;
   struct io_uring ring;
-  uint64_t wake_buf;
-  int armed;            /* the eventfd read is in the ring */
+  int armed;            /* the eventfd poll is in the ring */
+  int started;          /* ops were queued since the last submit */
   hy__op *held, *held_tail; /* reaped while making room, not yet dequeued */
   msgnode *msgs;        /* free msghdr nodes */
 } uport;
@@ -111,7 +114,8 @@ static int64_t result_of(uport *u, hy__op *op, int res) {
 static hy__op *take_cqe(uport *u, struct io_uring_cqe *c, int state) {
   uint64_t ud = c->user_data;
   if (ud == TAG_WAKE) {
-    u->armed = 0;
+    if (!(c->flags & IORING_CQE_F_MORE))
+      u->armed = 0; /* the kernel ended the multishot poll */
     return NULL;
   }
   if (ud < 16)
@@ -148,8 +152,10 @@ static void hold_cqes(uport *u) {
 static int flush(uport *u) {
   for (int tries = 0; tries < 64; tries++) {
     int r = io_uring_submit(&u->ring);
-    if (r >= 0)
+    if (r >= 0) {
+      u->started = 0;
       return 0;
+    }
     if (r == -EINTR)
       continue;
     if (r == -EBUSY || r == -EAGAIN) {
@@ -177,7 +183,7 @@ static int arm_wake(uport *u) {
   struct io_uring_sqe *s = sqe_get(u);
   if (!s)
     return HY_EAGAIN;
-  io_uring_prep_read(s, u->base.efd, &u->wake_buf, sizeof u->wake_buf, 0);
+  io_uring_prep_poll_multishot(s, u->base.efd, POLLIN);
   s->user_data = TAG_WAKE;
   u->armed = 1;
   return 0;
@@ -339,6 +345,7 @@ static int u_start(hy__port *p, hy__op *op) {
   }
   s->user_data = (uint64_t)(uintptr_t)op;
   hy__lport_started(p, op);
+  u->started = 1;
   if (atomic_load_explicit(&p->osh, memory_order_relaxed))
     flush(u);
   return 0;
@@ -380,9 +387,15 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
       break;
     }
   }
-  flush(u);
-  if ((more_posts || u->held) &&
-      atomic_load_explicit(&p->osh, memory_order_relaxed))
+  /* Ops started before this wait go to the kernel now (a busy worker
+   * waits with timeout 0 and may not block for a while); a re-armed poll
+   * alone can wait for the next block, which submits it first - unless a
+   * foreign loop polls the ring fd. */
+  int osh = atomic_load_explicit(&p->osh, memory_order_relaxed);
+  if (u->started || osh)
+    flush(u);
+  if (osh &&
+      (more_posts || u->held || __atomic_load_n(&p->post_head, __ATOMIC_RELAXED)))
     hy__port_wake(p); /* left behind: keep the os_handle readable */
   return n ? n : err;
 }
@@ -394,8 +407,7 @@ static intptr_t u_os_handle(const hy__port *p) {
 static void u_close(hy__port *p) {
   uport *u = (uport *)p;
   if (u->armed) {
-    /* Take the eventfd read back before the ring goes: until its CQE the
-     * kernel may still write into wake_buf. */
+    /* End the eventfd poll before the ring goes (and its last CQE). */
     struct io_uring_sqe *s = sqe_get(u);
     if (s) {
       io_uring_prep_cancel64(s, TAG_WAKE, 0);
