@@ -194,6 +194,15 @@ typedef struct hy__slot {
 typedef struct hy__blocking hy__blocking; /* runtime/blocking.c */
 struct hy__evstate;                        /* channels/event_internal.h */
 
+/* An internal observer of the shutdown phases (the net layer stops
+ * accepting in QUIESCE and closes connections in CANCEL).  Called like
+ * hy_runtime_on_phase's callback, on every worker, under rt->mu. */
+typedef struct hy__phase_hook {
+  void (*fn)(void *arg, int phase, int worker);
+  void *arg;
+  struct hy__phase_hook *next, *prev;
+} hy__phase_hook;
+
 struct hy_runtime {
   hy_options_t opt;
   hy__tls_t tls;           /* this runtime's worker on the calling thread */
@@ -236,6 +245,7 @@ struct hy_runtime {
   int64_t phase_start[HY__PH_DONE + 1];
   hy_phase_cb on_phase;
   void *on_phase_arg;
+  hy__phase_hook *hooks;   /* under mu */
   atomic_long alive_at_shutdown; /* tasks alive when the shutdown began */
 
   void (*task_key_dtor[HY_TASK_LOCALS])(void *);
@@ -288,6 +298,8 @@ hy__port *hy__current_port(hy_runtime_t *rt);
 /* shutdown (runtime/shutdown.c) */
 int hy__phase(hy_runtime_t *rt);
 void hy__shutdown_worker_step(hy__worker *w);
+void hy__phase_hook_add(hy_runtime_t *rt, hy__phase_hook *h);
+void hy__phase_hook_remove(hy_runtime_t *rt, hy__phase_hook *h);
 
 /* event model hooks (channels/broker_sys.c): publish runtime facts on the
  * system broker's sys/shutdown and sys/task channels; never block, cost one

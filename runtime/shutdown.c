@@ -101,6 +101,32 @@ static void announce(hy__worker *w, int phase) {
   hy_runtime_t *rt = w->rt;
   if (rt->on_phase)
     rt->on_phase(rt->on_phase_arg, phase, w->id);
+  hy__mutex_lock(&rt->mu);
+  for (hy__phase_hook *h = rt->hooks; h; h = h->next)
+    h->fn(h->arg, phase, w->id);
+  hy__mutex_unlock(&rt->mu);
+}
+
+void hy__phase_hook_add(hy_runtime_t *rt, hy__phase_hook *h) {
+  hy__mutex_lock(&rt->mu);
+  h->prev = NULL;
+  h->next = rt->hooks;
+  if (rt->hooks)
+    rt->hooks->prev = h;
+  rt->hooks = h;
+  hy__mutex_unlock(&rt->mu);
+}
+
+void hy__phase_hook_remove(hy_runtime_t *rt, hy__phase_hook *h) {
+  hy__mutex_lock(&rt->mu);
+  if (h->prev)
+    h->prev->next = h->next;
+  else if (rt->hooks == h)
+    rt->hooks = h->next;
+  if (h->next)
+    h->next->prev = h->prev;
+  h->next = h->prev = NULL;
+  hy__mutex_unlock(&rt->mu);
 }
 
 void hy__shutdown_worker_step(hy__worker *w) {

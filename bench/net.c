@@ -1,0 +1,401 @@
+/* bench/net.c - TCP echo on loopback (bench/run net): Hydra's echo servers
+ * and the load generator that measures every server the same way.
+ *
+ *   net server-cb PORT WORKERS     the callback server (hy_server_t)
+ *   net server-task PORT WORKERS   task per connection
+ *   net load PORT PID NAME CASE C S D [RATE]
+ *
+ * The load generator is one thread on epoll.  It opens C connections that
+ * each send S bytes and wait for the whole echo (closed loop), checks every
+ * echoed byte, and after a warm-up measures for D seconds: requests/s,
+ * MB/s, latency percentiles, and the server's CPU time (from
+ * /proc/PID/stat) over the window.  With RATE > 0 the sends are paced to
+ * RATE messages/s in total.  CASE "idle" instead opens C connections,
+ * leaves them idle and reports the server's RSS growth per connection.
+ * Output: `CASE<TAB>NAME<TAB>value<TAB>unit` lines (see bench/groups/net.sh).
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hydra.h"
+
+/* ------------------------------------------------------------- servers */
+
+static void on_read(hy_server_t *s, hy_sconn_t *c, const void *d, size_t n) {
+  (void)s;
+  if (hy_sconn_write(c, d, n) == HY_EAGAIN)
+    hy_sconn_pause_read(c, 1);
+}
+
+static void on_write_done(hy_server_t *s, hy_sconn_t *c) {
+  (void)s;
+  hy_sconn_pause_read(c, 0);
+}
+
+static hy_runtime_t *mk(int workers) {
+  hy_options_t o = HY_OPTIONS_INIT;
+  o.workers = workers;
+  hy_runtime_t *rt;
+  int rc = hy_runtime_new(&o, &rt);
+  if (rc < 0) {
+    fprintf(stderr, "runtime: %s\n", hy_strerror(rc));
+    exit(1);
+  }
+  return rt;
+}
+
+static void wait_signal(void) {
+  sigset_t s;
+  sigemptyset(&s);
+  sigaddset(&s, SIGINT);
+  sigaddset(&s, SIGTERM);
+  int sig;
+  sigwait(&s, &sig);
+}
+
+static void block_signals(void) {
+  sigset_t s;
+  sigemptyset(&s);
+  sigaddset(&s, SIGINT);
+  sigaddset(&s, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &s, NULL);
+}
+
+static int server_cb(int port, int workers) {
+  block_signals();
+  hy_runtime_t *rt = mk(workers);
+  hy_server_config_t cfg = HY_SERVER_CONFIG_INIT;
+  hy_addr_from_ip("127.0.0.1", port, &cfg.addr);
+  cfg.read_buffer_size = 16384;
+  cfg.max_output = 1 << 20;
+  cfg.backlog = 4096;
+  hy_server_callbacks_t cb = {NULL, on_read, on_write_done, NULL, NULL};
+  hy_server_t *s;
+  int rc = hy_server_start(rt, &cfg, &cb, &s);
+  if (rc < 0) {
+    fprintf(stderr, "server: %s\n", hy_strerror(rc));
+    return 1;
+  }
+  printf("ready\n");
+  fflush(stdout);
+  wait_signal();
+  hy_runtime_shutdown(rt, HY_MS(10));
+  hy_server_close(s);
+  hy_runtime_close(rt);
+  return 0;
+}
+
+typedef struct {
+  hy_runtime_t *rt;
+  hy_listener_t *l;
+} tsrv;
+
+static void *t_conn(void *arg) {
+  hy_conn_t *c = arg;
+  char buf[16384];
+  hy_conn_set_nodelay(c, 1);
+  for (;;) {
+    int n = hy_conn_read(c, buf, sizeof buf);
+    if (n <= 0 || hy_conn_write_all(c, buf, (size_t)n, NULL) != n)
+      break;
+  }
+  hy_conn_close(c);
+  return NULL;
+}
+
+static void *t_accept(void *arg) {
+  tsrv *s = arg;
+  hy_task_opts_t o = HY_TASK_OPTS_INIT;
+  o.stack_size = 32 * 1024;
+  for (;;) {
+    hy_conn_t *c;
+    int rc = hy_tcp_accept(s->l, &c);
+    if (rc == HY_ECANCELED || rc == HY_ECLOSED)
+      break;
+    if (rc < 0) {
+      hy_sleep(s->rt, HY_MS(10));
+      continue;
+    }
+    if (hy_task_spawn(s->rt, t_conn, c, &o, NULL) < 0)
+      hy_conn_close(c);
+  }
+  return NULL;
+}
+
+static int server_task(int port, int workers) {
+  block_signals();
+  tsrv s;
+  s.rt = mk(workers);
+  hy_addr_t a;
+  hy_addr_from_ip("127.0.0.1", port, &a);
+  hy_listen_opts_t lo = HY_LISTEN_OPTS_INIT;
+  lo.backlog = 4096;
+  int rc = hy_tcp_listen(s.rt, &a, &lo, &s.l);
+  if (rc < 0) {
+    fprintf(stderr, "listen: %s\n", hy_strerror(rc));
+    return 1;
+  }
+  hy_task_spawn(s.rt, t_accept, &s, NULL, NULL);
+  printf("ready\n");
+  fflush(stdout);
+  wait_signal();
+  hy_listener_close(s.l);
+  hy_runtime_shutdown(s.rt, HY_MS(10));
+  hy_runtime_close(s.rt);
+  return 0;
+}
+
+/* ------------------------------------------------------ load generator */
+
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static double cpu_secs(int pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return 0;
+  char buf[2048];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  char *p = strrchr(buf, ')');
+  if (!p)
+    return 0;
+  unsigned long ut = 0, st = 0;
+  /* fields after ")": state(3) ... utime(14) stime(15) */
+  int field = 2;
+  for (char *q = p + 1; *q && field < 15; q++) {
+    if (*q == ' ') {
+      field++;
+      if (field == 14)
+        ut = strtoul(q + 1, NULL, 10);
+      if (field == 15)
+        st = strtoul(q + 1, NULL, 10);
+    }
+  }
+  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static long rss_bytes(int pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/statm", pid);
+  FILE *f = fopen(path, "r");
+  long pages = 0, res = 0;
+  if (f) {
+    if (fscanf(f, "%ld %ld", &pages, &res) != 2)
+      res = 0;
+    fclose(f);
+  }
+  return res * sysconf(_SC_PAGESIZE);
+}
+
+typedef struct lconn {
+  int fd;
+  size_t sent, got;
+  int64_t t0;
+  int busy;
+  struct lconn *next_idle;
+} lconn;
+
+static int cmp64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static int connect_to(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET,
+                           .sin_port = htons((uint16_t)port),
+                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 &&
+      errno != EINPROGRESS) {
+    perror("connect");
+    exit(1);
+  }
+  return fd;
+}
+
+static int load(int port, int pid, const char *name, const char *cs, int C,
+                size_t S, double D, double rate) {
+  struct rlimit rl;
+  getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = rl.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &rl);
+  if (strcmp(cs, "idle") == 0) {
+    long before = rss_bytes(pid);
+    int *fds = calloc((size_t)C, sizeof *fds);
+    for (int i = 0; i < C; i++) {
+      fds[i] = connect_to(port);
+      if (i % 256 == 255)
+        usleep(1000);
+    }
+    sleep(2);
+    long after = rss_bytes(pid);
+    printf("%s\t%s\t%.0f\tbytes/conn\n", cs, name,
+           (double)(after - before) / C);
+    for (int i = 0; i < C; i++)
+      close(fds[i]);
+    return 0;
+  }
+  int ep = epoll_create1(0);
+  lconn *cs_ = calloc((size_t)C, sizeof *cs_);
+  unsigned char *msg = malloc(S), *in = malloc(S > 65536 ? S : 65536);
+  for (size_t i = 0; i < S; i++)
+    msg[i] = (unsigned char)(i * 7 + 1);
+  for (int i = 0; i < C; i++) {
+    cs_[i].fd = connect_to(port);
+    struct epoll_event e = {EPOLLIN | EPOLLOUT, {.ptr = &cs_[i]}};
+    epoll_ctl(ep, EPOLL_CTL_ADD, cs_[i].fd, &e);
+  }
+  size_t cap = 1 << 22;
+  int64_t *lat = malloc(cap * sizeof *lat);
+  size_t nlat = 0;
+  long done = 0, done_at_start = 0;
+  int64_t t_start = now_ns(), warm = t_start + 500000000LL;
+  int64_t t_end = warm + (int64_t)(D * 1e9);
+  int measuring = 0;
+  double cpu0 = 0;
+  lconn *idle = NULL;
+  long due_sent = 0;
+  /* start: every connection sends (closed loop), or joins the idle list */
+  for (int i = 0; i < C; i++) {
+    if (rate > 0) {
+      cs_[i].next_idle = idle;
+      idle = &cs_[i];
+    } else {
+      cs_[i].busy = 1;
+      cs_[i].t0 = now_ns();
+    }
+  }
+  struct epoll_event evs[256];
+  for (;;) {
+    int64_t now = now_ns();
+    if (!measuring && now >= warm) {
+      measuring = 1;
+      done_at_start = done;
+      cpu0 = cpu_secs(pid);
+      nlat = 0;
+    }
+    if (now >= t_end)
+      break;
+    if (rate > 0) {
+      long due = (long)((double)(now - t_start) * rate / 1e9);
+      while (due_sent < due && idle) {
+        lconn *c = idle;
+        idle = c->next_idle;
+        c->busy = 1;
+        c->sent = c->got = 0;
+        c->t0 = now;
+        due_sent++;
+        ssize_t k = send(c->fd, msg, S, MSG_NOSIGNAL);
+        if (k > 0)
+          c->sent = (size_t)k;
+      }
+      if (due_sent < due && !idle)
+        due_sent = due; /* every connection busy: the rate is not met */
+    }
+    int n = epoll_wait(ep, evs, 256, rate > 0 ? 1 : 100);
+    for (int i = 0; i < n; i++) {
+      lconn *c = evs[i].data.ptr;
+      if (!c->busy)
+        continue;
+      if (c->sent < S && (evs[i].events & EPOLLOUT)) {
+        ssize_t k = send(c->fd, msg + c->sent, S - c->sent, MSG_NOSIGNAL);
+        if (k > 0)
+          c->sent += (size_t)k;
+      }
+      if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+        for (;;) {
+          ssize_t k = recv(c->fd, in, S - c->got < 65536 ? S - c->got : 65536,
+                           0);
+          if (k == 0 || (k < 0 && errno != EAGAIN)) {
+            fprintf(stderr, "load: connection lost\n");
+            return 1;
+          }
+          if (k < 0)
+            break;
+          if (memcmp(in, msg + c->got, (size_t)k) != 0) {
+            fprintf(stderr, "load: echo mismatch\n");
+            return 1;
+          }
+          c->got += (size_t)k;
+          if (c->got == S)
+            break;
+        }
+        if (c->got == S) {
+          int64_t t = now_ns();
+          if (measuring && nlat < cap)
+            lat[nlat++] = t - c->t0;
+          done++;
+          c->sent = c->got = 0;
+          if (rate > 0) {
+            c->busy = 0;
+            c->next_idle = idle;
+            idle = c;
+          } else {
+            c->t0 = t;
+            ssize_t k = send(c->fd, msg, S, MSG_NOSIGNAL);
+            if (k > 0)
+              c->sent = (size_t)k;
+          }
+        }
+      }
+    }
+  }
+  double secs = (double)(now_ns() - warm) / 1e9;
+  double cpu = cpu_secs(pid) - cpu0;
+  long reqs = done - done_at_start;
+  qsort(lat, nlat, sizeof *lat, cmp64);
+  double p50 = nlat ? lat[nlat / 2] / 1e3 : 0;
+  double p99 = nlat ? lat[(size_t)(nlat * 0.99)] / 1e3 : 0;
+  double p999 = nlat ? lat[(size_t)(nlat * 0.999)] / 1e3 : 0;
+  if (rate > 0) {
+    printf("%s\t%s\t%.2f\tus-cpu/msg\n", cs, name, cpu * 1e6 / (double)reqs);
+  } else if (strstr(cs, "p99")) {
+    printf("%s\t%s\t%.1f\tus\n", cs, name, p99);
+  } else if (S >= 4096) {
+    printf("%s\t%s\t%.1f\tMB/s\n", cs, name,
+           (double)reqs * (double)S / secs / 1e6);
+  } else {
+    printf("%s\t%s\t%.0f\treq/s\n", cs, name, (double)reqs / secs);
+  }
+  fprintf(stderr, "# %s %s: %.0f req/s, p50 %.1f us, p99 %.1f us, "
+          "p99.9 %.1f us, server cpu %.2f s\n", cs, name, (double)reqs / secs,
+          p50, p99, p999, cpu);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc >= 4 && strcmp(argv[1], "server-cb") == 0)
+    return server_cb(atoi(argv[2]), atoi(argv[3]));
+  if (argc >= 4 && strcmp(argv[1], "server-task") == 0)
+    return server_task(atoi(argv[2]), atoi(argv[3]));
+  if (argc >= 9 && strcmp(argv[1], "load") == 0)
+    return load(atoi(argv[2]), atoi(argv[3]), argv[4], argv[5], atoi(argv[6]),
+                (size_t)atol(argv[7]), atof(argv[8]),
+                argc > 9 ? atof(argv[9]) : 0);
+  fprintf(stderr,
+          "usage: net server-cb|server-task PORT WORKERS\n"
+          "       net load PORT PID NAME CASE C S D [RATE]\n");
+  return 2;
+}

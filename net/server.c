@@ -1,0 +1,1102 @@
+/* server.c - the callback-style server of seed 001.
+ *
+ * Shape.  One listening socket; every accepting worker keeps
+ * `pending_accepts` ACCEPT ops on its own port, so connections land on the
+ * workers in proportion to how fast each one takes them (AcceptEx style:
+ * several accepts always in flight).  A connection belongs to the worker
+ * that accepted it for life: all its ops are started on that worker's
+ * port, its completions arrive there, and every callback for it runs on
+ * that worker's thread, outside any task - so the callbacks of one
+ * connection never overlap and need no lock.
+ *
+ * Per worker (srv_worker, touched by its own thread only, except where
+ * noted): the accept ops, the list of its connections, one TIMEOUT op that
+ * drives the timeout sweep and the accept back-off, and three packets
+ * (start, stop accepting, close all) that other threads post to it.
+ *
+ * Per connection (hy_sconn): one RECV op always in flight (unless paused)
+ * into a read buffer from a per-server object cache; one SEND op in flight
+ * while output is queued.  Output is a chain of chunks bounded by
+ * max_output: hy_sconn_write refuses (HY_EAGAIN) what would pass the
+ * bound, so a slow reader costs at most max_output bytes.  hy_sconn_write
+ * may come from other threads: the chain and the send state are under the
+ * connection's lock, and a write from off the worker posts a kick packet
+ * that starts the send on the worker.
+ *
+ * Lifetimes.  A connection holds a reference for being open plus one per
+ * op or kick in flight; closing cancels its ops, calls on_close at once
+ * (the last callback), and the last reference - always on the owning
+ * worker, as completions arrive there - forgets the fd on the port,
+ * closes it and frees the memory.  The server counts what is outstanding
+ * (connections, accept/timer ops, packets in flight); hy_server_close waits
+ * for that count to reach zero before freeing.
+ *
+ * Limits.  max_connections: a connection over the limit is accepted and
+ * closed at once with a reset (counted in over_limit), so the backlog
+ * keeps moving.  EMFILE/ENFILE on accept: that accept is not restarted;
+ * the worker's timer restarts its idle accepts after a back-off (10 ms,
+ * doubling to 1 s, reset by the next success), so an out-of-descriptors
+ * server waits instead of spinning.  Timeouts: the timer sweeps the
+ * worker's connections every tick (a quarter of the shortest timeout,
+ * between 1 ms and 250 ms); a timeout is never reported early.
+ *
+ * Shutdown.  A phase hook posts "stop accepting" to every worker in
+ * QUIESCE and "close all" (reason HY_CLOSE_SHUTDOWN) in CANCEL; until
+ * CANCEL, open connections go on being served through the drain.
+ *
+ * Lock order: c->lock and s->lock are leaves; the port's cancel/start may
+ * be called under c->lock.
+ */
+#include <string.h>
+
+#include "net/internal.h"
+
+#define BACKOFF_MIN HY_MS(10)
+#define BACKOFF_MAX HY_SEC(1)
+#define ERRORS_BEFORE_BACKOFF 64
+#define CHUNK_MIN 4096
+
+typedef struct srv_worker srv_worker;
+
+typedef struct pkt {
+  hy__op op;
+  hy__completion c;
+  srv_worker *sw;
+  atomic_int busy; /* posted and not yet handled: not posted again */
+} pkt;
+
+typedef struct acc_op {
+  hy__op op;
+  hy__completion c;
+  srv_worker *sw;
+  int active;
+  hy_addr_t peer;
+} acc_op;
+
+typedef struct chunk {
+  struct chunk *next;
+  size_t cap, len, off; /* data[off, len) is still to send */
+  char data[];
+} chunk;
+
+typedef struct opc { /* an op with its completion, inside a connection */
+  hy__op op;
+  hy__completion c;
+} opc;
+
+struct hy_sconn {
+  hy_server_t *srv;
+  srv_worker *sw;
+  intptr_t fd;
+  void *user;
+  hy_addr_t peer;
+  char *rbuf;
+  opc rd, wr, kick;
+  hy__lock_t lock;     /* out chain, sending, kick_pending, closing */
+  chunk *out_head, *out_tail;
+  size_t out_bytes;
+  int sending, kick_pending, closing;
+  int reading;         /* worker-only from here */
+  int paused, close_after_flush, accepted, reset;
+  int flush_reason;    /* the reason given when a flush-then-close ends */
+  int refs;            /* under lock */
+  int64_t last_read, last_write, stall_since;
+  hy_sconn_t *next, *prev; /* sw->conns */
+};
+
+struct srv_worker {
+  hy_server_t *srv;
+  int id;
+  hy__worker *wk;
+  acc_op *acc;
+  int nacc_active;
+  int accepting;       /* accepts are (to be) kept in flight */
+  int64_t backoff, backoff_until;
+  int errors_in_row;
+  hy_sconn_t *conns;
+  opc tm;
+  int tm_active;
+  int64_t tm_deadline;
+  pkt start_pkt, stop_pkt, close_pkt;
+  int closed_all;
+  atomic_int graceful; /* close all: flush output first (shutdown) */
+};
+
+struct hy_server {
+  hy_runtime_t *rt;
+  hy_server_config_t cfg;
+  hy_server_callbacks_t cb;
+  intptr_t fd;
+  hy_addr_t addr;
+  int nw;
+  srv_worker *w;
+  hy_cache_t *conn_cache, *buf_cache;
+  int64_t tick;
+  hy__phase_hook hook;
+  atomic_long live;
+  hy__lock_t lock;     /* outstanding, closer, orphan */
+  long outstanding;
+  hy__wait *closer;
+  int orphan;
+  atomic_int closing, stopping;
+  /* The drainer: a task that exists so that the runtime's drain phase
+   * waits for this server's connections (the drain ends when no task is
+   * left, or after `grace` without completions).  It parks until the
+   * server has no connection left after the quiesce, or is closed, or the
+   * cancel phase cancels it. */
+  hy__lock_t dlock;
+  hy__wait *dwait;
+  int dstop;
+  long nconns;          /* connections not yet released, under dlock */
+  hy__wait *cwait;      /* the drainer waiting for nconns == 0 */
+  atomic_int draining;  /* quiesce seen */
+  _Atomic uint64_t accepted, refused, over_limit, accept_errors, backoffs,
+      closed, timeouts, bytes_in, bytes_out;
+};
+
+#define ST_ADD(f, n) atomic_fetch_add_explicit(&(f), (n), memory_order_relaxed)
+
+static void srv_free(hy_server_t *s);
+
+/* ------------------------------------------------------------ outstanding */
+
+static void out_inc(hy_server_t *s) {
+  hy__lock(&s->lock);
+  s->outstanding++;
+  hy__unlock(&s->lock);
+}
+
+static void out_dec(hy_server_t *s) {
+  hy__lock(&s->lock);
+  int zero = --s->outstanding == 0;
+  int orphan = zero && s->orphan;
+  if (zero && s->closer && hy__wait_claim(s->closer, 0))
+    hy__wait_wake(s->closer);
+  hy__unlock(&s->lock);
+  if (orphan)
+    srv_free(s);
+}
+
+/* Posts p to sw's worker unless it is posted already (the handlers act on
+ * the current state, so one pending run serves every request). */
+static int post_to(srv_worker *sw, pkt *p, void (*fn)(hy__completion *, hy__op *)) {
+  if (atomic_exchange(&p->busy, 1))
+    return 0;
+  memset(&p->op, 0, sizeof p->op);
+  p->op.kind = HY__OP_POST;
+  p->op.data = &p->c;
+  p->c.fn = fn;
+  p->sw = sw;
+  out_inc(sw->srv);
+  int rc = hy__port_post(sw->wk->port, &p->op);
+  if (rc < 0) {
+    atomic_store(&p->busy, 0);
+    out_dec(sw->srv);
+  }
+  return rc;
+}
+
+static pkt *pkt_of(hy__completion *cc) {
+  pkt *p = (pkt *)((char *)cc - offsetof(pkt, c));
+  atomic_store(&p->busy, 0);
+  return p;
+}
+
+/* ----------------------------------------------------------- connections */
+
+static void conn_unref(hy_sconn_t *c);
+static void drainer_stop(hy_server_t *s);
+static void start_read(hy_sconn_t *c);
+static void start_send(hy_sconn_t *c);
+static void send_done(hy__completion *cc, hy__op *op);
+static void arm_timer(srv_worker *sw, int64_t deadline);
+
+static void conn_release(hy_sconn_t *c) {
+  hy_server_t *s = c->srv;
+  hy__port_forget(c->sw->wk->port, c->fd);
+  if (c->reset)
+    hy__fd_close_reset(c->fd);
+  else
+    hy__fd_close(c->fd);
+  chunk *k = c->out_head;
+  while (k) {
+    chunk *n = k->next;
+    hy__mem_free(k);
+    k = n;
+  }
+  hy_cache_free(s->buf_cache, c->rbuf);
+  hy_cache_free(s->conn_cache, c);
+  hy__lock(&s->dlock);
+  if (--s->nconns == 0 && s->cwait && hy__wait_claim(s->cwait, 0))
+    hy__wait_wake(s->cwait);
+  hy__unlock(&s->dlock);
+  out_dec(s);
+}
+
+static void conn_unref(hy_sconn_t *c) {
+  hy__lock(&c->lock);
+  int last = --c->refs == 0;
+  hy__unlock(&c->lock);
+  if (last)
+    conn_release(c);
+}
+
+/* On the owning worker.  The last callback for c is on_close (when c was
+ * accepted by the application). */
+static void conn_close(hy_sconn_t *c, int reason, int err) {
+  hy__lock(&c->lock);
+  if (c->closing) {
+    hy__unlock(&c->lock);
+    return;
+  }
+  c->closing = 1;
+  if (c->reading)
+    hy__port_cancel(c->sw->wk->port, &c->rd.op);
+  if (c->sending)
+    hy__port_cancel(c->sw->wk->port, &c->wr.op);
+  hy__unlock(&c->lock);
+  srv_worker *sw = c->sw;
+  hy_server_t *s = c->srv;
+  if (c->prev)
+    c->prev->next = c->next;
+  else if (sw->conns == c)
+    sw->conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  c->next = c->prev = NULL;
+  if (reason == HY_CLOSE_ERROR || reason == HY_CLOSE_IDLE_TIMEOUT ||
+      reason == HY_CLOSE_READ_TIMEOUT || reason == HY_CLOSE_WRITE_TIMEOUT ||
+      reason == HY_CLOSE_SHUTDOWN)
+    c->reset = reason != HY_CLOSE_SHUTDOWN || c->out_bytes > 0;
+  if (atomic_fetch_sub(&s->live, 1) == 1 && atomic_load(&s->draining))
+    drainer_stop(s);
+  ST_ADD(s->closed, 1);
+  if (c->accepted && s->cb.on_close)
+    s->cb.on_close(s, c, reason, err);
+  conn_unref(c);
+}
+
+static void read_done(hy__completion *cc, hy__op *op) {
+  hy_sconn_t *c = (hy_sconn_t *)((char *)cc - offsetof(hy_sconn_t, rd.c));
+  hy_server_t *s = c->srv;
+  int64_t res = op->res;
+  c->reading = 0;
+  if (!c->closing) {
+    if (res > 0) {
+      c->last_read = hy_now();
+      ST_ADD(s->bytes_in, (uint64_t)res);
+      if (s->cb.on_read)
+        s->cb.on_read(s, c, c->rbuf, (size_t)res);
+      if (!c->closing && !c->paused)
+        start_read(c);
+    } else if (res == 0) {
+      /* End of stream.  Output still queued is sent first (the peer may
+       * have half-closed and wait for it), then the connection closes. */
+      hy__lock(&c->lock);
+      int flush = c->out_bytes > 0;
+      if (flush)
+        c->close_after_flush = 1;
+      hy__unlock(&c->lock);
+      if (!flush)
+        conn_close(c, HY_CLOSE_PEER, 0);
+    } else if (res != HY_ECANCELED) {
+      conn_close(c, HY_CLOSE_ERROR, (int)res);
+    }
+  }
+  conn_unref(c);
+}
+
+static void start_read(hy_sconn_t *c) {
+  hy__lock(&c->lock);
+  if (c->closing || c->reading) {
+    hy__unlock(&c->lock);
+    return;
+  }
+  memset(&c->rd.op, 0, sizeof c->rd.op);
+  c->rd.op.kind = HY__OP_RECV;
+  c->rd.op.fd = c->fd;
+  c->rd.op.buf = c->rbuf;
+  c->rd.op.len = c->srv->cfg.read_buffer_size;
+  c->rd.op.data = &c->rd.c;
+  c->rd.c.fn = read_done;
+  c->refs++;
+  c->reading = 1;
+  int rc = hy__port_start(c->sw->wk->port, &c->rd.op);
+  if (rc < 0) {
+    c->refs--;
+    c->reading = 0;
+  }
+  hy__unlock(&c->lock);
+  if (rc < 0)
+    conn_close(c, HY_CLOSE_ERROR, rc);
+}
+
+/* pre: c->lock; !c->sending; on the owning worker.  Returns 1 if started. */
+static int send_locked(hy_sconn_t *c) {
+  chunk *k = c->out_head;
+  while (k && k->off == k->len && k->next) {
+    c->out_head = k->next;
+    hy__mem_free(k);
+    k = c->out_head;
+  }
+  if (!k || k->off == k->len)
+    return 0;
+  memset(&c->wr.op, 0, sizeof c->wr.op);
+  c->wr.op.kind = HY__OP_SEND;
+  c->wr.op.fd = c->fd;
+  c->wr.op.buf = k->data + k->off;
+  c->wr.op.len = k->len - k->off;
+  c->wr.op.flags = hy__sock_flag_nosignal();
+  c->wr.op.data = &c->wr.c;
+  c->wr.c.fn = send_done;
+  c->refs++;
+  c->sending = 1;
+  int rc = hy__port_start(c->sw->wk->port, &c->wr.op);
+  if (rc < 0) {
+    c->refs--;
+    c->sending = 0;
+    return rc;
+  }
+  return 1;
+}
+
+static void send_done(hy__completion *cc, hy__op *op) {
+  hy_sconn_t *c = (hy_sconn_t *)((char *)cc - offsetof(hy_sconn_t, wr.c));
+  hy_server_t *s = c->srv;
+  int64_t res = op->res;
+  int flushed = 0, rc = 0;
+  hy__lock(&c->lock);
+  c->sending = 0;
+  if (res > 0) {
+    chunk *k = c->out_head;
+    k->off += (size_t)res;
+    c->out_bytes -= (size_t)res;
+    if (k->off == k->len && !k->next)
+      k->off = k->len = 0; /* reuse the last chunk */
+    if (!c->closing) {
+      rc = send_locked(c);
+      flushed = rc == 0;
+    }
+  }
+  hy__unlock(&c->lock);
+  if (res > 0) {
+    ST_ADD(s->bytes_out, (uint64_t)res);
+    c->last_write = c->stall_since = hy_now();
+  }
+  if (!c->closing) {
+    if (res < 0 && res != HY_ECANCELED)
+      conn_close(c, HY_CLOSE_ERROR, (int)res);
+    else if (res == 0)
+      conn_close(c, HY_CLOSE_ERROR, HY_EPIPE);
+    else if (rc < 0)
+      conn_close(c, HY_CLOSE_ERROR, rc);
+    else if (flushed) {
+      hy__lock(&c->lock);
+      int then_close = c->close_after_flush && c->out_bytes == 0;
+      hy__unlock(&c->lock);
+      if (then_close)
+        conn_close(c, c->flush_reason ? c->flush_reason : HY_CLOSE_APP, 0);
+      else if (s->cb.on_write_done)
+        s->cb.on_write_done(s, c);
+    }
+  }
+  conn_unref(c);
+}
+
+static void start_send(hy_sconn_t *c) {
+  hy__lock(&c->lock);
+  int rc = 0;
+  if (!c->closing && !c->sending)
+    rc = send_locked(c);
+  hy__unlock(&c->lock);
+  if (rc < 0)
+    conn_close(c, HY_CLOSE_ERROR, rc);
+}
+
+static void kick_done(hy__completion *cc, hy__op *op) {
+  (void)op;
+  hy_sconn_t *c = (hy_sconn_t *)((char *)cc - offsetof(hy_sconn_t, kick.c));
+  hy__lock(&c->lock);
+  c->kick_pending = 0;
+  hy__unlock(&c->lock);
+  start_send(c);
+  conn_unref(c);
+}
+
+int hy_sconn_write(hy_sconn_t *c, const void *data, size_t len) {
+  if (!c || (!data && len))
+    return HY_EINVAL;
+  if (len == 0)
+    return 0;
+  hy_server_t *s = c->srv;
+  hy__lock(&c->lock);
+  if (c->closing || c->close_after_flush) {
+    hy__unlock(&c->lock);
+    return HY_ECLOSED;
+  }
+  if (c->out_bytes + len > s->cfg.max_output) {
+    hy__unlock(&c->lock);
+    return HY_EAGAIN;
+  }
+  chunk *t = c->out_tail;
+  size_t room = t ? t->cap - t->len : 0;
+  /* Bytes past the in-flight range of the tail chunk can be appended in
+   * place: the send covers [off, len at start) and memory never moves. */
+  size_t first = room < len ? room : len;
+  if (len > first) {
+    size_t cap = len - first > CHUNK_MIN ? len - first : CHUNK_MIN;
+    chunk *n = hy__mem_alloc(sizeof *n + cap);
+    if (!n) {
+      hy__unlock(&c->lock);
+      return HY_ENOMEM;
+    }
+    n->next = NULL;
+    n->cap = cap;
+    n->off = 0;
+    n->len = len - first;
+    memcpy(n->data, (const char *)data + first, len - first);
+    if (first)
+      memcpy(t->data + t->len, data, first), t->len += first;
+    if (t)
+      t->next = n;
+    else
+      c->out_head = n;
+    c->out_tail = n;
+  } else {
+    memcpy(t->data + t->len, data, len);
+    t->len += len;
+  }
+  if (c->out_bytes == 0)
+    c->stall_since = hy_now();
+  c->out_bytes += len;
+  int rc = 0, on_worker = hy__worker_current(s->rt) == c->sw->wk;
+  if (!c->sending) {
+    if (on_worker) {
+      rc = send_locked(c);
+    } else if (!c->kick_pending) {
+      memset(&c->kick.op, 0, sizeof c->kick.op);
+      c->kick.op.kind = HY__OP_POST;
+      c->kick.op.data = &c->kick.c;
+      c->kick.c.fn = kick_done;
+      c->kick_pending = 1;
+      c->refs++;
+      if (hy__port_post(c->sw->wk->port, &c->kick.op) < 0) {
+        c->kick_pending = 0;
+        c->refs--;
+        rc = HY_ENOMEM;
+      }
+    }
+  }
+  hy__unlock(&c->lock);
+  if (rc < 0 && on_worker) {
+    conn_close(c, HY_CLOSE_ERROR, rc);
+    return rc;
+  }
+  return rc < 0 ? rc : 0;
+}
+
+size_t hy_sconn_pending(hy_sconn_t *c) {
+  hy__lock(&c->lock);
+  size_t n = c->out_bytes;
+  hy__unlock(&c->lock);
+  return n;
+}
+
+void hy_sconn_pause_read(hy_sconn_t *c, int paused) {
+  c->paused = paused != 0;
+  if (!c->paused && !c->reading && !c->closing)
+    start_read(c);
+  else if (c->paused)
+    c->last_read = hy_now(); /* a paused reader is not idle on reads */
+}
+
+void hy_sconn_close(hy_sconn_t *c, int flush) {
+  hy__lock(&c->lock);
+  int wait = flush && c->out_bytes > 0 && !c->closing;
+  if (wait)
+    c->close_after_flush = 1;
+  hy__unlock(&c->lock);
+  if (!wait)
+    conn_close(c, HY_CLOSE_APP, 0);
+}
+
+void hy_sconn_set_user(hy_sconn_t *c, void *user) { c->user = user; }
+void *hy_sconn_user(hy_sconn_t *c) { return c->user; }
+int hy_sconn_peer_addr(hy_sconn_t *c, hy_addr_t *out) {
+  if (!c || !out)
+    return HY_EINVAL;
+  *out = c->peer;
+  return 0;
+}
+int hy_sconn_worker(hy_sconn_t *c) { return c->sw->id; }
+
+const char *hy_close_reason_name(int reason) {
+  static const char *names[] = {"none",         "peer",        "app",
+                                "error",        "idle-timeout", "read-timeout",
+                                "write-timeout", "refused",    "shutdown"};
+  return reason >= 0 && reason <= HY_CLOSE_SHUTDOWN ? names[reason]
+                                                    : "unknown";
+}
+
+/* --------------------------------------------------------------- accepts */
+
+static void start_accept(acc_op *a);
+
+static void new_conn(srv_worker *sw, intptr_t fd, const hy_addr_t *peer) {
+  hy_server_t *s = sw->srv;
+  ST_ADD(s->accepted, 1);
+  long max = s->cfg.max_connections;
+  if (max > 0 && atomic_fetch_add(&s->live, 1) >= max) {
+    atomic_fetch_sub(&s->live, 1);
+    ST_ADD(s->over_limit, 1);
+    hy__fd_close_reset(fd);
+    return;
+  }
+  if (max <= 0)
+    atomic_fetch_add(&s->live, 1);
+  hy_sconn_t *c = hy_cache_alloc(s->conn_cache);
+  char *buf = c ? hy_cache_alloc(s->buf_cache) : NULL;
+  int rc = c && buf ? hy__port_associate(sw->wk->port, fd) : HY_ENOMEM;
+  if (rc < 0) {
+    if (buf)
+      hy_cache_free(s->buf_cache, buf);
+    if (c)
+      hy_cache_free(s->conn_cache, c);
+    atomic_fetch_sub(&s->live, 1);
+    ST_ADD(s->accept_errors, 1);
+    hy__fd_close_reset(fd);
+    return;
+  }
+  memset(c, 0, sizeof *c);
+  c->srv = s;
+  c->sw = sw;
+  c->fd = fd;
+  c->rbuf = buf;
+  c->peer = *peer;
+  c->refs = 1;
+  c->last_read = c->last_write = hy_now();
+  out_inc(s);
+  hy__lock(&s->dlock);
+  s->nconns++;
+  hy__unlock(&s->dlock);
+  c->next = sw->conns;
+  if (sw->conns)
+    sw->conns->prev = c;
+  sw->conns = c;
+  if (s->cb.on_accept && s->cb.on_accept(s, c) != 0) {
+    ST_ADD(s->refused, 1);
+    conn_close(c, HY_CLOSE_REFUSED, 0);
+    return;
+  }
+  c->accepted = 1;
+  if (!c->closing && !c->paused)
+    start_read(c);
+}
+
+static void accept_done(hy__completion *cc, hy__op *op) {
+  acc_op *a = (acc_op *)((char *)cc - offsetof(acc_op, c));
+  srv_worker *sw = a->sw;
+  hy_server_t *s = sw->srv;
+  int64_t res = op->res;
+  a->active = 0;
+  sw->nacc_active--;
+  if (res >= 0) {
+    sw->errors_in_row = 0;
+    sw->backoff = 0;
+    hy_addr_t peer = a->peer;
+    peer.len = op->addrlen;
+    if (!sw->accepting || s->closing)
+      hy__fd_close_reset((intptr_t)res);
+    else
+      new_conn(sw, (intptr_t)res, &peer);
+    if (sw->accepting)
+      start_accept(a);
+  } else if (res != HY_ECANCELED && sw->accepting) {
+    ST_ADD(s->accept_errors, 1);
+    int out_of_fds = res == HY_EMFILE || res == HY_ENFILE || res == HY_ENOBUFS ||
+                     res == HY_ENOMEM;
+    if (out_of_fds || ++sw->errors_in_row >= ERRORS_BEFORE_BACKOFF) {
+      /* Leave this accept idle until the back-off ends (the timer restarts
+       * every idle accept then). */
+      int64_t now = hy_now();
+      if (now >= sw->backoff_until) {
+        sw->backoff = sw->backoff ? sw->backoff * 2 : BACKOFF_MIN;
+        if (sw->backoff > BACKOFF_MAX)
+          sw->backoff = BACKOFF_MAX;
+        sw->backoff_until = now + sw->backoff;
+        ST_ADD(s->backoffs, 1);
+      }
+      sw->errors_in_row = 0;
+      arm_timer(sw, sw->backoff_until);
+    } else {
+      start_accept(a);
+    }
+  }
+  out_dec(s);
+}
+
+static void start_accept(acc_op *a) {
+  srv_worker *sw = a->sw;
+  hy_server_t *s = sw->srv;
+  if (a->active || !sw->accepting || hy_now() < sw->backoff_until)
+    return;
+  memset(&a->op, 0, sizeof a->op);
+  memset(&a->peer, 0, sizeof a->peer);
+  a->op.kind = HY__OP_ACCEPT;
+  a->op.fd = s->fd;
+  a->op.addr = a->peer.sa.raw;
+  a->op.addrlen = sizeof a->peer.sa.raw;
+  a->op.data = &a->c;
+  a->c.fn = accept_done;
+  out_inc(s);
+  if (hy__port_start(sw->wk->port, &a->op) < 0) {
+    out_dec(s);
+    arm_timer(sw, hy_now() + BACKOFF_MIN); /* try again later */
+    return;
+  }
+  a->active = 1;
+  sw->nacc_active++;
+}
+
+/* ---------------------------------------------------------- timer, sweep */
+
+static void sweep(srv_worker *sw, int64_t now) {
+  hy_server_t *s = sw->srv;
+  const hy_server_config_t *g = &s->cfg;
+  hy_sconn_t *c = sw->conns;
+  while (c) {
+    hy_sconn_t *next = c->next;
+    int kind = 0;
+    int64_t last_any = c->last_read > c->last_write ? c->last_read
+                                                    : c->last_write;
+    hy__lock(&c->lock);
+    size_t pending = c->out_bytes;
+    hy__unlock(&c->lock);
+    if (g->write_timeout && pending && now - c->stall_since >= g->write_timeout)
+      kind = HY_TIMEOUT_WRITE;
+    else if (g->read_timeout && !c->paused &&
+             now - c->last_read >= g->read_timeout)
+      kind = HY_TIMEOUT_READ;
+    else if (g->idle_timeout && now - last_any >= g->idle_timeout)
+      kind = HY_TIMEOUT_IDLE;
+    if (kind) {
+      int keep = s->cb.on_timeout ? s->cb.on_timeout(s, c, kind) : 0;
+      if (c->closing) {
+        /* closed by the callback */
+      } else if (keep) {
+        if (kind == HY_TIMEOUT_WRITE)
+          c->stall_since = now;
+        else if (kind == HY_TIMEOUT_READ)
+          c->last_read = now;
+        else
+          c->last_read = c->last_write = now;
+      } else {
+        ST_ADD(s->timeouts, 1);
+        conn_close(c, kind == HY_TIMEOUT_IDLE   ? HY_CLOSE_IDLE_TIMEOUT
+                      : kind == HY_TIMEOUT_READ ? HY_CLOSE_READ_TIMEOUT
+                                                : HY_CLOSE_WRITE_TIMEOUT,
+                   HY_ETIMEDOUT);
+      }
+    }
+    c = next;
+  }
+}
+
+static void timer_done(hy__completion *cc, hy__op *op) {
+  (void)op;
+  srv_worker *sw = (srv_worker *)((char *)cc - offsetof(srv_worker, tm.c));
+  hy_server_t *s = sw->srv;
+  sw->tm_active = 0;
+  int64_t now = hy_now();
+  if (!sw->closed_all) {
+    sweep(sw, now);
+    int64_t next = s->tick ? now + s->tick : HY_FOREVER;
+    if (sw->accepting && sw->nacc_active < s->cfg.pending_accepts) {
+      if (now >= sw->backoff_until) {
+        for (int i = 0; i < s->cfg.pending_accepts; i++)
+          start_accept(&sw->acc[i]);
+      } else if (sw->backoff_until < next) {
+        next = sw->backoff_until;
+      }
+    }
+    if (next != HY_FOREVER)
+      arm_timer(sw, next);
+  }
+  out_dec(s);
+}
+
+/* Makes the worker's timer fire no later than deadline. */
+static void arm_timer(srv_worker *sw, int64_t deadline) {
+  hy_server_t *s = sw->srv;
+  if (sw->closed_all)
+    return;
+  if (sw->tm_active) {
+    if (sw->tm_deadline <= deadline)
+      return;
+    /* Earlier than the one in flight: cancel it; its completion sweeps
+     * and arms the next deadline from the current state. */
+    hy__port_cancel(sw->wk->port, &sw->tm.op);
+    return;
+  }
+  memset(&sw->tm.op, 0, sizeof sw->tm.op);
+  sw->tm.op.kind = HY__OP_TIMEOUT;
+  sw->tm.op.deadline = deadline;
+  sw->tm.op.data = &sw->tm.c;
+  sw->tm.c.fn = timer_done;
+  out_inc(s);
+  if (hy__port_start(sw->wk->port, &sw->tm.op) < 0) {
+    out_dec(s);
+    return;
+  }
+  sw->tm_active = 1;
+  sw->tm_deadline = deadline;
+}
+
+/* --------------------------------------------------------------- packets */
+
+static void start_pkt_done(hy__completion *cc, hy__op *op) {
+  (void)op;
+  pkt *p = pkt_of(cc);
+  srv_worker *sw = p->sw;
+  hy_server_t *s = sw->srv;
+  if (!s->stopping && !s->closing &&
+      hy__port_associate(sw->wk->port, s->fd) == 0) {
+    sw->accepting = 1;
+    for (int i = 0; i < s->cfg.pending_accepts; i++)
+      start_accept(&sw->acc[i]);
+  }
+  if (s->tick)
+    arm_timer(sw, hy_now() + s->tick);
+  out_dec(s);
+}
+
+static void stop_accepting_here(srv_worker *sw) {
+  sw->accepting = 0;
+  for (int i = 0; i < sw->srv->cfg.pending_accepts; i++)
+    if (sw->acc[i].active)
+      hy__port_cancel(sw->wk->port, &sw->acc[i].op);
+}
+
+static void stop_pkt_done(hy__completion *cc, hy__op *op) {
+  (void)op;
+  pkt *p = pkt_of(cc);
+  stop_accepting_here(p->sw);
+  out_dec(p->sw->srv);
+}
+
+static void close_pkt_done(hy__completion *cc, hy__op *op) {
+  (void)op;
+  pkt *p = pkt_of(cc);
+  srv_worker *sw = p->sw;
+  stop_accepting_here(sw);
+  sw->closed_all = 1;
+  if (sw->tm_active)
+    hy__port_cancel(sw->wk->port, &sw->tm.op);
+  int graceful = atomic_load(&sw->graceful);
+  hy_sconn_t *c = sw->conns;
+  while (c) {
+    hy_sconn_t *next = c->next;
+    hy__lock(&c->lock);
+    int flush = graceful && c->out_bytes > 0 && !c->closing;
+    if (flush) {
+      /* Answers already queued are sent; nothing more is read. */
+      c->close_after_flush = 1;
+      c->flush_reason = HY_CLOSE_SHUTDOWN;
+      c->paused = 1;
+      if (c->reading)
+        hy__port_cancel(sw->wk->port, &c->rd.op);
+    }
+    hy__unlock(&c->lock);
+    if (!flush)
+      conn_close(c, HY_CLOSE_SHUTDOWN, 0);
+    c = next;
+  }
+  out_dec(sw->srv);
+}
+
+static int accepts_on(hy_server_t *s, int i) {
+  return s->cfg.worker_mask == 0 || i >= 64 ||
+         ((s->cfg.worker_mask >> i) & 1);
+}
+
+static void phase_hook(void *arg, int phase, int worker) {
+  hy_server_t *s = arg;
+  if (worker < 0 || worker >= s->nw)
+    return;
+  srv_worker *sw = &s->w[worker];
+  if (phase == HY_PHASE_QUIESCE) {
+    atomic_store(&s->draining, 1);
+    post_to(sw, &sw->stop_pkt, stop_pkt_done);
+    if (atomic_load(&s->live) == 0)
+      drainer_stop(s);
+  } else if (phase == HY_PHASE_CANCEL) {
+    atomic_store(&sw->graceful, 1);
+    post_to(sw, &sw->close_pkt, close_pkt_done);
+  }
+}
+
+/* --------------------------------------------------------------- drainer */
+
+static void drainer_stop(hy_server_t *s) {
+  hy__lock(&s->dlock);
+  s->dstop = 1;
+  if (s->dwait && hy__wait_claim(s->dwait, 0))
+    hy__wait_wake(s->dwait);
+  hy__unlock(&s->dlock);
+}
+
+/* Waits, without being cancellable, until every connection has been
+ * released or the deadline passed.  Returns 1 if none is left. */
+static int wait_conns(hy_server_t *s, int64_t deadline) {
+  hy__wait w;
+  atomic_init(&w.state, HY__WAITING);
+  w.result = 0;
+  w.rt = s->rt;
+  w.task = hy__task_current(s->rt);
+  hy__lock(&s->dlock);
+  if (s->nconns == 0) {
+    hy__unlock(&s->dlock);
+    return 1;
+  }
+  s->cwait = &w;
+  hy__unlock(&s->dlock);
+  int st = hy__wait_park(&w, deadline);
+  hy__lock(&s->dlock);
+  s->cwait = NULL;
+  int none = s->nconns == 0;
+  hy__unlock(&s->dlock);
+  (void)st;
+  return none;
+}
+
+static void *drainer(void *arg) {
+  hy_server_t *s = arg;
+  hy__wait w;
+  int cancelled = 1;
+  if (hy__wait_init(&w, s->rt) == 0) {
+    hy__lock(&s->dlock);
+    if (s->dstop) {
+      hy__wait_claim(&w, 0);
+      hy__unlock(&s->dlock);
+      cancelled = 0;
+    } else {
+      s->dwait = &w;
+      hy__unlock(&s->dlock);
+      cancelled = hy__wait_park(&w, HY_FOREVER) == HY__FIRED_CANCEL;
+      hy__lock(&s->dlock);
+      s->dwait = NULL;
+      hy__unlock(&s->dlock);
+    }
+    hy__wait_fini(&w);
+  }
+  if (cancelled && !atomic_load(&s->closing)) {
+    /* The runtime's cancel phase: its workers run until no task is left,
+     * so this task stays until the connections (closed by the phase hook,
+     * flushing what they had queued) are released - for at most `grace`,
+     * after which the rest are closed at once. */
+    if (!wait_conns(s, hy_deadline_in(s->rt->grace))) {
+      for (int i = 0; i < s->nw; i++) {
+        atomic_store(&s->w[i].graceful, 0);
+        post_to(&s->w[i], &s->w[i].close_pkt, close_pkt_done);
+      }
+      wait_conns(s, HY_FOREVER);
+    }
+  }
+  out_dec(s);
+  return NULL;
+}
+
+/* ----------------------------------------------------------------- public */
+
+static void srv_free(hy_server_t *s) {
+  if (s->fd != HY__BAD_SOCK)
+    hy__fd_close(s->fd);
+  for (int i = 0; i < s->nw; i++)
+    hy__mem_free(s->w[i].acc);
+  hy__mem_free(s->w);
+  if (s->conn_cache)
+    hy_cache_destroy(s->conn_cache);
+  if (s->buf_cache)
+    hy_cache_destroy(s->buf_cache);
+  hy__mem_free(s);
+}
+
+int hy_server_start(hy_runtime_t *rt, const hy_server_config_t *cfg,
+                    const hy_server_callbacks_t *cb, hy_server_t **out) {
+  if (!rt || !cfg || !out || cfg->size < sizeof *cfg)
+    return HY_EINVAL;
+  *out = NULL;
+  if (hy__phase(rt) != HY__PH_RUNNING)
+    return HY_ESHUTDOWN;
+  hy_server_t *s = hy__mem_calloc(1, sizeof *s);
+  if (!s)
+    return HY_ENOMEM;
+  s->rt = rt;
+  s->cfg = *cfg;
+  s->fd = HY__BAD_SOCK;
+  if (cb)
+    s->cb = *cb;
+  hy_server_config_t *g = &s->cfg;
+  if (g->pending_accepts <= 0)
+    g->pending_accepts = 4;
+  if (g->read_buffer_size == 0)
+    g->read_buffer_size = 16 * 1024;
+  if (g->read_buffer_size > (1u << 30))
+    g->read_buffer_size = 1u << 30;
+  if (g->max_output == 0)
+    g->max_output = 1024 * 1024;
+  int64_t shortest = 0;
+  int64_t t[3] = {g->idle_timeout, g->read_timeout, g->write_timeout};
+  for (int i = 0; i < 3; i++)
+    if (t[i] > 0 && (!shortest || t[i] < shortest))
+      shortest = t[i];
+  if (shortest) {
+    s->tick = shortest / 4;
+    if (s->tick < HY_MS(1))
+      s->tick = HY_MS(1);
+    if (s->tick > HY_MS(250))
+      s->tick = HY_MS(250);
+  }
+  s->nw = rt->nworkers ? rt->nworkers : 1;
+  int rc = HY_ENOMEM;
+  s->w = hy__mem_calloc((size_t)s->nw, sizeof *s->w);
+  if (!s->w)
+    goto fail;
+  for (int i = 0; i < s->nw; i++) {
+    srv_worker *sw = &s->w[i];
+    sw->srv = s;
+    sw->id = i;
+    sw->wk = &rt->workers[i];
+    sw->acc = hy__mem_calloc((size_t)g->pending_accepts, sizeof *sw->acc);
+    if (!sw->acc)
+      goto fail;
+    for (int k = 0; k < g->pending_accepts; k++)
+      sw->acc[k].sw = sw;
+  }
+  if ((rc = hy_cache_create("hydra.sconn", sizeof(hy_sconn_t), 64, NULL, NULL,
+                            NULL, 0, &s->conn_cache)) < 0 ||
+      (rc = hy_cache_create("hydra.sconn.rbuf", g->read_buffer_size, 64, NULL,
+                            NULL, NULL, 0, &s->buf_cache)) < 0)
+    goto fail;
+
+  hy_listen_opts_t lo = HY_LISTEN_OPTS_INIT;
+  lo.backlog = g->backlog;
+  lo.reuseport = g->reuseport;
+  int fam = hy__addr_family(&g->addr);
+  if (fam == HY_AF_UNSPEC) {
+    rc = HY_EINVAL;
+    goto fail;
+  }
+  int os = 0;
+  s->fd = hy__sock_open(fam, HY__SOCK_STREAM, &rc, &os);
+  if (s->fd == HY__BAD_SOCK)
+    goto fail;
+  if ((rc = hy__sock_set(s->fd, HY__OPT_REUSEADDR, 1, &os)) < 0 ||
+      (lo.reuseport &&
+       (rc = hy__sock_set(s->fd, HY__OPT_REUSEPORT, 1, &os)) < 0) ||
+      (rc = hy__sock_bind(s->fd, &g->addr, &os)) < 0 ||
+      (rc = hy__sock_listen(s->fd, g->backlog > 0 ? g->backlog : 511, &os)) <
+          0)
+    goto fail;
+  hy__sock_local(s->fd, &s->addr);
+
+  s->hook.fn = phase_hook;
+  s->hook.arg = s;
+  hy__phase_hook_add(rt, &s->hook);
+  hy_task_opts_t to = HY_TASK_OPTS_INIT;
+  to.name = "server-drain";
+  out_inc(s);
+  if (hy_task_spawn(rt, drainer, s, &to, NULL) < 0)
+    out_dec(s); /* the drain phase then does not wait for connections */
+  for (int i = 0; i < s->nw; i++)
+    if (accepts_on(s, i))
+      post_to(&s->w[i], &s->w[i].start_pkt, start_pkt_done);
+  *out = s;
+  return 0;
+fail:
+  srv_free(s);
+  return rc;
+}
+
+int hy_server_addr(hy_server_t *s, hy_addr_t *out) {
+  if (!s || !out)
+    return HY_EINVAL;
+  *out = s->addr;
+  return 0;
+}
+
+void *hy_server_user(hy_server_t *s) { return s ? s->cfg.user : NULL; }
+
+int hy_server_stop_accepting(hy_server_t *s) {
+  if (!s)
+    return HY_EINVAL;
+  if (!atomic_exchange(&s->stopping, 1))
+    for (int i = 0; i < s->nw; i++)
+      post_to(&s->w[i], &s->w[i].stop_pkt, stop_pkt_done);
+  return 0;
+}
+
+int hy_server_close(hy_server_t *s) {
+  if (!s)
+    return HY_EINVAL;
+  hy_runtime_t *rt = s->rt;
+  hy__worker *me = hy__worker_current(rt);
+  if (me && !me->current)
+    return HY_EINVAL; /* from a callback: it would wait for itself */
+  hy__phase_hook_remove(rt, &s->hook);
+  atomic_store(&s->closing, 1);
+  drainer_stop(s);
+  int posted = 0;
+  if (hy__phase(rt) < HY__PH_FINALIZE)
+    for (int i = 0; i < s->nw; i++)
+      if (post_to(&s->w[i], &s->w[i].close_pkt, close_pkt_done) == 0)
+        posted++;
+  hy__wait w;
+  int rc = posted ? hy__wait_init(&w, rt) : -1;
+  if (rc == HY_ECANCELED) {
+    /* A cancelled task may not park: wait as a plain wait instead. */
+    atomic_init(&w.state, HY__WAITING);
+    w.result = 0;
+    w.rt = rt;
+    w.task = hy__task_current(rt);
+    rc = 0;
+  }
+  hy__lock(&s->lock);
+  if (rc == 0 && s->outstanding > 0) {
+    s->closer = &w;
+    hy__unlock(&s->lock);
+    hy__wait_park(&w, HY_FOREVER);
+    hy__lock(&s->lock);
+    s->closer = NULL;
+  } else if (rc == 0) {
+    hy__wait_claim(&w, 0);
+  }
+  if (rc == 0)
+    hy__wait_fini(&w);
+  /* Workers gone (the runtime shut down) with operations still owed: the
+   * last completion, dispatched when the runtime closes, frees the server. */
+  int orphan = s->outstanding > 0;
+  s->orphan = orphan;
+  hy__unlock(&s->lock);
+  if (!orphan)
+    srv_free(s);
+  return 0;
+}
+
+int hy_server_stats(hy_server_t *s, hy_server_stats_t *o) {
+  if (!s || !o || o->size < sizeof *o)
+    return HY_EINVAL;
+#define LD(f) atomic_load_explicit(&s->f, memory_order_relaxed)
+  o->accepted = LD(accepted);
+  o->refused = LD(refused);
+  o->over_limit = LD(over_limit);
+  o->accept_errors = LD(accept_errors);
+  o->backoffs = LD(backoffs);
+  o->closed = LD(closed);
+  o->timeouts = LD(timeouts);
+  o->bytes_in = LD(bytes_in);
+  o->bytes_out = LD(bytes_out);
+  o->live = (uint64_t)atomic_load(&s->live);
+#undef LD
+  return 0;
+}

@@ -1,0 +1,291 @@
+/* linux/sock.c - the socket calls of net/sock.h on Linux (BSD sockets).
+ * errno becomes a HY_E* code here and nowhere else in the net layer. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "hydra/error.h"
+#include "net/sock.h"
+
+_Static_assert(sizeof(struct sockaddr_in6) <= sizeof(((hy_addr_t *)0)->sa.raw),
+               "hy_addr_t holds a sockaddr_in6");
+
+static int fail(int *os) {
+  int e = errno;
+  if (os)
+    *os = e;
+  return hy_translate_errno(e);
+}
+
+intptr_t hy__sock_open(int family, int type, int *err, int *os) {
+  int af = family == HY_AF_INET6 ? AF_INET6 : AF_INET;
+  int ty = type == HY__SOCK_DGRAM ? SOCK_DGRAM : SOCK_STREAM;
+  int fd = socket(af, ty | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    *err = fail(os);
+    return HY__BAD_SOCK;
+  }
+  *err = 0;
+  return fd;
+}
+
+void hy__fd_close(intptr_t fd) { close((int)fd); }
+
+void hy__fd_close_reset(intptr_t fd) {
+  struct linger lg = {1, 0};
+  setsockopt((int)fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  close((int)fd);
+}
+
+int hy__sock_bind(intptr_t fd, const hy_addr_t *a, int *os) {
+  if (bind((int)fd, (const struct sockaddr *)a->sa.raw, a->len) < 0)
+    return fail(os);
+  return 0;
+}
+
+int hy__sock_listen(intptr_t fd, int backlog, int *os) {
+  if (listen((int)fd, backlog) < 0)
+    return fail(os);
+  return 0;
+}
+
+int hy__sock_connect_now(intptr_t fd, const hy_addr_t *a, int *os) {
+  if (connect((int)fd, (const struct sockaddr *)a->sa.raw, a->len) < 0)
+    return fail(os);
+  return 0;
+}
+
+int hy__sock_local(intptr_t fd, hy_addr_t *out) {
+  socklen_t len = sizeof out->sa.raw;
+  memset(out, 0, sizeof *out);
+  if (getsockname((int)fd, (struct sockaddr *)out->sa.raw, &len) < 0)
+    return fail(NULL);
+  out->len = len;
+  return 0;
+}
+
+int hy__sock_peer(intptr_t fd, hy_addr_t *out) {
+  socklen_t len = sizeof out->sa.raw;
+  memset(out, 0, sizeof *out);
+  if (getpeername((int)fd, (struct sockaddr *)out->sa.raw, &len) < 0)
+    return fail(NULL);
+  out->len = len;
+  return 0;
+}
+
+int hy__sock_shutdown_write(intptr_t fd, int *os) {
+  if (shutdown((int)fd, SHUT_WR) < 0)
+    return fail(os);
+  return 0;
+}
+
+static int opt_of(int opt, int *level, int *name) {
+  switch (opt) {
+  case HY__OPT_REUSEADDR: *level = SOL_SOCKET; *name = SO_REUSEADDR; return 0;
+  case HY__OPT_REUSEPORT: *level = SOL_SOCKET; *name = SO_REUSEPORT; return 0;
+  case HY__OPT_V6ONLY: *level = IPPROTO_IPV6; *name = IPV6_V6ONLY; return 0;
+  case HY__OPT_NODELAY: *level = IPPROTO_TCP; *name = TCP_NODELAY; return 0;
+  case HY__OPT_KEEPALIVE: *level = SOL_SOCKET; *name = SO_KEEPALIVE; return 0;
+  case HY__OPT_KEEPIDLE: *level = IPPROTO_TCP; *name = TCP_KEEPIDLE; return 0;
+  case HY__OPT_RCVBUF: *level = SOL_SOCKET; *name = SO_RCVBUF; return 0;
+  case HY__OPT_SNDBUF: *level = SOL_SOCKET; *name = SO_SNDBUF; return 0;
+  default: return HY_EINVAL;
+  }
+}
+
+int hy__sock_set(intptr_t fd, int opt, int value, int *os) {
+  int level, name;
+  if (opt_of(opt, &level, &name) < 0)
+    return HY_EINVAL;
+  if (setsockopt((int)fd, level, name, &value, sizeof value) < 0)
+    return fail(os);
+  return 0;
+}
+
+int hy__sock_get(intptr_t fd, int opt, int *value) {
+  int level, name;
+  if (opt_of(opt, &level, &name) < 0)
+    return HY_EINVAL;
+  socklen_t len = sizeof *value;
+  if (getsockopt((int)fd, level, name, value, &len) < 0)
+    return fail(NULL);
+  return 0;
+}
+
+int hy__sock_readable(intptr_t fd) {
+  struct pollfd p = {(int)fd, POLLIN, 0};
+  int n = poll(&p, 1, 0);
+  return n > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR | POLLRDHUP)) != 0;
+}
+
+uint32_t hy__sock_flag_trunc(void) { return MSG_TRUNC; }
+uint32_t hy__sock_flag_nosignal(void) { return MSG_NOSIGNAL; }
+
+int hy__sock_getaddrinfo(const char *host, int port, int family,
+                         hy_addr_t *out, int max) {
+  struct addrinfo hints, *res = NULL;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = family == HY_AF_INET    ? AF_INET
+                    : family == HY_AF_INET6 ? AF_INET6
+                                            : AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  char serv[16];
+  snprintf(serv, sizeof serv, "%d", port);
+  int rc = getaddrinfo(host, serv, &hints, &res);
+  if (rc != 0) {
+    switch (rc) {
+    case EAI_MEMORY: return HY_ENOMEM;
+    case EAI_AGAIN: return HY_EAGAIN;
+    case EAI_SYSTEM: return hy_translate_errno(errno);
+    default: return HY_ENOENT;
+    }
+  }
+  int n = 0;
+  for (struct addrinfo *ai = res; ai && n < max; ai = ai->ai_next) {
+    if (ai->ai_addrlen > sizeof out[n].sa.raw ||
+        (ai->ai_family != AF_INET && ai->ai_family != AF_INET6))
+      continue;
+    memset(&out[n], 0, sizeof out[n]);
+    memcpy(out[n].sa.raw, ai->ai_addr, ai->ai_addrlen);
+    out[n].len = (uint32_t)ai->ai_addrlen;
+    n++;
+  }
+  freeaddrinfo(res);
+  return n ? n : HY_ENOENT;
+}
+
+/* ------------------------------------------------------------ addresses */
+
+int hy__addr_family(const hy_addr_t *a) {
+  if (!a || a->len < sizeof(sa_family_t))
+    return HY_AF_UNSPEC;
+  sa_family_t f;
+  memcpy(&f, a->sa.raw, sizeof f);
+  if (f == AF_INET && a->len >= sizeof(struct sockaddr_in))
+    return HY_AF_INET;
+  if (f == AF_INET6 && a->len >= sizeof(struct sockaddr_in6))
+    return HY_AF_INET6;
+  return HY_AF_UNSPEC;
+}
+
+int hy__addr_port(const hy_addr_t *a) {
+  switch (hy__addr_family(a)) {
+  case HY_AF_INET: {
+    struct sockaddr_in s;
+    memcpy(&s, a->sa.raw, sizeof s);
+    return ntohs(s.sin_port);
+  }
+  case HY_AF_INET6: {
+    struct sockaddr_in6 s;
+    memcpy(&s, a->sa.raw, sizeof s);
+    return ntohs(s.sin6_port);
+  }
+  default:
+    return -1;
+  }
+}
+
+int hy__addr_set_port(hy_addr_t *a, int port) {
+  if (port < 0 || port > 65535)
+    return HY_EINVAL;
+  uint16_t p = htons((uint16_t)port);
+  switch (hy__addr_family(a)) {
+  case HY_AF_INET:
+    memcpy(a->sa.raw + offsetof(struct sockaddr_in, sin_port), &p, 2);
+    return 0;
+  case HY_AF_INET6:
+    memcpy(a->sa.raw + offsetof(struct sockaddr_in6, sin6_port), &p, 2);
+    return 0;
+  default:
+    return HY_EINVAL;
+  }
+}
+
+int hy__addr_from_ip(const char *ip, int family, int port, hy_addr_t *a) {
+  memset(a, 0, sizeof *a);
+  if (port < 0 || port > 65535)
+    return HY_EINVAL;
+  if (family == HY_AF_INET) {
+    struct sockaddr_in s;
+    memset(&s, 0, sizeof s);
+    s.sin_family = AF_INET;
+    s.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, ip, &s.sin_addr) != 1)
+      return HY_EINVAL;
+    memcpy(a->sa.raw, &s, sizeof s);
+    a->len = sizeof s;
+    return 0;
+  }
+  if (family == HY_AF_INET6) {
+    struct sockaddr_in6 s;
+    memset(&s, 0, sizeof s);
+    s.sin6_family = AF_INET6;
+    s.sin6_port = htons((uint16_t)port);
+    char tmp[64];
+    const char *pct = strchr(ip, '%');
+    if (pct) { /* a scope: fe80::1%eth0 or %2 */
+      size_t n = (size_t)(pct - ip);
+      if (n >= sizeof tmp)
+        return HY_EINVAL;
+      memcpy(tmp, ip, n);
+      tmp[n] = 0;
+      char *end;
+      unsigned long id = strtoul(pct + 1, &end, 10);
+      if (*end || end == pct + 1) {
+        id = if_nametoindex(pct + 1);
+        if (!id)
+          return HY_EINVAL;
+      }
+      s.sin6_scope_id = (uint32_t)id;
+      ip = tmp;
+    }
+    if (inet_pton(AF_INET6, ip, &s.sin6_addr) != 1)
+      return HY_EINVAL;
+    memcpy(a->sa.raw, &s, sizeof s);
+    a->len = sizeof s;
+    return 0;
+  }
+  return HY_EINVAL;
+}
+
+int hy__addr_ip(const hy_addr_t *a, char *buf, size_t cap) {
+  char tmp[INET6_ADDRSTRLEN + 16];
+  switch (hy__addr_family(a)) {
+  case HY_AF_INET: {
+    struct sockaddr_in s;
+    memcpy(&s, a->sa.raw, sizeof s);
+    inet_ntop(AF_INET, &s.sin_addr, tmp, sizeof tmp);
+    break;
+  }
+  case HY_AF_INET6: {
+    struct sockaddr_in6 s;
+    memcpy(&s, a->sa.raw, sizeof s);
+    inet_ntop(AF_INET6, &s.sin6_addr, tmp, sizeof tmp);
+    if (s.sin6_scope_id) {
+      size_t n = strlen(tmp);
+      snprintf(tmp + n, sizeof tmp - n, "%%%u", (unsigned)s.sin6_scope_id);
+    }
+    break;
+  }
+  default:
+    return HY_EINVAL;
+  }
+  size_t n = strlen(tmp);
+  if (n + 1 > cap)
+    return HY_ENOBUFS;
+  memcpy(buf, tmp, n + 1);
+  return (int)n;
+}
