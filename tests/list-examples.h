@@ -2,4 +2,5 @@
 #ifndef _WIN32
 TEST(example_hello, T_BACKEND)
 TEST(example_worker_pool, T_BACKEND)
+TEST(example_game_loop, T_BACKEND)
 #endif

@@ -42,3 +42,19 @@ TEST_IMPL(example_worker_pool) {
   ASSERT(strstr(out, "usage:") != NULL);
   return 0;
 }
+
+TEST_IMPL(example_game_loop) {
+  char out[8192];
+  ASSERT_EQ(run_example("game_loop 40", out, sizeof out), 0);
+  fprintf(stderr, "%s", out);
+  ASSERT(strstr(out, "40 frames: mean") != NULL);
+  ASSERT(strstr(out, "physics steps 40, bot moves 10, datagrams sent 40, "
+                     "received 40") != NULL);
+  /* The variant that waits on the runtime's OS handle between frames. */
+  ASSERT_EQ(run_example("game_loop 30 --os-handle", out, sizeof out), 0);
+  fprintf(stderr, "%s", out);
+  ASSERT(strstr(out, "polling the runtime's OS handle") != NULL);
+  ASSERT(strstr(out, "physics steps 30, bot moves 8, datagrams sent 30, "
+                     "received 30") != NULL);
+  return 0;
+}
