@@ -202,3 +202,48 @@ int hy__wait_rc(const hy__wait *w) {
     return HY_ECANCELED;
   return w->result;
 }
+
+/* ------------------------------------------------------- quiet waits */
+
+int hy__wait_init_quiet(hy__wait *w, hy_runtime_t *rt) {
+  atomic_init(&w->state, HY__WAITING);
+  w->result = 0;
+  w->rt = rt;
+  w->task = rt ? hy__task_current(rt) : NULL;
+  if (!w->task) {
+    hy__osev_init(&w->ev);
+    return 0;
+  }
+  if (atomic_load_explicit(&w->task->cancelled, memory_order_acquire))
+    return HY_ECANCELED;
+  return 0;
+}
+
+void hy__wait_publish(hy__wait *w) {
+  hy__task *t = w->task;
+  if (!t)
+    return;
+  hy__lock(&t->lock);
+  if (atomic_load(&t->cancelled)) {
+    if (hy__wait_claim(w, HY__FIRED_CANCEL))
+      hy__wait_wake(w);
+  } else {
+    t->cur_wait = w;
+  }
+  hy__unlock(&t->lock);
+}
+
+uint32_t hy__wait_rand(hy__wait *w) {
+  uint64_t x;
+  if (w->task) {
+    hy__worker *wk = w->task->worker;
+    x = wk->rng ? wk->rng : ((uint64_t)(uintptr_t)wk | 1) * 0x9E3779B97F4A7C15ull;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    wk->rng = x;
+  } else {
+    x = ((uint64_t)hy_now() ^ (uint64_t)(uintptr_t)w) * 0x9E3779B97F4A7C15ull;
+  }
+  return (uint32_t)(x >> 32);
+}

@@ -103,6 +103,25 @@ typedef struct hy__waiter {
  * cancel (nothing was set up then). */
 int hy__wait_init(hy__wait *w, hy_runtime_t *rt);
 
+/* Like hy__wait_init, but a cancel cannot claim the wait yet: for callers
+ * that first try to complete at once, under object locks, and only then
+ * decide to block (select, channel operations).  Returns 0, or HY_ECANCELED
+ * if the calling task already has a pending cancel.  Until
+ * hy__wait_publish, nobody but an object the wait is queued on can claim
+ * it; an owner that completes at once just calls hy__wait_fini.
+ * (Extension: existing users of hy__wait_init are unaffected.) */
+int hy__wait_init_quiet(hy__wait *w, hy_runtime_t *rt);
+
+/* Makes a quiet wait visible to hy_task_cancel, after its waiters are
+ * queued and the object locks dropped, just before hy__wait_park.  If the
+ * task was cancelled in between, claims the wait as HY__FIRED_CANCEL (the
+ * park then returns at once) unless an object claimed it first. */
+void hy__wait_publish(hy__wait *w);
+
+/* A cheap pseudo-random number for fair choices (select's starting arm):
+ * per worker state when called on a worker, clock-derived otherwise. */
+uint32_t hy__wait_rand(hy__wait *w);
+
 /* Ends a wait.  pre: the wait is claimed and no wake is outstanding:
  * either hy__wait_park returned, or the owner claimed the wait itself
  * (an arm it found ready at once: no wake comes then, so it must not park).
