@@ -38,11 +38,21 @@ static intptr_t join(hy_runtime_t *rt, hy_task_t t) {
   return (intptr_t)r;
 }
 
+/* Tasks and threads draw random numbers from their own state (splitmix64),
+ * seeded from test_rand() by the test's main thread: test_rand() itself is
+ * not thread-safe. */
+static uint64_t rnd(uint64_t *s) {
+  uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
 /* A short random pause for stress tests: a yield, a tiny sleep, or none. */
-static void jitter(hy_runtime_t *rt) {
-  switch (test_rand() % 8) {
+static void jitter(hy_runtime_t *rt, uint64_t *seed) {
+  switch (rnd(seed) % 8) {
   case 0: hy_yield(rt); break;
-  case 1: hy_sleep(rt, HY_US(test_rand() % 50)); break;
+  case 1: hy_sleep(rt, HY_US(rnd(seed) % 50)); break;
   default: break;
   }
 }
@@ -200,6 +210,7 @@ typedef struct {
   hy_chan_t *a, *b;
   int n;
   atomic_int *taken; /* elements taken by the receiver so far */
+  uint64_t seed;
 } pp_t;
 
 static void *pp_echo(void *p) {
@@ -228,7 +239,7 @@ static void *pp_drive(void *p) {
 static void *rdv_recv(void *p) {
   pp_t *x = p;
   for (int i = 0; i < x->n; i++) {
-    if (test_rand() % 4 == 0)
+    if (rnd(&x->seed) % 4 == 0)
       hy_sleep(x->rt, HY_US(100));
     int v;
     ASSERT_OK(hy_chan_recv(x->a, &v));
@@ -248,7 +259,7 @@ TEST_IMPL(chan_rendezvous) {
   ASSERT_ERR(hy_chan_try_recv(a, &v), HY_EAGAIN);
   ASSERT_EQ(hy_chan_len(a), 0);
 
-  pp_t x = {rt, a, b, 20000, NULL};
+  pp_t x = {rt, a, b, 20000, NULL, test_rand()};
   hy_task_t t1 = spawn(rt, pp_echo, &x);
   hy_task_t t2 = spawn(rt, pp_drive, &x);
   join(rt, t1);
@@ -258,7 +269,7 @@ TEST_IMPL(chan_rendezvous) {
    * from the foreign thread, each send is matched by a completed recv
    * before the next one starts. */
   atomic_int taken = 0;
-  pp_t y = {rt, a, b, 300, &taken};
+  pp_t y = {rt, a, b, 300, &taken, test_rand()};
   hy_task_t t3 = spawn(rt, rdv_recv, &y);
   for (int i = 0; i < y.n; i++) {
     ASSERT_OK(hy_chan_send(a, &i));
@@ -567,6 +578,7 @@ typedef struct {
   hy_chan_t *c;
   int n, id;
   uint64_t sum;
+  uint64_t seed;
 } ft_t;
 
 static void *ft_send_thread(void *p) {
@@ -600,7 +612,7 @@ static void *ft_select_thread(void *p) {
     uint64_t v;
     hy_arm_t a[3] = {hy_when(open & 1, hy_arm_recv(cs[0], &v)),
                      hy_when(open & 2, hy_arm_recv(cs[1], &v)),
-                     hy_arm_timeout(HY_MS(test_rand() % 3))};
+                     hy_arm_timeout(HY_MS(rnd(&x->seed) % 3))};
     int i = hy_select(x->rt, a, 3);
     ASSERT_GE(i, 0);
     if (i == 2)
@@ -625,12 +637,12 @@ TEST_IMPL(chan_foreign_threads) {
   ft_t fs[T], fr[3];
   hy_task_t tr[2];
   for (int i = 0; i < 3; i++)
-    fr[i] = (ft_t){rt, c, 0, 0, 0};
+    fr[i] = (ft_t){rt, c, 0, 0, 0, test_rand()};
   tr[0] = spawn(rt, ft_recv_any, &fr[0]);
   tr[1] = spawn(rt, ft_recv_any, &fr[1]);
   ASSERT_EQ(pthread_create(&th[T], NULL, ft_recv_any, &fr[2]), 0);
   for (int i = 0; i < T; i++) {
-    fs[i] = (ft_t){rt, c, N, i, 0};
+    fs[i] = (ft_t){rt, c, N, i, 0, test_rand()};
     ASSERT_EQ(pthread_create(&th[i], NULL, ft_send_thread, &fs[i]), 0);
   }
   uint64_t sent = 0;
@@ -649,14 +661,14 @@ TEST_IMPL(chan_foreign_threads) {
   /* Task senders, a foreign thread selecting over two channels. */
   hy_chan_t *cs[2] = {new_chan(rt, sizeof(uint64_t), 0),
                       new_chan(rt, sizeof(uint64_t), 4)};
-  ft_t sel = {rt, (hy_chan_t *)cs, 0, 0, 0};
+  ft_t sel = {rt, (hy_chan_t *)cs, 0, 0, 0, test_rand()};
   pthread_t st;
   ASSERT_EQ(pthread_create(&st, NULL, ft_select_thread, &sel), 0);
   ft_t ts[4];
   hy_task_t tt[4];
   sent = 0;
   for (int i = 0; i < 4; i++) {
-    ts[i] = (ft_t){rt, cs[i % 2], N, i, 0};
+    ts[i] = (ft_t){rt, cs[i % 2], N, i, 0, test_rand()};
     tt[i] = spawn(rt, ft_send_thread, &ts[i]);
   }
   for (int i = 0; i < 4; i++) {
@@ -848,6 +860,7 @@ typedef struct {
   atomic_uchar *seen;
   atomic_int *got;
   int64_t forwarded, timeouts;
+  uint64_t seed;
 } sc_t;
 
 /* Producers send each element through a select over send arms on all the
@@ -860,7 +873,7 @@ static void *sc_produce(void *p) {
       hy_arm_t a[SC_CHANS + 1];
       for (int k = 0; k < SC_CHANS; k++)
         a[k] = hy_arm_send(x->in[k], &v);
-      a[SC_CHANS] = hy_arm_timeout(HY_US(test_rand() % 200));
+      a[SC_CHANS] = hy_arm_timeout(HY_US(rnd(&x->seed) % 200));
       int r = hy_select(x->rt, a, SC_CHANS + 1);
       ASSERT_GE(r, 0);
       if (r == SC_CHANS) {
@@ -871,7 +884,7 @@ static void *sc_produce(void *p) {
       break;
     }
     if (i % 64 == 0)
-      jitter(x->rt);
+      jitter(x->rt, &x->seed);
   }
   return NULL;
 }
@@ -894,12 +907,12 @@ static void *sc_consume(void *p) {
     for (int k = 0; k < SC_CHANS; k++)
       a[k] = hy_when(!holding && (open >> k & 1), hy_arm_recv(x->in[k], &v));
     a[SC_CHANS] = hy_when(holding, hy_arm_send(x->out, &hand));
-    a[SC_CHANS + 1] = hy_arm_timeout(HY_US(test_rand() % 300));
+    a[SC_CHANS + 1] = hy_arm_timeout(HY_US(rnd(&x->seed) % 300));
     int r = hy_select(x->rt, a, SC_CHANS + 2);
     ASSERT_GE(r, 0);
     if (r == SC_CHANS + 1) {
       x->timeouts++;
-      if (holding && test_rand() % 2) { /* give up forwarding: keep it */
+      if (holding && rnd(&x->seed) % 2) { /* give up forwarding: keep it */
         mark(x, hand);
         holding = 0;
       }
@@ -916,7 +929,7 @@ static void *sc_consume(void *p) {
       continue;
     }
     ASSERT_OK(a[r].result);
-    if (test_rand() % 4 == 0) {
+    if (rnd(&x->seed) % 4 == 0) {
       hand = v;
       holding = 1;
     } else {
@@ -933,7 +946,7 @@ static void *sc_out_reader(void *p) {
   while ((rc = hy_chan_recv(x->out, &v)) == 0) {
     mark(x, v);
     x->forwarded++;
-    jitter(x->rt);
+    jitter(x->rt, &x->seed);
   }
   ASSERT_ERR(rc, HY_ECLOSED);
   return NULL;
@@ -948,14 +961,14 @@ TEST_IMPL(select_contention_counts_every_element) {
   atomic_int got = 0;
   sc_t pr[SC_PROD], co[SC_CONS], rd;
   hy_task_t tp[SC_PROD], tc[SC_CONS], trd;
-  rd = (sc_t){rt, in, out, 0, seen, &got, 0, 0};
+  rd = (sc_t){rt, in, out, 0, seen, &got, 0, 0, test_rand()};
   trd = spawn(rt, sc_out_reader, &rd);
   for (int i = 0; i < SC_CONS; i++) {
-    co[i] = (sc_t){rt, in, out, i, seen, &got, 0, 0};
+    co[i] = (sc_t){rt, in, out, i, seen, &got, 0, 0, test_rand()};
     tc[i] = spawn(rt, sc_consume, &co[i]);
   }
   for (int i = 0; i < SC_PROD; i++) {
-    pr[i] = (sc_t){rt, in, out, i, seen, &got, 0, 0};
+    pr[i] = (sc_t){rt, in, out, i, seen, &got, 0, 0, test_rand()};
     tp[i] = spawn(rt, sc_produce, &pr[i]);
   }
   for (int i = 0; i < SC_PROD; i++)
@@ -988,6 +1001,7 @@ typedef struct {
   hy_chan_t *c, *d;
   int rc, arm;
   uint32_t v;
+  uint64_t seed;
 } cr_t;
 
 static void *cr_select(void *p) {
@@ -1001,8 +1015,8 @@ static void *cr_select(void *p) {
 
 static void *cr_send(void *p) {
   cr_t *x = p;
-  jitter(x->rt);
-  x->rc = hy_chan_send_until(x->c, &x->v, hy_deadline_in(HY_US(test_rand() % 400)));
+  jitter(x->rt, &x->seed);
+  x->rc = hy_chan_send_until(x->c, &x->v, hy_deadline_in(HY_US(rnd(&x->seed) % 400)));
   return NULL;
 }
 
@@ -1012,8 +1026,8 @@ TEST_IMPL(select_cancel_takes_nothing) {
   hy_chan_t *d = new_chan(rt, 4, 1);
   int fired = 0, cancelled = 0;
   for (int round = 0; round < 400; round++) {
-    cr_t rx = {rt, c, d, 0, 0, 0};
-    cr_t tx = {rt, c, d, 0, 0, (uint32_t)round + 1};
+    cr_t rx = {rt, c, d, 0, 0, 0, test_rand()};
+    cr_t tx = {rt, c, d, 0, 0, (uint32_t)round + 1, test_rand()};
     hy_task_t tr = spawn(rt, cr_select, &rx);
     hy_task_t ts = spawn(rt, cr_send, &tx);
     if (test_rand() % 2)
@@ -1105,20 +1119,21 @@ typedef struct {
   int n;
   int64_t sum;
   int count;
+  uint64_t seed;
 } rs_t;
 
 static void *rs_sender(void *p) {
   rs_t *x = p;
   for (int i = 1; i <= x->n; i++) {
     int64_t v = i;
-    hy_chan_t *c = x->cs[test_rand() % 2];
+    hy_chan_t *c = x->cs[rnd(&x->seed) % 2];
     int rc;
-    while ((rc = hy_chan_send_until(c, &v, hy_deadline_in(HY_US(test_rand() % 100)))) ==
+    while ((rc = hy_chan_send_until(c, &v, hy_deadline_in(HY_US(rnd(&x->seed) % 100)))) ==
            HY_ETIMEDOUT)
       ;
     ASSERT_OK(rc);
     x->sum += v;
-    jitter(x->rt);
+    jitter(x->rt, &x->seed);
   }
   return NULL;
 }
@@ -1130,13 +1145,13 @@ static void *rs_receiver(void *p) {
     int64_t v = 0;
     hy_arm_t a[3] = {hy_when(open & 1, hy_arm_recv(x->cs[0], &v)),
                      hy_when(open & 2, hy_arm_recv(x->cs[1], &v)),
-                     test_rand() % 2 ? hy_arm_else()
-                                     : hy_arm_timeout(HY_US(test_rand() % 100))};
+                     rnd(&x->seed) % 2 ? hy_arm_else()
+                                     : hy_arm_timeout(HY_US(rnd(&x->seed) % 100))};
     int r = hy_select(x->rt, a, 3);
     ASSERT_GE(r, 0);
     if (r == 2) {
       ASSERT_EQ(v, 0); /* the else/delay took nothing */
-      jitter(x->rt);
+      jitter(x->rt, &x->seed);
       continue;
     }
     if (a[r].result == HY_ECLOSED) {
@@ -1157,11 +1172,11 @@ TEST_IMPL(select_random_stress) {
   rs_t s[S], r[R];
   hy_task_t ts[S], tr[R];
   for (int i = 0; i < R; i++) {
-    r[i] = (rs_t){rt, cs, 0, 0, 0};
+    r[i] = (rs_t){rt, cs, 0, 0, 0, test_rand()};
     tr[i] = spawn(rt, rs_receiver, &r[i]);
   }
   for (int i = 0; i < S; i++) {
-    s[i] = (rs_t){rt, cs, N, 0, 0};
+    s[i] = (rs_t){rt, cs, N, 0, 0, test_rand()};
     ts[i] = spawn(rt, rs_sender, &s[i]);
   }
   int64_t sent = 0, got = 0;
