@@ -28,7 +28,7 @@ struct hy_chan {
   size_t head, len; /* ring: elements [head, head + len) modulo cap */
   hy__waitq sendq, recvq;
   hy_runtime_t *rt;
-  atomic_size_t refs;
+  size_t refs; /* under lock: the owners' references + blocked calls */
   unsigned char *ring;
 };
 
@@ -137,19 +137,29 @@ int hy_chan_new(hy_runtime_t *rt, size_t elem_size, size_t capacity,
   c->cap = capacity;
   c->rt = rt;
   c->ring = (unsigned char *)c + head;
-  atomic_init(&c->refs, 1);
+  c->refs = 1;
   *out = c;
   return 0;
 }
 
+/* The count lives under the lock, so that a blocking call, which holds the
+ * lock anyway to queue and unqueue itself, counts itself for free. */
 hy_chan_t *hy_chan_retain(hy_chan_t *c) {
-  if (c)
-    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+  if (c) {
+    hy__lock(&c->lock);
+    c->refs++;
+    hy__unlock(&c->lock);
+  }
   return c;
 }
 
 void hy_chan_release(hy_chan_t *c) {
-  if (c && atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
+  if (!c)
+    return;
+  hy__lock(&c->lock);
+  int last = --c->refs == 0;
+  hy__unlock(&c->lock);
+  if (last)
     hy__mem_free(c);
 }
 
@@ -210,16 +220,18 @@ static int chan_op(hy_chan_t *c, void *buf, int send, hy_time_t deadline,
   wr.arm = 0;
   wr.buf = buf;
   hy__waitq_push(send ? &c->sendq : &c->recvq, &wr);
-  hy_chan_retain(c); /* the channel outlives this wait */
+  c->refs++; /* the channel outlives this wait */
   hy__unlock(&c->lock);
   hy__wait_publish(&w);
   hy__wait_park(&w, deadline);
   hy__lock(&c->lock);
   hy__waitq_remove(send ? &c->sendq : &c->recvq, &wr);
+  int last = --c->refs == 0;
   hy__unlock(&c->lock);
   rc = hy__wait_rc(&w);
   hy__wait_fini(&w);
-  hy_chan_release(c);
+  if (last)
+    hy__mem_free(c);
   return rc;
 }
 
@@ -330,13 +342,8 @@ static const struct hy_awaitable recv_awaitable = {
 
 static hy_arm_t chan_arm(const struct hy_awaitable *ops, hy_chan_t *c,
                          void *buf) {
-  hy_arm_t a;
-  memset(&a, 0, sizeof a);
-  a.ops = ops;
-  a.obj = c;
-  a.buf = buf;
-  a.kind = HY_ARM_OBJECT;
-  a.guard = 1;
+  hy_arm_t a = {.ops = ops, .obj = c, .buf = buf, .kind = HY_ARM_OBJECT,
+                .guard = 1};
   return a;
 }
 

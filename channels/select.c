@@ -23,6 +23,10 @@
 #include "hydra/error.h"
 #include "runtime/wait.h"
 
+/* A delay arm's aux: its deadline field holds ns from when the select
+ * starts to wait (hy_arm_timeout), not an absolute time. */
+#define DELAY_RELATIVE 1
+
 static int is_object(const hy_arm_t *a) {
   return a->kind == HY_ARM_OBJECT || a->kind == HY_ARM_TERMINATE;
 }
@@ -126,7 +130,12 @@ static int select_impl(hy_runtime_t *rt, hy_arm_t *arms, int n, int ordered) {
       goto out;
     }
   }
-  int64_t deadline = delay >= 0 ? arms[delay].deadline : HY_FOREVER;
+  int64_t deadline = HY_FOREVER;
+  if (delay >= 0) {
+    deadline = arms[delay].deadline;
+    if (arms[delay].aux == DELAY_RELATIVE)
+      deadline = hy_deadline_in(deadline);
+  }
   if (els >= 0 || (delay >= 0 && deadline <= hy_now())) {
     hy__unlock_all(locks, nl);
     hy__wait_fini(&w);
@@ -188,20 +197,19 @@ int hy_select_ordered(hy_runtime_t *rt, hy_arm_t *arms, int n) {
 /* ------------------------------------------------- delay and else arms */
 
 hy_arm_t hy_arm_delay(hy_time_t deadline) {
-  hy_arm_t a;
-  memset(&a, 0, sizeof a);
-  a.kind = HY_ARM_DELAY;
-  a.deadline = deadline;
-  a.guard = 1;
+  hy_arm_t a = {.kind = HY_ARM_DELAY, .deadline = deadline, .guard = 1};
   return a;
 }
 
-hy_arm_t hy_arm_timeout(int64_t ns) { return hy_arm_delay(hy_deadline_in(ns)); }
+/* The clock is read only if the select has to wait: a select that finds
+ * an arm ready never pays for it. */
+hy_arm_t hy_arm_timeout(int64_t ns) {
+  hy_arm_t a = {.kind = HY_ARM_DELAY, .deadline = ns < 0 ? 0 : ns,
+                .aux = DELAY_RELATIVE, .guard = 1};
+  return a;
+}
 
 hy_arm_t hy_arm_else(void) {
-  hy_arm_t a;
-  memset(&a, 0, sizeof a);
-  a.kind = HY_ARM_ELSE;
-  a.guard = 1;
+  hy_arm_t a = {.kind = HY_ARM_ELSE, .guard = 1};
   return a;
 }

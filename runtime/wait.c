@@ -30,16 +30,16 @@ void hy__lock_slow(hy__lock_t *l) {
   }
 }
 
-static int lock_cmp(const void *a, const void *b) {
-  uintptr_t x = (uintptr_t) * (hy__lock_t *const *)a;
-  uintptr_t y = (uintptr_t) * (hy__lock_t *const *)b;
-  return x < y ? -1 : x > y;
-}
-
-/* Sorts in place; a select has a handful of arms, so insertion-sort cost is
- * nothing, but qsort keeps it short. */
+/* Insertion sort: a select has a handful of arms, and this runs on every
+ * select, where a qsort call costs more than the sorting. */
 void hy__lock_all(hy__lock_t **locks, int n) {
-  qsort(locks, (size_t)n, sizeof *locks, lock_cmp);
+  for (int i = 1; i < n; i++) {
+    hy__lock_t *l = locks[i];
+    int j = i;
+    for (; j > 0 && (uintptr_t)locks[j - 1] > (uintptr_t)l; j--)
+      locks[j] = locks[j - 1];
+    locks[j] = l;
+  }
   hy__lock_t *prev = NULL;
   for (int i = 0; i < n; i++) {
     if (locks[i] && locks[i] != prev)
@@ -145,9 +145,13 @@ void hy__wait_fini(hy__wait *w) {
     return;
   }
   hy__task *t = w->task;
+  /* Only the task itself writes cur_wait (under the lock, for cancels to
+   * read), so it can read it without the lock: after a park, or for a
+   * quiet wait never published, there is nothing to clear. */
+  if (t->cur_wait != w)
+    return;
   hy__lock(&t->lock);
-  if (t->cur_wait == w)
-    t->cur_wait = NULL;
+  t->cur_wait = NULL;
   hy__unlock(&t->lock);
 }
 

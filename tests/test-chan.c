@@ -798,6 +798,16 @@ TEST_IMPL(select_delay_never_early) {
     ASSERT_GE(hy_now(), d);
     ASSERT_LT(hy_now() - d, HY_SEC(2));
   }
+  /* A timeout counts from the call: never early either. */
+  for (int i = 0; i < 20; i++) {
+    int64_t ns = (int64_t)(test_rand() % (uint64_t)HY_MS(5));
+    hy_time_t t0 = hy_now();
+    hy_arm_t arms[2] = {hy_arm_timeout(ns), hy_arm_recv(c, &v)};
+    ASSERT_EQ(hy_select(rt, arms, 2), 0);
+    ASSERT_GE(hy_now() - t0, ns);
+  }
+  hy_arm_t neg[2] = {hy_arm_recv(c, &v), hy_arm_timeout(-5)};
+  ASSERT_EQ(hy_select(rt, neg, 2), 1);
   /* A delay in the past fires at once; a delay alone is a sleep. */
   hy_arm_t past[2] = {hy_arm_recv(c, &v), hy_arm_delay(0)};
   ASSERT_EQ(hy_select(rt, past, 2), 1);

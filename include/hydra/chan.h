@@ -135,7 +135,8 @@ hy_arm_t hy_arm_recv(hy_chan_t *c, void *out);
  * 0, or HY_ECLOSED on a closed channel. */
 hy_arm_t hy_arm_send(hy_chan_t *c, const void *elem);
 
-/* Ada's "or delay": fires at deadline / after ns, if nothing else did. */
+/* Ada's "or delay": fires at deadline, or ns after the select finds no arm
+ * ready (hy_arm_timeout reads the clock only then), if nothing else did. */
 hy_arm_t hy_arm_delay(hy_time_t deadline);
 hy_arm_t hy_arm_timeout(int64_t ns);
 
