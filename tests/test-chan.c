@@ -1209,3 +1209,108 @@ TEST_IMPL(select_random_stress) {
   close_rt(rt);
   return 0;
 }
+
+/* ------------------------------------ the supervisor loop of chan.h */
+
+enum { SV_WORKERS = 3, SV_FATAL = 15 };
+
+typedef struct {
+  hy_runtime_t *rt;
+  hy_chan_t *signals, *jobs, *work, *stop;
+  atomic_int active;
+  atomic_int beats[SV_WORKERS];
+  int dispatched, heartbeat_checks, done_jobs;
+  atomic_int worked;
+} sv_t;
+
+typedef struct {
+  sv_t *sv;
+  int id;
+} svw_t;
+
+static void *sv_worker(void *p) {
+  svw_t *w = p;
+  sv_t *sv = w->sv;
+  for (;;) {
+    int job;
+    hy_arm_t a[3] = {hy_arm_recv(sv->work, &job), hy_arm_recv(sv->stop, NULL),
+                     hy_arm_timeout(HY_MS(5))};
+    int i = hy_select(sv->rt, a, 3);
+    ASSERT_GE(i, 0);
+    atomic_fetch_add(&sv->beats[w->id], 1);
+    if (i == 1 || (i == 0 && a[0].result == HY_ECLOSED))
+      break; /* told to stop */
+    if (i == 0)
+      atomic_fetch_add(&sv->worked, 1);
+  }
+  atomic_fetch_sub(&sv->active, 1);
+  return NULL;
+}
+
+static void *sv_supervisor(void *p) {
+  sv_t *sv = p;
+  int shutting_down = 0;
+  for (;;) {
+    if (shutting_down && atomic_load(&sv->active) == 0)
+      break;
+    int sig, job;
+    hy_arm_t arms[] = {
+        hy_arm_recv(sv->signals, &sig),
+        hy_when(!shutting_down, hy_arm_recv(sv->jobs, &job)),
+        hy_arm_timeout(HY_MS(10)),
+    };
+    int i = hy_select(sv->rt, arms, 3);
+    ASSERT_GE(i, 0);
+    if (i == 0 && arms[0].result == 0 && sig == SV_FATAL && !shutting_down) {
+      shutting_down = 1;
+      ASSERT_OK(hy_chan_close(sv->stop)); /* tell the workers */
+    } else if (i == 1 && arms[1].result == 0) {
+      ASSERT_OK(hy_chan_send(sv->work, &job)); /* dispatch */
+      sv->dispatched++;
+    } else if (i == 2) {
+      sv->heartbeat_checks++;
+    }
+  }
+  return NULL;
+}
+
+TEST_IMPL(select_supervisor_loop) {
+  hy_runtime_t *rt = new_rt(2);
+  static sv_t sv;
+  sv.rt = rt;
+  sv.signals = new_chan(rt, sizeof(int), 4);
+  sv.jobs = new_chan(rt, sizeof(int), 16);
+  sv.work = new_chan(rt, sizeof(int), 0);
+  sv.stop = new_chan(rt, 0, 0);
+  atomic_store(&sv.active, SV_WORKERS);
+  svw_t w[SV_WORKERS];
+  hy_task_t tw[SV_WORKERS];
+  for (int i = 0; i < SV_WORKERS; i++) {
+    w[i] = (svw_t){&sv, i};
+    tw[i] = spawn(rt, sv_worker, &w[i]);
+  }
+  hy_task_t ts = spawn(rt, sv_supervisor, &sv);
+  for (int j = 0; j < 100; j++)
+    ASSERT_OK(hy_chan_send(sv.jobs, &j)); /* from this foreign thread */
+  while (hy_chan_len(sv.jobs) > 0)
+    hy_sleep(rt, HY_MS(1));
+  hy_sleep(rt, HY_MS(30)); /* a few heartbeat periods */
+  int sig = 1;                              /* not fatal: ignored */
+  ASSERT_OK(hy_chan_send(sv.signals, &sig));
+  sig = SV_FATAL;
+  ASSERT_OK(hy_chan_send(sv.signals, &sig));
+  join(rt, ts);
+  for (int i = 0; i < SV_WORKERS; i++) {
+    join(rt, tw[i]);
+    ASSERT_GT(atomic_load(&sv.beats[i]), 0);
+  }
+  ASSERT_EQ(sv.dispatched, 100);
+  ASSERT_EQ(atomic_load(&sv.worked), 100);
+  ASSERT_GT(sv.heartbeat_checks, 0);
+  hy_chan_release(sv.signals);
+  hy_chan_release(sv.jobs);
+  hy_chan_release(sv.work);
+  hy_chan_release(sv.stop);
+  close_rt(rt);
+  return 0;
+}

@@ -38,30 +38,34 @@
  * hydra/runtime.h; hub consumers, event receivers and connections in their
  * modules) and gated by a guard (Ada's `when Cond =>`):
  *
- *   // The supervisor loop of seed 002: work, heartbeats, a deadline, and
- *   // stop when the runtime shuts down.
+ *   // The supervisor of seed 002: read signals, or every 100 ms check on
+ *   // the workers' heartbeats; once shutting down, leave when no worker
+ *   // is left.
+ *   int shutting_down = 0;
  *   for (;;) {
+ *     if (shutting_down && !any_worker_active())
+ *       break;
+ *     sig_t sig;
  *     job_t job;
- *     hy_time_t beat;
  *     hy_arm_t arms[] = {
- *         hy_when(accepting, hy_arm_recv(jobs, &job)),
- *         hy_arm_recv(heartbeat, &beat),
- *         hy_arm_timeout(HY_SEC(5)),      // or delay
- *         // alternatives to the delay: hy_arm_else(), hy_arm_terminate(rt)
- *     };
+ *         hy_arm_recv(signals, &sig),              // Receiver.Read (Signal)
+ *         hy_when(!shutting_down, hy_arm_recv(jobs, &job)),  // when ... =>
+ *         hy_arm_timeout(HY_MS(100)),              // or delay 0.1
+ *     };  // instead of the delay: hy_arm_else() or hy_arm_terminate(rt)
  *     int i = hy_select(rt, arms, 3);
- *     if (i < 0)                      // HY_ECANCELED, HY_EINVAL, ...
+ *     if (i < 0)                                   // HY_ECANCELED, ...
  *       break;
- *     if (arms[i].result == HY_ECLOSED) // a channel arm saw a closed channel
- *       break;
- *     switch (i) {
- *     case 0: run(&job); break;
- *     case 1: note_alive(beat); break;
- *     case 2: report_missing_heartbeat(); break;
- *     }
+ *     if (i == 0 && arms[0].result == 0 && is_fatal(&sig) && !shutting_down) {
+ *       shutting_down = 1;
+ *       tell_workers_to_stop();
+ *     } else if (i == 1 && arms[1].result == 0) {
+ *       dispatch(&job);
+ *     } else if (i == 2) {
+ *       check_heartbeats();
+ *     }                      // result HY_ECLOSED: that channel has ended
  *   }
  *
- * Among arms ready at the same time the choice is uniform (a random start),
+ * Among arms ready at the same time the choice is uniform (a random order),
  * so a busy channel cannot starve another; hy_select_ordered prefers the
  * lowest ready index instead (Ada's ordered alternatives).  At most one of
  * delay, else, terminate may be enabled.  Arm records live on the caller's
