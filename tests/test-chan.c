@@ -1314,3 +1314,152 @@ TEST_IMPL(select_supervisor_loop) {
   close_rt(rt);
   return 0;
 }
+
+/* ------------------------------------- an awaitable defined elsewhere */
+
+/* A one-shot gate written only against runtime/wait.h, as hub consumers,
+ * event receivers and connections are: select takes it like any arm. */
+#include "runtime/wait.h"
+
+typedef struct {
+  hy__lock_t lock;
+  int open;
+  hy__waitq q;
+  int taken; /* how many arms fired on it */
+} gate_t;
+
+static hy__lock_t *gate_lock(void *obj) { return &((gate_t *)obj)->lock; }
+
+static int gate_try(void *obj, hy_arm_t *arm, int *result) {
+  gate_t *g = obj;
+  (void)arm;
+  if (!g->open)
+    return 0;
+  g->taken++;
+  *result = 0;
+  return 1;
+}
+
+static void gate_enqueue(void *obj, hy_arm_t *arm, hy__waiter *w) {
+  (void)arm;
+  hy__waitq_push(&((gate_t *)obj)->q, w);
+}
+
+static void gate_dequeue(void *obj, hy_arm_t *arm, hy__waiter *w) {
+  (void)arm;
+  hy__waitq_remove(&((gate_t *)obj)->q, w);
+}
+
+static const struct hy_awaitable gate_awaitable = {
+    "gate", gate_lock, gate_try, gate_enqueue, gate_dequeue};
+
+static hy_arm_t arm_gate(gate_t *g) {
+  hy_arm_t a = {.ops = &gate_awaitable, .obj = g, .kind = HY_ARM_OBJECT,
+                .guard = 1};
+  return a;
+}
+
+static void gate_open(gate_t *g) {
+  hy__lock(&g->lock);
+  g->open = 1;
+  hy__waiter *w;
+  while ((w = hy__waitq_claim(&g->q)) != NULL) {
+    g->taken++;
+    w->wait->result = 0;
+    hy__wait_wake(w->wait);
+  }
+  hy__unlock(&g->lock);
+}
+
+typedef struct {
+  hy_runtime_t *rt;
+  gate_t *g;
+  hy_chan_t *c;
+  int rc;
+} gw_t;
+
+static void *gate_waiter(void *p) {
+  gw_t *x = p;
+  int v;
+  hy_arm_t a[2] = {hy_arm_recv(x->c, &v), arm_gate(x->g)};
+  x->rc = hy_select(x->rt, a, 2);
+  return NULL;
+}
+
+TEST_IMPL(select_custom_awaitable) {
+  hy_runtime_t *rt = new_rt(2);
+  static gate_t g;
+  hy_chan_t *c = new_chan(rt, sizeof(int), 0);
+  enum { N = 8 };
+  gw_t x[N];
+  hy_task_t t[N];
+  for (int i = 0; i < N; i++) {
+    x[i] = (gw_t){rt, &g, c, -1};
+    t[i] = spawn(rt, gate_waiter, &x[i]);
+  }
+  hy_sleep(rt, HY_MS(20));
+  gate_open(&g);
+  for (int i = 0; i < N; i++) {
+    join(rt, t[i]);
+    ASSERT_EQ(x[i].rc, 1);
+  }
+  ASSERT_EQ(g.taken, N);
+  /* Open now: ready at once, from a foreign thread too, and with rt NULL
+   * (a thread outside every runtime). */
+  gw_t y = {rt, &g, c, -1};
+  gate_waiter(&y);
+  ASSERT_EQ(y.rc, 1);
+  y.rt = NULL;
+  gate_waiter(&y);
+  ASSERT_EQ(y.rc, 1);
+  ASSERT_EQ(g.taken, N + 2);
+  hy_chan_release(c);
+  close_rt(rt);
+  return 0;
+}
+
+/* ---------------------------------------------------------- embedded */
+
+typedef struct {
+  hy_runtime_t *rt;
+  hy_chan_t *c;
+  int n;
+  long sum;
+} em_t;
+
+static void *em_send(void *p) {
+  em_t *x = p;
+  for (int i = 1; i <= x->n; i++)
+    ASSERT_OK(hy_chan_send(x->c, &i));
+  ASSERT_OK(hy_chan_close(x->c));
+  return NULL;
+}
+
+static void *em_recv(void *p) {
+  em_t *x = p;
+  int v;
+  while (hy_chan_recv(x->c, &v) == 0)
+    x->sum += v;
+  return NULL;
+}
+
+TEST_IMPL(chan_embedded) {
+  hy_runtime_t *rt = new_rt(0); /* the host's thread runs the tasks */
+  em_t x = {rt, new_chan(rt, sizeof(int), 0), 1000, 0};
+  hy_task_t a = spawn(rt, em_recv, &x);
+  hy_task_t b = spawn(rt, em_send, &x);
+  hy_time_t end = hy_deadline_in(HY_SEC(30));
+  while (x.sum != 500500 && hy_now() < end)
+    ASSERT_GE(hy_runtime_run_once(rt, HY_MS(1)), 0);
+  ASSERT_EQ(x.sum, 500500);
+  hy_task_t ts[2] = {a, b};
+  for (int i = 0; i < 2; i++) {
+    int rc;
+    while ((rc = hy_task_join_until(rt, ts[i], 0, NULL)) == HY_ETIMEDOUT)
+      ASSERT_GE(hy_runtime_run_once(rt, HY_MS(1)), 0);
+    ASSERT_OK(rc);
+  }
+  hy_chan_release(x.c);
+  close_rt(rt);
+  return 0;
+}
