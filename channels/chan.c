@@ -222,6 +222,7 @@ static int chan_op(hy_chan_t *c, void *buf, int send, hy_time_t deadline,
   hy__waitq_push(send ? &c->sendq : &c->recvq, &wr);
   c->refs++; /* the channel outlives this wait */
   hy__unlock(&c->lock);
+  hy__wait_what(&w, send ? "chan-send" : "chan-recv");
   hy__wait_publish(&w);
   hy__wait_park(&w, deadline);
   hy__lock(&c->lock);

@@ -155,6 +155,7 @@ static int select_impl(hy_runtime_t *rt, hy_arm_t *arms, int n, int ordered) {
     a->ops->enqueue(a->obj, a, &wr[i]);
   }
   hy__unlock_all(locks, nl);
+  hy__wait_what(&w, "select");
   hy__wait_publish(&w);
   int st = hy__wait_park(&w, deadline);
 

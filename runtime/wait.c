@@ -237,6 +237,11 @@ void hy__wait_publish(hy__wait *w) {
   hy__unlock(&t->lock);
 }
 
+void hy__wait_what(hy__wait *w, const char *what) {
+  if (w->task)
+    atomic_store_explicit(&w->task->await_what, what, memory_order_relaxed);
+}
+
 uint32_t hy__wait_rand(hy__wait *w) {
   uint64_t x;
   if (w->task) {

@@ -118,6 +118,11 @@ int hy__wait_init_quiet(hy__wait *w, hy_runtime_t *rt);
  * park then returns at once) unless an object claimed it first. */
 void hy__wait_publish(hy__wait *w);
 
+/* Names what the calling task is about to park for ("chan-recv",
+ * "select", ...), for hy_runtime_dump; the park clears it.  what must be a
+ * static string.  No-op for a foreign thread. */
+void hy__wait_what(hy__wait *w, const char *what);
+
 /* A cheap pseudo-random number for fair choices (select's starting arm):
  * per worker state when called on a worker, clock-derived otherwise. */
 uint32_t hy__wait_rand(hy__wait *w);

@@ -394,6 +394,17 @@ TEST_IMPL(chan_close_wakes_blocked) {
     t[i] = spawn(rt, blocked_op, &x[i]);
   }
   wait_parked(rt, &started, N);
+  /* The dump names what each of them awaits. */
+  char *dump = NULL;
+  size_t dlen = 0;
+  FILE *f = open_memstream(&dump, &dlen);
+  ASSERT(f != NULL);
+  hy_runtime_dump(rt, f);
+  fclose(f);
+  ASSERT(strstr(dump, "awaiting chan-recv") != NULL);
+  ASSERT(strstr(dump, "awaiting chan-send") != NULL);
+  ASSERT(strstr(dump, "awaiting select") != NULL);
+  free(dump);
   /* The selects borrow this thread's references, kept until they end. */
   ASSERT_OK(hy_chan_close(rc));
   ASSERT_OK(hy_chan_close(sc));
