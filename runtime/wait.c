@@ -30,15 +30,26 @@ void hy__lock_slow(hy__lock_t *l) {
   }
 }
 
-/* Insertion sort: a select has a handful of arms, and this runs on every
- * select, where a qsort call costs more than the sorting. */
+static int lock_cmp(const void *a, const void *b) {
+  uintptr_t x = (uintptr_t) * (hy__lock_t *const *)a;
+  uintptr_t y = (uintptr_t) * (hy__lock_t *const *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Sorts in place.  A select has a handful of arms and runs this on every
+ * call, where an insertion sort costs less than a qsort call; qsort keeps
+ * large selects O(n log n). */
 void hy__lock_all(hy__lock_t **locks, int n) {
-  for (int i = 1; i < n; i++) {
-    hy__lock_t *l = locks[i];
-    int j = i;
-    for (; j > 0 && (uintptr_t)locks[j - 1] > (uintptr_t)l; j--)
-      locks[j] = locks[j - 1];
-    locks[j] = l;
+  if (n > 16) {
+    qsort(locks, (size_t)n, sizeof *locks, lock_cmp);
+  } else {
+    for (int i = 1; i < n; i++) {
+      hy__lock_t *l = locks[i];
+      int j = i;
+      for (; j > 0 && (uintptr_t)locks[j - 1] > (uintptr_t)l; j--)
+        locks[j] = locks[j - 1];
+      locks[j] = l;
+    }
   }
   hy__lock_t *prev = NULL;
   for (int i = 0; i < n; i++) {

@@ -771,6 +771,26 @@ TEST_IMPL(select_else_guard_ordered) {
     ASSERT_EQ(hy_select(rt, s, 1), 0);
     ASSERT_EQ(s[0].result, HY_ECLOSED);
   }
+  /* The same channel in several arms (one lock, taken once): one element
+   * fires one arm; a send and a recv arm on one rendezvous channel do not
+   * meet each other. */
+  {
+    hy_chan_t *d = new_chan(rt, sizeof(int), 1);
+    ASSERT_OK(hy_chan_send(d, &seven));
+    int x1 = 0, x2 = 0;
+    hy_arm_t arms[3] = {hy_arm_recv(d, &x1), hy_arm_recv(d, &x2),
+                        hy_arm_else()};
+    int k = hy_select(rt, arms, 3);
+    ASSERT(k == 0 || k == 1);
+    ASSERT_EQ(x1 + x2, 7);
+    ASSERT_EQ(hy_select(rt, arms, 3), 2);
+    hy_chan_release(d);
+    hy_chan_t *e = new_chan(rt, sizeof(int), 0);
+    hy_arm_t both[3] = {hy_arm_send(e, &seven), hy_arm_recv(e, &x1),
+                        hy_arm_timeout(HY_MS(2))};
+    ASSERT_EQ(hy_select(rt, both, 3), 2);
+    hy_chan_release(e);
+  }
   /* More arms than fit on the stack. */
   {
     enum { M = 3 * HY_SELECT_STACK_ARMS };
