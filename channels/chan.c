@@ -60,6 +60,20 @@ static inline void ring_pop(hy_chan_t *c, void *out) {
   c->len--;
 }
 
+/* A waiter of a blocking send/recv (not of a select) holds a reference on
+ * the channel while it waits; whoever claims it drops that reference for
+ * it, under the lock, so that a waiter completed by the channel need not
+ * take the lock again after its park.  That never drops the last one: the
+ * claimer itself is inside a call on the channel, holding a reference. */
+#define HOLDS_REF 1
+
+static hy__waiter *claim(hy_chan_t *c, hy__waitq *q) {
+  hy__waiter *w = hy__waitq_claim(q);
+  if (w && w->aux == HOLDS_REF)
+    c->refs--;
+  return w;
+}
+
 /* Tries to send at once.  Returns 1 (with *rc, and *wake: a wait to wake
  * after unlocking, or NULL) if the send completed or failed, 0 if the
  * sender must wait. */
@@ -70,7 +84,7 @@ static int send_locked(hy_chan_t *c, const void *elem, int *rc,
     *rc = HY_ECLOSED;
     return 1;
   }
-  hy__waiter *r = hy__waitq_claim(&c->recvq);
+  hy__waiter *r = claim(c, &c->recvq);
   if (r) {
     if (r->buf && elem)
       copy_elem(r->buf, elem, c->esize);
@@ -91,7 +105,7 @@ static int recv_locked(hy_chan_t *c, void *out, int *rc, hy__wait **wake) {
   *wake = NULL;
   if (c->len) {
     ring_pop(c, out);
-    hy__waiter *s = hy__waitq_claim(&c->sendq);
+    hy__waiter *s = claim(c, &c->sendq);
     if (s) {
       ring_push(c, s->buf);
       s->wait->result = 0;
@@ -100,7 +114,7 @@ static int recv_locked(hy_chan_t *c, void *out, int *rc, hy__wait **wake) {
     *rc = 0;
     return 1;
   }
-  hy__waiter *s = hy__waitq_claim(&c->sendq);
+  hy__waiter *s = claim(c, &c->sendq);
   if (s) {
     if (out && s->buf)
       copy_elem(out, s->buf, c->esize);
@@ -174,8 +188,13 @@ int hy_chan_close(hy_chan_t *c) {
   c->closed = 1;
   /* Open receivers can only exist with an empty ring: they all see the
    * end.  Senders never complete on a closed channel. */
-  hy__waitq_wake_all(&c->recvq, HY_ECLOSED);
-  hy__waitq_wake_all(&c->sendq, HY_ECLOSED);
+  for (int q = 0; q < 2; q++) {
+    hy__waiter *w;
+    while ((w = claim(c, q ? &c->sendq : &c->recvq)) != NULL) {
+      w->wait->result = HY_ECLOSED;
+      hy__wait_wake(w->wait);
+    }
+  }
   hy__unlock(&c->lock);
   return 0;
 }
@@ -219,16 +238,21 @@ static int chan_op(hy_chan_t *c, void *buf, int send, hy_time_t deadline,
   wr.wait = &w;
   wr.arm = 0;
   wr.buf = buf;
+  wr.aux = HOLDS_REF;
   hy__waitq_push(send ? &c->sendq : &c->recvq, &wr);
   c->refs++; /* the channel outlives this wait */
   hy__unlock(&c->lock);
   hy__wait_what(&w, send ? "chan-send" : "chan-recv");
   hy__wait_publish(&w);
-  hy__wait_park(&w, deadline);
-  hy__lock(&c->lock);
-  hy__waitq_remove(send ? &c->sendq : &c->recvq, &wr);
-  int last = --c->refs == 0;
-  hy__unlock(&c->lock);
+  int last = 0;
+  if (hy__wait_park(&w, deadline) < 0) {
+    /* A time-out or a cancel: the waiter is still queued, and its
+     * reference still counted. */
+    hy__lock(&c->lock);
+    hy__waitq_remove(send ? &c->sendq : &c->recvq, &wr);
+    last = --c->refs == 0;
+    hy__unlock(&c->lock);
+  } /* else the channel claimed it: unlinked, reference dropped */
   rc = hy__wait_rc(&w);
   hy__wait_fini(&w);
   if (last)
