@@ -153,6 +153,7 @@ struct hy__worker {
 
   atomic_int sleeping;    /* 1 while blocked (or about to block) in the port */
   uint64_t tick;
+  uint64_t rng;           /* hy__wait_rand (select fairness) */
   int64_t last_poll;      /* when the port was last polled while busy */
   int64_t last_activity;  /* last completion or task run (drain phase) */
   int drain_arrived;

@@ -36,10 +36,21 @@ static int lock_cmp(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-/* Sorts in place; a select has a handful of arms, so insertion-sort cost is
- * nothing, but qsort keeps it short. */
+/* Sorts in place.  A select has a handful of arms and runs this on every
+ * call, where an insertion sort costs less than a qsort call; qsort keeps
+ * large selects O(n log n). */
 void hy__lock_all(hy__lock_t **locks, int n) {
-  qsort(locks, (size_t)n, sizeof *locks, lock_cmp);
+  if (n > 16) {
+    qsort(locks, (size_t)n, sizeof *locks, lock_cmp);
+  } else {
+    for (int i = 1; i < n; i++) {
+      hy__lock_t *l = locks[i];
+      int j = i;
+      for (; j > 0 && (uintptr_t)locks[j - 1] > (uintptr_t)l; j--)
+        locks[j] = locks[j - 1];
+      locks[j] = l;
+    }
+  }
   hy__lock_t *prev = NULL;
   for (int i = 0; i < n; i++) {
     if (locks[i] && locks[i] != prev)
@@ -145,9 +156,13 @@ void hy__wait_fini(hy__wait *w) {
     return;
   }
   hy__task *t = w->task;
+  /* Only the task itself writes cur_wait (under the lock, for cancels to
+   * read), so it can read it without the lock: after a park, or for a
+   * quiet wait never published, there is nothing to clear. */
+  if (t->cur_wait != w)
+    return;
   hy__lock(&t->lock);
-  if (t->cur_wait == w)
-    t->cur_wait = NULL;
+  t->cur_wait = NULL;
   hy__unlock(&t->lock);
 }
 
@@ -201,4 +216,54 @@ int hy__wait_rc(const hy__wait *w) {
   if (s == HY__FIRED_CANCEL)
     return HY_ECANCELED;
   return w->result;
+}
+
+/* ------------------------------------------------------- quiet waits */
+
+int hy__wait_init_quiet(hy__wait *w, hy_runtime_t *rt) {
+  atomic_init(&w->state, HY__WAITING);
+  w->result = 0;
+  w->rt = rt;
+  w->task = rt ? hy__task_current(rt) : NULL;
+  if (!w->task) {
+    hy__osev_init(&w->ev);
+    return 0;
+  }
+  if (atomic_load_explicit(&w->task->cancelled, memory_order_acquire))
+    return HY_ECANCELED;
+  return 0;
+}
+
+void hy__wait_publish(hy__wait *w) {
+  hy__task *t = w->task;
+  if (!t)
+    return;
+  hy__lock(&t->lock);
+  if (atomic_load(&t->cancelled)) {
+    if (hy__wait_claim(w, HY__FIRED_CANCEL))
+      hy__wait_wake(w);
+  } else {
+    t->cur_wait = w;
+  }
+  hy__unlock(&t->lock);
+}
+
+void hy__wait_what(hy__wait *w, const char *what) {
+  if (w->task)
+    atomic_store_explicit(&w->task->await_what, what, memory_order_relaxed);
+}
+
+uint32_t hy__wait_rand(hy__wait *w) {
+  uint64_t x;
+  if (w->task) {
+    hy__worker *wk = w->task->worker;
+    x = wk->rng ? wk->rng : ((uint64_t)(uintptr_t)wk | 1) * 0x9E3779B97F4A7C15ull;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    wk->rng = x;
+  } else {
+    x = ((uint64_t)hy_now() ^ (uint64_t)(uintptr_t)w) * 0x9E3779B97F4A7C15ull;
+  }
+  return (uint32_t)(x >> 32);
 }

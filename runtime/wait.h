@@ -103,6 +103,30 @@ typedef struct hy__waiter {
  * cancel (nothing was set up then). */
 int hy__wait_init(hy__wait *w, hy_runtime_t *rt);
 
+/* Like hy__wait_init, but a cancel cannot claim the wait yet: for callers
+ * that first try to complete at once, under object locks, and only then
+ * decide to block (select, channel operations).  Returns 0, or HY_ECANCELED
+ * if the calling task already has a pending cancel.  Until
+ * hy__wait_publish, nobody but an object the wait is queued on can claim
+ * it; an owner that completes at once just calls hy__wait_fini.
+ * (Extension: existing users of hy__wait_init are unaffected.) */
+int hy__wait_init_quiet(hy__wait *w, hy_runtime_t *rt);
+
+/* Makes a quiet wait visible to hy_task_cancel, after its waiters are
+ * queued and the object locks dropped, just before hy__wait_park.  If the
+ * task was cancelled in between, claims the wait as HY__FIRED_CANCEL (the
+ * park then returns at once) unless an object claimed it first. */
+void hy__wait_publish(hy__wait *w);
+
+/* Names what the calling task is about to park for ("chan-recv",
+ * "select", ...), for hy_runtime_dump; the park clears it.  what must be a
+ * static string.  No-op for a foreign thread. */
+void hy__wait_what(hy__wait *w, const char *what);
+
+/* A cheap pseudo-random number for fair choices (select's starting arm):
+ * per worker state when called on a worker, clock-derived otherwise. */
+uint32_t hy__wait_rand(hy__wait *w);
+
 /* Ends a wait.  pre: the wait is claimed and no wake is outstanding:
  * either hy__wait_park returned, or the owner claimed the wait itself
  * (an arm it found ready at once: no wake comes then, so it must not park).
@@ -158,7 +182,34 @@ int hy__waitq_wake_all(hy__waitq *q, int result);
 /* ------------------------------------------------------------ awaitables */
 
 /* What select needs from an object.  Every function runs with the object's
- * lock held (taken by the caller through lock_of). */
+ * lock held (taken by the caller through lock_of).
+ *
+ * How select (channels/select.c) drives them, and what an object must do
+ * for "exactly one arm fires, the others leave no trace":
+ *   1. It takes the locks of all its arms' objects (hy__lock_all) and calls
+ *      try_fire on each enabled arm, in a random order, until one fires.
+ *      try_fire consumes (takes the element, the event, the completion)
+ *      only when it returns 1; returning 0 must leave the object as it was.
+ *      It may complete a waiter of the object itself (a channel send that
+ *      meets a waiting receiver) and wake it.  The select's own wait is not
+ *      yet visible to cancels at this point (hy__wait_init_quiet), so a
+ *      fired arm is never undone by a racing cancel.
+ *   2. If none fired (and there is no else), it calls enqueue on every
+ *      enabled arm with one hy__waiter each (arm = the arm's index, wait =
+ *      the select's one hy__wait), drops the locks, publishes the wait and
+ *      parks.  enqueue may use w->buf and w->aux; it must not fire.
+ *   3. The object completes a queued waiter the usual way: under its lock,
+ *      hy__waitq_claim (or hy__wait_claim with w->arm), transfer through
+ *      w->buf, set w->wait->result, unlink, hy__wait_wake.  A claim that
+ *      fails means another arm (or the delay, or a cancel) won: the object
+ *      leaves what it had for someone else.
+ *   4. After the park, select takes the locks again and calls dequeue on
+ *      every arm it queued (also the one that fired: dequeue must be a
+ *      no-op on an unlinked waiter).
+ * Delay, else and terminate are arms like the others (hy_arm_t.kind); a
+ * delay arm's aux says whether its deadline is absolute or relative to the
+ * moment the select starts to wait (see channels/select.c).  Arms do not
+ * take references: the caller keeps the objects alive during the select. */
 struct hy_awaitable {
   const char *name;              /* "chan-recv", "hub", ... for dumps */
   hy__lock_t *(*lock_of)(void *obj);

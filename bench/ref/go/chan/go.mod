@@ -1,0 +1,3 @@
+module hydra/bench/chan
+
+go 1.19
