@@ -3,4 +3,6 @@
 TEST(example_hello, T_BACKEND)
 TEST(example_worker_pool, T_BACKEND)
 TEST(example_game_loop, T_BACKEND)
+TEST(example_pubsub_server, T_BACKEND)
+TEST(example_pubsub_server_idle, T_BACKEND)
 #endif

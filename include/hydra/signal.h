@@ -10,8 +10,10 @@
  * 256 unread ones).  The kernel itself merges a standard signal sent again
  * before it was delivered once.
  *
- * This is the `sys/signal` channel of the system broker until the event
- * model exists.
+ * Catching is opt-in per signal: while a runtime has a receiver for a
+ * signal, every occurrence is also published as a hy_event_signal event on
+ * the `sys/signal` channel of that runtime's system broker (hydra/event.h),
+ * so event receivers (and select arms on them) see it too.
  *
  *   int sigs[] = {SIGINT, SIGTERM};
  *   hy_sigrecv_t *r;

@@ -187,9 +187,11 @@ static void deliver(int s) {
       hy_runtime_dump(sr->rt, stderr);
       continue;
     }
+    int wanted = 0;
     for (hy_sigrecv_t *r = sr->recvs; r; r = r->next) {
       if (!(r->mask & (UINT64_C(1) << (s - 1))))
         continue;
+      wanted = 1;
       hy__lock(&r->lock);
       push(r, s);
       hy__waiter *w = hy__waitq_claim(&r->waiters);
@@ -202,6 +204,10 @@ static void deliver(int s) {
       }
       hy__unlock(&r->lock);
     }
+    /* Every signal a runtime catches is also an event on its sys/signal
+     * channel (which never blocks the publisher). */
+    if (wanted)
+      hy__event_publish_signal(sr->rt, s);
   }
 }
 
