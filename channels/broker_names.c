@@ -75,6 +75,17 @@ int hy_channel_create(hy_broker_t *b, const char *path, int limit) {
   return rc;
 }
 
+int hy_channel_set_pick_run(hy_broker_t *b, const char *path, int run) {
+  if (!b || !path_ok(path) || run < 1)
+    return HY_EINVAL;
+  hy__lock(&b->st->topo);
+  hy__channel *c = hy__broker_resolve(b, path, NULL);
+  if (c)
+    c->pick_run = (uint32_t)run;
+  hy__unlock(&b->st->topo);
+  return c ? 0 : HY_ENOENT;
+}
+
 static int under(const char *path, const char *root) {
   size_t n = strlen(root);
   return strncmp(path, root, n) == 0 && (path[n] == 0 || path[n] == '/');

@@ -127,6 +127,7 @@ struct hy__channel {
   hy__plan *plan;       /* cached, for plan_ver */
   uint64_t plan_ver;
   uint64_t rr;          /* round-robin position among equals */
+  uint32_t pick_run;    /* sends per round-robin turn (HY_PICK_RUN) */
   uint32_t mark;        /* walk epoch, under topo */
   uint64_t sent, planned; /* under topo: sends, copies to hand over */
   _Atomic uint64_t undelivered, expired, unpicked, dropped;

@@ -124,7 +124,7 @@ static int pick(hy__channel *c, hy__plan *p, hy_event_t *ev,
            atomic_load_explicit(&p->r[ge]->prio, memory_order_relaxed) == prio)
       ge++;
     int g = ge - gs;
-    int start = (int)(c->rr / HY_PICK_RUN % (uint64_t)g);
+    int start = (int)(c->rr / c->pick_run % (uint64_t)g);
     for (int k = 0; k < g && got < want; k++) {
       hy_receiver_t *r = p->r[gs + (start + k) % g];
       int rc = hy__event_pick(ev, r, r->id);

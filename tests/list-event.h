@@ -24,4 +24,5 @@ TEST(event_sys_broker, T_BACKEND)
 TEST(event_sys_never_blocks, 0)
 TEST(event_request_reply, T_BACKEND)
 TEST(event_batcher, T_BACKEND)
+TEST(event_pick_run, T_BACKEND)
 #endif

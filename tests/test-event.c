@@ -1664,3 +1664,39 @@ TEST_IMPL(event_batcher) {
 }
 
 #endif /* _WIN32 */
+
+/* A pick run of 1 alternates at every send; the default keeps runs. */
+TEST_IMPL(event_pick_run) {
+  hy_runtime_t *rt = new_rt(1);
+  hy_broker_t *b;
+  ASSERT_OK(hy_broker_new(rt, "b", &b));
+  ASSERT_OK(hy_channel_create(b, "one", 1));
+  ASSERT_ERR(hy_channel_set_pick_run(b, "one", 0), HY_EINVAL);
+  ASSERT_ERR(hy_channel_set_pick_run(b, "nope", 1), HY_ENOENT);
+  ASSERT_ERR(hy_channel_set_pick_run(NULL, "one", 1), HY_EINVAL);
+  ASSERT_OK(hy_channel_set_pick_run(b, "one", 1));
+  hy_receiver_t *r[3];
+  for (int i = 0; i < 3; i++)
+    r[i] = sub(b, "one", 64, HY_OVERFLOW_BLOCK, 0);
+  for (int i = 0; i < 6; i++) {
+    hy_event_t *ev = i64_event(i, HY_FOREVER);
+    ASSERT_EQ(hy_send_to(b, "one", ev, HY_FOREVER), 1);
+    hy_event_unref(ev);
+  }
+  for (int i = 0; i < 3; i++)
+    ASSERT_EQ(drain(r[i]), 2);
+  /* Runs of 4: 12 sends, 4 in a row each. */
+  ASSERT_OK(hy_channel_set_pick_run(b, "one", 4));
+  for (int i = 0; i < 12; i++) {
+    hy_event_t *ev = i64_event(i, HY_FOREVER);
+    ASSERT_EQ(hy_send_to(b, "one", ev, HY_FOREVER), 1);
+    hy_event_unref(ev);
+  }
+  for (int i = 0; i < 3; i++) {
+    ASSERT_EQ(drain(r[i]), 4);
+    hy_unsubscribe(r[i]);
+  }
+  ASSERT_OK(hy_broker_free(b));
+  close_rt(rt);
+  return 0;
+}

@@ -271,6 +271,9 @@ static void command(conn_t *k, char *line) {
       return;
     }
     int rc = hy_channel_create(k->s->broker, path, (int)limit);
+    /* Typed by hand, sends are slow: alternate at every one of them. */
+    if (rc == 0 && limit > 0)
+      rc = hy_channel_set_pick_run(k->s->broker, path, 1);
     rc < 0 ? say(k, "ERR %s", hy_strerror(rc)) : say(k, "OK");
   } else if (strcmp(verb, "SUB") == 0) {
     char *path = word(&rest);
