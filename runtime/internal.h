@@ -158,6 +158,8 @@ struct hy__worker {
   int64_t last_activity;  /* last completion or task run (drain phase) */
   int drain_arrived;
   int seen_phase;         /* last shutdown phase this worker announced */
+  int loop_phase;         /* the phase the worker's loop acted on: run_once
+                             does not block once the phase differs */
   hy__thread_t thread;
   void *altstack;
   void *tsan_fiber;       /* the scheduler's own fiber */

@@ -190,10 +190,12 @@ int hy_runtime_run(hy_runtime_t *rt) {
     hy__tls_set(rt->tls, w);
     hy__fiber_worker_init(w);
     while (atomic_load(&rt->phase) != HY__PH_DONE) {
-      if (atomic_load(&rt->phase) != HY__PH_RUNNING)
+      if (atomic_load(&rt->phase) != HY__PH_RUNNING) {
         hy__shutdown_worker_step(w);
-      else
+      } else {
+        w->loop_phase = HY__PH_RUNNING;
         hy__worker_run_once(w, -1);
+      }
     }
     hy__tls_set(rt->tls, NULL);
     atomic_store(&rt->host_busy, 0);
@@ -224,6 +226,7 @@ int hy_runtime_run_once(hy_runtime_t *rt, int64_t timeout) {
     hy__shutdown_worker_step(w);
     total = 1;
   } else {
+    w->loop_phase = HY__PH_RUNNING;
     total = hy__worker_run_once(w, timeout < 0 ? -1 : timeout);
     /* Run what the first round made ready, a bounded number of times so a
      * task that keeps yielding cannot hold the host's frame. */

@@ -450,9 +450,11 @@ static int poll_port(hy__worker *w, int64_t timeout) {
 int hy__worker_run_once(hy__worker *w, int64_t max_block) {
   int done = 0;
   /* A phase change is announced by one port wake per worker, which the
-   * look at the port below may consume: the phase is checked again before
-   * blocking, so the wake is never lost. */
-  int phase = atomic_load(&w->rt->phase);
+   * look at the port below (or an earlier one) may consume: before
+   * blocking, the phase is compared with the one the caller acted on
+   * (w->loop_phase, set by the caller from its one reading of the phase),
+   * so the wake is never lost. */
+  int phase = w->loop_phase;
   for (int i = 0; i < POLL_EVERY; i++) {
     w->tick++;
     hy__task *t = next_task(w);
@@ -521,6 +523,7 @@ void *hy__worker_main(void *arg) {
       hy__shutdown_worker_step(w);
       continue;
     }
+    w->loop_phase = HY__PH_RUNNING;
     hy__worker_run_once(w, -1);
   }
   hy__fiber_worker_fini(w);

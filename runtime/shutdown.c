@@ -131,8 +131,10 @@ void hy__phase_hook_remove(hy_runtime_t *rt, hy__phase_hook *h) {
 
 void hy__shutdown_worker_step(hy__worker *w) {
   hy_runtime_t *rt = w->rt;
-  announce(w, atomic_load(&rt->phase));
-  switch (atomic_load(&rt->phase)) {
+  int phase = atomic_load(&rt->phase); /* read once: see hy__worker_run_once */
+  w->loop_phase = phase;
+  announce(w, phase);
+  switch (phase) {
   case HY__PH_QUIESCE:
     hy__barrier_wait_then(&rt->barrier, to_drain, rt);
     w->last_activity = hy_now();

@@ -42,7 +42,16 @@ int proc_spawn(proc_t *p, const char *exe, const char *test,
                                    O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_adddup2(&fa, 1, 2);
   posix_spawnattr_init(&at);
-  posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP);
+  /* Every test starts with default signal dispositions and nothing
+   * blocked, however the runner was started (a shell runs a background
+   * job with SIGINT and SIGQUIT ignored, and children inherit that). */
+  sigset_t all, none;
+  sigfillset(&all);
+  sigemptyset(&none);
+  posix_spawnattr_setsigdefault(&at, &all);
+  posix_spawnattr_setsigmask(&at, &none);
+  posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF |
+                                    POSIX_SPAWN_SETSIGMASK);
   posix_spawnattr_setpgroup(&at, 0);
   pid_t pid;
   int rc = posix_spawn(&pid, exe, &fa, &at, argv, envp);
