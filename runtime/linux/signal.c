@@ -180,10 +180,10 @@ static int pop(hy_sigrecv_t *r) {
   return s;
 }
 
-/* pre: g.mu.  Hands one occurrence of s to every receiver that wants it.
- * TODO(issue 5): once the event model is merged, also publish s on each
- * runtime's sys/signal channel (hy__event_publish_signal in the event
- * branch), and let a sys/signal subscription install the handlers. */
+/* pre: g.mu.  Hands one occurrence of s to every receiver that wants it,
+ * and publishes it on the sys/signal channel of each runtime that has one.
+ * Catching stays opt-in (a sys/signal subscription alone installs no
+ * handler): a library must not take a signal over unless asked. */
 static void deliver(int s) {
   for (hy__sigrt *sr = g.rts; sr; sr = sr->next) {
     if (s == SIGQUIT && sr->quit_subs == 0) {
