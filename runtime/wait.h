@@ -206,6 +206,8 @@ int hy__waitq_wake_all(hy__waitq *q, int result);
  *   4. After the park, select takes the locks again and calls dequeue on
  *      every arm it queued (also the one that fired: dequeue must be a
  *      no-op on an unlinked waiter).
+ * An arm whose object is gone (a stale handle) may have lock_of return
+ * NULL; its try_fire must then fire at once with an error (HY_ESTALE).
  * Delay, else and terminate are arms like the others (hy_arm_t.kind); a
  * delay arm's aux says whether its deadline is absolute or relative to the
  * moment the select starts to wait (see channels/select.c).  Arms do not
