@@ -128,15 +128,17 @@ TEST_IMPL(shutdown_drain_follows_activity) {
   ASSERT_OK(hy_task_spawn(rt, flowing, &f, NULL, &t));
   usleep(5000);
   hy_time_t t0 = hy_now();
-  ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(150)));
+  /* A grace far above the 30 ms beats, so that a loaded machine that
+   * stalls the worker for a while does not end the drain early. */
+  ASSERT_OK(hy_runtime_shutdown(rt, HY_SEC(1)));
   hy_time_t end = hy_now();
   ASSERT_GE(atomic_load(&f.posts), 20);
   ASSERT(f.stopped_at > 0);
   /* The drain outlived the activity by at least grace... */
-  ASSERT_GE(end - f.stopped_at, HY_MS(150));
+  ASSERT_GE(end - f.stopped_at, HY_SEC(1));
   ASSERT_GE(end - t0, HY_MS(600));
   /* ...and did not wait for the silent 60 s sleep. */
-  ASSERT_LT(end - t0, HY_SEC(10));
+  ASSERT_LT(end - t0, HY_SEC(30));
   ASSERT_OK(hy_task_join(rt, t, NULL));
   ASSERT_OK(hy_runtime_close(rt));
   return 0;
