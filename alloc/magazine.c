@@ -1,0 +1,348 @@
+/* magazine.c - the magazine layer (Bonwick & Adams 2001): every thread has
+ * a loaded and a previous magazine per cache.  hy_cache_alloc pops from the
+ * loaded one, hy_cache_free pushes onto it; when it is empty (or full) and
+ * the previous one is full (or empty) the two swap; only when both are
+ * useless does the thread go to the depot (alloc/depot.c) for a full (or
+ * empty) magazine.  The fast path is a table lookup, a pop or push and two
+ * counter stores: no lock, no atomic read-modify-write.
+ *
+ * Per-thread state: each thread has one table, reached through a single
+ * thread-local pointer, mapping a cache's generation number (unique for
+ * the life of the process, never reused) to that thread's magazines of
+ * the cache (hy__mcpu), open-addressed with the generation as the hash.
+ * This is the one piece of process-wide state besides the thread-exit key,
+ * and it has to be: a thread's identity is process-wide.  Keying by a
+ * never-reused generation (not by a cache address or a recycled index)
+ * means a table entry of a destroyed cache can never be mistaken for a
+ * live one; such entries are dropped when the table is rebuilt and when
+ * the thread exits.
+ *
+ * Each hy__mcpu is also registered with its cache (under the depot lock)
+ * and holds a reference on it, so hy_cache_destroy can drain every thread's
+ * magazines, and a thread that exits later can still lock the (dead)
+ * cache to unregister.  When a thread exits, a hook (alloc/os.h) gives its
+ * magazines to the depots: a worker thread that ends leaks nothing, and
+ * objects it freed are there for the other threads.
+ */
+#include <string.h>
+
+#include "alloc/internal.h"
+#include "alloc/mem.h"
+
+typedef struct tslot {
+  uint64_t gen; /* 0: free slot */
+  hy__mcpu *m;
+} tslot;
+
+typedef struct ttable {
+  uint64_t mask; /* capacity - 1; 0 only for the empty table */
+  uint64_t used;
+  tslot *v;
+} ttable;
+
+/* The table of a thread that has none yet: one slot that never matches.
+ * Never written. */
+static tslot no_slot[1];
+static ttable no_table = {0, 0, no_slot};
+static _Thread_local ttable *tt = &no_table;
+
+hy__mag *hy__mag_new(uint32_t cap) {
+  hy__mag *m = hy__mem_alloc(sizeof *m + cap * sizeof(void *));
+  if (m) {
+    m->next = NULL;
+    m->n = 0;
+    m->cap = cap;
+  }
+  return m;
+}
+
+/* ------------------------------------------------ per-thread magazines */
+
+static hy__mcpu *mcpu_new(hy_cache_t *c) {
+  hy__mcpu *m = hy__mem_calloc(1, sizeof *m);
+  if (!m)
+    return NULL;
+  hy__oslock_lock(&c->depot_lock);
+  uint32_t size = c->mag_size;
+  hy__oslock_unlock(&c->depot_lock);
+  m->loaded = hy__mag_new(size);
+  m->prev = m->loaded ? hy__mag_new(size) : NULL;
+  if (!m->prev) {
+    hy__mem_free(m->loaded);
+    hy__mem_free(m);
+    return NULL;
+  }
+  m->cache = c;
+  atomic_fetch_add(&c->refs, 1);
+  hy__oslock_lock(&c->depot_lock);
+  m->rprev = NULL;
+  m->rnext = c->mcpus;
+  if (c->mcpus)
+    c->mcpus->rprev = m;
+  c->mcpus = m;
+  hy__oslock_unlock(&c->depot_lock);
+  return m;
+}
+
+void hy__mcpu_drain(hy__mcpu *m, hy_cache_t *c) {
+  /* the objects go with the depot's magazines, which destroy takes next */
+  if (m->loaded)
+    hy__depot_put(c, m->loaded);
+  if (m->prev)
+    hy__depot_put(c, m->prev);
+  m->loaded = m->prev = NULL;
+}
+
+/* Gives m's magazines to its cache's depot, unregisters m and drops its
+ * reference on the cache. */
+static void mcpu_release(hy__mcpu *m) {
+  hy_cache_t *c = m->cache;
+  hy__oslock_lock(&c->depot_lock);
+  if (m->loaded) /* NULL when a destroy drained it */
+    hy__depot_put(c, m->loaded);
+  if (m->prev)
+    hy__depot_put(c, m->prev);
+  if (m->rprev)
+    m->rprev->rnext = m->rnext;
+  else
+    c->mcpus = m->rnext;
+  if (m->rnext)
+    m->rnext->rprev = m->rprev;
+  c->ret_allocs += HY__CTR_GET(m->allocs);
+  c->ret_frees += HY__CTR_GET(m->frees);
+  c->ret_hits += HY__CTR_GET(m->hits);
+  hy__oslock_unlock(&c->depot_lock);
+  hy__mem_free(m);
+  hy__cache_unref(c);
+}
+
+/* ------------------------------------------------------- the table */
+
+static void table_put(ttable *t, uint64_t gen, hy__mcpu *m) {
+  uint64_t i = gen & t->mask;
+  while (t->v[i].gen)
+    i = (i + 1) & t->mask;
+  t->v[i].gen = gen;
+  t->v[i].m = m;
+  t->used++;
+}
+
+/* Rebuilds the calling thread's table with room for one more entry,
+ * dropping entries of destroyed caches.  Returns 0 or -1 (no memory). */
+static int table_grow(void) {
+  ttable *old = tt;
+  uint64_t live = 0;
+  for (uint64_t i = 0; old->mask && i <= old->mask; i++)
+    if (old->v[i].gen &&
+        !atomic_load_explicit(&old->v[i].m->cache->dead, memory_order_acquire))
+      live++;
+  uint64_t cap = 8;
+  while (cap < 4 * (live + 1))
+    cap *= 2;
+  ttable *t = hy__mem_alloc(sizeof *t + cap * sizeof(tslot));
+  if (!t)
+    return -1;
+  t->mask = cap - 1;
+  t->used = 0;
+  t->v = (tslot *)(t + 1);
+  memset(t->v, 0, cap * sizeof(tslot));
+  if (hy__os_thread_exit_hook(t) != 0) {
+    hy__mem_free(t);
+    return -1;
+  }
+  for (uint64_t i = 0; old->mask && i <= old->mask; i++) {
+    tslot *s = &old->v[i];
+    if (!s->gen)
+      continue;
+    if (atomic_load_explicit(&s->m->cache->dead, memory_order_acquire))
+      mcpu_release(s->m);
+    else
+      table_put(t, s->gen, s->m);
+  }
+  tt = t;
+  if (old != &no_table)
+    hy__mem_free(old);
+  return 0;
+}
+
+static tslot *table_find(ttable *t, uint64_t gen) {
+  if (!t->mask)
+    return NULL;
+  for (uint64_t i = gen & t->mask;; i = (i + 1) & t->mask) {
+    if (t->v[i].gen == gen)
+      return &t->v[i];
+    if (!t->v[i].gen)
+      return NULL;
+  }
+}
+
+/* The calling thread's magazines of c, made on first use; NULL when there
+ * is no memory for them (the caller then goes to the slab layer). */
+static hy__mcpu *mcpu_slow(hy_cache_t *c) {
+  tslot *s = table_find(tt, c->gen);
+  if (s)
+    return s->m;
+  if (c->flags & HY_CACHE_NOMAG)
+    return NULL;
+  if ((tt->used + 1) * 2 > tt->mask + 1 && table_grow() != 0)
+    return NULL;
+  hy__mcpu *m = mcpu_new(c);
+  if (m)
+    table_put(tt, c->gen, m);
+  return m;
+}
+
+static inline hy__mcpu *mcpu_of(hy_cache_t *c) {
+  ttable *t = tt;
+  tslot *s = &t->v[c->gen & t->mask];
+  return HY__LIKELY(s->gen == c->gen) ? s->m : mcpu_slow(c);
+}
+
+hy__mcpu *hy__mcpu_find(hy_cache_t *c) {
+  tslot *s = table_find(tt, c->gen);
+  return s ? s->m : NULL;
+}
+
+static void table_release(ttable *t) {
+  for (uint64_t i = 0; t->mask && i <= t->mask; i++)
+    if (t->v[i].gen)
+      mcpu_release(t->v[i].m);
+  if (t != &no_table)
+    hy__mem_free(t);
+}
+
+void hy__mag_thread_exit(void *table) {
+  ttable *t = table;
+  if (tt == t)
+    tt = &no_table;
+  table_release(t);
+}
+
+void hy_cache_thread_flush(void) {
+  ttable *t = tt;
+  if (t == &no_table)
+    return;
+  tt = &no_table;
+  hy__os_thread_exit_hook(NULL);
+  table_release(t);
+}
+
+/* ------------------------------------------------------ alloc / free */
+
+static void *alloc_slow(hy_cache_t *c, hy__mcpu *m) {
+  void *p;
+  if (!m) {
+    if (hy__slab_get(c, &p, 1) == 1) {
+      atomic_fetch_add_explicit(&c->slow_allocs, 1, memory_order_relaxed);
+      return p;
+    }
+    atomic_fetch_add_explicit(&c->failures, 1, memory_order_relaxed);
+    return NULL;
+  }
+  if (m->prev->n) { /* swap: the previous magazine is loaded */
+    hy__mag *t = m->loaded;
+    m->loaded = m->prev;
+    m->prev = t;
+    HY__CTR_INC(m->hits);
+  } else {
+    hy__depot_lock(c);
+    hy__mag *full = hy__depot_get_full(c);
+    if (full) {
+      hy__depot_put(c, m->prev); /* empty */
+      m->prev = m->loaded;
+      m->loaded = full;
+    }
+    hy__depot_unlock(c);
+    if (!full) {
+      hy__mag *l = m->loaded;
+      int n = hy__slab_get(c, l->obj, (int)l->cap);
+      if (n <= 0) {
+        atomic_fetch_add_explicit(&c->failures, 1, memory_order_relaxed);
+        return NULL;
+      }
+      l->n = (uint32_t)n;
+    }
+  }
+  HY__CTR_INC(m->allocs);
+  return m->loaded->obj[--m->loaded->n];
+}
+
+void *hy_cache_alloc(hy_cache_t *c) {
+  hy__mcpu *m = mcpu_of(c);
+  void *p;
+  if (HY__LIKELY(m && m->loaded->n)) {
+    p = m->loaded->obj[--m->loaded->n];
+    HY__CTR_INC(m->allocs);
+    HY__CTR_INC(m->hits);
+  } else {
+    p = alloc_slow(c, m);
+    if (!p)
+      return NULL;
+  }
+  HY__UNPOISON(p, c->size);
+  if (HY__UNLIKELY(c->checks) && hy__dbg_alloc(c, p) != 0) {
+    /* poison mode: the constructor failed; the object goes back */
+    hy__slab_put(c, &p, 1);
+    atomic_fetch_add_explicit(&c->alloc_undo, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->failures, 1, memory_order_relaxed);
+    return NULL;
+  }
+  return p;
+}
+
+static void free_slow(hy_cache_t *c, hy__mcpu *m, void *obj) {
+  if (!m) {
+    hy__slab_put(c, &obj, 1);
+    atomic_fetch_add_explicit(&c->slow_frees, 1, memory_order_relaxed);
+    return;
+  }
+  HY__CTR_INC(m->frees);
+  if (m->prev->n == 0) { /* swap: the empty previous one is loaded */
+    hy__mag *t = m->loaded;
+    m->loaded = m->prev;
+    m->prev = t;
+    HY__CTR_INC(m->hits);
+    m->loaded->obj[m->loaded->n++] = obj;
+    return;
+  }
+  hy__depot_lock(c);
+  hy__mag *e = hy__depot_get_empty(c);
+  uint32_t size = c->mag_size;
+  if (e && e->cap >= size) {
+    hy__depot_put(c, m->prev); /* full */
+    hy__depot_unlock(c);
+    m->prev = m->loaded;
+    m->loaded = e;
+    m->loaded->obj[m->loaded->n++] = obj;
+    return;
+  }
+  hy__depot_unlock(c);
+  hy__mem_free(e); /* smaller than magazines are now: replaced */
+  e = hy__mag_new(size);
+  if (!e) { /* no memory for a magazine: the object goes to its slab */
+    hy__slab_put(c, &obj, 1);
+    return;
+  }
+  hy__depot_lock(c);
+  hy__depot_put(c, m->prev);
+  hy__depot_unlock(c);
+  m->prev = m->loaded;
+  m->loaded = e;
+  m->loaded->obj[m->loaded->n++] = obj;
+}
+
+void hy_cache_free(hy_cache_t *c, void *obj) {
+  if (!obj)
+    return;
+  if (HY__UNLIKELY(c->checks))
+    hy__dbg_free(c, obj);
+  HY__POISON(obj, c->size);
+  hy__mcpu *m = mcpu_of(c);
+  if (HY__LIKELY(m && m->loaded->n < m->loaded->cap)) {
+    m->loaded->obj[m->loaded->n++] = obj;
+    HY__CTR_INC(m->frees);
+    HY__CTR_INC(m->hits);
+    return;
+  }
+  free_slow(c, m, obj);
+}
