@@ -37,7 +37,7 @@ int hy_cache_create(const char *name, size_t size, size_t align,
   c->arg = arg;
   c->flags = flags;
 #if defined(HY_DEBUG) && HY_DEBUG >= 2
-  c->checks = 1;
+  c->checks = !(flags & HY__CACHE_INTERNAL);
 #endif
   if (flags & HY_CACHE_DEBUG)
     c->checks = c->poison = 1;
@@ -86,6 +86,13 @@ size_t hy_cache_reap(hy_cache_t *c) {
   hy__oslock_unlock(&c->depot_lock);
   hy__mags_release(c, chain);
   hy__slab_reap(c);
+  for (int k = 0; k < HY__MAG_CLASSES; k++) {
+    hy__oslock_lock(&c->depot_lock);
+    hy_cache_t *mc = c->mags[k];
+    hy__oslock_unlock(&c->depot_lock);
+    if (mc)
+      hy__slab_reap(mc);
+  }
   hy__mem_collect();
   atomic_fetch_add(&c->reaps, 1);
   uint64_t after = held(c);
@@ -162,6 +169,11 @@ int hy_cache_destroy(hy_cache_t *c) {
     fflush(stderr);
   }
   hy__slab_fini(c);
+  for (int k = 0; k < HY__MAG_CLASSES; k++) {
+    if (c->mags[k])
+      hy_cache_destroy(c->mags[k]);
+    c->mags[k] = NULL;
+  }
   hy__cache_unref(c);
   return s.live > INT_MAX ? INT_MAX : (int)s.live;
 }

@@ -80,7 +80,7 @@ void hy__mags_release(hy_cache_t *c, hy__mag *m) {
     hy__mag *next = m->next;
     if (m->n)
       hy__slab_put(c, m->obj, (int)m->n);
-    hy__mem_free(m);
+    hy__mag_free(c, m);
     m = next;
   }
 }

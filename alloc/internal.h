@@ -44,6 +44,12 @@ typedef _Atomic uint64_t hy__ctr;
                         memory_order_relaxed)
 #define HY__CTR_GET(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
+/* Caches for the allocator's own use (magazines): no magazine layer, no
+ * debug checks. */
+#define HY__CACHE_INTERNAL (1u << 30)
+#define HY__MAG_MIN 4
+#define HY__MAG_CLASSES 8 /* 4 .. 512 */
+
 /* A magazine: a stack of up to cap constructed objects. */
 typedef struct hy__mag {
   struct hy__mag *next;
@@ -87,6 +93,7 @@ struct hy_cache {
   uint32_t mag_size, mag_max;
   uint64_t dep_ops, dep_contended;
   hy__mcpu *mcpus;                 /* registered threads */
+  hy_cache_t *mags[HY__MAG_CLASSES]; /* magazine caches, made on demand */
   uint64_t ret_allocs, ret_frees, ret_hits; /* of threads gone */
   uint64_t depot_gets, depot_puts, depot_contended;
 
@@ -109,7 +116,11 @@ int hy__mem_injected_failure(void);
 
 /* magazine.c */
 void hy__mag_thread_exit(void *table);
-hy__mag *hy__mag_new(uint32_t cap);
+/* Magazines come from small caches of the cache itself, one per magazine
+ * size (HY__MAG_CLASSES powers of two from 4), so they live in slabs that
+ * a reap gives back like any other. */
+hy__mag *hy__mag_new(hy_cache_t *c, uint32_t cap);
+void hy__mag_free(hy_cache_t *c, hy__mag *m);
 void hy__mcpu_drain(hy__mcpu *m, hy_cache_t *c); /* depot lock held */
 hy__mcpu *hy__mcpu_find(hy_cache_t *c); /* the caller's, or NULL */
 void hy__cache_unref(hy_cache_t *c);

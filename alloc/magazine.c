@@ -24,6 +24,7 @@
  * magazines to the depots: a worker thread that ends leaks nothing, and
  * objects it freed are there for the other threads.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "alloc/internal.h"
@@ -46,14 +47,40 @@ static tslot no_slot[1];
 static ttable no_table = {0, 0, no_slot};
 static _Thread_local ttable *tt = &no_table;
 
-hy__mag *hy__mag_new(uint32_t cap) {
-  hy__mag *m = hy__mem_alloc(sizeof *m + cap * sizeof(void *));
+static int mag_class(uint32_t cap) {
+  int k = 0;
+  while ((uint32_t)HY__MAG_MIN << k < cap)
+    k++;
+  return k;
+}
+
+hy__mag *hy__mag_new(hy_cache_t *c, uint32_t cap) {
+  int k = mag_class(cap);
+  if (k >= HY__MAG_CLASSES)
+    return NULL;
+  cap = (uint32_t)HY__MAG_MIN << k;
+  hy__oslock_lock(&c->depot_lock);
+  hy_cache_t *mc = c->mags[k];
+  if (!mc) {
+    char name[96];
+    snprintf(name, sizeof name, "%s.mag%u", c->name, (unsigned)cap);
+    if (hy_cache_create(name, sizeof(hy__mag) + cap * sizeof(void *), 16,
+                        NULL, NULL, NULL, HY__CACHE_INTERNAL, &mc) == 0)
+      c->mags[k] = mc;
+  }
+  hy__oslock_unlock(&c->depot_lock);
+  hy__mag *m = mc ? hy_cache_alloc(mc) : NULL;
   if (m) {
     m->next = NULL;
     m->n = 0;
     m->cap = cap;
   }
   return m;
+}
+
+void hy__mag_free(hy_cache_t *c, hy__mag *m) {
+  if (m)
+    hy_cache_free(c->mags[mag_class(m->cap)], m);
 }
 
 /* ------------------------------------------------ per-thread magazines */
@@ -65,10 +92,10 @@ static hy__mcpu *mcpu_new(hy_cache_t *c) {
   hy__oslock_lock(&c->depot_lock);
   uint32_t size = c->mag_size;
   hy__oslock_unlock(&c->depot_lock);
-  m->loaded = hy__mag_new(size);
-  m->prev = m->loaded ? hy__mag_new(size) : NULL;
+  m->loaded = hy__mag_new(c, size);
+  m->prev = m->loaded ? hy__mag_new(c, size) : NULL;
   if (!m->prev) {
-    hy__mem_free(m->loaded);
+    hy__mag_free(c, m->loaded);
     hy__mem_free(m);
     return NULL;
   }
@@ -182,7 +209,7 @@ static hy__mcpu *mcpu_slow(hy_cache_t *c) {
   tslot *s = table_find(tt, c->gen);
   if (s)
     return s->m;
-  if (c->flags & HY_CACHE_NOMAG)
+  if (c->flags & (HY_CACHE_NOMAG | HY__CACHE_INTERNAL))
     return NULL;
   if ((tt->used + 1) * 2 > tt->mask + 1 && table_grow() != 0)
     return NULL;
@@ -317,8 +344,8 @@ static void free_slow(hy_cache_t *c, hy__mcpu *m, void *obj) {
     return;
   }
   hy__depot_unlock(c);
-  hy__mem_free(e); /* smaller than magazines are now: replaced */
-  e = hy__mag_new(size);
+  hy__mag_free(c, e); /* smaller than magazines are now: replaced */
+  e = hy__mag_new(c, size);
   if (!e) { /* no memory for a magazine: the object goes to its slab */
     hy__slab_put(c, &obj, 1);
     return;

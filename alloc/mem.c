@@ -33,8 +33,9 @@ int hy__mem_injected_failure(void) {
   return atomic_fetch_sub(&fail_countdown, 1) == 1;
 }
 
-void hy__mem_fail_at(long nth) {
-  atomic_store(&fail_countdown, nth > 0 ? nth : 0);
+long hy__mem_fail_at(long nth) {
+  long left = atomic_exchange(&fail_countdown, nth > 0 ? nth : 0);
+  return left > 0 ? left : 0;
 }
 
 /* Windows: every block is an _aligned_malloc block, so that hy__mem_free

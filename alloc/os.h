@@ -26,6 +26,8 @@ size_t hy__os_page_size(void);
 /* Maps size bytes (a multiple of the page size) readable and writable.
  * Counts as a backing allocation for hy__mem_fail_at.  NULL on failure. */
 void *hy__os_map(size_t size);
+/* The same, aligned to align (a power of two, a multiple of the page size). */
+void *hy__os_map_aligned(size_t size, size_t align);
 void hy__os_unmap(void *p, size_t size);
 /* Makes [p, p+size) inaccessible (a guard page).  Returns 0 or -1. */
 int hy__os_guard(void *p, size_t size);

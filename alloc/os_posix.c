@@ -46,6 +46,30 @@ void *hy__os_map(size_t size) {
 
 void hy__os_unmap(void *p, size_t size) { munmap(p, size); }
 
+void *hy__os_map_aligned(size_t size, size_t align) {
+  if (hy__mem_injected_failure())
+    return NULL;
+  int prot = PROT_READ | PROT_WRITE;
+  int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+  /* New mappings usually land right below the previous one, so after one
+   * aligned mapping of this size the next is aligned too: one call. */
+  char *p = mmap(NULL, size, prot, flags, -1, 0);
+  if (p == MAP_FAILED)
+    return NULL;
+  if (((uintptr_t)p & (align - 1)) == 0)
+    return p;
+  munmap(p, size);
+  p = mmap(NULL, size + align, prot, flags, -1, 0);
+  if (p == MAP_FAILED)
+    return NULL;
+  char *a = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
+  if (a > p)
+    munmap(p, (size_t)(a - p));
+  if (p + size + align > a + size)
+    munmap(a + size, (size_t)(p + size + align - (a + size)));
+  return a;
+}
+
 int hy__os_guard(void *p, size_t size) {
   return mprotect(p, size, PROT_NONE) == 0 ? 0 : -1;
 }

@@ -34,6 +34,24 @@ void hy__os_unmap(void *p, size_t size) {
   VirtualFree(p, 0, MEM_RELEASE);
 }
 
+void *hy__os_map_aligned(size_t size, size_t align) {
+  if (hy__mem_injected_failure())
+    return NULL;
+  /* Reserve more than needed, free it, and map at the aligned address
+   * inside; another thread may take the range in between: try again. */
+  for (int tries = 0; tries < 64; tries++) {
+    char *p = VirtualAlloc(NULL, size + align, MEM_RESERVE, PAGE_NOACCESS);
+    if (!p)
+      return NULL;
+    char *a = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
+    VirtualFree(p, 0, MEM_RELEASE);
+    void *r = VirtualAlloc(a, size, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    if (r)
+      return r;
+  }
+  return NULL;
+}
+
 int hy__os_guard(void *p, size_t size) {
   DWORD old;
   return VirtualProtect(p, size, PAGE_NOACCESS, &old) ? 0 : -1;

@@ -3,7 +3,9 @@
  *
  * Two back ends, chosen per cache:
  *  - Hydra's slabs (the default): a slab is one block of slab_size bytes
- *    (a power of two, at least 64 KiB) from mimalloc, aligned to its size,
+ *    (a power of two, at least 64 KiB) mapped from the OS (alloc/os.h),
+ *    aligned to its size, and unmapped when it goes back, so a reap
+ *    returns memory at once (mimalloc keeps freed segments for a while),
  *    so the slab of any buffer is `p & ~(slab_size - 1)`: O(1) on free,
  *    no per-buffer header.  The slab header at the start of the block has
  *    a bitmap of buffers that are constructed, a stack of free buffer
@@ -120,7 +122,7 @@ static void relist(hy_cache_t *c, hy__slab *s) {
 /* ------------------------------------------------------------ slabs */
 
 static hy__slab *slab_new(hy_cache_t *c) {
-  char *mem = hy__mem_aligned(c->slab_size, c->slab_size);
+  char *mem = hy__os_map_aligned(c->slab_size, c->slab_size);
   if (!mem)
     return NULL;
   hy__slab *s = (hy__slab *)mem;
@@ -153,7 +155,7 @@ static void slab_release(hy_cache_t *c, hy__slab *s) {
     }
   }
   HY__UNPOISON(s, c->slab_size);
-  hy__mem_free(s);
+  hy__os_unmap(s, c->slab_size);
 }
 
 static uint32_t index_of(hy_cache_t *c, hy__slab *s, void *obj) {
