@@ -8,6 +8,9 @@
  * on purpose (it stands for the machine running out of memory); when it is
  * disarmed the cost is one relaxed load per backing allocation.
  */
+#ifndef _WIN32
+#define _GNU_SOURCE
+#endif
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,10 +21,14 @@
 #if defined(_WIN32)
 #include <malloc.h>
 #define HEAP_WIN 1
+#define HEAP_MI 0
 #elif defined(HY_ASAN) || defined(HY_TSAN)
-#define HEAP_LIBC 1
+#include <malloc.h>
+#define HEAP_WIN 0
+#define HEAP_MI 0
 #else
 #include <mimalloc.h>
+#define HEAP_WIN 0
 #define HEAP_MI 1
 #endif
 
@@ -124,5 +131,7 @@ char *hy__mem_strdup(const char *s) {
 void hy__mem_collect(void) {
 #if HEAP_MI
   mi_collect(true);
+#elif !HEAP_WIN && defined(__GLIBC__)
+  malloc_trim(0);
 #endif
 }
