@@ -4,7 +4,7 @@
  * is taken once per magazine's worth of objects.
  *
  * Magazine size adapts to contention: the lock is first tried; when the
- * try fails often (more than 1 in 16 depot operations over a window of
+ * try fails often (more than 1 in 64 depot operations over a window of
  * 256), new magazines are made twice as big, up to mag_max, so that each
  * thread comes to the depot half as often.  Magazines of the old size are
  * used until they come back empty, then freed and replaced.
@@ -24,7 +24,7 @@ void hy__depot_lock(hy_cache_t *c) {
   c->dep_contended += (uint64_t)contended;
   c->depot_contended += (uint64_t)contended;
   if (c->dep_ops >= WINDOW) {
-    if (c->dep_contended * 16 > c->dep_ops && c->mag_size < c->mag_max)
+    if (c->dep_contended * 64 > c->dep_ops && c->mag_size < c->mag_max)
       c->mag_size *= 2;
     c->dep_ops = c->dep_contended = 0;
   }
