@@ -42,6 +42,10 @@ int hy_cache_create(const char *name, size_t size, size_t align,
   if (flags & HY_CACHE_DEBUG)
     c->checks = c->poison = 1;
   c->direct = (flags & HY_CACHE_DIRECT) != 0;
+  c->slowpath = c->checks;
+#ifdef HY_ASAN
+  c->slowpath = 1; /* objects are poisoned and unpoisoned on the way */
+#endif
   c->offset = c->checks ? round_up(16, align) : 0;
   c->stride = round_up(c->offset + size + (c->checks ? 16 : 0), align);
   c->mag_size = size <= 256 ? 32 : size <= 2048 ? 16 : 4;
@@ -74,13 +78,7 @@ size_t hy_cache_reap(hy_cache_t *c) {
   if (!c)
     return 0;
   uint64_t before = held(c);
-  hy__mcpu *m = hy__mcpu_find(c);
-  if (m && m->loaded) {
-    hy__slab_put(c, m->loaded->obj, (int)m->loaded->n);
-    m->loaded->n = 0;
-    hy__slab_put(c, m->prev->obj, (int)m->prev->n);
-    m->prev->n = 0;
-  }
+  hy__mcpu_flush_own(c);
   hy__oslock_lock(&c->depot_lock);
   hy__mag *chain = hy__depot_take_all(c);
   hy__oslock_unlock(&c->depot_lock);
@@ -105,15 +103,15 @@ static void collect(hy_cache_t *c, hy_cache_stats_t *s) {
   s->version = HY_CACHE_STATS_VERSION;
   s->name = c->name;
   s->obj_size = c->size;
-  uint64_t allocs = 0, frees = 0, hits = 0;
+  uint64_t allocs = 0, frees = 0, misses = 0;
   hy__oslock_lock(&c->depot_lock);
   allocs = c->ret_allocs;
   frees = c->ret_frees;
-  hits = c->ret_hits;
+  misses = c->ret_misses;
   for (hy__mcpu *m = c->mcpus; m; m = m->rnext) {
     allocs += HY__CTR_GET(m->allocs);
     frees += HY__CTR_GET(m->frees);
-    hits += HY__CTR_GET(m->hits);
+    misses += HY__CTR_GET(m->misses);
   }
   s->depot_gets = c->depot_gets;
   s->depot_puts = c->depot_puts;
@@ -133,8 +131,8 @@ static void collect(hy_cache_t *c, hy_cache_stats_t *s) {
   s->frees = frees;
   s->live = allocs - frees;
   s->failures = atomic_load(&c->failures);
-  s->mag_hits = hits;
-  s->mag_misses = allocs + frees + s->failures - hits;
+  s->mag_misses = misses + atomic_load(&c->slow_misses);
+  s->mag_hits = allocs + frees + s->failures - s->mag_misses;
   s->reaps = atomic_load(&c->reaps);
   s->ctor_calls = atomic_load(&c->ctor_calls);
   s->dtor_calls = atomic_load(&c->dtor_calls);

@@ -59,17 +59,25 @@ typedef struct hy__mag {
 
 /* One thread's magazines of one cache (Bonwick & Adams' per-CPU cache).
  * loaded and prev are never NULL; only the owning thread touches them,
- * except hy_cache_destroy, which drains them under the depot lock. */
+ * except hy_cache_destroy, which drains them under the depot lock.  The
+ * loaded magazine's array, count and capacity are copied into the mcpu so
+ * the fast path reads one cache line. */
 typedef struct hy__mcpu {
+  void **obj;      /* loaded->obj */
+  uint32_t rounds; /* objects in the loaded magazine (loaded->n is stale
+                      while it is loaded) */
+  uint32_t cap;    /* loaded->cap */
   hy__mag *loaded, *prev;
+  hy__ctr allocs, frees, misses; /* misses: went to the depot or slabs */
   hy_cache_t *cache;
   struct hy__mcpu *rnext, *rprev; /* the cache's registry, depot lock */
-  hy__ctr allocs, frees, hits;
 } hy__mcpu;
 
 struct hy__slab;
 
 struct hy_cache {
+  uint64_t gen;  /* unique, never 0: the key of the threads' tables */
+  int slowpath;  /* every op takes the general path (debug checks, ASan) */
   char name[64];
   size_t size;   /* the caller's object size */
   size_t align;
@@ -82,7 +90,6 @@ struct hy_cache {
   int checks; /* debug: states, red zones, double/foreign free */
   int poison; /* HY_CACHE_DEBUG: poison freed objects, dtor at free */
   int direct; /* slab layer is the general heap, object by object */
-  uint64_t gen;        /* unique, never 0: the key of the threads' tables */
   _Atomic int refs;    /* the owner's + one per registered mcpu */
   _Atomic int dead;    /* destroyed; the struct lives until refs drop */
 
@@ -94,20 +101,21 @@ struct hy_cache {
   uint64_t dep_ops, dep_contended;
   hy__mcpu *mcpus;                 /* registered threads */
   hy_cache_t *mags[HY__MAG_CLASSES]; /* magazine caches, made on demand */
-  uint64_t ret_allocs, ret_frees, ret_hits; /* of threads gone */
+  uint64_t ret_allocs, ret_frees, ret_misses; /* of threads gone */
   uint64_t depot_gets, depot_puts, depot_contended;
 
   /* slab layer: slab_lock */
   hy__oslock_t slab_lock;
   struct hy__slab *partial, *emptys, *fulls;
   uint64_t nslabs, nemptys, max_emptys;
-  size_t slab_size, slab_hdr;
+  size_t slab_size, slab_hdr, slab_slack;
+  _Atomic uint64_t color_seq;
   uint32_t per_slab;
   uint64_t bytes_held;
   uint64_t direct_objs;
 
   /* slow paths (any thread): atomics */
-  _Atomic uint64_t slow_allocs, slow_frees, ctor_calls, dtor_calls;
+  _Atomic uint64_t slow_allocs, slow_frees, slow_misses, ctor_calls, dtor_calls;
   _Atomic uint64_t failures, reaps, alloc_undo;
 };
 
@@ -122,7 +130,8 @@ void hy__mag_thread_exit(void *table);
 hy__mag *hy__mag_new(hy_cache_t *c, uint32_t cap);
 void hy__mag_free(hy_cache_t *c, hy__mag *m);
 void hy__mcpu_drain(hy__mcpu *m, hy_cache_t *c); /* depot lock held */
-hy__mcpu *hy__mcpu_find(hy_cache_t *c); /* the caller's, or NULL */
+/* Gives the calling thread's magazine contents of c to the slabs. */
+void hy__mcpu_flush_own(hy_cache_t *c);
 void hy__cache_unref(hy_cache_t *c);
 
 /* depot.c (depot lock taken by hy__depot_lock, with the contention count) */

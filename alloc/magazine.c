@@ -38,14 +38,24 @@ typedef struct tslot {
 typedef struct ttable {
   uint64_t mask; /* capacity - 1; 0 only for the empty table */
   uint64_t used;
-  tslot *v;
+  tslot v[];
 } ttable;
 
 /* The table of a thread that has none yet: one slot that never matches.
- * Never written. */
-static tslot no_slot[1];
-static ttable no_table = {0, 0, no_slot};
-static _Thread_local ttable *tt = &no_table;
+ * Never written.  (A union gives the flexible array its one slot.) */
+static union {
+  ttable t;
+  char room[sizeof(ttable) + sizeof(tslot)];
+} no_table_u;
+#define no_table (no_table_u.t)
+/* initial-exec: a direct %fs-relative access, not a __tls_get_addr call
+ * (the library is built -fPIC); one pointer of static TLS. */
+#if defined(__GNUC__) && !defined(_WIN32)
+#define HY__TLS_FAST __attribute__((tls_model("initial-exec")))
+#else
+#define HY__TLS_FAST
+#endif
+static _Thread_local ttable *tt HY__TLS_FAST = &no_table;
 
 static int mag_class(uint32_t cap) {
   int k = 0;
@@ -85,6 +95,27 @@ void hy__mag_free(hy_cache_t *c, hy__mag *m) {
 
 /* ------------------------------------------------ per-thread magazines */
 
+/* The loaded magazine's count lives in the mcpu while it is loaded. */
+static inline void mag_sync(hy__mcpu *m) {
+  if (m->loaded)
+    m->loaded->n = m->rounds;
+}
+
+static inline void mag_load(hy__mcpu *m, hy__mag *g) {
+  m->loaded = g;
+  m->obj = g->obj;
+  m->rounds = g->n;
+  m->cap = g->cap;
+}
+
+/* loaded <-> prev */
+static inline void mag_swap(hy__mcpu *m) {
+  hy__mag *t = m->prev;
+  mag_sync(m);
+  m->prev = m->loaded;
+  mag_load(m, t);
+}
+
 static hy__mcpu *mcpu_new(hy_cache_t *c) {
   hy__mcpu *m = hy__mem_calloc(1, sizeof *m);
   if (!m)
@@ -92,13 +123,14 @@ static hy__mcpu *mcpu_new(hy_cache_t *c) {
   hy__oslock_lock(&c->depot_lock);
   uint32_t size = c->mag_size;
   hy__oslock_unlock(&c->depot_lock);
-  m->loaded = hy__mag_new(c, size);
-  m->prev = m->loaded ? hy__mag_new(c, size) : NULL;
+  hy__mag *l = hy__mag_new(c, size);
+  m->prev = l ? hy__mag_new(c, size) : NULL;
   if (!m->prev) {
-    hy__mag_free(c, m->loaded);
+    hy__mag_free(c, l);
     hy__mem_free(m);
     return NULL;
   }
+  mag_load(m, l);
   m->cache = c;
   atomic_fetch_add(&c->refs, 1);
   hy__oslock_lock(&c->depot_lock);
@@ -113,11 +145,14 @@ static hy__mcpu *mcpu_new(hy_cache_t *c) {
 
 void hy__mcpu_drain(hy__mcpu *m, hy_cache_t *c) {
   /* the objects go with the depot's magazines, which destroy takes next */
+  mag_sync(m);
   if (m->loaded)
     hy__depot_put(c, m->loaded);
   if (m->prev)
     hy__depot_put(c, m->prev);
   m->loaded = m->prev = NULL;
+  m->obj = NULL;
+  m->rounds = m->cap = 0;
 }
 
 /* Gives m's magazines to its cache's depot, unregisters m and drops its
@@ -125,10 +160,7 @@ void hy__mcpu_drain(hy__mcpu *m, hy_cache_t *c) {
 static void mcpu_release(hy__mcpu *m) {
   hy_cache_t *c = m->cache;
   hy__oslock_lock(&c->depot_lock);
-  if (m->loaded) /* NULL when a destroy drained it */
-    hy__depot_put(c, m->loaded);
-  if (m->prev)
-    hy__depot_put(c, m->prev);
+  hy__mcpu_drain(m, c); /* nothing left when a destroy drained it */
   if (m->rprev)
     m->rprev->rnext = m->rnext;
   else
@@ -137,7 +169,7 @@ static void mcpu_release(hy__mcpu *m) {
     m->rnext->rprev = m->rprev;
   c->ret_allocs += HY__CTR_GET(m->allocs);
   c->ret_frees += HY__CTR_GET(m->frees);
-  c->ret_hits += HY__CTR_GET(m->hits);
+  c->ret_misses += HY__CTR_GET(m->misses);
   hy__oslock_unlock(&c->depot_lock);
   hy__mem_free(m);
   hy__cache_unref(c);
@@ -171,7 +203,6 @@ static int table_grow(void) {
     return -1;
   t->mask = cap - 1;
   t->used = 0;
-  t->v = (tslot *)(t + 1);
   memset(t->v, 0, cap * sizeof(tslot));
   if (hy__os_thread_exit_hook(t) != 0) {
     hy__mem_free(t);
@@ -225,9 +256,15 @@ static inline hy__mcpu *mcpu_of(hy_cache_t *c) {
   return HY__LIKELY(s->gen == c->gen) ? s->m : mcpu_slow(c);
 }
 
-hy__mcpu *hy__mcpu_find(hy_cache_t *c) {
+void hy__mcpu_flush_own(hy_cache_t *c) {
   tslot *s = table_find(tt, c->gen);
-  return s ? s->m : NULL;
+  hy__mcpu *m = s ? s->m : NULL;
+  if (!m || !m->loaded)
+    return;
+  hy__slab_put(c, m->obj, (int)m->rounds);
+  m->rounds = 0;
+  hy__slab_put(c, m->prev->obj, (int)m->prev->n);
+  m->prev->n = 0;
 }
 
 static void table_release(ttable *t) {
@@ -259,6 +296,7 @@ void hy_cache_thread_flush(void) {
 static void *alloc_slow(hy_cache_t *c, hy__mcpu *m) {
   void *p;
   if (!m) {
+    atomic_fetch_add_explicit(&c->slow_misses, 1, memory_order_relaxed);
     if (hy__slab_get(c, &p, 1) == 1) {
       atomic_fetch_add_explicit(&c->slow_allocs, 1, memory_order_relaxed);
       return p;
@@ -266,41 +304,46 @@ static void *alloc_slow(hy_cache_t *c, hy__mcpu *m) {
     atomic_fetch_add_explicit(&c->failures, 1, memory_order_relaxed);
     return NULL;
   }
-  if (m->prev->n) { /* swap: the previous magazine is loaded */
-    hy__mag *t = m->loaded;
-    m->loaded = m->prev;
-    m->prev = t;
-    HY__CTR_INC(m->hits);
+  if (m->prev->n) { /* the full previous magazine is loaded: still a hit */
+    mag_swap(m);
   } else {
+    HY__CTR_INC(m->misses);
     hy__depot_lock(c);
     hy__mag *full = hy__depot_get_full(c);
     if (full) {
       hy__depot_put(c, m->prev); /* empty */
+      mag_sync(m);
       m->prev = m->loaded;
-      m->loaded = full;
+      mag_load(m, full);
     }
     hy__depot_unlock(c);
-    if (!full) {
-      hy__mag *l = m->loaded;
-      int n = hy__slab_get(c, l->obj, (int)l->cap);
+    if (!full) { /* fill the loaded one from the slabs */
+      int n = hy__slab_get(c, m->obj, (int)m->cap);
       if (n <= 0) {
         atomic_fetch_add_explicit(&c->failures, 1, memory_order_relaxed);
         return NULL;
       }
-      l->n = (uint32_t)n;
+      m->rounds = (uint32_t)n;
     }
   }
   HY__CTR_INC(m->allocs);
-  return m->loaded->obj[--m->loaded->n];
+  return m->obj[--m->rounds];
 }
 
-void *hy_cache_alloc(hy_cache_t *c) {
+#if defined(__GNUC__)
+#define HY__NOINLINE __attribute__((noinline))
+#else
+#define HY__NOINLINE
+#endif
+
+/* Everything but the fast path: first use by a thread, empty magazines,
+ * debug checks, ASan poisoning. */
+static HY__NOINLINE void *alloc_general(hy_cache_t *c) {
   hy__mcpu *m = mcpu_of(c);
   void *p;
-  if (HY__LIKELY(m && m->loaded->n)) {
-    p = m->loaded->obj[--m->loaded->n];
+  if (m && m->rounds) {
+    p = m->obj[--m->rounds];
     HY__CTR_INC(m->allocs);
-    HY__CTR_INC(m->hits);
   } else {
     p = alloc_slow(c, m);
     if (!p)
@@ -317,30 +360,43 @@ void *hy_cache_alloc(hy_cache_t *c) {
   return p;
 }
 
+void *hy_cache_alloc(hy_cache_t *c) {
+  ttable *t = tt;
+  tslot *s = &t->v[c->gen & t->mask];
+  if (HY__LIKELY(s->gen == c->gen && !c->slowpath)) {
+    hy__mcpu *m = s->m; /* never NULL in a table */
+    if (HY__LIKELY(m->rounds)) {
+      HY__CTR_INC(m->allocs);
+      return m->obj[--m->rounds];
+    }
+  }
+  return alloc_general(c);
+}
+
 static void free_slow(hy_cache_t *c, hy__mcpu *m, void *obj) {
   if (!m) {
     hy__slab_put(c, &obj, 1);
     atomic_fetch_add_explicit(&c->slow_frees, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->slow_misses, 1, memory_order_relaxed);
     return;
   }
   HY__CTR_INC(m->frees);
-  if (m->prev->n == 0) { /* swap: the empty previous one is loaded */
-    hy__mag *t = m->loaded;
-    m->loaded = m->prev;
-    m->prev = t;
-    HY__CTR_INC(m->hits);
-    m->loaded->obj[m->loaded->n++] = obj;
+  if (m->prev->n == 0) { /* the empty previous magazine is loaded: a hit */
+    mag_swap(m);
+    m->obj[m->rounds++] = obj;
     return;
   }
+  HY__CTR_INC(m->misses);
   hy__depot_lock(c);
   hy__mag *e = hy__depot_get_empty(c);
   uint32_t size = c->mag_size;
   if (e && e->cap >= size) {
     hy__depot_put(c, m->prev); /* full */
     hy__depot_unlock(c);
+    mag_sync(m);
     m->prev = m->loaded;
-    m->loaded = e;
-    m->loaded->obj[m->loaded->n++] = obj;
+    mag_load(m, e);
+    m->obj[m->rounds++] = obj;
     return;
   }
   hy__depot_unlock(c);
@@ -353,23 +409,37 @@ static void free_slow(hy_cache_t *c, hy__mcpu *m, void *obj) {
   hy__depot_lock(c);
   hy__depot_put(c, m->prev);
   hy__depot_unlock(c);
+  mag_sync(m);
   m->prev = m->loaded;
-  m->loaded = e;
-  m->loaded->obj[m->loaded->n++] = obj;
+  mag_load(m, e);
+  m->obj[m->rounds++] = obj;
 }
 
-void hy_cache_free(hy_cache_t *c, void *obj) {
+static HY__NOINLINE void free_general(hy_cache_t *c, void *obj) {
   if (!obj)
     return;
   if (HY__UNLIKELY(c->checks))
     hy__dbg_free(c, obj);
   HY__POISON(obj, c->size);
   hy__mcpu *m = mcpu_of(c);
-  if (HY__LIKELY(m && m->loaded->n < m->loaded->cap)) {
-    m->loaded->obj[m->loaded->n++] = obj;
+  if (m && m->rounds < m->cap) {
+    m->obj[m->rounds++] = obj;
     HY__CTR_INC(m->frees);
-    HY__CTR_INC(m->hits);
     return;
   }
   free_slow(c, m, obj);
+}
+
+void hy_cache_free(hy_cache_t *c, void *obj) {
+  ttable *t = tt;
+  tslot *s = &t->v[c->gen & t->mask];
+  if (HY__LIKELY(s->gen == c->gen && !c->slowpath && obj)) {
+    hy__mcpu *m = s->m;
+    if (HY__LIKELY(m->rounds < m->cap)) {
+      HY__CTR_INC(m->frees);
+      m->obj[m->rounds++] = obj;
+      return;
+    }
+  }
+  free_general(c, obj);
 }

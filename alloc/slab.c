@@ -75,6 +75,7 @@ int hy__slab_init(hy_cache_t *c) {
   c->slab_size = s;
   c->per_slab = per;
   c->slab_hdr = hdr_size(c, per);
+  c->slab_slack = s - c->slab_hdr - per * c->stride;
   return 0;
 }
 
@@ -121,6 +122,19 @@ static void relist(hy_cache_t *c, hy__slab *s) {
 
 /* ------------------------------------------------------------ slabs */
 
+/* Slab colouring (Bonwick 1994, section 4.1): the objects of successive
+ * slabs start at successive cache-line offsets within the slack at the end
+ * of a slab, and each cache starts at its own offset, so that objects at
+ * the same index of different slabs (and caches) do not all fall on the
+ * same cache sets, nor alias a magazine's slots in the low 12 address bits
+ * (which stalls a load behind an unrelated store). */
+static size_t slab_color(hy_cache_t *c) {
+  size_t step = c->align < 64 ? 64 : c->align;
+  size_t colors = c->slab_slack / step + 1;
+  uint64_t k = atomic_fetch_add_explicit(&c->color_seq, 1, memory_order_relaxed);
+  return (size_t)((k + c->gen * 7) % colors) * step;
+}
+
 static hy__slab *slab_new(hy_cache_t *c) {
   char *mem = hy__os_map_aligned(c->slab_size, c->slab_size);
   if (!mem)
@@ -131,7 +145,7 @@ static hy__slab *slab_new(hy_cache_t *c) {
   s->built = (uint64_t *)(s + 1);
   memset(s->built, 0, (c->per_slab + 63) / 64 * 8);
   s->stk = (uint16_t *)(s->built + (c->per_slab + 63) / 64);
-  s->objs = mem + c->slab_hdr;
+  s->objs = mem + c->slab_hdr + slab_color(c);
   s->list = L_EMPTY;
   return s;
 }
