@@ -31,6 +31,7 @@
 #include <malloc.h>
 #include <mimalloc.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -399,16 +400,20 @@ typedef struct xarg {
 
 static void q_push(spsc *q, void *p) {
   unsigned long t = atomic_load_explicit(&q->tail, memory_order_relaxed);
-  while (t - atomic_load_explicit(&q->head, memory_order_acquire) >= QN)
-    ;
+  for (int spin = 0;
+       t - atomic_load_explicit(&q->head, memory_order_acquire) >= QN; spin++)
+    if (spin > 64)
+      sched_yield(); /* the machine may have fewer free cores than threads */
   q->v[t % QN] = p;
   atomic_store_explicit(&q->tail, t + 1, memory_order_release);
 }
 
 static void *q_pop(spsc *q) {
   unsigned long h = atomic_load_explicit(&q->head, memory_order_relaxed);
-  while (atomic_load_explicit(&q->tail, memory_order_acquire) == h)
-    ;
+  for (int spin = 0; atomic_load_explicit(&q->tail, memory_order_acquire) == h;
+       spin++)
+    if (spin > 64)
+      sched_yield();
   void *p = q->v[h % QN];
   atomic_store_explicit(&q->head, h + 1, memory_order_release);
   return p;
@@ -438,7 +443,7 @@ static void *consumer(void *arg) {
 
 INLINE void produce(int s, xarg *a, long *fixed) {
   for (long i = 0; i < a->n; i++) {
-    long *p = s >= 0 ? A(s, a->c, 64) : &fixed[i % QN];
+    long *p = s >= 0 ? A(s, a->c, 64) : &fixed[(i % (2 * QN)) * 8];
     *p = i;
     q_push(a->q, p);
   }
@@ -447,7 +452,7 @@ INLINE void produce(int s, xarg *a, long *fixed) {
 /* s = -1: the queue alone, with no allocation. */
 NOINLINE double xthread_sys(int s, long n) {
   spsc *q = aligned_alloc(64, sizeof *q);
-  long *fixed = calloc(QN, sizeof(long) * 8);
+  long *fixed = calloc(2 * QN, sizeof(long) * 8);
   if (!q || !fixed)
     die("memory");
   double best = 1e18;
