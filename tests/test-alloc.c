@@ -284,14 +284,16 @@ TEST_IMPL(alloc_ctor_failure) {
   counts_t k2 = {0};
   atomic_store(&k2.fail_at, 5);
   c = new_cache("ctor-fails-mag", &k2, 0);
-  int got = 0, nulls = 0;
+  int got = 0;
   void *v[100];
   for (int i = 0; i < 100; i++) {
     v[i] = hy_cache_alloc(c);
     got += v[i] != NULL;
-    nulls += v[i] == NULL;
   }
-  ASSERT_GE(got, 99);
+  /* The refill stopped at the failed construction and handed out what it
+   * had; the next refill went on: no alloc failed, no object is broken. */
+  ASSERT_EQ(got, 100);
+  ASSERT_EQ(atomic_load(&k2.calls), atomic_load(&k2.ctor) + 1);
   for (int i = 0; i < 100; i++)
     if (v[i]) {
       ASSERT_EQ(((obj_t *)v[i])->built, MAGIC_BUILT);
@@ -618,11 +620,9 @@ static void run_stress(int nthreads, long total_ops, unsigned flags) {
   free(s);
 }
 
-#if defined(HY_ASAN) || defined(HY_TSAN)
-#define STRESS_OPS 2000000L /* sanitizers run 5-20x slower */
-#else
+/* Ten million operations in every build: about 1 s in debug, under a
+ * minute under TSan. */
 #define STRESS_OPS 10000000L
-#endif
 
 TEST_IMPL(alloc_stress_two_threads) {
   run_stress(2, STRESS_OPS, 0);
