@@ -48,7 +48,7 @@ int hy_cache_create(const char *name, size_t size, size_t align,
 #endif
   c->offset = c->checks ? round_up(16, align) : 0;
   c->stride = round_up(c->offset + size + (c->checks ? 16 : 0), align);
-  c->mag_size = size <= 256 ? 32 : size <= 2048 ? 16 : 4;
+  c->mag_size = size <= 256 ? 128 : size <= 2048 ? 32 : 8;
   c->mag_max = size <= 256 ? 512 : size <= 2048 ? 128 : 32;
   hy__slab_init(c);
   hy__oslock_init(&c->depot_lock);

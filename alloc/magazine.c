@@ -323,6 +323,13 @@ static void *alloc_slow(hy_cache_t *c, hy__mcpu *m) {
         atomic_fetch_add_explicit(&c->failures, 1, memory_order_relaxed);
         return NULL;
       }
+      /* pops come from the top: put the lowest address there, so a
+       * fresh slab is handed out in ascending order (prefetch-friendly) */
+      for (int i = 0, j = n - 1; i < j; i++, j--) {
+        void *t = m->obj[i];
+        m->obj[i] = m->obj[j];
+        m->obj[j] = t;
+      }
       m->rounds = (uint32_t)n;
     }
   }

@@ -537,6 +537,18 @@ static int want(int argc, char **argv, const char *w) {
   return 0;
 }
 
+/* HYDRA_BENCH_SYSTEMS=hydra,mimalloc runs only those systems. */
+static int sys_on(int s) {
+  const char *e = getenv("HYDRA_BENCH_SYSTEMS");
+  if (!e || !*e)
+    return 1;
+  size_t n = strlen(sys_name[s]);
+  for (const char *p = e; (p = strstr(p, sys_name[s])) != NULL; p += n)
+    if ((p == e || p[-1] == ',') && (p[n] == 0 || p[n] == ','))
+      return 1;
+  return 0;
+}
+
 static void line(const char *w, int s, double v, const char *unit) {
   printf("%s\t%s\t%.2f\t%s\n", w, sys_name[s], v, unit);
   fflush(stdout);
@@ -550,7 +562,8 @@ int main(int argc, char **argv) {
     snprintf(w, sizeof w, "alloc-pair-%zu", sizes[z]);
     if (want(argc, argv, w))
       for (int s = 0; s < S_N; s++)
-        line(w, s, pair_sys(s, sizes[z], pairs), "ns/pair");
+        if (sys_on(s))
+          line(w, s, pair_sys(s, sizes[z], pairs), "ns/pair");
   }
   uint32_t *order = shuffled();
   for (int z = 0; z < 2; z++)
@@ -559,24 +572,29 @@ int main(int argc, char **argv) {
       snprintf(w, sizeof w, "alloc-batch-%zu%s", sizes[z], rnd ? "-random" : "");
       if (want(argc, argv, w))
         for (int s = 0; s < S_N; s++)
-          line(w, s, batch_sys(s, sizes[z], rnd ? order : NULL), "ns/op");
+          if (sys_on(s))
+            line(w, s, batch_sys(s, sizes[z], rnd ? order : NULL), "ns/op");
     }
   free(order);
   if (want(argc, argv, "alloc-batch-64-rss-after"))
     for (int s = 0; s < S_N; s++)
-      line("alloc-batch-64-rss-after", s, rss_after_sys(s), "MiB");
+      if (sys_on(s))
+        line("alloc-batch-64-rss-after", s, rss_after_sys(s), "MiB");
   if (want(argc, argv, "alloc-churn-64"))
     for (int s = 0; s < S_N; s++)
-      line("alloc-churn-64", s, churn_sys(s, 64, steps), "ns/step");
+      if (sys_on(s))
+        line("alloc-churn-64", s, churn_sys(s, 64, steps), "ns/step");
   if (want(argc, argv, "alloc-task-block"))
     for (int s = 0; s < S_N; s++)
-      line("alloc-task-block", s, tb_sys(s, steps), "ns/op");
+      if (sys_on(s))
+        line("alloc-task-block", s, tb_sys(s, steps), "ns/op");
   if (want(argc, argv, "alloc-xthread-64")) {
     long n = 2000000;
     printf("# alloc-xthread-64: the queue alone %.1f ns/object\n",
            xthread_sys(-1, n));
     for (int s = 0; s < S_N; s++)
-      line("alloc-xthread-64", s, xthread_sys(s, n), "ns/object");
+      if (sys_on(s))
+        line("alloc-xthread-64", s, xthread_sys(s, n), "ns/object");
   }
   if (want(argc, argv, "alloc-stack-64k")) {
     printf("alloc-stack-64k\thydra\t%.2f\tns/pair\n", stack_hydra(1000000));
