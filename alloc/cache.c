@@ -129,7 +129,7 @@ static void collect(hy_cache_t *c, hy_cache_stats_t *s) {
   frees += atomic_load(&c->slow_frees);
   s->allocs = allocs;
   s->frees = frees;
-  s->live = allocs - frees;
+  s->live = allocs > frees ? allocs - frees : 0; /* a snapshot of running threads */
   s->failures = atomic_load(&c->failures);
   s->mag_misses = misses + atomic_load(&c->slow_misses);
   s->mag_hits = allocs + frees + s->failures - s->mag_misses;

@@ -24,8 +24,10 @@
  *                            alloc; 256 live, FIFO: ns/op
  *   alloc-stack-64k          stack alloc + free (cached): ns/pair
  *
- * Which slab back end (alloc/slab.c) is the default was decided with the
- * hydra/hydra-direct ratios of this program: see bench/groups/alloc.sh.
+ * Which slab back end is the default was decided with the hydra and
+ * hydra-direct figures of this program; the numbers are in alloc/slab.c.
+ * Single-thread workloads are timed in thread CPU time (a busy machine
+ * does not count against anyone), the cross-thread one in wall time.
  */
 #define _GNU_SOURCE
 #include <malloc.h>
