@@ -23,7 +23,10 @@ char *hy__mem_strdup(const char *s);
 void hy__mem_collect(void);
 
 /* Testing: the nth backing allocation from now on fails (1 = the next),
- * and every one after it succeeds again; 0 disarms. */
-void hy__mem_fail_at(long nth);
+ * and every one after it succeeds again; 0 disarms.  Backing allocations
+ * are these functions and the pages of slabs and stacks (alloc/os.h).
+ * Returns how many allocations were still to go before the failure set
+ * earlier (0: it happened, or none was set). */
+long hy__mem_fail_at(long nth);
 
 #endif

@@ -155,6 +155,7 @@ static void release(hy__task *t) {
   s->gen++;
   if (s->gen == 0)
     s->gen = 1;
+  t->gen = s->gen; /* the block keeps its slot: its next life's generation */
   hy__unlock(&s->lock);
   hy_cache_free(rt->task_cache, t);
 }

@@ -36,8 +36,17 @@ typedef int (*hy_cache_ctor_fn)(void *obj, void *arg);
 typedef void (*hy_cache_dtor_fn)(void *obj, void *arg);
 
 enum hy_cache_flags {
-  HY_CACHE_DEBUG = 1 << 0, /* poison, red zones, double/foreign-free checks */
-  HY_CACHE_NOMAG = 1 << 1  /* no magazine layer: every op goes to the slabs */
+  /* Debug mode: red zones, double- and foreign-free checks (abort naming
+   * the cache), a leak report at destroy, and poisoning: the destructor
+   * runs at free, the freed object is filled with a pattern checked at the
+   * next alloc, the constructor runs at alloc.  Builds with HY_DEBUG >= 2
+   * (debug, asan) turn on everything but poisoning for every cache. */
+  HY_CACHE_DEBUG = 1 << 0,
+  HY_CACHE_NOMAG = 1 << 1, /* no magazine layer: every op goes to the slabs */
+  /* No slabs of our own: objects come from the general heap (mimalloc)
+   * one by one; constructed on arrival, destructed when they go back.
+   * Objects too big for eight to a slab are always handled this way. */
+  HY_CACHE_DIRECT = 1 << 2
 };
 
 /* Creates a cache of objects of `size` bytes aligned to `align` (0: natural,
@@ -56,8 +65,11 @@ void *hy_cache_alloc(hy_cache_t *c);
  * naming the cache. */
 void hy_cache_free(hy_cache_t *c, void *obj);
 
-/* Gives back to the system every slab with no live object (and what the
- * depot and the calling thread's magazines hold).  Returns bytes released. */
+/* Gives back to the system every slab with no live object, after moving
+ * to the slabs what the depot and the calling thread's magazines hold
+ * (other threads' magazines are theirs until they exit or flush), then
+ * asks the general heap to return its free pages.  Returns the bytes of
+ * slabs (or objects, for HY_CACHE_DIRECT) released. */
 size_t hy_cache_reap(hy_cache_t *c);
 
 typedef struct hy_cache_stats {
@@ -75,16 +87,26 @@ typedef struct hy_cache_stats {
   uint64_t reaps;
   uint64_t ctor_calls, dtor_calls;
   uint64_t failures;        /* allocs that returned NULL */
+  uint64_t mag_size;        /* objects per new magazine (grows with contention) */
+  uint64_t depot_contended; /* depot lock acquisitions that had to wait */
+  uint64_t depot_full, depot_empty; /* magazines in the depot now */
 } hy_cache_stats_t;
 #define HY_CACHE_STATS_VERSION 1
 
-/* Copies the counters into *s (s->size must be set). Returns 0 or HY_EINVAL. */
+/* Copies the counters into *s (s->size must be set; a smaller, older
+ * struct gets the fields it has).  Returns 0 or HY_EINVAL.  The counters of
+ * threads still running are read without stopping them: a snapshot. */
 int hy_cache_stats(hy_cache_t *c, hy_cache_stats_t *s);
 
 /* Destroys the cache: every slab goes back and the destructor runs on every
  * constructed free object.  Live objects are leaks: counted, reported on
  * stderr in debug mode, and the count is returned (0 when clean). */
 int hy_cache_destroy(hy_cache_t *c);
+
+/* Gives the calling thread's magazines of every cache to the caches'
+ * depots, so other threads can use the objects.  Runs by itself when a
+ * thread exits; a thread may call it earlier (before a long sleep, say). */
+void hy_cache_thread_flush(void);
 
 /* ---------------------------------------------------------------- stacks */
 

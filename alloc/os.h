@@ -1,0 +1,45 @@
+/* alloc/os.h - what the allocators need from the operating system, one
+ * implementation per OS (alloc/os_posix.c, alloc/os_win.c): page mappings
+ * with guard pages and decommit, a lock with try-lock (for the depot's
+ * contention count) and a hook run when a thread exits (to flush that
+ * thread's magazines).
+ */
+#ifndef HYDRA_ALLOC_OS_H
+#define HYDRA_ALLOC_OS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* A mutex for the allocators' slow paths.  Opaque storage for every OS. */
+typedef struct hy__oslock {
+  uint64_t s[6];
+} hy__oslock_t;
+
+void hy__oslock_init(hy__oslock_t *l);
+void hy__oslock_destroy(hy__oslock_t *l);
+void hy__oslock_lock(hy__oslock_t *l);
+int hy__oslock_trylock(hy__oslock_t *l); /* 1 when taken */
+void hy__oslock_unlock(hy__oslock_t *l);
+
+size_t hy__os_page_size(void);
+
+/* Maps size bytes (a multiple of the page size) readable and writable.
+ * Counts as a backing allocation for hy__mem_fail_at.  NULL on failure. */
+void *hy__os_map(size_t size);
+/* The same, aligned to align (a power of two, a multiple of the page size). */
+void *hy__os_map_aligned(size_t size, size_t align);
+void hy__os_unmap(void *p, size_t size);
+/* Makes [p, p+size) inaccessible (a guard page).  Returns 0 or -1. */
+int hy__os_guard(void *p, size_t size);
+/* Gives the pages' memory back while keeping the range; hy__os_recommit
+ * makes it usable again (zero-filled).  Return 0 or -1. */
+int hy__os_decommit(void *p, size_t size);
+int hy__os_recommit(void *p, size_t size);
+
+/* Arms hy__mag_thread_exit(arg) (alloc/magazine.c) to run when the calling
+ * thread exits; arming again replaces arg, and the hook may re-arm itself.
+ * Returns 0 or -1.  Process-wide by nature: one pthread key / FLS index,
+ * made once. */
+int hy__os_thread_exit_hook(void *arg);
+
+#endif

@@ -1,0 +1,106 @@
+/* os_posix.c - alloc/os.h on POSIX systems (Linux): mmap, mprotect,
+ * madvise, pthread mutexes and a pthread key for the thread-exit hook. */
+#ifndef _WIN32
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "alloc/internal.h"
+#include "alloc/os.h"
+
+_Static_assert(sizeof(pthread_mutex_t) <= sizeof(hy__oslock_t), "lock size");
+
+void hy__oslock_init(hy__oslock_t *l) {
+  pthread_mutex_init((pthread_mutex_t *)l, NULL);
+}
+void hy__oslock_destroy(hy__oslock_t *l) {
+  pthread_mutex_destroy((pthread_mutex_t *)l);
+}
+void hy__oslock_lock(hy__oslock_t *l) { pthread_mutex_lock((pthread_mutex_t *)l); }
+int hy__oslock_trylock(hy__oslock_t *l) {
+  return pthread_mutex_trylock((pthread_mutex_t *)l) == 0;
+}
+void hy__oslock_unlock(hy__oslock_t *l) {
+  pthread_mutex_unlock((pthread_mutex_t *)l);
+}
+
+size_t hy__os_page_size(void) {
+  static _Atomic size_t pg; /* a constant of the machine, cached */
+  size_t v = atomic_load_explicit(&pg, memory_order_relaxed);
+  if (!v) {
+    v = (size_t)sysconf(_SC_PAGESIZE);
+    atomic_store_explicit(&pg, v, memory_order_relaxed);
+  }
+  return v;
+}
+
+void *hy__os_map(size_t size) {
+  if (hy__mem_injected_failure())
+    return NULL;
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+void hy__os_unmap(void *p, size_t size) { munmap(p, size); }
+
+void *hy__os_map_aligned(size_t size, size_t align) {
+  if (hy__mem_injected_failure())
+    return NULL;
+  int prot = PROT_READ | PROT_WRITE;
+  int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+  /* New mappings usually land right below the previous one, so after one
+   * aligned mapping of this size the next is aligned too: one call. */
+  char *p = mmap(NULL, size, prot, flags, -1, 0);
+  if (p == MAP_FAILED)
+    return NULL;
+  if (((uintptr_t)p & (align - 1)) == 0)
+    return p;
+  munmap(p, size);
+  p = mmap(NULL, size + align, prot, flags, -1, 0);
+  if (p == MAP_FAILED)
+    return NULL;
+  char *a = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
+  if (a > p)
+    munmap(p, (size_t)(a - p));
+  if (p + size + align > a + size)
+    munmap(a + size, (size_t)(p + size + align - (a + size)));
+  return a;
+}
+
+int hy__os_guard(void *p, size_t size) {
+  return mprotect(p, size, PROT_NONE) == 0 ? 0 : -1;
+}
+
+int hy__os_decommit(void *p, size_t size) {
+  return madvise(p, size, MADV_DONTNEED) == 0 ? 0 : -1;
+}
+
+int hy__os_recommit(void *p, size_t size) {
+  (void)p; /* the pages come back zero-filled on the next touch */
+  (void)size;
+  return 0;
+}
+
+/* The thread-exit hook: one pthread key for the process, created once;
+ * its value is the argument, the destructor calls the hook. */
+static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+static pthread_key_t exit_key;
+static int exit_key_ok;
+
+static void exit_trampoline(void *arg) {
+  hy__mag_thread_exit(arg);
+}
+static void exit_key_make(void) {
+  exit_key_ok = pthread_key_create(&exit_key, exit_trampoline) == 0;
+}
+
+int hy__os_thread_exit_hook(void *arg) {
+  pthread_once(&exit_once, exit_key_make);
+  if (!exit_key_ok)
+    return -1;
+  return pthread_setspecific(exit_key, arg) == 0 ? 0 : -1;
+}
+#endif
