@@ -381,7 +381,8 @@ static int load(int port, int pid, const char *name, const char *cs, int C,
   double p99 = nlat ? lat[(size_t)(nlat * 0.99)] / 1e3 : 0;
   double p999 = nlat ? lat[(size_t)(nlat * 0.999)] / 1e3 : 0;
   if (rate > 0) {
-    printf("%s\t%s\t%.2f\tus-cpu/msg\n", cs, name, cpu * 1e6 / (double)reqs);
+    printf("%s\t%s\t%.2f\tus-cpu/msg\n", cs, name,
+           reqs ? cpu * 1e6 / (double)reqs : 0.0);
   } else if (strstr(cs, "p99")) {
     printf("%s\t%s\t%.1f\tus\n", cs, name, p99);
   } else if (S >= 4096) {
