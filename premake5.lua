@@ -94,6 +94,9 @@ end
 project "hydra"
   kind "StaticLib"
   library_files()
+  -- `ar -rcs` only adds members: an object whose source was removed would
+  -- stay in the archive and shadow its replacement.  Rebuild it whole.
+  postbuildcommands { "@rm -f $(TARGET) && $(AR) -rcs $(TARGET) $(OBJECTS)" }
 
 -- The shared build sits in its own folder so that programs here link the
 -- static library with a plain -lhydra.
