@@ -209,11 +209,28 @@ static long rss_bytes(int pid) {
 
 typedef struct lconn {
   int fd;
+  int want_out; /* EPOLLOUT is watched: a send was partial */
   size_t sent, got;
   int64_t t0;
   int busy;
   struct lconn *next_idle;
 } lconn;
+
+/* Sends what is left of the request; watches EPOLLOUT only while the
+ * socket does not take it all. */
+static void push(int ep, struct lconn *c, const unsigned char *msg, size_t S) {
+  if (c->sent < S) {
+    ssize_t k = send(c->fd, msg + c->sent, S - c->sent, MSG_NOSIGNAL);
+    if (k > 0)
+      c->sent += (size_t)k;
+  }
+  int want = c->sent < S;
+  if (want != c->want_out) {
+    struct epoll_event e = {EPOLLIN | (want ? EPOLLOUT : 0), {.ptr = c}};
+    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &e);
+    c->want_out = want;
+  }
+}
 
 static int cmp64(const void *a, const void *b) {
   int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -264,7 +281,7 @@ static int load(int port, int pid, const char *name, const char *cs, int C,
     msg[i] = (unsigned char)(i * 7 + 1);
   for (int i = 0; i < C; i++) {
     cs_[i].fd = connect_to(port);
-    struct epoll_event e = {EPOLLIN | EPOLLOUT, {.ptr = &cs_[i]}};
+    struct epoll_event e = {EPOLLIN, {.ptr = &cs_[i]}};
     epoll_ctl(ep, EPOLL_CTL_ADD, cs_[i].fd, &e);
   }
   size_t cap = 1 << 22;
@@ -285,6 +302,7 @@ static int load(int port, int pid, const char *name, const char *cs, int C,
     } else {
       cs_[i].busy = 1;
       cs_[i].t0 = now_ns();
+      push(ep, &cs_[i], msg, S);
     }
   }
   struct epoll_event evs[256];
@@ -307,9 +325,7 @@ static int load(int port, int pid, const char *name, const char *cs, int C,
         c->sent = c->got = 0;
         c->t0 = now;
         due_sent++;
-        ssize_t k = send(c->fd, msg, S, MSG_NOSIGNAL);
-        if (k > 0)
-          c->sent = (size_t)k;
+        push(ep, c, msg, S);
       }
       if (due_sent < due && !idle)
         due_sent = due; /* every connection busy: the rate is not met */
@@ -319,11 +335,8 @@ static int load(int port, int pid, const char *name, const char *cs, int C,
       lconn *c = evs[i].data.ptr;
       if (!c->busy)
         continue;
-      if (c->sent < S && (evs[i].events & EPOLLOUT)) {
-        ssize_t k = send(c->fd, msg + c->sent, S - c->sent, MSG_NOSIGNAL);
-        if (k > 0)
-          c->sent += (size_t)k;
-      }
+      if (c->sent < S && (evs[i].events & EPOLLOUT))
+        push(ep, c, msg, S);
       if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
         for (;;) {
           ssize_t k = recv(c->fd, in, S - c->got < 65536 ? S - c->got : 65536,
@@ -354,9 +367,7 @@ static int load(int port, int pid, const char *name, const char *cs, int C,
             idle = c;
           } else {
             c->t0 = t;
-            ssize_t k = send(c->fd, msg, S, MSG_NOSIGNAL);
-            if (k > 0)
-              c->sent = (size_t)k;
+            push(ep, c, msg, S);
           }
         }
       }
@@ -370,7 +381,8 @@ static int load(int port, int pid, const char *name, const char *cs, int C,
   double p99 = nlat ? lat[(size_t)(nlat * 0.99)] / 1e3 : 0;
   double p999 = nlat ? lat[(size_t)(nlat * 0.999)] / 1e3 : 0;
   if (rate > 0) {
-    printf("%s\t%s\t%.2f\tus-cpu/msg\n", cs, name, cpu * 1e6 / (double)reqs);
+    printf("%s\t%s\t%.2f\tus-cpu/msg\n", cs, name,
+           reqs ? cpu * 1e6 / (double)reqs : 0.0);
   } else if (strstr(cs, "p99")) {
     printf("%s\t%s\t%.1f\tus\n", cs, name, p99);
   } else if (S >= 4096) {

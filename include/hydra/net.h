@@ -186,10 +186,11 @@ int hy_conn_shutdown_write(hy_conn_t *c);
 /* Closes the connection.  Pending operations on it return HY_ECANCELED
  * (data that had already arrived is still delivered); the memory is
  * reused only after the last of them has returned.  Any thread.
- * reset != 0 closes with a RST (SO_LINGER 0).  Returns 0 or HY_ECLOSED
- * (already closed). */
+ * Returns 0, or HY_ECLOSED when a close came first (while the object is
+ * still alive: see the top of this file). */
 int hy_conn_close(hy_conn_t *c);
-int hy_conn_abort(hy_conn_t *c); /* close with reset */
+/* As hy_conn_close, but the peer gets a reset (SO_LINGER 0), not a FIN. */
+int hy_conn_abort(hy_conn_t *c);
 
 int hy_conn_peer_addr(hy_conn_t *c, hy_addr_t *out);
 int hy_conn_local_addr(hy_conn_t *c, hy_addr_t *out);
@@ -373,7 +374,9 @@ int hy_server_stats(hy_server_t *s, hy_server_stats_t *out);
 
 /* Queues len bytes for sending.  Returns 0, or HY_EAGAIN when that would
  * take the connection's buffered output past max_output (nothing was
- * queued: wait for on_write_done), HY_ECLOSED, HY_ENOMEM.  Any thread. */
+ * queued: wait for on_write_done), HY_ECLOSED, HY_ENOMEM.  From c's
+ * callbacks, or from any thread while the application knows c is open
+ * (until its on_close): the send is then started on c's worker. */
 int hy_sconn_write(hy_sconn_t *c, const void *data, size_t len);
 /* Bytes queued and not yet sent. */
 size_t hy_sconn_pending(hy_sconn_t *c);
