@@ -115,12 +115,20 @@ static void *skynet(void *p) {
   for (int i = 0; i < 10; i++) {
     kids[i].num = s->num + i * step;
     kids[i].size = step;
-    hy_task_spawn(rt, skynet, &kids[i], NULL, &t[i]);
+    int rc = hy_task_spawn(rt, skynet, &kids[i], NULL, &t[i]);
+    if (rc < 0) {
+      fprintf(stderr, "skynet: spawn: %s\n", hy_strerror(rc));
+      exit(1);
+    }
   }
   long sum = 0;
   for (int i = 0; i < 10; i++) {
     void *r;
-    hy_task_join(rt, t[i], &r);
+    int rc = hy_task_join(rt, t[i], &r);
+    if (rc < 0) {
+      fprintf(stderr, "skynet: join: %s\n", hy_strerror(rc));
+      exit(1);
+    }
     sum += (long)r;
   }
   return (void *)sum;

@@ -82,6 +82,7 @@ struct hy__task {
   hy_task_fn fn;
   void *arg;
   void *result;
+  int error;             /* HY_ENOMEM: it never ran, no stack could be had */
   hy_stack_t stack;      /* base NULL until the first run */
   size_t stack_size;
 

@@ -232,6 +232,7 @@ static int prepare(hy__task *t) {
     return 0;
   if (hy_stack_alloc(t->rt->stacks, &t->stack) != 0)
     return HY_ENOMEM;
+  hy__fiber_task_new(t); /* TSan: only tasks that run count as fibers */
   t->sp = hy__ctx_make(t->stack.base, t->stack.size, hy__task_entry, t);
   atomic_store_explicit(&t->started, 1, memory_order_relaxed);
   return 0;
@@ -317,8 +318,9 @@ void hy__task_entry(void *arg) {
 static void run_task(hy__worker *w, hy__task *t) {
   if (prepare(t) != 0) {
     /* No memory for a stack: the task ends without running, and its
-     * joiner sees a NULL result. */
+     * joiner gets HY_ENOMEM (never a result it did not compute). */
     t->result = NULL;
+    t->error = HY_ENOMEM;
     hy__task_finish(w, t);
     return;
   }

@@ -208,7 +208,7 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   t->timer.idx = -1;
   t->timer.owner = NULL;
   memset(t->locals, 0, sizeof t->locals);
-  hy__fiber_task_new(t);
+  t->error = 0;
 
   hy__lock(&rt->lock);
   t->lprev = NULL;
@@ -331,13 +331,14 @@ int hy_task_join_until(hy_runtime_t *rt, hy_task_t h, hy_time_t deadline,
   }
   if (result)
     *result = t->result;
+  int err = t->error;
   t->joined = 1;
   int last = --t->refs == 0;
   hy__unlock(&t->lock);
   hy__wait_fini(&w);
   if (last)
     release(t);
-  return 0;
+  return err;
 }
 
 int hy_task_detach(hy_runtime_t *rt, hy_task_t h) {

@@ -11,6 +11,7 @@
 
 #include "hydra.h"
 #include "test.h"
+#include "alloc/mem.h"
 
 static hy_runtime_t *new_rt(int workers) {
   hy_options_t o = HY_OPTIONS_INIT;
@@ -765,5 +766,39 @@ TEST_IMPL(rt_timer_heap_million) {
   ASSERT_EQ(popped, N - removed);
   hy__heap_free(&h);
   free(t);
+  return 0;
+}
+
+/* A task whose stack cannot be had never runs, and its joiner is told so:
+ * the join returns HY_ENOMEM, never a result the task did not compute. */
+static void *never_without_stack(void *p) {
+  atomic_fetch_add((atomic_int *)p, 1);
+  return (void *)42;
+}
+
+TEST_IMPL(rt_no_stack_is_an_error) {
+  hy_options_t o = HY_OPTIONS_INIT;
+  o.workers = 0; /* nothing runs until run_once */
+  hy_runtime_t *rt;
+  ASSERT_OK(hy_runtime_new(&o, &rt));
+  atomic_int ran = 0;
+  hy_task_t t;
+  ASSERT_OK(hy_task_spawn(rt, never_without_stack, &ran, NULL, &t));
+  hy__mem_fail_at(1); /* the first stack mapping fails */
+  hy_runtime_run_once(rt, 0);
+  hy__mem_fail_at(0);
+  void *r = (void *)1;
+  ASSERT_ERR(hy_task_join(rt, t, &r), HY_ENOMEM);
+  ASSERT(r == NULL);
+  ASSERT_EQ(atomic_load(&ran), 0);
+  ASSERT_ERR(hy_task_join(rt, t, &r), HY_ESTALE);
+  /* Memory is back: the next task runs. */
+  ASSERT_OK(hy_task_spawn(rt, never_without_stack, &ran, NULL, &t));
+  hy_runtime_run_once(rt, 0);
+  ASSERT_OK(hy_task_join(rt, t, &r));
+  ASSERT_EQ((intptr_t)r, 42);
+  ASSERT_EQ(atomic_load(&ran), 1);
+  ASSERT_OK(hy_runtime_shutdown(rt, 0));
+  ASSERT_OK(hy_runtime_close(rt));
   return 0;
 }

@@ -186,8 +186,10 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
  * NULL); the handle is stale afterwards.  From a task or any thread.
  * Returns 0, HY_ESTALE, HY_EINVAL (detached, or already being joined),
  * HY_EDEADLK (joining itself), HY_ETIMEDOUT, HY_ECANCELED (the joiner was
- * cancelled: t keeps running).  A cancelled task that ended by returning
- * still yields its result. */
+ * cancelled: t keeps running), or HY_ENOMEM (t never ran: no memory could
+ * be had for its stack, which is taken when a task first runs; *result is
+ * NULL and the handle is used up).  A cancelled task that ended by
+ * returning still yields its result. */
 int hy_task_join(hy_runtime_t *rt, hy_task_t t, void **result);
 int hy_task_join_until(hy_runtime_t *rt, hy_task_t t, hy_time_t deadline,
                        void **result);
