@@ -625,7 +625,12 @@ static int e_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
           tmo = d;
       }
     }
+    int blocked = tmo != 0 && hy__lport_block_begin(p);
+    if (tmo != 0 && !blocked)
+      tmo = 0; /* a wake came: only look */
     int k = ep_wait(e, evs, tmo);
+    if (blocked)
+      hy__lport_block_end(p);
     if (k < 0) {
       err = hy__lport_err(k);
       last = 1;

@@ -376,8 +376,11 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
       ts.tv_nsec = left % 1000000000;
       tsp = &ts;
     }
+    if (!hy__lport_block_begin(p))
+      continue; /* a wake came: take it */
     struct io_uring_cqe *cqe = NULL;
     int r = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, tsp, NULL);
+    hy__lport_block_end(p);
     if (r == -ETIME) {
       last = 1; /* one more look, then report the time-out */
     } else if (r == -EBUSY || r == -EAGAIN) {
