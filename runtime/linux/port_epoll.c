@@ -603,7 +603,7 @@ static int e_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
   int n = 0, woke = 0, more = 0, last = 0, err = 0;
   struct epoll_event evs[NEVENTS];
   for (int pass = 0;; pass++) {
-    woke |= hy__lport_take_wake(p);
+    woke |= hy__lport_take_wake(p, timeout);
     do_cancels(e);
     fire_timers(e);
     n += take_ready(e, ops + n, max - n);

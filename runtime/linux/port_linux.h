@@ -73,8 +73,12 @@ int hy__lport_init(hy__port *p, const hy__port_vt *vt, int backend,
                    const char *name);
 void hy__lport_fini(hy__port *p);
 
-/* Consumes a pending wake: returns 1 if there was one. */
-static inline int hy__lport_take_wake(hy__port *p) {
+/* Consumes a pending wake: returns 1 if there was one.  A wait that does
+ * not block leaves it (see hy__port_wake in runtime/port.h), unless the
+ * os_handle is out. */
+static inline int hy__lport_take_wake(hy__port *p, int64_t timeout) {
+  if (timeout == 0 && !atomic_load_explicit(&p->osh, memory_order_relaxed))
+    return 0;
   return atomic_exchange(&p->pending, 0);
 }
 
