@@ -114,7 +114,11 @@ int hy__port_cancel(hy__port *p, hy__op *op);
 int hy__port_post(hy__port *p, hy__op *op);
 
 /* Makes a current or the next hy__port_wait on p return, possibly with no
- * completion.  Wakes coalesce.  Any thread, async-signal-safe. */
+ * completion.  Wakes coalesce.  Any thread, async-signal-safe.
+ * A wait with timeout 0 leaves a pending wake for the next wait that would
+ * block (a non-blocking poll must not eat the wake meant to end a later
+ * sleep) - except once os_handle has been handed out: then the foreign
+ * loop's poll of the handle is the sleep, and any wait takes the wake. */
 void hy__port_wake(hy__port *p);
 
 /* Dequeues up to max completions into ops.  Blocks up to timeout_ns

@@ -995,12 +995,26 @@ TEST_IMPL(port_wake_semantics) {
   t0 = hy_now();
   ASSERT_EQ(hy__port_wait(p, ops, 4, HY_MS(30)), 0);
   ASSERT_GE(hy_now() - t0, HY_MS(30));
-  /* A wake consumed by a non-blocking wait is gone. */
+  /* Non-blocking waits leave a wake to the next wait that would block;
+   * that one takes it. */
   hy__port_wake(p);
-  ASSERT_EQ(hy__port_wait(p, ops, 4, 0), 0);
+  for (int i = 0; i < 3; i++)
+    ASSERT_EQ(hy__port_wait(p, ops, 4, 0), 0);
+  t0 = hy_now();
+  ASSERT_EQ(hy__port_wait(p, ops, 4, HY_SEC(10)), 0);
+  ASSERT_LT(hy_now() - t0, HY_SEC(5));
   t0 = hy_now();
   ASSERT_EQ(hy__port_wait(p, ops, 4, HY_MS(30)), 0);
   ASSERT_GE(hy_now() - t0, HY_MS(30));
+  /* ... also while a post is dequeued by the non-blocking wait. */
+  hy__op pst;
+  op_init(&pst, HY__OP_POST, -1);
+  ASSERT_OK(hy__port_post(p, &pst));
+  ASSERT_EQ(hy__port_wait(p, ops, 4, 0), 1);
+  ASSERT(ops[0] == &pst);
+  t0 = hy_now();
+  ASSERT_EQ(hy__port_wait(p, ops, 4, HY_SEC(10)), 0);
+  ASSERT_LT(hy_now() - t0, HY_SEC(5));
 
   /* From another thread, and from a signal handler, while blocked. */
   g_sig_port = p;

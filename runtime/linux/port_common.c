@@ -26,6 +26,7 @@ int hy__lport_init(hy__port *p, const hy__port_vt *vt, int backend,
   p->name = name;
   atomic_init(&p->pending, 0);
   atomic_init(&p->osh, 0);
+  atomic_init(&p->blocking, 0);
   atomic_init(&p->lock.v, 0);
   p->post_head = p->post_tail = NULL;
   p->clist = NULL;
@@ -229,17 +230,24 @@ int hy__port_post(hy__port *p, hy__op *op) {
   return 0;
 }
 
+static void signal_efd(hy__port *p) {
+  int saved = errno; /* async-signal-safe: a handler must not clobber it */
+  uint64_t one = 1;
+  while (write(p->efd, &one, sizeof one) < 0 && errno == EINTR) {
+  }
+  errno = saved;
+}
+
 void hy__port_wake(hy__port *p) {
   /* A full read-modify-write, never a plain load first: it orders what the
    * caller published (a post, a cancel request) before the flag, against
    * the owner's exchange that consumes it. */
   if (atomic_exchange(&p->pending, 1))
     return; /* one is already owed: wakes coalesce */
-  int saved = errno; /* async-signal-safe: a handler must not clobber it */
-  uint64_t one = 1;
-  while (write(p->efd, &one, sizeof one) < 0 && errno == EINTR) {
-  }
-  errno = saved;
+  /* The owner will see the flag before it blocks, unless it blocks now. */
+  if (!atomic_load(&p->blocking) && !atomic_load(&p->osh))
+    return;
+  signal_efd(p);
 }
 
 int hy__port_wait(hy__port *p, hy__op **ops, int max, int64_t timeout_ns) {
@@ -251,6 +259,9 @@ int hy__port_wait(hy__port *p, hy__op **ops, int max, int64_t timeout_ns) {
 intptr_t hy__port_os_handle(const hy__port *p) {
   /* From now on a completion the owner leaves behind must keep the handle
    * readable (backends skip that work while nobody polls the handle). */
-  atomic_store(&((hy__port *)p)->osh, 1);
+  hy__port *q = (hy__port *)p;
+  atomic_store(&q->osh, 1);
+  if (atomic_load(&q->pending))
+    signal_efd(q); /* a wake that saw no reason to write yet */
   return p->vt->os_handle(p);
 }

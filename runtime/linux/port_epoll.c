@@ -603,7 +603,7 @@ static int e_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
   int n = 0, woke = 0, more = 0, last = 0, err = 0;
   struct epoll_event evs[NEVENTS];
   for (int pass = 0;; pass++) {
-    woke |= hy__lport_take_wake(p);
+    woke |= hy__lport_take_wake(p, timeout);
     do_cancels(e);
     fire_timers(e);
     n += take_ready(e, ops + n, max - n);
@@ -625,7 +625,12 @@ static int e_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
           tmo = d;
       }
     }
+    int blocked = tmo != 0 && hy__lport_block_begin(p);
+    if (tmo != 0 && !blocked)
+      tmo = 0; /* a wake came: only look */
     int k = ep_wait(e, evs, tmo);
+    if (blocked)
+      hy__lport_block_end(p);
     if (k < 0) {
       err = hy__lport_err(k);
       last = 1;

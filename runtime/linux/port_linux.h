@@ -5,10 +5,13 @@
  * fill one in.  The common part owns everything other threads touch:
  *
  *  - the wake: an eventfd and a flag.  hy__port_wake sets the flag and, if
- *    it was clear, writes the eventfd (two async-signal-safe steps).  The
- *    owner consumes the flag (hy__lport_take_wake) before it looks at the
- *    posts and cancels, so a wake that comes after the look writes the
- *    eventfd again and ends the owner's next block.  The eventfd is only
+ *    it was clear and the owner blocks in the kernel (or a foreign loop
+ *    polls the os_handle), writes the eventfd: async-signal-safe steps
+ *    (atomics and write).  The owner consumes the flag (hy__lport_take_wake)
+ *    before it looks at the posts and cancels, and before it blocks it
+ *    publishes `blocking` and looks at the flag once more (seq_cst both
+ *    sides, as in Dekker's algorithm): either the waker sees `blocking` and
+ *    writes, or the owner sees the flag and does not block.  The eventfd is only
  *    ever written (each write is an edge for the backend's poll of it); an
  *    edge seen with the flag already clear is stale and ignored.
  *  - posts: a FIFO of user packets, linked through op->next.
@@ -59,6 +62,7 @@ struct hy__port {
   int efd;            /* the wake eventfd */
   atomic_int pending; /* 1: a wake is owed to the owner */
   atomic_int osh;     /* 1: os_handle was handed out; keep it readable */
+  atomic_int blocking; /* 1: the owner blocks (or is about to) in the kernel */
   hy__lock_t lock;    /* op states, posts, the cancel list */
   hy__op *post_head, *post_tail;
   hy__op *clist;      /* cancel requests, linked through pdata[0] */
@@ -69,9 +73,28 @@ int hy__lport_init(hy__port *p, const hy__port_vt *vt, int backend,
                    const char *name);
 void hy__lport_fini(hy__port *p);
 
-/* Consumes a pending wake: returns 1 if there was one. */
-static inline int hy__lport_take_wake(hy__port *p) {
+/* Consumes a pending wake: returns 1 if there was one.  A wait that does
+ * not block leaves it (see hy__port_wake in runtime/port.h), unless the
+ * os_handle is out. */
+static inline int hy__lport_take_wake(hy__port *p, int64_t timeout) {
+  if (timeout == 0 && !atomic_load_explicit(&p->osh, memory_order_relaxed))
+    return 0;
   return atomic_exchange(&p->pending, 0);
+}
+
+/* Before the owner blocks: returns 0 (and does not block) if a wake is
+ * pending; otherwise 1, and a wake from now on writes the eventfd. */
+static inline int hy__lport_block_begin(hy__port *p) {
+  atomic_store(&p->blocking, 1);
+  if (atomic_load(&p->pending)) {
+    atomic_store_explicit(&p->blocking, 0, memory_order_relaxed);
+    return 0;
+  }
+  return 1;
+}
+
+static inline void hy__lport_block_end(hy__port *p) {
+  atomic_store_explicit(&p->blocking, 0, memory_order_relaxed);
 }
 
 /* Takes the whole cancel list (ops still in flight, each with PF_CANCEL

@@ -37,6 +37,7 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <poll.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -50,8 +51,10 @@
 #define CQ_ENTRIES 4096
 #define MAX_IO_LEN 0x7ffff000u /* Linux's largest single read or write */
 
-/* user_data of the port's own SQEs (ops are aligned pointers, never these). */
-enum { TAG_WAKE = 1, TAG_IGNORE = 2 };
+/* user_data of the port's own SQEs (ops are aligned pointers, never these):
+ * the eventfd poll has two tags, the current one and the one it had before
+ * it moved to another thread (see u_wait). */
+enum { TAG_WAKE_A = 1, TAG_IGNORE = 2, TAG_WAKE_B = 3 };
 
 typedef struct msgnode {
   struct msghdr m;
@@ -63,6 +66,8 @@ typedef struct uport {
   hy__port base;
   struct io_uring ring;
   int armed;            /* the eventfd poll is in the ring */
+  uint64_t wake_tag;    /* TAG_WAKE_A or _B: the poll's current tag */
+  pthread_t armer;      /* the thread that armed it */
   int started;          /* ops were queued since the last submit */
   hy__op *held, *held_tail; /* reaped while making room, not yet dequeued */
   msgnode *msgs;        /* free msghdr nodes */
@@ -113,7 +118,7 @@ static int64_t result_of(uport *u, hy__op *op, int res) {
  * NULL for the port's own CQEs. */
 static hy__op *take_cqe(uport *u, struct io_uring_cqe *c, int state) {
   uint64_t ud = c->user_data;
-  if (ud == TAG_WAKE) {
+  if (ud == u->wake_tag) {
     if (!(c->flags & IORING_CQE_F_MORE))
       u->armed = 0; /* the kernel ended the multishot poll */
     return NULL;
@@ -184,9 +189,26 @@ static int arm_wake(uport *u) {
   if (!s)
     return HY_EAGAIN;
   io_uring_prep_poll_multishot(s, u->base.efd, POLLIN);
-  s->user_data = TAG_WAKE;
+  s->user_data = u->wake_tag;
   u->armed = 1;
+  u->armer = pthread_self();
   return 0;
+}
+
+/* The poll's wake-ups are completed through task work of the thread that
+ * armed it: a poll armed by the thread that opened the port (for the
+ * os_handle's sake) would make that thread relay every wake of a worker.
+ * The first wait on another thread arms a new poll there and cancels the
+ * old one, whose CQEs keep the old tag and are ignored. */
+static void move_wake(uport *u) {
+  struct io_uring_sqe *s = sqe_get(u);
+  if (!s)
+    return;
+  io_uring_prep_cancel64(s, u->wake_tag, 0);
+  s->user_data = TAG_IGNORE;
+  u->wake_tag = u->wake_tag == TAG_WAKE_A ? TAG_WAKE_B : TAG_WAKE_A;
+  if (arm_wake(u) == 0)
+    flush(u);
 }
 
 /* Turns the cancel requests into ASYNC_CANCELs and submits them. */
@@ -356,8 +378,10 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
   int64_t deadline = timeout > 0 ? hy_now() + timeout : 0;
   int n = 0, woke = 0, more_posts = 0, last = timeout == 0;
   int err = 0;
+  if (u->armed && !pthread_equal(u->armer, pthread_self()))
+    move_wake(u);
   for (;;) {
-    woke |= hy__lport_take_wake(p);
+    woke |= hy__lport_take_wake(p, timeout);
     do_cancels(u);
     n += take_held(u, ops + n, max - n);
     n += reap(u, ops + n, max - n);
@@ -376,8 +400,11 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
       ts.tv_nsec = left % 1000000000;
       tsp = &ts;
     }
+    if (!hy__lport_block_begin(p))
+      continue; /* a wake came: take it */
     struct io_uring_cqe *cqe = NULL;
     int r = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, tsp, NULL);
+    hy__lport_block_end(p);
     if (r == -ETIME) {
       last = 1; /* one more look, then report the time-out */
     } else if (r == -EBUSY || r == -EAGAIN) {
@@ -410,7 +437,7 @@ static void u_close(hy__port *p) {
     /* End the eventfd poll before the ring goes (and its last CQE). */
     struct io_uring_sqe *s = sqe_get(u);
     if (s) {
-      io_uring_prep_cancel64(s, TAG_WAKE, 0);
+      io_uring_prep_cancel64(s, u->wake_tag, 0);
       s->user_data = TAG_IGNORE;
       flush(u);
     }
@@ -467,6 +494,7 @@ int hy__uring_open(hy__port **out, hy__port *share) {
   uport *u = hy__mem_calloc(1, sizeof *u);
   if (!u)
     return HY_ENOMEM;
+  u->wake_tag = TAG_WAKE_A;
   int rc = hy__lport_init(&u->base, &uring_vt, HY__BACKEND_URING, "uring");
   if (rc < 0) {
     hy__mem_free(u);
