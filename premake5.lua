@@ -120,7 +120,7 @@ project "hydra-tests"
     -- are under #ifndef _WIN32 too.
     excludes { "tests/proc_posix.c", "tests/test-runtime.c", "tests/test-shutdown.c",
                "tests/test-examples.c",
-               "tests/test-port.c" }
+               "tests/test-port.c", "tests/test-net.c" }
   else
     excludes { "tests/proc_win.c" }
   end

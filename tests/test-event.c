@@ -1665,6 +1665,7 @@ TEST_IMPL(event_batcher) {
 
 #endif /* _WIN32 */
 
+#ifndef _WIN32
 /* A pick run of 1 alternates at every send; the default keeps runs. */
 TEST_IMPL(event_pick_run) {
   hy_runtime_t *rt = new_rt(1);
@@ -1700,3 +1701,4 @@ TEST_IMPL(event_pick_run) {
   close_rt(rt);
   return 0;
 }
+#endif
