@@ -4,7 +4,9 @@
  * and alloc/mem.h. */
 #include <stdlib.h>
 #include <string.h>
-#ifndef _WIN32
+#ifdef _WIN32
+#include <windows.h>
+#else
 #include <sys/mman.h>
 #include <unistd.h>
 #endif
@@ -79,6 +81,9 @@ int hy_cache_destroy(hy_cache_t *c) { free(c); return 0; }
 struct hy_stack_cache {
   size_t size;
 };
+#ifdef _WIN32
+#define HY__WIN_GUARD_PAGES 8
+#endif
 size_t hy_page_size(void) {
 #ifdef _WIN32
   return 4096;
@@ -99,9 +104,21 @@ int hy_stack_cache_create(size_t stack_size, size_t max_cached,
 }
 int hy_stack_alloc(hy_stack_cache_t *c, hy_stack_t *out) {
 #ifdef _WIN32
-  out->base = malloc(c->size);
+  /* Below the stack: one no-access page, then guard pages that the system
+   * turns into a stack-overflow exception with room left to report it
+   * (runtime/win/guard.c). */
+  size_t guard = HY__WIN_GUARD_PAGES * hy_page_size();
+  char *p = VirtualAlloc(NULL, c->size + guard, MEM_RESERVE | MEM_COMMIT,
+                         PAGE_READWRITE);
+  if (!p)
+    return HY_ENOMEM;
+  DWORD old;
+  VirtualProtect(p, hy_page_size(), PAGE_NOACCESS, &old);
+  VirtualProtect(p + hy_page_size(), guard - hy_page_size(),
+                 PAGE_READWRITE | PAGE_GUARD, &old);
+  out->base = p + guard;
   out->size = c->size;
-  return out->base ? 0 : HY_ENOMEM;
+  return 0;
 #else
   size_t pg = hy_page_size();
   char *p = mmap(NULL, c->size + pg, PROT_READ | PROT_WRITE,
@@ -117,7 +134,8 @@ int hy_stack_alloc(hy_stack_cache_t *c, hy_stack_t *out) {
 void hy_stack_free(hy_stack_cache_t *c, const hy_stack_t *s) {
 #ifdef _WIN32
   (void)c;
-  free(s->base);
+  VirtualFree((char *)s->base - HY__WIN_GUARD_PAGES * hy_page_size(), 0,
+              MEM_RELEASE);
 #else
   size_t pg = hy_page_size();
   munmap((char *)s->base - pg, c->size + pg);

@@ -1,4 +1,2 @@
 /* list-examples.h - tests of this area: TEST(name, flags). */
-#ifndef _WIN32
 TEST(example_hello, T_BACKEND)
-#endif
