@@ -117,7 +117,7 @@ project "hydra-tests"
     -- are under #ifndef _WIN32 too.
     excludes { "tests/proc_posix.c", "tests/test-port.c" }
   else
-    excludes { "tests/proc_win.c", "tests/test-win.c" }
+    excludes { "tests/proc_win.c", "tests/test-win.c" } -- Windows only
   end
   links { "hydra" }
   system_links()
