@@ -449,6 +449,10 @@ static int poll_port(hy__worker *w, int64_t timeout) {
  * max_block ns (negative: until the next timer).  Returns what it did. */
 int hy__worker_run_once(hy__worker *w, int64_t max_block) {
   int done = 0;
+  /* A phase change is announced by one port wake per worker, which the
+   * look at the port below may consume: the phase is checked again before
+   * blocking, so the wake is never lost. */
+  int phase = atomic_load(&w->rt->phase);
   for (int i = 0; i < POLL_EVERY; i++) {
     w->tick++;
     hy__task *t = next_task(w);
@@ -481,7 +485,7 @@ int hy__worker_run_once(hy__worker *w, int64_t max_block) {
   atomic_store(&w->sleeping, 1);
   atomic_fetch_add(&rt->nsleeping, 1);
   atomic_thread_fence(memory_order_seq_cst);
-  if (has_work(w)) {
+  if (has_work(w) || atomic_load(&rt->phase) != phase) {
     int one = 1;
     if (atomic_compare_exchange_strong(&w->sleeping, &one, 0))
       atomic_fetch_sub(&rt->nsleeping, 1);
