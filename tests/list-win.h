@@ -10,4 +10,7 @@ TEST(win_timeout_ops, 0)
 TEST(win_os_handle_signalled, 0)
 TEST(win_runtime_os_handle_msgwait, 0)
 TEST(win_stack_overflow_child, 0)
+TEST(win_console_ctrl_mapping, 0)
+TEST(win_console_ctrl_generated, 0)
+TEST(win_console_break_generated, 0)
 #endif

@@ -714,6 +714,51 @@ TEST_IMPL(win_runtime_os_handle_msgwait) {
   return 0;
 }
 
+/* Runs `exe --run name` with HYDRA_TEST_ROLE=child, its output going to
+ * text; returns its exit code. */
+static DWORD run_child(const char *name, char *text, size_t cap) {
+  char path[MAX_PATH], dir[MAX_PATH];
+  GetTempPathA(sizeof dir, dir);
+  GetTempFileNameA(dir, "hyd", 0, path);
+  SECURITY_ATTRIBUTES sa = {sizeof sa, NULL, TRUE};
+  HANDLE out = CreateFileA(path, GENERIC_WRITE, FILE_SHARE_READ, &sa,
+                           CREATE_ALWAYS, FILE_ATTRIBUTE_NORMAL, NULL);
+  ASSERT(out != INVALID_HANDLE_VALUE);
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "\"%s\" --run %s", test_exe(), name);
+  STARTUPINFOA si;
+  PROCESS_INFORMATION pi;
+  memset(&si, 0, sizeof si);
+  si.cb = sizeof si;
+  si.dwFlags = STARTF_USESTDHANDLES;
+  si.hStdOutput = out;
+  si.hStdError = out;
+  SetEnvironmentVariableA("HYDRA_TEST_ROLE", "child");
+  BOOL ok = CreateProcessA(NULL, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si,
+                           &pi);
+  SetEnvironmentVariableA("HYDRA_TEST_ROLE", NULL);
+  CloseHandle(out);
+  ASSERT(ok);
+  ASSERT_EQ(WaitForSingleObject(pi.hProcess, 60000), WAIT_OBJECT_0);
+  DWORD code = 0;
+  GetExitCodeProcess(pi.hProcess, &code);
+  CloseHandle(pi.hProcess);
+  CloseHandle(pi.hThread);
+  memset(text, 0, cap);
+  FILE *f = fopen(path, "rb");
+  ASSERT(f);
+  size_t n = fread(text, 1, cap - 1, f);
+  (void)n;
+  fclose(f);
+  DeleteFileA(path);
+  return code;
+}
+
+static int under_wine(void) {
+  HMODULE nt = GetModuleHandleA("ntdll.dll");
+  return nt && GetProcAddress(nt, "wine_get_version") != NULL;
+}
+
 /* ---------------------------------------------------- stack overflow */
 
 /* Big frames: the compiler probes them page by page (__chkstk), so the
@@ -743,46 +788,109 @@ TEST_IMPL(win_stack_overflow_child) {
     hy_task_join(rt, t, NULL);
     return 0; /* not reached */
   }
-  /* A child process with its own stderr in a file. */
-  char path[MAX_PATH], dir[MAX_PATH];
-  GetTempPathA(sizeof dir, dir);
-  GetTempFileNameA(dir, "hyd", 0, path);
-  SECURITY_ATTRIBUTES sa = {sizeof sa, NULL, TRUE};
-  HANDLE out = CreateFileA(path, GENERIC_WRITE, FILE_SHARE_READ, &sa,
-                           CREATE_ALWAYS, FILE_ATTRIBUTE_NORMAL, NULL);
-  ASSERT(out != INVALID_HANDLE_VALUE);
-  char cmd[2048];
-  snprintf(cmd, sizeof cmd, "\"%s\" --run win_stack_overflow_child",
-           test_exe());
-  STARTUPINFOA si;
-  PROCESS_INFORMATION pi;
-  memset(&si, 0, sizeof si);
-  si.cb = sizeof si;
-  si.dwFlags = STARTF_USESTDHANDLES;
-  si.hStdOutput = out;
-  si.hStdError = out;
-  SetEnvironmentVariableA("HYDRA_TEST_ROLE", "child");
-  BOOL ok = CreateProcessA(NULL, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si,
-                           &pi);
-  SetEnvironmentVariableA("HYDRA_TEST_ROLE", NULL);
-  CloseHandle(out);
-  ASSERT(ok);
-  ASSERT_EQ(WaitForSingleObject(pi.hProcess, 60000), WAIT_OBJECT_0);
-  DWORD code = 0;
-  GetExitCodeProcess(pi.hProcess, &code);
-  CloseHandle(pi.hProcess);
-  CloseHandle(pi.hThread);
-  char text[8192] = {0};
-  FILE *f = fopen(path, "rb");
-  ASSERT(f);
-  size_t n = fread(text, 1, sizeof text - 1, f);
-  (void)n;
-  fclose(f);
-  DeleteFileA(path);
+  char text[8192];
+  DWORD code = run_child("win_stack_overflow_child", text, sizeof text);
   fprintf(stderr, "child exit 0x%lx: %s", (unsigned long)code, text);
   ASSERT_EQ(code, 0xC00000FDu); /* STATUS_STACK_OVERFLOW */
   ASSERT(strstr(text, "task 'big-frames'") != NULL);
   ASSERT(strstr(text, "overflowed its stack") != NULL);
+  return 0;
+}
+
+/* ------------------------------------------------ console control events */
+
+#include "runtime/win/ctrl.h"
+
+typedef struct {
+  atomic_int last, count;
+} ctrl_rec;
+
+static void on_ctrl(void *arg, int signo) {
+  ctrl_rec *r = arg;
+  atomic_store(&r->last, signo);
+  atomic_fetch_add(&r->count, 1);
+}
+
+TEST_IMPL(win_console_ctrl_mapping) {
+  ASSERT_EQ(hy__ctrl_signo(CTRL_C_EVENT), SIGINT);
+  ASSERT_EQ(hy__ctrl_signo(CTRL_BREAK_EVENT), HY__SIGQUIT);
+  ASSERT_EQ(HY__SIGQUIT, 3);
+  ASSERT_EQ(hy__ctrl_signo(CTRL_CLOSE_EVENT), SIGTERM);
+  ASSERT_EQ(hy__ctrl_signo(CTRL_LOGOFF_EVENT), SIGTERM);
+  ASSERT_EQ(hy__ctrl_signo(CTRL_SHUTDOWN_EVENT), SIGTERM);
+  ASSERT_EQ(hy__ctrl_signo(77), 0);
+  /* Every subscriber gets every event, as its signal number. */
+  ctrl_rec a = {0, 0}, b = {0, 0};
+  ASSERT_EQ(hy__ctrl_deliver(CTRL_C_EVENT), 0); /* nobody listens */
+  ASSERT_OK(hy__ctrl_add(on_ctrl, &a));
+  ASSERT_OK(hy__ctrl_add(on_ctrl, &b));
+  static const DWORD types[] = {CTRL_C_EVENT, CTRL_BREAK_EVENT,
+                                CTRL_CLOSE_EVENT, CTRL_LOGOFF_EVENT,
+                                CTRL_SHUTDOWN_EVENT};
+  for (int i = 0; i < 5; i++) {
+    ASSERT_EQ(hy__ctrl_deliver(types[i]), 2);
+    ASSERT_EQ(atomic_load(&a.last), hy__ctrl_signo(types[i]));
+    ASSERT_EQ(atomic_load(&b.last), hy__ctrl_signo(types[i]));
+  }
+  ASSERT_EQ(hy__ctrl_deliver(77), 0);
+  ASSERT_EQ(atomic_load(&a.count), 5);
+  /* A removed subscriber hears nothing more. */
+  hy__ctrl_remove(on_ctrl, &a);
+  ASSERT_EQ(hy__ctrl_deliver(CTRL_C_EVENT), 1);
+  ASSERT_EQ(atomic_load(&a.count), 5);
+  ASSERT_EQ(atomic_load(&b.count), 6);
+  hy__ctrl_remove(on_ctrl, &b);
+  ASSERT_EQ(hy__ctrl_deliver(CTRL_C_EVENT), 0);
+  return 0;
+}
+
+/* A real Ctrl+C from GenerateConsoleCtrlEvent, in a child process with a
+ * console of its own. */
+TEST_IMPL(win_console_ctrl_generated) {
+  if (getenv("HYDRA_TEST_ROLE")) {
+    FreeConsole();
+    if (!AllocConsole()) {
+      printf("no console: %lu\n", GetLastError());
+      return 0;
+    }
+    ctrl_rec r = {0, 0};
+    ASSERT_OK(hy__ctrl_add(on_ctrl, &r));
+    static const DWORD gen[] = {CTRL_C_EVENT, CTRL_BREAK_EVENT};
+    for (int i = 0; i < 2; i++) {
+      int before = atomic_load(&r.count);
+      if (!GenerateConsoleCtrlEvent(gen[i], 0)) {
+        printf("event %lu not generated: %lu\n", gen[i], GetLastError());
+        continue;
+      }
+      hy_time_t end = hy_deadline_in(HY_SEC(10));
+      while (atomic_load(&r.count) == before && hy_now() < end)
+        Sleep(1);
+      printf("event %lu -> signal %d\n", gen[i], atomic_load(&r.last));
+    }
+    fflush(stdout);
+    hy__ctrl_remove(on_ctrl, &r);
+    return 0;
+  }
+  char text[4096];
+  DWORD code = run_child("win_console_ctrl_generated", text, sizeof text);
+  fprintf(stderr, "%s", text);
+  ASSERT_EQ(code, 0);
+  ASSERT(strstr(text, "no console") == NULL);
+  ASSERT(strstr(text, "event 0 -> signal 2") != NULL); /* Ctrl+C: SIGINT */
+  return 0;
+}
+
+/* The same child, for Ctrl+Break. */
+TEST_IMPL(win_console_break_generated) {
+  char text[4096];
+  DWORD code = run_child("win_console_ctrl_generated", text, sizeof text);
+  fprintf(stderr, "%s", text);
+  ASSERT_EQ(code, 0);
+  ASSERT(strstr(text, "no console") == NULL);
+  if (strstr(text, "event 1 not generated") && under_wine())
+    RETURN_SKIP("Wine 8's GenerateConsoleCtrlEvent supports CTRL_C_EVENT "
+                "only (fails with ERROR_INVALID_HANDLE for CTRL_BREAK_EVENT)");
+  ASSERT(strstr(text, "event 1 -> signal 3") != NULL); /* Ctrl+Break: SIGQUIT */
   return 0;
 }
 #endif
