@@ -2,7 +2,7 @@
  *
  * The workers of a runtime share one kernel port (the IOCP thread-pool
  * model): the first worker's hy__port creates it with a concurrency value
- * of the worker count, the others join it (hy__port_open's `share`), and
+ * no worker count reaches, the others join it (hy__port_open's `share`), and
  * every worker dequeues with GetQueuedCompletionStatusEx, so a completion
  * goes to whichever worker is free.  An embedded runtime's host port has a
  * kernel port of its own.
@@ -58,7 +58,7 @@
 
 enum { KEY_IO = 1, KEY_POST = 2, KEY_DONE = 3 };
 enum { PS_IDLE = 0, PS_KERNEL = 1, PS_LOCAL = 2 }; /* op->pstate */
-enum { BATCH = 64 };
+enum { BATCH = 64, CONCURRENCY = 4096 };
 
 typedef struct hub {
   HANDLE iocp;
@@ -122,9 +122,11 @@ int hy__port_open(hy__port **out, int backend, hy__port *share) {
     p->hub = hy__mem_calloc(1, sizeof *p->hub);
     if (!p->hub)
       goto fail;
-    /* Concurrency 0: as many threads as CPUs may run at once; the
-     * workers are never more than the runtime asked for. */
-    p->hub->iocp = CreateIoCompletionPort(INVALID_HANDLE_VALUE, NULL, 0, 0);
+    /* The concurrency value: every worker waiting on the port may run at
+     * once (the port is opened before the worker count is known to it, so
+     * the bound is one no runtime reaches). */
+    p->hub->iocp = CreateIoCompletionPort(INVALID_HANDLE_VALUE, NULL, 0,
+                                          CONCURRENCY);
     if (!p->hub->iocp) {
       hy__mem_free(p->hub);
       p->hub = NULL;
