@@ -681,6 +681,24 @@ TEST_IMPL(win_os_handle_signalled) {
   ASSERT_EQ(WaitForSingleObject(h, 0), WAIT_OBJECT_0);
   ASSERT_EQ(hy__port_wait(p, d, 4, 0), 2);
   ASSERT_EQ(WaitForSingleObject(h, 20), WAIT_TIMEOUT);
+  /* Also when the wait asks for more than one batch of the kernel port. */
+  enum { M = 150 };
+  static hy__op lots[M];
+  hy__op *ld[M];
+  for (int i = 0; i < M; i++) {
+    lots[i].kind = HY__OP_POST;
+    ASSERT_OK(hy__port_post(p, &lots[i]));
+  }
+  int taken = 0;
+  while (taken < M) {
+    ASSERT_EQ(WaitForSingleObject(h, 5000), WAIT_OBJECT_0);
+    int k = hy__port_wait(p, ld, M, 0);
+    ASSERT_GT(k, 0);
+    taken += k;
+  }
+  ASSERT_EQ(taken, M);
+  ASSERT_EQ(hy__port_wait(p, ld, M, 0), 0);
+  ASSERT_EQ(WaitForSingleObject(h, 20), WAIT_TIMEOUT);
   closesocket(a);
   closesocket(b);
   hy__port_close(p);

@@ -659,12 +659,15 @@ int hy__port_wait(hy__port *p, hy__op **ops, int max, int64_t timeout_ns) {
   if (timeout_ns != 0)
     own(p);
   int n = take_local(p, ops, max);
+  int more = n == max; /* the port may hold more than this wait took */
   if (n < max) {
-    int k = dequeue(p, ops + n, max - n, 0, FALSE, &woken);
+    int want = max - n < BATCH ? max - n : BATCH;
+    int k = dequeue(p, ops + n, want, 0, FALSE, &woken);
     if (k < 0 && n == 0)
       return k;
     if (k > 0)
       n += k;
+    more = k == want;
   }
   if (n == 0 && timeout_ns != 0 && !atomic_exchange(&p->wake, 0)) {
     /* Nothing there and no wake pending: this wait blocks. */
@@ -673,10 +676,12 @@ int hy__port_wait(hy__port *p, hy__op **ops, int max, int64_t timeout_ns) {
       int64_t m = (timeout_ns + 999999) / 1000000;
       ms = m >= (int64_t)INFINITE ? INFINITE - 1 : (DWORD)m;
     }
-    int k = dequeue(p, ops, max, ms, TRUE, &woken);
+    int want = max < BATCH ? max : BATCH;
+    int k = dequeue(p, ops, want, ms, TRUE, &woken);
     if (k < 0)
       return k;
     n = k;
+    more = k == want;
     if (woken)
       atomic_store(&p->wake, 0);
   }
@@ -684,7 +689,7 @@ int hy__port_wait(hy__port *p, hy__op **ops, int max, int64_t timeout_ns) {
     /* The host waits on the handle, not here: its wait consumed the wake. */
     if (n > 0 || timeout_ns == 0)
       atomic_store(&p->wake, 0);
-    if (p->local_head || n == max || atomic_load(&p->wake))
+    if (p->local_head || more || atomic_load(&p->wake))
       SetEvent(p->event);
   }
   return n;
