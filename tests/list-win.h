@@ -1,5 +1,6 @@
 /* list-win.h - tests of the Windows backend: TEST(name, flags). */
 #ifdef _WIN32
+TEST(win_error_translate, 0)
 TEST(win_accept_many_pending, 0)
 TEST(win_cancel_then_reuse, 0)
 TEST(win_connect_and_errors, 0)

@@ -18,6 +18,13 @@
 
 /* ---------------------------------------------------------- helpers */
 
+#include "runtime/win/win.h"
+
+static int under_wine(void) {
+  HMODULE nt = GetModuleHandleA("ntdll.dll");
+  return nt && GetProcAddress(nt, "wine_get_version") != NULL;
+}
+
 static void wsa_up(void) {
   WSADATA wd;
   ASSERT_EQ(WSAStartup(MAKEWORD(2, 2), &wd), 0);
@@ -92,6 +99,38 @@ static hy__port *open_port(hy__port *share) {
 static void quiet(hy__port *p, int ms) {
   hy__op *op;
   ASSERT_EQ(hy__port_wait(p, &op, 1, HY_MS(ms)), 0);
+}
+
+/* ------------------------------------------------------- the error edge */
+
+TEST_IMPL(win_error_translate) {
+  ASSERT_EQ(hy__win_error(0), 0);
+  ASSERT_EQ(hy__win_error(ERROR_NOT_ENOUGH_MEMORY), HY_ENOMEM);
+  ASSERT_EQ(hy__win_error(ERROR_OPERATION_ABORTED), HY_ECANCELED);
+  ASSERT_EQ(hy__win_error(WAIT_TIMEOUT), HY_ETIMEDOUT);
+  ASSERT_EQ(hy__win_error(ERROR_INVALID_HANDLE), HY_EBADF);
+  ASSERT_EQ(hy__win_error(ERROR_ACCESS_DENIED), HY_EACCES);
+  ASSERT_EQ(hy__win_error(ERROR_NETNAME_DELETED), HY_ECONNRESET);
+  ASSERT_EQ(hy__win_error(WSAECONNRESET), HY_ECONNRESET);
+  ASSERT_EQ(hy__win_error(WSAECONNREFUSED), HY_ECONNREFUSED);
+  ASSERT_EQ(hy__win_error(WSAECONNABORTED), HY_ECONNABORTED);
+  ASSERT_EQ(hy__win_error(WSAEWOULDBLOCK), HY_EAGAIN);
+  ASSERT_EQ(hy__win_error(WSAEMFILE), HY_EMFILE);
+  ASSERT_EQ(hy__win_error(WSAENOBUFS), HY_ENOBUFS);
+  ASSERT_EQ(hy__win_error(WSAEADDRINUSE), HY_EADDRINUSE);
+  ASSERT_EQ(hy__win_error(WSAENOTSOCK), HY_EBADF);
+  ASSERT_EQ(hy__win_error(WSAEMSGSIZE), HY_EMSGSIZE);
+  ASSERT_EQ(hy__win_error(0xDEADu), HY_EUNKNOWN);
+  SetLastError(ERROR_FILE_NOT_FOUND);
+  ASSERT_EQ(hy__win_last_error(), HY_ENOENT);
+  WSASetLastError(WSAENETUNREACH);
+  ASSERT_EQ(hy__wsa_last_error(), HY_ENETUNREACH);
+  /* Every translation is a named Hydra code. */
+  for (unsigned long c = 0; c < 16000; c++) {
+    int e = hy__win_error(c);
+    ASSERT(e == 0 || strncmp(hy_err_name(e), "HY_E", 4) == 0);
+  }
+  return 0;
 }
 
 /* ----------------------------------------------- AcceptEx, several pending */
@@ -322,8 +361,11 @@ TEST_IMPL(win_connect_and_errors) {
   op.kind = HY__OP_RECV;
   ASSERT_OK(hy__port_start(p, &op));
   collect(p, &d, 1);
-  ASSERT(op.res == HY_ECONNRESET || op.res == HY_ECONNABORTED ||
-         op.res == 0);
+  fprintf(stderr, "receive after reset: %s\n", hy_err_name((int)op.res));
+  if (under_wine() && op.res == 0)
+    fprintf(stderr, "Wine 8 reports an abortive close as end of stream\n");
+  else
+    ASSERT(op.res == HY_ECONNRESET || op.res == HY_ECONNABORTED);
   hy__port_forget(p, (intptr_t)c);
   closesocket(c);
 
@@ -770,11 +812,6 @@ static DWORD run_child(const char *name, char *text, size_t cap) {
   fclose(f);
   DeleteFileA(path);
   return code;
-}
-
-static int under_wine(void) {
-  HMODULE nt = GetModuleHandleA("ntdll.dll");
-  return nt && GetProcAddress(nt, "wine_get_version") != NULL;
 }
 
 /* ---------------------------------------------------- stack overflow */
