@@ -948,4 +948,123 @@ TEST_IMPL(win_console_break_generated) {
   ASSERT(strstr(text, "event 1 -> signal 3") != NULL); /* Ctrl+Break: SIGQUIT */
   return 0;
 }
+/* ------------------------------------------- tasks awaiting I/O on IOCP */
+
+#include "runtime/internal.h"
+
+typedef struct {
+  hy_runtime_t *rt;
+  SOCKET s;
+  long got;
+  int timeouts;
+  int cancelled;
+  atomic_int ready;
+} io_task_t;
+
+static void *io_reader(void *arg) {
+  io_task_t *a = arg;
+  ASSERT_OK(hy__port_associate(hy__current_port(a->rt), (intptr_t)a->s));
+  unsigned char buf[256], expect = 0;
+  hy__op op;
+  /* A receive that times out gives the op back, and it can be reused. */
+  memset(&op, 0, sizeof op);
+  op.kind = HY__OP_RECV;
+  op.fd = (intptr_t)a->s;
+  op.buf = buf;
+  op.len = sizeof buf;
+  hy_time_t d = hy_deadline_in(HY_MS(20));
+  ASSERT_ERR(hy__io_await(a->rt, &op, d), HY_ETIMEDOUT);
+  ASSERT_GE(hy_now(), d);
+  a->timeouts++;
+  atomic_store(&a->ready, 1);
+  /* Then the data, in order, whichever worker dequeues the completions. */
+  while (a->got < 200000) {
+    memset(&op, 0, sizeof op);
+    op.kind = HY__OP_RECV;
+    op.fd = (intptr_t)a->s;
+    op.buf = buf;
+    op.len = 1 + test_rand() % sizeof buf;
+    int n = hy__io_await(a->rt, &op, hy_deadline_in(HY_SEC(20)));
+    ASSERT_GT(n, 0);
+    for (int i = 0; i < n; i++)
+      ASSERT_EQ(buf[i], expect++);
+    a->got += n;
+    if ((test_rand() & 7) == 0)
+      hy_yield(a->rt);
+  }
+  /* A cancel ends a receive that would wait for ever. */
+  memset(&op, 0, sizeof op);
+  op.kind = HY__OP_RECV;
+  op.fd = (intptr_t)a->s;
+  op.buf = buf;
+  op.len = sizeof buf;
+  atomic_store(&a->ready, 2);
+  int rc = hy__io_await(a->rt, &op, HY_FOREVER);
+  ASSERT_EQ(rc, HY_ECANCELED);
+  a->cancelled = 1;
+  hy__port_forget(hy__current_port(a->rt), (intptr_t)a->s);
+  return NULL;
+}
+
+static void *busy_spawner(void *arg) {
+  hy_runtime_t *rt = arg;
+  /* Keeps both workers busy, so completions land on either. */
+  for (int i = 0; i < 2000; i++)
+    hy_yield(rt);
+  return NULL;
+}
+
+TEST_IMPL(win_task_io_across_workers) {
+  wsa_up();
+  hy_options_t o = HY_OPTIONS_INIT;
+  o.workers = 2;
+  hy_runtime_t *rt;
+  ASSERT_OK(hy_runtime_new(&o, &rt));
+  ASSERT(strcmp(hy_runtime_backend_name(rt), "iocp") == 0);
+  SOCKET a, b;
+  tcp_pair(&a, &b);
+  io_task_t it = {rt, a, 0, 0, 0, 0};
+  hy_task_t t, busy[4];
+  ASSERT_OK(hy_task_spawn(rt, io_reader, &it, NULL, &t));
+  for (int i = 0; i < 4; i++)
+    ASSERT_OK(hy_task_spawn(rt, busy_spawner, rt, NULL, &busy[i]));
+  hy_time_t end = hy_deadline_in(HY_SEC(10));
+  while (atomic_load(&it.ready) < 1 && hy_now() < end)
+    Sleep(1);
+  ASSERT_EQ(atomic_load(&it.ready), 1);
+  unsigned char out[997];
+  unsigned char next = 0;
+  long sent = 0;
+  while (sent < 200000) {
+    int n = (int)(1 + test_rand() % sizeof out);
+    if (n > 200000 - sent)
+      n = (int)(200000 - sent);
+    for (int i = 0; i < n; i++)
+      out[i] = next++;
+    ASSERT_EQ(send(b, (char *)out, n, 0), n);
+    sent += n;
+    if ((test_rand() & 15) == 0)
+      Sleep(1);
+  }
+  while (atomic_load(&it.ready) < 2 && hy_now() < end + HY_SEC(20))
+    Sleep(1);
+  ASSERT_EQ(atomic_load(&it.ready), 2);
+  Sleep(10);
+  ASSERT_OK(hy_task_cancel(rt, t));
+  ASSERT_OK(hy_task_join(rt, t, NULL));
+  for (int i = 0; i < 4; i++)
+    ASSERT_OK(hy_task_join(rt, busy[i], NULL));
+  ASSERT_EQ(it.got, 200000);
+  ASSERT_EQ(it.timeouts, 1);
+  ASSERT_EQ(it.cancelled, 1);
+  fprintf(stderr, "completions dequeued by worker 0: %llu, worker 1: %llu\n",
+          (unsigned long long)atomic_load(&rt->workers[0].st.completions),
+          (unsigned long long)atomic_load(&rt->workers[1].st.completions));
+  closesocket(a);
+  closesocket(b);
+  ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(100)));
+  ASSERT_OK(hy_runtime_close(rt));
+  WSACleanup();
+  return 0;
+}
 #endif
