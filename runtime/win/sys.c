@@ -48,9 +48,27 @@ static unsigned __stdcall thread_entry(void *p) {
   return 0;
 }
 
+/* Names a thread for debuggers and profilers where the system can
+ * (SetThreadDescription: Windows 10 1607 and later, looked up at run time). */
+typedef HRESULT(WINAPI *set_desc_fn)(HANDLE, PCWSTR);
+
+static void name_thread(HANDLE h, const char *name) {
+  HMODULE k = GetModuleHandleW(L"kernel32.dll");
+  set_desc_fn f = k ? (set_desc_fn)(void (*)(void))GetProcAddress(
+                          k, "SetThreadDescription")
+                    : NULL;
+  if (!f)
+    return;
+  wchar_t w[32];
+  int n = MultiByteToWideChar(CP_UTF8, 0, name, -1, w, 32);
+  if (n <= 0)
+    return;
+  w[31] = 0;
+  f(h, w);
+}
+
 int hy__thread_start(hy__thread_t *t, void *(*fn)(void *), void *arg,
                      size_t stack_size, const char *name) {
-  (void)name; /* SetThreadDescription is missing on older systems and Wine */
   start_rec *r = hy__mem_alloc(sizeof *r);
   if (!r)
     return HY_ENOMEM;
@@ -66,6 +84,8 @@ int hy__thread_start(hy__thread_t *t, void *(*fn)(void *), void *arg,
     return rc ? rc : HY_ENOMEM;
   }
   t->h = h;
+  if (name)
+    name_thread((HANDLE)h, name);
   return 0;
 }
 
