@@ -476,6 +476,57 @@ TEST_IMPL(win_udp_roundtrip) {
   return 0;
 }
 
+/* ------------------------------------------------------ readiness polls */
+
+TEST_IMPL(win_poll_readable) {
+  wsa_up();
+  hy__port *p = open_port(NULL);
+  SOCKET a, b;
+  tcp_pair(&a, &b);
+  ASSERT_OK(hy__port_associate(p, (intptr_t)a));
+  for (int round = 0; round < 20; round++) {
+    hy__op op;
+    memset(&op, 0, sizeof op);
+    op.kind = HY__OP_POLL;
+    op.fd = (intptr_t)a;
+    op.flags = HY__POLL_IN;
+    ASSERT_OK(hy__port_start(p, &op));
+    if (round & 1) {
+      /* Not readable: nothing comes until it is cancelled. */
+      quiet(p, 5);
+      ASSERT_OK(hy__port_cancel(p, &op));
+      hy__op *d;
+      collect(p, &d, 1);
+      ASSERT_EQ(op.res, HY_ECANCELED);
+      continue;
+    }
+    ASSERT_EQ(send(b, "z", 1, 0), 1);
+    hy__op *d;
+    collect(p, &d, 1);
+    ASSERT(d == &op);
+    ASSERT_EQ(op.res, HY__POLL_IN);
+    /* The poll took nothing: the byte is still there. */
+    char c = 0;
+    ASSERT_EQ(recv(a, &c, 1, 0), 1);
+    ASSERT_EQ(c, 'z');
+  }
+  /* Writability has no completion of its own: it is reported at once. */
+  hy__op w;
+  memset(&w, 0, sizeof w);
+  w.kind = HY__OP_POLL;
+  w.fd = (intptr_t)a;
+  w.flags = HY__POLL_OUT;
+  ASSERT_OK(hy__port_start(p, &w));
+  hy__op *d;
+  ASSERT_EQ(hy__port_wait(p, &d, 1, 0), 1);
+  ASSERT_EQ(w.res, HY__POLL_OUT);
+  closesocket(a);
+  closesocket(b);
+  hy__port_close(p);
+  WSACleanup();
+  return 0;
+}
+
 /* --------------------------------------------- posts from many threads */
 
 typedef struct {

@@ -482,6 +482,8 @@ int hy__port_start(hy__port *p, hy__op *op) {
     op->res = op->flags & HY__POLL_OUT;
     pstate_set(op, PS_LOCAL);
     local_push(p, op);
+    if (atomic_load(&p->handle_used))
+      SetEvent(p->event);
     return 0;
   }
   ext *e = hy__mem_calloc(1, sizeof *e);
