@@ -309,6 +309,40 @@ TEST_IMPL(win_cancel_then_reuse) {
   ASSERT_EQ(received, sent);
   ASSERT_GT(cancelled, 0);
   fprintf(stderr, "%ld rounds cancelled, %ld bytes\n", cancelled, sent);
+  /* Data already there: the receive completes at once (with
+   * skip-on-success no packet is queued; the port hands the op back
+   * itself), exactly once, and a send completes the same way. */
+  for (int i = 0; i < 50; i++) {
+    ASSERT_EQ(send(b, "0123456789", 10, 0), 10);
+    hy_time_t end = hy_deadline_in(HY_SEC(5));
+    u_long avail = 0;
+    while (avail < 10 && hy_now() < end) {
+      ioctlsocket(a, FIONREAD, &avail);
+      Sleep(0);
+    }
+    ASSERT_EQ(avail, 10);
+    op.kind = HY__OP_RECV;
+    op.len = sizeof buf;
+    ASSERT_OK(hy__port_start(p, &op));
+    hy__op *d1[2];
+    ASSERT_EQ(hy__port_wait(p, d1, 2, HY_SEC(5)), 1);
+    ASSERT(d1[0] == &op);
+    ASSERT_EQ(op.res, 10);
+    ASSERT(memcmp(buf, "0123456789", 10) == 0);
+    hy__op s;
+    memset(&s, 0, sizeof s);
+    s.kind = HY__OP_SEND;
+    s.fd = (intptr_t)a;
+    s.buf = "ab";
+    s.len = 2;
+    ASSERT_OK(hy__port_start(p, &s));
+    ASSERT_EQ(hy__port_wait(p, d1, 2, HY_SEC(5)), 1);
+    ASSERT(d1[0] == &s);
+    ASSERT_EQ(s.res, 2);
+    char two[2];
+    ASSERT_EQ(recv(b, two, 2, 0), 2);
+  }
+  quiet(p, 10);
   /* Peer closes: a receive completes with 0 (end of stream). */
   closesocket(b);
   op.len = sizeof buf;
