@@ -94,6 +94,9 @@ end
 project "hydra"
   kind "StaticLib"
   library_files()
+  -- `ar -rcs` only adds members: an object whose source was removed would
+  -- stay in the archive and shadow its replacement.  Rebuild it whole.
+  postbuildcommands { "@rm -f $(TARGET) && $(AR) -rcs $(TARGET) $(OBJECTS)" }
 
 -- The shared build sits in its own folder so that programs here link the
 -- static library with a plain -lhydra.
@@ -138,3 +141,48 @@ for _, f in ipairs(os.matchfiles("bench/*.c")) do
     links { "hydra" }
     system_links()
 end
+
+-- `premake4 --file=premake5.lua [--prefix=/usr/local] install` (premake4
+-- wants options before the action) copies the headers and the release
+-- libraries (build them first) into the prefix and writes
+-- lib/pkgconfig/hydra.pc, so another project builds with
+--   cc app.c $(pkg-config --cflags --libs hydra)
+newoption { trigger = "prefix", value = "DIR",
+            description = "Install prefix (default /usr/local)" }
+newaction {
+  trigger = "install",
+  description = "Install headers, libhydra and hydra.pc (build release first)",
+  execute = function()
+    local prefix = _OPTIONS["prefix"] or "/usr/local"
+    local lib = "build/release/libhydra.a"
+    if not os.isfile(lib) then
+      error("build the release configuration first: make -C build config=release")
+    end
+    for _, d in ipairs({ "/include/hydra", "/lib/pkgconfig" }) do
+      os.mkdir(prefix .. d)
+    end
+    local function copy(from, to)
+      if not os.copyfile(from, to) then error("cannot copy " .. from .. " to " .. to) end
+    end
+    copy("include/hydra.h", prefix .. "/include/hydra.h")
+    for _, h in ipairs(os.matchfiles("include/hydra/*.h")) do
+      copy(h, prefix .. "/include/hydra/" .. path.getname(h))
+    end
+    copy(lib, prefix .. "/lib/libhydra.a")
+    if os.isfile("build/release/shared/libhydra.so") then
+      copy("build/release/shared/libhydra.so", prefix .. "/lib/libhydra.so")
+    end
+    local pc = io.open(prefix .. "/lib/pkgconfig/hydra.pc", "w")
+    pc:write("prefix=" .. prefix .. "\n",
+             "includedir=${prefix}/include\n",
+             "libdir=${prefix}/lib\n\n",
+             "Name: hydra\n",
+             "Description: Embeddable actor/task runtime: stackful tasks on a completion-port thread pool\n",
+             "Version: 0.1.0\n",
+             "Cflags: -I${includedir} -pthread\n",
+             "Libs: -L${libdir} -lhydra\n",
+             "Libs.private: -lmimalloc -luring -pthread -lm\n")
+    pc:close()
+    print("installed into " .. prefix)
+  end
+}

@@ -4,7 +4,9 @@
  * callee-saved registers (and the FP control words) on the current stack,
  * stores the stack pointer in *from, loads `to` and pops the other side's
  * registers.  One assembly routine per CPU/ABI (runtime/linux/ctx_x86_64.c
- * for System V x86-64, runtime/win/ctx_win64.c for Win64).  ucontext is
+ * for System V x86-64, runtime/linux/ctx_aarch64.c for AArch64,
+ * runtime/win/ctx_win64.c for Win64); tests/arch/ctx_check.c checks each
+ * on its own (AArch64 under qemu-user).  ucontext is
  * never used: it makes a system call per switch to save the signal mask.
  *
  * A new context starts in hy__ctx_make's entry(arg) on the given stack;

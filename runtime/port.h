@@ -84,13 +84,24 @@ int hy__port_backend(const hy__port *p);
 
 /* Prepares a socket for operations on this port (non-blocking mode, epoll
  * registration, IOCP association).  Call once per fd before starting ops;
- * hy__port_forget before closing it.  Returns 0 or HY_E*. */
+ * hy__port_forget before closing it.  Returns 0 or HY_E*.
+ * hy__port_forget also cancels the ops still in flight on fd: each still
+ * completes, with HY_ECANCELED unless it had completed (io_uring holds a
+ * reference to the file, so closing the fd alone would not end them).
+ *
+ * Order: ops of one direction on one fd (two recvs, two sends) may
+ * complete in any order on io_uring (epoll keeps start order): keep at
+ * most one recv-like and one send-like op in flight per stream socket. */
 int hy__port_associate(hy__port *p, intptr_t fd);
 void hy__port_forget(hy__port *p, intptr_t fd);
 
 /* Starts op.  Returns 0: the completion will be dequeued from this port
- * later (also for an op that fails or succeeds at once).  Returns HY_E*:
- * the op was not started and no completion will come. */
+ * later (also for an op that fails or succeeds at once, such as one on a
+ * closed fd, which completes with HY_EBADF).  Returns HY_E*: the op was
+ * not started and no completion will come (HY_EINVAL: bad kind or
+ * missing address; HY_EBADF: fd out of range; HY_ENOMEM; HY_EAGAIN: the
+ * kernel refuses more work for now).  An op's memory (and its buffer and
+ * address) must stay put until its completion is dequeued. */
 int hy__port_start(hy__port *p, hy__op *op);
 
 /* Asks for op (started on p, not yet dequeued) to be cancelled.  Its one

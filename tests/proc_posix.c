@@ -74,6 +74,20 @@ int proc_poll(proc_t *p, int *code) {
   return 1;
 }
 
+void proc_dump(proc_t *p, const char *outpath) {
+  if (system("command -v gdb >/dev/null 2>&1") != 0)
+    return;
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd,
+           "echo '--- threads of the hung test:' >>'%s'; "
+           "timeout 60 gdb -p %ld -batch -nx -ex 'thread apply all bt' "
+           "</dev/null >>'%s' 2>&1",
+           outpath, (long)p->handle, outpath);
+  if (system(cmd) != 0) {
+    /* gdb could not attach (ptrace not allowed): the output says so */
+  }
+}
+
 void proc_kill(proc_t *p) {
   int st;
   kill(-(pid_t)p->handle, SIGKILL);

@@ -213,6 +213,7 @@ int main(int argc, char **argv) {
       int finished = proc_poll(&j->p, &code);
       int timed_out = 0;
       if (!finished && now - j->start > limit) {
+        proc_dump(&j->p, j->out);
         proc_kill(&j->p);
         finished = timed_out = 1;
       }

@@ -19,6 +19,11 @@ int proc_spawn(proc_t *p, const char *exe, const char *test,
  * signal death), 0 while it runs. */
 int proc_poll(proc_t *p, int *code);
 
+/* Appends the stacks of every thread of a hung child to the file at
+ * outpath (gdb on POSIX, when installed; nothing on Windows), so that a
+ * time-out in CI says where the test stood. */
+void proc_dump(proc_t *p, const char *outpath);
+
 /* Kills the child (and its process group on POSIX) and reaps it. */
 void proc_kill(proc_t *p);
 

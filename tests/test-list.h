@@ -6,6 +6,7 @@
 #include "list-foundation.h"
 #include "list-alloc.h"
 #include "list-runtime.h"
+#include "list-port.h"
 #include "list-hub.h"
 #include "list-chan.h"
 #include "list-event.h"

@@ -1,0 +1,108 @@
+/* runtime/linux/port_linux.h - what the two Linux port backends share.
+ *
+ * hy__port_* (runtime/port.h) is implemented once, in port_common.c, over a
+ * small table of backend functions; port_uring.c and port_epoll.c each
+ * fill one in.  The common part owns everything other threads touch:
+ *
+ *  - the wake: an eventfd and a flag.  hy__port_wake sets the flag and, if
+ *    it was clear, writes the eventfd (two async-signal-safe steps).  The
+ *    owner consumes the flag (hy__lport_take_wake) before it looks at the
+ *    posts and cancels, so a wake that comes after the look writes the
+ *    eventfd again and ends the owner's next block.  The eventfd is only
+ *    ever written (each write is an edge for the backend's poll of it); an
+ *    edge seen with the flag already clear is stale and ignored.
+ *  - posts: a FIFO of user packets, linked through op->next.
+ *  - cancels: a list of ops whose cancel was asked for by any thread,
+ *    linked through op->pdata[0]; the owner acts on it in its next wait.
+ *  - every op's state (pstate, pflags), under one spinlock, so that a
+ *    cancel racing with the op's completion sees either "in flight" (and
+ *    the owner still finds the request) or "dequeued" (HY_ENOENT).
+ *
+ * Everything else - rings, epoll sets, per-fd queues, timers - belongs to
+ * the owner thread alone and needs no lock.
+ */
+#ifndef HYDRA_RUNTIME_LINUX_PORT_LINUX_H
+#define HYDRA_RUNTIME_LINUX_PORT_LINUX_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "runtime/port.h"
+#include "runtime/wait.h"
+
+/* op->pstate */
+enum {
+  HY__PS_IDLE = 0,     /* not started, or dequeued */
+  HY__PS_INFLIGHT = 1, /* started, not completed */
+  HY__PS_DONE = 2      /* completed (res set), waiting to be dequeued */
+};
+
+/* op->pflags: the low byte is common, the rest belongs to the backend. */
+enum {
+  HY__PF_CANCEL = 1, /* a cancel was asked for */
+  HY__PF_CLIST = 2   /* linked on the port's cancel list */
+};
+
+typedef struct hy__port_vt {
+  void (*close)(hy__port *p);
+  int (*associate)(hy__port *p, int fd);
+  void (*forget)(hy__port *p, int fd);
+  int (*start)(hy__port *p, hy__op *op);
+  int (*wait)(hy__port *p, hy__op **ops, int max, int64_t timeout_ns);
+  intptr_t (*os_handle)(const hy__port *p);
+} hy__port_vt;
+
+struct hy__port {
+  const hy__port_vt *vt;
+  const char *name;
+  int backend;
+  int efd;            /* the wake eventfd */
+  atomic_int pending; /* 1: a wake is owed to the owner */
+  atomic_int osh;     /* 1: os_handle was handed out; keep it readable */
+  hy__lock_t lock;    /* op states, posts, the cancel list */
+  hy__op *post_head, *post_tail;
+  hy__op *clist;      /* cancel requests, linked through pdata[0] */
+};
+
+/* Sets up the common part (the eventfd).  Returns 0 or HY_E*. */
+int hy__lport_init(hy__port *p, const hy__port_vt *vt, int backend,
+                   const char *name);
+void hy__lport_fini(hy__port *p);
+
+/* Consumes a pending wake: returns 1 if there was one. */
+static inline int hy__lport_take_wake(hy__port *p) {
+  return atomic_exchange(&p->pending, 0);
+}
+
+/* Takes the whole cancel list (ops still in flight, each with PF_CANCEL
+ * set and PF_CLIST cleared), linked through pdata[0]. */
+hy__op *hy__lport_take_cancels(hy__port *p);
+
+/* Moves up to max posted ops into ops; returns how many.  *more is set to
+ * 1 if posts remain. */
+int hy__lport_take_posts(hy__port *p, hy__op **ops, int max, int *more);
+
+/* Marks op started (under the lock). */
+void hy__lport_started(hy__port *p, hy__op *op);
+
+/* With p->lock held: op completed with res; unlinks it from the cancel
+ * list if it is there, and marks it `state` (DONE if it waits in a backend
+ * list, IDLE if it is handed out right away).  A cancelled op's -EINTR or
+ * HY_ECANCELED result becomes HY_ECANCELED. */
+void hy__lport_finish_locked(hy__port *p, hy__op *op, int64_t res, int state);
+
+/* Marks ops dequeued (IDLE), one lock for the batch. */
+void hy__lport_dequeued(hy__port *p, hy__op **ops, int n);
+
+/* -errno or errno to HY_E*, for results of the kernel. */
+int hy__lport_err(int e);
+
+/* poll(2) revents to HY__POLL_* (HUP and ERR become HY__POLL_ERR). */
+int hy__lport_poll_mask(uint32_t revents);
+
+/* The backends' openers.  hy__uring_open returns HY_ENOSYS when io_uring
+ * cannot be set up here (or lacks what the port needs). */
+int hy__uring_open(hy__port **out, hy__port *share);
+int hy__epoll_open(hy__port **out);
+
+#endif

@@ -1,0 +1,511 @@
+/* port_uring.c - the io_uring backend of the completion port (liburing).
+ *
+ * One ring per port.  An op's SQE carries the op's address as user_data,
+ * and its one CQE is its completion; everything the kernel reads or writes
+ * lives in the op (the timeout's timespec, the accept's length) or in a
+ * msghdr node the port keeps for recvmsg/sendmsg until the CQE, because
+ * the kernel writes msg_namelen back at completion.
+ *
+ * Submission is lazy: start only queues the SQE, and wait submits the
+ * batch (with the block, in one io_uring_enter; a wait that does not block
+ * submits what was started before it returns).  Once os_handle has been
+ * handed out, start submits at once, because a foreign loop polling the
+ * ring fd would otherwise wait for an op that was never submitted.
+ *
+ * Wakes: a multishot poll of the port's eventfd stays armed in the ring.
+ * A wake writes the eventfd; the poll posts a CQE, which ends the owner's
+ * io_uring_enter and makes the ring fd (the os_handle, readable while the
+ * CQ has entries) readable.  The eventfd is never read: its count only
+ * grows, and every write is a new wake-up for the poll.  The CQE is the
+ * port's own: it counts as a wake only if the wake flag was set (see
+ * port_linux.h), and the poll is armed again if the kernel ended it.
+ *
+ * Cancel: the owner turns each cancel request into an IORING_OP_ASYNC_CANCEL
+ * keyed by the op's address; the op's CQE still comes, -ECANCELED if the
+ * cancel caught it, its real result if it had completed.  Requests are
+ * issued before any CQE is reaped in the same pass, and an op reaped while
+ * its request waits is taken off the list under the lock, so an
+ * ASYNC_CANCEL never names an op that was already handed back.
+ *
+ * Overflow: the port needs IORING_FEAT_NODROP (the kernel keeps CQEs that
+ * do not fit and liburing flushes them on peek); a full SQ is submitted
+ * and the SQE taken again; a submit refused with EBUSY (CQ backlog on old
+ * kernels) reaps CQEs into a held list first.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "alloc/mem.h"
+#include "hydra/error.h"
+#include "hydra/runtime.h"
+#include "runtime/linux/port_linux.h"
+
+#define SQ_ENTRIES 256
+#define CQ_ENTRIES 4096
+#define MAX_IO_LEN 0x7ffff000u /* Linux's largest single read or write */
+
+/* user_data of the port's own SQEs (ops are aligned pointers, never these). */
+enum { TAG_WAKE = 1, TAG_IGNORE = 2 };
+
+typedef struct msgnode {
+  struct msghdr m;
+  struct iovec iov;
+  struct msgnode *next;
+} msgnode;
+
+typedef struct uport {
+  hy__port base;
+  struct io_uring ring;
+  int armed;            /* the eventfd poll is in the ring */
+  int started;          /* ops were queued since the last submit */
+  hy__op *held, *held_tail; /* reaped while making room, not yet dequeued */
+  msgnode *msgs;        /* free msghdr nodes */
+} uport;
+
+static const hy__port_vt uring_vt;
+
+/* ------------------------------------------------------------ helpers */
+
+static msgnode *msg_get(uport *u) {
+  msgnode *m = u->msgs;
+  if (m) {
+    u->msgs = m->next;
+    return m;
+  }
+  return hy__mem_alloc(sizeof *m);
+}
+
+static void msg_put(uport *u, msgnode *m) {
+  if (!m)
+    return;
+  m->next = u->msgs;
+  u->msgs = m;
+}
+
+/* The op's result from its CQE's res; gives back its msghdr node. */
+static int64_t result_of(uport *u, hy__op *op, int res) {
+  switch (op->kind) {
+  case HY__OP_POLL:
+    return res >= 0 ? hy__lport_poll_mask((uint32_t)res) : hy__lport_err(res);
+  case HY__OP_TIMEOUT:
+    return res == -ETIME || res >= 0 ? HY_ETIMEDOUT : hy__lport_err(res);
+  case HY__OP_RECVFROM:
+  case HY__OP_SENDTO: {
+    msgnode *m = (msgnode *)(uintptr_t)op->pdata[1];
+    if (m && op->kind == HY__OP_RECVFROM && res >= 0 && op->addr)
+      op->addrlen = m->m.msg_namelen;
+    msg_put(u, m);
+    op->pdata[1] = 0;
+    return res >= 0 ? res : hy__lport_err(res);
+  }
+  default:
+    return res >= 0 ? res : hy__lport_err(res);
+  }
+}
+
+/* With the lock held: what one CQE means.  Returns the completed op, or
+ * NULL for the port's own CQEs. */
+static hy__op *take_cqe(uport *u, struct io_uring_cqe *c, int state) {
+  uint64_t ud = c->user_data;
+  if (ud == TAG_WAKE) {
+    if (!(c->flags & IORING_CQE_F_MORE))
+      u->armed = 0; /* the kernel ended the multishot poll */
+    return NULL;
+  }
+  if (ud < 16)
+    return NULL;
+  hy__op *op = (hy__op *)(uintptr_t)ud;
+  hy__lport_finish_locked(&u->base, op, result_of(u, op, c->res), state);
+  return op;
+}
+
+/* Moves every CQE into the held list (to make room when the kernel
+ * refuses submissions while the CQ is backed up). */
+static void hold_cqes(uport *u) {
+  struct io_uring_cqe *cqes[64];
+  unsigned k;
+  while ((k = io_uring_peek_batch_cqe(&u->ring, cqes, 64)) > 0) {
+    hy__lock(&u->base.lock);
+    for (unsigned i = 0; i < k; i++) {
+      hy__op *op = take_cqe(u, cqes[i], HY__PS_DONE);
+      if (!op)
+        continue;
+      op->next = NULL;
+      if (u->held_tail)
+        u->held_tail->next = op;
+      else
+        u->held = op;
+      u->held_tail = op;
+    }
+    hy__unlock(&u->base.lock);
+    io_uring_cq_advance(&u->ring, k);
+  }
+}
+
+/* Submits what is queued.  Returns 0 or HY_E*. */
+static int flush(uport *u) {
+  for (int tries = 0; tries < 64; tries++) {
+    int r = io_uring_submit(&u->ring);
+    if (r >= 0) {
+      u->started = 0;
+      return 0;
+    }
+    if (r == -EINTR)
+      continue;
+    if (r == -EBUSY || r == -EAGAIN) {
+      hold_cqes(u);
+      continue;
+    }
+    return hy__lport_err(r);
+  }
+  return HY_EAGAIN;
+}
+
+/* An SQE, submitting the full SQ first if need be; NULL if the kernel
+ * keeps refusing. */
+static struct io_uring_sqe *sqe_get(uport *u) {
+  struct io_uring_sqe *s = io_uring_get_sqe(&u->ring);
+  for (int tries = 0; !s && tries < 8; tries++) {
+    if (flush(u) < 0)
+      return NULL;
+    s = io_uring_get_sqe(&u->ring);
+  }
+  return s;
+}
+
+static int arm_wake(uport *u) {
+  struct io_uring_sqe *s = sqe_get(u);
+  if (!s)
+    return HY_EAGAIN;
+  io_uring_prep_poll_multishot(s, u->base.efd, POLLIN);
+  s->user_data = TAG_WAKE;
+  u->armed = 1;
+  return 0;
+}
+
+/* Turns the cancel requests into ASYNC_CANCELs and submits them. */
+static void do_cancels(uport *u) {
+  hy__op *list = hy__lport_take_cancels(&u->base);
+  if (!list)
+    return;
+  while (list) {
+    hy__op *next = (hy__op *)(uintptr_t)list->pdata[0];
+    struct io_uring_sqe *s = sqe_get(u);
+    if (!s) {
+      /* The ring refuses work: ask again in the next wait. */
+      hy__lock(&u->base.lock);
+      if (list->pstate == HY__PS_INFLIGHT) {
+        list->pflags |= HY__PF_CLIST;
+        list->pdata[0] = (uint64_t)(uintptr_t)u->base.clist;
+        __atomic_store_n(&u->base.clist, list, __ATOMIC_RELAXED);
+      }
+      hy__unlock(&u->base.lock);
+    } else {
+      io_uring_prep_cancel64(s, (uint64_t)(uintptr_t)list, 0);
+      s->user_data = TAG_IGNORE;
+    }
+    list = next;
+  }
+  flush(u);
+}
+
+static int take_held(uport *u, hy__op **ops, int max) {
+  int n = 0;
+  while (u->held && n < max) {
+    ops[n++] = u->held;
+    u->held = u->held->next;
+  }
+  if (!u->held)
+    u->held_tail = NULL;
+  hy__lport_dequeued(&u->base, ops, n);
+  return n;
+}
+
+static int reap(uport *u, hy__op **ops, int max) {
+  int n = 0;
+  while (n < max) {
+    struct io_uring_cqe *cqes[64];
+    unsigned want = (unsigned)(max - n) < 64 ? (unsigned)(max - n) : 64;
+    unsigned k = io_uring_peek_batch_cqe(&u->ring, cqes, want);
+    if (!k)
+      break;
+    hy__lock(&u->base.lock);
+    for (unsigned i = 0; i < k; i++) {
+      hy__op *op = take_cqe(u, cqes[i], HY__PS_IDLE);
+      if (op)
+        ops[n++] = op;
+    }
+    hy__unlock(&u->base.lock);
+    io_uring_cq_advance(&u->ring, k);
+  }
+  return n;
+}
+
+/* ---------------------------------------------------------- the backend */
+
+static int u_associate(hy__port *p, int fd) {
+  (void)p;
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0))
+    return hy__lport_err(errno);
+  return 0;
+}
+
+/* Ops still in flight on fd complete with HY_ECANCELED: the ring holds a
+ * reference to the file, so closing the fd would not end them. */
+static void u_forget(hy__port *p, int fd) {
+  uport *u = (uport *)p;
+  struct io_uring_sqe *s = sqe_get(u);
+  if (!s)
+    return;
+  io_uring_prep_cancel_fd(s, fd, IORING_ASYNC_CANCEL_ALL);
+  s->user_data = TAG_IGNORE;
+  flush(u); /* now: the fd is looked up when the cancel runs */
+}
+
+static void set_timespec(hy__op *op) {
+  struct __kernel_timespec *ts = (struct __kernel_timespec *)&op->pdata[2];
+  int64_t d = op->deadline < 0 ? 0 : op->deadline;
+  ts->tv_sec = d / 1000000000;
+  ts->tv_nsec = d % 1000000000;
+}
+
+static int u_start(hy__port *p, hy__op *op) {
+  uport *u = (uport *)p;
+  msgnode *m = NULL;
+  if (op->kind == HY__OP_RECVFROM || op->kind == HY__OP_SENDTO) {
+    m = msg_get(u);
+    if (!m)
+      return HY_ENOMEM;
+  }
+  struct io_uring_sqe *s = sqe_get(u);
+  if (!s) {
+    msg_put(u, m);
+    return HY_EAGAIN;
+  }
+  int fd = (int)op->fd;
+  size_t len = op->len > MAX_IO_LEN ? MAX_IO_LEN : op->len;
+  switch (op->kind) {
+  case HY__OP_NOP:
+    io_uring_prep_nop(s);
+    break;
+  case HY__OP_ACCEPT:
+    io_uring_prep_accept(s, fd, op->addr,
+                         op->addr ? (socklen_t *)&op->addrlen : NULL,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+    break;
+  case HY__OP_CONNECT:
+    io_uring_prep_connect(s, fd, op->addr, op->addrlen);
+    break;
+  case HY__OP_RECV:
+    io_uring_prep_recv(s, fd, op->buf, len, (int)op->flags);
+    break;
+  case HY__OP_SEND:
+    io_uring_prep_send(s, fd, op->buf, len, (int)op->flags | MSG_NOSIGNAL);
+    break;
+  case HY__OP_RECVFROM:
+  case HY__OP_SENDTO:
+    memset(&m->m, 0, sizeof m->m);
+    m->iov.iov_base = op->buf;
+    m->iov.iov_len = len;
+    m->m.msg_iov = &m->iov;
+    m->m.msg_iovlen = 1;
+    m->m.msg_name = op->addr;
+    m->m.msg_namelen = op->addr ? op->addrlen : 0;
+    op->pdata[1] = (uint64_t)(uintptr_t)m;
+    if (op->kind == HY__OP_RECVFROM)
+      io_uring_prep_recvmsg(s, fd, &m->m, op->flags);
+    else
+      io_uring_prep_sendmsg(s, fd, &m->m, op->flags | MSG_NOSIGNAL);
+    break;
+  case HY__OP_POLL: {
+    unsigned mask = 0;
+    if (op->flags & HY__POLL_IN)
+      mask |= POLLIN | POLLRDHUP;
+    if (op->flags & HY__POLL_OUT)
+      mask |= POLLOUT;
+    io_uring_prep_poll_add(s, fd, mask);
+    break;
+  }
+  case HY__OP_TIMEOUT:
+    set_timespec(op);
+    io_uring_prep_timeout(s, (struct __kernel_timespec *)&op->pdata[2], 0,
+                          IORING_TIMEOUT_ABS);
+    break;
+  default:
+    io_uring_prep_nop(s);
+    s->user_data = TAG_IGNORE;
+    return HY_EINVAL;
+  }
+  s->user_data = (uint64_t)(uintptr_t)op;
+  hy__lport_started(p, op);
+  u->started = 1;
+  if (atomic_load_explicit(&p->osh, memory_order_relaxed))
+    flush(u);
+  return 0;
+}
+
+static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
+  uport *u = (uport *)p;
+  int64_t deadline = timeout > 0 ? hy_now() + timeout : 0;
+  int n = 0, woke = 0, more_posts = 0, last = timeout == 0;
+  int err = 0;
+  for (;;) {
+    woke |= hy__lport_take_wake(p);
+    do_cancels(u);
+    n += take_held(u, ops + n, max - n);
+    n += reap(u, ops + n, max - n);
+    if (n < max)
+      n += hy__lport_take_posts(p, ops + n, max - n, &more_posts);
+    if (!u->armed)
+      arm_wake(u);
+    if (n || woke || last)
+      break;
+    struct __kernel_timespec ts, *tsp = NULL;
+    if (timeout > 0) {
+      int64_t left = deadline - hy_now();
+      if (left <= 0)
+        break;
+      ts.tv_sec = left / 1000000000;
+      ts.tv_nsec = left % 1000000000;
+      tsp = &ts;
+    }
+    struct io_uring_cqe *cqe = NULL;
+    int r = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, tsp, NULL);
+    if (r == -ETIME) {
+      last = 1; /* one more look, then report the time-out */
+    } else if (r == -EBUSY || r == -EAGAIN) {
+      hold_cqes(u);
+    } else if (r < 0 && r != -EINTR) {
+      err = hy__lport_err(r);
+      break;
+    }
+  }
+  /* Ops started before this wait go to the kernel now (a busy worker
+   * waits with timeout 0 and may not block for a while); a re-armed poll
+   * alone can wait for the next block, which submits it first - unless a
+   * foreign loop polls the ring fd. */
+  int osh = atomic_load_explicit(&p->osh, memory_order_relaxed);
+  if (u->started || osh)
+    flush(u);
+  if (osh &&
+      (more_posts || u->held || __atomic_load_n(&p->post_head, __ATOMIC_RELAXED)))
+    hy__port_wake(p); /* left behind: keep the os_handle readable */
+  return n ? n : err;
+}
+
+static intptr_t u_os_handle(const hy__port *p) {
+  return ((const uport *)p)->ring.ring_fd;
+}
+
+static void u_close(hy__port *p) {
+  uport *u = (uport *)p;
+  if (u->armed) {
+    /* End the eventfd poll before the ring goes (and its last CQE). */
+    struct io_uring_sqe *s = sqe_get(u);
+    if (s) {
+      io_uring_prep_cancel64(s, TAG_WAKE, 0);
+      s->user_data = TAG_IGNORE;
+      flush(u);
+    }
+    int64_t until = hy_now() + HY_SEC(1);
+    while (u->armed && hy_now() < until) {
+      struct __kernel_timespec ts = {0, 10000000};
+      struct io_uring_cqe *c;
+      if (io_uring_wait_cqe_timeout(&u->ring, &c, &ts) == 0) {
+        hy__lock(&u->base.lock);
+        take_cqe(u, c, HY__PS_IDLE);
+        hy__unlock(&u->base.lock);
+        io_uring_cqe_seen(&u->ring, c);
+      }
+    }
+  }
+  io_uring_queue_exit(&u->ring);
+  while (u->msgs) {
+    msgnode *m = u->msgs;
+    u->msgs = m->next;
+    hy__mem_free(m);
+  }
+  hy__lport_fini(&u->base);
+  hy__mem_free(u);
+}
+
+static const hy__port_vt uring_vt = {u_close,     u_associate, u_forget,
+                                     u_start,     u_wait,      u_os_handle};
+
+/* ------------------------------------------------------------- opening */
+
+/* Does the kernel have every opcode the port uses? */
+static int has_ops(struct io_uring *ring) {
+  union {
+    struct io_uring_probe p;
+    char room[sizeof(struct io_uring_probe) +
+              256 * sizeof(struct io_uring_probe_op)];
+  } pb;
+  memset(&pb, 0, sizeof pb);
+  if (io_uring_register_probe(ring, &pb.p, 256) < 0)
+    return 0;
+  static const int need[] = {
+      IORING_OP_NOP,     IORING_OP_ACCEPT,  IORING_OP_CONNECT,
+      IORING_OP_RECV,    IORING_OP_SEND,    IORING_OP_RECVMSG,
+      IORING_OP_SENDMSG, IORING_OP_POLL_ADD, IORING_OP_TIMEOUT,
+      IORING_OP_ASYNC_CANCEL, IORING_OP_READ};
+  for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
+    if (need[i] > pb.p.last_op ||
+        !(pb.p.ops[need[i]].flags & IO_URING_OP_SUPPORTED))
+      return 0;
+  return 1;
+}
+
+int hy__uring_open(hy__port **out, hy__port *share) {
+  uport *u = hy__mem_calloc(1, sizeof *u);
+  if (!u)
+    return HY_ENOMEM;
+  int rc = hy__lport_init(&u->base, &uring_vt, HY__BACKEND_URING, "uring");
+  if (rc < 0) {
+    hy__mem_free(u);
+    return rc;
+  }
+  struct io_uring_params prm;
+  memset(&prm, 0, sizeof prm);
+  prm.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
+  prm.cq_entries = CQ_ENTRIES;
+  if (share && share->backend == HY__BACKEND_URING) {
+    /* Workers of one runtime share the kernel's async worker pool. */
+    prm.flags |= IORING_SETUP_ATTACH_WQ;
+    prm.wq_fd = (uint32_t)((uport *)share)->ring.ring_fd;
+  }
+  int r = io_uring_queue_init_params(SQ_ENTRIES, &u->ring, &prm);
+  if (r == -EINVAL && (prm.flags & IORING_SETUP_ATTACH_WQ)) {
+    memset(&prm, 0, sizeof prm);
+    prm.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
+    prm.cq_entries = CQ_ENTRIES;
+    r = io_uring_queue_init_params(SQ_ENTRIES, &u->ring, &prm);
+  }
+  if (r < 0) {
+    hy__lport_fini(&u->base);
+    hy__mem_free(u);
+    /* Out of memory or descriptors is this process's state; anything else
+     * (ENOSYS, EPERM from seccomp or the sysctl, EINVAL from an old
+     * kernel) means no io_uring here. */
+    if (r == -ENOMEM || r == -EMFILE || r == -ENFILE)
+      return hy__lport_err(r);
+    return HY_ENOSYS;
+  }
+  if (!(prm.features & IORING_FEAT_NODROP) ||
+      !(prm.features & IORING_FEAT_EXT_ARG) || !has_ops(&u->ring) ||
+      arm_wake(u) < 0 || flush(u) < 0) {
+    io_uring_queue_exit(&u->ring);
+    hy__lport_fini(&u->base);
+    hy__mem_free(u);
+    return HY_ENOSYS;
+  }
+  *out = &u->base;
+  return 0;
+}
