@@ -431,6 +431,43 @@ TEST_IMPL(win_connect_and_errors) {
   bad.kind = HY__OP_KIND_COUNT;
   ASSERT_ERR(hy__port_start(p, &bad), HY_EINVAL);
   ASSERT_ERR(hy__port_cancel(p, &bad), HY_ENOENT);
+  /* No address for a connect or a sendto: refused, nothing started. */
+  memset(&bad, 0, sizeof bad);
+  bad.kind = HY__OP_CONNECT;
+  bad.fd = (intptr_t)c2;
+  ASSERT_ERR(hy__port_start(p, &bad), HY_EINVAL);
+  bad.kind = HY__OP_SENDTO;
+  bad.buf = "x";
+  bad.len = 1;
+  ASSERT_ERR(hy__port_start(p, &bad), HY_EINVAL);
+  ASSERT_ERR(hy__port_cancel(p, &bad), HY_ENOENT);
+
+  /* Forgetting a socket ends its ops in flight: each still completes,
+   * cancelled. */
+  SOCKET x, y;
+  tcp_pair(&x, &y);
+  ASSERT_OK(hy__port_associate(p, (intptr_t)x));
+  char xb[2][8];
+  hy__op xr[2];
+  memset(xr, 0, sizeof xr);
+  xr[0].kind = HY__OP_RECV;
+  xr[0].fd = (intptr_t)x;
+  xr[0].buf = xb[0];
+  xr[0].len = 8;
+  xr[1] = xr[0];
+  xr[1].kind = HY__OP_POLL;
+  xr[1].flags = HY__POLL_IN;
+  xr[1].buf = xb[1];
+  ASSERT_OK(hy__port_start(p, &xr[0]));
+  ASSERT_OK(hy__port_start(p, &xr[1]));
+  quiet(p, 10);
+  hy__port_forget(p, (intptr_t)x);
+  hy__op *xd[2];
+  collect(p, xd, 2);
+  ASSERT_EQ(xr[0].res, HY_ECANCELED);
+  ASSERT_EQ(xr[1].res, HY_ECANCELED);
+  closesocket(x);
+  closesocket(y);
   quiet(p, 20);
   hy__port_close(p);
   WSACleanup();

@@ -245,7 +245,13 @@ int hy__port_associate(hy__port *p, intptr_t fd) {
   return 0;
 }
 
-void hy__port_forget(hy__port *p, intptr_t fd) { noskip_remove(p->hub, fd); }
+/* Ends the ops still in flight on fd: each still completes, cancelled
+ * unless it had completed. */
+void hy__port_forget(hy__port *p, intptr_t fd) {
+  if (fd != (intptr_t)INVALID_SOCKET)
+    CancelIoEx((HANDLE)fd, NULL);
+  noskip_remove(p->hub, fd);
+}
 
 /* ---------------------------------------------------------- operations */
 
@@ -394,8 +400,6 @@ static DWORD issue(hy__port *p, ext *e, int *now, DWORD *bytes) {
     break;
   }
   case HY__OP_CONNECT: {
-    if (!op->addr || op->addrlen < sizeof(struct sockaddr))
-      return WSAEINVAL;
     LPFN_CONNECTEX cx = get_connectex(p->hub, s);
     if (!cx)
       return (DWORD)WSAGetLastError();
@@ -476,6 +480,11 @@ int hy__port_start(hy__port *p, hy__op *op) {
     return 0;
   }
   if (op->kind == HY__OP_POST || op->kind >= HY__OP_KIND_COUNT)
+    return HY_EINVAL;
+  if ((op->kind == HY__OP_CONNECT || op->kind == HY__OP_SENDTO) &&
+      (!op->addr || op->addrlen < sizeof(struct sockaddr)))
+    return HY_EINVAL; /* no address: not started */
+  if (op->kind == HY__OP_RECVFROM && op->addr && op->addrlen == 0)
     return HY_EINVAL;
   if (op->kind == HY__OP_POLL && !(op->flags & HY__POLL_IN)) {
     /* Writability has no completion of its own: report it at once. */
