@@ -75,7 +75,7 @@ workspace "hydra"
 -- What every program links, after the library itself.
 local function system_links()
   if windows then
-    links { "ws2_32", "mswsock" }
+    links { "ws2_32", "mswsock", "synchronization" }
   else
     links { "mimalloc", "uring", "pthread", "m" }
   end
@@ -118,11 +118,9 @@ project "hydra-tests"
   if windows then
     -- Tests of parts that have no Windows backend yet; their list lines
     -- are under #ifndef _WIN32 too.
-    excludes { "tests/proc_posix.c", "tests/test-runtime.c", "tests/test-shutdown.c",
-               "tests/test-examples.c",
-               "tests/test-port.c", "tests/test-net.c" }
+    excludes { "tests/proc_posix.c", "tests/test-port.c", "tests/test-net.c" }
   else
-    excludes { "tests/proc_win.c" }
+    excludes { "tests/proc_win.c", "tests/test-win.c" } -- Windows only
   end
   links { "hydra" }
   system_links()

@@ -31,6 +31,12 @@ void *hy__os_map_aligned(size_t size, size_t align);
 void hy__os_unmap(void *p, size_t size);
 /* Makes [p, p+size) inaccessible (a guard page).  Returns 0 or -1. */
 int hy__os_guard(void *p, size_t size);
+/* How many guard pages go below a task stack: 1 on POSIX.  On Windows 8:
+ * the lowest no-access, the seven above it PAGE_GUARD, so that the first
+ * touch raises a guard-page exception while there is still stack left for
+ * the vectored handler that reports the overflow (hy__os_stack_guard). */
+size_t hy__os_stack_guard_pages(void);
+int hy__os_stack_guard(void *p, size_t size);
 /* Gives the pages' memory back while keeping the range; hy__os_recommit
  * makes it usable again (zero-filled).  Return 0 or -1. */
 int hy__os_decommit(void *p, size_t size);

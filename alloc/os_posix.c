@@ -74,6 +74,10 @@ int hy__os_guard(void *p, size_t size) {
   return mprotect(p, size, PROT_NONE) == 0 ? 0 : -1;
 }
 
+size_t hy__os_stack_guard_pages(void) { return 1; }
+
+int hy__os_stack_guard(void *p, size_t size) { return hy__os_guard(p, size); }
+
 int hy__os_decommit(void *p, size_t size) {
   return madvise(p, size, MADV_DONTNEED) == 0 ? 0 : -1;
 }

@@ -57,6 +57,19 @@ int hy__os_guard(void *p, size_t size) {
   return VirtualProtect(p, size, PAGE_NOACCESS, &old) ? 0 : -1;
 }
 
+size_t hy__os_stack_guard_pages(void) { return 8; }
+
+int hy__os_stack_guard(void *p, size_t size) {
+  size_t pg = hy__os_page_size();
+  DWORD old;
+  if (!VirtualProtect(p, pg, PAGE_NOACCESS, &old))
+    return -1;
+  if (size > pg &&
+      !VirtualProtect((char *)p + pg, size - pg, PAGE_READWRITE | PAGE_GUARD, &old))
+    return -1;
+  return 0;
+}
+
 int hy__os_decommit(void *p, size_t size) {
   return VirtualFree(p, size, MEM_DECOMMIT) ? 0 : -1;
 }

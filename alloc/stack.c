@@ -41,7 +41,7 @@ int hy_stack_cache_create(size_t stack_size, size_t max_cached,
     return HY_ENOMEM;
   hy__oslock_init(&c->lock);
   c->size = (stack_size + pg - 1) / pg * pg;
-  c->guard = pg;
+  c->guard = pg * hy__os_stack_guard_pages();
   c->max = max_cached ? max_cached : 1024;
   *out = c;
   return 0;
@@ -66,7 +66,7 @@ int hy_stack_alloc(hy_stack_cache_t *c, hy_stack_t *out) {
   char *p = hy__os_map(c->size + c->guard);
   if (!p)
     return HY_ENOMEM;
-  if (hy__os_guard(p, c->guard) != 0) {
+  if (hy__os_stack_guard(p, c->guard) != 0) {
     hy__os_unmap(p, c->size + c->guard);
     return HY_ENOMEM;
   }

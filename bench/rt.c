@@ -7,10 +7,16 @@
  */
 #define _GNU_SOURCE
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _WIN32
+#include <windows.h>
+#include <psapi.h>
+#else
 #include <sys/resource.h>
+#endif
 
 #include "hydra.h"
 
@@ -32,6 +38,19 @@ static void done(hy_runtime_t *r) {
   hy_runtime_close(r);
 }
 
+#ifdef _WIN32
+static long rss_kb(void) {
+  PROCESS_MEMORY_COUNTERS pmc;
+  K32GetProcessMemoryInfo(GetCurrentProcess(), &pmc, sizeof pmc);
+  return (long)(pmc.WorkingSetSize / 1024);
+}
+
+static long peak_kb(void) {
+  PROCESS_MEMORY_COUNTERS pmc;
+  K32GetProcessMemoryInfo(GetCurrentProcess(), &pmc, sizeof pmc);
+  return (long)(pmc.PeakWorkingSetSize / 1024);
+}
+#else
 static long rss_kb(void) {
   FILE *f = fopen("/proc/self/statm", "r");
   long pages = 0, res = 0;
@@ -48,6 +67,7 @@ static long peak_kb(void) {
   getrusage(RUSAGE_SELF, &ru);
   return ru.ru_maxrss;
 }
+#endif
 
 static void *run_root(hy_task_fn fn, void *arg) {
   hy_task_t t;
@@ -102,7 +122,7 @@ static void *spawn_join_root(void *p) {
 /* -------------------------------------------------------------- skynet */
 
 typedef struct {
-  long num, size;
+  intptr_t num, size; /* pointer-sized: long is 32 bits on Win64 */
 } sky_t;
 
 static void *skynet(void *p) {
@@ -111,7 +131,7 @@ static void *skynet(void *p) {
     return (void *)s->num;
   sky_t kids[10];
   hy_task_t t[10];
-  long step = s->size / 10;
+  intptr_t step = s->size / 10;
   for (int i = 0; i < 10; i++) {
     kids[i].num = s->num + i * step;
     kids[i].size = step;
@@ -121,7 +141,7 @@ static void *skynet(void *p) {
       exit(1);
     }
   }
-  long sum = 0;
+  intptr_t sum = 0;
   for (int i = 0; i < 10; i++) {
     void *r;
     int rc = hy_task_join(rt, t[i], &r);
@@ -129,7 +149,7 @@ static void *skynet(void *p) {
       fprintf(stderr, "skynet: join: %s\n", hy_strerror(rc));
       exit(1);
     }
-    sum += (long)r;
+    sum += (intptr_t)r;
   }
   return (void *)sum;
 }
@@ -141,7 +161,7 @@ static int64_t lateness[SLEEPERS];
 static atomic_int early;
 
 static void *timed(void *p) {
-  long i = (long)p;
+  intptr_t i = (intptr_t)p;
   int64_t ms = 1 + (int64_t)((i * 7919) % 50);
   hy_time_t d = hy_deadline_in(HY_MS(ms));
   hy_sleep_until(rt, d);
@@ -161,9 +181,9 @@ static void *timers_root(void *p) {
   (void)p;
   static hy_task_t t[SLEEPERS];
   hy_time_t t0 = hy_now();
-  for (long i = 0; i < SLEEPERS; i++)
+  for (intptr_t i = 0; i < SLEEPERS; i++)
     hy_task_spawn(rt, timed, (void *)i, NULL, &t[i]);
-  for (long i = 0; i < SLEEPERS; i++)
+  for (intptr_t i = 0; i < SLEEPERS; i++)
     hy_task_join(rt, t[i], NULL);
   double wall = (double)(hy_now() - t0) / 1e6;
   qsort(lateness, SLEEPERS, sizeof lateness[0], cmp64);
@@ -227,10 +247,10 @@ int main(int argc, char **argv) {
   } else if (strcmp(what, "skynet") == 0) {
     sky_t s = {0, 1000000};
     hy_time_t t0 = hy_now();
-    long sum = (long)run_root(skynet, &s);
+    long long sum = (long long)(intptr_t)run_root(skynet, &s);
     double ms = (double)(hy_now() - t0) / 1e6;
-    if (sum != 499999500000L)
-      fprintf(stderr, "skynet: wrong sum %ld\n", sum);
+    if (sum != 499999500000LL)
+      fprintf(stderr, "skynet: wrong sum %lld\n", sum);
     printf("skynet-w%d\thydra\t%.1f\tms\n", workers, ms);
     printf("skynet-w%d-rss\thydra\t%.1f\tMB\n", workers, peak_kb() / 1024.0);
   } else if (strcmp(what, "timers") == 0) {

@@ -1,6 +1,4 @@
 /* list-runtime.h - tests of this area: TEST(name, flags). */
-/* The runtime's Windows backend is not built yet: these run on Linux. */
-#ifndef _WIN32
 /* runtime core */
 TEST(rt_spawn_join, T_BACKEND)
 TEST(rt_yield_interleaves, T_BACKEND)
@@ -30,4 +28,3 @@ TEST(shutdown_from_task_and_run, T_BACKEND)
 TEST(shutdown_concurrent_callers, T_BACKEND)
 TEST(shutdown_embedded, T_BACKEND)
 TEST(shutdown_terminate_arm_ready, 0)
-#endif

@@ -1,8 +1,8 @@
 /* test-chan.c - channels and select. */
 #define _GNU_SOURCE
-#include <pthread.h>
 #include <stdatomic.h>
 
+#include "compat.h"
 #include "hydra.h"
 #include "test.h"
 
@@ -395,11 +395,15 @@ TEST_IMPL(chan_close_wakes_blocked) {
   }
   wait_parked(rt, &started, N);
   /* The dump names what each of them awaits. */
-  char *dump = NULL;
-  size_t dlen = 0;
-  FILE *f = open_memstream(&dump, &dlen);
+  FILE *f = tmpfile(); /* portable, where open_memstream is not */
   ASSERT(f != NULL);
   hy_runtime_dump(rt, f);
+  long dlen = ftell(f);
+  ASSERT(dlen > 0);
+  char *dump = calloc(1, (size_t)dlen + 1);
+  ASSERT(dump != NULL);
+  rewind(f);
+  ASSERT_EQ(fread(dump, 1, (size_t)dlen, f), (size_t)dlen);
   fclose(f);
   ASSERT(strstr(dump, "awaiting chan-recv") != NULL);
   ASSERT(strstr(dump, "awaiting chan-send") != NULL);

@@ -2,9 +2,9 @@
  * examples sit next to the test binary (build/<config>/). */
 #define _GNU_SOURCE
 #include <libgen.h>
-#include <sys/wait.h>
 
 #include "hydra.h"
+#include "compat.h"
 #include "test.h"
 
 /* Runs `<dir of the test binary>/<cmd>` with a shell, capturing output. */
@@ -12,7 +12,11 @@ static int run_example(const char *cmd, char *out, size_t cap) {
   char exe[1024];
   snprintf(exe, sizeof exe, "%s", test_exe());
   char line[2048];
+#ifdef _WIN32
+  snprintf(line, sizeof line, "cd /d \"%s\" && %s 2>&1", dirname(exe), cmd);
+#else
   snprintf(line, sizeof line, "cd '%s' && ./%s 2>&1", dirname(exe), cmd);
+#endif
   FILE *f = popen(line, "r");
   ASSERT(f);
   size_t n = fread(out, 1, cap - 1, f);

@@ -12,3 +12,4 @@
 #include "list-event.h"
 #include "list-net.h"
 #include "list-examples.h"
+#include "list-win.h"

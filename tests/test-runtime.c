@@ -1,15 +1,10 @@
 /* test-runtime.c - tasks, scheduler, timers, embedding, blocking pool. */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "hydra.h"
+#include "compat.h"
 #include "test.h"
 #include "alloc/mem.h"
 
@@ -421,8 +416,7 @@ TEST_IMPL(rt_embedded_poll_os_handle) {
     ASSERT_EQ(pthread_create(&th[i], NULL, foreign_poster, p), 0);
   hy_time_t end = hy_deadline_in(HY_SEC(10));
   while (n < 4000 && hy_now() < end) {
-    struct pollfd pf = {(int)fd, POLLIN, 0};
-    int k = poll(&pf, 1, 100);
+    int k = compat_wait_handle(fd, 100);
     ASSERT_GE(k, 0);
     ASSERT_GE(hy_runtime_run_once(rt, 0), 0);
   }
@@ -432,11 +426,10 @@ TEST_IMPL(rt_embedded_poll_os_handle) {
     ;
   ASSERT_EQ(n, 4000);
   /* Idle: the handle is not readable. */
-  struct pollfd pf = {(int)fd, POLLIN, 0};
-  ASSERT_EQ(poll(&pf, 1, 20), 0);
+  ASSERT_EQ(compat_wait_handle(fd, 20), 0);
   /* A task woken from another thread makes it readable. */
   ASSERT_OK(hy_runtime_post(rt, bump, &n));
-  ASSERT_EQ(poll(&pf, 1, 1000), 1);
+  ASSERT_EQ(compat_wait_handle(fd, 1000), 1);
   ASSERT_GE(hy_runtime_run_once(rt, 0), 1);
   ASSERT_EQ(n, 4001);
   close_rt(rt);
@@ -514,12 +507,7 @@ TEST_IMPL(rt_fairness_spinner_vs_sleeper) {
 
 /* ------------------------------------------------------------ idle CPU */
 
-static double cpu_seconds(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-         (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
-}
+static double cpu_seconds(void) { return compat_cpu_seconds(); }
 
 TEST_IMPL(rt_idle_uses_no_cpu) {
   hy_runtime_t *rt = new_rt(2);
@@ -565,9 +553,8 @@ TEST_IMPL(rt_stack_overflow_named) {
   RETURN_SKIP("ASan reports the overflow itself");
 #endif
   char cmd[2048];
-  snprintf(cmd, sizeof cmd,
-           "HYDRA_TEST_ROLE=child '%s' --run rt_stack_overflow_named 2>&1",
-           test_exe());
+  compat_env_cmd(cmd, sizeof cmd, "HYDRA_TEST_ROLE=child", test_exe(),
+                 "--run rt_stack_overflow_named 2>&1");
   FILE *f = popen(cmd, "r");
   ASSERT(f);
   char out[8192] = {0};
@@ -674,6 +661,8 @@ TEST_IMPL(rt_blocking_pool) {
 
 /* ---------------------------------------------------------- stats, dump */
 
+static void dump_to(void *rt, FILE *f) { hy_runtime_dump(rt, f); }
+
 TEST_IMPL(rt_stats_and_dump) {
   hy_runtime_t *rt = new_rt(2);
   hy_task_opts_t o = HY_TASK_OPTS_INIT;
@@ -682,9 +671,7 @@ TEST_IMPL(rt_stats_and_dump) {
   ASSERT_OK(hy_task_spawn(rt, sleep_long, rt, &o, &t));
   usleep(20000);
   char buf[4096] = {0};
-  FILE *f = fmemopen(buf, sizeof buf, "w");
-  hy_runtime_dump(rt, f);
-  fclose(f);
+  compat_capture(dump_to, rt, buf, sizeof buf);
   ASSERT(strstr(buf, "napper") != NULL);
   ASSERT(strstr(buf, "awaiting sleep") != NULL);
   hy_runtime_stats_t st = {.size = sizeof st};
@@ -700,7 +687,11 @@ TEST_IMPL(rt_stats_and_dump) {
   ASSERT_EQ(st.tasks_spawned, 1);
   ASSERT_EQ(st.tasks_cancelled, 1);
   const char *b = hy_runtime_backend_name(rt);
+#ifdef _WIN32
+  ASSERT(strcmp(b, "iocp") == 0);
+#else
   ASSERT(strcmp(b, "uring") == 0 || strcmp(b, "epoll") == 0);
+#endif
   if (test_backend() && strcmp(test_backend(), "auto") != 0)
     ASSERT(strcmp(b, test_backend()) == 0);
   close_rt(rt);

@@ -1,10 +1,9 @@
 /* test-shutdown.c - the multi-phase shutdown. */
 #define _GNU_SOURCE
-#include <pthread.h>
 #include <stdatomic.h>
-#include <unistd.h>
 
 #include "hydra.h"
+#include "compat.h"
 #include "test.h"
 
 static hy_runtime_t *mk(int workers) {

@@ -1,0 +1,715 @@
+/* win/port_iocp.c - the completion port on Windows: an I/O completion port.
+ *
+ * The workers of a runtime share one kernel port (the IOCP thread-pool
+ * model): the first worker's hy__port creates it with a concurrency value
+ * no worker count reaches, the others join it (hy__port_open's `share`), and
+ * every worker dequeues with GetQueuedCompletionStatusEx, so a completion
+ * goes to whichever worker is free.  An embedded runtime's host port has a
+ * kernel port of its own.
+ *
+ * Operations.  Every started op gets an extension record holding its
+ * OVERLAPPED (op->pdata[0]), freed when the op is dequeued.  Sockets are
+ * associated with completion key KEY_IO and, when the provider is an IFS
+ * one, with FILE_SKIP_COMPLETION_PORT_ON_SUCCESS: an op that completes at
+ * once then queues no packet, and the port puts it on the starter's own
+ * list instead (start and wait run on the owner thread, so that list needs
+ * no lock).  Ops that fail at once land on that list too.  AcceptEx takes
+ * a fresh socket per op, so any number of accepts can be pending on one
+ * listener; ConnectEx binds an unbound socket first.  HY__OP_TIMEOUT uses a
+ * thread-pool timer that posts the op; HY__OP_POLL (readable) is a zero-byte
+ * WSARecv; writability has no IOCP form and is reported at once.
+ *
+ * Cancel: CancelIoEx on the op's OVERLAPPED.  The op's one completion still
+ * comes through the kernel port (ERROR_OPERATION_ABORTED, or the result if
+ * it had completed), and only then is the record freed and the op given
+ * back: nothing is reused while the kernel may still write to it.
+ *
+ * Posts are PostQueuedCompletionStatus packets (KEY_POST) carrying the op.
+ *
+ * Wakes must reach one particular port even though the kernel port is
+ * shared, so they do not travel as packets (any worker could take one):
+ * a wake sets the port's `wake` flag and queues a no-op APC to the thread
+ * that last blocked in the port; a blocking wait is alertable, so the APC
+ * ends it.  A wake is consumed only by a wait that would block: a wait that
+ * finds completions, or is only polling, leaves the flag set, so the next
+ * blocking wait returns at once and the wake is never lost.  (When the
+ * os_handle has been handed out, the host's wait on that handle is the
+ * blocking wait: there, every wait consumes the wake.)
+ *
+ * os_handle: a manual-reset event, reset at the start of each wait and set
+ * again at its end while completions or a wake remain; posts and wakes set
+ * it, and ops started after the handle was handed out name it as their
+ * OVERLAPPED event, so I/O completions set it too.
+ */
+#ifdef _WIN32
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#include <mswsock.h>
+#include <windows.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "alloc/mem.h"
+#include "hydra/error.h"
+#include "hydra/runtime.h"
+#include "runtime/port.h"
+#include "runtime/wait.h"
+#include "runtime/win/win.h"
+
+enum { KEY_IO = 1, KEY_POST = 2, KEY_DONE = 3 };
+enum { PS_IDLE = 0, PS_KERNEL = 1, PS_LOCAL = 2 }; /* op->pstate */
+enum { BATCH = 64, CONCURRENCY = 4096 };
+
+typedef struct hub {
+  HANDLE iocp;
+  atomic_int refs;
+  _Atomic(LPFN_CONNECTEX) connectex;
+  hy__lock_t lock;      /* the sockets associated without skip-on-success */
+  intptr_t *noskip;
+  int nnoskip, capnoskip;
+  atomic_int any_noskip;
+} hub;
+
+struct hy__port {
+  hub *hub;
+  HANDLE event;             /* os_handle */
+  atomic_int handle_used;   /* os_handle was handed out: the host mode */
+  atomic_int wake;          /* a wake is pending */
+  hy__lock_t tlock;         /* the owner thread, for wake APCs */
+  HANDLE thread;
+  DWORD tid;
+  hy__op *local_head, *local_tail; /* owner only */
+  int wsa;                  /* WSAStartup succeeded */
+};
+
+typedef struct ext {
+  OVERLAPPED ov;
+  hy__op *op;
+  hub *hub;
+  SOCKET as;                /* ACCEPT: the socket being accepted into */
+  WSABUF wb;
+  DWORD flags;
+  INT alen;
+  atomic_int tstate;        /* TIMEOUT: 0 armed, 1 fired or cancelled */
+  PTP_TIMER timer;
+  char abuf[2 * (sizeof(SOCKADDR_STORAGE) + 16)];
+} ext;
+
+static uint8_t pstate_get(const hy__op *op) {
+  return __atomic_load_n(&op->pstate, __ATOMIC_ACQUIRE);
+}
+static void pstate_set(hy__op *op, uint8_t v) {
+  __atomic_store_n(&op->pstate, v, __ATOMIC_RELEASE);
+}
+
+/* ---------------------------------------------------------- open, close */
+
+int hy__port_open(hy__port **out, int backend, hy__port *share) {
+  if (backend != HY__BACKEND_AUTO && backend != HY__BACKEND_IOCP)
+    return HY_ENOSYS;
+  hy__port *p = hy__mem_calloc(1, sizeof *p);
+  if (!p)
+    return HY_ENOMEM;
+  WSADATA wd;
+  p->wsa = WSAStartup(MAKEWORD(2, 2), &wd) == 0;
+  p->event = CreateEventW(NULL, TRUE, FALSE, NULL);
+  if (!p->event)
+    goto fail;
+  if (share) {
+    p->hub = share->hub;
+    atomic_fetch_add(&p->hub->refs, 1);
+  } else {
+    p->hub = hy__mem_calloc(1, sizeof *p->hub);
+    if (!p->hub)
+      goto fail;
+    /* The concurrency value: every worker waiting on the port may run at
+     * once (the port is opened before the worker count is known to it, so
+     * the bound is one no runtime reaches). */
+    p->hub->iocp = CreateIoCompletionPort(INVALID_HANDLE_VALUE, NULL, 0,
+                                          CONCURRENCY);
+    if (!p->hub->iocp) {
+      hy__mem_free(p->hub);
+      p->hub = NULL;
+      goto fail;
+    }
+    atomic_store(&p->hub->refs, 1);
+  }
+  *out = p;
+  return 0;
+fail:;
+  int rc = hy__win_last_error();
+  if (p->event)
+    CloseHandle(p->event);
+  if (p->wsa)
+    WSACleanup();
+  hy__mem_free(p);
+  return rc ? rc : HY_ENOMEM;
+}
+
+void hy__port_close(hy__port *p) {
+  if (!p)
+    return;
+  if (atomic_fetch_sub(&p->hub->refs, 1) == 1) {
+    CloseHandle(p->hub->iocp);
+    hy__mem_free(p->hub->noskip);
+    hy__mem_free(p->hub);
+  }
+  if (p->thread)
+    CloseHandle(p->thread);
+  CloseHandle(p->event);
+  if (p->wsa)
+    WSACleanup();
+  hy__mem_free(p);
+}
+
+const char *hy__port_backend_name(const hy__port *p) {
+  (void)p;
+  return "iocp";
+}
+int hy__port_backend(const hy__port *p) {
+  (void)p;
+  return HY__BACKEND_IOCP;
+}
+
+/* ------------------------------------------------- sockets: association */
+
+static int noskip_find(hub *h, intptr_t fd) {
+  for (int i = 0; i < h->nnoskip; i++)
+    if (h->noskip[i] == fd)
+      return i;
+  return -1;
+}
+
+/* Whether an op on fd that completes at once still queues a packet. */
+static int queues_on_success(hub *h, intptr_t fd) {
+  if (!atomic_load_explicit(&h->any_noskip, memory_order_acquire))
+    return 0;
+  hy__lock(&h->lock);
+  int r = noskip_find(h, fd) >= 0;
+  hy__unlock(&h->lock);
+  return r;
+}
+
+static int noskip_add(hub *h, intptr_t fd) {
+  hy__lock(&h->lock);
+  if (noskip_find(h, fd) < 0) {
+    if (h->nnoskip == h->capnoskip) {
+      int cap = h->capnoskip ? 2 * h->capnoskip : 16;
+      intptr_t *v = hy__mem_realloc(h->noskip, (size_t)cap * sizeof *v);
+      if (!v) {
+        hy__unlock(&h->lock);
+        return HY_ENOMEM;
+      }
+      h->noskip = v;
+      h->capnoskip = cap;
+    }
+    h->noskip[h->nnoskip++] = fd;
+    atomic_store(&h->any_noskip, 1);
+  }
+  hy__unlock(&h->lock);
+  return 0;
+}
+
+static void noskip_remove(hub *h, intptr_t fd) {
+  if (!atomic_load(&h->any_noskip))
+    return;
+  hy__lock(&h->lock);
+  int i = noskip_find(h, fd);
+  if (i >= 0)
+    h->noskip[i] = h->noskip[--h->nnoskip];
+  hy__unlock(&h->lock);
+}
+
+int hy__port_associate(hy__port *p, intptr_t fd) {
+  if (fd == (intptr_t)INVALID_SOCKET)
+    return HY_EBADF;
+  SOCKET s = (SOCKET)fd;
+  WSAPROTOCOL_INFOW info;
+  int len = sizeof info;
+  if (getsockopt(s, SOL_SOCKET, SO_PROTOCOL_INFOW, (char *)&info, &len) != 0)
+    return hy__wsa_last_error();
+  if (!CreateIoCompletionPort((HANDLE)s, p->hub->iocp, KEY_IO, 0))
+    return hy__win_last_error();
+  if (info.iSocketType == SOCK_DGRAM) {
+    /* An ICMP port-unreachable must not fail the next receive. */
+    BOOL no = FALSE;
+    DWORD got;
+    WSAIoctl(s, SIO_UDP_CONNRESET, &no, sizeof no, NULL, 0, &got, NULL, NULL);
+  }
+  /* Skipping the packet of an op that completed at once is safe only when
+   * no layered provider sits between us and the kernel (IFS handles). */
+  if (!(info.dwServiceFlags1 & XP1_IFS_HANDLES) ||
+      !SetFileCompletionNotificationModes((HANDLE)s,
+                                          FILE_SKIP_COMPLETION_PORT_ON_SUCCESS))
+    return noskip_add(p->hub, fd);
+  return 0;
+}
+
+/* Ends the ops still in flight on fd: each still completes, cancelled
+ * unless it had completed. */
+void hy__port_forget(hy__port *p, intptr_t fd) {
+  if (fd != (intptr_t)INVALID_SOCKET)
+    CancelIoEx((HANDLE)fd, NULL);
+  noskip_remove(p->hub, fd);
+}
+
+/* ---------------------------------------------------------- operations */
+
+static void local_push(hy__port *p, hy__op *op) {
+  op->next = NULL;
+  if (p->local_tail)
+    p->local_tail->next = op;
+  else
+    p->local_head = op;
+  p->local_tail = op;
+}
+
+static void ext_free(ext *e) {
+  if (e->timer) {
+    SetThreadpoolTimer(e->timer, NULL, 0, 0);
+    WaitForThreadpoolTimerCallbacks(e->timer, TRUE);
+    CloseThreadpoolTimer(e->timer);
+  }
+  if (e->as != INVALID_SOCKET)
+    closesocket(e->as);
+  hy__mem_free(e);
+}
+
+/* Fills op->res (and the op's outputs) for an op whose I/O finished with
+ * `bytes` and error `err` (0: success). */
+static void finish(ext *e, DWORD bytes, DWORD err) {
+  hy__op *op = e->op;
+  if (err) {
+    op->res = err == ERROR_OPERATION_ABORTED ? HY_ECANCELED : hy__win_error(err);
+    return;
+  }
+  switch (op->kind) {
+  case HY__OP_ACCEPT: {
+    SOCKET ls = (SOCKET)op->fd;
+    if (setsockopt(e->as, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT, (char *)&ls,
+                   sizeof ls) != 0) {
+      op->res = hy__wsa_last_error();
+      return;
+    }
+    if (op->addr) {
+      struct sockaddr *lo = NULL, *re = NULL;
+      INT llen = 0, rlen = 0;
+      GetAcceptExSockaddrs(e->abuf, 0, sizeof(SOCKADDR_STORAGE) + 16,
+                           sizeof(SOCKADDR_STORAGE) + 16, &lo, &llen, &re,
+                           &rlen);
+      if (re && rlen > 0) {
+        memcpy(op->addr, re,
+               (size_t)rlen < op->addrlen ? (size_t)rlen : op->addrlen);
+        op->addrlen = (uint32_t)rlen;
+      } else {
+        op->addrlen = 0;
+      }
+    }
+    op->res = (int64_t)e->as;
+    e->as = INVALID_SOCKET; /* the caller's now */
+    return;
+  }
+  case HY__OP_CONNECT:
+    if (setsockopt((SOCKET)op->fd, SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT,
+                   NULL, 0) != 0) {
+      op->res = hy__wsa_last_error();
+      return;
+    }
+    op->res = 0;
+    return;
+  case HY__OP_RECVFROM:
+    op->addrlen = (uint32_t)e->alen;
+    op->res = (int64_t)bytes;
+    return;
+  case HY__OP_POLL:
+    op->res = HY__POLL_IN | (op->flags & HY__POLL_OUT);
+    return;
+  default:
+    op->res = (int64_t)bytes;
+    return;
+  }
+}
+
+/* The result of a kernel-completed op: the error, if any, from its
+ * OVERLAPPED. */
+static DWORD ov_error(ext *e, DWORD *bytes) {
+  if (e->ov.Internal == 0)
+    return 0;
+  DWORD flags = 0;
+  if (WSAGetOverlappedResult((SOCKET)e->op->fd, &e->ov, bytes, FALSE, &flags))
+    return 0;
+  DWORD err = (DWORD)WSAGetLastError();
+  if (err == WSAENOTSOCK || err == WSAEINVAL) /* the socket is gone */
+    err = e->ov.Internal == (ULONG_PTR)0xC0000120 /* STATUS_CANCELLED */ ? ERROR_OPERATION_ABORTED
+                                                       : ERROR_INVALID_HANDLE;
+  return err;
+}
+
+static LPFN_CONNECTEX get_connectex(hub *h, SOCKET s) {
+  LPFN_CONNECTEX fn = atomic_load(&h->connectex);
+  if (fn)
+    return fn;
+  GUID id = WSAID_CONNECTEX;
+  DWORD got = 0;
+  if (WSAIoctl(s, SIO_GET_EXTENSION_FUNCTION_POINTER, &id, sizeof id, &fn,
+               sizeof fn, &got, NULL, NULL) != 0)
+    return NULL;
+  atomic_store(&h->connectex, fn);
+  return fn;
+}
+
+static void CALLBACK timer_fired(PTP_CALLBACK_INSTANCE inst, void *arg,
+                                 PTP_TIMER timer) {
+  (void)inst;
+  (void)timer;
+  ext *e = arg;
+  int zero = 0;
+  if (atomic_compare_exchange_strong(&e->tstate, &zero, 1)) {
+    e->op->res = HY_ETIMEDOUT;
+    PostQueuedCompletionStatus(e->hub->iocp, 0, KEY_DONE, &e->ov);
+  }
+}
+
+/* Issues the Winsock call for op; returns 0 (pending or done), with *now
+ * set when it finished at once (and *bytes what it moved), or the Winsock
+ * error. */
+static DWORD issue(hy__port *p, ext *e, int *now, DWORD *bytes) {
+  hy__op *op = e->op;
+  SOCKET s = (SOCKET)op->fd;
+  int rc;
+  *now = 0;
+  *bytes = 0;
+  switch (op->kind) {
+  case HY__OP_ACCEPT: {
+    WSAPROTOCOL_INFOW info;
+    int len = sizeof info;
+    if (getsockopt(s, SOL_SOCKET, SO_PROTOCOL_INFOW, (char *)&info, &len) != 0)
+      return (DWORD)WSAGetLastError();
+    e->as = WSASocketW(info.iAddressFamily, info.iSocketType, info.iProtocol,
+                       NULL, 0, WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+    if (e->as == INVALID_SOCKET)
+      e->as = WSASocketW(info.iAddressFamily, info.iSocketType, info.iProtocol,
+                         NULL, 0, WSA_FLAG_OVERLAPPED);
+    if (e->as == INVALID_SOCKET)
+      return (DWORD)WSAGetLastError();
+    if (AcceptEx(s, e->as, e->abuf, 0, sizeof(SOCKADDR_STORAGE) + 16,
+                 sizeof(SOCKADDR_STORAGE) + 16, bytes, &e->ov)) {
+      *now = 1;
+      return 0;
+    }
+    break;
+  }
+  case HY__OP_CONNECT: {
+    LPFN_CONNECTEX cx = get_connectex(p->hub, s);
+    if (!cx)
+      return (DWORD)WSAGetLastError();
+    SOCKADDR_STORAGE me;
+    int mlen = sizeof me;
+    if (getsockname(s, (struct sockaddr *)&me, &mlen) != 0) {
+      /* ConnectEx wants a bound socket: bind to the wildcard address. */
+      memset(&me, 0, sizeof me);
+      me.ss_family = ((struct sockaddr *)op->addr)->sa_family;
+      mlen = me.ss_family == AF_INET6 ? (int)sizeof(struct sockaddr_in6)
+                                      : (int)sizeof(struct sockaddr_in);
+      if (bind(s, (struct sockaddr *)&me, mlen) != 0)
+        return (DWORD)WSAGetLastError();
+    }
+    if (cx(s, op->addr, (int)op->addrlen, NULL, 0, NULL, &e->ov)) {
+      *now = 1;
+      return 0;
+    }
+    break;
+  }
+  case HY__OP_RECV:
+  case HY__OP_POLL:
+    e->wb.buf = op->kind == HY__OP_POLL ? NULL : op->buf;
+    e->wb.len = op->kind == HY__OP_POLL ? 0 : (ULONG)op->len;
+    e->flags = op->kind == HY__OP_POLL ? 0 : op->flags & (MSG_PEEK | MSG_OOB);
+    rc = WSARecv(s, &e->wb, 1, bytes, &e->flags, &e->ov, NULL);
+    if (rc == 0) {
+      *now = 1;
+      return 0;
+    }
+    break;
+  case HY__OP_SEND:
+    e->wb.buf = op->buf;
+    e->wb.len = (ULONG)op->len;
+    rc = WSASend(s, &e->wb, 1, bytes, op->flags & (MSG_OOB | MSG_DONTROUTE),
+                 &e->ov, NULL);
+    if (rc == 0) {
+      *now = 1;
+      return 0;
+    }
+    break;
+  case HY__OP_RECVFROM:
+    e->wb.buf = op->buf;
+    e->wb.len = (ULONG)op->len;
+    e->flags = op->flags & (MSG_PEEK | MSG_OOB);
+    e->alen = (INT)op->addrlen;
+    rc = WSARecvFrom(s, &e->wb, 1, bytes, &e->flags, op->addr,
+                     op->addr ? &e->alen : NULL, &e->ov, NULL);
+    if (rc == 0) {
+      *now = 1;
+      return 0;
+    }
+    break;
+  case HY__OP_SENDTO:
+    e->wb.buf = op->buf;
+    e->wb.len = (ULONG)op->len;
+    rc = WSASendTo(s, &e->wb, 1, bytes, op->flags & (MSG_OOB | MSG_DONTROUTE),
+                   op->addr, (int)op->addrlen, &e->ov, NULL);
+    if (rc == 0) {
+      *now = 1;
+      return 0;
+    }
+    break;
+  default:
+    return WSAEINVAL;
+  }
+  DWORD err = (DWORD)WSAGetLastError();
+  return err == WSA_IO_PENDING ? 0 : err;
+}
+
+int hy__port_start(hy__port *p, hy__op *op) {
+  if (op->kind == HY__OP_NOP) {
+    op->res = 0;
+    pstate_set(op, PS_LOCAL);
+    local_push(p, op);
+    if (atomic_load(&p->handle_used))
+      SetEvent(p->event);
+    return 0;
+  }
+  if (op->kind == HY__OP_POST || op->kind >= HY__OP_KIND_COUNT)
+    return HY_EINVAL;
+  if ((op->kind == HY__OP_CONNECT || op->kind == HY__OP_SENDTO) &&
+      (!op->addr || op->addrlen < sizeof(struct sockaddr)))
+    return HY_EINVAL; /* no address: not started */
+  if (op->kind == HY__OP_RECVFROM && op->addr && op->addrlen == 0)
+    return HY_EINVAL;
+  if (op->kind == HY__OP_POLL && !(op->flags & HY__POLL_IN)) {
+    /* Writability has no completion of its own: report it at once. */
+    op->res = op->flags & HY__POLL_OUT;
+    pstate_set(op, PS_LOCAL);
+    local_push(p, op);
+    if (atomic_load(&p->handle_used))
+      SetEvent(p->event);
+    return 0;
+  }
+  ext *e = hy__mem_calloc(1, sizeof *e);
+  if (!e)
+    return HY_ENOMEM;
+  e->op = op;
+  e->hub = p->hub;
+  e->as = INVALID_SOCKET;
+  op->pdata[0] = (uint64_t)(uintptr_t)e;
+  if (op->kind == HY__OP_TIMEOUT) {
+    e->timer = CreateThreadpoolTimer(timer_fired, e, NULL);
+    if (!e->timer) {
+      int rc = hy__win_last_error();
+      hy__mem_free(e);
+      return rc ? rc : HY_ENOMEM;
+    }
+    pstate_set(op, PS_KERNEL);
+    int64_t left = op->deadline - hy_now();
+    if (left < 0)
+      left = 0;
+    /* Relative due time in 100 ns units, rounded up: never early. */
+    int64_t due = -((left + 99) / 100);
+    FILETIME ft;
+    ft.dwLowDateTime = (DWORD)((uint64_t)due & 0xffffffffu);
+    ft.dwHighDateTime = (DWORD)((uint64_t)due >> 32);
+    SetThreadpoolTimer(e->timer, &ft, 0, 0);
+    return 0;
+  }
+  if (atomic_load(&p->handle_used))
+    e->ov.hEvent = p->event;
+  pstate_set(op, PS_KERNEL);
+  int now;
+  DWORD bytes;
+  DWORD err = issue(p, e, &now, &bytes);
+  if (err == 0 && !now)
+    return 0; /* pending: its packet comes */
+  if (err == 0 && queues_on_success(p->hub, op->fd))
+    return 0; /* done, and its packet comes all the same */
+  /* Done at once (skip-on-success) or failed at once: no packet. */
+  finish(e, bytes, err);
+  ext_free(e);
+  op->pdata[0] = 0;
+  pstate_set(op, PS_LOCAL);
+  local_push(p, op);
+  if (atomic_load(&p->handle_used))
+    SetEvent(p->event);
+  return 0;
+}
+
+int hy__port_cancel(hy__port *p, hy__op *op) {
+  (void)p;
+  uint8_t s = pstate_get(op);
+  if (s == PS_IDLE)
+    return HY_ENOENT;
+  if (s == PS_LOCAL)
+    return 0; /* completed already; its completion is queued */
+  ext *e = (ext *)(uintptr_t)op->pdata[0];
+  if (op->kind == HY__OP_TIMEOUT) {
+    int zero = 0;
+    if (atomic_compare_exchange_strong(&e->tstate, &zero, 1)) {
+      op->res = HY_ECANCELED;
+      PostQueuedCompletionStatus(e->hub->iocp, 0, KEY_DONE, &e->ov);
+    }
+    return 0;
+  }
+  /* ERROR_NOT_FOUND: it completed; its packet is on the way. */
+  CancelIoEx((HANDLE)op->fd, &e->ov);
+  return 0;
+}
+
+int hy__port_post(hy__port *p, hy__op *op) {
+  if (!PostQueuedCompletionStatus(p->hub->iocp, 0, KEY_POST, (OVERLAPPED *)op))
+    return HY_ENOMEM;
+  if (atomic_load(&p->handle_used))
+    SetEvent(p->event);
+  return 0;
+}
+
+/* ---------------------------------------------------------- wake, wait */
+
+static void CALLBACK wake_apc(ULONG_PTR arg) { (void)arg; }
+
+void hy__port_wake(hy__port *p) {
+  if (atomic_exchange(&p->wake, 1) != 0)
+    return; /* one is pending already: wakes coalesce */
+  if (atomic_load(&p->handle_used))
+    SetEvent(p->event);
+  hy__lock(&p->tlock);
+  if (p->thread)
+    QueueUserAPC(wake_apc, p->thread, 0);
+  hy__unlock(&p->tlock);
+}
+
+/* Records the calling thread as the one a wake must interrupt. */
+static void own(hy__port *p) {
+  DWORD tid = GetCurrentThreadId();
+  if (p->tid == tid)
+    return;
+  HANDLE h = NULL;
+  DuplicateHandle(GetCurrentProcess(), GetCurrentThread(), GetCurrentProcess(),
+                  &h, 0, FALSE, DUPLICATE_SAME_ACCESS);
+  hy__lock(&p->tlock);
+  HANDLE old = p->thread;
+  p->thread = h;
+  p->tid = tid;
+  hy__unlock(&p->tlock);
+  if (old)
+    CloseHandle(old);
+}
+
+/* Turns dequeued packets into ops. */
+static int collect(OVERLAPPED_ENTRY *ent, ULONG k, hy__op **ops) {
+  int n = 0;
+  for (ULONG i = 0; i < k; i++) {
+    ULONG_PTR key = ent[i].lpCompletionKey;
+    if (key == KEY_POST) {
+      ops[n++] = (hy__op *)ent[i].lpOverlapped;
+      continue;
+    }
+    ext *e = (ext *)ent[i].lpOverlapped;
+    hy__op *op = e->op;
+    if (key == KEY_IO) {
+      DWORD bytes = ent[i].dwNumberOfBytesTransferred;
+      DWORD err = ov_error(e, &bytes);
+      finish(e, bytes, err);
+    }
+    ext_free(e);
+    op->pdata[0] = 0;
+    pstate_set(op, PS_IDLE);
+    ops[n++] = op;
+  }
+  return n;
+}
+
+static int take_local(hy__port *p, hy__op **ops, int max) {
+  int n = 0;
+  while (p->local_head && n < max) {
+    hy__op *op = p->local_head;
+    p->local_head = op->next;
+    if (!p->local_head)
+      p->local_tail = NULL;
+    op->next = NULL;
+    pstate_set(op, PS_IDLE);
+    ops[n++] = op;
+  }
+  return n;
+}
+
+static int dequeue(hy__port *p, hy__op **ops, int max, DWORD ms, int alertable,
+                   int *woken) {
+  OVERLAPPED_ENTRY ent[BATCH];
+  ULONG k = 0;
+  if (max > BATCH)
+    max = BATCH;
+  *woken = 0;
+  if (!GetQueuedCompletionStatusEx(p->hub->iocp, ent, (ULONG)max, &k, ms,
+                                   alertable)) {
+    DWORD err = GetLastError();
+    if (err == WAIT_IO_COMPLETION)
+      *woken = 1;
+    else if (err != WAIT_TIMEOUT)
+      return hy__win_error(err);
+    return 0;
+  }
+  return collect(ent, k, ops);
+}
+
+int hy__port_wait(hy__port *p, hy__op **ops, int max, int64_t timeout_ns) {
+  if (max <= 0)
+    return HY_EINVAL;
+  int host = atomic_load(&p->handle_used);
+  int woken;
+  if (host)
+    ResetEvent(p->event);
+  if (timeout_ns != 0)
+    own(p);
+  int n = take_local(p, ops, max);
+  int more = n == max; /* the port may hold more than this wait took */
+  if (n < max) {
+    int want = max - n < BATCH ? max - n : BATCH;
+    int k = dequeue(p, ops + n, want, 0, FALSE, &woken);
+    if (k < 0 && n == 0)
+      return k;
+    if (k > 0)
+      n += k;
+    more = k == want;
+  }
+  if (n == 0 && timeout_ns != 0 && !atomic_exchange(&p->wake, 0)) {
+    /* Nothing there and no wake pending: this wait blocks. */
+    DWORD ms = INFINITE;
+    if (timeout_ns > 0) {
+      int64_t m = (timeout_ns + 999999) / 1000000;
+      ms = m >= (int64_t)INFINITE ? INFINITE - 1 : (DWORD)m;
+    }
+    int want = max < BATCH ? max : BATCH;
+    int k = dequeue(p, ops, want, ms, TRUE, &woken);
+    if (k < 0)
+      return k;
+    n = k;
+    more = k == want;
+    if (woken)
+      atomic_store(&p->wake, 0);
+  }
+  if (host) {
+    /* The host waits on the handle, not here: its wait consumed the wake. */
+    if (n > 0 || timeout_ns == 0)
+      atomic_store(&p->wake, 0);
+    if (p->local_head || more || atomic_load(&p->wake))
+      SetEvent(p->event);
+  }
+  return n;
+}
+
+intptr_t hy__port_os_handle(const hy__port *p) {
+  hy__port *mp = (hy__port *)p; /* handing it out switches on host mode */
+  if (!atomic_exchange(&mp->handle_used, 1))
+    SetEvent(mp->event); /* anything already queued may be there: look */
+  return (intptr_t)p->event;
+}
+#endif
