@@ -210,7 +210,15 @@ int hy__send_channel(hy__evstate *st, hy__channel *c, hy_event_t *ev,
     }
     delivered += r;
   }
+  int woke = wk.n;
   hy__wakes_flush(&wk);
+  /* A limited channel's reader just woken runs on this worker at once,
+   * rather than waiting for another worker to wake up and steal it: it then
+   * drains the run queued for it while the sender goes on.  (A task sender
+   * only, and never for the runtime's own publications.  A broadcast
+   * wakes many readers: other workers are worth waking for those.) */
+  if (woke && c->limit && !nonblock && hy__in_task(st->rt))
+    hy_yield(st->rt);
   if (n - delivered)
     atomic_fetch_sub_explicit(&ev->refs, n - delivered, memory_order_relaxed);
   if (delivered)
