@@ -216,3 +216,83 @@ TEST_IMPL(shutdown_terminate_arm_ready) {
   ASSERT_OK(hy_runtime_close(rt));
   return 0;
 }
+
+#ifndef _WIN32
+/* Shutdown with a task blocked on a channel and one blocked on a socket
+ * read: both are cancelled at their await (HY_ECANCELED), the read's
+ * operation completes before its memory goes (ASan watches), a task busy
+ * with work that ends by itself finishes it, and nothing is left over. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+typedef struct {
+  hy_runtime_t *rt;
+  hy_chan_t *ch;
+  hy_listener_t *l;
+  atomic_int ready;
+} blocked_t;
+
+static void *blocked_on_chan(void *p) {
+  blocked_t *b = p;
+  int v;
+  atomic_fetch_add(&b->ready, 1);
+  return (void *)(intptr_t)hy_chan_recv(b->ch, &v);
+}
+
+static void *blocked_on_read(void *p) {
+  blocked_t *b = p;
+  hy_conn_t *c;
+  int rc = hy_tcp_accept(b->l, &c);
+  if (rc < 0)
+    return (void *)(intptr_t)rc;
+  atomic_fetch_add(&b->ready, 1);
+  char buf[16];
+  rc = hy_conn_read(c, buf, sizeof buf); /* the client never writes */
+  hy_conn_close(c);
+  return (void *)(intptr_t)rc;
+}
+
+TEST_IMPL(shutdown_blocked_on_chan_and_io) {
+  hy_runtime_t *rt = mk(2);
+  blocked_t b = {.rt = rt};
+  ASSERT_OK(hy_chan_new(rt, sizeof(int), 0, &b.ch));
+  hy_addr_t a;
+  ASSERT_OK(hy_addr_parse("127.0.0.1:0", &a));
+  ASSERT_OK(hy_tcp_listen(rt, &a, NULL, &b.l));
+  ASSERT_OK(hy_listener_addr(b.l, &a));
+  hy_task_t tc, tr, ts, tb;
+  ASSERT_OK(hy_task_spawn(rt, blocked_on_chan, &b, NULL, &tc));
+  ASSERT_OK(hy_task_spawn(rt, blocked_on_read, &b, NULL, &tr));
+  ASSERT_OK(hy_task_spawn(rt, sleeper, rt, NULL, &ts));
+  ASSERT_OK(hy_task_spawn(rt, busy, rt, NULL, &tb));
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET,
+                           .sin_port = htons((uint16_t)hy_addr_port(&a))};
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+  for (int i = 0; i < 30000 && atomic_load(&b.ready) < 2; i++)
+    usleep(1000);
+  ASSERT_EQ(atomic_load(&b.ready), 2);
+  ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(200)));
+  void *r;
+  ASSERT_OK(hy_task_join(rt, tc, &r));
+  ASSERT_EQ((intptr_t)r, HY_ECANCELED);
+  ASSERT_OK(hy_task_join(rt, tr, &r));
+  ASSERT_EQ((intptr_t)r, HY_ECANCELED);
+  ASSERT_OK(hy_task_join(rt, ts, &r));
+  ASSERT_EQ((intptr_t)r, HY_ECANCELED);
+  ASSERT_OK(hy_task_join(rt, tb, &r));
+  ASSERT_EQ((intptr_t)r, 1); /* finished its work in the drain */
+  hy_shutdown_summary_t sum = {.size = sizeof sum};
+  ASSERT_OK(hy_runtime_shutdown_summary(rt, &sum));
+  ASSERT_EQ(sum.tasks_cancelled, 3);
+  ASSERT_EQ(sum.tasks_finished, 1);
+  close(fd);
+  ASSERT_OK(hy_listener_close(b.l));
+  ASSERT_OK(hy_chan_close(b.ch));
+  hy_chan_release(b.ch);
+  ASSERT_OK(hy_runtime_close(rt));
+  return 0;
+}
+#endif
