@@ -196,10 +196,12 @@ static int arm_wake(uport *u) {
 }
 
 /* The poll's wake-ups are completed through task work of the thread that
- * armed it: a poll armed by the thread that opened the port (for the
- * os_handle's sake) would make that thread relay every wake of a worker.
- * The first wait on another thread arms a new poll there and cancels the
- * old one, whose CQEs keep the old tag and are ignored. */
+ * armed it, which the kernel delivers by interrupting that thread (a
+ * blocking recv with a timeout there fails with EINTR).  So the poll is
+ * armed by the owner's first wait (or by os_handle), never at open by the
+ * thread that creates the runtime; should a wait run on another thread
+ * than the armer, it arms a new poll there and cancels the old one, whose
+ * CQEs keep the old tag and are ignored. */
 static void move_wake(uport *u) {
   struct io_uring_sqe *s = sqe_get(u);
   if (!s)
@@ -428,7 +430,13 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
 }
 
 static intptr_t u_os_handle(const hy__port *p) {
-  return ((const uport *)p)->ring.ring_fd;
+  /* The ring fd becomes readable on a wake only once the eventfd poll is
+   * armed: arm it now if no wait has yet (the caller is the owner, as an
+   * embedded host is). */
+  uport *u = (uport *)p;
+  if (!u->armed && arm_wake(u) == 0)
+    flush(u);
+  return u->ring.ring_fd;
 }
 
 static void u_close(hy__port *p) {
@@ -527,8 +535,7 @@ int hy__uring_open(hy__port **out, hy__port *share) {
     return HY_ENOSYS;
   }
   if (!(prm.features & IORING_FEAT_NODROP) ||
-      !(prm.features & IORING_FEAT_EXT_ARG) || !has_ops(&u->ring) ||
-      arm_wake(u) < 0 || flush(u) < 0) {
+      !(prm.features & IORING_FEAT_EXT_ARG) || !has_ops(&u->ring)) {
     io_uring_queue_exit(&u->ring);
     hy__lport_fini(&u->base);
     hy__mem_free(u);
