@@ -508,7 +508,7 @@ TEST_IMPL(rt_post_from_threads) {
 typedef struct {
   hy_runtime_t *rt;
   hy_time_t deadline;
-  atomic_int woke, stop;
+  atomic_int asleep, woke, stop;
   long spins, late_spins;
 } fair_t;
 
@@ -517,7 +517,11 @@ static void *fair_spinner(void *p) {
   while (!atomic_load(&f->stop)) {
     hy_yield(f->rt);
     f->spins++;
-    if (!atomic_load(&f->woke) && hy_now() >= f->deadline)
+    /* Counted only once the sleeper has gone to sleep: before that (the
+     * spawning thread may be held up past the deadline on a loaded
+     * machine) there is no timer that could be late. */
+    if (atomic_load(&f->asleep) && !atomic_load(&f->woke) &&
+        hy_now() >= f->deadline)
       f->late_spins++;
   }
   return NULL;
@@ -525,6 +529,8 @@ static void *fair_spinner(void *p) {
 
 static void *fair_sleeper(void *p) {
   fair_t *f = p;
+  /* One worker: the spinner cannot run between this store and the park. */
+  atomic_store(&f->asleep, 1);
   ASSERT_OK(hy_sleep_until(f->rt, f->deadline));
   ASSERT_GE(hy_now(), f->deadline);
   atomic_store(&f->woke, 1);
