@@ -189,7 +189,6 @@ enum hy__phase {
 typedef struct hy__slot {
   hy__lock_t lock;
   uint32_t gen;
-  int live;      /* the block is out of the cache (spawned, not released) */
   hy__task *task;
 } hy__slot;
 

@@ -156,18 +156,19 @@ static void release(hy__task *t) {
   if (s->gen == 0)
     s->gen = 1;
   t->gen = s->gen; /* the block keeps its slot: its next life's generation */
-  s->live = 0;
+  s->task = NULL;  /* a free block is not to be read (ASan poisons it) */
   hy__unlock(&s->lock);
   hy_cache_free(rt->task_cache, t);
 }
 
 /* At close every task has ended, but a handle nobody joined or detached
- * still holds its block: give those back so that close frees everything. */
+ * still holds its block: give those back so that close frees everything.
+ * Only live blocks are looked at: a slot's task is NULL while its block is
+ * free in the cache. */
 void hy__task_release_handles(hy_runtime_t *rt) {
   for (uint32_t i = 0; i < rt->slots_used; i++) {
     hy__slot *s = slot_at(rt, i);
-    /* A block back in the cache must not be read (ASan poisons it). */
-    hy__task *t = s && s->live ? s->task : NULL;
+    hy__task *t = s ? s->task : NULL; /* NULL for a block in the cache */
     if (t && t->state == HY__T_DONE && t->refs > 0)
       release(t);
   }
@@ -186,10 +187,10 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   hy__task *t = hy_cache_alloc(rt->task_cache);
   if (!t)
     return HY_ENOMEM;
-  hy__slot *sl = slot_at(rt, t->slot);
-  hy__lock(&sl->lock);
-  sl->live = 1;
-  hy__unlock(&sl->lock);
+  hy__slot *slot = slot_at(rt, t->slot);
+  hy__lock(&slot->lock);
+  slot->task = t; /* live again (release cleared it) */
+  hy__unlock(&slot->lock);
   t->next = NULL;
   t->fn = fn;
   t->arg = arg;

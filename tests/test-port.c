@@ -1039,6 +1039,50 @@ TEST_IMPL(port_wake_semantics) {
   return 0;
 }
 
+/* Ping-pong: the owner blocks without a time limit, another thread wakes
+ * it at a random moment after it has said it is about to wait, many times.
+ * Each wake must end a blocked wait: a wake that lands between the owner's
+ * look at the flag and its consumption of the eventfd's edge (the uring
+ * backend once reaped that edge as stale and slept on) hangs the owner, and
+ * the test times out. */
+typedef struct {
+  hy__port *p;
+  atomic_int round; /* the owner is about to wait for wake #round */
+  int rounds;
+} pingpong_t;
+
+static void *pp_waker(void *arg) {
+  pingpong_t *a = arg;
+  uint64_t seed = test_rand();
+  for (int i = 0; i < a->rounds; i++) {
+    for (unsigned spins = 0; atomic_load(&a->round) != i; spins++)
+      if (spins > 100000)
+        hy__thread_yield(); /* the owner is not running: let it */
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    for (volatile unsigned k = (unsigned)(seed >> 54); k > 0; k--) {
+    } /* 0..1023 empty turns: a random point of the owner's wait */
+    hy__port_wake(a->p);
+  }
+  return NULL;
+}
+
+TEST_IMPL(port_wake_never_lost) {
+  hy__port *p;
+  OPEN_PORT(p);
+  enum { ROUNDS = 100000 };
+  pingpong_t a = {p, 0, ROUNDS};
+  pthread_t th;
+  ASSERT_EQ(pthread_create(&th, NULL, pp_waker, &a), 0);
+  hy__op *ops[4];
+  for (int i = 0; i < ROUNDS; i++) {
+    atomic_store(&a.round, i);
+    ASSERT_EQ(hy__port_wait(p, ops, 4, -1), 0); /* only the wake ends it */
+  }
+  pthread_join(th, NULL);
+  hy__port_close(p);
+  return 0;
+}
+
 /* -------------------------------------------------------------- os_handle */
 
 static int readable(intptr_t fd, int ms) {

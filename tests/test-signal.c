@@ -111,6 +111,46 @@ static void *reader_task(void *p) {
   return (void *)(intptr_t)rc;
 }
 
+/* The signal arrives while the main thread is parked in hy_task_join (the
+ * kernel picks the main thread for a process signal when it does not block
+ * it): the handler must run there all the same.  Under TSan, which defers a
+ * handler until the thread enters an intercepted call, a park on a raw
+ * futex held it forever. */
+static void *kill_later(void *p) {
+  reader_t *x = p;
+  sigset_t mine;
+  sigemptyset(&mine);
+  sigaddset(&mine, SIGUSR2);
+  pthread_sigmask(SIG_BLOCK, &mine, NULL); /* not for this thread */
+  while (!atomic_load(&x->started))
+    usleep(100);
+  usleep(20000); /* most likely the main thread is parked by now */
+  kill(getpid(), SIGUSR2);
+  return NULL;
+}
+
+TEST_IMPL(signal_reaches_parked_main) {
+  hy_runtime_t *rt = mk(2);
+  int usr2 = SIGUSR2;
+  hy_sigrecv_t *r;
+  ASSERT_OK(hy_signal_subscribe(rt, &usr2, 1, &r));
+  for (int rep = 0; rep < 3; rep++) {
+    reader_t x = {rt, r, 0, 0};
+    hy_task_t t;
+    ASSERT_OK(hy_task_spawn(rt, reader_task, &x, NULL, &t));
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, kill_later, &x), 0);
+    void *res;
+    ASSERT_OK(hy_task_join(rt, t, &res)); /* parked until the signal */
+    ASSERT_EQ((intptr_t)res, 0);
+    ASSERT_EQ(x.got, SIGUSR2);
+    pthread_join(th, NULL);
+  }
+  ASSERT_OK(hy_signal_unsubscribe(r));
+  done(rt);
+  return 0;
+}
+
 TEST_IMPL(signal_task_awaits_kill) {
   hy_runtime_t *rt = mk(2);
   int term = SIGTERM;

@@ -387,6 +387,11 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
     do_cancels(u);
     n += take_held(u, ops + n, max - n);
     n += reap(u, ops + n, max - n);
+    /* Once more after the reap: a wake whose flag was set after the look
+     * above and whose eventfd edge the reap just consumed (as stale) has
+     * no other CQE coming; without this look the block below sleeps on a
+     * wake that is owed (a worker missed the shutdown's phase change). */
+    woke |= hy__lport_take_wake(p);
     if (n < max)
       n += hy__lport_take_posts(p, ops + n, max - n, &more_posts);
     if (!u->armed)

@@ -151,6 +151,19 @@ int hy__osev_wait(hy__osev_t *e, int64_t deadline) {
       rel.tv_nsec = (long)(left % 1000000000);
       tp = &rel;
     }
+#ifdef HY_TSAN
+    /* TSan defers a signal's handler until the thread next enters a
+     * function it intercepts, and the raw futex call is not one: a thread
+     * parked here (say, main in hy_task_join) that the kernel picks for
+     * SIGINT would hold it forever.  Wake up now and then and pass through
+     * an intercepted call, which runs what is pending. */
+    struct timespec slice = {0, 50 * 1000000};
+    if (!tp || rel.tv_sec > 0 || rel.tv_nsec > slice.tv_nsec)
+      tp = &slice;
     syscall(SYS_futex, &e->v, FUTEX_WAIT_PRIVATE, 0, tp, NULL, 0);
+    usleep(0);
+#else
+    syscall(SYS_futex, &e->v, FUTEX_WAIT_PRIVATE, 0, tp, NULL, 0);
+#endif
   }
 }
