@@ -391,7 +391,7 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
      * above and whose eventfd edge the reap just consumed (as stale) has
      * no other CQE coming; without this look the block below sleeps on a
      * wake that is owed (a worker missed the shutdown's phase change). */
-    woke |= hy__lport_take_wake(p);
+    woke |= hy__lport_take_wake(p, timeout);
     if (n < max)
       n += hy__lport_take_posts(p, ops + n, max - n, &more_posts);
     if (!u->armed)
