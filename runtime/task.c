@@ -156,6 +156,7 @@ static void release(hy__task *t) {
   if (s->gen == 0)
     s->gen = 1;
   t->gen = s->gen; /* the block keeps its slot: its next life's generation */
+  s->task = NULL;  /* a block in the cache is not looked at (it is poisoned) */
   hy__unlock(&s->lock);
   hy_cache_free(rt->task_cache, t);
 }
@@ -184,6 +185,10 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   hy__task *t = hy_cache_alloc(rt->task_cache);
   if (!t)
     return HY_ENOMEM;
+  hy__slot *s = slot_at(rt, t->slot);
+  hy__lock(&s->lock);
+  s->task = t; /* its slot leads to it again (release cleared it) */
+  hy__unlock(&s->lock);
   t->next = NULL;
   t->fn = fn;
   t->arg = arg;
