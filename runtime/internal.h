@@ -3,7 +3,7 @@
  * runtime/ looks in here (and net/ for hy__io_*).
  *
  * Ownership and threads:
- *   - A worker's run queue (q, lifo) is protected by w->qlock; the owner
+ *   - A worker's run queues (lifo, FIFO, new deque) are protected by w->qlock; the owner
  *     takes it for every push/pop, thieves take it to steal half.
  *   - A worker's timer heap is protected by w->tlock: a task that parked on
  *     worker A with a deadline may be woken on B and removes its timer from
@@ -74,7 +74,8 @@ enum hy__tstate {
 
 struct hy__task {
   /* Scheduling: touched on every switch. */
-  hy__task *next;        /* run-queue link */
+  hy__task *next;        /* run-queue link (toward newer in the new deque) */
+  hy__task *prev;        /* new-deque link toward older (sched.c) */
   void *sp;              /* saved stack pointer while switched out */
   atomic_int wstate;     /* enum hy__wstate */
   hy_runtime_t *rt;
@@ -145,9 +146,13 @@ struct hy__worker {
 
   hy__lock_t qlock;       /* run queue */
   hy__task *lifo;         /* the most recently woken task: runs next */
-  hy__task *qhead, *qtail;
-  atomic_int qlen;
+  hy__task *qhead, *qtail; /* FIFO: tasks that already ran */
+  hy__task *nold, *nnew;  /* deque of tasks that never ran (sched.c) */
+  int fifo_len, new_len;  /* under qlock */
+  atomic_int qlen;        /* fifo_len + new_len, for lock-free readers */
   int lifo_streak;
+  int pick_fifo;          /* the next queue pick prefers the FIFO */
+  int nostack_retries;    /* stackless tasks put back since the last start */
 
   hy__lock_t tlock;       /* timers */
   hy__heap heap;

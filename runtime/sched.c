@@ -2,18 +2,30 @@
  * queue, stealing, idle workers blocking in their port, and completion
  * dispatch.
  *
- * Each worker has a local FIFO run queue and a LIFO slot holding the task
- * most recently woken (or spawned) on it, which runs next: a message
- * exchange between two tasks then stays on one worker and in cache (Go's
- * runnext, Tokio's LIFO slot).  A task that keeps re-entering the slot
- * gets at most LIFO_STREAK turns in a row before the queue's head runs, so
- * a ping-pong pair cannot starve the others.  Wakes from threads that are
- * not workers of this runtime go to the injection queue, which workers
- * also check every INJECT_EVERY ticks so it cannot starve either.  An idle
- * worker steals half of another worker's queue, and if there is none,
- * blocks in its completion port until the next timer is due; it is woken
- * by a port wake, which a waker sends only when it made stealable work and
- * some worker sleeps.
+ * Each worker has a LIFO slot holding the task most recently woken (or
+ * spawned) on it, which runs next: a message exchange between two tasks
+ * then stays on one worker and in cache (Go's runnext, Tokio's LIFO slot).
+ * Behind it are two queues.  Tasks that already ran (yielded, or woken and
+ * spilled from the slot) wait in a FIFO.  Tasks that never ran wait in a
+ * deque whose newest runs first, Cilk's work-first order: a tree of spawns
+ * (each parent spawning and then joining its children) runs depth first,
+ * so only the tasks on the current path hold a stack, where a FIFO would
+ * start a whole level at once, each parked parent holding a stack (a stack
+ * costs two kernel mappings: a million-task tree would hit vm.max_map_count
+ * long before memory).  The owner takes from the FIFO and from the deque
+ * in turn, so that neither starves the other.  A task that keeps
+ * re-entering the slot gets at most LIFO_STREAK turns in a row before the
+ * queues run, so a ping-pong pair cannot starve the others.  Wakes from
+ * threads that are not workers of this runtime go to the injection queue,
+ * which workers also check every INJECT_EVERY ticks so it cannot starve
+ * either.  An idle worker steals half of another worker's FIFO and half of
+ * its never-run tasks, the oldest ones (near the root of a spawn tree:
+ * big pieces of work), and if there is none, blocks in its completion port
+ * until the next timer is due; it is woken by a port wake, which a waker
+ * sends only when it made stealable work and some worker sleeps.  A task
+ * that cannot get a stack is put back while tasks that already ran (and
+ * may free theirs) are queued, NOSTACK_RETRIES times in a row at most;
+ * then it ends with HY_ENOMEM.
  *
  * Sleeping without losing a wake: the sleeper publishes w->sleeping and
  * rt->nsleeping (seq_cst), then looks at every queue length once more; a
@@ -36,6 +48,7 @@
 #define POLL_EVERY 61
 #define POLL_INTERVAL HY_US(50)
 #define MAX_EVENTS 64
+#define NOSTACK_RETRIES 1024
 
 hy__worker *hy__worker_current(hy_runtime_t *rt) {
   return (hy__worker *)hy__tls_get(rt->tls);
@@ -53,6 +66,13 @@ hy__port *hy__current_port(hy_runtime_t *rt) {
 
 /* ------------------------------------------------------------- queues */
 
+static void qlen_add(hy__worker *w, int d) {
+  atomic_store_explicit(&w->qlen,
+                        atomic_load_explicit(&w->qlen, memory_order_relaxed) + d,
+                        memory_order_relaxed);
+}
+
+/* The FIFO of tasks that already ran. */
 static void q_append(hy__worker *w, hy__task *t) {
   t->next = NULL;
   if (w->qtail)
@@ -60,9 +80,8 @@ static void q_append(hy__worker *w, hy__task *t) {
   else
     w->qhead = t;
   w->qtail = t;
-  atomic_store_explicit(&w->qlen,
-                        atomic_load_explicit(&w->qlen, memory_order_relaxed) + 1,
-                        memory_order_relaxed);
+  w->fifo_len++;
+  qlen_add(w, 1);
 }
 
 static hy__task *q_take(hy__worker *w) {
@@ -73,9 +92,99 @@ static hy__task *q_take(hy__worker *w) {
   if (!w->qhead)
     w->qtail = NULL;
   t->next = NULL;
-  atomic_store_explicit(&w->qlen,
-                        atomic_load_explicit(&w->qlen, memory_order_relaxed) - 1,
-                        memory_order_relaxed);
+  w->fifo_len--;
+  qlen_add(w, -1);
+  return t;
+}
+
+/* The deque of tasks that never ran, from w->nold to w->nnew (t->next
+ * points to the newer neighbour, t->prev to the older).  The owner pushes
+ * and pops at the new end; thieves and the injection queue use the old
+ * end. */
+static void n_push_new(hy__worker *w, hy__task *t) {
+  t->next = NULL;
+  t->prev = w->nnew;
+  if (w->nnew)
+    w->nnew->next = t;
+  else
+    w->nold = t;
+  w->nnew = t;
+  w->new_len++;
+  qlen_add(w, 1);
+}
+
+static void n_push_old(hy__worker *w, hy__task *t) {
+  t->prev = NULL;
+  t->next = w->nold;
+  if (w->nold)
+    w->nold->prev = t;
+  else
+    w->nnew = t;
+  w->nold = t;
+  w->new_len++;
+  qlen_add(w, 1);
+}
+
+static hy__task *n_pop_new(hy__worker *w) {
+  hy__task *t = w->nnew;
+  if (!t)
+    return NULL;
+  w->nnew = t->prev;
+  if (w->nnew)
+    w->nnew->next = NULL;
+  else
+    w->nold = NULL;
+  t->next = t->prev = NULL;
+  w->new_len--;
+  qlen_add(w, -1);
+  return t;
+}
+
+static hy__task *n_take_old(hy__worker *w) {
+  hy__task *t = w->nold;
+  if (!t)
+    return NULL;
+  w->nold = t->next;
+  if (w->nold)
+    w->nold->prev = NULL;
+  else
+    w->nnew = NULL;
+  t->next = t->prev = NULL;
+  w->new_len--;
+  qlen_add(w, -1);
+  return t;
+}
+
+/* A task that never ran has no stack: it goes to the new deque, where the
+ * newest runs first (depth first), so that a tree of spawns holds stacks
+ * for one path and not for a whole level.  The others go to the FIFO. */
+static void q_push(hy__worker *w, hy__task *t) {
+  if (t->stack.base)
+    q_append(w, t);
+  else
+    n_push_new(w, t);
+}
+
+/* The owner's pick, under qlock: the LIFO slot (at most LIFO_STREAK times
+ * in a row while the queues hold others), then the FIFO and the newest
+ * never-run task in turn, so that neither starves the other. */
+static hy__task *pick_local(hy__worker *w) {
+  hy__task *t = NULL;
+  int queued = w->qhead || w->nnew;
+  if (w->lifo && (w->lifo_streak < LIFO_STREAK || !queued)) {
+    t = w->lifo;
+    w->lifo = NULL;
+    w->lifo_streak = queued ? w->lifo_streak + 1 : 0;
+    return t;
+  }
+  if (w->qhead && (w->pick_fifo || !w->nnew)) {
+    t = q_take(w);
+    w->pick_fifo = 0;
+  } else if (w->nnew) {
+    t = n_pop_new(w);
+    w->pick_fifo = 1;
+  }
+  w->lifo_streak = 0;
   return t;
 }
 
@@ -154,9 +263,9 @@ void hy__task_ready(hy_runtime_t *rt, hy__task *t, int lifo) {
     spill = w->lifo;
     w->lifo = t;
     if (spill)
-      q_append(w, spill);
+      q_push(w, spill);
   } else {
-    q_append(w, t);
+    q_push(w, t);
   }
   hy__unlock(&w->qlock);
   if (!lifo || spill)
@@ -257,26 +366,21 @@ static void switch_to(hy__worker *w, hy__task *from, hy__task *to,
 static hy__task *pick_direct(hy__worker *w) {
   if (w->direct >= DIRECT_MAX)
     return NULL;
-  hy__task *t = NULL;
   hy__lock(&w->qlock);
-  if (w->lifo && (w->lifo_streak < LIFO_STREAK || !w->qhead)) {
-    t = w->lifo;
-    w->lifo = NULL;
-    w->lifo_streak = w->qhead ? w->lifo_streak + 1 : 0;
-  } else if (w->qhead) {
-    t = q_take(w);
-    w->lifo_streak = 0;
-  }
+  hy__task *t = pick_local(w);
   hy__unlock(&w->qlock);
   if (t && prepare(t) != 0) {
     /* No stack for it now: the scheduler will deal with it. */
     hy__lock(&w->qlock);
-    q_append(w, t);
+    n_push_new(w, t);
+    w->pick_fifo = 0;
     hy__unlock(&w->qlock);
     return NULL;
   }
-  if (t)
+  if (t) {
     w->direct++;
+    w->nostack_retries = 0;
+  }
   return t;
 }
 
@@ -317,20 +421,80 @@ void hy__task_entry(void *arg) {
 
 static void run_task(hy__worker *w, hy__task *t) {
   if (prepare(t) != 0) {
-    /* No memory for a stack: the task ends without running, and its
-     * joiner gets HY_ENOMEM (never a result it did not compute). */
+    /* No memory for a stack.  While tasks that already run are queued
+     * here (they may end and free theirs), the task goes back to the old
+     * end of the new deque, a bounded number of times in a row. */
+    hy__lock(&w->qlock);
+    int started = w->fifo_len > 0 || (w->lifo && w->lifo->stack.base);
+    if (started && w->nostack_retries < NOSTACK_RETRIES) {
+      w->nostack_retries++;
+      n_push_old(w, t);
+      hy__unlock(&w->qlock);
+      return;
+    }
+    hy__unlock(&w->qlock);
+    /* The task ends without running, and its joiner gets HY_ENOMEM (never
+     * a result it did not compute). */
     t->result = NULL;
     t->error = HY_ENOMEM;
     hy__task_finish(w, t);
     return;
   }
   w->direct = 0;
+  w->nostack_retries = 0;
   switch_to(w, NULL, t, 0);
   hy__fiber_resumed(w, NULL);
   complete_switch(w);
 }
 
 /* ------------------------------------------------------- finding work */
+
+/* Takes half of v's FIFO (its oldest) and half of its never-run tasks (the
+ * oldest: near the root of a spawn tree, so each is a large piece of work)
+ * into w's queues.  Returns how many moved. */
+static int steal_from(hy__worker *w, hy__worker *v) {
+  hy__task *fifo = NULL, *ftail = NULL, *fresh = NULL, *ntail = NULL;
+  int kf = 0, kn = 0;
+  hy__lock(&v->qlock);
+  int takef = (v->fifo_len + 1) / 2, taken = (v->new_len + 1) / 2;
+  for (; kf < takef; kf++) {
+    hy__task *t = q_take(v);
+    if (!t)
+      break;
+    if (ftail)
+      ftail->next = t;
+    else
+      fifo = t;
+    ftail = t;
+  }
+  for (; kn < taken; kn++) {
+    hy__task *t = n_take_old(v);
+    if (!t)
+      break;
+    if (ntail)
+      ntail->next = t;
+    else
+      fresh = t;
+    ntail = t;
+  }
+  hy__unlock(&v->qlock);
+  if (!kf && !kn)
+    return 0;
+  /* Oldest first in both lists, so each keeps its order here. */
+  hy__lock(&w->qlock);
+  while (fifo) {
+    hy__task *nx = fifo->next;
+    q_append(w, fifo);
+    fifo = nx;
+  }
+  while (fresh) {
+    hy__task *nx = fresh->next;
+    n_push_new(w, fresh);
+    fresh = nx;
+  }
+  hy__unlock(&w->qlock);
+  return kf + kn;
+}
 
 static hy__task *steal(hy__worker *w) {
   hy_runtime_t *rt = w->rt;
@@ -342,38 +506,15 @@ static hy__task *steal(hy__worker *w) {
     hy__worker *v = &rt->workers[(start + i) % n];
     if (v == w || qlen(v) == 0)
       continue;
-    hy__task *got = NULL, *last = NULL;
-    int k = 0;
-    hy__lock(&v->qlock);
-    int take = (qlen(v) + 1) / 2;
-    while (k < take) {
-      hy__task *t = q_take(v);
-      if (!t)
-        break;
-      if (!got)
-        got = t;
-      else
-        last->next = t;
-      last = t;
-      k++;
-    }
-    hy__unlock(&v->qlock);
-    if (!got)
+    int k = steal_from(w, v);
+    if (!k)
       continue;
     HY__STAT_ADD(w->st.steals, (uint64_t)k);
-    hy__task *first = got;
-    hy__task *rest = got->next;
-    first->next = NULL;
-    if (rest) {
-      hy__lock(&w->qlock);
-      while (rest) {
-        hy__task *nx = rest->next;
-        q_append(w, rest);
-        rest = nx;
-      }
-      hy__unlock(&w->qlock);
-    }
-    return first;
+    hy__lock(&w->qlock);
+    hy__task *t = pick_local(w);
+    hy__unlock(&w->qlock);
+    if (t)
+      return t;
   }
   return NULL;
 }
@@ -384,8 +525,13 @@ static void inject_to_local(hy__worker *w, int max) {
     hy__task *more = inject_take(w->rt);
     if (!more)
       break;
+    /* Never-run tasks from outside go to the old end: they run in their
+     * order, after the local spawn trees (and are the first stolen). */
     hy__lock(&w->qlock);
-    q_append(w, more);
+    if (more->stack.base)
+      q_append(w, more);
+    else
+      n_push_old(w, more);
     hy__unlock(&w->qlock);
   }
 }
@@ -395,14 +541,7 @@ static hy__task *next_task(hy__worker *w) {
   if (w->tick % INJECT_EVERY == 0 && (t = inject_take(w->rt)) != NULL)
     return t;
   hy__lock(&w->qlock);
-  if (w->lifo && (w->lifo_streak < LIFO_STREAK || !w->qhead)) {
-    t = w->lifo;
-    w->lifo = NULL;
-    w->lifo_streak = w->qhead ? w->lifo_streak + 1 : 0;
-  } else if (w->qhead) {
-    t = q_take(w);
-    w->lifo_streak = 0;
-  }
+  t = pick_local(w);
   hy__unlock(&w->qlock);
   if (t)
     return t;

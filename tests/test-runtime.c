@@ -380,6 +380,124 @@ TEST_IMPL(rt_spawn_tree_across_workers) {
   return 0;
 }
 
+/* ------------------------------------------------ depth-first spawns */
+
+typedef struct {
+  hy_runtime_t *rt;
+  atomic_int *live, *max_live;
+  atomic_long *count;
+  int depth, fan;
+} dtree_t;
+
+/* Counts the tasks that started and have not returned: each holds a stack. */
+static void *dtree(void *p) {
+  dtree_t *a = p;
+  int now = atomic_fetch_add(a->live, 1) + 1;
+  int m = atomic_load(a->max_live);
+  while (now > m && !atomic_compare_exchange_weak(a->max_live, &m, now)) {
+  }
+  atomic_fetch_add(a->count, 1);
+  if (a->depth > 0) {
+    dtree_t kids[10];
+    hy_task_t t[10];
+    for (int i = 0; i < a->fan; i++) {
+      kids[i] = *a;
+      kids[i].depth = a->depth - 1;
+      ASSERT_OK(hy_task_spawn(a->rt, dtree, &kids[i], NULL, &t[i]));
+    }
+    for (int i = 0; i < a->fan; i++)
+      ASSERT_OK(hy_task_join(a->rt, t[i], NULL));
+  }
+  atomic_fetch_sub(a->live, 1);
+  return NULL;
+}
+
+/* A spawn tree whose parents join their children runs depth first: the
+ * tasks holding a stack at once are about those on a root-to-leaf path per
+ * worker, not a whole level (here 1000 parents and 10000 leaves). */
+TEST_IMPL(rt_spawn_tree_depth_first) {
+  for (int workers = 1; workers <= 2; workers++) {
+    for (int round = 0; round < 3; round++) {
+      hy_runtime_t *rt = new_rt(workers);
+      atomic_int live = 0, max_live = 0;
+      atomic_long count = 0;
+      dtree_t root = {rt, &live, &max_live, &count, 4, 10};
+      hy_task_t t;
+      ASSERT_OK(hy_task_spawn(rt, dtree, &root, NULL, &t));
+      ASSERT_OK(hy_task_join(rt, t, NULL));
+      ASSERT_EQ(count, 11111);
+      ASSERT_EQ(live, 0);
+      fprintf(stderr, "workers %d: at most %d tasks started at once\n",
+              workers, (int)max_live);
+      /* Breadth first would start all 1111 parents at once. */
+      ASSERT_LE(max_live, 100 * workers);
+      close_rt(rt);
+    }
+  }
+  return 0;
+}
+
+/* Never-run tasks take turns with tasks that already ran: a yielding task
+ * runs between the children a parent spawned, not after all of them. */
+typedef struct {
+  hy_runtime_t *rt;
+  atomic_int stop;
+  atomic_long yields;
+  atomic_long seen_min, seen_max;
+} turn_t;
+
+static void *turn_yielder(void *p) {
+  turn_t *a = p;
+  while (!atomic_load(&a->stop)) {
+    atomic_fetch_add(&a->yields, 1);
+    ASSERT_OK(hy_yield(a->rt));
+  }
+  return NULL;
+}
+
+static void *turn_kid(void *p) {
+  turn_t *a = p;
+  long y = atomic_load(&a->yields);
+  if (y < atomic_load(&a->seen_min))
+    atomic_store(&a->seen_min, y);
+  if (y > atomic_load(&a->seen_max))
+    atomic_store(&a->seen_max, y);
+  return NULL;
+}
+
+static void *turn_root(void *p) {
+  turn_t *a = p;
+  enum { N = 200 };
+  hy_task_t y, kids[N];
+  ASSERT_OK(hy_task_spawn(a->rt, turn_yielder, a, NULL, &y));
+  while (atomic_load(&a->yields) == 0)
+    ASSERT_OK(hy_yield(a->rt)); /* the yielder has run: it is in the FIFO */
+  for (int i = 0; i < N; i++)
+    ASSERT_OK(hy_task_spawn(a->rt, turn_kid, a, NULL, &kids[i]));
+  for (int i = 0; i < N; i++)
+    ASSERT_OK(hy_task_join(a->rt, kids[i], NULL));
+  atomic_store(&a->stop, 1);
+  ASSERT_OK(hy_task_join(a->rt, y, NULL));
+  return NULL;
+}
+
+TEST_IMPL(rt_new_tasks_take_turns) {
+  hy_runtime_t *rt = new_rt(1);
+  for (int round = 0; round < 3; round++) {
+    turn_t a = {.rt = rt, .seen_min = 1L << 40};
+    hy_task_t t;
+    ASSERT_OK(hy_task_spawn(rt, turn_root, &a, NULL, &t));
+    ASSERT_OK(hy_task_join(rt, t, NULL));
+    fprintf(stderr, "kids saw %ld..%ld yields\n", (long)a.seen_min,
+            (long)a.seen_max);
+    /* About one yield per child: the yielder is not held back until all
+     * 200 children ran (nor are the children behind the yielder). */
+    ASSERT_GE(a.seen_max - a.seen_min, 100);
+  }
+  close_rt(rt);
+  return 0;
+}
+
 /* --------------------------------------------------------- two runtimes */
 
 static void *add_sleep(void *p) {
