@@ -1,6 +1,7 @@
 /* test-runtime.c - tasks, scheduler, timers, embedding, blocking pool. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <stdatomic.h>
 
 #include "hydra.h"
@@ -484,7 +485,7 @@ static void *turn_root(void *p) {
 TEST_IMPL(rt_new_tasks_take_turns) {
   hy_runtime_t *rt = new_rt(1);
   for (int round = 0; round < 3; round++) {
-    turn_t a = {.rt = rt, .seen_min = 1L << 40};
+    turn_t a = {.rt = rt, .seen_min = LONG_MAX};
     hy_task_t t;
     ASSERT_OK(hy_task_spawn(rt, turn_root, &a, NULL, &t));
     ASSERT_OK(hy_task_join(rt, t, NULL));
