@@ -203,8 +203,15 @@ TEST_IMPL(example_pubsub_server) {
   expect(&f, "ERR server full");
   expect(&f, "<EOF>");
   close(f.fd);
-  cmd(&e, "QUIT", "BYE");
+  /* QUIT hands over what is still queued for the client first: its own
+   * publication, queued for it while the same read's lines ran. */
+  cmd(&e, "SUB app", "OK 1");
+  send_line(&e, "PUB app last words\nQUIT");
+  expect(&e, "OK 2");
+  expect(&e, "EVENT 1 last words");
+  expect(&e, "BYE");
   expect(&e, "<EOF>");
+  expect(&a, "EVENT 1 last words");
   close(e.fd);
 
   /* An oversized line closes that connection and nothing else. */

@@ -256,6 +256,21 @@ static void cmd_reply(conn_t *k, char *rest) {
   say(k, "ERR no such request");
 }
 
+/* Hands the client what is still queued for it (at QUIT and at shutdown);
+ * returns how many events that was. */
+static long drain(conn_t *k) {
+  long n = 0;
+  for (int i = 0; i < MAX_SUBS; i++) {
+    hy_event_t *ev;
+    while (k->subs[i].rx && !k->closing &&
+           hy_receiver_try_read(k->subs[i].rx, &ev) == 0) {
+      deliver(k, &k->subs[i], ev);
+      n++;
+    }
+  }
+  return n;
+}
+
 static void command(conn_t *k, char *line) {
   atomic_fetch_add(&k->s->lines, 1);
   char *rest = line;
@@ -335,6 +350,7 @@ static void command(conn_t *k, char *line) {
            "<prio> | PUB <ch> [ttl=<ms>] <text> | REQ <ch> <text> | "
            "REPLY <id> <text> | LIST | QUIT");
   } else if (strcmp(verb, "QUIT") == 0) {
+    drain(k);
     say(k, "BYE");
     k->closing = 1;
   } else {
@@ -367,20 +383,6 @@ static int take_lines(conn_t *k) {
 }
 
 /* ---------------------------------------------------------- connections */
-
-/* Shutdown: whatever is queued for this client is still delivered. */
-static void drain(conn_t *k) {
-  long n = 0;
-  for (int i = 0; i < MAX_SUBS; i++) {
-    hy_event_t *ev;
-    while (k->subs[i].rx && !k->closing &&
-           hy_receiver_try_read(k->subs[i].rx, &ev) == 0) {
-      deliver(k, &k->subs[i], ev);
-      n++;
-    }
-  }
-  atomic_fetch_add(&k->s->drained, n);
-}
 
 static void *conn_main(void *arg) {
   conn_t *k = arg;
@@ -441,7 +443,7 @@ static void *conn_main(void *arg) {
     }
   }
   if (shutting_down && !k->closing) {
-    drain(k);
+    atomic_fetch_add(&s->drained, drain(k));
     say(k, "BYE server shutting down");
   }
   for (int i = 0; i < MAX_SUBS; i++)
