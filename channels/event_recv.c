@@ -203,12 +203,7 @@ int hy_receiver_read(hy_receiver_t *r, hy_event_t **ev, hy_time_t deadline) {
   }
   /* A reader in progress keeps r alive across an unsubscribe. */
   atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed);
-  hy__waitq_push(&r->readers, &me);
-  hy__unlock(&r->lock);
-  hy__wait_park(&wt, deadline);
-  hy__lock(&r->lock);
-  hy__waitq_remove(&r->readers, &me);
-  hy__unlock(&r->lock);
+  hy__wait_park_queued(&wt, &me, &r->readers, &r->lock, NULL, deadline);
   hy__receiver_release(r);
   rc = hy__wait_rc(&wt);
   hy__wait_fini(&wt);

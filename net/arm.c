@@ -260,12 +260,7 @@ int hy_io_wait(hy_io_t *rec, hy_time_t deadline) {
     hy__wait_fini(&w);
     return r;
   }
-  hy__waitq_push(&io->q, &wr);
-  hy__unlock(&io->lock);
-  int st = hy__wait_park(&w, deadline);
-  hy__lock(&io->lock);
-  hy__waitq_remove(&io->q, &wr);
-  hy__unlock(&io->lock);
+  int st = hy__wait_park_queued(&w, &wr, &io->q, &io->lock, NULL, deadline);
   hy__wait_fini(&w);
   return st >= 0 ? w.result : st == HY__FIRED_TIMEOUT ? HY_ETIMEDOUT
                                                       : HY_ECANCELED;

@@ -126,7 +126,7 @@ int hy_blocking(hy_runtime_t *rt, void *(*fn)(void *), void *arg,
   hy__cond_signal(&b->cv);
   hy__mutex_unlock(&b->mu);
 
-  atomic_store_explicit(&w.task->await_what, "blocking", memory_order_relaxed);
+  hy__wait_what(&w, "blocking");
   int st = hy__wait_park(&w, HY_FOREVER);
   hy__lock(&j->lock);
   j->w = NULL;

@@ -472,14 +472,7 @@ int hy_hub_wait_until(hy_hub_consumer_t *c, hy_time_t deadline) {
   hy__waiter wr;
   memset(&wr, 0, sizeof wr);
   wr.wait = &w;
-  hy__waitq_push(&c->waiters, &wr);
-  hy__unlock(&c->lock);
-  if (w.task)
-    atomic_store_explicit(&w.task->await_what, "hub", memory_order_relaxed);
-  hy__wait_park(&w, deadline);
-  hy__lock(&c->lock);
-  hy__waitq_remove(&c->waiters, &wr);
-  hy__unlock(&c->lock);
+  hy__wait_park_queued(&w, &wr, &c->waiters, &c->lock, "hub", deadline);
   hy__wait_fini(&w);
   return hy__wait_rc(&w);
 }

@@ -317,8 +317,7 @@ int hy_task_join_until(hy_runtime_t *rt, hy_task_t h, hy_time_t deadline,
     wr.wait = &w;
     t->joining = 1;
     hy__waitq_push(&t->joiners, &wr);
-    if (w.task)
-      atomic_store_explicit(&w.task->await_what, "join", memory_order_relaxed);
+    hy__wait_what(&w, "join");
     hy__unlock(&t->lock);
     int st = hy__wait_park(&w, deadline);
     hy__lock(&t->lock);
@@ -434,7 +433,7 @@ int hy_sleep_until(hy_runtime_t *rt, hy_time_t deadline) {
   int rc = hy__wait_init(&w, rt);
   if (rc < 0)
     return rc;
-  atomic_store_explicit(&w.task->await_what, "sleep", memory_order_relaxed);
+  hy__wait_what(&w, "sleep");
   int st = hy__wait_park(&w, deadline);
   hy__wait_fini(&w);
   return st == HY__FIRED_CANCEL ? HY_ECANCELED : 0;

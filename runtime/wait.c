@@ -253,6 +253,19 @@ void hy__wait_what(hy__wait *w, const char *what) {
     atomic_store_explicit(&w->task->await_what, what, memory_order_relaxed);
 }
 
+int hy__wait_park_queued(hy__wait *w, hy__waiter *wr, hy__waitq *q,
+                         hy__lock_t *lock, const char *what, int64_t deadline) {
+  hy__waitq_push(q, wr);
+  hy__unlock(lock);
+  if (what)
+    hy__wait_what(w, what);
+  int st = hy__wait_park(w, deadline);
+  hy__lock(lock);
+  hy__waitq_remove(q, wr);
+  hy__unlock(lock);
+  return st;
+}
+
 uint32_t hy__wait_rand(hy__wait *w) {
   uint64_t x;
   if (w->task) {

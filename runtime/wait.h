@@ -179,6 +179,15 @@ hy__waiter *hy__waitq_peek(hy__waitq *q);
  * Returns how many were woken.  (Close, destroy.) */
 int hy__waitq_wake_all(hy__waitq *q, int result);
 
+/* The usual blocking wait on one object.  pre: the object's lock is held,
+ * nothing could be taken at once, and wr->wait is w (wr->buf set if the
+ * object hands data over).  Queues wr on q, drops the lock, names `what`
+ * for the task dump (unless NULL), parks until deadline, then unlinks wr under the lock
+ * again.  Returns hy__wait_park's final state; the caller then calls
+ * hy__wait_fini. */
+int hy__wait_park_queued(hy__wait *w, hy__waiter *wr, hy__waitq *q,
+                         hy__lock_t *lock, const char *what, int64_t deadline);
+
 /* ------------------------------------------------------------ awaitables */
 
 /* What select needs from an object.  Every function runs with the object's

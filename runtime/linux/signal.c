@@ -476,14 +476,7 @@ int hy_signal_read_until(hy_sigrecv_t *r, hy_time_t deadline, int *signo) {
   memset(&wr, 0, sizeof wr);
   wr.wait = &w;
   wr.buf = &got;
-  hy__waitq_push(&r->waiters, &wr);
-  hy__unlock(&r->lock);
-  if (w.task)
-    atomic_store_explicit(&w.task->await_what, "signal", memory_order_relaxed);
-  hy__wait_park(&w, deadline);
-  hy__lock(&r->lock);
-  hy__waitq_remove(&r->waiters, &wr);
-  hy__unlock(&r->lock);
+  hy__wait_park_queued(&w, &wr, &r->waiters, &r->lock, "signal", deadline);
   hy__wait_fini(&w);
   rc = hy__wait_rc(&w);
   if (rc == 0)
