@@ -442,6 +442,7 @@ static void run_task(hy__worker *w, hy__task *t) {
   }
   w->direct = 0;
   w->nostack_retries = 0;
+  w->clock = hy_now();
   switch_to(w, NULL, t, 0);
   hy__fiber_resumed(w, NULL);
   complete_switch(w);
