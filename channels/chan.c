@@ -219,8 +219,8 @@ static int chan_op(hy_chan_t *c, void *buf, int send, hy_time_t deadline,
     return rc;
   }
 
-  hy__wait w;
-  rc = hy__wait_init_quiet(&w, c->rt);
+  hy__wait own, *w;
+  rc = hy__wait_init_quiet(&w, &own, c->rt);
   if (rc < 0)
     return rc;
   hy__lock(&c->lock);
@@ -230,22 +230,21 @@ static int chan_op(hy_chan_t *c, void *buf, int send, hy_time_t deadline,
     hy__unlock(&c->lock);
     if (wake)
       hy__wait_wake(wake);
-    hy__wait_fini(&w);
+    hy__wait_fini(w);
     return done ? rc : HY_ETIMEDOUT;
   }
   hy__waiter wr;
-  memset(&wr, 0, sizeof wr);
-  wr.wait = &w;
+  wr.wait = w;
   wr.arm = 0;
   wr.buf = buf;
   wr.aux = HOLDS_REF;
+  hy__wait_open(w);
   hy__waitq_push(send ? &c->sendq : &c->recvq, &wr);
   c->refs++; /* the channel outlives this wait */
   hy__unlock(&c->lock);
-  hy__wait_what(&w, send ? "chan-send" : "chan-recv");
-  hy__wait_publish(&w);
+  hy__wait_what(w, send ? "chan-send" : "chan-recv");
   int last = 0;
-  if (hy__wait_park(&w, deadline) < 0) {
+  if (hy__wait_park(w, deadline) < 0) {
     /* A time-out or a cancel: the waiter is still queued, and its
      * reference still counted. */
     hy__lock(&c->lock);
@@ -253,8 +252,8 @@ static int chan_op(hy_chan_t *c, void *buf, int send, hy_time_t deadline,
     last = --c->refs == 0;
     hy__unlock(&c->lock);
   } /* else the channel claimed it: unlinked, reference dropped */
-  rc = hy__wait_rc(&w);
-  hy__wait_fini(&w);
+  rc = hy__wait_rc(w);
+  hy__wait_fini(w);
   if (last)
     hy__mem_free(c);
   return rc;

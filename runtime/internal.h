@@ -101,7 +101,10 @@ struct hy__task {
   int joining;           /* a join is waiting */
   int refs;              /* the running task + the handle (until detach/join) */
   hy__waitq joiners;
-  hy__wait *cur_wait;    /* the wait a cancel must claim */
+  hy__wait *cur_wait;    /* the wait a cancel must claim (on a stack) */
+  hy__wait qwait;        /* the quiet wait of channel operations and
+                            select (hy__wait_init_quiet): lives as long as
+                            the task, so a cancel claims it without a lock */
   atomic_int cancelled;
 
   /* For dumps, read from other threads: relaxed atomics.  await_since is

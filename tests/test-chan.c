@@ -1553,3 +1553,55 @@ TEST_IMPL(chan_dump_since_when) {
   close_rt(rt);
   return 0;
 }
+
+/* ------------------------------------ cancel racing the start of a wait */
+
+typedef struct {
+  hy_runtime_t *rt;
+  hy_chan_t *c;
+  int select;
+  int delay; /* spins between saying it goes and the call */
+  atomic_int going;
+} cw_t;
+
+static void *cancel_me(void *p) {
+  cw_t *x = p;
+  int v = 0;
+  atomic_store(&x->going, 1);
+  for (volatile int k = 0; k < x->delay; k++)
+    ;
+  if (!x->select)
+    return (void *)(intptr_t)hy_chan_recv(x->c, &v);
+  hy_arm_t a[2] = {hy_arm_recv(x->c, &v), hy_arm_send(x->c, &v)};
+  int i = hy_select(x->rt, a, 2);
+  return (void *)(intptr_t)(i < 0 ? i : 1000 + i);
+}
+
+/* Cancels a blocking receive or select, from a thread outside the
+ * runtime, at random points of its start: before it runs, while it tries
+ * the channel, between opening its wait and switching out, and once
+ * parked.  Every one must end with HY_ECANCELED (none sleeps through its
+ * cancel) and take nothing. */
+TEST_IMPL(chan_cancel_races_wait_start) {
+  hy_runtime_t *rt = new_rt(2);
+  hy_chan_t *c = new_chan(rt, sizeof(int), 0);
+  uint64_t seed = test_rand();
+  int rounds = 4000;
+  hy_time_t end = hy_deadline_in(HY_SEC(20));
+  for (int r = 0; r < rounds && hy_now() < end; r++) {
+    cw_t w = {rt, c, (int)(rnd(&seed) % 2), (int)(rnd(&seed) % 1000), 0};
+    hy_task_t t = spawn(rt, cancel_me, &w);
+    /* Mostly about when the task begins its call. */
+    if (rnd(&seed) % 8)
+      while (!atomic_load(&w.going))
+        ;
+    ASSERT_OK(hy_task_cancel(rt, t));
+    void *res = NULL;
+    ASSERT_OK(hy_task_join(rt, t, &res));
+    ASSERT_EQ((intptr_t)res, HY_ECANCELED);
+  }
+  ASSERT_EQ(hy_chan_len(c), 0);
+  hy_chan_release(c);
+  close_rt(rt);
+  return 0;
+}
