@@ -280,6 +280,9 @@ struct hy_runtime {
 /* scheduler (runtime/sched.c) */
 hy__worker *hy__worker_current(hy_runtime_t *rt);
 void hy__task_wake(hy__task *t);       /* make a parked task runnable */
+/* The same, for a caller that knows its own worker w of t->rt (NULL: the
+ * caller is not one of its workers): no lookup. */
+void hy__task_wake_on(hy__task *t, hy__worker *w);
 void hy__task_ready(hy_runtime_t *rt, hy__task *t, int lifo); /* enqueue */
 void hy__park(hy__task *t);            /* returns once woken */
 void hy__yield_now(hy__task *t);

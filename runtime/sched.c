@@ -290,7 +290,10 @@ void hy__task_ready(hy_runtime_t *rt, hy__task *t, int lifo) {
 }
 
 void hy__task_wake(hy__task *t) {
-  hy__worker *w = hy__worker_current(t->rt);
+  hy__task_wake_on(t, hy__worker_current(t->rt));
+}
+
+void hy__task_wake_on(hy__task *t, hy__worker *w) {
   if (w && t->worker == w && w->current != t) {
     /* t last ran on this very worker and is not running: its switch-out
      * was completed here (complete_switch runs before anything else
