@@ -67,7 +67,9 @@ static inline void ring_pop(hy_chan_t *c, void *out) {
  * claimer itself is inside a call on the channel, holding a reference. */
 #define HOLDS_REF 1
 
-static hy__waiter *claim(hy_chan_t *c, hy__waitq *q) {
+static inline hy__waiter *claim(hy_chan_t *c, hy__waitq *q) {
+  if (!q->head) /* the usual case with a buffer: no call */
+    return NULL;
   hy__waiter *w = hy__waitq_claim(q);
   if (w && w->aux == HOLDS_REF)
     c->refs--;
@@ -229,7 +231,7 @@ static int chan_op(hy_chan_t *c, void *buf, int send, hy_time_t deadline,
   if (done || (deadline != HY_FOREVER && deadline <= hy_now())) {
     hy__unlock(&c->lock);
     if (wake)
-      hy__wait_wake(wake);
+      hy__wait_wake_from(wake, w);
     hy__wait_fini(w);
     return done ? rc : HY_ETIMEDOUT;
   }

@@ -173,6 +173,16 @@ void hy__wait_wake(hy__wait *w) {
     hy__osev_signal(&w->ev);
 }
 
+void hy__wait_wake_from(hy__wait *w, const hy__wait *self) {
+  hy__task *t = w->task;
+  if (!t)
+    hy__osev_signal(&w->ev);
+  else if (self->task && self->task->rt == t->rt)
+    hy__task_wake_on(t, self->task->worker); /* it runs here, now */
+  else
+    hy__task_wake(t);
+}
+
 int hy__wait_park(hy__wait *w, int64_t deadline) {
   hy__task *t = w->task;
   if (!t) {

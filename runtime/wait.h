@@ -166,6 +166,11 @@ static inline int hy__wait_claim(hy__wait *w, int arm) {
  * the data transfer.  Any thread. */
 void hy__wait_wake(hy__wait *w);
 
+/* hy__wait_wake for a caller that has a wait of its own, `self` (from
+ * hy__wait_init_quiet): its context - the task it runs in, and so its
+ * worker - is known, and need not be looked up. */
+void hy__wait_wake_from(hy__wait *w, const hy__wait *self);
+
 /* Blocks until the wait is claimed.  At `deadline` (monotonic ns; HY_FOREVER
  * for none) the runtime claims it as HY__FIRED_TIMEOUT; a cancel of the
  * task claims it as HY__FIRED_CANCEL.  Returns the final state. */
