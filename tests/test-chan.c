@@ -1605,3 +1605,55 @@ TEST_IMPL(chan_cancel_races_wait_start) {
   close_rt(rt);
   return 0;
 }
+
+/* ------------------------------------- floating-point modes per task */
+
+#include <fenv.h>
+
+typedef struct {
+  hy_chan_t *to, *from;
+  int mode;
+  int first; /* sends first */
+  double third;
+  int bad;
+} fp_t;
+
+/* Each task sets its own rounding mode, then bounces a value with the
+ * other many times (every exchange switches between the two on one
+ * worker): its mode stays its own. */
+static void *fp_task(void *p) {
+  fp_t *x = p;
+  fesetround(x->mode);
+  volatile double one = 1.0, three = 3.0;
+  x->third = one / three;
+  for (int i = 0; i < 2000; i++) {
+    int v = i;
+    if (x->first && hy_chan_send(x->to, &v) != 0)
+      x->bad++;
+    if (hy_chan_recv(x->from, &v) != 0)
+      x->bad++;
+    if (fegetround() != x->mode || one / three != x->third)
+      x->bad++;
+    if (!x->first && hy_chan_send(x->to, &v) != 0)
+      x->bad++;
+  }
+  return NULL;
+}
+
+TEST_IMPL(chan_tasks_keep_fp_modes) {
+  hy_runtime_t *rt = new_rt(1);
+  hy_chan_t *a = new_chan(rt, sizeof(int), 0), *b = new_chan(rt, sizeof(int), 0);
+  fp_t up = {a, b, FE_UPWARD, 1, 0, 0};
+  fp_t down = {b, a, FE_DOWNWARD, 0, 0, 0};
+  hy_task_t tu = spawn(rt, fp_task, &up);
+  hy_task_t td = spawn(rt, fp_task, &down);
+  join(rt, tu);
+  join(rt, td);
+  ASSERT_EQ(up.bad, 0);
+  ASSERT_EQ(down.bad, 0);
+  ASSERT(up.third > down.third); /* the two modes were really in force */
+  hy_chan_release(a);
+  hy_chan_release(b);
+  close_rt(rt);
+  return 0;
+}
