@@ -252,12 +252,10 @@ int hy__wait_init_quiet(hy__wait **out, hy__wait *own, hy_runtime_t *rt) {
   }
   if (atomic_load_explicit(&t->cancelled, memory_order_relaxed))
     return HY_ECANCELED;
-  hy__wait *w = &t->qwait;
-  /* No claim can be in flight: the last wait on it ended claimed, and a
-   * cancel's claim fails on anything but HY__WAITING. */
-  atomic_store_explicit(&w->state, HY__QUIET, memory_order_relaxed);
-  w->result = 0;
-  *out = w;
+  /* Nothing to reset: the task's quiet wait is HY__QUIET from the spawn or
+   * still claimed from the last wait that opened it, so nobody can claim
+   * it until hy__wait_open, and its result is written by its claimer. */
+  *out = &t->qwait;
   return 0;
 }
 

@@ -123,17 +123,19 @@ int hy__wait_init(hy__wait *w, hy_runtime_t *rt);
  * `own`, initialised, for a foreign thread.  Returns 0, or HY_ECANCELED if
  * the calling task already has a pending cancel (nothing to finish then).
  *
- * The wait starts HY__QUIET: nobody can claim it, so an arm that fires at
- * once is never undone by a racing cancel; the owner then just calls
+ * The wait starts unclaimable (HY__QUIET, or still claimed from its last
+ * use): an arm that fires at once is never undone by a racing cancel; the
+ * owner then just calls
  * hy__wait_fini.  To block, the owner opens it (hy__wait_open) under the
  * object locks before its waiters become visible, drops the locks and
  * parks.  A cancel that came meanwhile is not lost: the park looks at the
  * task's cancel flag once the task has switched out (runtime/sched.c). */
 int hy__wait_init_quiet(hy__wait **out, hy__wait *own, hy_runtime_t *rt);
 
-/* Makes a quiet wait claimable (HY__QUIET -> HY__WAITING).  Under the lock
- * of every object it is about to be queued on. */
+/* Makes a quiet wait claimable (-> HY__WAITING).  Under the lock of every
+ * object it is about to be queued on. */
 static inline void hy__wait_open(hy__wait *w) {
+  w->result = 0;
   atomic_store_explicit(&w->state, HY__WAITING, memory_order_relaxed);
 }
 
