@@ -133,10 +133,12 @@ int hy__wait_init(hy__wait *w, hy_runtime_t *rt);
 int hy__wait_init_quiet(hy__wait **out, hy__wait *own, hy_runtime_t *rt);
 
 /* Makes a quiet wait claimable (-> HY__WAITING).  Under the lock of every
- * object it is about to be queued on. */
+ * object it is about to be queued on.  A release store: a cancel, which
+ * claims the wait without any of those locks, sees what the task did
+ * before (hy__task_wake_on reads where it runs). */
 static inline void hy__wait_open(hy__wait *w) {
   w->result = 0;
-  atomic_store_explicit(&w->state, HY__WAITING, memory_order_relaxed);
+  atomic_store_explicit(&w->state, HY__WAITING, memory_order_release);
 }
 
 /* Names what the calling task is about to park for ("chan-recv",

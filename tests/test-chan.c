@@ -1577,29 +1577,56 @@ static void *cancel_me(void *p) {
   return (void *)(intptr_t)(i < 0 ? i : 1000 + i);
 }
 
-/* Cancels a blocking receive or select, from a thread outside the
- * runtime, at random points of its start: before it runs, while it tries
- * the channel, between opening its wait and switching out, and once
- * parked.  Every one must end with HY_ECANCELED (none sleeps through its
- * cancel) and take nothing. */
+/* One round: spawns a receive or select and cancels it about when it
+ * begins its call; it must end with HY_ECANCELED.  Returns 0 or -1. */
+static int cancel_round(hy_runtime_t *rt, hy_chan_t *c, uint64_t *seed,
+                        int in_task) {
+  cw_t w = {rt, c, (int)(rnd(seed) % 2), (int)(rnd(seed) % 1000), 0};
+  hy_task_t t;
+  if (hy_task_spawn(rt, cancel_me, &w, NULL, &t) != 0)
+    return -1;
+  /* Mostly about when the task begins its call.  A task waits a bounded
+   * time: the one it waits for may be queued behind it. */
+  if (rnd(seed) % 8)
+    for (long k = 0; !atomic_load(&w.going) && (!in_task || k < 20000); k++)
+      ;
+  if (hy_task_cancel(rt, t) != 0)
+    return -1;
+  void *res = NULL;
+  if (hy_task_join(rt, t, &res) != 0 || (intptr_t)res != HY_ECANCELED)
+    return -1;
+  return 0;
+}
+
+typedef struct {
+  hy_runtime_t *rt;
+  hy_chan_t *c;
+  uint64_t seed;
+  int rounds;
+} cr_task_t;
+
+static void *cancel_rounds(void *p) {
+  cr_task_t *x = p;
+  for (int r = 0; r < x->rounds; r++)
+    if (cancel_round(x->rt, x->c, &x->seed, 1) != 0)
+      return (void *)(intptr_t)-1;
+  return NULL;
+}
+
+/* Cancels a blocking receive or select at random points of its start:
+ * before it runs, while it tries the channel, between opening its wait and
+ * switching out, and once parked; from a thread outside the runtime, then
+ * from a task on the other worker.  Every one must end with HY_ECANCELED
+ * (none sleeps through its cancel) and take nothing. */
 TEST_IMPL(chan_cancel_races_wait_start) {
   hy_runtime_t *rt = new_rt(2);
   hy_chan_t *c = new_chan(rt, sizeof(int), 0);
   uint64_t seed = test_rand();
-  int rounds = 4000;
   hy_time_t end = hy_deadline_in(HY_SEC(20));
-  for (int r = 0; r < rounds && hy_now() < end; r++) {
-    cw_t w = {rt, c, (int)(rnd(&seed) % 2), (int)(rnd(&seed) % 1000), 0};
-    hy_task_t t = spawn(rt, cancel_me, &w);
-    /* Mostly about when the task begins its call. */
-    if (rnd(&seed) % 8)
-      while (!atomic_load(&w.going))
-        ;
-    ASSERT_OK(hy_task_cancel(rt, t));
-    void *res = NULL;
-    ASSERT_OK(hy_task_join(rt, t, &res));
-    ASSERT_EQ((intptr_t)res, HY_ECANCELED);
-  }
+  for (int r = 0; r < 4000 && hy_now() < end; r++)
+    ASSERT_OK(cancel_round(rt, c, &seed, 0));
+  cr_task_t x = {rt, c, test_rand(), 2000};
+  ASSERT_EQ(join(rt, spawn(rt, cancel_rounds, &x)), 0);
   ASSERT_EQ(hy_chan_len(c), 0);
   hy_chan_release(c);
   close_rt(rt);
