@@ -79,7 +79,14 @@ static inline hy__waiter *claim(hy_chan_t *c, hy__waitq *q) {
 /* Tries to send at once.  Returns 1 (with *rc, and *wake: a wait to wake
  * after unlocking, or NULL) if the send completed or failed, 0 if the
  * sender must wait. */
-static int send_locked(hy_chan_t *c, const void *elem, int *rc,
+/* Inlined into each caller: the path of every operation. */
+#if defined(__GNUC__)
+#define HOT_INLINE static inline __attribute__((always_inline))
+#else
+#define HOT_INLINE static inline
+#endif
+
+HOT_INLINE int send_locked(hy_chan_t *c, const void *elem, int *rc,
                        hy__wait **wake) {
   *wake = NULL;
   if (c->closed) {
@@ -103,7 +110,8 @@ static int send_locked(hy_chan_t *c, const void *elem, int *rc,
   return 0;
 }
 
-static int recv_locked(hy_chan_t *c, void *out, int *rc, hy__wait **wake) {
+HOT_INLINE int recv_locked(hy_chan_t *c, void *out, int *rc,
+                           hy__wait **wake) {
   *wake = NULL;
   if (c->len) {
     ring_pop(c, out);
@@ -203,8 +211,8 @@ int hy_chan_close(hy_chan_t *c) {
 
 /* ----------------------------------------------------------- send/recv */
 
-static int chan_op(hy_chan_t *c, void *buf, int send, hy_time_t deadline,
-                   int block) {
+HOT_INLINE int chan_op(hy_chan_t *c, void *buf, int send, hy_time_t deadline,
+                       int block) {
   if (!c || (send && !buf && c->esize))
     return HY_EINVAL;
   int rc;

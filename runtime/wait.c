@@ -239,7 +239,7 @@ int hy__wait_rc(const hy__wait *w) {
 /* ------------------------------------------------------- quiet waits */
 
 int hy__wait_init_quiet(hy__wait **out, hy__wait *own, hy_runtime_t *rt) {
-  hy__worker *wk = rt ? hy__worker_current(rt) : NULL;
+  hy__worker *wk = rt ? (hy__worker *)hy__tls_get(rt->tls) : NULL;
   hy__task *t = wk ? wk->current : NULL;
   if (!t) {
     atomic_init(&own->state, HY__QUIET);
