@@ -356,16 +356,7 @@ static void complete_switch(hy__worker *w) {
       hy__lock(&w->qlock);
       q_append(w, t);
       hy__unlock(&w->qlock);
-      break;
     }
-    /* A cancel claims the task's quiet wait only once it is open; one that
-     * came before (and found nothing to claim) is seen here, after the
-     * open: the CAS above and this barrier order them (pairs with the
-     * fence in cancel_locked, runtime/task.c). */
-    hy__fence_after_rmw();
-    if (atomic_load_explicit(&t->cancelled, memory_order_relaxed) &&
-        hy__wait_claim(&t->qwait, HY__FIRED_CANCEL))
-      hy__wait_wake(&t->qwait);
     break;
   }
   case HY__AFTER_EXIT:

@@ -371,9 +371,9 @@ static void cancel_locked(hy__task *t) {
   if (atomic_exchange(&t->cancelled, 1))
     return;
   /* The task's quiet wait (a channel operation, a select) is claimed only
-   * once open; one not open yet is cancelled by the park, which looks at
-   * the flag after the task switched out (complete_switch, runtime/sched.c,
-   * whose fence pairs with this one). */
+   * once open; one not open yet is cancelled by its park, which looks at
+   * the flag again after a fence that pairs with this one
+   * (hy__wait_park, runtime/wait.c). */
   atomic_thread_fence(memory_order_seq_cst);
   if (hy__wait_claim(&t->qwait, HY__FIRED_CANCEL)) {
     hy__wait_wake(&t->qwait);

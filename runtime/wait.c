@@ -196,6 +196,18 @@ int hy__wait_park(hy__wait *w, int64_t deadline) {
     }
     return atomic_load(&w->state);
   }
+  if (w == &t->qwait) {
+    /* A cancel claims the task's quiet wait only once it is open; one that
+     * came earlier (and found nothing to claim) is seen here.  The fence
+     * orders the opening before this look at the flag, against the one in
+     * cancel_locked (runtime/task.c): one of the two sees the other.  It
+     * must come before the switch-out: once parked, the task may be woken,
+     * run and end at any moment. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&t->cancelled, memory_order_relaxed) &&
+        hy__wait_claim(w, HY__FIRED_CANCEL))
+      hy__wait_wake(w);
+  }
   if (deadline != HY_FOREVER) {
     hy__worker *wk = t->worker;
     if (deadline <= hy_now()) {

@@ -54,17 +54,6 @@ static inline void hy__unlock(hy__lock_t *l) {
   atomic_store_explicit(&l->v, 0, memory_order_release);
 }
 
-/* A full memory barrier right after an atomic read-modify-write (Linux's
- * smp_mb__after_atomic): on x86 the RMW's locked instruction already is
- * one, so only the compiler is held back; elsewhere a fence. */
-static inline void hy__fence_after_rmw(void) {
-#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64) || defined(_M_IX86)
-  atomic_signal_fence(memory_order_seq_cst);
-#else
-  atomic_thread_fence(memory_order_seq_cst);
-#endif
-}
-
 /* -------------------------------------------------- foreign-thread event */
 
 /* A one-shot event a thread outside the runtime blocks on (futex on Linux,
@@ -129,7 +118,7 @@ int hy__wait_init(hy__wait *w, hy_runtime_t *rt);
  * hy__wait_fini.  To block, the owner opens it (hy__wait_open) under the
  * object locks before its waiters become visible, drops the locks and
  * parks.  A cancel that came meanwhile is not lost: the park looks at the
- * task's cancel flag once the task has switched out (runtime/sched.c). */
+ * task's cancel flag again, after a fence. */
 int hy__wait_init_quiet(hy__wait **out, hy__wait *own, hy_runtime_t *rt);
 
 /* Makes a quiet wait claimable (-> HY__WAITING).  Under the lock of every
