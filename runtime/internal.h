@@ -119,6 +119,10 @@ struct hy__task {
 
 /* ------------------------------------------------------------- workers */
 
+/* hy__worker.sleeping: awake; blocked (or about to block) in the port;
+ * woken by hy__wake_idle, which handed it one count of rt->nspinning. */
+enum hy__sleep { HY__AWAKE = 0, HY__SLEEPING = 1, HY__WOKEN_SEARCHING = 2 };
+
 enum hy__after { HY__AFTER_NONE = 0, HY__AFTER_YIELD, HY__AFTER_PARK, HY__AFTER_EXIT };
 
 /* Per-worker counters: written by the owning worker only, read by anyone
@@ -157,7 +161,8 @@ struct hy__worker {
   hy__lock_t tlock;       /* timers */
   hy__heap heap;
 
-  atomic_int sleeping;    /* 1 while blocked (or about to block) in the port */
+  atomic_int sleeping;    /* enum hy__sleep: blocked (or about to block) in
+                             the port, or woken to search (sched.c) */
   uint64_t tick;
   uint64_t rng;           /* hy__wait_rand (select fairness) */
   int64_t last_poll;      /* when the port was last polled while busy */
@@ -237,6 +242,8 @@ struct hy_runtime {
   hy__task *inject_head, *inject_tail;
   atomic_int inject_len;
   atomic_int nsleeping;
+  atomic_int nspinning;    /* workers searching for work before they sleep,
+                              and sleepers woken to search (sched.c) */
   atomic_int rr;           /* round-robin for posts and wakes */
   _Atomic uint64_t wakeups;/* sleeping workers woken */
   _Atomic uint64_t spawned_outside; /* spawns from non-worker threads */

@@ -20,17 +20,20 @@
  * which workers also check every INJECT_EVERY ticks so it cannot starve
  * either.  An idle worker steals half of another worker's FIFO and half of
  * its never-run tasks, the oldest ones (near the root of a spawn tree:
- * big pieces of work), and if there is none, blocks in its completion port
- * until the next timer is due; it is woken by a port wake, which a waker
- * sends only when it made stealable work and some worker sleeps.  A task
+ * big pieces of work), and if there is none, searches a few µs more
+ * (spinning, see search()) and then blocks in its completion port until
+ * the next timer is due; it is woken by a port wake, which a waker sends
+ * only when it made stealable work, some worker sleeps and none searches
+ * already.  A task
  * that cannot get a stack is put back while tasks that already ran (and
  * may free theirs) are queued, NOSTACK_RETRIES times in a row at most;
  * then it ends with HY_ENOMEM.
  *
  * Sleeping without losing a wake: the sleeper publishes w->sleeping and
  * rt->nsleeping (seq_cst), then looks at every queue length once more; a
- * waker publishes the queue length (seq_cst), then looks at nsleeping.  One
- * of the two always sees the other.
+ * waker publishes the queue length (seq_cst), then looks at nspinning and
+ * nsleeping.  One of the two always sees the other; a searcher that gives
+ * up goes through the same sleep sequence.
  *
  * Rejected: a lock-free Chase-Lev deque per worker.  The per-queue
  * spinlock is uncontended in the common case (the owner alone touches its
@@ -223,25 +226,51 @@ static hy__task *inject_take(hy_runtime_t *rt) {
   return t;
 }
 
-/* Wakes one sleeping worker, if any sleeps.  The caller has just made
- * work visible (queue length, injection queue); the fence orders that
- * before reading nsleeping, against the sleeper's mirror-image sequence. */
-void hy__wake_idle(hy_runtime_t *rt) {
-  atomic_thread_fence(memory_order_seq_cst);
-  if (atomic_load_explicit(&rt->nsleeping, memory_order_relaxed) <= 0)
-    return;
+/* Wakes one sleeping worker to search for the work the caller has just
+ * made visible (queue length, injection queue) - unless a worker is
+ * searching already (spinning, or woken for this and not yet running
+ * anything), which will find it: then no system call is made at all.  The
+ * fence orders the caller's publication before the reads of nspinning and
+ * nsleeping, against the mirror-image sequences of sleepers and spinners.
+ *
+ * The waker takes the searching count (nspinning 0 -> 1) before it picks a
+ * sleeper, and hands it to the worker it wakes (sleeping 1 -> 2): until
+ * that worker has looked for work, other wakers stay quiet, so a burst of
+ * wakes costs one system call, not one per sleeper.  If no sleeper is left
+ * to take it, the count is given back and the state read again. */
+static int wake_one(hy_runtime_t *rt) {
   int n = rt->nworkers ? rt->nworkers : 1;
-  int start = atomic_fetch_add(&rt->rr, 1);
+  int start = atomic_fetch_add_explicit(&rt->rr, 1, memory_order_relaxed);
   for (int i = 0; i < n; i++) {
     hy__worker *w = &rt->workers[(start + i) % n];
-    int one = 1;
-    if (atomic_load(&w->sleeping) == 1 &&
-        atomic_compare_exchange_strong(&w->sleeping, &one, 0)) {
+    int one = HY__SLEEPING;
+    if (atomic_load_explicit(&w->sleeping, memory_order_relaxed) == HY__SLEEPING &&
+        atomic_compare_exchange_strong(&w->sleeping, &one, HY__WOKEN_SEARCHING)) {
       atomic_fetch_sub(&rt->nsleeping, 1);
       atomic_fetch_add_explicit(&rt->wakeups, 1, memory_order_relaxed);
       hy__port_wake(w->port);
-      return;
+      return 1;
     }
+  }
+  return 0;
+}
+
+void hy__wake_idle(hy_runtime_t *rt) {
+  atomic_thread_fence(memory_order_seq_cst);
+  for (;;) {
+    if (atomic_load_explicit(&rt->nspinning, memory_order_relaxed) > 0 ||
+        atomic_load_explicit(&rt->nsleeping, memory_order_relaxed) <= 0)
+      return;
+    int zero = 0;
+    if (!atomic_compare_exchange_strong(&rt->nspinning, &zero, 1))
+      return; /* another worker searches now */
+    if (wake_one(rt))
+      return; /* the woken worker holds the count */
+    /* Every sleeper woke meanwhile (and will look at the queues before it
+     * sleeps again): give the count back, then read the state again, so
+     * that a waker that kept quiet because of our count is not lost. */
+    atomic_fetch_sub(&rt->nspinning, 1);
+    atomic_thread_fence(memory_order_seq_cst);
   }
 }
 
@@ -564,6 +593,96 @@ static int has_work(hy__worker *w) {
   return 0;
 }
 
+/* ------------------------------------------------------------ searching */
+
+/* A worker that ran out of work searches (its queues, the injection queue,
+ * the others' queues) for up to SPIN_NS before it sleeps, pausing between
+ * looks, as Go's spinning M does: a wake then costs the waker nothing (it
+ * sees rt->nspinning and sends no port wake), and the searcher takes the
+ * work a few hundred ns after it appears instead of a system call and a
+ * thread wake-up later.  At most half the workers search at once (the
+ * others sleep: no CPU burnt while idle), and only while the runtime runs
+ * with two workers or more.
+ *
+ * No lost wake: a searcher that gives up decrements nspinning (seq_cst),
+ * then goes through the sleep protocol, which publishes w->sleeping and
+ * looks at every queue again after a fence.  A waker that saw nspinning > 0
+ * had published its work before its fence, so either the searcher's last
+ * look sees that work, or the waker reads nspinning after the decrement
+ * (and wakes a sleeper). */
+#define SPIN_NS HY_US(10)
+#define SPIN_CLOCK_EVERY 4 /* looks between two readings of the clock */
+#define SPIN_PAUSES_MAX 32 /* pauses between looks, at most */
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield")
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+/* Ends w's sleep: returns 1 if w stopped sleeping by itself (a timer, a
+ * completion, a change of mind), 0 if a waker woke it to search, handing
+ * it one count of nspinning (see hy__wake_idle). */
+static int stop_sleeping(hy__worker *w) {
+  int one = HY__SLEEPING;
+  if (atomic_compare_exchange_strong(&w->sleeping, &one, HY__AWAKE)) {
+    atomic_fetch_sub(&w->rt->nsleeping, 1);
+    return 1;
+  }
+  atomic_store(&w->sleeping, HY__AWAKE); /* was HY__WOKEN_SEARCHING */
+  return 0;
+}
+
+/* Searches for work for up to SPIN_NS.  `counted`: w already holds one
+ * count of nspinning (it was woken to search); otherwise it takes one if
+ * fewer than half the workers search.  Returns a task (the count given
+ * back), or NULL: nothing came, and w is to sleep. */
+static hy__task *search(hy__worker *w, int phase, int counted) {
+  hy_runtime_t *rt = w->rt;
+  int spin = rt->nworkers >= 2 && phase == HY__PH_RUNNING;
+  if (!counted) {
+    if (!spin || 2 * atomic_load_explicit(&rt->nspinning, memory_order_relaxed) >=
+                     rt->nworkers)
+      return NULL;
+    atomic_fetch_add(&rt->nspinning, 1);
+  }
+  hy__task *t = NULL;
+  int64_t until = 0;
+  int pauses = 1;
+  for (int i = 0; spin; i++) {
+    if (has_work(w)) {
+      if ((t = next_task(w)) != NULL || (t = steal(w)) != NULL)
+        break;
+      /* Work seen but gone before we got to it (a busy worker's queue
+       * that its owner empties at once): look less often, so as not to
+       * take that worker's queue lock and cache lines from it all along. */
+      if (pauses < SPIN_PAUSES_MAX)
+        pauses *= 2;
+    }
+    if (atomic_load_explicit(&rt->phase, memory_order_relaxed) != phase)
+      break;
+    if (i % SPIN_CLOCK_EVERY == 0) {
+      int64_t now = hy_now();
+      if (!until)
+        until = now + SPIN_NS;
+      else if (now >= until)
+        break;
+    }
+    for (int k = 0; k < pauses; k++)
+      cpu_relax();
+  }
+  int last = atomic_fetch_sub(&rt->nspinning, 1) == 1;
+  atomic_thread_fence(memory_order_seq_cst);
+  /* The last searcher found work: if more is waiting, wake another worker
+   * to search for it (the makers of that work kept quiet because of us). */
+  if (t && last && has_work(w))
+    hy__wake_idle(rt);
+  return t;
+}
+
 /* ---------------------------------------------------------- completions */
 
 void hy__complete(hy__worker *w, hy__op *op) {
@@ -621,17 +740,24 @@ int hy__worker_run_once(hy__worker *w, int64_t max_block) {
   }
   if (max_block == 0)
     return 0;
+  /* Before sleeping, search a little while: work made meanwhile is taken
+   * without a wake, and its maker sends none (it sees us searching). */
+  if ((t = search(w, phase, 0)) != NULL) {
+    run_task(w, t);
+    return 1;
+  }
 
   /* Nothing to do: sleep in the port until the next timer, a completion or
    * a wake. */
   hy_runtime_t *rt = w->rt;
-  atomic_store(&w->sleeping, 1);
+  atomic_store(&w->sleeping, HY__SLEEPING);
   atomic_fetch_add(&rt->nsleeping, 1);
   atomic_thread_fence(memory_order_seq_cst);
   if (has_work(w) || atomic_load(&rt->phase) != phase) {
-    int one = 1;
-    if (atomic_compare_exchange_strong(&w->sleeping, &one, 0))
-      atomic_fetch_sub(&rt->nsleeping, 1);
+    if (!stop_sleeping(w) && (t = search(w, phase, 1)) != NULL) {
+      run_task(w, t);
+      return 1;
+    }
     return 0;
   }
   int64_t next = hy__timers_next(w);
@@ -644,9 +770,10 @@ int hy__worker_run_once(hy__worker *w, int64_t max_block) {
   if (max_block > 0 && (timeout < 0 || timeout > max_block))
     timeout = max_block;
   done += poll_port(w, timeout);
-  int one = 1;
-  if (atomic_compare_exchange_strong(&w->sleeping, &one, 0))
-    atomic_fetch_sub(&rt->nsleeping, 1);
+  if (!stop_sleeping(w) && (t = search(w, phase, 1)) != NULL) {
+    run_task(w, t);
+    done++;
+  }
   done += hy__timers_fire(w, hy_now());
   return done;
 }
