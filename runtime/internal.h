@@ -104,7 +104,9 @@ struct hy__task {
   hy__wait *cur_wait;    /* the wait a cancel must claim */
   atomic_int cancelled;
 
-  /* For dumps, read from other threads: relaxed atomics. */
+  /* For dumps, read from other threads: relaxed atomics.  await_since is
+   * the worker's coarse clock when the task parked, never later than the
+   * park (see hy__worker.clock). */
   _Atomic(const char *) await_what;
   _Atomic int64_t await_since;
   atomic_int started;    /* has run at least once */
@@ -164,6 +166,10 @@ struct hy__worker {
   atomic_int sleeping;    /* enum hy__sleep: blocked (or about to block) in
                              the port, or woken to search (sched.c) */
   uint64_t tick;
+  int64_t clock;          /* coarse: the time when the scheduler last
+                             switched into a task (run_task), so at most the
+                             run time of DIRECT_MAX direct switches behind;
+                             parks stamp dumps' since-when with it */
   uint64_t rng;           /* hy__wait_rand (select fairness) */
   int64_t last_poll;      /* when the port was last polled while busy */
   int64_t last_activity;  /* last completion or task run (drain phase) */

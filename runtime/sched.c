@@ -168,18 +168,31 @@ static void q_push(hy__worker *w, hy__task *t) {
     n_push_new(w, t);
 }
 
-/* The owner's pick, under qlock: the LIFO slot (at most LIFO_STREAK times
- * in a row while the queues hold others), then the FIFO and the newest
- * never-run task in turn, so that neither starves the other. */
+/* Queue lengths change under qlock only; readers outside the lock (the
+ * sleep check, thieves choosing a victim) pair a seq_cst fence with the
+ * one in hy__wake_idle's callers.  Only the owner adds to its queues, so
+ * the owner reading 0 knows they are empty. */
+static int qlen(hy__worker *w) {
+  return atomic_load_explicit(&w->qlen, memory_order_relaxed);
+}
+
+/* The owner's pick: the LIFO slot (at most LIFO_STREAK times in a row
+ * while the queues hold others), then the FIFO and the newest never-run
+ * task in turn, so that neither starves the other.  The slot is the
+ * owner's alone (thieves never take it), so taking from it needs no lock;
+ * the queues are looked at under qlock, and only when not empty. */
 static hy__task *pick_local(hy__worker *w) {
-  hy__task *t = NULL;
-  int queued = w->qhead || w->nnew;
-  if (w->lifo && (w->lifo_streak < LIFO_STREAK || !queued)) {
-    t = w->lifo;
+  hy__task *t = w->lifo;
+  int queued = qlen(w) != 0;
+  if (t && (w->lifo_streak < LIFO_STREAK || !queued)) {
     w->lifo = NULL;
     w->lifo_streak = queued ? w->lifo_streak + 1 : 0;
     return t;
   }
+  if (!queued)
+    return NULL;
+  hy__lock(&w->qlock);
+  t = NULL;
   if (w->qhead && (w->pick_fifo || !w->nnew)) {
     t = q_take(w);
     w->pick_fifo = 0;
@@ -187,15 +200,13 @@ static hy__task *pick_local(hy__worker *w) {
     t = n_pop_new(w);
     w->pick_fifo = 1;
   }
+  hy__unlock(&w->qlock);
   w->lifo_streak = 0;
+  if (!t && w->lifo) { /* thieves emptied the queues meanwhile */
+    t = w->lifo;
+    w->lifo = NULL;
+  }
   return t;
-}
-
-/* Queue lengths change under qlock only; readers outside the lock (the
- * sleep check, thieves choosing a victim) pair a seq_cst fence with the
- * one in hy__wake_idle's callers. */
-static int qlen(hy__worker *w) {
-  return atomic_load_explicit(&w->qlen, memory_order_relaxed);
 }
 
 static void inject(hy_runtime_t *rt, hy__task *t) {
@@ -274,6 +285,26 @@ void hy__wake_idle(hy_runtime_t *rt) {
   }
 }
 
+/* Makes t runnable on w, the calling thread's worker.  The LIFO slot is
+ * the owner's alone: only a task it pushes out (spill) takes the queue
+ * lock, and only then is there stealable work to wake an idle worker for. */
+static void ready_on(hy__worker *w, hy__task *t, int lifo) {
+  hy_runtime_t *rt = w->rt;
+  if (atomic_load_explicit(&rt->phase, memory_order_relaxed) != HY__PH_RUNNING)
+    w->last_activity = hy_now();
+  if (lifo) {
+    hy__task *spill = w->lifo;
+    w->lifo = t;
+    if (!spill)
+      return;
+    t = spill;
+  }
+  hy__lock(&w->qlock);
+  q_push(w, t);
+  hy__unlock(&w->qlock);
+  hy__wake_idle(rt);
+}
+
 void hy__task_ready(hy_runtime_t *rt, hy__task *t, int lifo) {
   hy__worker *w = hy__worker_current(rt);
   if (!w) {
@@ -284,29 +315,28 @@ void hy__task_ready(hy_runtime_t *rt, hy__task *t, int lifo) {
       hy__wake_idle(rt);
     return;
   }
-  if (atomic_load_explicit(&rt->phase, memory_order_relaxed) != HY__PH_RUNNING)
-    w->last_activity = hy_now();
-  hy__task *spill = NULL;
-  hy__lock(&w->qlock);
-  if (lifo) {
-    spill = w->lifo;
-    w->lifo = t;
-    if (spill)
-      q_push(w, spill);
-  } else {
-    q_push(w, t);
-  }
-  hy__unlock(&w->qlock);
-  if (!lifo || spill)
-    hy__wake_idle(rt);
+  ready_on(w, t, lifo);
 }
 
 void hy__task_wake(hy__task *t) {
+  hy__worker *w = hy__worker_current(t->rt);
+  if (w && t->worker == w && w->current != t) {
+    /* t last ran on this very worker and is not running: its switch-out
+     * was completed here (complete_switch runs before anything else
+     * resumes on a worker), so it is PARKED, and nobody but us - the one
+     * claimer of its wait - changes that now.  No compare-and-swap. */
+    atomic_store_explicit(&t->wstate, HY__RUNNING, memory_order_relaxed);
+    ready_on(w, t, 1);
+    return;
+  }
   for (;;) {
     int s = atomic_load_explicit(&t->wstate, memory_order_acquire);
     if (s == HY__PARKED) {
       if (atomic_compare_exchange_weak(&t->wstate, &s, HY__RUNNING)) {
-        hy__task_ready(t->rt, t, 1);
+        if (w)
+          ready_on(w, t, 1);
+        else
+          hy__task_ready(t->rt, t, 1);
         return;
       }
     } else if (s == HY__RUNNING) {
@@ -395,9 +425,7 @@ static void switch_to(hy__worker *w, hy__task *from, hy__task *to,
 static hy__task *pick_direct(hy__worker *w) {
   if (w->direct >= DIRECT_MAX)
     return NULL;
-  hy__lock(&w->qlock);
   hy__task *t = pick_local(w);
-  hy__unlock(&w->qlock);
   if (t && prepare(t) != 0) {
     /* No stack for it now: the scheduler will deal with it. */
     hy__lock(&w->qlock);
@@ -471,6 +499,7 @@ static void run_task(hy__worker *w, hy__task *t) {
   }
   w->direct = 0;
   w->nostack_retries = 0;
+  w->clock = hy_now();
   switch_to(w, NULL, t, 0);
   hy__fiber_resumed(w, NULL);
   complete_switch(w);
@@ -539,9 +568,7 @@ static hy__task *steal(hy__worker *w) {
     if (!k)
       continue;
     HY__STAT_ADD(w->st.steals, (uint64_t)k);
-    hy__lock(&w->qlock);
     hy__task *t = pick_local(w);
-    hy__unlock(&w->qlock);
     if (t)
       return t;
   }
@@ -569,9 +596,7 @@ static hy__task *next_task(hy__worker *w) {
   hy__task *t = NULL;
   if (w->tick % INJECT_EVERY == 0 && (t = inject_take(w->rt)) != NULL)
     return t;
-  hy__lock(&w->qlock);
   t = pick_local(w);
-  hy__unlock(&w->qlock);
   if (t)
     return t;
   /* Local queue empty: take one from the injection queue to run and move a
