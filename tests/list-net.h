@@ -2,6 +2,8 @@
 #ifndef _WIN32
 TEST(net_addr_parse_format, 0)
 TEST(net_resolve, T_BACKEND)
+TEST(net_blocking_cancel_ownership, 0)
+TEST(net_resolve_cancel_no_leak, T_BACKEND)
 TEST(net_tcp_echo_sizes_v4, T_BACKEND)
 TEST(net_tcp_echo_sizes_v6, T_BACKEND)
 TEST(net_tcp_connect_refused, T_BACKEND)
