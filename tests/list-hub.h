@@ -11,6 +11,13 @@ TEST(hub_foreign_thread_waits, T_BACKEND)
 TEST(hub_os_handle, T_BACKEND)
 #ifdef _WIN32
 TEST(hub_os_handle_manual, 0)
+/* seed 000's Win32 API (hydra/hub_win.h) */
+TEST(hubwin_set_releases_each_once, 0)
+TEST(hubwin_consumer_ops_are_local, 0)
+TEST(hubwin_manual_reset, 0)
+TEST(hubwin_destroy_and_errors, 0)
+TEST(hubwin_rounds_with_churn, 0)
+TEST(hubwin_handle_in_child, 0)
 #endif
 TEST(hub_os_handle_rounds, T_BACKEND)
 TEST(hub_10k_consumers_released_once, T_BACKEND | T_SLOW)
