@@ -39,7 +39,7 @@ int hy__evfd_ready(intptr_t h);      /* 1 if ready; takes nothing */
 void hy__evfd_post_forever(intptr_t h); /* ready for good (closed) */
 void hy__evfd_pulse(intptr_t h);     /* wake its waiters, leave not ready */
 
-/* ----------------------------------- signals (runtime/<os>/signal.c)
+/* -------------------------------------------- signals (runtime/signals.c)
  * Drops rt's receivers (restoring handlers if they were the last ones).
  * Called first thing when the runtime is freed. */
 void hy__signal_runtime_free(hy_runtime_t *rt);

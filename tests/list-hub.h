@@ -18,6 +18,12 @@ TEST(hubwin_manual_reset, 0)
 TEST(hubwin_destroy_and_errors, 0)
 TEST(hubwin_rounds_with_churn, 0)
 TEST(hubwin_handle_in_child, 0)
+/* signals: console control events */
+TEST(sigwin_ctrl_c_reaches_receivers, T_BACKEND)
+TEST(sigwin_break_and_term_events, T_BACKEND)
+TEST(sigwin_unwanted_goes_on, 0)
+TEST(sigwin_shutdown_by_close_event, T_BACKEND)
+TEST(sigwin_errors, 0)
 #endif
 TEST(hub_os_handle_rounds, T_BACKEND)
 TEST(hub_10k_consumers_released_once, T_BACKEND | T_SLOW)
