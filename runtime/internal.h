@@ -276,7 +276,7 @@ struct hy_runtime {
   hy__blocking *blocking;
   _Atomic(struct hy__evstate *) ev; /* the event model, made on first use */
   struct hy__hubreg *hubs; /* runtime/hub.c: hubs by name, sys/shutdown */
-  struct hy__sigrt *sig;   /* runtime/<os>/signal.c: signal receivers */
+  struct hy__sigrt *sig;   /* runtime/signals.c: signal receivers */
   atomic_int threads_started;
   int run_in_progress;
 };
