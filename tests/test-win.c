@@ -624,6 +624,7 @@ typedef struct {
   atomic_int *total;
   int want;
   atomic_int stop;
+  int parity; /* the ops posted to this port: ops[i] with i % 2 == parity */
 } drainer_t;
 
 static void *drain(void *arg) {
@@ -634,6 +635,7 @@ static void *drain(void *arg) {
     ASSERT_GE(n, 0);
     for (int i = 0; i < n; i++) {
       ASSERT_EQ(ops[i]->kind, HY__OP_POST);
+      ASSERT_EQ((int)((intptr_t)ops[i]->data & 1), d->parity);
       atomic_fetch_add(&d->seen[(intptr_t)ops[i]->data], 1);
     }
     if (atomic_fetch_add(d->total, n) + n >= d->want)
@@ -645,13 +647,14 @@ static void *drain(void *arg) {
 TEST_IMPL(win_posts_many_threads_once) {
   enum { THREADS = 8, PER = 5000, N = THREADS * PER };
   /* Two ports on one kernel port, as the workers of a runtime are: a post
-   * to either may be dequeued by either, and exactly once. */
+   * to either is dequeued exactly once, by the port it was posted to
+   * (whichever of them took the packet from the kernel). */
   hy__port *p0 = open_port(NULL), *p1 = open_port(p0);
   hy__op *ops = calloc(N, sizeof *ops);
   atomic_int *seen = calloc(N, sizeof *seen);
   atomic_int total = 0;
   ASSERT(ops && seen);
-  drainer_t dr[2] = {{p0, seen, &total, N, 0}, {p1, seen, &total, N, 0}};
+  drainer_t dr[2] = {{p0, seen, &total, N, 0, 0}, {p1, seen, &total, N, 0, 1}};
   pthread_t dt[2], pt[THREADS];
   for (int i = 0; i < 2; i++)
     ASSERT_EQ(pthread_create(&dt[i], NULL, drain, &dr[i]), 0);
