@@ -598,6 +598,57 @@ TEST_IMPL(win_poll_readable) {
   return 0;
 }
 
+/* ------------------------------------ one socket, two ports of one hub */
+
+TEST_IMPL(win_shared_port_ownership) {
+  wsa_up();
+  /* A socket used from two workers is associated by both; each op's
+   * completion is dequeued by the port that started it, whichever port
+   * is waiting in the kernel when it completes. */
+  hy__port *p0 = open_port(NULL), *p1 = open_port(p0);
+  SOCKET a, b;
+  tcp_pair(&a, &b);
+  ASSERT_OK(hy__port_associate(p0, (intptr_t)a));
+  ASSERT_OK(hy__port_associate(p1, (intptr_t)a));
+  for (int round = 0; round < 20; round++) {
+    hy__port *starter = (round & 1) ? p1 : p0;
+    hy__port *other = (round & 1) ? p0 : p1;
+    char buf[8];
+    hy__op op;
+    memset(&op, 0, sizeof op);
+    op.kind = HY__OP_RECV;
+    op.fd = (intptr_t)a;
+    op.buf = buf;
+    op.len = sizeof buf;
+    ASSERT_OK(hy__port_start(starter, &op));
+    /* Only the other port waits in the kernel when the data comes. */
+    ASSERT_EQ(send(b, "x", 1, 0), 1);
+    hy__op *got = NULL;
+    ASSERT_EQ(hy__port_wait(other, &got, 1, HY_MS(50)), 0);
+    collect(starter, &got, 1);
+    ASSERT(got == &op);
+    ASSERT_EQ(op.res, 1);
+    /* A post goes to its port too. */
+    hy__op post;
+    memset(&post, 0, sizeof post);
+    post.kind = HY__OP_POST;
+    ASSERT_OK(hy__port_post(starter, &post));
+    ASSERT_EQ(hy__port_wait(other, &got, 1, HY_MS(20)), 0);
+    collect(starter, &got, 1);
+    ASSERT(got == &post);
+  }
+  quiet(p0, 10);
+  quiet(p1, 10);
+  hy__port_forget(p0, (intptr_t)a);
+  hy__port_forget(p1, (intptr_t)a);
+  closesocket(a);
+  closesocket(b);
+  hy__port_close(p1);
+  hy__port_close(p0);
+  WSACleanup();
+  return 0;
+}
+
 /* --------------------------------------------- posts from many threads */
 
 typedef struct {

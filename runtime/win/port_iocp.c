@@ -263,8 +263,14 @@ int hy__port_associate(hy__port *p, intptr_t fd) {
   int len = sizeof info;
   if (getsockopt(s, SOL_SOCKET, SO_PROTOCOL_INFOW, (char *)&info, &len) != 0)
     return hy__wsa_last_error();
-  if (!CreateIoCompletionPort((HANDLE)s, p->hub->iocp, KEY_IO, 0))
-    return hy__win_last_error();
+  if (!CreateIoCompletionPort((HANDLE)s, p->hub->iocp, KEY_IO, 0)) {
+    /* A handle is associated with one kernel port for life.  The ports of
+     * a runtime share theirs, and a socket is associated again by each
+     * worker it is used on: ERROR_INVALID_PARAMETER says it already is
+     * (the modes below were set the first time). */
+    DWORD err = GetLastError();
+    return err == ERROR_INVALID_PARAMETER ? 0 : hy__win_error(err);
+  }
   if (info.iSocketType == SOCK_DGRAM) {
     /* An ICMP port-unreachable must not fail the next receive. */
     BOOL no = FALSE;
