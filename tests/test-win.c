@@ -581,6 +581,52 @@ TEST_IMPL(win_poll_readable) {
     ASSERT_EQ(recv(a, &c, 1, 0), 1);
     ASSERT_EQ(c, 'z');
   }
+  /* A datagram socket: readable when a datagram waits, which the poll
+   * leaves in place. */
+  SOCKET u1 = udp_socket(), u2 = udp_socket();
+  struct sockaddr_in ua = loopback(0);
+  ASSERT_EQ(bind(u2, (struct sockaddr *)&ua, sizeof ua), 0);
+  int ulen = sizeof ua;
+  ASSERT_EQ(getsockname(u2, (struct sockaddr *)&ua, &ulen), 0);
+  ASSERT_OK(hy__port_associate(p, (intptr_t)u2));
+  hy__op up;
+  memset(&up, 0, sizeof up);
+  up.kind = HY__OP_POLL;
+  up.fd = (intptr_t)u2;
+  up.flags = HY__POLL_IN;
+  ASSERT_OK(hy__port_start(p, &up));
+  quiet(p, 5);
+  ASSERT_EQ(sendto(u1, "dgram", 5, 0, (struct sockaddr *)&ua, sizeof ua), 5);
+  hy__op *ud;
+  collect(p, &ud, 1);
+  ASSERT(ud == &up);
+  ASSERT_EQ(up.res, HY__POLL_IN);
+  char db[16];
+  ASSERT_EQ(recv(u2, db, sizeof db, 0), 5);
+  ASSERT(memcmp(db, "dgram", 5) == 0);
+  /* A listener: ready when a connection waits, which stays to accept. */
+  struct sockaddr_in la;
+  SOCKET l = listener(&la);
+  ASSERT_OK(hy__port_associate(p, (intptr_t)l));
+  hy__op lp;
+  memset(&lp, 0, sizeof lp);
+  lp.kind = HY__OP_POLL;
+  lp.fd = (intptr_t)l;
+  lp.flags = HY__POLL_IN;
+  ASSERT_OK(hy__port_start(p, &lp));
+  quiet(p, 5);
+  SOCKET cl = tcp_socket(AF_INET);
+  ASSERT_EQ(connect(cl, (struct sockaddr *)&la, sizeof la), 0);
+  collect(p, &ud, 1);
+  ASSERT(ud == &lp);
+  ASSERT_EQ(lp.res, HY__POLL_IN);
+  SOCKET acc = accept(l, NULL, NULL);
+  ASSERT(acc != INVALID_SOCKET);
+  closesocket(acc);
+  closesocket(cl);
+  closesocket(l);
+  closesocket(u1);
+  closesocket(u2);
   /* Writability has no completion of its own: it is reported at once. */
   hy__op w;
   memset(&w, 0, sizeof w);

@@ -25,8 +25,14 @@
  * no lock).  Ops that fail at once land on that list too.  AcceptEx takes
  * a fresh socket per op, so any number of accepts can be pending on one
  * listener; ConnectEx binds an unbound socket first.  HY__OP_TIMEOUT uses a
- * thread-pool timer that posts the op; HY__OP_POLL (readable) is a zero-byte
- * WSARecv; writability has no IOCP form and is reported at once.
+ * thread-pool timer that posts the op; HY__OP_POLL (readable) is the AFD
+ * driver's poll (IOCTL_AFD_POLL, issued on the socket through
+ * NtDeviceIoControlFile as Winsock's own WSAPoll does, so it completes
+ * through the socket's port like any overlapped op): it waits for data, end
+ * of stream, a reset, or a connection to accept, on any kind of socket, and
+ * takes nothing.  Where ntdll lacks it, a zero-byte WSARecv stands in (for
+ * stream sockets only).  A poll for writability alone is reported at
+ * once (a socket's send buffer is rarely full, and a send waits anyway).
  *
  * Cancel: CancelIoEx on the op's OVERLAPPED.  The op's one completion still
  * comes through the kernel port (ERROR_OPERATION_ABORTED, or the result if
@@ -78,8 +84,40 @@ enum { KEY_IO = 1, KEY_DONE = 3 };
 enum { PS_IDLE = 0, PS_KERNEL = 1, PS_CANCELLING = 2, PS_LOCAL = 3 };
 enum { BATCH = 64, CONCURRENCY = 4096 };
 
+/* The AFD poll, as Winsock's providers use it (not in the SDK headers). */
+#define IOCTL_AFD_POLL 0x00012024
+enum {
+  AFD_POLL_RECEIVE = 0x0001,
+  AFD_POLL_SEND = 0x0004,
+  AFD_POLL_DISCONNECT = 0x0008,
+  AFD_POLL_ABORT = 0x0010,
+  AFD_POLL_LOCAL_CLOSE = 0x0020,
+  AFD_POLL_ACCEPT = 0x0080,
+  AFD_POLL_CONNECT_FAIL = 0x0100
+};
+#define STATUS_PENDING_ 0x00000103L
+
+typedef struct afd_poll_info {
+  LARGE_INTEGER timeout;
+  ULONG nhandles;
+  ULONG exclusive;
+  struct {
+    HANDLE handle;
+    ULONG events;
+    LONG status;
+  } h[1];
+} afd_poll_info;
+
+typedef LONG(NTAPI *nt_ioctl_fn)(HANDLE file, HANDLE event, void *apc,
+                                 void *apc_ctx, void *iosb, ULONG code,
+                                 void *in, ULONG inlen, void *out,
+                                 ULONG outlen);
+typedef ULONG(NTAPI *nt_status_fn)(LONG status);
+
 typedef struct hub {
   HANDLE iocp;
+  nt_ioctl_fn nt_ioctl;     /* NULL: no AFD poll here */
+  nt_status_fn nt_status;
   atomic_int refs;
   _Atomic(LPFN_CONNECTEX) connectex;
   hy__lock_t lock;      /* the sockets associated without skip-on-success */
@@ -112,6 +150,8 @@ typedef struct ext {
   WSABUF wb;
   DWORD flags;
   INT alen;
+  int afd;                  /* POLL: through the AFD poll */
+  afd_poll_info poll;
   atomic_int tstate;        /* TIMEOUT: 0 armed, 1 fired or cancelled */
   PTP_TIMER timer;
   char abuf[2 * (sizeof(SOCKADDR_STORAGE) + 16)];
@@ -168,6 +208,15 @@ int hy__port_open(hy__port **out, int backend, hy__port *share) {
       goto fail;
     }
     atomic_store(&p->hub->refs, 1);
+    HMODULE nt = GetModuleHandleW(L"ntdll.dll");
+    if (nt) {
+      FARPROC io = GetProcAddress(nt, "NtDeviceIoControlFile");
+      FARPROC st = GetProcAddress(nt, "RtlNtStatusToDosError");
+      if (io && st) {
+        p->hub->nt_ioctl = (nt_ioctl_fn)(void (*)(void))io;
+        p->hub->nt_status = (nt_status_fn)(void (*)(void))st;
+      }
+    }
   }
   *out = p;
   return 0;
@@ -362,9 +411,25 @@ static void finish(ext *e, DWORD bytes, DWORD err) {
     op->addrlen = (uint32_t)e->alen;
     op->res = (int64_t)bytes;
     return;
-  case HY__OP_POLL:
-    op->res = HY__POLL_IN | (op->flags & HY__POLL_OUT);
+  case HY__OP_POLL: {
+    if (!e->afd) {
+      op->res = HY__POLL_IN | (op->flags & HY__POLL_OUT);
+      return;
+    }
+    ULONG ev = e->poll.nhandles ? e->poll.h[0].events : 0;
+    int m = 0;
+    if (ev & (AFD_POLL_RECEIVE | AFD_POLL_DISCONNECT | AFD_POLL_ABORT |
+              AFD_POLL_LOCAL_CLOSE | AFD_POLL_ACCEPT | AFD_POLL_CONNECT_FAIL))
+      m |= HY__POLL_IN;
+    if (ev & AFD_POLL_SEND)
+      m |= HY__POLL_OUT;
+    if (ev & (AFD_POLL_ABORT | AFD_POLL_CONNECT_FAIL | AFD_POLL_LOCAL_CLOSE))
+      m |= HY__POLL_ERR;
+    op->res = m & ((op->flags & (HY__POLL_IN | HY__POLL_OUT)) | HY__POLL_ERR);
+    if (!op->res)
+      op->res = m;
     return;
+  }
   default:
     op->res = (int64_t)bytes;
     return;
@@ -461,8 +526,41 @@ static DWORD issue(hy__port *p, ext *e, int *now, DWORD *bytes) {
     }
     break;
   }
-  case HY__OP_RECV:
   case HY__OP_POLL:
+    if (p->hub->nt_ioctl) {
+      /* The poll names the base socket (below any layered provider). */
+      SOCKET base = s;
+      DWORD got = 0;
+      if (WSAIoctl(s, SIO_BASE_HANDLE, NULL, 0, &base, sizeof base, &got,
+                   NULL, NULL) != 0)
+        base = s;
+      e->afd = 1;
+      e->poll.timeout.QuadPart = INT64_MAX;
+      e->poll.nhandles = 1;
+      e->poll.exclusive = FALSE;
+      e->poll.h[0].handle = (HANDLE)base;
+      e->poll.h[0].status = 0;
+      e->poll.h[0].events =
+          AFD_POLL_RECEIVE | AFD_POLL_DISCONNECT | AFD_POLL_ABORT |
+          AFD_POLL_LOCAL_CLOSE | AFD_POLL_ACCEPT | AFD_POLL_CONNECT_FAIL |
+          (op->flags & HY__POLL_OUT ? AFD_POLL_SEND : 0);
+      e->ov.Internal = (ULONG_PTR)STATUS_PENDING_;
+      /* The OVERLAPPED's first two fields are the IO_STATUS_BLOCK; it is
+       * the context the completion packet carries, as for Winsock's own
+       * overlapped calls. */
+      LONG st = p->hub->nt_ioctl((HANDLE)s, e->ov.hEvent, NULL, &e->ov, &e->ov,
+                                 IOCTL_AFD_POLL, &e->poll, sizeof e->poll,
+                                 &e->poll, sizeof e->poll);
+      if (st == STATUS_PENDING_)
+        return 0;
+      if (st >= 0) {
+        *now = 1;
+        return 0;
+      }
+      return p->hub->nt_status(st);
+    }
+    /* fall through */
+  case HY__OP_RECV:
     e->wb.buf = op->kind == HY__OP_POLL ? NULL : op->buf;
     e->wb.len = op->kind == HY__OP_POLL ? 0 : (ULONG)op->len;
     e->flags = op->kind == HY__OP_POLL ? 0 : op->flags & (MSG_PEEK | MSG_OOB);
