@@ -1,5 +1,4 @@
 /* list-net.h - tests of this area: TEST(name, flags). */
-#ifndef _WIN32
 TEST(net_addr_parse_format, 0)
 TEST(net_resolve, T_BACKEND)
 TEST(net_blocking_cancel_ownership, 0)
@@ -29,6 +28,7 @@ TEST(net_server_idle_and_read_timeouts, T_BACKEND)
 TEST(net_server_peer_reset, T_BACKEND)
 TEST(net_server_emfile_backoff, T_BACKEND)
 TEST(net_server_shutdown_1000, T_BACKEND | T_SLOW)
+#ifndef _WIN32
 TEST(net_example_echo_server, T_BACKEND)
 TEST(net_example_echo_callbacks, T_BACKEND)
 #endif
