@@ -603,6 +603,9 @@ int hy__worker_run_once(hy__worker *w, int64_t max_block) {
       break;
     run_task(w, t);
     done++;
+    /* Tasks reached by direct switches count too: timers and completions
+     * wait for POLL_EVERY task runs at most, not POLL_EVERY chains. */
+    i += w->direct;
   }
   int64_t now = hy_now();
   done += hy__timers_fire(w, now);
