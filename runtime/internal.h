@@ -133,6 +133,8 @@ typedef struct hy__wstats {
       memory_order_relaxed)
 #define HY__STAT_INC(field) HY__STAT_ADD(field, 1)
 
+#define HY__STACK_STASH 16 /* free stacks a worker keeps (sched.c) */
+
 struct hy__worker {
   hy_runtime_t *rt;
   int id;
@@ -173,6 +175,8 @@ struct hy__worker {
   size_t asan_size;
   void *asan_fake;
   hy__wstats st;
+  hy_stack_t stash[HY__STACK_STASH]; /* free stacks of this worker (sched.c) */
+  int nstash;
 };
 
 /* A completion's handler: hy__op.data points at one of these. */
@@ -289,7 +293,9 @@ int64_t hy__timers_next(hy__worker *w);            /* HY_FOREVER if none */
 int hy__task_tables_init(hy_runtime_t *rt);
 void hy__task_tables_free(hy_runtime_t *rt);
 void hy__task_release_handles(hy_runtime_t *rt); /* at close */
-void hy__task_finish(hy__worker *w, hy__task *t); /* on the scheduler stack */
+void hy__stack_put(hy__worker *w, const hy_stack_t *s); /* a free stack */
+void hy__task_end(hy__worker *w, hy__task *t);    /* joiners woken (task.c) */
+void hy__task_finish(hy__worker *w, hy__task *t); /* off its stack, after end */
 void hy__task_entry(void *arg);
 void hy__cancel_all(hy_runtime_t *rt);
 

@@ -334,12 +334,31 @@ static void complete_switch(hy__worker *w) {
   }
 }
 
+/* Each worker keeps a few free stacks of its own (w->stash): a task that
+ * ends gives its stack there and the next task to start takes it, without
+ * the stack cache's lock.  Stashed stacks need no giving back: they lie in
+ * the cache's chunks, unmapped with it. */
+void hy__stack_put(hy__worker *w, const hy_stack_t *s) {
+  if (w->nstash < HY__STACK_STASH)
+    w->stash[w->nstash++] = *s;
+  else
+    hy_stack_free(w->rt->stacks, s);
+}
+
+static int stack_get(hy__worker *w, hy_stack_t *s) {
+  if (w->nstash) {
+    *s = w->stash[--w->nstash];
+    return 0;
+  }
+  return hy_stack_alloc(w->rt->stacks, s);
+}
+
 /* Gives t a stack and an initial context if it never ran.  Returns 0, or
  * HY_ENOMEM. */
-static int prepare(hy__task *t) {
+static int prepare(hy__worker *w, hy__task *t) {
   if (t->stack.base)
     return 0;
-  if (hy_stack_alloc(t->rt->stacks, &t->stack) != 0)
+  if (stack_get(w, &t->stack) != 0)
     return HY_ENOMEM;
   hy__fiber_task_new(t); /* TSan: only tasks that run count as fibers */
   t->sp = hy__ctx_make(t->stack.base, t->stack.size, hy__task_entry, t);
@@ -369,7 +388,7 @@ static hy__task *pick_direct(hy__worker *w) {
   hy__lock(&w->qlock);
   hy__task *t = pick_local(w);
   hy__unlock(&w->qlock);
-  if (t && prepare(t) != 0) {
+  if (t && prepare(w, t) != 0) {
     /* No stack for it now: the scheduler will deal with it. */
     hy__lock(&w->qlock);
     n_push_new(w, t);
@@ -397,6 +416,8 @@ static void leave(hy__task *t, int after) {
 }
 
 void hy__park(hy__task *t) {
+  /* For dumps only: the coarse clock costs a fraction of hy_now's. */
+  atomic_store_explicit(&t->await_since, hy__now_coarse(), memory_order_relaxed);
   HY__STAT_INC(t->worker->st.parks);
   leave(t, HY__AFTER_PARK);
 }
@@ -415,12 +436,15 @@ void hy__task_entry(void *arg) {
     if (v && t->rt->task_key_dtor[k])
       t->rt->task_key_dtor[k](v);
   }
+  /* Joiners are woken now, from the task's own stack: the one woken here
+   * sits in the LIFO slot and is the direct switch's target. */
+  hy__task_end(t->worker, t);
   leave(t, HY__AFTER_EXIT);
   abort(); /* an exited task is never resumed */
 }
 
 static void run_task(hy__worker *w, hy__task *t) {
-  if (prepare(t) != 0) {
+  if (prepare(w, t) != 0) {
     /* No memory for a stack.  While tasks that already run are queued
      * here (they may end and free theirs), the task goes back to the old
      * end of the new deque, a bounded number of times in a row. */
@@ -437,6 +461,7 @@ static void run_task(hy__worker *w, hy__task *t) {
      * a result it did not compute). */
     t->result = NULL;
     t->error = HY_ENOMEM;
+    hy__task_end(w, t);
     hy__task_finish(w, t);
     return;
   }

@@ -198,8 +198,7 @@ int hy__wait_park(hy__wait *w, int64_t deadline) {
         hy__wait_wake(w);
     }
   }
-  atomic_store_explicit(&t->await_since, hy_now(), memory_order_relaxed);
-  hy__park(t);
+  hy__park(t); /* stamps t->await_since */
   if (deadline != HY_FOREVER)
     hy__timer_disarm(&t->timer);
   hy__lock(&t->lock);
