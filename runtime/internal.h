@@ -78,6 +78,8 @@ struct hy__task {
   hy__task *prev;        /* new-deque link toward older (sched.c) */
   void *sp;              /* saved stack pointer while switched out */
   atomic_int wstate;     /* enum hy__wstate */
+  atomic_int saving;     /* queued while its registers are still being
+                            saved: thieves leave it (sched.c) */
   hy_runtime_t *rt;
   hy__worker *worker;    /* the worker running it (set before each switch in) */
   hy_task_fn fn;
@@ -119,7 +121,13 @@ struct hy__task {
 
 /* ------------------------------------------------------------- workers */
 
-enum hy__after { HY__AFTER_NONE = 0, HY__AFTER_YIELD, HY__AFTER_PARK, HY__AFTER_EXIT };
+enum hy__after {
+  HY__AFTER_NONE = 0,
+  HY__AFTER_YIELD,
+  HY__AFTER_SAVED, /* a yielder queued already: clear its saving mark */
+  HY__AFTER_PARK,
+  HY__AFTER_EXIT
+};
 
 /* Per-worker counters: written by the owning worker only, read by anyone
  * (relaxed atomics with a plain load+store increment: no bus lock). */

@@ -165,18 +165,29 @@ static void q_push(hy__worker *w, hy__task *t) {
     n_push_new(w, t);
 }
 
-/* The owner's pick, under qlock: the LIFO slot (at most LIFO_STREAK times
- * in a row while the queues hold others), then the FIFO and the newest
- * never-run task in turn, so that neither starves the other. */
-static hy__task *pick_local(hy__worker *w) {
-  hy__task *t = NULL;
-  int queued = w->qhead || w->nnew;
-  if (w->lifo && (w->lifo_streak < LIFO_STREAK || !queued)) {
-    t = w->lifo;
+static int qlen(hy__worker *w);
+
+/* The LIFO slot belongs to its worker alone (thieves leave it), so the
+ * owner reads and writes it without qlock.  The owner also reads its own
+ * queue length without the lock: only the owner adds to its queues, so a
+ * zero it reads stays zero until it adds. */
+static hy__task *pick_lifo(hy__worker *w) {
+  hy__task *t = w->lifo;
+  if (!t)
+    return NULL;
+  int queued = qlen(w) > 0;
+  if (w->lifo_streak < LIFO_STREAK || !queued) {
     w->lifo = NULL;
     w->lifo_streak = queued ? w->lifo_streak + 1 : 0;
     return t;
   }
+  return NULL;
+}
+
+/* Under qlock: the FIFO and the newest never-run task in turn, so that
+ * neither starves the other. */
+static hy__task *pick_queue(hy__worker *w) {
+  hy__task *t = NULL;
   if (w->qhead && (w->pick_fifo || !w->nnew)) {
     t = q_take(w);
     w->pick_fifo = 0;
@@ -185,6 +196,18 @@ static hy__task *pick_local(hy__worker *w) {
     w->pick_fifo = 1;
   }
   w->lifo_streak = 0;
+  return t;
+}
+
+/* The owner's pick: the LIFO slot (at most LIFO_STREAK times in a row
+ * while the queues hold others), then the queues. */
+static hy__task *pick_local(hy__worker *w) {
+  hy__task *t = pick_lifo(w);
+  if (t || qlen(w) == 0)
+    return t;
+  hy__lock(&w->qlock);
+  t = pick_queue(w);
+  hy__unlock(&w->qlock);
   return t;
 }
 
@@ -257,19 +280,17 @@ void hy__task_ready(hy_runtime_t *rt, hy__task *t, int lifo) {
   }
   if (atomic_load_explicit(&rt->phase, memory_order_relaxed) != HY__PH_RUNNING)
     w->last_activity = hy_now();
-  hy__task *spill = NULL;
-  hy__lock(&w->qlock);
+  hy__task *spill = t;
   if (lifo) {
-    spill = w->lifo;
+    spill = w->lifo; /* the owner's alone: no lock */
     w->lifo = t;
-    if (spill)
-      q_push(w, spill);
-  } else {
-    q_push(w, t);
   }
-  hy__unlock(&w->qlock);
-  if (!lifo || spill)
+  if (spill) {
+    hy__lock(&w->qlock);
+    q_push(w, spill);
+    hy__unlock(&w->qlock);
     hy__wake_idle(rt);
+  }
 }
 
 void hy__task_wake(hy__task *t) {
@@ -326,6 +347,10 @@ static void complete_switch(hy__worker *w) {
     }
     break;
   }
+  case HY__AFTER_SAVED:
+    /* Queued already (pick_direct): stealable from now on. */
+    atomic_store_explicit(&t->saving, 0, memory_order_release);
+    break;
   case HY__AFTER_EXIT:
     hy__task_finish(w, t);
     break;
@@ -381,13 +406,25 @@ static void switch_to(hy__worker *w, hy__task *from, hy__task *to,
   hy__ctx_switch(save, target);
 }
 
-/* The next task to hand the CPU to directly, or NULL for the scheduler. */
-static hy__task *pick_direct(hy__worker *w) {
+/* The next task to hand the CPU to directly, or NULL for the scheduler.
+ * yielder: the task leaving by a yield, if it is one. */
+static hy__task *pick_direct(hy__worker *w, hy__task *yielder) {
   if (w->direct >= DIRECT_MAX)
     return NULL;
-  hy__lock(&w->qlock);
-  hy__task *t = pick_local(w);
-  hy__unlock(&w->qlock);
+  hy__task *t = pick_lifo(w);
+  if (!t && qlen(w)) {
+    hy__lock(&w->qlock);
+    t = pick_queue(w);
+    if (t && yielder) {
+      /* The yielder joins the FIFO in the same critical section, marked
+       * as still saving its registers: thieves leave it until the next
+       * task, once switched in, clears the mark (complete_switch). */
+      atomic_store_explicit(&yielder->saving, 1, memory_order_relaxed);
+      q_append(w, yielder);
+      w->pend_after = HY__AFTER_SAVED;
+    }
+    hy__unlock(&w->qlock);
+  }
   if (t && prepare(w, t) != 0) {
     /* No stack for it now: the scheduler will deal with it. */
     hy__lock(&w->qlock);
@@ -407,7 +444,7 @@ static void leave(hy__task *t, int after) {
   hy__worker *w = t->worker;
   w->pend_task = t;
   w->pend_after = after;
-  hy__task *next = pick_direct(w);
+  hy__task *next = pick_direct(w, after == HY__AFTER_YIELD ? t : NULL);
   switch_to(w, t, next, after == HY__AFTER_EXIT);
   /* Resumed, possibly on another worker, which set t->worker. */
   w = t->worker;
@@ -483,6 +520,10 @@ static int steal_from(hy__worker *w, hy__worker *v) {
   hy__lock(&v->qlock);
   int takef = (v->fifo_len + 1) / 2, taken = (v->new_len + 1) / 2;
   for (; kf < takef; kf++) {
+    /* A yielder still saving its registers stays (pick_direct). */
+    if (v->qhead &&
+        atomic_load_explicit(&v->qhead->saving, memory_order_acquire))
+      break;
     hy__task *t = q_take(v);
     if (!t)
       break;
@@ -535,9 +576,7 @@ static hy__task *steal(hy__worker *w) {
     if (!k)
       continue;
     HY__STAT_ADD(w->st.steals, (uint64_t)k);
-    hy__lock(&w->qlock);
     hy__task *t = pick_local(w);
-    hy__unlock(&w->qlock);
     if (t)
       return t;
   }
@@ -565,9 +604,7 @@ static hy__task *next_task(hy__worker *w) {
   hy__task *t = NULL;
   if (w->tick % INJECT_EVERY == 0 && (t = inject_take(w->rt)) != NULL)
     return t;
-  hy__lock(&w->qlock);
   t = pick_local(w);
-  hy__unlock(&w->qlock);
   if (t)
     return t;
   /* Local queue empty: take one from the injection queue to run and move a
