@@ -104,7 +104,7 @@ static void collect(hy_cache_t *c, hy_cache_stats_t *s) {
   s->version = HY_CACHE_STATS_VERSION;
   s->name = c->name;
   s->obj_size = c->size;
-  uint64_t allocs = 0, frees = 0, misses = 0;
+  uint64_t allocs = 0, frees = 0, misses = 0, trades = 0;
   hy__mcpu *own = hy__mcpu_own(c);
   if (own)
     hy__mcpu_fold(own); /* this thread's counts, exact */
@@ -112,10 +112,12 @@ static void collect(hy_cache_t *c, hy_cache_stats_t *s) {
   allocs = c->ret_allocs;
   frees = c->ret_frees;
   misses = c->ret_misses;
+  trades = c->ret_trades;
   for (hy__mcpu *m = c->mcpus; m; m = m->rnext) {
     allocs += HY__CTR_GET(m->pub_allocs);
     frees += HY__CTR_GET(m->pub_frees);
     misses += HY__CTR_GET(m->pub_misses);
+    trades += HY__CTR_GET(m->pub_trades);
   }
   s->depot_gets = c->depot_gets;
   s->depot_puts = c->depot_puts;
@@ -137,6 +139,7 @@ static void collect(hy_cache_t *c, hy_cache_stats_t *s) {
   s->failures = atomic_load(&c->failures);
   s->mag_misses = misses + atomic_load(&c->slow_misses);
   s->mag_hits = allocs + frees + s->failures - s->mag_misses;
+  s->mag_trades = trades;
   s->reaps = atomic_load(&c->reaps);
   s->ctor_calls = atomic_load(&c->ctor_calls);
   s->dtor_calls = atomic_load(&c->dtor_calls);

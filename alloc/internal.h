@@ -79,8 +79,8 @@ typedef struct hy__mcpu {
   hy__tmag t;              /* must be first: the fast path's view */
   hy__mag *amag, *fmag;    /* the magazines behind t.aobj and t.fobj */
   uint32_t abase, fbase;   /* t.ar and t.fr when last folded */
-  uint64_t allocs, frees, misses; /* this thread's, as of the last fold */
-  hy__ctr pub_allocs, pub_frees, pub_misses; /* the same, for readers */
+  uint64_t allocs, frees, misses, trades; /* as of the last fold */
+  hy__ctr pub_allocs, pub_frees, pub_misses, pub_trades; /* for readers */
   hy_cache_t *cache;
   struct hy__mcpu *rnext, *rprev; /* the cache's registry, depot lock */
 } hy__mcpu;
@@ -117,7 +117,7 @@ struct hy_cache {
   uint64_t dep_ops, dep_contended;
   hy__mcpu *mcpus;                 /* registered threads */
   hy_cache_t *mags[HY__MAG_CLASSES]; /* magazine caches, made on demand */
-  uint64_t ret_allocs, ret_frees, ret_misses; /* of threads gone */
+  uint64_t ret_allocs, ret_frees, ret_misses, ret_trades; /* threads gone */
   uint64_t depot_gets, depot_puts, depot_contended;
 
   /* slab layer: slab_lock */

@@ -3,9 +3,9 @@
  * (see hy__mcpu in alloc/internal.h).  hy_cache_alloc pops from the alloc
  * magazine, hy_cache_free pushes onto the free magazine; when the alloc
  * magazine is empty and the free one at least half full (or the free one
- * is full and the alloc one has room) the two trade places; otherwise the
- * thread goes to the depot (alloc/depot.c) for a full (or empty)
- * magazine, or to the slabs.  The fast path is inline in
+ * is full and the alloc one at most half full) the two trade places;
+ * otherwise the thread goes to the depot (alloc/depot.c) for a full (or
+ * empty) magazine, or to the slabs.  The fast path is inline in
  * include/hydra/alloc.h: a table lookup and a pop or push, with no call,
  * no lock, no atomic and no counter; this file is everything else.
  *
@@ -101,6 +101,7 @@ void hy__mcpu_fold(hy__mcpu *m) {
   atomic_store_explicit(&m->pub_allocs, m->allocs, memory_order_relaxed);
   atomic_store_explicit(&m->pub_frees, m->frees, memory_order_relaxed);
   atomic_store_explicit(&m->pub_misses, m->misses, memory_order_relaxed);
+  atomic_store_explicit(&m->pub_trades, m->trades, memory_order_relaxed);
 }
 
 /* After the counts changed off the fast path (m folded before). */
@@ -133,6 +134,7 @@ static inline void load_free(hy__mcpu *m, hy__mag *g) {
 /* alloc <-> free magazine (m folded before, rebased after) */
 static inline void mag_swap(hy__mcpu *m) {
   hy__mag *a = m->amag, *f = m->fmag;
+  m->trades++;
   mag_sync(m);
   load_alloc(m, f);
   load_free(m, a);
@@ -196,6 +198,7 @@ static void mcpu_release(hy__mcpu *m) {
   c->ret_allocs += m->allocs;
   c->ret_frees += m->frees;
   c->ret_misses += m->misses;
+  c->ret_trades += m->trades;
   hy__oslock_unlock(&c->depot_lock);
   hy__mem_free(m);
   hy__cache_unref(c);
@@ -425,10 +428,13 @@ void *hy_cache_alloc_general(hy_cache_t *c) {
 }
 
 /* The free magazine is full (m folded): trade with the alloc magazine
- * when that has room, or give it to the depot for an empty one (or a new
- * one).  Returns 0, or -1 when there is no magazine to push onto. */
+ * when that is at most half full, or give it to the depot for an empty
+ * one (or a new one).  Returns 0, or -1 when there is no magazine to push
+ * onto.  With the rule of alloc_slow, every trip off the fast path is at
+ * least half a magazine of operations from the next one, whatever the
+ * pattern of calls. */
 static int free_exchange(hy_cache_t *c, hy__mcpu *m) {
-  if (m->t.ar < m->amag->cap) { /* the alloc magazine takes the frees: a hit */
+  if (m->t.ar <= m->amag->cap / 2) { /* the alloc magazine takes the frees */
     mag_swap(m);
     return 0;
   }

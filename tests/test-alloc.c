@@ -90,6 +90,7 @@ static hy_cache_stats_t stats_of(hy_cache_t *c) {
 /* The counters must always agree with each other. */
 static void stats_consistent(const hy_cache_stats_t *s) {
   ASSERT_EQ(s->live, s->allocs - s->frees);
+  ASSERT_LE(s->mag_trades, s->mag_hits);
   ASSERT_EQ(s->mag_hits + s->mag_misses, s->allocs + s->frees + s->failures);
 }
 
@@ -458,6 +459,91 @@ TEST_IMPL(alloc_reap_returns_memory) {
 }
 
 /* Empty slabs beyond the cache's bound go back without a reap. */
+/* Trips off the fast path (magazine trades, depot and slab visits) are at
+ * least half a magazine of operations apart whatever the pattern: no
+ * pattern makes a thread's two magazines trade places on every call. */
+static void trips_bounded(int pattern, int param) {
+  hy_cache_t *c;
+  ASSERT_OK(hy_cache_create("trips", 64, 0, NULL, NULL, NULL, 0, &c));
+  enum { OPS = 200000, MAXLIVE = 4096 };
+  void **v = malloc(MAXLIVE * sizeof *v);
+  ASSERT(v);
+  long ops = 0;
+  int live = 0, head = 0;
+  uint64_t rnd = test_rand() | 1;
+  while (ops < OPS) {
+    switch (pattern) {
+    case 0: /* FIFO churn with param objects live */
+      if (live < param) {
+        ASSERT((v[(head + live) % MAXLIVE] = hy_cache_alloc(c)) != NULL);
+        live++;
+        ops++;
+        break;
+      }
+      hy_cache_free(c, v[head]);
+      ASSERT((v[head] = hy_cache_alloc(c)) != NULL);
+      head = (head + 1) % param;
+      ops += 2;
+      break;
+    case 1: /* bursts: param allocations, then their frees (LIFO) */
+      for (int i = 0; i < param; i++)
+        ASSERT((v[i] = hy_cache_alloc(c)) != NULL);
+      for (int i = param - 1; i >= 0; i--)
+        hy_cache_free(c, v[i]);
+      ops += 2L * param;
+      break;
+    case 3: /* a burst, then alloc-free pairs (the magazines are full) */
+      for (int i = 0; i < param; i++)
+        ASSERT((v[i] = hy_cache_alloc(c)) != NULL);
+      for (int i = param - 1; i >= 0; i--)
+        hy_cache_free(c, v[i]);
+      for (int i = 0; i < 1000; i++) {
+        void *p = hy_cache_alloc(c);
+        ASSERT(p);
+        hy_cache_free(c, p);
+      }
+      ops += 2L * param + 2000;
+      break;
+    default: { /* a random walk of up to param objects live */
+      int r = (int)(xs_next(&rnd) % 2);
+      if (live == param || (r == 0 && live > 0)) {
+        int k = (int)(xs_next(&rnd) % (uint64_t)live);
+        hy_cache_free(c, v[k]);
+        v[k] = v[--live];
+      } else {
+        ASSERT((v[live++] = hy_cache_alloc(c)) != NULL);
+      }
+      ops++;
+      break;
+    }
+    }
+  }
+  hy_cache_stats_t s = stats_of(c);
+  uint64_t half = s.mag_size / 2, trips = s.mag_trades + s.mag_misses;
+  ASSERT_GT(half, 0);
+  if (trips > s.allocs + s.frees) /* a report that names the pattern */
+    fprintf(stderr, "pattern %d/%d: %llu trips\n", pattern, param,
+            (unsigned long long)trips);
+  ASSERT_LE(trips, (s.allocs + s.frees) / half + 2);
+  ASSERT_LE(s.mag_trades, s.mag_hits);
+  stats_consistent(&s);
+  for (int i = 0; (pattern == 0 || pattern == 2) && i < live; i++)
+    hy_cache_free(c, v[i]);
+  ASSERT_EQ(hy_cache_destroy(c), 0);
+  free(v);
+}
+
+TEST_IMPL(alloc_magazine_trips_bounded) {
+  int sizes[] = {1, 2, 63, 64, 65, 127, 128, 129, 191, 192, 255, 256, 257, 1000};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    trips_bounded(0, sizes[i]);
+    trips_bounded(1, sizes[i]);
+    trips_bounded(2, sizes[i]);
+    trips_bounded(3, sizes[i]);
+  }
+  return 0;
+}
+
 TEST_IMPL(alloc_empty_slabs_bounded) {
   counts_t k = {0};
   hy_cache_t *c = new_cache("bounded", &k, HY_CACHE_NOMAG);

@@ -96,8 +96,10 @@ typedef struct hy_cache_stats {
   uint64_t mag_size;        /* objects per new magazine (grows with contention) */
   uint64_t depot_contended; /* depot lock acquisitions that had to wait */
   uint64_t depot_full, depot_empty; /* magazines in the depot now */
+  /* version 2 */
+  uint64_t mag_trades; /* a thread's two magazines traded places (hits) */
 } hy_cache_stats_t;
-#define HY_CACHE_STATS_VERSION 1
+#define HY_CACHE_STATS_VERSION 2
 
 /* Copies the counters into *s (s->size must be set; a smaller, older
  * struct gets the fields it has).  Returns 0 or HY_EINVAL.  The calling
