@@ -192,7 +192,8 @@ static hy_cache_t *new_cache(const char *name, counts_t *k, unsigned flags) {
 static void ctor_dtor_counts(unsigned flags) {
   counts_t k = {0};
   hy_cache_t *c = new_cache("counts", &k, flags);
-  enum { N = 5000 };
+  /* Enough for more empty slabs than a cache keeps (2) of 256 KiB. */
+  enum { N = 20000 };
   obj_t **v = malloc(N * sizeof *v);
   ASSERT(v);
   for (int i = 0; i < N; i++) {
