@@ -51,6 +51,8 @@ int hy_cache_create(const char *name, size_t size, size_t align,
   c->mag_size = size <= 256 ? 128 : size <= 2048 ? 32 : 8;
   c->mag_max = size <= 256 ? 512 : size <= 2048 ? 128 : 32;
   hy__slab_init(c);
+  c->idle_ms = HY_CACHE_IDLE_MS_DEFAULT;
+  c->trim_last_ms = hy__os_now_ms();
   hy__oslock_init(&c->depot_lock);
   hy__oslock_init(&c->slab_lock);
   atomic_init(&c->refs, 1);
@@ -98,6 +100,30 @@ size_t hy_cache_reap(hy_cache_t *c) {
   return before > after ? (size_t)(before - after) : 0;
 }
 
+int hy_cache_set_idle_ms(hy_cache_t *c, uint64_t ms) {
+  if (!c)
+    return HY_EINVAL;
+  hy__oslock_lock(&c->depot_lock);
+  c->idle_ms = ms;
+  c->trim_last_ms = hy__os_now_ms(); /* a new period starts */
+  c->min_full = c->nfull;
+  c->min_empty = c->nempty;
+  hy__oslock_unlock(&c->depot_lock);
+  return 0;
+}
+
+size_t hy_cache_trim_idle(hy_cache_t *c) {
+  if (!c)
+    return 0;
+  uint64_t before = held(c);
+  hy__oslock_lock(&c->depot_lock);
+  hy__mag *idle = hy__depot_take_idle(c, hy__os_now_ms());
+  hy__oslock_unlock(&c->depot_lock);
+  hy__mags_release(c, idle);
+  uint64_t after = held(c);
+  return before > after ? (size_t)(before - after) : 0;
+}
+
 static void collect(hy_cache_t *c, hy_cache_stats_t *s) {
   memset(s, 0, sizeof *s);
   s->size = sizeof *s;
@@ -125,6 +151,8 @@ static void collect(hy_cache_t *c, hy_cache_stats_t *s) {
   s->depot_full = c->nfull;
   s->depot_empty = c->nempty;
   s->mag_size = c->mag_size;
+  s->depot_trims = c->trims;
+  s->depot_trimmed = c->trimmed_mags;
   hy__oslock_unlock(&c->depot_lock);
   hy__oslock_lock(&c->slab_lock);
   s->slabs = c->nslabs;

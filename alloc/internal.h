@@ -119,6 +119,13 @@ struct hy_cache {
   hy_cache_t *mags[HY__MAG_CLASSES]; /* magazine caches, made on demand */
   uint64_t ret_allocs, ret_frees, ret_misses, ret_trades; /* threads gone */
   uint64_t depot_gets, depot_puts, depot_contended;
+  /* idle trimming (alloc/depot.c): the fewest full and empty magazines
+   * the depot held since the last tick, at trim_last_ms */
+  uint64_t min_full, min_empty;
+  uint64_t trim_last_ms, idle_ms; /* idle_ms 0: never */
+  uint32_t trim_ops;              /* depot ops since the clock was read */
+  hy__mag *trim_pending;          /* taken under the lock, freed after */
+  uint64_t trims, trimmed_mags;
 
   /* slab layer: slab_lock */
   hy__oslock_t slab_lock;
@@ -165,6 +172,9 @@ void hy__depot_put(hy_cache_t *c, hy__mag *m); /* on the list its n says */
  * lock held, hy__mags_release gives a chain's objects to the slab layer
  * and frees the magazines. */
 hy__mag *hy__depot_take_all(hy_cache_t *c);
+/* Takes the magazines that sat in the depot through the whole period
+ * ending now, when a period has passed (depot lock held); NULL if none. */
+hy__mag *hy__depot_take_idle(hy_cache_t *c, uint64_t now_ms);
 void hy__mags_release(hy_cache_t *c, hy__mag *chain);
 
 /* slab.c */

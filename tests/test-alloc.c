@@ -795,6 +795,115 @@ TEST_IMPL(alloc_depot_contention) {
   return 0;
 }
 
+/* Idle trimming: magazines that sat in the depot through a whole period
+ * go back; those used during it stay. */
+static void idle_fill(hy_cache_t *c, void **v, int n) {
+  for (int i = 0; i < n; i++)
+    ASSERT((v[i] = hy_cache_alloc(c)) != NULL);
+  for (int i = 0; i < n; i++)
+    hy_cache_free(c, v[i]);
+  hy_cache_thread_flush(); /* this thread's magazines to the depot too */
+}
+
+static void idle_wait(int64_t since, int ms) {
+  while (proc_now_ms() < since + ms)
+    proc_sleep_ms(5);
+}
+
+TEST_IMPL(alloc_depot_idle_trim) {
+  enum { PERIOD = 200, N = 40000, USED = 3 * 128 };
+  void **v = malloc(N * sizeof *v);
+  ASSERT(v);
+  counts_t k = {0};
+  hy_cache_t *c = new_cache("idle", &k, 0);
+  idle_fill(c, v, N); /* within the default period: nothing goes */
+  hy_cache_stats_t s = stats_of(c);
+  uint64_t f0 = s.depot_full, held0 = s.bytes_held;
+  ASSERT_GT(f0, 10);
+  ASSERT_EQ(s.depot_trims, 0);
+  ASSERT_EQ(hy_cache_set_idle_ms(NULL, 1), HY_EINVAL);
+  int64_t t1 = proc_now_ms();
+  ASSERT_OK(hy_cache_set_idle_ms(c, PERIOD)); /* a period starts */
+  /* Never early: within the period nothing goes. */
+  hy_cache_trim_idle(c);
+  s = stats_of(c);
+  if (proc_now_ms() - t1 < PERIOD) {
+    ASSERT_EQ(s.depot_trims, 0);
+    ASSERT_EQ(s.depot_full, f0);
+  }
+  /* A few magazines are used during the period; the rest sit. */
+  idle_fill(c, v, USED);
+  idle_wait(t1, PERIOD + 20);
+  ASSERT_GT(hy_cache_trim_idle(c), 0); /* slabs went back */
+  s = stats_of(c);
+  ASSERT_GE(s.depot_trims, 1);
+  ASSERT_GE(s.depot_trimmed, f0 - USED / 128 - 1);
+  ASSERT_GE(s.depot_full, 1); /* the used ones stay */
+  ASSERT_LE(s.depot_full, USED / 128 + 1);
+  ASSERT_LT(s.bytes_held, held0);
+  ASSERT_GT(atomic_load(&k.dtor), 0);
+  ASSERT_EQ(s.live, 0);
+  stats_consistent(&s);
+  /* Another period with no use: the rest go too. */
+  int64_t t2 = proc_now_ms();
+  idle_wait(t2, PERIOD + 20);
+  hy_cache_trim_idle(c);
+  s = stats_of(c);
+  ASSERT_EQ(s.depot_full, 0);
+  ASSERT_EQ(s.depot_empty, 0);
+  /* The cache still works; everything is accounted for. */
+  for (int i = 0; i < 1000; i++)
+    ASSERT((v[i] = hy_cache_alloc(c)) != NULL);
+  for (int i = 0; i < 1000; i++)
+    hy_cache_free(c, v[i]);
+  ASSERT_EQ(hy_cache_destroy(c), 0);
+  ASSERT_EQ(atomic_load(&k.dtor), atomic_load(&k.ctor));
+
+  /* With trimming off nothing goes, however long it sits. */
+  c = new_cache("idle-off", &k, 0);
+  ASSERT_OK(hy_cache_set_idle_ms(c, 0));
+  idle_fill(c, v, N / 4);
+  f0 = stats_of(c).depot_full;
+  hy_cache_trim_idle(c);
+  s = stats_of(c);
+  ASSERT_EQ(s.depot_trims, 0);
+  ASSERT_EQ(s.depot_full, f0);
+  ASSERT_EQ(hy_cache_destroy(c), 0);
+  free(v);
+  return 0;
+}
+
+/* The depot ticks by itself as it is used: a busy cache needs no caller. */
+TEST_IMPL(alloc_depot_idle_trim_auto) {
+  enum { PERIOD = 100, N = 20000, BURST = 3 * 128 };
+  void **v = malloc(N * sizeof *v);
+  ASSERT(v);
+  counts_t k = {0};
+  hy_cache_t *c = new_cache("idle-auto", &k, 0);
+  ASSERT_OK(hy_cache_set_idle_ms(c, PERIOD));
+  idle_fill(c, v, N);
+  uint64_t f0 = stats_of(c).depot_full;
+  ASSERT_GT(f0, 10);
+  /* Bursts that go to the depot, until two ticks have passed (the first
+   * sets the marks); generous bounds, no timing asserted. */
+  int64_t until = proc_now_ms() + 60000;
+  hy_cache_stats_t s;
+  do {
+    proc_sleep_ms(10);
+    idle_fill(c, v, BURST);
+    s = stats_of(c);
+  } while (s.depot_trimmed == 0 && proc_now_ms() < until);
+  ASSERT_GE(s.depot_trims, 2);
+  ASSERT_GT(s.depot_trimmed, 0);
+  ASSERT_LT(s.depot_full, f0);
+  ASSERT_EQ(s.live, 0);
+  stats_consistent(&s);
+  ASSERT_EQ(hy_cache_destroy(c), 0);
+  ASSERT_EQ(atomic_load(&k.dtor), atomic_load(&k.ctor));
+  free(v);
+  return 0;
+}
+
 /* A thread that ends gives its magazines to the depot. */
 typedef struct exiter {
   hy_cache_t *c;

@@ -98,8 +98,27 @@ typedef struct hy_cache_stats {
   uint64_t depot_full, depot_empty; /* magazines in the depot now */
   /* version 2 */
   uint64_t mag_trades; /* a thread's two magazines traded places (hits) */
+  uint64_t depot_trims;   /* idle-trimming ticks (hy_cache_trim_idle) */
+  uint64_t depot_trimmed; /* magazines they gave back */
 } hy_cache_stats_t;
 #define HY_CACHE_STATS_VERSION 2
+
+/* Magazines that sit unused in a cache's depot for a whole period are
+ * given back: their objects go to the slabs and empty slabs beyond the
+ * cache's bound to the system, so memory a burst left behind returns
+ * without a reap.  The period is HY_CACHE_IDLE_MS_DEFAULT (15 s, as in
+ * Bonwick & Adams) unless set here; 0 turns trimming off.  Setting it
+ * starts a new period.  Returns 0 or HY_EINVAL. */
+#define HY_CACHE_IDLE_MS_DEFAULT 15000
+int hy_cache_set_idle_ms(hy_cache_t *c, uint64_t ms);
+
+/* A trimming tick: when a period has passed since the last tick, gives
+ * back the full and empty magazines that stayed in the depot through all
+ * of it (the fewest it held at any time) and starts a new period.  The
+ * depot ticks by itself every 32 depot operations; a cache that goes
+ * quiet needs a caller (a timer of the runtime, say).  Returns the bytes
+ * of slabs released. */
+size_t hy_cache_trim_idle(hy_cache_t *c);
 
 /* Copies the counters into *s (s->size must be set; a smaller, older
  * struct gets the fields it has).  Returns 0 or HY_EINVAL.  The calling
