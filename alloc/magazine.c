@@ -10,7 +10,8 @@
  * no lock, no atomic and no counter; this file is everything else.
  *
  * Per-thread state: each thread has one table, reached through a single
- * thread-local pointer (hy__cache_tt), mapping a cache's generation number
+ * thread-local pointer (tt, and its slots and mask in hy__cache_tls for
+ * the fast path), mapping a cache's generation number
  * (unique for the life of the process, never reused) to that thread's
  * magazines of the cache (hy__mcpu), open-addressed with the generation
  * as the hash.  This is the one piece of process-wide state besides the
@@ -44,16 +45,25 @@ static union {
   char room[sizeof(ttable) + sizeof(tslot)];
 } no_table_u;
 #define no_table (no_table_u.t)
-/* initial-exec (declared so in include/hydra/alloc.h): a direct
+/* The calling thread's table.  The fast path reads its slots and mask
+ * from hy__cache_tls, kept equal to tt->v and tt->mask by set_table: two
+ * independent thread-local loads instead of a load through tt.
+ * initial-exec (declared so in include/hydra/alloc.h): a direct
  * %fs-relative access, not a __tls_get_addr call (the library is built
- * -fPIC); one pointer of static TLS. */
-#ifdef HY__CACHE_INLINE
-__thread hy__ttable *hy__cache_tt __attribute__((tls_model("initial-exec"))) =
-    &no_table;
-#define tt hy__cache_tt
-#else
+ * -fPIC); three words of static TLS. */
 static _Thread_local ttable *tt = &no_table;
+#ifdef HY__CACHE_INLINE
+__thread hy__cache_tlsv hy__cache_tls
+    __attribute__((tls_model("initial-exec"))) = {no_table_u.t.v, 0};
 #endif
+
+static void set_table(ttable *t) {
+  tt = t;
+#ifdef HY__CACHE_INLINE
+  hy__cache_tls.v = t->v;
+  hy__cache_tls.mask = t->mask;
+#endif
+}
 
 static int mag_class(uint32_t cap) {
   int k = 0;
@@ -206,7 +216,9 @@ static void mcpu_release(hy__mcpu *m) {
 
 /* ------------------------------------------------------- the table */
 
-static inline hy__mcpu *slot_mcpu(const tslot *s) { return (hy__mcpu *)(void *)s->m; }
+static inline hy__mcpu *slot_mcpu(const tslot *s) {
+  return (hy__mcpu *)(void *)s->m; /* t is its first member */
+}
 
 static void table_put(ttable *t, uint64_t gen, hy__mcpu *m) {
   uint64_t i = gen & t->mask;
@@ -249,7 +261,7 @@ static int table_grow(void) {
     else
       table_put(t, s->key, slot_mcpu(s));
   }
-  tt = t;
+  set_table(t);
   if (old != &no_table)
     hy__mem_free(old);
   return 0;
@@ -316,7 +328,7 @@ static void table_release(ttable *t) {
 void hy__mag_thread_exit(void *table) {
   ttable *t = table;
   if (tt == t)
-    tt = &no_table;
+    set_table(&no_table);
   table_release(t);
 }
 
@@ -324,7 +336,7 @@ void hy_cache_thread_flush(void) {
   ttable *t = tt;
   if (t == &no_table)
     return;
-  tt = &no_table;
+  set_table(&no_table);
   hy__os_thread_exit_hook(NULL);
   table_release(t);
 }

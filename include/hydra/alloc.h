@@ -175,16 +175,22 @@ typedef struct hy__ttable {
   hy__tslot v[];
 } hy__ttable;
 
+/* The slots and mask of the calling thread's table (never empty: a
+ * table of one slot that matches no cache until the thread first uses
+ * one). */
+typedef struct hy__cache_tlsv {
+  hy__tslot *v;
+  uint64_t mask;
+} hy__cache_tlsv;
+
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(_WIN32)
 #define HY__CACHE_INLINE 1
-/* The calling thread's table (never NULL: an empty table that matches no
- * cache until the thread first uses one). */
-extern __thread hy__ttable *hy__cache_tt __attribute__((tls_model("initial-exec")));
+extern __thread hy__cache_tlsv hy__cache_tls
+    __attribute__((tls_model("initial-exec")));
 
 static inline void *hy_cache_alloc(hy_cache_t *c) {
-  hy__ttable *t = hy__cache_tt;
   uint64_t k = ((const hy__cache_head *)(const void *)c)->key;
-  const hy__tslot *s = &t->v[k & t->mask];
+  const hy__tslot *s = &hy__cache_tls.v[k & hy__cache_tls.mask];
   if (__builtin_expect(s->key == k, 1)) {
     hy__tmag *m = s->m;
     uint32_t r = m->ar;
@@ -197,9 +203,8 @@ static inline void *hy_cache_alloc(hy_cache_t *c) {
 }
 
 static inline void hy_cache_free(hy_cache_t *c, void *obj) {
-  hy__ttable *t = hy__cache_tt;
   uint64_t k = ((const hy__cache_head *)(const void *)c)->key;
-  const hy__tslot *s = &t->v[k & t->mask];
+  const hy__tslot *s = &hy__cache_tls.v[k & hy__cache_tls.mask];
   if (__builtin_expect(s->key == k && obj != NULL, 1)) {
     hy__tmag *m = s->m;
     uint32_t r = m->fr;
