@@ -62,13 +62,16 @@ typedef struct hy__mag {
  * places when the one a call needs runs out; only then does the thread go
  * to the depot.  Keeping pops and pushes on two magazines keeps the two
  * dependency chains apart (an alloc does not wait for the free before it).
- * The fast path (include/hydra/alloc.h) sees only t: the arrays and counts
- * of the two, which live here while the magazines are loaded (their own
- * n is stale then).
+ * The fast path (include/hydra/alloc.h) sees only slot->t, the arrays
+ * and counts of the two, kept in the thread's table itself so that the
+ * lookup finds them with no further load (their own n is stale while they
+ * are loaded); the rest is here.
  *
  * Only the owning thread touches an mcpu, except hy_cache_destroy, which
  * drains it under the depot lock (no thread may use a cache being
  * destroyed), and hy_cache_stats, which reads only the pub_* counters.
+ * The owner moves a slot (its table grows) under the cache's depot lock
+ * too, so a destroy finds it through slot wherever it is.
  *
  * Statistics cost the fast path nothing: allocs since the alloc magazine
  * was loaded are abase - t.ar, frees since the free magazine was loaded
@@ -76,9 +79,9 @@ typedef struct hy__mag {
  * magazine changes hands (and before any count changes off the fast
  * path), then publishes the totals for other threads' hy_cache_stats. */
 typedef struct hy__mcpu {
-  hy__tmag t;              /* must be first: the fast path's view */
-  hy__mag *amag, *fmag;    /* the magazines behind t.aobj and t.fobj */
-  uint32_t abase, fbase;   /* t.ar and t.fr when last folded */
+  hy__tslot *slot;      /* in the thread's table: slot->t, slot->m == this */
+  hy__mag *amag, *fmag; /* the magazines behind t.aobj and t.fobj */
+  uint32_t abase, fbase; /* t.ar and t.fr when last folded */
   uint64_t allocs, frees, misses, trades; /* as of the last fold */
   hy__ctr pub_allocs, pub_frees, pub_misses, pub_trades; /* for readers */
   hy_cache_t *cache;

@@ -904,6 +904,57 @@ TEST_IMPL(alloc_depot_idle_trim_auto) {
   return 0;
 }
 
+/* A cache is destroyed (its magazines drained from every thread) while a
+ * thread that used it grows its table, moving its slots: the destroy
+ * must see the slot where it is, never a table already freed. */
+typedef struct grower {
+  hy_cache_t *x[48];
+  atomic_int used, stop;
+} grower_t;
+
+static void *grow_thread(void *arg) {
+  grower_t *g = arg;
+  for (int i = 0; i < 48; i++) {
+    void *p = hy_cache_alloc(g->x[i]);
+    ASSERT(p);
+    hy_cache_free(g->x[i], p);
+  }
+  atomic_store(&g->used, 1);
+  /* New caches make the table grow again and again (a destroyed cache's
+   * entry stays until the next growth drops it). */
+  for (int j = 0; j < 400 && !atomic_load(&g->stop); j++) {
+    hy_cache_t *y;
+    ASSERT_OK(hy_cache_create("grow-y", 32, 0, NULL, NULL, NULL, 0, &y));
+    void *p = hy_cache_alloc(y);
+    ASSERT(p);
+    hy_cache_free(y, p);
+    ASSERT_EQ(hy_cache_destroy(y), 0);
+  }
+  return NULL;
+}
+
+TEST_IMPL(alloc_destroy_while_table_grows) {
+  for (int round = 0; round < 10; round++) {
+    grower_t g;
+    atomic_init(&g.used, 0);
+    atomic_init(&g.stop, 0);
+    for (int i = 0; i < 48; i++)
+      ASSERT_OK(hy_cache_create("grow-x", 64, 0, NULL, NULL, NULL, 0, &g.x[i]));
+    thr_t t;
+    thr_start(&t, grow_thread, &g);
+    while (!atomic_load(&g.used))
+      thr_yield();
+    for (int i = 0; i < 48; i++) {
+      if (test_rand() % 4 == 0)
+        thr_yield();
+      ASSERT_EQ(hy_cache_destroy(g.x[i]), 0); /* exact: nothing leaked */
+    }
+    atomic_store(&g.stop, 1);
+    thr_join(&t);
+  }
+  return 0;
+}
+
 /* A thread that ends gives its magazines to the depot. */
 typedef struct exiter {
   hy_cache_t *c;

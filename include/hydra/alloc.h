@@ -162,11 +162,15 @@ typedef struct hy__tmag {
   uint32_t fr;   /* objects in fobj */
   uint32_t fcap; /* room in fobj */
   uint32_t pad_;
-} hy__tmag; /* the first member of one thread's magazines of one cache */
+} hy__tmag;
 
+/* One thread's magazines of one cache, in the thread's table: the fast
+ * path reads and writes them in place (one cache line). */
 typedef struct hy__tslot {
   uint64_t key; /* 0: free */
-  hy__tmag *m;
+  hy__tmag t;
+  struct hy__mcpu *m; /* the rest (alloc/internal.h) */
+  uint64_t pad_[2];
 } hy__tslot;
 
 typedef struct hy__ttable {
@@ -190,9 +194,9 @@ extern __thread hy__cache_tlsv hy__cache_tls
 
 static inline void *hy_cache_alloc(hy_cache_t *c) {
   uint64_t k = ((const hy__cache_head *)(const void *)c)->key;
-  const hy__tslot *s = &hy__cache_tls.v[k & hy__cache_tls.mask];
+  hy__tslot *s = &hy__cache_tls.v[k & hy__cache_tls.mask];
   if (__builtin_expect(s->key == k, 1)) {
-    hy__tmag *m = s->m;
+    hy__tmag *m = &s->t;
     uint32_t r = m->ar;
     if (__builtin_expect(r != 0, 1)) {
       m->ar = r - 1;
@@ -204,9 +208,9 @@ static inline void *hy_cache_alloc(hy_cache_t *c) {
 
 static inline void hy_cache_free(hy_cache_t *c, void *obj) {
   uint64_t k = ((const hy__cache_head *)(const void *)c)->key;
-  const hy__tslot *s = &hy__cache_tls.v[k & hy__cache_tls.mask];
+  hy__tslot *s = &hy__cache_tls.v[k & hy__cache_tls.mask];
   if (__builtin_expect(s->key == k && obj != NULL, 1)) {
-    hy__tmag *m = s->m;
+    hy__tmag *m = &s->t;
     uint32_t r = m->fr;
     if (__builtin_expect(r < m->fcap, 1)) {
       m->fobj[r] = obj;
