@@ -62,13 +62,16 @@ typedef struct hy__mag {
  * places when the one a call needs runs out; only then does the thread go
  * to the depot.  Keeping pops and pushes on two magazines keeps the two
  * dependency chains apart (an alloc does not wait for the free before it).
- * The fast path (include/hydra/alloc.h) sees only t: the arrays and counts
- * of the two, which live here while the magazines are loaded (their own
- * n is stale then).
+ * The fast path (include/hydra/alloc.h) sees only slot->t, the arrays
+ * and counts of the two, kept in the thread's table itself so that the
+ * lookup finds them with no further load (their own n is stale while they
+ * are loaded); the rest is here.
  *
  * Only the owning thread touches an mcpu, except hy_cache_destroy, which
  * drains it under the depot lock (no thread may use a cache being
  * destroyed), and hy_cache_stats, which reads only the pub_* counters.
+ * The owner moves a slot (its table grows) under the cache's depot lock
+ * too, so a destroy finds it through slot wherever it is.
  *
  * Statistics cost the fast path nothing: allocs since the alloc magazine
  * was loaded are abase - t.ar, frees since the free magazine was loaded
@@ -76,11 +79,11 @@ typedef struct hy__mag {
  * magazine changes hands (and before any count changes off the fast
  * path), then publishes the totals for other threads' hy_cache_stats. */
 typedef struct hy__mcpu {
-  hy__tmag t;              /* must be first: the fast path's view */
-  hy__mag *amag, *fmag;    /* the magazines behind t.aobj and t.fobj */
-  uint32_t abase, fbase;   /* t.ar and t.fr when last folded */
-  uint64_t allocs, frees, misses; /* this thread's, as of the last fold */
-  hy__ctr pub_allocs, pub_frees, pub_misses; /* the same, for readers */
+  hy__tslot *slot;      /* in the thread's table: slot->t, slot->m == this */
+  hy__mag *amag, *fmag; /* the magazines behind t.aobj and t.fobj */
+  uint32_t abase, fbase; /* t.ar and t.fr when last folded */
+  uint64_t allocs, frees, misses, trades; /* as of the last fold */
+  hy__ctr pub_allocs, pub_frees, pub_misses, pub_trades; /* for readers */
   hy_cache_t *cache;
   struct hy__mcpu *rnext, *rprev; /* the cache's registry, depot lock */
 } hy__mcpu;
@@ -117,8 +120,15 @@ struct hy_cache {
   uint64_t dep_ops, dep_contended;
   hy__mcpu *mcpus;                 /* registered threads */
   hy_cache_t *mags[HY__MAG_CLASSES]; /* magazine caches, made on demand */
-  uint64_t ret_allocs, ret_frees, ret_misses; /* of threads gone */
+  uint64_t ret_allocs, ret_frees, ret_misses, ret_trades; /* threads gone */
   uint64_t depot_gets, depot_puts, depot_contended;
+  /* idle trimming (alloc/depot.c): the fewest full and empty magazines
+   * the depot held since the last tick, at trim_last_ms */
+  uint64_t min_full, min_empty;
+  uint64_t trim_last_ms, idle_ms; /* idle_ms 0: never */
+  uint32_t trim_ops;              /* depot ops since the clock was read */
+  hy__mag *trim_pending;          /* taken under the lock, freed after */
+  uint64_t trims, trimmed_mags;
 
   /* slab layer: slab_lock */
   hy__oslock_t slab_lock;
@@ -165,6 +175,9 @@ void hy__depot_put(hy_cache_t *c, hy__mag *m); /* on the list its n says */
  * lock held, hy__mags_release gives a chain's objects to the slab layer
  * and frees the magazines. */
 hy__mag *hy__depot_take_all(hy_cache_t *c);
+/* Takes the magazines that sat in the depot through the whole period
+ * ending now, when a period has passed (depot lock held); NULL if none. */
+hy__mag *hy__depot_take_idle(hy_cache_t *c, uint64_t now_ms);
 void hy__mags_release(hy_cache_t *c, hy__mag *chain);
 
 /* slab.c */

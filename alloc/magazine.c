@@ -3,17 +3,19 @@
  * (see hy__mcpu in alloc/internal.h).  hy_cache_alloc pops from the alloc
  * magazine, hy_cache_free pushes onto the free magazine; when the alloc
  * magazine is empty and the free one at least half full (or the free one
- * is full and the alloc one has room) the two trade places; otherwise the
- * thread goes to the depot (alloc/depot.c) for a full (or empty)
- * magazine, or to the slabs.  The fast path is inline in
+ * is full and the alloc one at most half full) the two trade places;
+ * otherwise the thread goes to the depot (alloc/depot.c) for a full (or
+ * empty) magazine, or to the slabs.  The fast path is inline in
  * include/hydra/alloc.h: a table lookup and a pop or push, with no call,
  * no lock, no atomic and no counter; this file is everything else.
  *
  * Per-thread state: each thread has one table, reached through a single
- * thread-local pointer (hy__cache_tt), mapping a cache's generation number
- * (unique for the life of the process, never reused) to that thread's
- * magazines of the cache (hy__mcpu), open-addressed with the generation
- * as the hash.  This is the one piece of process-wide state besides the
+ * thread-local pointer (tt, and its slots and mask in hy__cache_tls for
+ * the fast path), mapping a cache's generation number (unique for the
+ * life of the process, never reused) to that thread's magazines of the
+ * cache: a slot of one cache line holds what the fast path needs (counts
+ * and arrays of the two magazines) and points to the rest (hy__mcpu);
+ * open-addressed with the generation as the hash.  This is the one piece of process-wide state besides the
  * thread-exit key, and it has to be: a thread's identity is process-wide.
  * Keying by a never-reused generation (not by a cache address or a
  * recycled index) means a table entry of a destroyed cache can never be
@@ -37,6 +39,8 @@
 typedef hy__tslot tslot;
 typedef hy__ttable ttable;
 
+_Static_assert(sizeof(tslot) == 64, "a slot is one cache line");
+
 /* The table of a thread that has none yet: one slot that never matches.
  * Never written.  (A union gives the flexible array its one slot.) */
 static union {
@@ -44,16 +48,25 @@ static union {
   char room[sizeof(ttable) + sizeof(tslot)];
 } no_table_u;
 #define no_table (no_table_u.t)
-/* initial-exec (declared so in include/hydra/alloc.h): a direct
+/* The calling thread's table.  The fast path reads its slots and mask
+ * from hy__cache_tls, kept equal to tt->v and tt->mask by set_table: two
+ * independent thread-local loads instead of a load through tt.
+ * initial-exec (declared so in include/hydra/alloc.h): a direct
  * %fs-relative access, not a __tls_get_addr call (the library is built
- * -fPIC); one pointer of static TLS. */
-#ifdef HY__CACHE_INLINE
-__thread hy__ttable *hy__cache_tt __attribute__((tls_model("initial-exec"))) =
-    &no_table;
-#define tt hy__cache_tt
-#else
+ * -fPIC); three words of static TLS. */
 static _Thread_local ttable *tt = &no_table;
+#ifdef HY__CACHE_INLINE
+__thread hy__cache_tlsv hy__cache_tls
+    __attribute__((tls_model("initial-exec"))) = {no_table_u.t.v, 0};
 #endif
+
+static void set_table(ttable *t) {
+  tt = t;
+#ifdef HY__CACHE_INLINE
+  hy__cache_tls.v = t->v;
+  hy__cache_tls.mask = t->mask;
+#endif
+}
 
 static int mag_class(uint32_t cap) {
   int k = 0;
@@ -94,50 +107,53 @@ void hy__mag_free(hy_cache_t *c, hy__mag *m) {
 /* ------------------------------------------------ per-thread magazines */
 
 void hy__mcpu_fold(hy__mcpu *m) {
-  m->allocs += m->abase - m->t.ar;
-  m->frees += m->t.fr - m->fbase;
-  m->abase = m->t.ar;
-  m->fbase = m->t.fr;
+  m->allocs += m->abase - m->slot->t.ar;
+  m->frees += m->slot->t.fr - m->fbase;
+  m->abase = m->slot->t.ar;
+  m->fbase = m->slot->t.fr;
   atomic_store_explicit(&m->pub_allocs, m->allocs, memory_order_relaxed);
   atomic_store_explicit(&m->pub_frees, m->frees, memory_order_relaxed);
   atomic_store_explicit(&m->pub_misses, m->misses, memory_order_relaxed);
+  atomic_store_explicit(&m->pub_trades, m->trades, memory_order_relaxed);
 }
 
 /* After the counts changed off the fast path (m folded before). */
 static inline void rebase(hy__mcpu *m) {
-  m->abase = m->t.ar;
-  m->fbase = m->t.fr;
+  m->abase = m->slot->t.ar;
+  m->fbase = m->slot->t.fr;
 }
 
 /* The loaded magazines' counts live in the mcpu while they are loaded. */
 static inline void mag_sync(hy__mcpu *m) {
   if (m->amag)
-    m->amag->n = m->t.ar;
+    m->amag->n = m->slot->t.ar;
   if (m->fmag)
-    m->fmag->n = m->t.fr;
+    m->fmag->n = m->slot->t.fr;
 }
 
 static inline void load_alloc(hy__mcpu *m, hy__mag *g) {
   m->amag = g;
-  m->t.aobj = g->obj;
-  m->t.ar = g->n;
+  m->slot->t.aobj = g->obj;
+  m->slot->t.ar = g->n;
 }
 
 static inline void load_free(hy__mcpu *m, hy__mag *g) {
   m->fmag = g;
-  m->t.fobj = g->obj;
-  m->t.fr = g->n;
-  m->t.fcap = g->cap;
+  m->slot->t.fobj = g->obj;
+  m->slot->t.fr = g->n;
+  m->slot->t.fcap = g->cap;
 }
 
 /* alloc <-> free magazine (m folded before, rebased after) */
 static inline void mag_swap(hy__mcpu *m) {
   hy__mag *a = m->amag, *f = m->fmag;
+  m->trades++;
   mag_sync(m);
   load_alloc(m, f);
   load_free(m, a);
 }
 
+/* A thread's magazines of c, not yet in its table nor registered. */
 static hy__mcpu *mcpu_new(hy_cache_t *c) {
   hy__mcpu *m = hy__mem_calloc(1, sizeof *m);
   if (!m)
@@ -152,10 +168,19 @@ static hy__mcpu *mcpu_new(hy_cache_t *c) {
     hy__mem_free(m);
     return NULL;
   }
-  load_alloc(m, a);
-  load_free(m, f);
-  rebase(m);
+  m->amag = a;
+  m->fmag = f;
   m->cache = c;
+  return m;
+}
+
+/* m has its slot: loads its magazines there and registers it with its
+ * cache (from then on a destroy may drain it). */
+static void mcpu_start(hy__mcpu *m) {
+  hy_cache_t *c = m->cache;
+  load_alloc(m, m->amag);
+  load_free(m, m->fmag);
+  rebase(m);
   atomic_fetch_add(&c->refs, 1);
   hy__oslock_lock(&c->depot_lock);
   m->rprev = NULL;
@@ -164,7 +189,6 @@ static hy__mcpu *mcpu_new(hy_cache_t *c) {
     c->mcpus->rprev = m;
   c->mcpus = m;
   hy__oslock_unlock(&c->depot_lock);
-  return m;
 }
 
 void hy__mcpu_drain(hy__mcpu *m, hy_cache_t *c) {
@@ -176,8 +200,8 @@ void hy__mcpu_drain(hy__mcpu *m, hy_cache_t *c) {
   if (m->fmag)
     hy__depot_put(c, m->fmag);
   m->amag = m->fmag = NULL;
-  m->t.aobj = m->t.fobj = NULL;
-  m->t.ar = m->t.fr = m->t.fcap = 0;
+  m->slot->t.aobj = m->slot->t.fobj = NULL;
+  m->slot->t.ar = m->slot->t.fr = m->slot->t.fcap = 0;
   rebase(m);
 }
 
@@ -196,6 +220,7 @@ static void mcpu_release(hy__mcpu *m) {
   c->ret_allocs += m->allocs;
   c->ret_frees += m->frees;
   c->ret_misses += m->misses;
+  c->ret_trades += m->trades;
   hy__oslock_unlock(&c->depot_lock);
   hy__mem_free(m);
   hy__cache_unref(c);
@@ -203,15 +228,16 @@ static void mcpu_release(hy__mcpu *m) {
 
 /* ------------------------------------------------------- the table */
 
-static inline hy__mcpu *slot_mcpu(const tslot *s) { return (hy__mcpu *)(void *)s->m; }
+static inline hy__mcpu *slot_mcpu(const tslot *s) { return s->m; }
 
-static void table_put(ttable *t, uint64_t gen, hy__mcpu *m) {
-  uint64_t i = gen & t->mask;
+/* Claims a free slot of t for key. */
+static tslot *table_slot(ttable *t, uint64_t key) {
+  uint64_t i = key & t->mask;
   while (t->v[i].key)
     i = (i + 1) & t->mask;
-  t->v[i].key = gen;
-  t->v[i].m = &m->t;
+  t->v[i].key = key;
   t->used++;
+  return &t->v[i];
 }
 
 /* Rebuilds the calling thread's table with room for one more entry,
@@ -227,7 +253,7 @@ static int table_grow(void) {
   uint64_t cap = 8;
   while (cap < 4 * (live + 1))
     cap *= 2;
-  ttable *t = hy__mem_alloc(sizeof *t + cap * sizeof(tslot));
+  ttable *t = hy__mem_aligned(sizeof *t + cap * sizeof(tslot), 64);
   if (!t)
     return -1;
   t->mask = cap - 1;
@@ -241,12 +267,22 @@ static int table_grow(void) {
     tslot *s = &old->v[i];
     if (!s->key)
       continue;
-    if (atomic_load_explicit(&slot_mcpu(s)->cache->dead, memory_order_acquire))
-      mcpu_release(slot_mcpu(s));
-    else
-      table_put(t, s->key, slot_mcpu(s));
+    hy__mcpu *m = slot_mcpu(s);
+    hy_cache_t *c = m->cache;
+    if (atomic_load_explicit(&c->dead, memory_order_acquire)) {
+      mcpu_release(m);
+      continue;
+    }
+    /* Moved under the cache's depot lock: a destroy drains m through
+     * m->slot under that lock, so it sees the old slot (still there) or
+     * the new one, never a freed table. */
+    hy__oslock_lock(&c->depot_lock);
+    tslot *ns = table_slot(t, s->key);
+    *ns = *s;
+    m->slot = ns;
+    hy__oslock_unlock(&c->depot_lock);
   }
-  tt = t;
+  set_table(t);
   if (old != &no_table)
     hy__mem_free(old);
   return 0;
@@ -279,8 +315,12 @@ static hy__mcpu *mcpu_slow(hy_cache_t *c) {
   if ((tt->used + 1) * 2 > tt->mask + 1 && table_grow() != 0)
     return NULL;
   hy__mcpu *m = mcpu_new(c);
-  if (m)
-    table_put(tt, c->gen, m);
+  if (m) {
+    tslot *ns = table_slot(tt, c->gen);
+    ns->m = m;
+    m->slot = ns;
+    mcpu_start(m);
+  }
   return m;
 }
 
@@ -295,10 +335,10 @@ void hy__mcpu_flush_own(hy_cache_t *c) {
   if (!m || !m->amag)
     return;
   hy__mcpu_fold(m);
-  hy__slab_put(c, m->t.aobj, (int)m->t.ar);
-  m->t.ar = 0;
-  hy__slab_put(c, m->t.fobj, (int)m->t.fr);
-  m->t.fr = 0;
+  hy__slab_put(c, m->slot->t.aobj, (int)m->slot->t.ar);
+  m->slot->t.ar = 0;
+  hy__slab_put(c, m->slot->t.fobj, (int)m->slot->t.fr);
+  m->slot->t.fr = 0;
   rebase(m);
 }
 
@@ -313,7 +353,7 @@ static void table_release(ttable *t) {
 void hy__mag_thread_exit(void *table) {
   ttable *t = table;
   if (tt == t)
-    tt = &no_table;
+    set_table(&no_table);
   table_release(t);
 }
 
@@ -321,7 +361,7 @@ void hy_cache_thread_flush(void) {
   ttable *t = tt;
   if (t == &no_table)
     return;
-  tt = &no_table;
+  set_table(&no_table);
   hy__os_thread_exit_hook(NULL);
   table_release(t);
 }
@@ -357,7 +397,7 @@ static void *alloc_slow(hy_cache_t *c, hy__mcpu *m) {
    * hit.  With fewer, a full magazine comes in instead and the free one
    * stays, or a thread that frees one and allocates one in turn would
    * trade a one-object magazine back and forth on every call. */
-  if (m->t.fr && m->t.fr >= m->fmag->cap / 2) {
+  if (m->slot->t.fr && m->slot->t.fr >= m->fmag->cap / 2) {
     mag_swap(m);
   } else {
     m->misses++;
@@ -373,22 +413,22 @@ static void *alloc_slow(hy_cache_t *c, hy__mcpu *m) {
       /* Fill the alloc magazine from the slabs, and put the few objects
        * of the free magazine on top (the most recently freed first), so
        * they are not left behind while the thread only allocates. */
-      uint32_t cap = m->amag->cap, few = m->t.fr < cap ? m->t.fr : cap;
-      int n = hy__slab_get(c, m->t.aobj, (int)(cap - few));
+      uint32_t cap = m->amag->cap, few = m->slot->t.fr < cap ? m->slot->t.fr : cap;
+      int n = hy__slab_get(c, m->slot->t.aobj, (int)(cap - few));
       if (n < 0)
         n = 0;
       /* pops come from the top: put the lowest address there, so a
        * fresh slab is handed out in ascending order (prefetch-friendly) */
       for (int i = 0, j = n - 1; i < j; i++, j--) {
-        void *t = m->t.aobj[i];
-        m->t.aobj[i] = m->t.aobj[j];
-        m->t.aobj[j] = t;
+        void *t = m->slot->t.aobj[i];
+        m->slot->t.aobj[i] = m->slot->t.aobj[j];
+        m->slot->t.aobj[j] = t;
       }
-      m->t.fr -= few;
+      m->slot->t.fr -= few;
       for (uint32_t i = 0; i < few; i++)
-        m->t.aobj[n + i] = m->t.fobj[m->t.fr + i];
-      m->t.ar = (uint32_t)n + few;
-      if (m->t.ar == 0) {
+        m->slot->t.aobj[n + i] = m->slot->t.fobj[m->slot->t.fr + i];
+      m->slot->t.ar = (uint32_t)n + few;
+      if (m->slot->t.ar == 0) {
         atomic_fetch_add_explicit(&c->failures, 1, memory_order_relaxed);
         hy__mcpu_fold(m); /* the miss */
         return NULL;
@@ -396,7 +436,7 @@ static void *alloc_slow(hy_cache_t *c, hy__mcpu *m) {
     }
   }
   rebase(m);
-  p = m->t.aobj[--m->t.ar];
+  p = m->slot->t.aobj[--m->slot->t.ar];
   hy__mcpu_fold(m); /* publish this trip's counts */
   return p;
 }
@@ -406,8 +446,8 @@ static void *alloc_slow(hy_cache_t *c, hy__mcpu *m) {
 void *hy_cache_alloc_general(hy_cache_t *c) {
   hy__mcpu *m = mcpu_of(c);
   void *p;
-  if (m && m->t.ar) {
-    p = m->t.aobj[--m->t.ar];
+  if (m && m->slot->t.ar) {
+    p = m->slot->t.aobj[--m->slot->t.ar];
   } else {
     p = alloc_slow(c, m);
     if (!p)
@@ -425,10 +465,13 @@ void *hy_cache_alloc_general(hy_cache_t *c) {
 }
 
 /* The free magazine is full (m folded): trade with the alloc magazine
- * when that has room, or give it to the depot for an empty one (or a new
- * one).  Returns 0, or -1 when there is no magazine to push onto. */
+ * when that is at most half full, or give it to the depot for an empty
+ * one (or a new one).  Returns 0, or -1 when there is no magazine to push
+ * onto.  With the rule of alloc_slow, every trip off the fast path is at
+ * least half a magazine of operations from the next one, whatever the
+ * pattern of calls. */
 static int free_exchange(hy_cache_t *c, hy__mcpu *m) {
-  if (m->t.ar < m->amag->cap) { /* the alloc magazine takes the frees: a hit */
+  if (m->slot->t.ar <= m->amag->cap / 2) { /* the alloc magazine takes the frees */
     mag_swap(m);
     return 0;
   }
@@ -437,7 +480,7 @@ static int free_exchange(hy_cache_t *c, hy__mcpu *m) {
   hy__mag *e = hy__depot_get_empty(c);
   uint32_t size = c->mag_size;
   if (e && e->cap >= size) {
-    m->fmag->n = m->t.fr;
+    m->fmag->n = m->slot->t.fr;
     hy__depot_put(c, m->fmag); /* full */
     hy__depot_unlock(c);
     load_free(m, e);
@@ -449,7 +492,7 @@ static int free_exchange(hy_cache_t *c, hy__mcpu *m) {
   if (!e)
     return -1;
   hy__depot_lock(c);
-  m->fmag->n = m->t.fr;
+  m->fmag->n = m->slot->t.fr;
   hy__depot_put(c, m->fmag);
   hy__depot_unlock(c);
   load_free(m, e);
@@ -473,7 +516,7 @@ static void free_slow(hy_cache_t *c, hy__mcpu *m, void *obj) {
     return;
   }
   rebase(m);
-  m->t.fobj[m->t.fr++] = obj;
+  m->slot->t.fobj[m->slot->t.fr++] = obj;
   hy__mcpu_fold(m);
 }
 
@@ -484,8 +527,8 @@ void hy_cache_free_general(hy_cache_t *c, void *obj) {
     hy__dbg_free(c, obj);
   HY__POISON(obj, c->size);
   hy__mcpu *m = mcpu_of(c);
-  if (m && m->t.fr < m->t.fcap) {
-    m->t.fobj[m->t.fr++] = obj;
+  if (m && m->slot->t.fr < m->slot->t.fcap) {
+    m->slot->t.fobj[m->slot->t.fr++] = obj;
     return;
   }
   free_slow(c, m, obj);

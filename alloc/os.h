@@ -23,6 +23,9 @@ void hy__oslock_unlock(hy__oslock_t *l);
 
 size_t hy__os_page_size(void);
 
+/* Milliseconds of a monotonic clock (the depot's idle trimming). */
+uint64_t hy__os_now_ms(void);
+
 /* Maps size bytes (a multiple of the page size) readable and writable.
  * Counts as a backing allocation for hy__mem_fail_at.  NULL on failure. */
 void *hy__os_map(size_t size);

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "alloc/internal.h"
@@ -34,6 +35,12 @@ size_t hy__os_page_size(void) {
     atomic_store_explicit(&pg, v, memory_order_relaxed);
   }
   return v;
+}
+
+uint64_t hy__os_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 void *hy__os_map(size_t size) {

@@ -23,6 +23,8 @@ size_t hy__os_page_size(void) {
   return (size_t)si.dwPageSize;
 }
 
+uint64_t hy__os_now_ms(void) { return (uint64_t)GetTickCount64(); }
+
 void *hy__os_map(size_t size) {
   if (hy__mem_injected_failure())
     return NULL;

@@ -96,8 +96,29 @@ typedef struct hy_cache_stats {
   uint64_t mag_size;        /* objects per new magazine (grows with contention) */
   uint64_t depot_contended; /* depot lock acquisitions that had to wait */
   uint64_t depot_full, depot_empty; /* magazines in the depot now */
+  /* version 2 */
+  uint64_t mag_trades; /* a thread's two magazines traded places (hits) */
+  uint64_t depot_trims;   /* idle-trimming ticks (hy_cache_trim_idle) */
+  uint64_t depot_trimmed; /* magazines they gave back */
 } hy_cache_stats_t;
-#define HY_CACHE_STATS_VERSION 1
+#define HY_CACHE_STATS_VERSION 2
+
+/* Magazines that sit unused in a cache's depot for a whole period are
+ * given back: their objects go to the slabs and empty slabs beyond the
+ * cache's bound to the system, so memory a burst left behind returns
+ * without a reap.  The period is HY_CACHE_IDLE_MS_DEFAULT (15 s, as in
+ * Bonwick & Adams) unless set here; 0 turns trimming off.  Setting it
+ * starts a new period.  Returns 0 or HY_EINVAL. */
+#define HY_CACHE_IDLE_MS_DEFAULT 15000
+int hy_cache_set_idle_ms(hy_cache_t *c, uint64_t ms);
+
+/* A trimming tick: when a period has passed since the last tick, gives
+ * back the full and empty magazines that stayed in the depot through all
+ * of it (the fewest it held at any time) and starts a new period.  The
+ * depot ticks by itself every 32 depot operations; a cache that goes
+ * quiet needs a caller (a timer of the runtime, say).  Returns the bytes
+ * of slabs released. */
+size_t hy_cache_trim_idle(hy_cache_t *c);
 
 /* Copies the counters into *s (s->size must be set; a smaller, older
  * struct gets the fields it has).  Returns 0 or HY_EINVAL.  The calling
@@ -141,11 +162,15 @@ typedef struct hy__tmag {
   uint32_t fr;   /* objects in fobj */
   uint32_t fcap; /* room in fobj */
   uint32_t pad_;
-} hy__tmag; /* the first member of one thread's magazines of one cache */
+} hy__tmag;
 
+/* One thread's magazines of one cache, in the thread's table: the fast
+ * path reads and writes them in place (one cache line). */
 typedef struct hy__tslot {
   uint64_t key; /* 0: free */
-  hy__tmag *m;
+  hy__tmag t;
+  struct hy__mcpu *m; /* the rest (alloc/internal.h) */
+  uint64_t pad_[2];
 } hy__tslot;
 
 typedef struct hy__ttable {
@@ -154,18 +179,24 @@ typedef struct hy__ttable {
   hy__tslot v[];
 } hy__ttable;
 
+/* The slots and mask of the calling thread's table (never empty: a
+ * table of one slot that matches no cache until the thread first uses
+ * one). */
+typedef struct hy__cache_tlsv {
+  hy__tslot *v;
+  uint64_t mask;
+} hy__cache_tlsv;
+
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(_WIN32)
 #define HY__CACHE_INLINE 1
-/* The calling thread's table (never NULL: an empty table that matches no
- * cache until the thread first uses one). */
-extern __thread hy__ttable *hy__cache_tt __attribute__((tls_model("initial-exec")));
+extern __thread hy__cache_tlsv hy__cache_tls
+    __attribute__((tls_model("initial-exec")));
 
 static inline void *hy_cache_alloc(hy_cache_t *c) {
-  hy__ttable *t = hy__cache_tt;
   uint64_t k = ((const hy__cache_head *)(const void *)c)->key;
-  const hy__tslot *s = &t->v[k & t->mask];
+  hy__tslot *s = &hy__cache_tls.v[k & hy__cache_tls.mask];
   if (__builtin_expect(s->key == k, 1)) {
-    hy__tmag *m = s->m;
+    hy__tmag *m = &s->t;
     uint32_t r = m->ar;
     if (__builtin_expect(r != 0, 1)) {
       m->ar = r - 1;
@@ -176,11 +207,10 @@ static inline void *hy_cache_alloc(hy_cache_t *c) {
 }
 
 static inline void hy_cache_free(hy_cache_t *c, void *obj) {
-  hy__ttable *t = hy__cache_tt;
   uint64_t k = ((const hy__cache_head *)(const void *)c)->key;
-  const hy__tslot *s = &t->v[k & t->mask];
+  hy__tslot *s = &hy__cache_tls.v[k & hy__cache_tls.mask];
   if (__builtin_expect(s->key == k && obj != NULL, 1)) {
-    hy__tmag *m = s->m;
+    hy__tmag *m = &s->t;
     uint32_t r = m->fr;
     if (__builtin_expect(r < m->fcap, 1)) {
       m->fobj[r] = obj;
