@@ -67,7 +67,9 @@ static inline void ring_pop(hy_chan_t *c, void *out) {
  * claimer itself is inside a call on the channel, holding a reference. */
 #define HOLDS_REF 1
 
-static hy__waiter *claim(hy_chan_t *c, hy__waitq *q) {
+static inline hy__waiter *claim(hy_chan_t *c, hy__waitq *q) {
+  if (!q->head) /* the usual case with a buffer: no call */
+    return NULL;
   hy__waiter *w = hy__waitq_claim(q);
   if (w && w->aux == HOLDS_REF)
     c->refs--;
@@ -77,7 +79,14 @@ static hy__waiter *claim(hy_chan_t *c, hy__waitq *q) {
 /* Tries to send at once.  Returns 1 (with *rc, and *wake: a wait to wake
  * after unlocking, or NULL) if the send completed or failed, 0 if the
  * sender must wait. */
-static int send_locked(hy_chan_t *c, const void *elem, int *rc,
+/* Inlined into each caller: the path of every operation. */
+#if defined(__GNUC__)
+#define HOT_INLINE static inline __attribute__((always_inline))
+#else
+#define HOT_INLINE static inline
+#endif
+
+HOT_INLINE int send_locked(hy_chan_t *c, const void *elem, int *rc,
                        hy__wait **wake) {
   *wake = NULL;
   if (c->closed) {
@@ -101,7 +110,8 @@ static int send_locked(hy_chan_t *c, const void *elem, int *rc,
   return 0;
 }
 
-static int recv_locked(hy_chan_t *c, void *out, int *rc, hy__wait **wake) {
+HOT_INLINE int recv_locked(hy_chan_t *c, void *out, int *rc,
+                           hy__wait **wake) {
   *wake = NULL;
   if (c->len) {
     ring_pop(c, out);
@@ -201,8 +211,8 @@ int hy_chan_close(hy_chan_t *c) {
 
 /* ----------------------------------------------------------- send/recv */
 
-static int chan_op(hy_chan_t *c, void *buf, int send, hy_time_t deadline,
-                   int block) {
+HOT_INLINE int chan_op(hy_chan_t *c, void *buf, int send, hy_time_t deadline,
+                       int block) {
   if (!c || (send && !buf && c->esize))
     return HY_EINVAL;
   int rc;
@@ -219,8 +229,8 @@ static int chan_op(hy_chan_t *c, void *buf, int send, hy_time_t deadline,
     return rc;
   }
 
-  hy__wait w;
-  rc = hy__wait_init_quiet(&w, c->rt);
+  hy__wait own, *w;
+  rc = hy__wait_init_quiet(&w, &own, c->rt);
   if (rc < 0)
     return rc;
   hy__lock(&c->lock);
@@ -229,23 +239,22 @@ static int chan_op(hy_chan_t *c, void *buf, int send, hy_time_t deadline,
   if (done || (deadline != HY_FOREVER && deadline <= hy_now())) {
     hy__unlock(&c->lock);
     if (wake)
-      hy__wait_wake(wake);
-    hy__wait_fini(&w);
+      hy__wait_wake_from(wake, w);
+    hy__wait_fini(w);
     return done ? rc : HY_ETIMEDOUT;
   }
   hy__waiter wr;
-  memset(&wr, 0, sizeof wr);
-  wr.wait = &w;
+  wr.wait = w;
   wr.arm = 0;
   wr.buf = buf;
   wr.aux = HOLDS_REF;
+  hy__wait_open(w);
   hy__waitq_push(send ? &c->sendq : &c->recvq, &wr);
   c->refs++; /* the channel outlives this wait */
   hy__unlock(&c->lock);
-  hy__wait_what(&w, send ? "chan-send" : "chan-recv");
-  hy__wait_publish(&w);
+  hy__wait_what(w, send ? "chan-send" : "chan-recv");
   int last = 0;
-  if (hy__wait_park(&w, deadline) < 0) {
+  if (hy__wait_park(w, deadline) < 0) {
     /* A time-out or a cancel: the waiter is still queued, and its
      * reference still counted. */
     hy__lock(&c->lock);
@@ -253,8 +262,8 @@ static int chan_op(hy_chan_t *c, void *buf, int send, hy_time_t deadline,
     last = --c->refs == 0;
     hy__unlock(&c->lock);
   } /* else the channel claimed it: unlinked, reference dropped */
-  rc = hy__wait_rc(&w);
-  hy__wait_fini(&w);
+  rc = hy__wait_rc(w);
+  hy__wait_fini(w);
   if (last)
     hy__mem_free(c);
   return rc;

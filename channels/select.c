@@ -9,9 +9,9 @@
  * waiter lost find it stale and skip it without touching its buffer.
  * After the park, every waiter still linked is unlinked under its lock.
  *
- * The wait is "quiet" (hy__wait_init_quiet) while the arms are tried: a
- * cancel cannot claim it in the middle of the pass, after an arm has taken
- * data.  It is published to cancels only once the waiters are queued.
+ * The wait is "quiet" (hy__wait_init_quiet) while the arms are tried:
+ * nobody, not even a cancel, can claim it in the middle of the pass, after
+ * an arm has taken data.  It is opened just before the waiters are queued.
  *
  * Objects are known only through struct hy_awaitable (runtime/wait.h):
  * channels, tasks, terminate, and whatever plugs in later.
@@ -89,8 +89,8 @@ static int select_impl(hy_runtime_t *rt, hy_arm_t *arms, int n, int ordered) {
     }
   }
 
-  hy__wait w;
-  int rc = hy__wait_init_quiet(&w, rt);
+  hy__wait own, *w;
+  int rc = hy__wait_init_quiet(&w, &own, rt);
   if (rc < 0)
     goto out;
 
@@ -104,7 +104,7 @@ static int select_impl(hy_runtime_t *rt, hy_arm_t *arms, int n, int ordered) {
    * enabled object arms (Fisher-Yates), so that among arms ready at once
    * each is equally likely to win. */
   if (!ordered && nl > 1) {
-    uint32_t x = hy__wait_rand(&w) | 1;
+    uint32_t x = hy__wait_rand(w) | 1;
     for (int k = nl - 1; k > 0; k--) {
       x ^= x << 13;
       x ^= x >> 17;
@@ -124,7 +124,7 @@ static int select_impl(hy_runtime_t *rt, hy_arm_t *arms, int n, int ordered) {
     int res = 0;
     if (a->ops->try_fire(a->obj, a, &res)) {
       hy__unlock_all(locks, nl);
-      hy__wait_fini(&w);
+      hy__wait_fini(w);
       a->result = res;
       rc = i;
       goto out;
@@ -138,26 +138,27 @@ static int select_impl(hy_runtime_t *rt, hy_arm_t *arms, int n, int ordered) {
   }
   if (els >= 0 || (delay >= 0 && deadline <= hy_now())) {
     hy__unlock_all(locks, nl);
-    hy__wait_fini(&w);
+    hy__wait_fini(w);
     rc = els >= 0 ? els : delay;
     arms[rc].result = 0;
     goto out;
   }
 
-  /* Nothing ready: queue a waiter on every object and park. */
+  /* Nothing ready: open the wait, queue a waiter on every object and
+   * park. */
+  hy__wait_open(w);
   for (int i = 0; i < n; i++) {
     hy_arm_t *a = &arms[i];
     if (!a->guard || !is_object(a))
       continue;
     memset(&wr[i], 0, sizeof wr[i]);
-    wr[i].wait = &w;
+    wr[i].wait = w;
     wr[i].arm = i;
     a->ops->enqueue(a->obj, a, &wr[i]);
   }
   hy__unlock_all(locks, nl);
-  hy__wait_what(&w, "select");
-  hy__wait_publish(&w);
-  int st = hy__wait_park(&w, deadline);
+  hy__wait_what(w, "select");
+  int st = hy__wait_park(w, deadline);
 
   /* Unlink the waiters that did not fire (the locks are still sorted). */
   hy__lock_all(locks, nl);
@@ -169,7 +170,7 @@ static int select_impl(hy_runtime_t *rt, hy_arm_t *arms, int n, int ordered) {
   hy__unlock_all(locks, nl);
 
   if (st >= 0) {
-    arms[st].result = w.result;
+    arms[st].result = w->result;
     rc = st;
   } else if (st == HY__FIRED_TIMEOUT && delay >= 0) {
     arms[delay].result = 0;
@@ -177,7 +178,7 @@ static int select_impl(hy_runtime_t *rt, hy_arm_t *arms, int n, int ordered) {
   } else {
     rc = HY_ECANCELED;
   }
-  hy__wait_fini(&w);
+  hy__wait_fini(w);
 out:
   if (locks != locks_small) {
     hy__mem_free(locks);

@@ -103,7 +103,10 @@ struct hy__task {
   int joining;           /* a join is waiting */
   int refs;              /* the running task + the handle (until detach/join) */
   hy__waitq joiners;
-  hy__wait *cur_wait;    /* the wait a cancel must claim */
+  hy__wait *cur_wait;    /* the wait a cancel must claim (on a stack) */
+  hy__wait qwait;        /* the quiet wait of channel operations and
+                            select (hy__wait_init_quiet): lives as long as
+                            the task, so a cancel claims it without a lock */
   atomic_int cancelled;
 
   /* For dumps, read from other threads: relaxed atomics.  await_since is
@@ -296,6 +299,9 @@ struct hy_runtime {
 /* scheduler (runtime/sched.c) */
 hy__worker *hy__worker_current(hy_runtime_t *rt);
 void hy__task_wake(hy__task *t);       /* make a parked task runnable */
+/* The same, for a caller that knows its own worker w of t->rt (NULL: the
+ * caller is not one of its workers): no lookup. */
+void hy__task_wake_on(hy__task *t, hy__worker *w);
 void hy__task_ready(hy_runtime_t *rt, hy__task *t, int lifo); /* enqueue */
 void hy__park(hy__task *t);            /* returns once woken */
 void hy__yield_now(hy__task *t);

@@ -338,7 +338,10 @@ void hy__task_ready(hy_runtime_t *rt, hy__task *t, int lifo) {
 }
 
 void hy__task_wake(hy__task *t) {
-  hy__worker *w = hy__worker_current(t->rt);
+  hy__task_wake_on(t, hy__worker_current(t->rt));
+}
+
+void hy__task_wake_on(hy__task *t, hy__worker *w) {
   if (w && t->worker == w && w->current != t) {
     /* t last ran on this very worker and is not running: its switch-out
      * was completed here (complete_switch runs before anything else
@@ -401,7 +404,16 @@ static void complete_switch(hy__worker *w) {
       hy__lock(&w->qlock);
       q_append(w, t);
       hy__unlock(&w->qlock);
+      break;
     }
+    /* A cancel claims the task's quiet wait only once it is open; one that
+     * came before (and found nothing to claim) is seen here, after the
+     * open: the CAS above and this barrier order them (pairs with the
+     * fence in cancel_locked, runtime/task.c). */
+    hy__fence_after_rmw();
+    if (atomic_load_explicit(&t->cancelled, memory_order_relaxed) &&
+        hy__wait_claim(&t->qwait, HY__FIRED_CANCEL))
+      hy__wait_wake(&t->qwait);
     break;
   }
   case HY__AFTER_SAVED:

@@ -216,6 +216,9 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   t->refs = out ? 2 : 1;
   t->joiners.head = t->joiners.tail = NULL;
   t->cur_wait = NULL;
+  atomic_store_explicit(&t->qwait.state, HY__QUIET, memory_order_relaxed);
+  t->qwait.task = t;
+  t->qwait.rt = rt;
   atomic_store(&t->cancelled, phase >= HY__PH_CANCEL);
   atomic_store_explicit(&t->await_what, NULL, memory_order_relaxed);
   t->timer.idx = -1;
@@ -386,6 +389,15 @@ int hy_task_detach(hy_runtime_t *rt, hy_task_t h) {
 static void cancel_locked(hy__task *t) {
   if (atomic_exchange(&t->cancelled, 1))
     return;
+  /* The task's quiet wait (a channel operation, a select) is claimed only
+   * once open; one not open yet is cancelled by the park, which looks at
+   * the flag after the task switched out (complete_switch, runtime/sched.c,
+   * whose fence pairs with this one). */
+  atomic_thread_fence(memory_order_seq_cst);
+  if (hy__wait_claim(&t->qwait, HY__FIRED_CANCEL)) {
+    hy__wait_wake(&t->qwait);
+    return;
+  }
   hy__wait *w = t->cur_wait;
   if (w && hy__wait_claim(w, HY__FIRED_CANCEL))
     hy__wait_wake(w);

@@ -173,6 +173,16 @@ void hy__wait_wake(hy__wait *w) {
     hy__osev_signal(&w->ev);
 }
 
+void hy__wait_wake_from(hy__wait *w, const hy__wait *self) {
+  hy__task *t = w->task;
+  if (!t)
+    hy__osev_signal(&w->ev);
+  else if (self->task && self->task->rt == t->rt)
+    hy__task_wake_on(t, self->task->worker); /* it runs here, now */
+  else
+    hy__task_wake(t);
+}
+
 int hy__wait_park(hy__wait *w, int64_t deadline) {
   hy__task *t = w->task;
   if (!t) {
@@ -205,9 +215,14 @@ int hy__wait_park(hy__wait *w, int64_t deadline) {
   hy__park(t);
   if (deadline != HY_FOREVER)
     hy__timer_disarm(&t->timer);
-  hy__lock(&t->lock);
-  t->cur_wait = NULL;
-  hy__unlock(&t->lock);
+  /* A wait a cancel finds through cur_wait is on the stack: take it away
+   * under the lock, so that no cancel still holds it.  The task's quiet
+   * wait needs no such care: it outlives this call. */
+  if (t->cur_wait == w) {
+    hy__lock(&t->lock);
+    t->cur_wait = NULL;
+    hy__unlock(&t->lock);
+  }
   atomic_store_explicit(&t->await_what, NULL, memory_order_relaxed);
   return atomic_load_explicit(&w->state, memory_order_acquire);
 }
@@ -223,32 +238,25 @@ int hy__wait_rc(const hy__wait *w) {
 
 /* ------------------------------------------------------- quiet waits */
 
-int hy__wait_init_quiet(hy__wait *w, hy_runtime_t *rt) {
-  atomic_init(&w->state, HY__WAITING);
-  w->result = 0;
-  w->rt = rt;
-  w->task = rt ? hy__task_current(rt) : NULL;
-  if (!w->task) {
-    hy__osev_init(&w->ev);
+int hy__wait_init_quiet(hy__wait **out, hy__wait *own, hy_runtime_t *rt) {
+  hy__worker *wk = rt ? (hy__worker *)hy__tls_get(rt->tls) : NULL;
+  hy__task *t = wk ? wk->current : NULL;
+  if (!t) {
+    atomic_init(&own->state, HY__QUIET);
+    own->result = 0;
+    own->rt = rt;
+    own->task = NULL;
+    hy__osev_init(&own->ev);
+    *out = own;
     return 0;
   }
-  if (atomic_load_explicit(&w->task->cancelled, memory_order_acquire))
+  if (atomic_load_explicit(&t->cancelled, memory_order_relaxed))
     return HY_ECANCELED;
+  /* Nothing to reset: the task's quiet wait is HY__QUIET from the spawn or
+   * still claimed from the last wait that opened it, so nobody can claim
+   * it until hy__wait_open, and its result is written by its claimer. */
+  *out = &t->qwait;
   return 0;
-}
-
-void hy__wait_publish(hy__wait *w) {
-  hy__task *t = w->task;
-  if (!t)
-    return;
-  hy__lock(&t->lock);
-  if (atomic_load(&t->cancelled)) {
-    if (hy__wait_claim(w, HY__FIRED_CANCEL))
-      hy__wait_wake(w);
-  } else {
-    t->cur_wait = w;
-  }
-  hy__unlock(&t->lock);
 }
 
 void hy__wait_what(hy__wait *w, const char *what) {

@@ -54,6 +54,17 @@ static inline void hy__unlock(hy__lock_t *l) {
   atomic_store_explicit(&l->v, 0, memory_order_release);
 }
 
+/* A full memory barrier right after an atomic read-modify-write (Linux's
+ * smp_mb__after_atomic): on x86 the RMW's locked instruction already is
+ * one, so only the compiler is held back; elsewhere a fence. */
+static inline void hy__fence_after_rmw(void) {
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64) || defined(_M_IX86)
+  atomic_signal_fence(memory_order_seq_cst);
+#else
+  atomic_thread_fence(memory_order_seq_cst);
+#endif
+}
+
 /* -------------------------------------------------- foreign-thread event */
 
 /* A one-shot event a thread outside the runtime blocks on (futex on Linux,
@@ -75,7 +86,8 @@ int hy__osev_wait(hy__osev_t *e, int64_t deadline);
 enum {
   HY__WAITING = -1,      /* not claimed yet */
   HY__FIRED_TIMEOUT = -2, /* the deadline passed */
-  HY__FIRED_CANCEL = -3   /* the task was cancelled */
+  HY__FIRED_CANCEL = -3,  /* the task was cancelled */
+  HY__QUIET = -4          /* a quiet wait not opened yet: nobody claims it */
 };
 
 struct hy__task;
@@ -103,20 +115,31 @@ typedef struct hy__waiter {
  * cancel (nothing was set up then). */
 int hy__wait_init(hy__wait *w, hy_runtime_t *rt);
 
-/* Like hy__wait_init, but a cancel cannot claim the wait yet: for callers
- * that first try to complete at once, under object locks, and only then
- * decide to block (select, channel operations).  Returns 0, or HY_ECANCELED
- * if the calling task already has a pending cancel.  Until
- * hy__wait_publish, nobody but an object the wait is queued on can claim
- * it; an owner that completes at once just calls hy__wait_fini.
- * (Extension: existing users of hy__wait_init are unaffected.) */
-int hy__wait_init_quiet(hy__wait *w, hy_runtime_t *rt);
+/* A quiet wait, for callers that first try to complete at once under
+ * object locks and only then decide to block (select, channel
+ * operations).  Sets *out to the wait to use: the calling task's own
+ * (hy__task.qwait, which lives as long as the task, so that a cancel can
+ * claim it without the task lock that guards a wait on the stack), or
+ * `own`, initialised, for a foreign thread.  Returns 0, or HY_ECANCELED if
+ * the calling task already has a pending cancel (nothing to finish then).
+ *
+ * The wait starts unclaimable (HY__QUIET, or still claimed from its last
+ * use): an arm that fires at once is never undone by a racing cancel; the
+ * owner then just calls
+ * hy__wait_fini.  To block, the owner opens it (hy__wait_open) under the
+ * object locks before its waiters become visible, drops the locks and
+ * parks.  A cancel that came meanwhile is not lost: the park looks at the
+ * task's cancel flag once the task has switched out (runtime/sched.c). */
+int hy__wait_init_quiet(hy__wait **out, hy__wait *own, hy_runtime_t *rt);
 
-/* Makes a quiet wait visible to hy_task_cancel, after its waiters are
- * queued and the object locks dropped, just before hy__wait_park.  If the
- * task was cancelled in between, claims the wait as HY__FIRED_CANCEL (the
- * park then returns at once) unless an object claimed it first. */
-void hy__wait_publish(hy__wait *w);
+/* Makes a quiet wait claimable (-> HY__WAITING).  Under the lock of every
+ * object it is about to be queued on.  A release store: a cancel, which
+ * claims the wait without any of those locks, sees what the task did
+ * before (hy__task_wake_on reads where it runs). */
+static inline void hy__wait_open(hy__wait *w) {
+  w->result = 0;
+  atomic_store_explicit(&w->state, HY__WAITING, memory_order_release);
+}
 
 /* Names what the calling task is about to park for ("chan-recv",
  * "select", ...), for hy_runtime_dump; the park clears it.  what must be a
@@ -146,6 +169,11 @@ static inline int hy__wait_claim(hy__wait *w, int arm) {
 /* Makes the claimed wait's owner runnable.  Call once, after the claim and
  * the data transfer.  Any thread. */
 void hy__wait_wake(hy__wait *w);
+
+/* hy__wait_wake for a caller that has a wait of its own, `self` (from
+ * hy__wait_init_quiet): its context - the task it runs in, and so its
+ * worker - is known, and need not be looked up. */
+void hy__wait_wake_from(hy__wait *w, const hy__wait *self);
 
 /* Blocks until the wait is claimed.  At `deadline` (monotonic ns; HY_FOREVER
  * for none) the runtime claims it as HY__FIRED_TIMEOUT; a cancel of the
@@ -201,11 +229,11 @@ int hy__wait_park_queued(hy__wait *w, hy__waiter *wr, hy__waitq *q,
  *      only when it returns 1; returning 0 must leave the object as it was.
  *      It may complete a waiter of the object itself (a channel send that
  *      meets a waiting receiver) and wake it.  The select's own wait is not
- *      yet visible to cancels at this point (hy__wait_init_quiet), so a
- *      fired arm is never undone by a racing cancel.
- *   2. If none fired (and there is no else), it calls enqueue on every
- *      enabled arm with one hy__waiter each (arm = the arm's index, wait =
- *      the select's one hy__wait), drops the locks, publishes the wait and
+ *      yet claimable at this point (hy__wait_init_quiet), so a fired arm
+ *      is never undone by a racing cancel.
+ *   2. If none fired (and there is no else), it opens the wait and calls
+ *      enqueue on every enabled arm with one hy__waiter each (arm = the
+ *      arm's index, wait = the select's one hy__wait), drops the locks and
  *      parks.  enqueue may use w->buf and w->aux; it must not fire.
  *   3. The object completes a queued waiter the usual way: under its lock,
  *      hy__waitq_claim (or hy__wait_claim with w->arm), transfer through

@@ -1553,3 +1553,134 @@ TEST_IMPL(chan_dump_since_when) {
   close_rt(rt);
   return 0;
 }
+
+/* ------------------------------------ cancel racing the start of a wait */
+
+typedef struct {
+  hy_runtime_t *rt;
+  hy_chan_t *c;
+  int select;
+  int delay; /* spins between saying it goes and the call */
+  atomic_int going;
+} cw_t;
+
+static void *cancel_me(void *p) {
+  cw_t *x = p;
+  int v = 0;
+  atomic_store(&x->going, 1);
+  for (volatile int k = 0; k < x->delay; k++)
+    ;
+  if (!x->select)
+    return (void *)(intptr_t)hy_chan_recv(x->c, &v);
+  hy_arm_t a[2] = {hy_arm_recv(x->c, &v), hy_arm_send(x->c, &v)};
+  int i = hy_select(x->rt, a, 2);
+  return (void *)(intptr_t)(i < 0 ? i : 1000 + i);
+}
+
+/* One round: spawns a receive or select and cancels it about when it
+ * begins its call; it must end with HY_ECANCELED.  Returns 0 or -1. */
+static int cancel_round(hy_runtime_t *rt, hy_chan_t *c, uint64_t *seed,
+                        int in_task) {
+  cw_t w = {rt, c, (int)(rnd(seed) % 2), (int)(rnd(seed) % 1000), 0};
+  hy_task_t t;
+  if (hy_task_spawn(rt, cancel_me, &w, NULL, &t) != 0)
+    return -1;
+  /* Mostly about when the task begins its call.  A task waits a bounded
+   * time: the one it waits for may be queued behind it. */
+  if (rnd(seed) % 8)
+    for (long k = 0; !atomic_load(&w.going) && (!in_task || k < 20000); k++)
+      ;
+  if (hy_task_cancel(rt, t) != 0)
+    return -1;
+  void *res = NULL;
+  if (hy_task_join(rt, t, &res) != 0 || (intptr_t)res != HY_ECANCELED)
+    return -1;
+  return 0;
+}
+
+typedef struct {
+  hy_runtime_t *rt;
+  hy_chan_t *c;
+  uint64_t seed;
+  int rounds;
+} cr_task_t;
+
+static void *cancel_rounds(void *p) {
+  cr_task_t *x = p;
+  for (int r = 0; r < x->rounds; r++)
+    if (cancel_round(x->rt, x->c, &x->seed, 1) != 0)
+      return (void *)(intptr_t)-1;
+  return NULL;
+}
+
+/* Cancels a blocking receive or select at random points of its start:
+ * before it runs, while it tries the channel, between opening its wait and
+ * switching out, and once parked; from a thread outside the runtime, then
+ * from a task on the other worker.  Every one must end with HY_ECANCELED
+ * (none sleeps through its cancel) and take nothing. */
+TEST_IMPL(chan_cancel_races_wait_start) {
+  hy_runtime_t *rt = new_rt(2);
+  hy_chan_t *c = new_chan(rt, sizeof(int), 0);
+  uint64_t seed = test_rand();
+  hy_time_t end = hy_deadline_in(HY_SEC(20));
+  for (int r = 0; r < 4000 && hy_now() < end; r++)
+    ASSERT_OK(cancel_round(rt, c, &seed, 0));
+  cr_task_t x = {rt, c, test_rand(), 2000};
+  ASSERT_EQ(join(rt, spawn(rt, cancel_rounds, &x)), 0);
+  ASSERT_EQ(hy_chan_len(c), 0);
+  hy_chan_release(c);
+  close_rt(rt);
+  return 0;
+}
+
+/* ------------------------------------- floating-point modes per task */
+
+#include <fenv.h>
+
+typedef struct {
+  hy_chan_t *to, *from;
+  int mode;
+  int first; /* sends first */
+  double third;
+  int bad;
+} fp_t;
+
+/* Each task sets its own rounding mode, then bounces a value with the
+ * other many times (every exchange switches between the two on one
+ * worker): its mode stays its own. */
+static void *fp_task(void *p) {
+  fp_t *x = p;
+  fesetround(x->mode);
+  volatile double one = 1.0, three = 3.0;
+  x->third = one / three;
+  for (int i = 0; i < 2000; i++) {
+    int v = i;
+    if (x->first && hy_chan_send(x->to, &v) != 0)
+      x->bad++;
+    if (hy_chan_recv(x->from, &v) != 0)
+      x->bad++;
+    if (fegetround() != x->mode || one / three != x->third)
+      x->bad++;
+    if (!x->first && hy_chan_send(x->to, &v) != 0)
+      x->bad++;
+  }
+  return NULL;
+}
+
+TEST_IMPL(chan_tasks_keep_fp_modes) {
+  hy_runtime_t *rt = new_rt(1);
+  hy_chan_t *a = new_chan(rt, sizeof(int), 0), *b = new_chan(rt, sizeof(int), 0);
+  fp_t up = {a, b, FE_UPWARD, 1, 0, 0};
+  fp_t down = {b, a, FE_DOWNWARD, 0, 0, 0};
+  hy_task_t tu = spawn(rt, fp_task, &up);
+  hy_task_t td = spawn(rt, fp_task, &down);
+  join(rt, tu);
+  join(rt, td);
+  ASSERT_EQ(up.bad, 0);
+  ASSERT_EQ(down.bad, 0);
+  ASSERT(up.third > down.third); /* the two modes were really in force */
+  hy_chan_release(a);
+  hy_chan_release(b);
+  close_rt(rt);
+  return 0;
+}
