@@ -5,8 +5,10 @@
  *   st->topo > receiver lock > event lock > (runtime: task lock, queues)
  *   st->topo (one per runtime) guards every broker's namespace, channel
  *   trees, bridges, subscriptions, priorities and delivery plans.  It is
- *   held only to look things up or to pick receivers, never while a
- *   receiver's queue is touched, so senders contend on it only briefly.
+ *   held to look things up, to pick receivers and, for a send of a few
+ *   copies, to hand them to receivers that need no wait (a receiver lock
+ *   each, no event freed): never across a wait or a long loop, so senders
+ *   contend on it only briefly.
  *   A receiver's lock guards its queue and its two wait queues.
  *
  * Delivery plans: a channel caches, per topology version, the receivers a
