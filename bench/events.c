@@ -7,8 +7,11 @@
  *                             priority, 1,000,000 events; events/s, and
  *                             the spread between receivers
  *
- * W is the worker count (default 2); with 1 the names get "-w1".  Each prints `workload<TAB>hydra<TAB>value<TAB>unit`
- * lines; bench/ref/go/events runs the same workloads in Go.
+ * W is the worker count (default 2); with 1 the names get "-w1".  Each
+ * prints `workload<TAB>hydra<TAB>value<TAB>unit` lines; bench/ref/go/events
+ * runs the same workloads in Go.  EVENTS_N sets the event count;
+ * EVENTS_STATS=1 adds a comment line with the scheduler's counters (port
+ * wakes of sleeping workers, steals, switches, parks).
  */
 #include <stdio.h>
 #include <stdlib.h>
