@@ -168,18 +168,34 @@ static void q_push(hy__worker *w, hy__task *t) {
     n_push_new(w, t);
 }
 
-/* The owner's pick, under qlock: the LIFO slot (at most LIFO_STREAK times
- * in a row while the queues hold others), then the FIFO and the newest
- * never-run task in turn, so that neither starves the other. */
-static hy__task *pick_local(hy__worker *w) {
-  hy__task *t = NULL;
-  int queued = w->qhead || w->nnew;
-  if (w->lifo && (w->lifo_streak < LIFO_STREAK || !queued)) {
-    t = w->lifo;
+/* Queue lengths change under qlock only; readers outside the lock (the
+ * sleep check, thieves choosing a victim) pair a seq_cst fence with the
+ * one in hy__wake_idle's callers.  Only the owner adds to its queues, so
+ * the owner reading 0 knows they are empty. */
+static int qlen(hy__worker *w) {
+  return atomic_load_explicit(&w->qlen, memory_order_relaxed);
+}
+
+/* The LIFO slot belongs to its worker alone (thieves leave it), so the
+ * owner reads and writes it without qlock: at most LIFO_STREAK times in a
+ * row while the queues hold others. */
+static hy__task *pick_lifo(hy__worker *w) {
+  hy__task *t = w->lifo;
+  if (!t)
+    return NULL;
+  int queued = qlen(w) != 0;
+  if (w->lifo_streak < LIFO_STREAK || !queued) {
     w->lifo = NULL;
     w->lifo_streak = queued ? w->lifo_streak + 1 : 0;
     return t;
   }
+  return NULL;
+}
+
+/* Under qlock: the FIFO and the newest never-run task in turn, so that
+ * neither starves the other. */
+static hy__task *pick_queue(hy__worker *w) {
+  hy__task *t = NULL;
   if (w->qhead && (w->pick_fifo || !w->nnew)) {
     t = q_take(w);
     w->pick_fifo = 0;
@@ -191,11 +207,25 @@ static hy__task *pick_local(hy__worker *w) {
   return t;
 }
 
-/* Queue lengths change under qlock only; readers outside the lock (the
- * sleep check, thieves choosing a victim) pair a seq_cst fence with the
- * one in hy__wake_idle's callers. */
-static int qlen(hy__worker *w) {
-  return atomic_load_explicit(&w->qlen, memory_order_relaxed);
+/* The LIFO slot when it was passed over but thieves emptied the queues
+ * meanwhile. */
+static hy__task *pick_lifo_left(hy__worker *w) {
+  hy__task *t = w->lifo;
+  w->lifo = NULL;
+  return t;
+}
+
+/* The owner's pick: the LIFO slot, then the queues (looked at under qlock,
+ * and only when not empty: only the owner adds to them, so a zero it
+ * reads stays zero until it adds). */
+static hy__task *pick_local(hy__worker *w) {
+  hy__task *t = pick_lifo(w);
+  if (t || qlen(w) == 0)
+    return t;
+  hy__lock(&w->qlock);
+  t = pick_queue(w);
+  hy__unlock(&w->qlock);
+  return t ? t : pick_lifo_left(w);
 }
 
 static void inject(hy_runtime_t *rt, hy__task *t) {
@@ -274,6 +304,26 @@ void hy__wake_idle(hy_runtime_t *rt) {
   }
 }
 
+/* Makes t runnable on w, the calling thread's worker.  The LIFO slot is
+ * the owner's alone: only a task it pushes out (spill) takes the queue
+ * lock, and only then is there stealable work to wake an idle worker for. */
+static void ready_on(hy__worker *w, hy__task *t, int lifo) {
+  hy_runtime_t *rt = w->rt;
+  if (atomic_load_explicit(&rt->phase, memory_order_relaxed) != HY__PH_RUNNING)
+    w->last_activity = hy_now();
+  if (lifo) {
+    hy__task *spill = w->lifo;
+    w->lifo = t;
+    if (!spill)
+      return;
+    t = spill;
+  }
+  hy__lock(&w->qlock);
+  q_push(w, t);
+  hy__unlock(&w->qlock);
+  hy__wake_idle(rt);
+}
+
 void hy__task_ready(hy_runtime_t *rt, hy__task *t, int lifo) {
   hy__worker *w = hy__worker_current(rt);
   if (!w) {
@@ -284,29 +334,28 @@ void hy__task_ready(hy_runtime_t *rt, hy__task *t, int lifo) {
       hy__wake_idle(rt);
     return;
   }
-  if (atomic_load_explicit(&rt->phase, memory_order_relaxed) != HY__PH_RUNNING)
-    w->last_activity = hy_now();
-  hy__task *spill = NULL;
-  hy__lock(&w->qlock);
-  if (lifo) {
-    spill = w->lifo;
-    w->lifo = t;
-    if (spill)
-      q_push(w, spill);
-  } else {
-    q_push(w, t);
-  }
-  hy__unlock(&w->qlock);
-  if (!lifo || spill)
-    hy__wake_idle(rt);
+  ready_on(w, t, lifo);
 }
 
 void hy__task_wake(hy__task *t) {
+  hy__worker *w = hy__worker_current(t->rt);
+  if (w && t->worker == w && w->current != t) {
+    /* t last ran on this very worker and is not running: its switch-out
+     * was completed here (complete_switch runs before anything else
+     * resumes on a worker), so it is PARKED, and nobody but us - the one
+     * claimer of its wait - changes that now.  No compare-and-swap. */
+    atomic_store_explicit(&t->wstate, HY__RUNNING, memory_order_relaxed);
+    ready_on(w, t, 1);
+    return;
+  }
   for (;;) {
     int s = atomic_load_explicit(&t->wstate, memory_order_acquire);
     if (s == HY__PARKED) {
       if (atomic_compare_exchange_weak(&t->wstate, &s, HY__RUNNING)) {
-        hy__task_ready(t->rt, t, 1);
+        if (w)
+          ready_on(w, t, 1);
+        else
+          hy__task_ready(t->rt, t, 1);
         return;
       }
     } else if (s == HY__RUNNING) {
@@ -355,6 +404,10 @@ static void complete_switch(hy__worker *w) {
     }
     break;
   }
+  case HY__AFTER_SAVED:
+    /* Queued already (pick_direct): stealable from now on. */
+    atomic_store_explicit(&t->saving, 0, memory_order_release);
+    break;
   case HY__AFTER_EXIT:
     hy__task_finish(w, t);
     break;
@@ -363,12 +416,31 @@ static void complete_switch(hy__worker *w) {
   }
 }
 
+/* Each worker keeps a few free stacks of its own (w->stash): a task that
+ * ends gives its stack there and the next task to start takes it, without
+ * the stack cache's lock.  Stashed stacks need no giving back: they lie in
+ * the cache's chunks, unmapped with it. */
+void hy__stack_put(hy__worker *w, const hy_stack_t *s) {
+  if (w->nstash < HY__STACK_STASH)
+    w->stash[w->nstash++] = *s;
+  else
+    hy_stack_free(w->rt->stacks, s);
+}
+
+static int stack_get(hy__worker *w, hy_stack_t *s) {
+  if (w->nstash) {
+    *s = w->stash[--w->nstash];
+    return 0;
+  }
+  return hy_stack_alloc(w->rt->stacks, s);
+}
+
 /* Gives t a stack and an initial context if it never ran.  Returns 0, or
  * HY_ENOMEM. */
-static int prepare(hy__task *t) {
+static int prepare(hy__worker *w, hy__task *t) {
   if (t->stack.base)
     return 0;
-  if (hy_stack_alloc(t->rt->stacks, &t->stack) != 0)
+  if (stack_get(w, &t->stack) != 0)
     return HY_ENOMEM;
   hy__fiber_task_new(t); /* TSan: only tasks that run count as fibers */
   t->sp = hy__ctx_make(t->stack.base, t->stack.size, hy__task_entry, t);
@@ -391,14 +463,28 @@ static void switch_to(hy__worker *w, hy__task *from, hy__task *to,
   hy__ctx_switch(save, target);
 }
 
-/* The next task to hand the CPU to directly, or NULL for the scheduler. */
-static hy__task *pick_direct(hy__worker *w) {
+/* The next task to hand the CPU to directly, or NULL for the scheduler.
+ * yielder: the task leaving by a yield, if it is one. */
+static hy__task *pick_direct(hy__worker *w, hy__task *yielder) {
   if (w->direct >= DIRECT_MAX)
     return NULL;
-  hy__lock(&w->qlock);
-  hy__task *t = pick_local(w);
-  hy__unlock(&w->qlock);
-  if (t && prepare(t) != 0) {
+  hy__task *t = pick_lifo(w);
+  if (!t && qlen(w)) {
+    hy__lock(&w->qlock);
+    t = pick_queue(w);
+    if (t && yielder) {
+      /* The yielder joins the FIFO in the same critical section, marked
+       * as still saving its registers: thieves leave it until the next
+       * task, once switched in, clears the mark (complete_switch). */
+      atomic_store_explicit(&yielder->saving, 1, memory_order_relaxed);
+      q_append(w, yielder);
+      w->pend_after = HY__AFTER_SAVED;
+    }
+    hy__unlock(&w->qlock);
+    if (!t)
+      t = pick_lifo_left(w);
+  }
+  if (t && prepare(w, t) != 0) {
     /* No stack for it now: the scheduler will deal with it. */
     hy__lock(&w->qlock);
     n_push_new(w, t);
@@ -417,7 +503,7 @@ static void leave(hy__task *t, int after) {
   hy__worker *w = t->worker;
   w->pend_task = t;
   w->pend_after = after;
-  hy__task *next = pick_direct(w);
+  hy__task *next = pick_direct(w, after == HY__AFTER_YIELD ? t : NULL);
   switch_to(w, t, next, after == HY__AFTER_EXIT);
   /* Resumed, possibly on another worker, which set t->worker. */
   w = t->worker;
@@ -444,12 +530,15 @@ void hy__task_entry(void *arg) {
     if (v && t->rt->task_key_dtor[k])
       t->rt->task_key_dtor[k](v);
   }
+  /* Joiners are woken now, from the task's own stack: the one woken here
+   * sits in the LIFO slot and is the direct switch's target. */
+  hy__task_end(t->worker, t);
   leave(t, HY__AFTER_EXIT);
   abort(); /* an exited task is never resumed */
 }
 
 static void run_task(hy__worker *w, hy__task *t) {
-  if (prepare(t) != 0) {
+  if (prepare(w, t) != 0) {
     /* No memory for a stack.  While tasks that already run are queued
      * here (they may end and free theirs), the task goes back to the old
      * end of the new deque, a bounded number of times in a row. */
@@ -466,11 +555,13 @@ static void run_task(hy__worker *w, hy__task *t) {
      * a result it did not compute). */
     t->result = NULL;
     t->error = HY_ENOMEM;
+    hy__task_end(w, t);
     hy__task_finish(w, t);
     return;
   }
   w->direct = 0;
   w->nostack_retries = 0;
+  w->clock = hy_now();
   switch_to(w, NULL, t, 0);
   hy__fiber_resumed(w, NULL);
   complete_switch(w);
@@ -487,6 +578,10 @@ static int steal_from(hy__worker *w, hy__worker *v) {
   hy__lock(&v->qlock);
   int takef = (v->fifo_len + 1) / 2, taken = (v->new_len + 1) / 2;
   for (; kf < takef; kf++) {
+    /* A yielder still saving its registers stays (pick_direct). */
+    if (v->qhead &&
+        atomic_load_explicit(&v->qhead->saving, memory_order_acquire))
+      break;
     hy__task *t = q_take(v);
     if (!t)
       break;
@@ -539,9 +634,7 @@ static hy__task *steal(hy__worker *w) {
     if (!k)
       continue;
     HY__STAT_ADD(w->st.steals, (uint64_t)k);
-    hy__lock(&w->qlock);
     hy__task *t = pick_local(w);
-    hy__unlock(&w->qlock);
     if (t)
       return t;
   }
@@ -569,9 +662,7 @@ static hy__task *next_task(hy__worker *w) {
   hy__task *t = NULL;
   if (w->tick % INJECT_EVERY == 0 && (t = inject_take(w->rt)) != NULL)
     return t;
-  hy__lock(&w->qlock);
   t = pick_local(w);
-  hy__unlock(&w->qlock);
   if (t)
     return t;
   /* Local queue empty: take one from the injection queue to run and move a
@@ -722,6 +813,9 @@ int hy__worker_run_once(hy__worker *w, int64_t max_block) {
       break;
     run_task(w, t);
     done++;
+    /* Tasks reached by direct switches count too: timers and completions
+     * wait for POLL_EVERY task runs at most, not POLL_EVERY chains. */
+    i += w->direct;
   }
   int64_t now = hy_now();
   done += hy__timers_fire(w, now);
