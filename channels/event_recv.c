@@ -51,7 +51,7 @@ void hy__wakes_flush(hy__wakes *k) {
 }
 
 int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
-                     int nonblock, uint64_t *dropped, hy__wakes *wk) {
+                     int mode, uint64_t *dropped, hy__wakes *wk) {
   for (int waited = 0;; waited = 1) {
     /* Expiry is checked before every forward, also after waiting. */
     if (waited && ev->expiry != HY_FOREVER && hy_event_expired(ev, hy_now()))
@@ -81,6 +81,10 @@ int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
       hy__unlock(&r->lock);
       return 1;
     }
+    if (mode == HY__PUT_TRY && r->policy != HY_OVERFLOW_DROP_NEWEST) {
+      hy__unlock(&r->lock);
+      return HY_EAGAIN;
+    }
     hy_event_t *old = NULL;
     if (r->policy == HY_OVERFLOW_DROP_OLDEST) {
       old = r->ring[r->head];
@@ -94,7 +98,7 @@ int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
       (*dropped)++;
       return 1;
     }
-    if (r->policy == HY_OVERFLOW_DROP_NEWEST || nonblock) {
+    if (r->policy == HY_OVERFLOW_DROP_NEWEST || mode == HY__PUT_NONBLOCK) {
       r->dropped++;
       hy__unlock(&r->lock);
       (*dropped)++;
@@ -214,10 +218,19 @@ int hy_receiver_read_many(hy_receiver_t *r, hy_event_t **evs, int max,
                           hy_time_t deadline) {
   if (!r || !evs || max <= 0)
     return HY_EINVAL;
+  /* What is queued is taken under one lock hold; only an empty queue goes
+   * the blocking way (for its first event). */
+  int n = 0;
+  hy__lock(&r->lock);
+  while (n < max && r->n)
+    evs[n++] = pop(r);
+  hy__unlock(&r->lock);
+  if (n)
+    return n;
   int rc = hy_receiver_read(r, &evs[0], deadline);
   if (rc < 0)
     return rc;
-  int n = 1;
+  n = 1;
   hy__lock(&r->lock);
   while (n < max && r->n)
     evs[n++] = pop(r);

@@ -43,18 +43,30 @@ static void busy(int64_t ns) {
   }
 }
 
+/* Per-thread random numbers (test_rand is for the test's own thread),
+ * seeded from test_rand so that HYDRA_TEST_SEED replays the run. */
+static uint64_t rnd(uint64_t *s) {
+  uint64_t x = *s;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return *s = x;
+}
+
+static uint64_t seed(void) { return test_rand() | 1; }
+
 /* A random idle gap: none, inside the search window, around its end, or
  * long enough for the idle workers to be asleep. */
-static int64_t random_gap(void) {
-  switch (test_rand() % 4) {
+static int64_t random_gap(uint64_t *s) {
+  switch (rnd(s) % 4) {
   case 0:
     return 0;
   case 1:
-    return (int64_t)(test_rand() % 8000);
+    return (int64_t)(rnd(s) % 8000);
   case 2:
-    return 8000 + (int64_t)(test_rand() % 8000);
+    return 8000 + (int64_t)(rnd(s) % 8000);
   default:
-    return HY_US(30) + (int64_t)(test_rand() % HY_US(300));
+    return HY_US(30) + (int64_t)(rnd(s) % HY_US(300));
   }
 }
 
@@ -73,6 +85,7 @@ typedef struct {
   hy_runtime_t *rt;
   int rounds;
   int lost; /* rounds whose child no other worker ran */
+  uint64_t rng;
 } steal_arg;
 
 /* Spawns two children and then holds its worker without yielding until
@@ -81,8 +94,8 @@ typedef struct {
 static void *steal_root(void *p) {
   steal_arg *a = p;
   for (int i = 0; i < a->rounds; i++) {
-    int64_t gap = random_gap();
-    if (gap > HY_US(30) && test_rand() % 2)
+    int64_t gap = random_gap(&a->rng);
+    if (gap > HY_US(30) && rnd(&a->rng) % 2)
       ASSERT_OK(hy_sleep(a->rt, gap)); /* this worker idles too */
     else
       busy(gap);
@@ -111,7 +124,7 @@ static void *steal_root(void *p) {
 
 static int steal_rounds(int workers, int rounds) {
   hy_runtime_t *rt = new_rt(workers);
-  steal_arg a = {rt, rounds, 0};
+  steal_arg a = {rt, rounds, 0, seed()};
   hy_task_t t;
   ASSERT_OK(hy_task_spawn(rt, steal_root, &a, NULL, &t));
   ASSERT_OK(hy_task_join(rt, t, NULL));
@@ -133,6 +146,7 @@ typedef struct {
   int rounds;
   atomic_int ran;
   int timeouts;
+  uint64_t rng;
 } foreign_arg;
 
 static void *count_run(void *p) {
@@ -146,7 +160,7 @@ static void *count_run(void *p) {
 static void *foreign_spawner(void *p) {
   foreign_arg *a = p;
   for (int i = 0; i < a->rounds; i++) {
-    int64_t gap = random_gap();
+    int64_t gap = random_gap(&a->rng);
     if (gap > HY_US(30))
       hy__sleep_thread_until(hy_now() + gap);
     else
@@ -173,6 +187,7 @@ TEST_IMPL(sched_foreign_wake_never_lost) {
       a[k].rounds = 2000 / SCALE;
       atomic_init(&a[k].ran, 0);
       a[k].timeouts = 0;
+      a[k].rng = seed();
       ASSERT_EQ(pthread_create(&th[k], NULL, foreign_spawner, &a[k]), 0);
     }
     for (int k = 0; k < 2; k++) {
@@ -191,6 +206,7 @@ typedef struct {
   hy_runtime_t *rt;
   hy_chan_t *in, *out;
   int n;
+  uint64_t rng;
 } relay_arg;
 
 /* Tasks on different workers hand one token around a ring of channels at
@@ -201,8 +217,8 @@ static void *relay(void *p) {
   for (int i = 0; i < a->n; i++) {
     intptr_t v;
     ASSERT_OK(hy_chan_recv(a->in, &v));
-    if (test_rand() % 4 == 0)
-      busy(random_gap() % HY_US(20));
+    if (rnd(&a->rng) % 4 == 0)
+      busy(random_gap(&a->rng) % HY_US(20));
     ASSERT_OK(hy_chan_send(a->out, &v));
   }
   return NULL;
@@ -218,7 +234,7 @@ TEST_IMPL(sched_relay_ring_never_stalls) {
   relay_arg a[RING];
   hy_task_t t[RING];
   for (int i = 0; i < RING; i++) {
-    a[i] = (relay_arg){rt, ch[i], ch[(i + 1) % RING], n};
+    a[i] = (relay_arg){rt, ch[i], ch[(i + 1) % RING], n, seed()};
     ASSERT_OK(hy_task_spawn(rt, relay, &a[i], NULL, &t[i]));
   }
   intptr_t token = 7;
