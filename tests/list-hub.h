@@ -18,6 +18,8 @@ TEST(hubwin_manual_reset, 0)
 TEST(hubwin_destroy_and_errors, 0)
 TEST(hubwin_rounds_with_churn, 0)
 TEST(hubwin_handle_in_child, 0)
+TEST(hubwin_connect_from_other_process, 0)
+TEST(hubwin_destroy_while_other_process_connects, 0)
 /* signals: console control events */
 TEST(sigwin_ctrl_c_reaches_receivers, T_BACKEND)
 TEST(sigwin_break_and_term_events, T_BACKEND)
