@@ -1,7 +1,8 @@
 /* list-net.h - tests of this area: TEST(name, flags). */
-#ifndef _WIN32
 TEST(net_addr_parse_format, 0)
 TEST(net_resolve, T_BACKEND)
+TEST(net_blocking_cancel_ownership, 0)
+TEST(net_resolve_cancel_no_leak, T_BACKEND)
 TEST(net_tcp_echo_sizes_v4, T_BACKEND)
 TEST(net_tcp_echo_sizes_v6, T_BACKEND)
 TEST(net_tcp_connect_refused, T_BACKEND)
@@ -19,12 +20,15 @@ TEST(net_udp_v6, T_BACKEND)
 TEST(net_tcp_stress_many_connections, T_BACKEND)
 TEST(net_tcp_10k_connections, T_BACKEND | T_SLOW)
 TEST(net_server_echo, T_BACKEND)
+TEST(net_server_pooled_reads, T_BACKEND)
+TEST(net_port_pooled_recv, T_BACKEND)
 TEST(net_server_refuse_and_max_connections, T_BACKEND)
 TEST(net_server_output_bound, T_BACKEND)
 TEST(net_server_idle_and_read_timeouts, T_BACKEND)
 TEST(net_server_peer_reset, T_BACKEND)
 TEST(net_server_emfile_backoff, T_BACKEND)
 TEST(net_server_shutdown_1000, T_BACKEND | T_SLOW)
+#ifndef _WIN32
 TEST(net_example_echo_server, T_BACKEND)
 TEST(net_example_echo_callbacks, T_BACKEND)
 #endif
