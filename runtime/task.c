@@ -136,7 +136,10 @@ static hy__task *lookup(hy_runtime_t *rt, hy_task_t h) {
     }
     if (hy__trylock(&t->lock)) {
       hy__unlock(&s->lock);
-      if (t->refs == 0 || t->gen != gen) {
+      /* A joined handle is used up, and so is a detached one whose task
+       * ended - even while the task's block waits for hy__task_finish. */
+      if (t->refs == 0 || t->gen != gen || t->joined ||
+          (t->detached && t->state == HY__T_DONE)) {
         hy__unlock(&t->lock);
         return NULL;
       }

@@ -437,7 +437,11 @@ static int try_io(hy__op *op, int64_t *res) {
  * block, or a stream read shorter than asked for)?  Then the next data
  * brings a new edge. */
 static void recv_hint(fdent *ent, hy__op *op, int done, int64_t res) {
-  if (op->kind != HY__OP_RECV || (op->flags & MSG_PEEK)) {
+  /* Field by field: a wide load of kind..flags would overlap pflags, which
+   * hy__port_cancel writes from other threads under the port's lock. */
+  uint8_t kind = __atomic_load_n(&op->kind, __ATOMIC_RELAXED);
+  uint32_t flags = __atomic_load_n(&op->flags, __ATOMIC_RELAXED);
+  if (kind != HY__OP_RECV || (flags & MSG_PEEK)) {
     ent->drained = 0;
     return;
   }
