@@ -35,6 +35,4 @@ TEST(shutdown_from_task_and_run, T_BACKEND)
 TEST(shutdown_concurrent_callers, T_BACKEND)
 TEST(shutdown_embedded, T_BACKEND)
 TEST(shutdown_terminate_arm_ready, 0)
-#ifndef _WIN32
 TEST(shutdown_blocked_on_chan_and_io, T_BACKEND)
-#endif

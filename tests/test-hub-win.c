@@ -245,6 +245,8 @@ TEST_IMPL(hubwin_destroy_and_errors) {
   longname[79] = 0;
   ASSERT(CreateHubEventW(NULL, FALSE, FALSE, longname) == NULL);
   ASSERT_EQ(GetLastError(), ERROR_INVALID_PARAMETER);
+  ASSERT(CreateHubEventW(NULL, FALSE, FALSE, L"t\\back") == NULL);
+  ASSERT_EQ(GetLastError(), ERROR_INVALID_NAME);
   ASSERT(ConnectHubEventW(0, FALSE, NULL) == NULL);
   ASSERT_EQ(GetLastError(), ERROR_INVALID_PARAMETER);
   HHEVENT uni = CreateHubEventW(NULL, FALSE, FALSE, L"t/\x00e9v\x00e9nement");
@@ -404,6 +406,178 @@ TEST_IMPL(hubwin_handle_in_child) {
   CloseHandle(pi.hThread);
   ASSERT_EQ(code, 0);
   ASSERT_EQ(info_of(hub).nConsumersCount, 0);
+  ASSERT(DestroyHubEvent(hub));
+  return 0;
+}
+
+/* Another process connects by name, through the hub's pipe: its event is
+ * released by each set once, its own SetEvent stays its own, a second
+ * producer of the name there is refused, and when it exits its consumer
+ * goes. */
+static size_t slurp(const char *path, char *buf, size_t cap) {
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return 0;
+  size_t n = fread(buf, 1, cap - 1, f);
+  buf[n] = 0;
+  fclose(f);
+  return n;
+}
+
+static void wait_text(const char *path, const char *what, HANDLE proc) {
+  static char buf[4096];
+  hy_time_t limit = hy_deadline_in(HY_SEC(20));
+  while (slurp(path, buf, sizeof buf), !strstr(buf, what)) {
+    ASSERT(hy_now() < limit);
+    ASSERT_EQ(WaitForSingleObject(proc, 5), WAIT_TIMEOUT); /* still there */
+  }
+}
+
+TEST_IMPL(hubwin_connect_from_other_process) {
+  const char *name = getenv("HYDRA_HUBWIN_XPROC");
+  if (name) {
+    HANDLE h = ConnectHubEventA(SYNCHRONIZE | EVENT_MODIFY_STATE, FALSE, name);
+    if (!h) {
+      printf("connect failed: %lu\n", GetLastError());
+      return 1;
+    }
+    if (CreateHubEventA(NULL, FALSE, FALSE, name) ||
+        GetLastError() != ERROR_ALREADY_EXISTS) {
+      printf("second producer not refused: %lu\n", GetLastError());
+      return 2;
+    }
+    if (ConnectHubEventA(0, FALSE, "t/no-such-hub-anywhere") ||
+        GetLastError() != ERROR_FILE_NOT_FOUND) {
+      printf("unknown name: %lu\n", GetLastError());
+      return 3;
+    }
+    if (!SetEvent(h) || WaitForSingleObject(h, 0) != WAIT_OBJECT_0)
+      return 4;
+    printf("connected\n");
+    fflush(stdout);
+    for (int i = 1; i <= 2; i++) {
+      if (WaitForSingleObject(h, 20000) != WAIT_OBJECT_0)
+        return 10 + i;
+      printf("released %d\n", i);
+      fflush(stdout);
+    }
+    return 0; /* exits with h open: the process's end closes it */
+  }
+  char hub_name[64];
+  snprintf(hub_name, sizeof hub_name, "t/xproc-%lu", GetCurrentProcessId());
+  HHEVENT hub = CreateHubEventA(NULL, FALSE, FALSE, hub_name);
+  ASSERT(hub != NULL);
+  HANDLE a = ConnectHubEventA(0, FALSE, hub_name);
+  ASSERT(a != NULL);
+  char dir[MAX_PATH], path[MAX_PATH], cmd[2048];
+  GetTempPathA(sizeof dir, dir);
+  GetTempFileNameA(dir, "hyx", 0, path);
+  SECURITY_ATTRIBUTES sa = {sizeof sa, NULL, TRUE};
+  HANDLE out = CreateFileA(path, GENERIC_WRITE, FILE_SHARE_READ | FILE_SHARE_WRITE,
+                           &sa, CREATE_ALWAYS, FILE_ATTRIBUTE_NORMAL, NULL);
+  ASSERT(out != INVALID_HANDLE_VALUE);
+  snprintf(cmd, sizeof cmd, "\"%s\" --run hubwin_connect_from_other_process",
+           test_exe());
+  STARTUPINFOA si;
+  PROCESS_INFORMATION pi;
+  memset(&si, 0, sizeof si);
+  si.cb = sizeof si;
+  si.dwFlags = STARTF_USESTDHANDLES;
+  si.hStdOutput = out;
+  si.hStdError = out;
+  SetEnvironmentVariableA("HYDRA_HUBWIN_XPROC", hub_name);
+  BOOL ok = CreateProcessA(NULL, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si,
+                           &pi);
+  SetEnvironmentVariableA("HYDRA_HUBWIN_XPROC", NULL);
+  CloseHandle(out);
+  ASSERT(ok);
+  wait_text(path, "connected", pi.hProcess);
+  ASSERT_EQ(info_of(hub).nConsumersCount, 2);
+  ASSERT(!sig(a, 0)); /* the child's SetEvent was its own */
+  ASSERT(SetHubEvent(hub));
+  wait_text(path, "released 1", pi.hProcess);
+  ASSERT(sig(a, 0));
+  ASSERT(SetHubEvent(hub));
+  ASSERT_EQ(WaitForSingleObject(pi.hProcess, 30000), WAIT_OBJECT_0);
+  DWORD code = 99;
+  GetExitCodeProcess(pi.hProcess, &code);
+  CloseHandle(pi.hProcess);
+  CloseHandle(pi.hThread);
+  char text[4096];
+  slurp(path, text, sizeof text);
+  DeleteFileA(path);
+  fprintf(stderr, "%s", text);
+  ASSERT_EQ(code, 0);
+  ASSERT(strstr(text, "released 2") != NULL);
+  HUB_EVENT_INFO i = info_of(hub);
+  ASSERT_EQ(i.nConsumersCount, 1); /* the child's went with it */
+  ASSERT_EQ(i.nConsumersTotal, 2);
+  ASSERT(sig(a, 0));
+  CloseHandle(a);
+  ASSERT(DestroyHubEvent(hub));
+  /* Destroyed: the name is served no more. */
+  ASSERT(ConnectHubEventA(0, FALSE, hub_name) == NULL);
+  ASSERT_EQ(GetLastError(), ERROR_FILE_NOT_FOUND);
+  return 0;
+}
+
+/* Another process connects and closes as fast as it can while this one
+ * sets, then destroys the hub: every connect either gets an event or
+ * ERROR_FILE_NOT_FOUND (after the destroy), never hangs; the destroy
+ * stops the pipe's thread in the middle of its traffic. */
+TEST_IMPL(hubwin_destroy_while_other_process_connects) {
+  const char *name = getenv("HYDRA_HUBWIN_CHURN");
+  if (name) {
+    int n = 0;
+    DWORD err = 0;
+    ULONGLONG end = GetTickCount64() + 30000;
+    while (GetTickCount64() < end) {
+      HANDLE h = ConnectHubEventA(SYNCHRONIZE, FALSE, name);
+      if (!h) {
+        err = GetLastError();
+        break;
+      }
+      n++;
+      WaitForSingleObject(h, n % 2);
+      CloseHandle(h);
+    }
+    printf("connects %d, then error %lu\n", n, err);
+    return n > 0 && err == ERROR_FILE_NOT_FOUND ? 0 : 1;
+  }
+  char hub_name[64];
+  snprintf(hub_name, sizeof hub_name, "t/churn-%lu", GetCurrentProcessId());
+  HHEVENT hub = CreateHubEventA(NULL, FALSE, FALSE, hub_name);
+  ASSERT(hub != NULL);
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd,
+           "\"%s\" --run hubwin_destroy_while_other_process_connects",
+           test_exe());
+  STARTUPINFOA si;
+  PROCESS_INFORMATION pi;
+  memset(&si, 0, sizeof si);
+  si.cb = sizeof si;
+  SetEnvironmentVariableA("HYDRA_HUBWIN_CHURN", hub_name);
+  BOOL ok = CreateProcessA(NULL, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si,
+                           &pi);
+  SetEnvironmentVariableA("HYDRA_HUBWIN_CHURN", NULL);
+  ASSERT(ok);
+  hy_time_t limit = hy_deadline_in(HY_SEC(20));
+  int target = 20 + (int)(test_rand() % 20);
+  while (info_of(hub).nConsumersTotal < (SIZE_T)target) {
+    ASSERT(hy_now() < limit);
+    ASSERT(SetHubEvent(hub));
+    Sleep(1);
+  }
+  ASSERT(DestroyHubEvent(hub));
+  ASSERT_EQ(WaitForSingleObject(pi.hProcess, 30000), WAIT_OBJECT_0);
+  DWORD code = 99;
+  GetExitCodeProcess(pi.hProcess, &code);
+  CloseHandle(pi.hProcess);
+  CloseHandle(pi.hThread);
+  ASSERT_EQ(code, 0);
+  /* The name is free again, in this process and for the others. */
+  hub = CreateHubEventA(NULL, FALSE, FALSE, hub_name);
+  ASSERT(hub != NULL);
   ASSERT(DestroyHubEvent(hub));
   return 0;
 }

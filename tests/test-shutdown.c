@@ -1,7 +1,13 @@
 /* test-shutdown.c - the multi-phase shutdown. */
 #define _GNU_SOURCE
 #include <stdatomic.h>
+#ifndef _WIN32
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#endif
 
+#include "sock_compat.h" /* before compat.h: winsock2.h before windows.h */
 #include "hydra.h"
 #include "compat.h"
 #include "test.h"
@@ -217,14 +223,10 @@ TEST_IMPL(shutdown_terminate_arm_ready) {
   return 0;
 }
 
-#ifndef _WIN32
 /* Shutdown with a task blocked on a channel and one blocked on a socket
  * read: both are cancelled at their await (HY_ECANCELED), the read's
  * operation completes before its memory goes (ASan watches), a task busy
  * with work that ends by itself finishes it, and nothing is left over. */
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 
 typedef struct {
   hy_runtime_t *rt;
@@ -266,7 +268,8 @@ TEST_IMPL(shutdown_blocked_on_chan_and_io) {
   ASSERT_OK(hy_task_spawn(rt, blocked_on_read, &b, NULL, &tr));
   ASSERT_OK(hy_task_spawn(rt, sleeper, rt, NULL, &ts));
   ASSERT_OK(hy_task_spawn(rt, busy, rt, NULL, &tb));
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int fd = sock_open(AF_INET, SOCK_STREAM);
+  ASSERT(fd >= 0);
   struct sockaddr_in sa = {.sin_family = AF_INET,
                            .sin_port = htons((uint16_t)hy_addr_port(&a))};
   sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -288,11 +291,10 @@ TEST_IMPL(shutdown_blocked_on_chan_and_io) {
   ASSERT_OK(hy_runtime_shutdown_summary(rt, &sum));
   ASSERT_EQ(sum.tasks_cancelled, 3);
   ASSERT_EQ(sum.tasks_finished, 1);
-  close(fd);
+  sock_close(fd);
   ASSERT_OK(hy_listener_close(b.l));
   ASSERT_OK(hy_chan_close(b.ch));
   hy_chan_release(b.ch);
   ASSERT_OK(hy_runtime_close(rt));
   return 0;
 }
-#endif

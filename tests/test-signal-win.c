@@ -434,6 +434,94 @@ TEST_IMPL(sigwin_errors) {
   ASSERT_EQ(hy__ctrl_deliver(CTRL_C_EVENT), 0);
   return 0;
 }
+
+/* ------------------------------------------- examples/supervisor
+ * The program runs on this test's own console and stops on a real Ctrl+C
+ * (SIGINT), which reaches this process too: its own handler takes it. */
+static BOOL WINAPI swallow(DWORD type) {
+  (void)type;
+  return TRUE;
+}
+
+static size_t read_text(const char *path, char *buf, size_t cap) {
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return 0;
+  size_t n = fread(buf, 1, cap - 1, f);
+  buf[n] = 0;
+  fclose(f);
+  return n;
+}
+
+TEST_IMPL(sigwin_example_supervisor) {
+  char exe[MAX_PATH];
+  snprintf(exe, sizeof exe, "%s", test_exe());
+  char *slash = strrchr(exe, '\\');
+  if (!slash)
+    slash = strrchr(exe, '/');
+  ASSERT(slash);
+  snprintf(slash + 1, sizeof exe - (size_t)(slash + 1 - exe), "supervisor.exe");
+  ASSERT(GetFileAttributesA(exe) != INVALID_FILE_ATTRIBUTES); /* built? */
+  if (!own_console())
+    RETURN_SKIP("no console of its own for GenerateConsoleCtrlEvent");
+  ASSERT(SetConsoleCtrlHandler(swallow, TRUE));
+  char dir[MAX_PATH], path[MAX_PATH];
+  GetTempPathA(sizeof dir, dir);
+  GetTempFileNameA(dir, "hys", 0, path);
+  SECURITY_ATTRIBUTES sa = {sizeof sa, NULL, TRUE};
+  HANDLE out = CreateFileA(path, GENERIC_WRITE, FILE_SHARE_READ | FILE_SHARE_WRITE,
+                           &sa, CREATE_ALWAYS, FILE_ATTRIBUTE_NORMAL, NULL);
+  ASSERT(out != INVALID_HANDLE_VALUE);
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "\"%s\" 4", exe);
+  STARTUPINFOA si;
+  PROCESS_INFORMATION pi;
+  memset(&si, 0, sizeof si);
+  si.cb = sizeof si;
+  si.dwFlags = STARTF_USESTDHANDLES;
+  si.hStdInput = GetStdHandle(STD_INPUT_HANDLE);
+  si.hStdOutput = out;
+  si.hStdError = out;
+  ASSERT(CreateProcessA(NULL, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, &pi));
+  CloseHandle(out);
+  static char all[16384];
+  hy_time_t limit = hy_deadline_in(HY_SEC(30));
+  for (;;) { /* until it has checked heartbeats with every worker alive */
+    read_text(path, all, sizeof all);
+    if (strstr(all, "subscribed") &&
+        strstr(all, "heartbeats: 4 of 4 workers alive"))
+      break;
+    ASSERT(hy_now() < limit);
+    ASSERT_EQ(WaitForSingleObject(pi.hProcess, 10), WAIT_TIMEOUT);
+  }
+  ctrl_c();
+  DWORD w = WaitForSingleObject(pi.hProcess, 30000);
+  if (w != WAIT_OBJECT_0)
+    TerminateProcess(pi.hProcess, 255);
+  DWORD code = 99;
+  GetExitCodeProcess(pi.hProcess, &code);
+  CloseHandle(pi.hProcess);
+  CloseHandle(pi.hThread);
+  read_text(path, all, sizeof all);
+  DeleteFileA(path);
+  fprintf(stderr, "%s", all);
+  ASSERT_EQ(w, WAIT_OBJECT_0);
+  ASSERT_EQ(code, 0);
+  ASSERT(strstr(all, "received SIGINT: shutting down") != NULL);
+  const char *order[] = {"phase quiesce", "phase drain", "phase cancel",
+                         "phase finalize"};
+  const char *at = all;
+  for (int i = 0; i < 4; i++) {
+    const char *p = strstr(at, order[i]);
+    ASSERT(p != NULL);
+    at = p;
+  }
+  ASSERT(strstr(all, "all 4 workers stopped") != NULL);
+  ASSERT(strstr(all, "jobs lost: 0") != NULL);
+  ASSERT(strstr(all, "tasks cancelled: 0") != NULL);
+  ASSERT(SetConsoleCtrlHandler(swallow, FALSE));
+  return 0;
+}
 #else
 typedef int hydra_windows_only_t;
 #endif

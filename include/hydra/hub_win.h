@@ -30,17 +30,23 @@
  * A manual-reset hub gives manual-reset events that stay signalled until
  * ResetHubEvent (all consumers) or ResetEvent (that one).
  *
- * Names: a hub has a name (at most 63 bytes once in UTF-8) in a namespace
- * of this layer that is process-wide, as kernel object names are; a
- * consumer connects by that name from the same process.  The layer keeps
- * its hubs in a runtime of its own (no workers), made with the first hub
- * and closed with the last, so it needs no set-up call.  Every function is
- * thread-safe.
+ * Names: a hub has a name (at most 63 bytes once in UTF-8, no backslash)
+ * that is unique on the machine's session, as a kernel object's name is; a
+ * consumer connects by that name from this process or from another one.
+ * A hub serves its name to other processes on a named pipe,
+ * \\.\pipe\hydra-hub\<name>, as seed 000's own downlevel implementation
+ * does: a thread per hub answers each connect by duplicating a new
+ * consumer's event into the connecting process (found from the pipe, not
+ * from what it says).  Within the process no pipe is involved.  The layer
+ * keeps its hubs in a runtime of its own (no workers), made with the
+ * first hub and closed with the last, so it needs no set-up call.  Every
+ * function is thread-safe.
  *
  * Errors are reported the Win32 way: NULL or FALSE, and GetLastError()
  * says why - ERROR_INVALID_PARAMETER (a NULL, empty or too long name),
- * ERROR_INVALID_HANDLE (an HHEVENT that is not a live hub), ERROR_ALREADY_
- * EXISTS (CreateHubEvent: the name is taken), ERROR_FILE_NOT_FOUND
+ * ERROR_INVALID_NAME (a backslash in it), ERROR_INVALID_HANDLE (an HHEVENT
+ * that is not a live hub), ERROR_ALREADY_EXISTS (CreateHubEvent: the name
+ * is taken, in this process or another), ERROR_FILE_NOT_FOUND
  * (ConnectHubEvent: no hub has that name), ERROR_NOT_ENOUGH_MEMORY, or the
  * error of the kernel call that failed.
  */
@@ -104,8 +110,8 @@ typedef struct _HUB_EVENT_INFO {
 BOOL WINAPI GetHubEventInfo(HHEVENT hHubEvent, PHUB_EVENT_INFO lpHubEventInfo,
                             SIZE_T cbSize);
 
-/* Connects a new consumer to the hub called lpName and returns its event
- * (as OpenEvent would): dwDesiredAccess is the handle's access (0: all
+/* Connects a new consumer to the hub called lpName (in this process or,
+ * through its pipe, another) and returns its event (as OpenEvent would): dwDesiredAccess is the handle's access (0: all
  * access; SYNCHRONIZE is needed to wait, EVENT_MODIFY_STATE to set, reset
  * or pulse it), bInheritHandle whether child processes inherit it.  A
  * consumer of a manual-reset hub that is set starts signalled; otherwise

@@ -27,6 +27,7 @@
 #include "alloc/mem.h"
 #include "hydra.h"
 #include "hydra/hub_win.h"
+#include "runtime/win/hubwin.h"
 
 typedef struct cons {
   struct cons *next;
@@ -40,11 +41,13 @@ struct HubEvent {
   cons *cons;
   SIZE_T count, total;
   BOOL manual, initial;
+  hy__hubpipe *pipe; /* serves the name to other processes */
   char name[64];
 };
 
 static SRWLOCK lock = SRWLOCK_INIT;
-static struct HubEvent *hubs;
+static struct HubEvent *hubs; /* live ones */
+static int nhubs;             /* in rt: live ones and those being destroyed */
 static hy_runtime_t *rt;
 
 static DWORD win_error_of(int rc) {
@@ -149,7 +152,7 @@ static DWORD wide_name(LPCSTR a, WCHAR *out, int cap) {
 
 /* pre: lock.  Closes the layer's runtime once it holds no hub. */
 static void idle_check(void) {
-  if (hubs || !rt)
+  if (nhubs || !rt)
     return;
   hy_runtime_shutdown(rt, 0);
   hy_runtime_close(rt);
@@ -198,6 +201,16 @@ HHEVENT WINAPI CreateHubEventW(LPSECURITY_ATTRIBUTES lpEventAttributes,
     fail_rc(rc);
     return NULL;
   }
+  DWORD perr = hy__hubpipe_start(lpName, e, &e->pipe);
+  if (perr) { /* the name is served by another process, or unusable */
+    hy_hub_destroy(e->hub);
+    idle_check();
+    ReleaseSRWLockExclusive(&lock);
+    hy__mem_free(e);
+    SetLastError(perr);
+    return NULL;
+  }
+  nhubs++;
   if (e->manual && e->initial)
     hy_hub_set(e->hub);
   e->next = hubs;
@@ -235,6 +248,11 @@ BOOL WINAPI DestroyHubEvent(HHEVENT hHubEvent) {
     hubs = e->next;
   if (e->next)
     e->next->prev = e->prev;
+  /* No longer live: the pipe's thread refuses connects from now on, and
+   * may be waiting for the lock to say so. */
+  ReleaseSRWLockExclusive(&lock);
+  hy__hubpipe_stop(e->pipe);
+  AcquireSRWLockExclusive(&lock);
   /* Disconnected before the hub goes, so that their events are left as
    * they are (a destroyed hub would set them once more). */
   while (e->cons) {
@@ -245,6 +263,7 @@ BOOL WINAPI DestroyHubEvent(HHEVENT hHubEvent) {
   }
   hy_hub_destroy(e->hub);
   hy__mem_free(e);
+  nhubs--;
   idle_check();
   ReleaseSRWLockExclusive(&lock);
   return TRUE;
@@ -307,6 +326,56 @@ BOOL WINAPI GetHubEventInfo(HHEVENT hHubEvent, PHUB_EVENT_INFO lpHubEventInfo,
 
 /* --------------------------------------------------------- consumer */
 
+/* pre: lock, e live.  Connects a consumer to e and duplicates its event
+ * into process: the handle there, or NULL with *err set. */
+static HANDLE connect_locked(struct HubEvent *e, HANDLE process, DWORD access,
+                             BOOL inherit, DWORD *err) {
+  cons *k = hy__mem_calloc(1, sizeof *k);
+  if (!k) {
+    *err = ERROR_NOT_ENOUGH_MEMORY;
+    return NULL;
+  }
+  reap(e);
+  int rc = hy_hub_connect(e->hub, &k->c);
+  intptr_t own = -1;
+  if (rc == 0 && (rc = hy_hub_os_handle(k->c, &own)) < 0)
+    hy_hub_disconnect(k->c);
+  if (rc < 0) {
+    hy__mem_free(k);
+    *err = win_error_of(rc);
+    return NULL;
+  }
+  k->own = (HANDLE)own;
+  HANDLE theirs = NULL;
+  if (!DuplicateHandle(GetCurrentProcess(), k->own, process, &theirs, access,
+                       inherit ? TRUE : FALSE,
+                       access ? 0 : DUPLICATE_SAME_ACCESS)) {
+    *err = GetLastError();
+    hy_hub_disconnect(k->c);
+    hy__mem_free(k);
+    return NULL;
+  }
+  k->next = e->cons;
+  e->cons = k;
+  e->count++;
+  e->total++;
+  *err = 0;
+  return theirs;
+}
+
+HANDLE hy__hubwin_connect_for(HHEVENT h, HANDLE process, DWORD access,
+                              BOOL inherit, DWORD *err) {
+  AcquireSRWLockExclusive(&lock);
+  struct HubEvent *e = live(h);
+  HANDLE r = NULL;
+  if (e)
+    r = connect_locked(e, process, access, inherit, err);
+  else
+    *err = ERROR_FILE_NOT_FOUND; /* being destroyed */
+  ReleaseSRWLockExclusive(&lock);
+  return r;
+}
+
 HANDLE WINAPI ConnectHubEventW(DWORD dwDesiredAccess, BOOL bInheritHandle,
                                LPCWSTR lpName) {
   char name[64];
@@ -315,47 +384,17 @@ HANDLE WINAPI ConnectHubEventW(DWORD dwDesiredAccess, BOOL bInheritHandle,
     SetLastError(err);
     return NULL;
   }
-  cons *k = hy__mem_calloc(1, sizeof *k);
-  if (!k) {
-    SetLastError(ERROR_NOT_ENOUGH_MEMORY);
-    return NULL;
-  }
   AcquireSRWLockExclusive(&lock);
   struct HubEvent *e = find(name);
-  int rc = e ? 0 : HY_ENOENT;
-  if (rc == 0) {
-    reap(e);
-    rc = hy_hub_connect(e->hub, &k->c);
-  }
-  intptr_t own = -1;
-  if (rc == 0 && (rc = hy_hub_os_handle(k->c, &own)) < 0)
-    hy_hub_disconnect(k->c);
-  HANDLE mine = NULL;
-  if (rc == 0) {
-    k->own = (HANDLE)own;
-    if (!DuplicateHandle(GetCurrentProcess(), k->own, GetCurrentProcess(),
-                         &mine, dwDesiredAccess, bInheritHandle ? TRUE : FALSE,
-                         dwDesiredAccess ? 0 : DUPLICATE_SAME_ACCESS)) {
-      err = GetLastError();
-      hy_hub_disconnect(k->c);
-      ReleaseSRWLockExclusive(&lock);
-      hy__mem_free(k);
-      SetLastError(err);
-      return NULL;
-    }
-    k->next = e->cons;
-    e->cons = k;
-    e->count++;
-    e->total++;
-  }
+  HANDLE r = NULL;
+  if (e)
+    r = connect_locked(e, GetCurrentProcess(), dwDesiredAccess,
+                       bInheritHandle, &err);
   ReleaseSRWLockExclusive(&lock);
-  if (rc < 0) {
-    hy__mem_free(k);
-    fail_rc(rc);
-    return NULL;
-  }
-  SetLastError(0);
-  return mine;
+  if (!e) /* not in this process: perhaps in another */
+    return hy__hubpipe_connect(lpName, dwDesiredAccess, bInheritHandle);
+  SetLastError(err);
+  return r;
 }
 
 HANDLE WINAPI ConnectHubEventA(DWORD dwDesiredAccess, BOOL bInheritHandle,
