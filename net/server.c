@@ -3,7 +3,9 @@
  * Shape.  One listening socket; every accepting worker keeps
  * `pending_accepts` ACCEPT ops on its own port, so connections land on the
  * workers in proportion to how fast each one takes them (AcceptEx style:
- * several accepts always in flight).  A connection belongs to the worker
+ * several accepts always in flight) - on io_uring one multishot ACCEPT
+ * instead, which stays in flight and completes once per connection (the
+ * peer address is then looked up only if hy_sconn_peer_addr asks).  A connection belongs to the worker
  * that accepted it for life: all its ops are started on that worker's
  * port, its completions arrive there, and every callback for it runs on
  * that worker's thread, outside any task - so the callbacks of one
@@ -141,6 +143,8 @@ struct hy_server {
   srv_worker *w;
   hy_cache_t *conn_cache, *buf_cache;
   int pooled;          /* reads take buffers from the worker's pool */
+  int multishot;       /* one multishot accept per worker (io_uring) */
+  int nacc;            /* accept ops kept in flight per worker */
   int64_t tick;
   hy__phase_hook hook;
   atomic_long live;
@@ -579,8 +583,13 @@ void *hy_sconn_user(hy_sconn_t *c) { return c->user; }
 int hy_sconn_peer_addr(hy_sconn_t *c, hy_addr_t *out) {
   if (!c || !out)
     return HY_EINVAL;
+  int rc = 0;
+  hy__lock(&c->lock);
+  if (c->peer.len == 0) /* a multishot accept does not report it */
+    rc = hy__sock_peer(c->fd, &c->peer);
   *out = c->peer;
-  return 0;
+  hy__unlock(&c->lock);
+  return rc < 0 ? rc : 0;
 }
 int hy_sconn_worker(hy_sconn_t *c) { return c->sw->id; }
 
@@ -657,19 +666,25 @@ static void accept_done(hy__completion *cc, hy__op *op) {
   srv_worker *sw = a->sw;
   hy_server_t *s = sw->srv;
   int64_t res = op->res;
-  a->active = 0;
-  sw->nacc_active--;
+  /* A multishot accept's completions but the last leave it in flight. */
+  int more = (op->flags & HY__OP_MORE) != 0;
+  if (!more) {
+    a->active = 0;
+    sw->nacc_active--;
+  }
   if (res >= 0) {
     sw->errors_in_row = 0;
     sw->backoff = 0;
     hy_addr_t peer = a->peer;
-    peer.len = op->addrlen;
+    peer.len = op->addr ? op->addrlen : 0; /* 0: looked up when asked */
     if (!sw->accepting || s->closing)
       hy__fd_close_reset((intptr_t)res);
     else
       new_conn(sw, (intptr_t)res, &peer);
-    if (sw->accepting)
+    if (sw->accepting && !more)
       start_accept(a);
+  } else if (more) {
+    /* not reported: errors end a multishot accept */
   } else if (res != HY_ECANCELED && sw->accepting) {
     ST_ADD(s->accept_errors, 1);
     int out_of_fds = res == HY_EMFILE || res == HY_ENFILE || res == HY_ENOBUFS ||
@@ -691,7 +706,8 @@ static void accept_done(hy__completion *cc, hy__op *op) {
       start_accept(a);
     }
   }
-  out_dec(s);
+  if (!more)
+    out_dec(s);
 }
 
 static void start_accept(acc_op *a) {
@@ -703,8 +719,12 @@ static void start_accept(acc_op *a) {
   memset(&a->peer, 0, sizeof a->peer);
   a->op.kind = HY__OP_ACCEPT;
   a->op.fd = s->fd;
-  a->op.addr = a->peer.sa.raw;
-  a->op.addrlen = sizeof a->peer.sa.raw;
+  if (s->multishot) {
+    a->op.flags = HY__ACCEPT_MULTI; /* no address: asked for when needed */
+  } else {
+    a->op.addr = a->peer.sa.raw;
+    a->op.addrlen = sizeof a->peer.sa.raw;
+  }
   a->op.data = &a->c;
   a->c.fn = accept_done;
   out_inc(s);
@@ -770,9 +790,9 @@ static void timer_done(hy__completion *cc, hy__op *op) {
   if (!sw->closed_all) {
     sweep(sw, now);
     int64_t next = s->tick ? now + s->tick : HY_FOREVER;
-    if (sw->accepting && sw->nacc_active < s->cfg.pending_accepts) {
+    if (sw->accepting && sw->nacc_active < s->nacc) {
       if (now >= sw->backoff_until) {
-        for (int i = 0; i < s->cfg.pending_accepts; i++)
+        for (int i = 0; i < s->nacc; i++)
           start_accept(&sw->acc[i]);
       } else if (sw->backoff_until < next) {
         next = sw->backoff_until;
@@ -821,7 +841,7 @@ static void start_pkt_done(hy__completion *cc, hy__op *op) {
   if (!s->stopping && !s->closing &&
       hy__port_associate(sw->wk->port, s->fd) == 0) {
     sw->accepting = 1;
-    for (int i = 0; i < s->cfg.pending_accepts; i++)
+    for (int i = 0; i < s->nacc; i++)
       start_accept(&sw->acc[i]);
   }
   if (s->tick)
@@ -1013,6 +1033,11 @@ int hy_server_start(hy_runtime_t *rt, const hy_server_config_t *cfg,
   /* Pooled reads where the port takes buffers late (io_uring, epoll);
    * IOCP reads into a buffer fixed when the read is posted. */
   s->pooled = hy__port_backend(rt->workers[0].port) != HY__BACKEND_IOCP;
+  /* On io_uring one multishot accept per worker stands for many pending
+   * ones (a kernel without it makes it a plain accept, restarted each
+   * time); elsewhere pending_accepts plain accepts are kept in flight. */
+  s->multishot = hy__port_backend(rt->workers[0].port) == HY__BACKEND_URING;
+  s->nacc = s->multishot ? 1 : g->pending_accepts;
   if (g->max_output == 0)
     g->max_output = 1024 * 1024;
   int64_t shortest = 0;

@@ -53,6 +53,18 @@ enum { HY__POLL_IN = 1, HY__POLL_OUT = 2, HY__POLL_ERR = 4 };
  * what it took).  A pooled receive may also complete with HY_EAGAIN (the
  * readiness it saw was gone): start it again.  The port calls get and put
  * on its owner thread only, inside hy__port_start and hy__port_wait. */
+/* In the flags of an HY__OP_ACCEPT: multishot where the backend has it
+ * (io_uring with IORING_ACCEPT_MULTISHOT): the op stays in flight and
+ * completes once per connection accepted, each completion but the last
+ * with HY__OP_MORE set in op->flags by the port (the op is still in
+ * flight: do not start it again; cancel ends it); the last one, without
+ * HY__OP_MORE, comes with an error (HY_ECANCELED after a cancel) or a
+ * socket.  addr must be NULL (the peer is not reported).  Elsewhere the op
+ * is a plain accept: one completion, HY__OP_MORE never set.  The port
+ * hands over at most one completion of the op per hy__port_wait. */
+#define HY__ACCEPT_MULTI 0x1u
+#define HY__OP_MORE 0x40000000u
+
 /* In the flags of an HY__OP_RECV: the starter closes fd only after
  * hy__port_forget on this port (an fd owned by one port for life), so the
  * port may skip the checks it makes for fds that other ports close, and

@@ -27,6 +27,11 @@
  * its request waits is taken off the list under the lock, so an
  * ASYNC_CANCEL never names an op that was already handed back.
  *
+ * A multishot accept (HY__ACCEPT_MULTI) has many CQEs: all of them queue
+ * as shots, in order, and are handed over from there, at most one per op
+ * per wait (the dispatcher reads op->res after the wait); an intermediate
+ * one leaves the op in flight with HY__OP_MORE, the last finishes it.
+ *
  * A pooled receive (RECV with buf NULL, see hy__bufsrc) is a POLL_ADD;
  * when its CQE says readable, the recv is made at once (MSG_DONTWAIT) into
  * a buffer from the op's source, while the CQE is taken.
@@ -60,6 +65,13 @@
  * it moved to another thread (see u_wait). */
 enum { TAG_WAKE_A = 1, TAG_IGNORE = 2, TAG_WAKE_B = 3 };
 
+/* A completion of a multishot accept, waiting to be handed over. */
+typedef struct shot {
+  hy__op *op;
+  int res;
+  struct shot *next;
+} shot;
+
 typedef struct msgnode {
   struct msghdr m;
   struct iovec iov;
@@ -75,6 +87,12 @@ typedef struct uport {
   int started;          /* ops were queued since the last submit */
   hy__op *held, *held_tail; /* reaped while making room, not yet dequeued */
   msgnode *msgs;        /* free msghdr nodes */
+  int multishot;        /* the kernel has multishot accept */
+  shot *shots, *shots_tail, *free_shots; /* CQEs of multishot accepts */
+  hy__op *finals;       /* multishot accepts ended by the kernel, whose
+                           last CQE (res in pdata[3]) waits to be handed
+                           over after their shots; linked through next */
+  uint64_t batch;       /* counts waits: one completion per op per wait */
 } uport;
 
 static const hy__port_vt uring_vt;
@@ -98,6 +116,7 @@ static void msg_put(uport *u, msgnode *m) {
 }
 
 #define POOLED 1 /* pdata[1] of a pooled RECV: its poll is in the ring */
+#define MULTI 2  /* pdata[1] of a multishot ACCEPT */
 
 /* A pooled receive whose poll said readable: the recv itself, into a
  * buffer from the op's source kept only if data came. */
@@ -162,6 +181,41 @@ static hy__op *take_cqe(uport *u, struct io_uring_cqe *c, int state) {
   if (ud < 16)
     return NULL;
   hy__op *op = (hy__op *)(uintptr_t)ud;
+  if (op->kind == HY__OP_ACCEPT && op->pdata[1] == MULTI) {
+    /* Every CQE of a multishot accept queues, in order, and is handed
+     * over from the queue (see take_shots). */
+    if (!(c->flags & IORING_CQE_F_MORE)) {
+      /* The last: it waits in the op itself until the shots before it
+       * have been handed over. */
+      op->pdata[3] = (uint64_t)(uint32_t)c->res;
+      op->next = u->finals;
+      u->finals = op;
+      return NULL;
+    }
+    shot *sh = u->free_shots;
+    if (sh)
+      u->free_shots = sh->next;
+    else
+      sh = hy__mem_alloc(sizeof *sh);
+    if (!sh) {
+      /* No memory to keep it: the connection is refused (reset). */
+      if (c->res >= 0) {
+        struct linger lg = {1, 0};
+        setsockopt(c->res, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        close(c->res);
+      }
+      return NULL;
+    }
+    sh->op = op;
+    sh->res = c->res;
+    sh->next = NULL;
+    if (u->shots_tail)
+      u->shots_tail->next = sh;
+    else
+      u->shots = sh;
+    u->shots_tail = sh;
+    return NULL;
+  }
   hy__lport_finish_locked(&u->base, op, result_of(u, op, c->res), state);
   return op;
 }
@@ -275,6 +329,60 @@ static void do_cancels(uport *u) {
   flush(u);
 }
 
+/* Hands over queued multishot accept completions, at most one per op in
+ * this wait (the caller reads op->res after the wait).  An intermediate one
+ * leaves the op in flight with HY__OP_MORE set; the last finishes it. */
+static int shot_queued(uport *u, hy__op *op) {
+  for (shot *sh = u->shots; sh; sh = sh->next)
+    if (sh->op == op)
+      return 1;
+  return 0;
+}
+
+static int take_shots(uport *u, hy__op **ops, int max) {
+  if (!u->shots && !u->finals)
+    return 0;
+  int n = 0;
+  hy__lock(&u->base.lock);
+  shot **pp = &u->shots, *prev = NULL;
+  while (*pp && n < max) {
+    shot *sh = *pp;
+    hy__op *op = sh->op;
+    if (op->pdata[2] == u->batch) { /* already handed over in this wait */
+      prev = sh;
+      pp = &sh->next;
+      continue;
+    }
+    *pp = sh->next;
+    if (u->shots_tail == sh)
+      u->shots_tail = prev;
+    op->pdata[2] = u->batch;
+    op->res = sh->res >= 0 ? sh->res : hy__lport_err(sh->res);
+    op->flags |= HY__OP_MORE;
+    ops[n++] = op;
+    sh->next = u->free_shots;
+    u->free_shots = sh;
+  }
+  hy__op **fp = &u->finals;
+  while (*fp && n < max) {
+    hy__op *op = *fp;
+    if (op->pdata[2] == u->batch || shot_queued(u, op)) {
+      fp = &op->next;
+      continue;
+    }
+    *fp = op->next;
+    op->pdata[2] = u->batch;
+    op->pdata[1] = 0;
+    hy__lport_finish_locked(&u->base, op,
+                            result_of(u, op, (int)(uint32_t)op->pdata[3]),
+                            HY__PS_IDLE);
+    op->flags &= ~HY__OP_MORE;
+    ops[n++] = op;
+  }
+  hy__unlock(&u->base.lock);
+  return n;
+}
+
 static int take_held(uport *u, hy__op **ops, int max) {
   int n = 0;
   while (u->held && n < max) {
@@ -356,9 +464,18 @@ static int u_start(hy__port *p, hy__op *op) {
     io_uring_prep_nop(s);
     break;
   case HY__OP_ACCEPT:
-    io_uring_prep_accept(s, fd, op->addr,
-                         op->addr ? (socklen_t *)&op->addrlen : NULL,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+    op->flags &= ~HY__OP_MORE;
+    if ((op->flags & HY__ACCEPT_MULTI) && u->multishot && !op->addr) {
+      io_uring_prep_multishot_accept(s, fd, NULL, NULL,
+                                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+      op->pdata[1] = MULTI;
+      op->pdata[2] = 0;
+    } else {
+      io_uring_prep_accept(s, fd, op->addr,
+                           op->addr ? (socklen_t *)&op->addrlen : NULL,
+                           SOCK_NONBLOCK | SOCK_CLOEXEC);
+      op->pdata[1] = 0;
+    }
     break;
   case HY__OP_CONNECT:
     io_uring_prep_connect(s, fd, op->addr, op->addrlen);
@@ -432,11 +549,15 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
   int err = 0;
   if (u->armed && !pthread_equal(u->armer, pthread_self()))
     move_wake(u);
+  u->batch++;
   for (;;) {
     woke |= hy__lport_take_wake(p, timeout);
     do_cancels(u);
     n += take_held(u, ops + n, max - n);
+    n += take_shots(u, ops + n, max - n);
     n += reap(u, ops + n, max - n);
+    if (n < max)
+      n += take_shots(u, ops + n, max - n);
     /* Once more after the reap: a wake whose flag was set after the look
      * above and whose eventfd edge the reap just consumed (as stale) has
      * no other CQE coming; without this look the block below sleeps on a
@@ -479,7 +600,8 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
   if (u->started || osh)
     flush(u);
   if (osh &&
-      (more_posts || u->held || __atomic_load_n(&p->post_head, __ATOMIC_RELAXED)))
+      (more_posts || u->held || u->shots || u->finals ||
+       __atomic_load_n(&p->post_head, __ATOMIC_RELAXED)))
     hy__port_wake(p); /* left behind: keep the os_handle readable */
   return n ? n : err;
 }
@@ -517,6 +639,19 @@ static void u_close(hy__port *p) {
     }
   }
   io_uring_queue_exit(&u->ring);
+  /* pre: no op in flight, so every shot was handed over; free the nodes. */
+  while (u->shots) {
+    shot *sh = u->shots;
+    u->shots = sh->next;
+    if (sh->res >= 0)
+      close(sh->res);
+    hy__mem_free(sh);
+  }
+  while (u->free_shots) {
+    shot *sh = u->free_shots;
+    u->free_shots = sh->next;
+    hy__mem_free(sh);
+  }
   while (u->msgs) {
     msgnode *m = u->msgs;
     u->msgs = m->next;
@@ -596,6 +731,11 @@ int hy__uring_open(hy__port **out, hy__port *share) {
     hy__mem_free(u);
     return HY_ENOSYS;
   }
+  /* Multishot accept came with Linux 5.19, as did IORING_OP_SOCKET. */
+  struct io_uring_probe *pr = io_uring_get_probe_ring(&u->ring);
+  u->multishot = pr && io_uring_opcode_supported(pr, IORING_OP_SOCKET);
+  if (pr)
+    io_uring_free_probe(pr);
   *out = &u->base;
   return 0;
 }
