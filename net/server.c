@@ -21,7 +21,10 @@
  * the port can (io_uring, epoll: see hy__bufsrc in runtime/port.h): the
  * port takes a buffer from the worker's pool only when data is there, the
  * buffer goes back once on_read returns, so an idle connection holds no
- * read buffer and a worker needs about one.  On IOCP each connection has
+ * read buffer: a worker needs about one, plus those io_uring keeps lent
+ * to the kernel in its ring of provided buffers (a fixed number per port,
+ * however many connections there are).  Pooled buffers are hy__mem
+ * allocations, as the port's contract asks.  On IOCP each connection has
  * its own buffer from a per-server object cache.  Output is a chain of chunks bounded by
  * max_output: hy_sconn_write refuses (HY_EAGAIN) what would pass the
  * bound, so a slow reader costs at most max_output bytes.  hy_sconn_write
@@ -182,7 +185,7 @@ static void *pool_get(hy__bufsrc *src) {
     sw->npool--;
     return b;
   }
-  b = hy_cache_alloc(sw->srv->buf_cache);
+  b = hy__mem_alloc(sw->srv->cfg.read_buffer_size);
   if (b)
     atomic_fetch_add(&sw->srv->nbufs, 1);
   return b;
@@ -191,7 +194,7 @@ static void *pool_get(hy__bufsrc *src) {
 static void pool_put(hy__bufsrc *src, void *b) {
   srv_worker *sw = (srv_worker *)((char *)src - offsetof(srv_worker, src));
   if (sw->npool >= POOL_KEEP) {
-    hy_cache_free(sw->srv->buf_cache, b);
+    hy__mem_free(b);
     atomic_fetch_sub(&sw->srv->nbufs, 1);
     return;
   }
@@ -995,7 +998,7 @@ static void srv_free(hy_server_t *s) {
     while (s->w[i].pool) {
       void *b = s->w[i].pool;
       memcpy(&s->w[i].pool, b, sizeof(void *));
-      hy_cache_free(s->buf_cache, b);
+      hy__mem_free(b);
     }
   }
   hy__mem_free(s->w);

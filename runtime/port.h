@@ -52,7 +52,12 @@ enum { HY__POLL_IN = 1, HY__POLL_OUT = 2, HY__POLL_ERR = 4 };
  * with src->put; with any other res op->buf is NULL (the port gave back
  * what it took).  A pooled receive may also complete with HY_EAGAIN (the
  * readiness it saw was gone): start it again.  The port calls get and put
- * on its owner thread only, inside hy__port_start and hy__port_wait. */
+ * on its owner thread only, inside hy__port_start and hy__port_wait.
+ * A source's buffers are hy__mem allocations of size bytes, and any
+ * receive of that size may get any of them: the port may keep some lent
+ * in the kernel (io_uring provided buffers, refilled from the source of
+ * the receive that took one) and frees those with hy__mem_free when it
+ * closes; a source frees what it gets back with hy__mem_free too. */
 /* In the flags of an HY__OP_ACCEPT: multishot where the backend has it
  * (io_uring with IORING_ACCEPT_MULTISHOT): the op stays in flight and
  * completes once per connection accepted, each completion but the last

@@ -32,9 +32,13 @@
  * per wait (the dispatcher reads op->res after the wait); an intermediate
  * one leaves the op in flight with HY__OP_MORE, the last finishes it.
  *
- * A pooled receive (RECV with buf NULL, see hy__bufsrc) is a POLL_ADD;
- * when its CQE says readable, the recv is made at once (MSG_DONTWAIT) into
- * a buffer from the op's source, while the CQE is taken.
+ * A pooled receive (RECV with buf NULL, see hy__bufsrc) is a RECV with
+ * IOSQE_BUFFER_SELECT on a ring of provided buffers for its buffer size
+ * (made on first use, PB_ENTRIES buffers from the source; the kernel picks
+ * one only when data is there, and a fresh one from the source refills its
+ * slot when it is handed over).  A kernel without buffer rings gets a
+ * POLL_ADD instead: when its CQE says readable, the recv is made at once
+ * (MSG_DONTWAIT) into a buffer from the source, while the CQE is taken.
  *
  * Overflow: the port needs IORING_FEAT_NODROP (the kernel keeps CQEs that
  * do not fit and liburing flushes them on peek); a full SQ is submitted
@@ -48,6 +52,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -72,6 +77,20 @@ typedef struct shot {
   struct shot *next;
 } shot;
 
+/* A ring of provided buffers (IORING_REGISTER_PBUF_RING) for pooled
+ * receives of one buffer size: the kernel picks a buffer only when data
+ * is there.  Its buffers come from the receives' sources (hy__mem
+ * allocations of `size` bytes). */
+#define PB_ENTRIES 128
+#define PB_RINGS 4
+typedef struct pbring {
+  struct io_uring_buf_ring *br;
+  size_t size;
+  int bgid;
+  int missing;           /* slots left empty (a source had no memory) */
+  void *bufs[PB_ENTRIES]; /* by buffer id: the one lent to the kernel */
+} pbring;
+
 typedef struct msgnode {
   struct msghdr m;
   struct iovec iov;
@@ -93,6 +112,8 @@ typedef struct uport {
                            last CQE (res in pdata[3]) waits to be handed
                            over after their shots; linked through next */
   uint64_t batch;       /* counts waits: one completion per op per wait */
+  pbring *pb[PB_RINGS]; /* provided-buffer rings, by size */
+  int npb, pb_off;      /* pb_off: the kernel refused one: polls instead */
 } uport;
 
 static const hy__port_vt uring_vt;
@@ -117,6 +138,97 @@ static void msg_put(uport *u, msgnode *m) {
 
 #define POOLED 1 /* pdata[1] of a pooled RECV: its poll is in the ring */
 #define MULTI 2  /* pdata[1] of a multishot ACCEPT */
+#define PBUF 3   /* pdata[1] of a pooled RECV on a buffer ring (pdata[3]) */
+
+static void pb_add(pbring *r, void *b, unsigned bid) {
+  io_uring_buf_ring_add(r->br, b, (unsigned)r->size, (unsigned short)bid,
+                        io_uring_buf_ring_mask(PB_ENTRIES), 0);
+  io_uring_buf_ring_advance(r->br, 1);
+}
+
+/* Fills the empty slots of r from src. */
+static void pb_fill(pbring *r, hy__bufsrc *src) {
+  for (unsigned i = 0; r->missing && i < PB_ENTRIES; i++) {
+    if (r->bufs[i])
+      continue;
+    void *b = src->get(src);
+    if (!b)
+      return;
+    r->bufs[i] = b;
+    r->missing--;
+    pb_add(r, b, i);
+  }
+}
+
+/* The ring for src's buffer size, made on first use; NULL when the
+ * kernel has no buffer rings (or too many sizes are in use). */
+static pbring *pb_for(uport *u, hy__bufsrc *src) {
+  for (int i = 0; i < u->npb; i++)
+    if (u->pb[i]->size == src->size)
+      return u->pb[i];
+  if (u->pb_off || u->npb == PB_RINGS || src->size > 0xffffffffu)
+    return NULL;
+  pbring *r = hy__mem_calloc(1, sizeof *r);
+  if (!r)
+    return NULL;
+  size_t len = PB_ENTRIES * sizeof(struct io_uring_buf);
+  void *m = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) {
+    hy__mem_free(r);
+    return NULL;
+  }
+  r->br = m;
+  r->size = src->size;
+  r->bgid = u->npb + 1;
+  io_uring_buf_ring_init(r->br);
+  struct io_uring_buf_reg reg;
+  memset(&reg, 0, sizeof reg);
+  reg.ring_addr = (uint64_t)(uintptr_t)m;
+  reg.ring_entries = PB_ENTRIES;
+  reg.bgid = (uint16_t)r->bgid;
+  if (io_uring_register_buf_ring(&u->ring, &reg, 0) < 0) {
+    munmap(m, len);
+    hy__mem_free(r);
+    u->pb_off = 1;
+    return NULL;
+  }
+  r->missing = PB_ENTRIES;
+  pb_fill(r, src);
+  u->pb[u->npb++] = r;
+  return r;
+}
+
+static void pb_free(uport *u, pbring *r) {
+  io_uring_unregister_buf_ring(&u->ring, r->bgid);
+  for (int i = 0; i < PB_ENTRIES; i++)
+    hy__mem_free(r->bufs[i]);
+  munmap(r->br, PB_ENTRIES * sizeof(struct io_uring_buf));
+  hy__mem_free(r);
+}
+
+/* A pooled receive on a buffer ring: the buffer the kernel picked (if it
+ * did) goes to the op when data came, and a fresh one from the source
+ * takes its slot; otherwise it goes back to its slot. */
+static int64_t recv_pbuf(hy__op *op, int res, unsigned cflags) {
+  pbring *r = (pbring *)(uintptr_t)op->pdata[3];
+  hy__bufsrc *src = op->addr;
+  if (cflags & IORING_CQE_F_BUFFER) {
+    unsigned bid = cflags >> IORING_CQE_BUFFER_SHIFT;
+    void *b = bid < PB_ENTRIES ? r->bufs[bid] : NULL;
+    if (b && res > 0) {
+      op->buf = b;
+      r->bufs[bid] = NULL;
+      r->missing++;
+    } else if (b) {
+      pb_add(r, b, bid);
+    }
+  }
+  pb_fill(r, src);
+  if (res == -ENOBUFS)
+    return HY_EAGAIN; /* every buffer was taken: start it again */
+  return res >= 0 ? res : hy__lport_err(res);
+}
 
 /* A pooled receive whose poll said readable: the recv itself, into a
  * buffer from the op's source kept only if data came. */
@@ -143,12 +255,16 @@ static int64_t recv_pooled(hy__op *op) {
 }
 
 /* The op's result from its CQE's res; gives back its msghdr node. */
-static int64_t result_of(uport *u, hy__op *op, int res) {
+static int64_t result_of(uport *u, hy__op *op, int res, unsigned cflags) {
   switch (op->kind) {
   case HY__OP_RECV:
     if (op->pdata[1] == POOLED) {
       op->pdata[1] = 0;
       return res >= 0 ? recv_pooled(op) : hy__lport_err(res);
+    }
+    if (op->pdata[1] == PBUF) {
+      op->pdata[1] = 0;
+      return recv_pbuf(op, res, cflags);
     }
     return res >= 0 ? res : hy__lport_err(res);
   case HY__OP_POLL:
@@ -216,7 +332,8 @@ static hy__op *take_cqe(uport *u, struct io_uring_cqe *c, int state) {
     u->shots_tail = sh;
     return NULL;
   }
-  hy__lport_finish_locked(&u->base, op, result_of(u, op, c->res), state);
+  hy__lport_finish_locked(&u->base, op, result_of(u, op, c->res, c->flags),
+                          state);
   return op;
 }
 
@@ -374,7 +491,7 @@ static int take_shots(uport *u, hy__op **ops, int max) {
     op->pdata[2] = u->batch;
     op->pdata[1] = 0;
     hy__lport_finish_locked(&u->base, op,
-                            result_of(u, op, (int)(uint32_t)op->pdata[3]),
+                            result_of(u, op, (int)(uint32_t)op->pdata[3], 0),
                             HY__PS_IDLE);
     op->flags &= ~HY__OP_MORE;
     ops[n++] = op;
@@ -489,8 +606,18 @@ static int u_start(hy__port *p, hy__op *op) {
         s->user_data = TAG_IGNORE;
         return HY_EINVAL;
       }
-      io_uring_prep_poll_add(s, fd, POLLIN | POLLRDHUP);
-      op->pdata[1] = POOLED;
+      pbring *r = pb_for(u, op->addr);
+      if (r) {
+        io_uring_prep_recv(s, fd, NULL, r->size,
+                           (int)(op->flags & ~HY__RECV_OWNED));
+        s->flags |= IOSQE_BUFFER_SELECT;
+        s->buf_group = (uint16_t)r->bgid;
+        op->pdata[1] = PBUF;
+        op->pdata[3] = (uint64_t)(uintptr_t)r;
+      } else {
+        io_uring_prep_poll_add(s, fd, POLLIN | POLLRDHUP);
+        op->pdata[1] = POOLED;
+      }
     } else {
       io_uring_prep_recv(s, fd, op->buf, len,
                          (int)(op->flags & ~HY__RECV_OWNED));
@@ -638,6 +765,8 @@ static void u_close(hy__port *p) {
       }
     }
   }
+  for (int i = 0; i < u->npb; i++)
+    pb_free(u, u->pb[i]);
   io_uring_queue_exit(&u->ring);
   /* pre: no op in flight, so every shot was handed over; free the nodes. */
   while (u->shots) {
