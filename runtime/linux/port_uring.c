@@ -218,13 +218,18 @@ static int64_t recv_pbuf(hy__op *op, int res, unsigned cflags) {
     void *b = bid < PB_ENTRIES ? r->bufs[bid] : NULL;
     if (b && res > 0) {
       op->buf = b;
-      r->bufs[bid] = NULL;
-      r->missing++;
+      void *nb = src->get(src);
+      r->bufs[bid] = nb;
+      if (nb)
+        pb_add(r, nb, bid);
+      else
+        r->missing++;
     } else if (b) {
       pb_add(r, b, bid);
     }
   }
-  pb_fill(r, src);
+  if (r->missing)
+    pb_fill(r, src);
   if (res == -ENOBUFS)
     return HY_EAGAIN; /* every buffer was taken: start it again */
   return res >= 0 ? res : hy__lport_err(res);
