@@ -83,7 +83,7 @@ typedef struct acc_op {
 } acc_op;
 
 typedef struct chunk {
-  struct chunk *next;
+  struct chunk *next; /* in the out chain, or the worker's free chunks */
   size_t cap, len, off; /* data[off, len) is still to send */
   char data[];
 } chunk;
@@ -133,6 +133,10 @@ struct srv_worker {
   hy__bufsrc src;
   void *pool;          /* free buffers, linked through their first word */
   int npool;
+  /* Output chunks of CHUNK_MIN bytes that drained, for the next writes
+   * made on this worker: a connection that has sent everything keeps none. */
+  struct chunk *chunks;
+  int nchunks;
   atomic_int graceful; /* close all: flush output first (shutdown) */
 };
 
@@ -249,6 +253,26 @@ static pkt *pkt_of(hy__completion *cc) {
   return p;
 }
 
+/* Worker-thread only. */
+static chunk *chunk_get(srv_worker *sw) {
+  chunk *k = sw->chunks;
+  if (k) {
+    sw->chunks = k->next;
+    sw->nchunks--;
+  }
+  return k;
+}
+
+static void chunk_put(srv_worker *sw, chunk *k) {
+  if (k->cap != CHUNK_MIN || sw->nchunks >= POOL_KEEP) {
+    hy__mem_free(k);
+    return;
+  }
+  k->next = sw->chunks;
+  sw->chunks = k;
+  sw->nchunks++;
+}
+
 /* ----------------------------------------------------------- connections */
 
 static void conn_unref(hy_sconn_t *c);
@@ -260,7 +284,7 @@ static void arm_timer(srv_worker *sw, int64_t deadline);
 
 static void conn_release(hy_sconn_t *c) {
   hy_server_t *s = c->srv;
-  hy__port_forget(c->sw->wk->port, c->fd);
+  hy__port_forget_idle(c->sw->wk->port, c->fd); /* no op in flight now */
   if (c->reset)
     hy__fd_close_reset(c->fd);
   else
@@ -317,7 +341,8 @@ static void conn_close(hy_sconn_t *c, int reason, int err) {
   if (reason == HY_CLOSE_ERROR || reason == HY_CLOSE_IDLE_TIMEOUT ||
       reason == HY_CLOSE_READ_TIMEOUT || reason == HY_CLOSE_WRITE_TIMEOUT ||
       reason == HY_CLOSE_SHUTDOWN)
-    c->reset = reason != HY_CLOSE_SHUTDOWN || c->out_bytes > 0;
+    c->reset = (reason != HY_CLOSE_SHUTDOWN || c->out_bytes > 0) &&
+               err != HY_ECONNRESET; /* reset by the peer already */
   if (atomic_fetch_sub(&s->live, 1) == 1 && atomic_load(&s->draining))
     drainer_stop(s);
   ST_ADD(s->closed, 1);
@@ -426,20 +451,26 @@ static void send_done(hy__completion *cc, hy__op *op) {
   hy_server_t *s = c->srv;
   int64_t res = op->res;
   int flushed = 0, rc = 0;
+  chunk *drained = NULL;
   hy__lock(&c->lock);
   c->sending = 0;
   if (res > 0) {
     chunk *k = c->out_head;
     k->off += (size_t)res;
     c->out_bytes -= (size_t)res;
-    if (k->off == k->len && !k->next)
-      k->off = k->len = 0; /* reuse the last chunk */
+    if (k->off == k->len && !k->next) {
+      /* All sent: an idle connection keeps no output memory. */
+      drained = k;
+      c->out_head = c->out_tail = NULL;
+    }
     if (!c->closing) {
       rc = send_locked(c);
       flushed = rc == 0;
     }
   }
   hy__unlock(&c->lock);
+  if (drained)
+    chunk_put(c->sw, drained);
   if (res > 0) {
     ST_ADD(s->bytes_out, (uint64_t)res);
     c->last_write = c->stall_since = hy_now();
@@ -504,9 +535,12 @@ int hy_sconn_write(hy_sconn_t *c, const void *data, size_t len) {
   /* Bytes past the in-flight range of the tail chunk can be appended in
    * place: the send covers [off, len at start) and memory never moves. */
   size_t first = room < len ? room : len;
+  int on_worker = hy__worker_current(s->rt) == c->sw->wk;
   if (len > first) {
     size_t cap = len - first > CHUNK_MIN ? len - first : CHUNK_MIN;
-    chunk *n = hy__mem_alloc(sizeof *n + cap);
+    chunk *n = cap == CHUNK_MIN && on_worker ? chunk_get(c->sw) : NULL;
+    if (!n)
+      n = hy__mem_alloc(sizeof *n + cap);
     if (!n) {
       hy__unlock(&c->lock);
       return HY_ENOMEM;
@@ -530,7 +564,7 @@ int hy_sconn_write(hy_sconn_t *c, const void *data, size_t len) {
   if (c->out_bytes == 0)
     c->stall_since = hy_now();
   c->out_bytes += len;
-  int rc = 0, on_worker = hy__worker_current(s->rt) == c->sw->wk;
+  int rc = 0;
   if (!c->sending) {
     if (on_worker) {
       rc = send_locked(c);
@@ -999,6 +1033,11 @@ static void srv_free(hy_server_t *s) {
       void *b = s->w[i].pool;
       memcpy(&s->w[i].pool, b, sizeof(void *));
       hy__mem_free(b);
+    }
+    while (s->w[i].chunks) {
+      chunk *k = s->w[i].chunks;
+      s->w[i].chunks = k->next;
+      hy__mem_free(k);
     }
   }
   hy__mem_free(s->w);

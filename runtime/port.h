@@ -136,6 +136,14 @@ int hy__port_backend(const hy__port *p);
 int hy__port_associate(hy__port *p, intptr_t fd);
 void hy__port_forget(hy__port *p, intptr_t fd);
 
+/* As hy__port_forget, for an fd with no op in flight on p (every
+ * completion dequeued): io_uring then has nothing to cancel, and this
+ * saves the system call that would submit the cancel at once. */
+static inline void hy__port_forget_idle(hy__port *p, intptr_t fd) {
+  if (hy__port_backend(p) != HY__BACKEND_URING)
+    hy__port_forget(p, fd);
+}
+
 /* Starts op.  Returns 0: the completion will be dequeued from this port
  * later (also for an op that fails or succeeds at once, such as one on a
  * closed fd, which completes with HY_EBADF).  Returns HY_E*: the op was
