@@ -1,60 +1,58 @@
 /* server.c - the callback-style server of seed 001.
  *
- * Shape.  One listening socket; every accepting worker keeps
- * `pending_accepts` ACCEPT ops on its own port, so connections land on the
- * workers in proportion to how fast each one takes them (AcceptEx style:
- * several accepts always in flight) - on io_uring one multishot ACCEPT
- * instead, which stays in flight and completes once per connection (the
- * peer address is then looked up only if hy_sconn_peer_addr asks).  A connection belongs to the worker
- * that accepted it for life: all its ops are started on that worker's
- * port, its completions arrive there, and every callback for it runs on
- * that worker's thread, outside any task - so the callbacks of one
- * connection never overlap and need no lock.
+ * Shape.  One listening socket; every accepting worker keeps `pending_accepts`
+ * ACCEPT ops on its own port, so connections land on the workers in proportion
+ * to how fast each one takes them (AcceptEx style: several accepts always in
+ * flight) - on io_uring one multishot ACCEPT instead, which stays in flight and
+ * completes once per connection (the peer address is then looked up only if
+ * hy_sconn_peer_addr asks).  A connection belongs to the worker that accepted
+ * it for life: all its ops are started on that worker's port, its completions
+ * arrive there, and every callback for it runs on that worker's thread, outside
+ * any task - so the callbacks of one connection never overlap and need no lock.
  *
- * Per worker (srv_worker, touched by its own thread only, except where
- * noted): the accept ops, the list of its connections, one TIMEOUT op that
- * drives the timeout sweep and the accept back-off, and three packets
- * (start, stop accepting, close all) that other threads post to it.
+ * Per worker (srv_worker, touched by its own thread only, except where noted):
+ * the accept ops, the list of its connections, one TIMEOUT op that drives the
+ * timeout sweep and the accept back-off, and three packets (start, stop
+ * accepting, close all) that other threads post to it.
  *
- * Per connection (hy_sconn): one RECV op always in flight (unless paused);
- * one SEND op in flight while output is queued.  Reads are pooled where
- * the port can (io_uring, epoll: see hy__bufsrc in runtime/port.h): the
- * port takes a buffer from the worker's pool only when data is there, the
- * buffer goes back once on_read returns, so an idle connection holds no
- * read buffer: a worker needs about one, plus those io_uring keeps lent
- * to the kernel in its ring of provided buffers (a fixed number per port,
- * however many connections there are).  Pooled buffers are hy__mem
- * allocations, as the port's contract asks.  On IOCP each connection has
- * its own buffer from a per-server object cache.  Output is a chain of chunks bounded by
- * max_output: hy_sconn_write refuses (HY_EAGAIN) what would pass the
- * bound, so a slow reader costs at most max_output bytes.  hy_sconn_write
- * may come from other threads: the chain and the send state are under the
- * connection's lock, and a write from off the worker posts a kick packet
- * that starts the send on the worker.
+ * Per connection (hy_sconn): one RECV op always in flight (unless paused); one
+ * SEND op in flight while output is queued.  Reads are pooled where the port
+ * can (io_uring, epoll: see hy__bufsrc in runtime/port.h): the port takes a
+ * buffer from the worker's pool only when data is there, the buffer goes back
+ * once on_read returns, so an idle connection holds no read buffer: a worker
+ * needs about one, plus those io_uring keeps lent to the kernel in its ring of
+ * provided buffers (a fixed number per port, however many connections there
+ * are).  Pooled buffers are hy__mem allocations, as the port's contract asks.
+ * On IOCP each connection has its own buffer from a per-server object cache.
+ * Output is a chain of chunks bounded by max_output: hy_sconn_write refuses
+ * (HY_EAGAIN) what would pass the bound, so a slow reader costs at most
+ * max_output bytes.  hy_sconn_write may come from other threads: the chain and
+ * the send state are under the connection's lock, and a write from off the
+ * worker posts a kick packet that starts the send on the worker.
  *
- * Lifetimes.  A connection holds a reference for being open plus one per
- * op or kick in flight; closing cancels its ops, calls on_close at once
- * (the last callback), and the last reference - always on the owning
- * worker, as completions arrive there - forgets the fd on the port,
- * closes it and frees the memory.  The server counts what is outstanding
- * (connections, accept/timer ops, packets in flight); hy_server_close waits
- * for that count to reach zero before freeing.
+ * Lifetimes.  A connection holds a reference for being open plus one per op or
+ * kick in flight; closing cancels its ops, calls on_close at once (the last
+ * callback), and the last reference - always on the owning worker, as
+ * completions arrive there - forgets the fd on the port, closes it and frees
+ * the memory.  The server counts what is outstanding (connections, accept/timer
+ * ops, packets in flight); hy_server_close waits for that count to reach zero
+ * before freeing.
  *
- * Limits.  max_connections: a connection over the limit is accepted and
- * closed at once with a reset (counted in over_limit), so the backlog
- * keeps moving.  EMFILE/ENFILE on accept: that accept is not restarted;
- * the worker's timer restarts its idle accepts after a back-off (10 ms,
- * doubling to 1 s, reset by the next success), so an out-of-descriptors
- * server waits instead of spinning.  Timeouts: the timer sweeps the
- * worker's connections every tick (a quarter of the shortest timeout,
- * between 1 ms and 250 ms); a timeout is never reported early.
+ * Limits.  max_connections: a connection over the limit is accepted and closed
+ * at once with a reset (counted in over_limit), so the backlog keeps moving.
+ * EMFILE/ENFILE on accept: that accept is not restarted; the worker's timer
+ * restarts its idle accepts after a back-off (10 ms, doubling to 1 s, reset by
+ * the next success), so an out-of-descriptors server waits instead of
+ * spinning.  Timeouts: the timer sweeps the worker's connections every tick (a
+ * quarter of the shortest timeout, between 1 ms and 250 ms); a timeout is never
+ * reported early.
  *
- * Shutdown.  A phase hook posts "stop accepting" to every worker in
- * QUIESCE and "close all" (reason HY_CLOSE_SHUTDOWN) in CANCEL; until
- * CANCEL, open connections go on being served through the drain.
+ * Shutdown.  A phase hook posts "stop accepting" to every worker in QUIESCE and
+ * "close all" (reason HY_CLOSE_SHUTDOWN) in CANCEL; until CANCEL, open
+ * connections go on being served through the drain.
  *
- * Lock order: c->lock and s->lock are leaves; the port's cancel/start may
- * be called under c->lock.
+ * Lock order: c->lock and s->lock are leaves; the port's cancel/start may be
+ * called under c->lock.
  */
 #include <string.h>
 
@@ -173,7 +171,7 @@ struct hy_server {
   atomic_int draining;  /* quiesce seen */
   _Atomic uint64_t accepted, refused, over_limit, accept_errors, backoffs,
       closed, timeouts, bytes_in, bytes_out;
-  atomic_long nbufs;    /* read buffers taken from buf_cache, not freed */
+  atomic_long nbufs;    /* read buffers allocated, not yet freed */
 };
 
 #define ST_ADD(f, n) atomic_fetch_add_explicit(&(f), (n), memory_order_relaxed)
