@@ -43,7 +43,8 @@
  * EMFILE/ENFILE on accept: that accept is not restarted; the worker's timer
  * restarts its idle accepts after a back-off (10 ms, doubling to 1 s, reset by
  * the next success), so an out-of-descriptors server waits instead of
- * spinning.  Timeouts: the timer sweeps the worker's connections every tick (a
+ * spinning.  (A multishot accept reads RLIMIT_NOFILE once, when it is
+ * prepared: a limit lowered later applies from the next one.)  Timeouts: the timer sweeps the worker's connections every tick (a
  * quarter of the shortest timeout, between 1 ms and 250 ms); a timeout is never
  * reported early.
  *

@@ -2037,18 +2037,20 @@ TEST_IMPL(net_server_emfile_backoff) {
   }
   close(pp[0]);
   hy_runtime_t *rt = new_rt(2);
+  /* Room for the listening socket and a handful of connections only -
+   * set before the server starts: io_uring reads the limit when an accept
+   * is prepared, and a multishot accept is prepared once. */
+  int probe = dup(0);
+  struct rlimit rl;
+  getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = (rlim_t)probe + 1 + 4;
+  close(probe);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
   static cb_state st;
   st.echo = 1;
   hy_server_t *s = start_server(rt, &st, NULL);
   hy_addr_t a;
   ASSERT_OK(hy_server_addr(s, &a));
-  /* Room for a handful of connections only. */
-  int probe = dup(0);
-  struct rlimit rl;
-  getrlimit(RLIMIT_NOFILE, &rl);
-  rl.rlim_cur = (rlim_t)probe + 4;
-  close(probe);
-  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
   ASSERT_EQ(write(pp[1], &a, sizeof a), (ssize_t)sizeof a);
   int status;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
