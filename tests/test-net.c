@@ -234,12 +234,13 @@ typedef struct {
 typedef struct {
   bown_t *b;
   int pre_cancel;
+  uint64_t seed; /* test_rand is the main thread's only */
 } bown_arg;
 
 static void *bown_fn(void *p) {
   bown_arg *a = p;
-  if (test_rand() % 2)
-    usleep((useconds_t)(test_rand() % 300));
+  if (rnd(&a->seed) % 2)
+    usleep((useconds_t)(rnd(&a->seed) % 300));
   atomic_fetch_add(&a->b->ran, 1);
   free(a);
   return (void *)1;
@@ -251,7 +252,7 @@ static void *bown_task(void *p) {
   atomic_fetch_add(&b->started, 1);
   if (a->pre_cancel)
     hy_task_cancel(b->rt, hy_task_self(b->rt));
-  else if (test_rand() % 2)
+  else if (rnd(&a->seed) % 2)
     hy_yield(b->rt);
   void *r = NULL;
   int rc = hy_blocking(b->rt, bown_fn, a, &r); /* a belongs to fn now */
@@ -278,6 +279,7 @@ TEST_IMPL(net_blocking_cancel_ownership) {
     ASSERT(a != NULL);
     a->b = &b;
     a->pre_cancel = i % 4 == 0; /* cancelled before hy_blocking queues */
+    a->seed = test_rand() | 1;
     ASSERT_OK(hy_task_spawn(rt, bown_task, a, NULL, &t[i]));
     if (test_rand() % 3 == 0)
       hy_task_cancel(rt, t[i]); /* before, during or after the call */

@@ -437,7 +437,10 @@ static int try_io(hy__op *op, int64_t *res) {
  * block, or a stream read shorter than asked for)?  Then the next data
  * brings a new edge. */
 static void recv_hint(fdent *ent, hy__op *op, int done, int64_t res) {
-  if (op->kind != HY__OP_RECV || (op->flags & MSG_PEEK)) {
+  /* flags on its own: a wider load would take in pflags, which cancels
+   * from other threads write (under the port's lock). */
+  uint32_t fl = __atomic_load_n(&op->flags, __ATOMIC_RELAXED);
+  if (op->kind != HY__OP_RECV || (fl & MSG_PEEK)) {
     ent->drained = 0;
     return;
   }
@@ -564,7 +567,7 @@ static int e_start(hy__port *p, hy__op *op) {
     int64_t res;
     switch (op->kind) {
     case HY__OP_RECV:
-      if (op->flags & HY__RECV_OWNED) {
+      if (__atomic_load_n(&op->flags, __ATOMIC_RELAXED) & HY__RECV_OWNED) {
         /* Registered for sure; after a read that emptied the socket the
          * data to come brings an edge: no read is tried before it. */
         int done = 0;
