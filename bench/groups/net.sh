@@ -34,7 +34,7 @@ bench_net() {
     pin_srv="taskset -c 1"
     pin_cli="taskset -c 0"
   fi
-  local port=$((20000 + RANDOM % 20000))
+  local port=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768-)
   run_cases() { # name, then the server command (the port is appended)
     local name="$1"
     shift

@@ -568,7 +568,7 @@ static int e_start(hy__port *p, hy__op *op) {
     int64_t res;
     switch (op->kind) {
     case HY__OP_RECV:
-      if (op->flags & HY__RECV_OWNED) {
+      if (__atomic_load_n(&op->flags, __ATOMIC_RELAXED) & HY__RECV_OWNED) {
         /* Registered for sure; after a read that emptied the socket the
          * data to come brings an edge: no read is tried before it. */
         int done = 0;
