@@ -979,7 +979,9 @@ typedef struct {
   const hy_addr_t *addr;
   int n;
   atomic_int go;
-  int failed; /* the first step that failed, 0 if none */
+  int failed;   /* the first step that failed, 0 if none */
+  int opened;   /* connections opened */
+  int sock_err; /* the socket error of a failed open */
 } tenk_arg;
 
 static void *tenk_clients(void *p) {
@@ -989,9 +991,17 @@ static void *tenk_clients(void *p) {
     a->failed = 1;
     return NULL;
   }
-  for (int i = 0; i < a->n && !a->failed; i++)
-    if ((fds[i] = raw_connect(a->addr)) < 0)
+  int fam = hy_addr_family(a->addr) == HY_AF_INET6 ? AF_INET6 : AF_INET;
+  for (int i = 0; i < a->n && !a->failed; i++) {
+    fds[i] = sock_open(fam, SOCK_STREAM);
+    if (fds[i] < 0 || connect(fds[i], (const struct sockaddr *)a->addr->sa.raw,
+                              (int)a->addr->len) != 0) {
+      a->sock_err = sock_errno();
       a->failed = 2;
+      break;
+    }
+    a->opened++;
+  }
   while (!a->failed && !atomic_load(&a->go))
     Sleep(1);
   for (int i = 0; i < a->n && !a->failed; i++) {
@@ -1033,17 +1043,27 @@ TEST_IMPL(net_tcp_10k_connections) {
   hy_runtime_t *rt = new_rt(2);
   echo_srv e;
   hy_task_t at = start_echo(&e, rt, 0);
-  tenk_arg ta = {&e.addr, N, 0, 0};
+  tenk_arg ta = {&e.addr, N, 0, 0, 0, 0};
   pthread_t th;
   ASSERT_EQ(pthread_create(&th, NULL, tenk_clients, &ta), 0);
   int64_t until = hy_now() + HY_SEC(120);
   while (atomic_load(&e.conns) < N && !ta.failed && hy_now() < until)
     hy_sleep(NULL, HY_MS(5));
-  ASSERT_EQ(atomic_load(&e.conns), N); /* all held at once */
-  atomic_store(&ta.go, 1);
+  if (!ta.failed) {
+    ASSERT_EQ(atomic_load(&e.conns), N); /* all held at once */
+    atomic_store(&ta.go, 1);
+  }
   pthread_join(th, NULL);
+  if (ta.failed == 2 && ta.sock_err == WSAEMFILE && sock_under_wine()) {
+    fprintf(stderr, "%d connections opened, then WSAEMFILE\n", ta.opened);
+    RETURN_SKIP("Wine: wineserver keeps a Unix descriptor for every socket "
+                "of every Wine process, so both ends of 10,000 loopback "
+                "connections need 20,000+ descriptors in that one process, "
+                "above this machine's hard RLIMIT_NOFILE");
+  }
   if (ta.failed)
-    TEST_FAIL_("client thread failed at step %d", ta.failed);
+    TEST_FAIL_("client thread failed at step %d (socket error %d)", ta.failed,
+               ta.sock_err);
   ASSERT_EQ(atomic_load(&e.bytes), 4L * N);
   stop_echo(&e, at);
   close_rt(rt);
@@ -1195,7 +1215,8 @@ static hy_server_t *start_server(hy_runtime_t *rt, cb_state *st,
 static int raw_connect(const hy_addr_t *a) {
   int fam = hy_addr_family(a) == HY_AF_INET6 ? AF_INET6 : AF_INET;
   int fd = sock_open(fam, SOCK_STREAM | SOCK_CLOEXEC);
-  ASSERT(fd >= 0);
+  if (fd < 0)
+    TEST_FAIL_("socket: error %d", sock_errno());
   if (connect(fd, (const struct sockaddr *)a->sa.raw, (int)a->len) < 0) {
     sock_close(fd);
     return -1;
@@ -1517,10 +1538,30 @@ TEST_IMPL(net_server_peer_reset) {
     raw_write(fd, big, 1 + (size_t)(test_rand() % sizeof big));
     sock_close_reset(fd); /* RST while the server is echoing */
   }
+#ifdef _WIN32
+  /* On Windows a connection reset while it still waits in the backlog
+   * fails its AcceptEx (counted as an accept error) instead of being
+   * accepted: each of the 50 is one or the other. */
+  hy_server_stats_t ss = {.size = sizeof ss};
+  int64_t until = hy_now() + HY_SEC(10);
+  for (;;) {
+    ASSERT_OK(hy_server_stats(s, &ss));
+    if (atomic_load(&st.closes) + (long)ss.accept_errors >= 50 ||
+        hy_now() > until)
+      break;
+    usleep(1000);
+  }
+  ASSERT_EQ(ss.accepted + ss.accept_errors, 50);
+  ASSERT_EQ(atomic_load(&st.closes), (long)ss.accepted);
+  ASSERT_EQ(atomic_load(&st.reasons[HY_CLOSE_ERROR]) +
+                atomic_load(&st.reasons[HY_CLOSE_PEER]),
+            (long)ss.accepted);
+#else
   wait_for(&st.closes, 50, HY_SEC(10));
   ASSERT_EQ(atomic_load(&st.reasons[HY_CLOSE_ERROR]) +
                 atomic_load(&st.reasons[HY_CLOSE_PEER]),
             50);
+#endif
   /* The server keeps going. */
   atomic_long bytes = 0;
   raw_client_arg ca = {a, 2, 5, &bytes, test_rand(), 0};
