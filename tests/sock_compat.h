@@ -60,6 +60,8 @@ static inline int sock_open(int family, int type) {
   return socket(family, type, 0);
 }
 
+static inline int sock_under_wine(void) { return 0; }
+
 static inline void sock_close(int fd) { close(fd); }
 static inline int sock_errno(void) { return errno; }
 
