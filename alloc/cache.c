@@ -55,6 +55,7 @@ int hy_cache_create(const char *name, size_t size, size_t align,
   hy__oslock_init(&c->slab_lock);
   atomic_init(&c->refs, 1);
   c->gen = atomic_fetch_add(&next_gen, 1);
+  c->head.key = c->slowpath ? HY__KEY_SLOW : c->gen;
   *out = c;
   return 0;
 }
@@ -104,14 +105,17 @@ static void collect(hy_cache_t *c, hy_cache_stats_t *s) {
   s->name = c->name;
   s->obj_size = c->size;
   uint64_t allocs = 0, frees = 0, misses = 0;
+  hy__mcpu *own = hy__mcpu_own(c);
+  if (own)
+    hy__mcpu_fold(own); /* this thread's counts, exact */
   hy__oslock_lock(&c->depot_lock);
   allocs = c->ret_allocs;
   frees = c->ret_frees;
   misses = c->ret_misses;
   for (hy__mcpu *m = c->mcpus; m; m = m->rnext) {
-    allocs += HY__CTR_GET(m->allocs);
-    frees += HY__CTR_GET(m->frees);
-    misses += HY__CTR_GET(m->misses);
+    allocs += HY__CTR_GET(m->pub_allocs);
+    frees += HY__CTR_GET(m->pub_frees);
+    misses += HY__CTR_GET(m->pub_misses);
   }
   s->depot_gets = c->depot_gets;
   s->depot_puts = c->depot_puts;

@@ -1,5 +1,5 @@
 /* os_posix.c - alloc/os.h on POSIX systems (Linux): mmap, mprotect,
- * madvise, pthread mutexes and a pthread key for the thread-exit hook. */
+ * madvise (guard markers too), pthread mutexes and a pthread key for the thread-exit hook. */
 #ifndef _WIN32
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -77,6 +77,21 @@ int hy__os_guard(void *p, size_t size) {
 size_t hy__os_stack_guard_pages(void) { return 1; }
 
 int hy__os_stack_guard(void *p, size_t size) { return hy__os_guard(p, size); }
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102 /* Linux 6.13; older headers lack it */
+#endif
+
+int hy__os_stack_guard_light(void *p, size_t size) {
+#ifdef __linux__
+  /* Older kernels answer EINVAL: the caller falls back to mprotect. */
+  return madvise(p, size, MADV_GUARD_INSTALL) == 0 ? 0 : -1;
+#else
+  (void)p;
+  (void)size;
+  return -1;
+#endif
+}
 
 int hy__os_decommit(void *p, size_t size) {
   return madvise(p, size, MADV_DONTNEED) == 0 ? 0 : -1;

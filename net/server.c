@@ -14,9 +14,13 @@
  * drives the timeout sweep and the accept back-off, and three packets
  * (start, stop accepting, close all) that other threads post to it.
  *
- * Per connection (hy_sconn): one RECV op always in flight (unless paused)
- * into a read buffer from a per-server object cache; one SEND op in flight
- * while output is queued.  Output is a chain of chunks bounded by
+ * Per connection (hy_sconn): one RECV op always in flight (unless paused);
+ * one SEND op in flight while output is queued.  Reads are pooled where
+ * the port can (io_uring, epoll: see hy__bufsrc in runtime/port.h): the
+ * port takes a buffer from the worker's pool only when data is there, the
+ * buffer goes back once on_read returns, so an idle connection holds no
+ * read buffer and a worker needs about one.  On IOCP each connection has
+ * its own buffer from a per-server object cache.  Output is a chain of chunks bounded by
  * max_output: hy_sconn_write refuses (HY_EAGAIN) what would pass the
  * bound, so a slow reader costs at most max_output bytes.  hy_sconn_write
  * may come from other threads: the chain and the send state are under the
@@ -119,6 +123,11 @@ struct srv_worker {
   int64_t tm_deadline;
   pkt start_pkt, stop_pkt, close_pkt;
   int closed_all;
+  /* The worker's read buffers (pooled reads): a connection takes one only
+   * while it has data to hand to on_read, so idle ones hold none. */
+  hy__bufsrc src;
+  void *pool;          /* free buffers, linked through their first word */
+  int npool;
   atomic_int graceful; /* close all: flush output first (shutdown) */
 };
 
@@ -131,6 +140,7 @@ struct hy_server {
   int nw;
   srv_worker *w;
   hy_cache_t *conn_cache, *buf_cache;
+  int pooled;          /* reads take buffers from the worker's pool */
   int64_t tick;
   hy__phase_hook hook;
   atomic_long live;
@@ -152,9 +162,39 @@ struct hy_server {
   atomic_int draining;  /* quiesce seen */
   _Atomic uint64_t accepted, refused, over_limit, accept_errors, backoffs,
       closed, timeouts, bytes_in, bytes_out;
+  atomic_long nbufs;    /* read buffers taken from buf_cache, not freed */
 };
 
 #define ST_ADD(f, n) atomic_fetch_add_explicit(&(f), (n), memory_order_relaxed)
+#define POOL_KEEP 16 /* free read buffers a worker keeps */
+
+/* ----------------------------------------------------------- read buffers */
+
+static void *pool_get(hy__bufsrc *src) {
+  srv_worker *sw = (srv_worker *)((char *)src - offsetof(srv_worker, src));
+  void *b = sw->pool;
+  if (b) {
+    memcpy(&sw->pool, b, sizeof(void *));
+    sw->npool--;
+    return b;
+  }
+  b = hy_cache_alloc(sw->srv->buf_cache);
+  if (b)
+    atomic_fetch_add(&sw->srv->nbufs, 1);
+  return b;
+}
+
+static void pool_put(hy__bufsrc *src, void *b) {
+  srv_worker *sw = (srv_worker *)((char *)src - offsetof(srv_worker, src));
+  if (sw->npool >= POOL_KEEP) {
+    hy_cache_free(sw->srv->buf_cache, b);
+    atomic_fetch_sub(&sw->srv->nbufs, 1);
+    return;
+  }
+  memcpy(b, &sw->pool, sizeof(void *));
+  sw->pool = b;
+  sw->npool++;
+}
 
 static void srv_free(hy_server_t *s);
 
@@ -224,7 +264,10 @@ static void conn_release(hy_sconn_t *c) {
     hy__mem_free(k);
     k = n;
   }
-  hy_cache_free(s->buf_cache, c->rbuf);
+  if (c->rbuf) {
+    hy_cache_free(s->buf_cache, c->rbuf);
+    atomic_fetch_sub(&s->nbufs, 1);
+  }
   hy_cache_free(s->conn_cache, c);
   hy__lock(&s->dlock);
   if (--s->nconns == 0 && s->cwait && hy__wait_claim(s->cwait, 0))
@@ -280,15 +323,19 @@ static void read_done(hy__completion *cc, hy__op *op) {
   hy_sconn_t *c = (hy_sconn_t *)((char *)cc - offsetof(hy_sconn_t, rd.c));
   hy_server_t *s = c->srv;
   int64_t res = op->res;
+  void *pbuf = s->pooled ? op->buf : NULL; /* ours to give back */
   c->reading = 0;
   if (!c->closing) {
     if (res > 0) {
       c->last_read = hy_now();
       ST_ADD(s->bytes_in, (uint64_t)res);
       if (s->cb.on_read)
-        s->cb.on_read(s, c, c->rbuf, (size_t)res);
+        s->cb.on_read(s, c, pbuf ? pbuf : c->rbuf, (size_t)res);
       if (!c->closing && !c->paused)
         start_read(c);
+    } else if (res == HY_EAGAIN && s->pooled) {
+      if (!c->paused)
+        start_read(c); /* the readiness was gone: wait again */
     } else if (res == 0) {
       /* End of stream.  Output still queued is sent first (the peer may
        * have half-closed and wait for it), then the connection closes. */
@@ -303,6 +350,8 @@ static void read_done(hy__completion *cc, hy__op *op) {
       conn_close(c, HY_CLOSE_ERROR, (int)res);
     }
   }
+  if (pbuf)
+    pool_put(&c->sw->src, pbuf);
   conn_unref(c);
 }
 
@@ -315,8 +364,13 @@ static void start_read(hy_sconn_t *c) {
   memset(&c->rd.op, 0, sizeof c->rd.op);
   c->rd.op.kind = HY__OP_RECV;
   c->rd.op.fd = c->fd;
-  c->rd.op.buf = c->rbuf;
-  c->rd.op.len = c->srv->cfg.read_buffer_size;
+  c->rd.op.flags = HY__RECV_OWNED; /* closed only after port_forget */
+  if (c->srv->pooled) {
+    c->rd.op.addr = &c->sw->src; /* buf NULL: a pooled read */
+  } else {
+    c->rd.op.buf = c->rbuf;
+    c->rd.op.len = c->srv->cfg.read_buffer_size;
+  }
   c->rd.op.data = &c->rd.c;
   c->rd.c.fn = read_done;
   c->refs++;
@@ -555,11 +609,16 @@ static void new_conn(srv_worker *sw, intptr_t fd, const hy_addr_t *peer) {
   if (max <= 0)
     atomic_fetch_add(&s->live, 1);
   hy_sconn_t *c = hy_cache_alloc(s->conn_cache);
-  char *buf = c ? hy_cache_alloc(s->buf_cache) : NULL;
-  int rc = c && buf ? hy__port_associate(sw->wk->port, fd) : HY_ENOMEM;
+  char *buf = c && !s->pooled ? hy_cache_alloc(s->buf_cache) : NULL;
+  if (buf)
+    atomic_fetch_add(&s->nbufs, 1);
+  int rc = c && (buf || s->pooled) ? hy__port_associate(sw->wk->port, fd)
+                                   : HY_ENOMEM;
   if (rc < 0) {
-    if (buf)
+    if (buf) {
       hy_cache_free(s->buf_cache, buf);
+      atomic_fetch_sub(&s->nbufs, 1);
+    }
     if (c)
       hy_cache_free(s->conn_cache, c);
     atomic_fetch_sub(&s->live, 1);
@@ -911,8 +970,14 @@ static void *drainer(void *arg) {
 static void srv_free(hy_server_t *s) {
   if (s->fd != HY__BAD_SOCK)
     hy__fd_close(s->fd);
-  for (int i = 0; i < s->nw; i++)
+  for (int i = 0; s->w && i < s->nw; i++) {
     hy__mem_free(s->w[i].acc);
+    while (s->w[i].pool) {
+      void *b = s->w[i].pool;
+      memcpy(&s->w[i].pool, b, sizeof(void *));
+      hy_cache_free(s->buf_cache, b);
+    }
+  }
   hy__mem_free(s->w);
   if (s->conn_cache)
     hy_cache_destroy(s->conn_cache);
@@ -943,6 +1008,11 @@ int hy_server_start(hy_runtime_t *rt, const hy_server_config_t *cfg,
     g->read_buffer_size = 16 * 1024;
   if (g->read_buffer_size > (1u << 30))
     g->read_buffer_size = 1u << 30;
+  if (g->read_buffer_size < sizeof(void *))
+    g->read_buffer_size = sizeof(void *); /* a free one holds a link */
+  /* Pooled reads where the port takes buffers late (io_uring, epoll);
+   * IOCP reads into a buffer fixed when the read is posted. */
+  s->pooled = hy__port_backend(rt->workers[0].port) != HY__BACKEND_IOCP;
   if (g->max_output == 0)
     g->max_output = 1024 * 1024;
   int64_t shortest = 0;
@@ -967,6 +1037,9 @@ int hy_server_start(hy_runtime_t *rt, const hy_server_config_t *cfg,
     sw->srv = s;
     sw->id = i;
     sw->wk = &rt->workers[i];
+    sw->src.get = pool_get;
+    sw->src.put = pool_put;
+    sw->src.size = g->read_buffer_size;
     sw->acc = hy__mem_calloc((size_t)g->pending_accepts, sizeof *sw->acc);
     if (!sw->acc)
       goto fail;
@@ -1097,6 +1170,7 @@ int hy_server_stats(hy_server_t *s, hy_server_stats_t *o) {
   o->bytes_in = LD(bytes_in);
   o->bytes_out = LD(bytes_out);
   o->live = (uint64_t)atomic_load(&s->live);
+  o->read_buffers = (uint64_t)atomic_load(&s->nbufs);
 #undef LD
   return 0;
 }

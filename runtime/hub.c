@@ -511,6 +511,12 @@ int hy_hub_consumer_pulse(hy_hub_consumer_t *c) {
       n = 1;
     }
   }
+  /* Whoever waits on the OS handle: all of them (manual) or one, if no
+   * task or thread took the pulse (auto).  A handle that is ready has
+   * nobody waiting on it, and its pending release stays. */
+  if (c->fd >= 0 && !c->closed && (c->manual || n == 0) &&
+      !hy__evfd_ready(c->fd))
+    hy__evfd_pulse(c->fd);
   hy__unlock(&c->lock);
   return n;
 }
@@ -521,7 +527,7 @@ int hy_hub_os_handle(hy_hub_consumer_t *c, intptr_t *handle) {
   hy__lock(&c->lock);
   if (c->fd < 0) {
     intptr_t fd;
-    int rc = hy__evfd_open(&fd);
+    int rc = hy__evfd_open(&fd, c->manual);
     if (rc < 0) {
       hy__unlock(&c->lock);
       return rc;

@@ -32,7 +32,9 @@ enum hy__op_kind {
   HY__OP_ACCEPT,    /* fd: listening socket; res: the new socket, or HY_E*;
                        addr/addrlen (in/out): the peer, if addr != NULL */
   HY__OP_CONNECT,   /* fd: socket; addr/addrlen: the target; res 0 or HY_E* */
-  HY__OP_RECV,      /* fd, buf, len, flags; res: bytes (0 = EOF) or HY_E* */
+  HY__OP_RECV,      /* fd, buf, len, flags; res: bytes (0 = EOF) or HY_E*;
+                       addr NULL; buf NULL: a pooled receive, addr its
+                       hy__bufsrc */
   HY__OP_SEND,      /* fd, buf, len, flags; res: bytes or HY_E* */
   HY__OP_RECVFROM,  /* as RECV; addr/addrlen (out): the source */
   HY__OP_SENDTO,    /* as SEND; addr/addrlen (in): the destination */
@@ -42,6 +44,28 @@ enum hy__op_kind {
 };
 
 enum { HY__POLL_IN = 1, HY__POLL_OUT = 2, HY__POLL_ERR = 4 };
+
+/* A pooled receive: an HY__OP_RECV started with buf NULL and addr pointing
+ * to a hy__bufsrc takes a buffer of src->size bytes from it only once data
+ * is there, so a connection that waits holds no buffer.  On completion
+ * with res > 0, op->buf is that buffer, and the receiver gives it back
+ * with src->put; with any other res op->buf is NULL (the port gave back
+ * what it took).  A pooled receive may also complete with HY_EAGAIN (the
+ * readiness it saw was gone): start it again.  The port calls get and put
+ * on its owner thread only, inside hy__port_start and hy__port_wait. */
+/* In the flags of an HY__OP_RECV: the starter closes fd only after
+ * hy__port_forget on this port (an fd owned by one port for life), so the
+ * port may skip the checks it makes for fds that other ports close, and
+ * after a read that emptied the socket wait for readiness at once instead
+ * of trying the read first (epoll: one system call less per message). */
+#define HY__RECV_OWNED 0x80000000u
+
+typedef struct hy__bufsrc hy__bufsrc;
+struct hy__bufsrc {
+  void *(*get)(hy__bufsrc *src); /* a buffer of size bytes, or NULL */
+  void (*put)(hy__bufsrc *src, void *buf);
+  size_t size;
+};
 
 typedef struct hy__op hy__op;
 struct hy__op {

@@ -136,7 +136,10 @@ static hy__task *lookup(hy_runtime_t *rt, hy_task_t h) {
     }
     if (hy__trylock(&t->lock)) {
       hy__unlock(&s->lock);
-      if (t->refs == 0 || t->gen != gen) {
+      /* A joined handle is used up, and so is a detached one whose task
+       * ended - even while the task's block waits for hy__task_finish. */
+      if (t->refs == 0 || t->gen != gen || t->joined ||
+          (t->detached && t->state == HY__T_DONE)) {
         hy__unlock(&t->lock);
         return NULL;
       }
@@ -200,7 +203,10 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   t->stack_size = (o && o->size >= sizeof *o && o->stack_size) ? o->stack_size
                                                                : 0;
   const char *name = (o && o->name) ? o->name : "task";
-  snprintf(t->name, sizeof t->name, "%s", name);
+  size_t k = 0; /* what snprintf would do, without its cost on this path */
+  for (; k < sizeof t->name - 1 && name[k]; k++)
+    t->name[k] = name[k];
+  t->name[k] = 0;
   atomic_store_explicit(&t->wstate, HY__RUNNING, memory_order_relaxed);
   atomic_store_explicit(&t->started, 0, memory_order_relaxed);
   t->state = HY__T_NEW;
@@ -240,17 +246,15 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   return 0;
 }
 
-/* Runs on the scheduler's stack once the task's function has returned (or
- * its stack could not be had). */
-void hy__task_finish(hy__worker *w, hy__task *t) {
+/* The end of a task that others see: it leaves the live list, its joiners
+ * get the result and the alive count drops.  Runs on the task's own stack
+ * just before it switches away for good (so that a woken joiner can be
+ * the very next task to run on this worker, without a detour through the
+ * scheduler), or on the scheduler's for a task that never ran.  The
+ * task's own reference stays: its block outlives its stack, which
+ * hy__task_finish gives back once nothing runs on it. */
+void hy__task_end(hy__worker *w, hy__task *t) {
   hy_runtime_t *rt = t->rt;
-  hy__event_publish_task_exit(rt, handle_of(t).id, t->name,
-                              atomic_load(&t->cancelled));
-  if (t->stack.base) {
-    hy_stack_free(rt->stacks, &t->stack);
-    t->stack.base = NULL;
-  }
-  hy__fiber_task_free(t);
   hy__lock(&rt->lock);
   if (t->lprev)
     t->lprev->lnext = t->lnext;
@@ -271,16 +275,31 @@ void hy__task_finish(hy__worker *w, hy__task *t) {
     wr->wait->result = 0;
     hy__wait_wake(wr->wait);
   }
-  int last = --t->refs == 0;
   hy__unlock(&t->lock);
-  if (last)
-    release(t);
   if (atomic_fetch_sub(&rt->alive, 1) == 1 &&
       atomic_load(&rt->phase) != HY__PH_RUNNING) {
     /* The last task is gone during shutdown: every worker re-checks. */
     for (int i = 0; i < (rt->nworkers ? rt->nworkers : 1); i++)
       hy__port_wake(rt->workers[i].port);
   }
+}
+
+/* The rest, once the task's stack is left (hy__task_end ran): the exit
+ * event, the stack back to its cache, the task's own reference dropped. */
+void hy__task_finish(hy__worker *w, hy__task *t) {
+  hy_runtime_t *rt = t->rt;
+  hy__event_publish_task_exit(rt, handle_of(t).id, t->name,
+                              atomic_load(&t->cancelled));
+  if (t->stack.base) {
+    hy__stack_put(w, &t->stack);
+    t->stack.base = NULL;
+  }
+  hy__fiber_task_free(t);
+  hy__lock(&t->lock);
+  int last = --t->refs == 0;
+  hy__unlock(&t->lock);
+  if (last)
+    release(t);
 }
 
 /* ---------------------------------------------------------- join & co */
@@ -498,7 +517,7 @@ static int arm_try(void *obj, hy_arm_t *arm, int *result) {
 }
 
 static void arm_enqueue(void *obj, hy_arm_t *arm, hy__waiter *w) {
-  w->buf = arm->buf; /* hy__task_finish stores the result there */
+  w->buf = arm->buf; /* hy__task_end stores the result there */
   hy__waitq_push(&((hy__task *)obj)->joiners, w);
 }
 

@@ -198,7 +198,10 @@ int hy__wait_park(hy__wait *w, int64_t deadline) {
         hy__wait_wake(w);
     }
   }
-  atomic_store_explicit(&t->await_since, hy_now(), memory_order_relaxed);
+  /* For the task dump only: the worker's coarse clock, not a clock read
+   * on every park (see hy__worker.clock). */
+  atomic_store_explicit(&t->await_since, t->worker->clock,
+                        memory_order_relaxed);
   hy__park(t);
   if (deadline != HY_FOREVER)
     hy__timer_disarm(&t->timer);

@@ -14,6 +14,7 @@
 #else
 #include <pthread.h>
 #include <unistd.h>
+#include <sys/mman.h>
 #endif
 
 #include "alloc/mem.h"
@@ -250,14 +251,35 @@ TEST_IMPL(alloc_reuse_keeps_state) {
     int built = atomic_load(&k.ctor);
     ASSERT_GE(built, 1);
     a->stamp = 42; /* state the next user sees: objects stay constructed */
+    uint32_t id = a->id;
     hy_cache_free(c, a);
-    obj_t *b = hy_cache_alloc(c);
-    ASSERT(b);
-    ASSERT(b == a); /* the last freed is the first handed out */
-    ASSERT_EQ(b->built, MAGIC_BUILT);
+    /* a comes back within a magazine's worth of allocations (it waits in
+     * the free magazine while the alloc magazine's objects go first),
+     * with the state its last user left and no second construction. */
+    enum { BOUND = 2048 };
+    obj_t **v = malloc(BOUND * sizeof *v);
+    ASSERT(v);
+    int n = 0;
+    obj_t *b = NULL;
+    while (n < BOUND && b != a) {
+      b = hy_cache_alloc(c);
+      ASSERT(b);
+      ASSERT_EQ(b->built, MAGIC_BUILT);
+      v[n++] = b;
+    }
+    ASSERT(b == a);
     ASSERT_EQ(b->stamp, 42);
-    ASSERT_EQ(atomic_load(&k.ctor), built);
-    hy_cache_free(c, b);
+    ASSERT_EQ(b->id, id);
+    if (modes[m] & HY_CACHE_NOMAG) /* the slab's free stack is LIFO */
+      ASSERT_EQ(n, 1);
+    else
+      ASSERT_LE(n, 512 + 1); /* a magazine at most: nothing is left behind */
+    /* Allocations since the first were built at most one refill ahead. */
+    ASSERT_LE(atomic_load(&k.ctor), built + n + 512);
+    for (int i = 0; i < n; i++)
+      hy_cache_free(c, v[i]);
+    free(v);
+    built = atomic_load(&k.ctor);
     ASSERT_EQ(atomic_load(&k.dtor), 0);
     ASSERT_EQ(hy_cache_destroy(c), 0);
     ASSERT_EQ(atomic_load(&k.dtor), built);
@@ -1090,25 +1112,115 @@ TEST_IMPL(alloc_stack_trim_returns_rss) {
 #endif
 }
 
+/* The child touches the guard below a stack that was freed beyond the
+ * cache's bound (its memory given back) and handed out again: the guard
+ * must survive that, in both guard modes (HYDRA_STACK_GUARD=mprotect
+ * forces the protection fallback). */
+static void guard_faults_in_child(const char *mode) {
+  char out[8192];
+#ifdef _WIN32
+  (void)mode;
+#else
+  if (mode)
+    setenv("HYDRA_STACK_GUARD", mode, 1);
+  else
+    unsetenv("HYDRA_STACK_GUARD");
+#endif
+  int code = run_child("alloc_stack_guard_faults", out, sizeof out);
+  ASSERT_NE(code, 0);
+  ASSERT(strstr(out, "stack usable") != NULL);
+  ASSERT(strstr(out, "guard missed") == NULL);
+}
+
 TEST_IMPL(alloc_stack_guard_faults) {
   if (is_child()) {
     hy_stack_cache_t *sc;
-    ASSERT_OK(hy_stack_cache_create(0, 0, &sc));
-    hy_stack_t s;
+    ASSERT_OK(hy_stack_cache_create(0, 1, &sc));
+    hy_stack_t s, s2, again;
     ASSERT_OK(hy_stack_alloc(sc, &s));
-    volatile char *p = s.base;
+    ASSERT_OK(hy_stack_alloc(sc, &s2));
+    hy_stack_free(sc, &s2);
+    hy_stack_free(sc, &s); /* beyond max_cached: memory given back */
+    ASSERT_OK(hy_stack_alloc(sc, &again));
+    ASSERT(again.base == s2.base); /* the warm one first */
+    ASSERT_OK(hy_stack_alloc(sc, &again));
+    ASSERT(again.base == s.base);
+    volatile char *p = again.base;
     p[0] = 1;
-    p[s.size - 1] = 1;
+    p[again.size - 1] = 1;
     printf("stack usable\n");
     fflush(stdout);
     p[-1] = 1; /* the guard page below the stack */
     printf("guard missed\n");
     return 0;
   }
-  char out[8192];
-  int code = run_child("alloc_stack_guard_faults", out, sizeof out);
-  ASSERT_NE(code, 0);
-  ASSERT(strstr(out, "stack usable") != NULL);
-  ASSERT(strstr(out, "guard missed") == NULL);
+  guard_faults_in_child(NULL);
+#ifndef _WIN32
+  guard_faults_in_child("mprotect");
+#endif
   return 0;
+}
+
+#ifdef __linux__
+static int count_mappings(void) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  ASSERT(f != NULL);
+  int n = 0, c;
+  while ((c = fgetc(f)) != EOF)
+    n += c == '\n';
+  fclose(f);
+  return n;
+}
+
+/* Whether this kernel has page-table guards (MADV_GUARD_INSTALL). */
+static int light_guards(void) {
+  size_t pg = hy_page_size();
+  void *p = mmap(NULL, 2 * pg, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT(p != MAP_FAILED);
+  int ok = madvise(p, pg, 102 /* MADV_GUARD_INSTALL */) == 0;
+  munmap(p, 2 * pg);
+  return ok;
+}
+
+static int mappings_for_stacks(int n) {
+  hy_stack_cache_t *sc;
+  ASSERT_OK(hy_stack_cache_create(16 * 1024, 0, &sc));
+  hy_stack_t *v = calloc((size_t)n, sizeof *v);
+  ASSERT(v != NULL);
+  int before = count_mappings();
+  for (int i = 0; i < n; i++) {
+    ASSERT_OK(hy_stack_alloc(sc, &v[i]));
+    ((volatile char *)v[i].base)[v[i].size - 1] = 1;
+  }
+  int added = count_mappings() - before;
+  for (int i = 0; i < n; i++)
+    hy_stack_free(sc, &v[i]);
+  hy_stack_cache_destroy(sc);
+  free(v);
+  return added;
+}
+#endif
+
+/* Stacks are carved from shared mappings.  With page-table guards the
+ * guards do not split them: the number of stacks is not bounded by
+ * vm.max_map_count.  HYDRA_STACK_GUARD=mprotect (or a kernel without the
+ * guards) protects each guard page instead, one mapping split per stack. */
+TEST_IMPL(alloc_stack_guard_modes) {
+#ifndef __linux__
+  RETURN_SKIP("mappings are counted from /proc");
+#else
+  enum { N = 2000 };
+  unsetenv("HYDRA_STACK_GUARD");
+  int light = mappings_for_stacks(N);
+  setenv("HYDRA_STACK_GUARD", "mprotect", 1);
+  int heavy = mappings_for_stacks(N);
+  unsetenv("HYDRA_STACK_GUARD");
+  ASSERT_GE(heavy, N); /* every guard page is a mapping of its own */
+  if (light_guards())
+    ASSERT_LT(light, N / 10); /* a handful of chunk mappings */
+  else
+    ASSERT_GE(light, N); /* the fallback, chosen by itself */
+  return 0;
+#endif
 }

@@ -1498,3 +1498,58 @@ TEST_IMPL(chan_embedded) {
   close_rt(rt);
   return 0;
 }
+
+/* ------------------------------------------------- dump: since when */
+
+static void dump_to(void *rt, FILE *f) { hy_runtime_dump(rt, f); }
+
+static void *dump_recv(void *p) {
+  hy_chan_t *c = p;
+  int v;
+  return (void *)(intptr_t)hy_chan_recv(c, &v);
+}
+
+/* How long the dump says the task named "since-me" has awaited, in ms, or
+ * -1 if it does not show it parked in a channel receive. */
+static double dump_waited_ms(hy_runtime_t *rt) {
+  static char buf[8192];
+  compat_capture(dump_to, rt, buf, sizeof buf);
+  const char *line = strstr(buf, "since-me");
+  if (!line)
+    return -1;
+  const char *p = strstr(line, "parked  awaiting chan-recv for ");
+  const char *eol = strchr(line, '\n');
+  if (!p || (eol && p > eol))
+    return -1;
+  return strtod(p + strlen("parked  awaiting chan-recv for "), NULL);
+}
+
+/* The dump's since-when comes from the worker's coarse clock instead of a
+ * clock read on every park: it is never later than the park (the waited
+ * time is never short) and never earlier than the moment the task was
+ * spawned. */
+TEST_IMPL(chan_dump_since_when) {
+  hy_runtime_t *rt = new_rt(1);
+  hy_chan_t *c = new_chan(rt, sizeof(int), 0);
+  hy_time_t t0 = hy_now();
+  hy_task_opts_t to = HY_TASK_OPTS_INIT;
+  to.name = "since-me";
+  hy_task_t t;
+  ASSERT_OK(hy_task_spawn(rt, dump_recv, c, &to, &t));
+  hy_time_t end = hy_deadline_in(HY_SEC(30));
+  while (dump_waited_ms(rt) < 0 && hy_now() < end)
+    usleep(1000);
+  hy_time_t tp = hy_now(); /* it is parked by now */
+  ASSERT(dump_waited_ms(rt) >= 0);
+  usleep(100 * 1000);
+  hy_time_t t1 = hy_now();
+  double ms = dump_waited_ms(rt);
+  hy_time_t t2 = hy_now();
+  ASSERT_GE(ms * 1e6, (double)(t1 - tp) - 1e3); /* 3 decimals printed */
+  ASSERT(ms * 1e6 <= (double)(t2 - t0) + 1e3);
+  ASSERT_OK(hy_chan_close(c));
+  ASSERT_EQ(join(rt, t), HY_ECLOSED);
+  hy_chan_release(c);
+  close_rt(rt);
+  return 0;
+}

@@ -3,18 +3,14 @@
  * plain shared auto/manual-reset event would fail them: releases must
  * reach consumers that are not waiting, exactly once each, coalesced,
  * and consumer-side operations must stay local. */
-/* The runtime has no Windows backend yet: like list-hub.h, this file is
- * for POSIX systems only. */
-#ifdef _WIN32
-typedef int hydra_posix_only_t;
-#else
+#ifndef _WIN32
 #define _GNU_SOURCE
-#include <poll.h>
-#include <pthread.h>
+#endif
 #include <stdatomic.h>
-#include <unistd.h>
 
 #include "hydra.h"
+#include "compat.h"
+#include "runtime/sys.h"
 #include "runtime/wait.h"
 #include "test.h"
 
@@ -407,6 +403,9 @@ TEST_IMPL(hub_foreign_thread_waits) {
   return 0;
 }
 
+/* --------------------------------------------------- the OS handle
+ * Linux: an eventfd that is readable while released; reading takes it. */
+#ifndef _WIN32
 static int readable(intptr_t fd, int ms) {
   struct pollfd p = {(int)fd, POLLIN, 0};
   return poll(&p, 1, ms) == 1 && (p.revents & POLLIN);
@@ -430,9 +429,6 @@ static void *fd_poller(void *p) {
 }
 
 TEST_IMPL(hub_os_handle) {
-#ifdef _WIN32
-  RETURN_SKIP("no OS handle on Windows yet");
-#endif
   hy_runtime_t *rt = mk(1);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h));
@@ -487,6 +483,270 @@ TEST_IMPL(hub_os_handle) {
   ASSERT_ERR(poke(a), HY_ECLOSED);
   ASSERT_OK(hy_hub_disconnect(a));
   ASSERT_OK(hy_hub_disconnect(b));
+  done(rt);
+  return 0;
+}
+
+/* Takes a release through the handle, waiting up to ms: 1 if taken. */
+static int os_take(intptr_t fd, int ms) { return readable(fd, ms) && take_fd(fd); }
+
+#else /* Windows: an event HANDLE of the hub's reset kind. */
+
+static int signalled(intptr_t h, int ms) {
+  return WaitForSingleObject((HANDLE)h, (DWORD)ms) == WAIT_OBJECT_0;
+}
+
+static int os_take(intptr_t h, int ms) { return signalled(h, ms); }
+
+typedef struct {
+  intptr_t h;
+  int pump; /* wait as a message loop does */
+  atomic_int started, got;
+} hwaiter_t;
+
+static void *handle_waiter(void *p) {
+  hwaiter_t *q = p;
+  HANDLE h = (HANDLE)q->h;
+  atomic_store(&q->started, 1);
+  DWORD r = q->pump ? MsgWaitForMultipleObjectsEx(1, &h, 30000, QS_ALLINPUT,
+                                                  MWMO_INPUTAVAILABLE)
+                    : WaitForSingleObject(h, 30000);
+  if (r == WAIT_OBJECT_0)
+    atomic_store(&q->got, 1);
+  return NULL;
+}
+
+TEST_IMPL(hub_os_handle) {
+  hy_runtime_t *rt = mk(1);
+  hy_hub_t *h;
+  ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h));
+  hy_hub_consumer_t *a, *b;
+  ASSERT_OK(hy_hub_connect(h, &a));
+  ASSERT_OK(hy_hub_connect(h, &b));
+  /* A release pending before the handle exists shows on it. */
+  hy_hub_set(h);
+  intptr_t fa, fb, again;
+  ASSERT_OK(hy_hub_os_handle(a, &fa));
+  ASSERT_OK(hy_hub_os_handle(a, &again));
+  ASSERT_EQ(fa, again);
+  ASSERT(signalled(fa, 0));  /* an auto-reset event: the wait takes it */
+  ASSERT(!signalled(fa, 0));
+  ASSERT_ERR(poke(a), HY_ETIMEDOUT);
+  ASSERT_OK(poke(b));        /* b's own release is untouched */
+  ASSERT_OK(hy_hub_os_handle(b, &fb));
+  ASSERT(!signalled(fb, 0));
+  /* Sets coalesce on the handle too. */
+  hy_hub_set(h);
+  hy_hub_set(h);
+  ASSERT(signalled(fa, 0));
+  ASSERT(!signalled(fa, 0));
+  /* A hy_hub wait takes the release the handle held. */
+  ASSERT_OK(poke(b));
+  ASSERT(!signalled(fb, 0));
+  /* One set, both handles: WaitForMultipleObjects sees them together. */
+  HANDLE both[2] = {(HANDLE)fa, (HANDLE)fb};
+  ASSERT_EQ(hy_hub_set(h), 2);
+  ASSERT_EQ(WaitForMultipleObjects(2, both, TRUE, 5000), WAIT_OBJECT_0);
+  ASSERT_EQ(WaitForMultipleObjects(2, both, FALSE, 0), WAIT_TIMEOUT);
+  /* Consumer-local ops reach the handle, and the Win32 calls on the
+   * handle are consumer-local ops. */
+  ASSERT_OK(hy_hub_consumer_set(a));
+  ASSERT(signalled(fa, 0));
+  ASSERT_OK(hy_hub_consumer_set(a));
+  ASSERT_OK(hy_hub_consumer_reset(a));
+  ASSERT(!signalled(fa, 0));
+  ASSERT(SetEvent((HANDLE)fa));
+  ASSERT_ERR(poke(b), HY_ETIMEDOUT);
+  ASSERT_OK(poke(a));
+  ASSERT_ERR(poke(a), HY_ETIMEDOUT);
+  hy_hub_set(h);
+  ASSERT(ResetEvent((HANDLE)fa));
+  ASSERT_ERR(poke(a), HY_ETIMEDOUT);
+  ASSERT_OK(poke(b));
+  ASSERT(PulseEvent((HANDLE)fa)); /* nobody waits: nothing is left */
+  ASSERT_ERR(poke(a), HY_ETIMEDOUT);
+  /* A pending release survives hy_hub_consumer_pulse (as on Linux). */
+  hy_hub_set(h);
+  ASSERT_EQ(hy_hub_consumer_pulse(a), 0);
+  ASSERT_OK(poke(a));
+  ASSERT_OK(poke(b));
+  /* A foreign thread in a message loop's wait is woken by a set from a
+   * task, and takes the release. */
+  hwaiter_t q = {fa, 1, 0, 0};
+  pthread_t th;
+  ASSERT_EQ(pthread_create(&th, NULL, handle_waiter, &q), 0);
+  while (!atomic_load(&q.started))
+    usleep(100);
+  usleep(5000);
+  hy_task_t t;
+  ASSERT_OK(hy_task_spawn(rt, set_task, h, NULL, &t));
+  ASSERT_OK(hy_task_join(rt, t, NULL));
+  pthread_join(th, NULL);
+  ASSERT_EQ(atomic_load(&q.got), 1);
+  ASSERT_ERR(poke(a), HY_ETIMEDOUT); /* the thread took it */
+  ASSERT_OK(poke(b));
+  /* hy_hub_consumer_pulse reaches a thread waiting on the handle, and
+   * only that consumer's. */
+  hwaiter_t qa = {fa, 0, 0, 0}, qb = {fb, 0, 0, 0};
+  pthread_t tha, thb;
+  ASSERT_EQ(pthread_create(&tha, NULL, handle_waiter, &qa), 0);
+  ASSERT_EQ(pthread_create(&thb, NULL, handle_waiter, &qb), 0);
+  while (!atomic_load(&qa.started) || !atomic_load(&qb.started))
+    usleep(100);
+  hy_time_t limit = hy_deadline_in(HY_SEC(20));
+  while (!atomic_load(&qa.got)) { /* until the thread is in its wait */
+    ASSERT(hy_now() < limit);
+    ASSERT_EQ(hy_hub_consumer_pulse(a), 0); /* no task waits */
+    usleep(1000);
+  }
+  pthread_join(tha, NULL);
+  ASSERT_ERR(poke(a), HY_ETIMEDOUT);
+  ASSERT_EQ(atomic_load(&qb.got), 0);
+  ASSERT_OK(hy_hub_consumer_set(b)); /* let b's waiter go */
+  pthread_join(thb, NULL);
+  ASSERT_EQ(atomic_load(&qb.got), 1);
+  /* Destroyed: each auto-reset event is set once more, and waits say
+   * closed. */
+  ASSERT_OK(hy_hub_destroy(h));
+  ASSERT(signalled(fa, 0));
+  ASSERT(!signalled(fa, 0));
+  ASSERT_ERR(poke(a), HY_ECLOSED);
+  ASSERT_OK(hy_hub_disconnect(a));
+  ASSERT_OK(hy_hub_disconnect(b));
+  done(rt);
+  return 0;
+}
+
+TEST_IMPL(hub_os_handle_manual) {
+  hy_runtime_t *rt = mk(1);
+  hy_hub_t *h;
+  ASSERT_OK(hy_hub_create(rt, "t/man", HY_HUB_MANUAL_RESET, &h));
+  hy_hub_consumer_t *a, *b, *late;
+  ASSERT_OK(hy_hub_connect(h, &a));
+  ASSERT_OK(hy_hub_connect(h, &b));
+  intptr_t fa, fb, fl;
+  ASSERT_OK(hy_hub_os_handle(a, &fa));
+  ASSERT_OK(hy_hub_os_handle(b, &fb));
+  ASSERT(!signalled(fa, 0));
+  /* A manual-reset event: waits do not take the release. */
+  ASSERT_EQ(hy_hub_set(h), 2);
+  for (int i = 0; i < 3; i++) {
+    ASSERT(signalled(fa, 0));
+    ASSERT_OK(poke(a));
+  }
+  /* Several threads waiting on one consumer's handle: one set releases
+   * them all. */
+  ASSERT_OK(hy_hub_reset(h));
+  ASSERT(!signalled(fa, 0));
+  ASSERT(!signalled(fb, 0));
+  hwaiter_t q[3] = {{fa, 0, 0, 0}, {fa, 1, 0, 0}, {fa, 0, 0, 0}};
+  pthread_t th[3];
+  for (int i = 0; i < 3; i++)
+    ASSERT_EQ(pthread_create(&th[i], NULL, handle_waiter, &q[i]), 0);
+  for (int i = 0; i < 3; i++)
+    while (!atomic_load(&q[i].started))
+      usleep(100);
+  ASSERT_EQ(hy_hub_set(h), 2);
+  for (int i = 0; i < 3; i++) {
+    pthread_join(th[i], NULL);
+    ASSERT_EQ(atomic_load(&q[i].got), 1);
+  }
+  ASSERT(signalled(fa, 0)); /* still set */
+  /* A consumer that connects while the hub is set starts set. */
+  ASSERT_OK(hy_hub_connect(h, &late));
+  ASSERT_OK(hy_hub_os_handle(late, &fl));
+  ASSERT(signalled(fl, 0));
+  /* ResetEvent on a's handle is a's own reset. */
+  ASSERT(ResetEvent((HANDLE)fa));
+  ASSERT_ERR(poke(a), HY_ETIMEDOUT);
+  ASSERT(signalled(fb, 0));
+  ASSERT_OK(poke(b));
+  hy_hub_info_t info = {.size = sizeof info};
+  ASSERT_OK(hy_hub_info(h, &info));
+  ASSERT_EQ(info.signalled, 1);
+  /* Destroyed: the manual-reset events stay set. */
+  ASSERT_OK(hy_hub_destroy(h));
+  for (int i = 0; i < 2; i++) {
+    ASSERT(signalled(fa, 0));
+    ASSERT(signalled(fl, 0));
+  }
+  ASSERT_ERR(poke(a), HY_ECLOSED);
+  ASSERT_OK(hy_hub_disconnect(a));
+  ASSERT_OK(hy_hub_disconnect(b));
+  ASSERT_OK(hy_hub_disconnect(late));
+  done(rt);
+  return 0;
+}
+#endif
+
+/* Rounds over OS handles: each consumer is watched by a thread of its own
+ * that takes releases through the consumer's OS handle only; the producer
+ * sets once per round from a task or this thread and waits until every
+ * watcher has counted the round.  A lost release hangs (caught by the
+ * limit); a doubled one overcounts. */
+typedef struct {
+  intptr_t fd;
+  uint64_t seed; /* from test_rand(), which is for one thread */
+  atomic_int rounds;
+  atomic_int stop;
+} watcher_t;
+
+static void *os_watcher(void *p) {
+  watcher_t *w = p;
+  uint64_t x = w->seed | 1;
+  while (!atomic_load(&w->stop)) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    if ((x & 3) == 0)
+      usleep((x >> 8) % 300); /* start the wait late, sometimes */
+    if (os_take(w->fd, 50))
+      atomic_fetch_add(&w->rounds, 1);
+  }
+  return NULL;
+}
+
+TEST_IMPL(hub_os_handle_rounds) {
+  enum { K = 8, ROUNDS = 200 };
+  hy_runtime_t *rt = mk(2);
+  hy_hub_t *h;
+  ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h));
+  hy_hub_consumer_t *c[K];
+  watcher_t w[K];
+  pthread_t th[K];
+  for (int i = 0; i < K; i++) {
+    ASSERT_OK(hy_hub_connect(h, &c[i]));
+    w[i].seed = test_rand();
+    w[i].rounds = 0;
+    w[i].stop = 0;
+    ASSERT_OK(hy_hub_os_handle(c[i], &w[i].fd));
+    ASSERT_EQ(pthread_create(&th[i], NULL, os_watcher, &w[i]), 0);
+  }
+  for (int round = 1; round <= ROUNDS; round++) {
+    if (round % 2) {
+      ASSERT_EQ(hy_hub_set(h), K);
+    } else {
+      hy_task_t t;
+      void *r;
+      ASSERT_OK(hy_task_spawn(rt, set_task, h, NULL, &t));
+      ASSERT_OK(hy_task_join(rt, t, &r));
+      ASSERT_EQ((intptr_t)r, K);
+    }
+    hy_time_t limit = hy_deadline_in(HY_SEC(20));
+    for (int i = 0; i < K; i++)
+      while (atomic_load(&w[i].rounds) < round) {
+        ASSERT(hy_now() < limit);
+        hy__thread_yield();
+      }
+    for (int i = 0; i < K; i++)
+      ASSERT_EQ(atomic_load(&w[i].rounds), round); /* not twice */
+  }
+  for (int i = 0; i < K; i++) {
+    atomic_store(&w[i].stop, 1);
+    pthread_join(th[i], NULL);
+    ASSERT_EQ(atomic_load(&w[i].rounds), ROUNDS);
+    ASSERT_ERR(poke(c[i]), HY_ETIMEDOUT);
+    ASSERT_OK(hy_hub_disconnect(c[i]));
+  }
+  ASSERT_OK(hy_hub_destroy(h));
   done(rt);
   return 0;
 }
@@ -604,14 +864,14 @@ TEST_IMPL(hub_stress_rounds) {
   }
   for (int round = 1; round <= ROUNDS; round++) {
     if (test_rand() % 4 == 0)
-      usleep((useconds_t)(test_rand() % 200));
+      usleep(test_rand() % 200);
     ASSERT_EQ(hy_hub_set(h), K);
     hy_time_t limit = hy_deadline_in(HY_SEC(20));
     for (int i = 0; i < K; i++) {
       while (atomic_load(&r[i].rounds) < round) {
         ASSERT(hy_now() < limit);
         ASSERT_EQ(r[i].rc, 0);
-        sched_yield();
+        hy__thread_yield();
       }
     }
     for (int i = 0; i < K; i++)
@@ -683,7 +943,7 @@ typedef struct {
 
 static void *delayed_set(void *p) {
   delayed_t *d = p;
-  usleep((useconds_t)d->delay_ms * 1000);
+  usleep(d->delay_ms * 1000);
   hy_hub_set(d->h);
   return NULL;
 }
@@ -914,4 +1174,3 @@ TEST_IMPL(hub_embedded_host) {
   done(rt);
   return 0;
 }
-#endif /* _WIN32 */

@@ -1082,10 +1082,11 @@ typedef struct {
   atomic_int last, count;
 } ctrl_rec;
 
-static void on_ctrl(void *arg, int signo) {
+static int on_ctrl(void *arg, int signo) {
   ctrl_rec *r = arg;
   atomic_store(&r->last, signo);
   atomic_fetch_add(&r->count, 1);
+  return 1;
 }
 
 TEST_IMPL(win_console_ctrl_mapping) {

@@ -369,6 +369,10 @@ typedef struct hy_server_stats {
   uint64_t timeouts;     /* connections closed by a timeout */
   uint64_t bytes_in, bytes_out;
   uint64_t live;         /* connections open now */
+  uint64_t read_buffers; /* read buffers allocated now: with pooled reads
+                            (io_uring, epoll) those being read into plus a
+                            few kept free per worker, however many
+                            connections are idle; else one per connection */
 } hy_server_stats_t;
 int hy_server_stats(hy_server_t *s, hy_server_stats_t *out);
 

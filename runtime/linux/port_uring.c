@@ -27,6 +27,10 @@
  * its request waits is taken off the list under the lock, so an
  * ASYNC_CANCEL never names an op that was already handed back.
  *
+ * A pooled receive (RECV with buf NULL, see hy__bufsrc) is a POLL_ADD;
+ * when its CQE says readable, the recv is made at once (MSG_DONTWAIT) into
+ * a buffer from the op's source, while the CQE is taken.
+ *
  * Overflow: the port needs IORING_FEAT_NODROP (the kernel keeps CQEs that
  * do not fit and liburing flushes them on peek); a full SQ is submitted
  * and the SQE taken again; a submit refused with EBUSY (CQ backlog on old
@@ -93,9 +97,41 @@ static void msg_put(uport *u, msgnode *m) {
   u->msgs = m;
 }
 
+#define POOLED 1 /* pdata[1] of a pooled RECV: its poll is in the ring */
+
+/* A pooled receive whose poll said readable: the recv itself, into a
+ * buffer from the op's source kept only if data came. */
+static int64_t recv_pooled(hy__op *op) {
+  hy__bufsrc *src = op->addr;
+  void *b = src->get(src);
+  if (!b)
+    return HY_ENOMEM;
+  size_t len = src->size > MAX_IO_LEN ? MAX_IO_LEN : src->size;
+  int fl = (int)(op->flags & ~HY__RECV_OWNED);
+  ssize_t r;
+  while ((r = recv((int)op->fd, b, len, fl | MSG_DONTWAIT)) < 0 &&
+         errno == EINTR) {
+  }
+  if (r > 0) {
+    op->buf = b;
+    return r;
+  }
+  int err = r < 0 ? errno : 0;
+  src->put(src, b);
+  if (r == 0)
+    return 0;
+  return err == EWOULDBLOCK ? HY_EAGAIN : hy__lport_err(err);
+}
+
 /* The op's result from its CQE's res; gives back its msghdr node. */
 static int64_t result_of(uport *u, hy__op *op, int res) {
   switch (op->kind) {
+  case HY__OP_RECV:
+    if (op->pdata[1] == POOLED) {
+      op->pdata[1] = 0;
+      return res >= 0 ? recv_pooled(op) : hy__lport_err(res);
+    }
+    return res >= 0 ? res : hy__lport_err(res);
   case HY__OP_POLL:
     return res >= 0 ? hy__lport_poll_mask((uint32_t)res) : hy__lport_err(res);
   case HY__OP_TIMEOUT:
@@ -328,7 +364,21 @@ static int u_start(hy__port *p, hy__op *op) {
     io_uring_prep_connect(s, fd, op->addr, op->addrlen);
     break;
   case HY__OP_RECV:
-    io_uring_prep_recv(s, fd, op->buf, len, (int)op->flags);
+    if (!op->buf) {
+      /* Pooled: wait for readiness; the recv is done when it comes (see
+       * recv_pooled), so a waiting connection holds no buffer. */
+      if (!op->addr) {
+        io_uring_prep_nop(s);
+        s->user_data = TAG_IGNORE;
+        return HY_EINVAL;
+      }
+      io_uring_prep_poll_add(s, fd, POLLIN | POLLRDHUP);
+      op->pdata[1] = POOLED;
+    } else {
+      io_uring_prep_recv(s, fd, op->buf, len,
+                         (int)(op->flags & ~HY__RECV_OWNED));
+      op->pdata[1] = 0;
+    }
     break;
   case HY__OP_SEND:
     io_uring_prep_send(s, fd, op->buf, len, (int)op->flags | MSG_NOSIGNAL);
