@@ -29,7 +29,5 @@ TEST(net_server_idle_and_read_timeouts, T_BACKEND)
 TEST(net_server_peer_reset, T_BACKEND)
 TEST(net_server_emfile_backoff, T_BACKEND)
 TEST(net_server_shutdown_1000, T_BACKEND | T_SLOW)
-#ifndef _WIN32
 TEST(net_example_echo_server, T_BACKEND)
 TEST(net_example_echo_callbacks, T_BACKEND)
-#endif

@@ -37,6 +37,12 @@ static inline int sock_nonblock(int fd, int on) {
   return ioctlsocket((SOCKET)fd, FIONBIO, &v);
 }
 
+/* 1 when this Windows program runs under Wine. */
+static inline int sock_under_wine(void) {
+  HMODULE nt = GetModuleHandleA("ntdll.dll");
+  return nt && GetProcAddress(nt, "wine_get_version") != NULL;
+}
+
 static inline int sock_rcvtimeo(int fd, int ms) {
   DWORD v = (DWORD)ms;
   return setsockopt((SOCKET)fd, SOL_SOCKET, SO_RCVTIMEO, (const char *)&v,
@@ -53,6 +59,8 @@ static inline int sock_rcvtimeo(int fd, int ms) {
 static inline int sock_open(int family, int type) {
   return socket(family, type, 0);
 }
+
+static inline int sock_under_wine(void) { return 0; }
 
 static inline void sock_close(int fd) { close(fd); }
 static inline int sock_errno(void) { return errno; }

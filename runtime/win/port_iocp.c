@@ -471,8 +471,11 @@ static void CALLBACK timer_fired(PTP_CALLBACK_INSTANCE inst, void *arg,
   ext *e = arg;
   int zero = 0;
   if (atomic_compare_exchange_strong(&e->tstate, &zero, 1)) {
+    hy__port *owner = e->owner;
     e->op->res = HY_ETIMEDOUT;
     PostQueuedCompletionStatus(e->hub->iocp, 0, KEY_DONE, &e->ov);
+    if (atomic_load(&owner->handle_used))
+      SetEvent(owner->event); /* a packet without an OVERLAPPED event */
   }
 }
 
@@ -610,6 +613,8 @@ static DWORD issue(hy__port *p, ext *e, int *now, DWORD *bytes) {
 }
 
 int hy__port_start(hy__port *p, hy__op *op) {
+  if (!op)
+    return HY_EINVAL;
   if (op->kind == HY__OP_NOP) {
     op->res = 0;
     pstate_set(op, PS_LOCAL);
@@ -620,6 +625,8 @@ int hy__port_start(hy__port *p, hy__op *op) {
   }
   if (op->kind == HY__OP_POST || op->kind >= HY__OP_KIND_COUNT)
     return HY_EINVAL;
+  if (op->kind != HY__OP_TIMEOUT && op->fd == (intptr_t)INVALID_SOCKET)
+    return HY_EBADF; /* not a socket at all: not started */
   if ((op->kind == HY__OP_CONNECT || op->kind == HY__OP_SENDTO) &&
       (!op->addr || op->addrlen < sizeof(struct sockaddr)))
     return HY_EINVAL; /* no address: not started */
@@ -697,8 +704,11 @@ int hy__port_cancel(hy__port *p, hy__op *op) {
   if (op->kind == HY__OP_TIMEOUT) {
     int zero = 0;
     if (atomic_compare_exchange_strong(&e->tstate, &zero, 1)) {
+      hy__port *owner = e->owner;
       op->res = HY_ECANCELED;
       PostQueuedCompletionStatus(e->hub->iocp, 0, KEY_DONE, &e->ov);
+      if (atomic_load(&owner->handle_used))
+        SetEvent(owner->event);
     }
   } else {
     /* ERROR_NOT_FOUND: it completed; its packet is on the way. */
@@ -906,9 +916,14 @@ int hy__port_wait(hy__port *p, hy__op **ops, int max, int64_t timeout_ns) {
       n = k;
       more = got == (ULONG)want;
       if (woken) {
-        atomic_store(&p->wake, 0);
+        /* A wake, a completion passed on by another port - or the APC of
+         * a wake that an earlier wait took without blocking: then the
+         * wait goes on. */
+        int w = atomic_exchange(&p->wake, 0);
         n += take_inbox(p, ops + n, max - n);
-        break;
+        if (w || n > 0 || ms == 0)
+          break;
+        continue;
       }
       if (n > 0 || got == 0 || ms == 0)
         break;
