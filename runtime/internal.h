@@ -102,6 +102,7 @@ struct hy__task {
   int joined;            /* a join took the result */
   int joining;           /* a join is waiting */
   int refs;              /* the running task + the handle (until detach/join) */
+  int pinned;            /* ended, its block kept until its stack is left */
   hy__waitq joiners;
   hy__wait *cur_wait;    /* the wait a cancel must claim */
   atomic_int cancelled;
