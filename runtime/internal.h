@@ -169,6 +169,8 @@ struct hy__worker {
   hy__heap heap;
 
   atomic_int sleeping;    /* 1 while blocked (or about to block) in the port */
+  _Atomic int64_t sleep_until; /* while sleeping: when it wakes at the
+                                  latest (HY_FOREVER while unknown) */
   uint64_t tick;
   uint64_t rng;           /* hy__wait_rand (select fairness) */
   int64_t last_poll;      /* when the port was last polled while busy */
@@ -303,6 +305,9 @@ int hy__task_tables_init(hy_runtime_t *rt);
 void hy__task_tables_free(hy_runtime_t *rt);
 void hy__task_release_handles(hy_runtime_t *rt); /* at close */
 void hy__stack_put(hy__worker *w, const hy_stack_t *s); /* a free stack */
+/* w's earliest timer is now `deadline` (timer.c): wakes an idle worker
+ * that would sleep past it (sched.c). */
+void hy__timer_first(hy__worker *w, int64_t deadline);
 void hy__task_end(hy__worker *w, hy__task *t);    /* joiners woken (task.c) */
 void hy__task_finish(hy__worker *w, hy__task *t); /* off its stack, after end */
 void hy__task_entry(void *arg);

@@ -49,6 +49,7 @@
 #define POLL_INTERVAL HY_US(50)
 #define MAX_EVENTS 64
 #define NOSTACK_RETRIES 1024
+#define TIMER_SLACK HY_US(100) /* before an idle worker fires another's */
 
 hy__worker *hy__worker_current(hy_runtime_t *rt) {
   return (hy__worker *)hy__tls_get(rt->tls);
@@ -249,22 +250,45 @@ static hy__task *inject_take(hy_runtime_t *rt) {
 /* Wakes one sleeping worker, if any sleeps.  The caller has just made
  * work visible (queue length, injection queue); the fence orders that
  * before reading nsleeping, against the sleeper's mirror-image sequence. */
+static int wake_worker(hy_runtime_t *rt, hy__worker *w) {
+  int one = 1;
+  if (atomic_load(&w->sleeping) == 1 &&
+      atomic_compare_exchange_strong(&w->sleeping, &one, 0)) {
+    atomic_fetch_sub(&rt->nsleeping, 1);
+    atomic_fetch_add_explicit(&rt->wakeups, 1, memory_order_relaxed);
+    hy__port_wake(w->port);
+    return 1;
+  }
+  return 0;
+}
+
 void hy__wake_idle(hy_runtime_t *rt) {
   atomic_thread_fence(memory_order_seq_cst);
   if (atomic_load_explicit(&rt->nsleeping, memory_order_relaxed) <= 0)
     return;
   int n = rt->nworkers ? rt->nworkers : 1;
   int start = atomic_fetch_add(&rt->rr, 1);
-  for (int i = 0; i < n; i++) {
-    hy__worker *w = &rt->workers[(start + i) % n];
-    int one = 1;
-    if (atomic_load(&w->sleeping) == 1 &&
-        atomic_compare_exchange_strong(&w->sleeping, &one, 0)) {
-      atomic_fetch_sub(&rt->nsleeping, 1);
-      atomic_fetch_add_explicit(&rt->wakeups, 1, memory_order_relaxed);
-      hy__port_wake(w->port);
+  for (int i = 0; i < n; i++)
+    if (wake_worker(rt, &rt->workers[(start + i) % n]))
       return;
-    }
+}
+
+/* An idle worker sleeps until the earliest timer of all workers (plus
+ * TIMER_SLACK for others'), read under each heap's lock after it set
+ * sleep_until to HY_FOREVER; a new earliest timer is pushed under its
+ * heap's lock before this looks at sleep_until.  So either the sleeper saw
+ * the timer, or this sees a sleep_until that does not count it. */
+void hy__timer_first(hy__worker *w, int64_t deadline) {
+  hy_runtime_t *rt = w->rt;
+  atomic_thread_fence(memory_order_seq_cst);
+  if (atomic_load_explicit(&rt->nsleeping, memory_order_relaxed) <= 0 ||
+      deadline >= HY_FOREVER - TIMER_SLACK)
+    return;
+  for (int i = 0; i < rt->nworkers; i++) {
+    hy__worker *v = &rt->workers[i];
+    if (v != w && atomic_load(&v->sleeping) == 1 &&
+        atomic_load(&v->sleep_until) > deadline + TIMER_SLACK)
+      wake_worker(rt, v);
   }
 }
 
@@ -616,6 +640,36 @@ static hy__task *next_task(hy__worker *w) {
   return t;
 }
 
+/* An idle worker fires the due timers of the others, whose owners may be
+ * busy or descheduled (Go's idle Ps run other Ps' timers too); the tasks
+ * woken run here.  Timers fire only once due, under their heap's lock. */
+static int fire_others(hy__worker *w, int64_t now) {
+  hy_runtime_t *rt = w->rt;
+  int n = 0;
+  for (int i = 0; i < rt->nworkers; i++) {
+    hy__worker *v = &rt->workers[i];
+    if (v != w && hy__timers_next(v) <= now)
+      n += hy__timers_fire(v, now);
+  }
+  return n;
+}
+
+/* When an idle worker wakes up: at its own next timer, or TIMER_SLACK
+ * after another's (whose owner normally fires it on time). */
+static int64_t next_deadline(hy__worker *w) {
+  hy_runtime_t *rt = w->rt;
+  int64_t next = hy__timers_next(w);
+  for (int i = 0; i < rt->nworkers; i++) {
+    hy__worker *v = &rt->workers[i];
+    if (v == w)
+      continue;
+    int64_t d = hy__timers_next(v);
+    if (d < HY_FOREVER - TIMER_SLACK && d + TIMER_SLACK < next)
+      next = d + TIMER_SLACK;
+  }
+  return next;
+}
+
 static int has_work(hy__worker *w) {
   hy_runtime_t *rt = w->rt;
   if (w->lifo || qlen(w) || atomic_load(&rt->inject_len))
@@ -679,6 +733,8 @@ int hy__worker_run_once(hy__worker *w, int64_t max_block) {
   }
   if (done)
     return done;
+  if ((done = fire_others(w, now)) > 0)
+    return done;
   hy__task *t = steal(w);
   if (t) {
     run_task(w, t);
@@ -690,6 +746,7 @@ int hy__worker_run_once(hy__worker *w, int64_t max_block) {
   /* Nothing to do: sleep in the port until the next timer, a completion or
    * a wake. */
   hy_runtime_t *rt = w->rt;
+  atomic_store(&w->sleep_until, HY_FOREVER);
   atomic_store(&w->sleeping, 1);
   atomic_fetch_add(&rt->nsleeping, 1);
   atomic_thread_fence(memory_order_seq_cst);
@@ -699,7 +756,8 @@ int hy__worker_run_once(hy__worker *w, int64_t max_block) {
       atomic_fetch_sub(&rt->nsleeping, 1);
     return 0;
   }
-  int64_t next = hy__timers_next(w);
+  int64_t next = next_deadline(w);
+  atomic_store(&w->sleep_until, next);
   int64_t timeout = -1;
   if (next != HY_FOREVER) {
     timeout = next - hy_now();
@@ -712,7 +770,9 @@ int hy__worker_run_once(hy__worker *w, int64_t max_block) {
   int one = 1;
   if (atomic_compare_exchange_strong(&w->sleeping, &one, 0))
     atomic_fetch_sub(&rt->nsleeping, 1);
-  done += hy__timers_fire(w, hy_now());
+  now = hy_now();
+  done += hy__timers_fire(w, now);
+  done += fire_others(w, now);
   return done;
 }
 
