@@ -642,10 +642,14 @@ static hy__task *next_task(hy__worker *w) {
 
 /* An idle worker fires the due timers of the others, whose owners may be
  * busy or descheduled (Go's idle Ps run other Ps' timers too); the tasks
- * woken run here.  Timers fire only once due, under their heap's lock. */
+ * woken run here.  Timers fire only once due, under their heap's lock.
+ * Not during shutdown: the drain phase judges each worker's activity by
+ * its own timers and tasks. */
 static int fire_others(hy__worker *w, int64_t now) {
   hy_runtime_t *rt = w->rt;
   int n = 0;
+  if (w->loop_phase != HY__PH_RUNNING)
+    return 0;
   for (int i = 0; i < rt->nworkers; i++) {
     hy__worker *v = &rt->workers[i];
     if (v != w && hy__timers_next(v) <= now)
@@ -659,6 +663,8 @@ static int fire_others(hy__worker *w, int64_t now) {
 static int64_t next_deadline(hy__worker *w) {
   hy_runtime_t *rt = w->rt;
   int64_t next = hy__timers_next(w);
+  if (w->loop_phase != HY__PH_RUNNING)
+    return next; /* see fire_others */
   for (int i = 0; i < rt->nworkers; i++) {
     hy__worker *v = &rt->workers[i];
     if (v == w)

@@ -214,7 +214,8 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   t->pinned = 0;
   t->joiners.head = t->joiners.tail = NULL;
   t->cur_wait = NULL;
-  atomic_store(&t->cancelled, phase >= HY__PH_CANCEL);
+  atomic_store_explicit(&t->cancelled, phase >= HY__PH_CANCEL,
+                        memory_order_relaxed); /* published by the locks below */
   atomic_store_explicit(&t->await_what, NULL, memory_order_relaxed);
   t->timer.idx = -1;
   t->timer.owner = NULL;
