@@ -16,9 +16,13 @@
  * Freed stacks are kept (up to max_cached, "warm") in a LIFO array and
  * handed out again: a cached stack costs a lock and an array pop instead
  * of system calls.  A stack is never unmapped on its own (that would split
- * its chunk): beyond max_cached, a freed stack gives its memory back
- * (madvise(MADV_DONTNEED) / VirtualFree(MEM_DECOMMIT)) and waits in a
- * second, "cold" list, used before a new stack is carved.  Trimming gives
+ * its chunk): when a stack is freed into a full warm list, the coldest
+ * quarter of the list (its bottom) gives its memory back
+ * (madvise(MADV_DONTNEED) / VirtualFree(MEM_DECOMMIT)) and moves to a
+ * second, "cold" list, used before a new stack is carved.  They go in
+ * address order, neighbours in one call where the guards survive it
+ * (page-table guards do): a few system calls, and a few TLB shootdowns,
+ * for hundreds of stacks.  Trimming gives
  * back the memory of the warm stacks too; a trimmed stack is recommitted
  * when it is handed out again (a no-op on Linux, where the pages come back
  * zero-filled on first touch).  Chunks are unmapped when the cache is
@@ -177,19 +181,50 @@ int hy_stack_alloc(hy_stack_cache_t *c, hy_stack_t *out) {
   return 0;
 }
 
+static int by_base(const void *a, const void *b) {
+  uintptr_t x = (uintptr_t)((const cached *)a)->base;
+  uintptr_t y = (uintptr_t)((const cached *)b)->base;
+  return x < y ? -1 : x > y;
+}
+
+/* Moves the bottom quarter of the full warm list to the cold list, its
+ * memory given back.  Pre: lock held. */
+static void cool(hy_stack_cache_t *c) {
+  size_t k = c->max / 4 ? c->max / 4 : 1;
+  if (k > c->warm.n)
+    k = c->warm.n;
+  cached *v = c->warm.v;
+  qsort(v, k, sizeof *v, by_base);
+  size_t step = c->size + c->guard;
+  for (size_t i = 0; i < k;) {
+    size_t j = i + 1;
+    while (c->light && j < k && v[j].base == v[j - 1].base + step)
+      j++;
+    /* One call for the run, the guards between its stacks included. */
+    size_t len = (size_t)(v[j - 1].base - v[i].base) + c->size;
+    int ok = hy__os_decommit(v[i].base, len) == 0;
+    for (; i < j; i++) {
+      v[i].trimmed = v[i].trimmed || ok;
+      /* Without room in the cold list the stack stays idle in its chunk
+       * (its memory given back) until destroy. */
+      (void)list_push(&c->cold, v[i].base, v[i].trimmed);
+    }
+  }
+  memmove(v, v + k, (c->warm.n - k) * sizeof *v);
+  c->warm.n -= k;
+}
+
 void hy_stack_free(hy_stack_cache_t *c, const hy_stack_t *s) {
   if (!c || !s || !s->base)
     return;
   char *base = s->base;
   hy__oslock_lock(&c->lock);
-  if (c->warm.n < c->max && list_push(&c->warm, base, 0) == 0) {
-    hy__oslock_unlock(&c->lock);
-    return;
+  if (c->warm.n >= c->max)
+    cool(c);
+  if (list_push(&c->warm, base, 0) != 0) {
+    (void)hy__os_decommit(base, c->size);
+    (void)list_push(&c->cold, base, 1);
   }
-  int trimmed = hy__os_decommit(base, c->size) == 0;
-  /* Without room in the cold list the stack's memory is given back and
-   * its address range stays idle in its chunk until destroy. */
-  (void)list_push(&c->cold, base, trimmed);
   hy__oslock_unlock(&c->lock);
 }
 

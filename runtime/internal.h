@@ -102,6 +102,7 @@ struct hy__task {
   int joined;            /* a join took the result */
   int joining;           /* a join is waiting */
   int refs;              /* the running task + the handle (until detach/join) */
+  int pinned;            /* ended, its block kept until its stack is left */
   hy__waitq joiners;
   hy__wait *cur_wait;    /* the wait a cancel must claim (on a stack) */
   hy__wait qwait;        /* the quiet wait of channel operations and
@@ -178,6 +179,8 @@ struct hy__worker {
 
   atomic_int sleeping;    /* enum hy__sleep: blocked (or about to block) in
                              the port, or woken to search (sched.c) */
+  _Atomic int64_t sleep_until; /* while sleeping: when it wakes at the
+                                  latest (HY_FOREVER while unknown) */
   uint64_t tick;
   int64_t clock;          /* coarse: the time when the scheduler last
                              switched into a task (run_task), so at most the
@@ -321,6 +324,9 @@ int hy__task_tables_init(hy_runtime_t *rt);
 void hy__task_tables_free(hy_runtime_t *rt);
 void hy__task_release_handles(hy_runtime_t *rt); /* at close */
 void hy__stack_put(hy__worker *w, const hy_stack_t *s); /* a free stack */
+/* w's earliest timer is now `deadline` (timer.c): wakes an idle worker
+ * that would sleep past it (sched.c). */
+void hy__timer_first(hy__worker *w, int64_t deadline);
 void hy__task_end(hy__worker *w, hy__task *t);    /* joiners woken (task.c) */
 void hy__task_finish(hy__worker *w, hy__task *t); /* off its stack, after end */
 void hy__task_entry(void *arg);

@@ -52,6 +52,7 @@
 #define POLL_INTERVAL HY_US(50)
 #define MAX_EVENTS 64
 #define NOSTACK_RETRIES 1024
+#define TIMER_SLACK HY_US(100) /* before an idle worker fires another's */
 
 hy__worker *hy__worker_current(hy_runtime_t *rt) {
   return (hy__worker *)hy__tls_get(rt->tls);
@@ -301,6 +302,40 @@ void hy__wake_idle(hy_runtime_t *rt) {
      * that a waker that kept quiet because of our count is not lost. */
     atomic_fetch_sub(&rt->nspinning, 1);
     atomic_thread_fence(memory_order_seq_cst);
+  }
+}
+
+/* Wakes w if it sleeps, for a reason of its own (a timer due before it
+ * would wake): it is handed no searching count (see stop_sleeping). */
+static int wake_worker(hy_runtime_t *rt, hy__worker *w) {
+  int one = HY__SLEEPING;
+  if (atomic_load_explicit(&w->sleeping, memory_order_relaxed) == HY__SLEEPING &&
+      atomic_compare_exchange_strong(&w->sleeping, &one, HY__AWAKE)) {
+    atomic_fetch_sub(&rt->nsleeping, 1);
+    atomic_fetch_add_explicit(&rt->wakeups, 1, memory_order_relaxed);
+    hy__port_wake(w->port);
+    return 1;
+  }
+  return 0;
+}
+
+/* An idle worker sleeps until the earliest timer of all workers (plus
+ * TIMER_SLACK for others'), read under each heap's lock after it set
+ * sleep_until to HY_FOREVER; a new earliest timer is pushed under its
+ * heap's lock before this looks at sleep_until.  So either the sleeper saw
+ * the timer, or this sees a sleep_until that does not count it. */
+void hy__timer_first(hy__worker *w, int64_t deadline) {
+  hy_runtime_t *rt = w->rt;
+  atomic_thread_fence(memory_order_seq_cst);
+  if (atomic_load_explicit(&rt->nsleeping, memory_order_relaxed) <= 0 ||
+      deadline >= HY_FOREVER - TIMER_SLACK)
+    return;
+  for (int i = 0; i < rt->nworkers; i++) {
+    hy__worker *v = &rt->workers[i];
+    if (v != w &&
+        atomic_load_explicit(&v->sleeping, memory_order_relaxed) == HY__SLEEPING &&
+        atomic_load(&v->sleep_until) > deadline + TIMER_SLACK)
+      wake_worker(rt, v);
   }
 }
 
@@ -686,6 +721,42 @@ static hy__task *next_task(hy__worker *w) {
   return t;
 }
 
+/* An idle worker fires the due timers of the others, whose owners may be
+ * busy or descheduled (Go's idle Ps run other Ps' timers too); the tasks
+ * woken run here.  Timers fire only once due, under their heap's lock.
+ * Not during shutdown: the drain phase judges each worker's activity by
+ * its own timers and tasks. */
+static int fire_others(hy__worker *w, int64_t now) {
+  hy_runtime_t *rt = w->rt;
+  int n = 0;
+  if (w->loop_phase != HY__PH_RUNNING)
+    return 0;
+  for (int i = 0; i < rt->nworkers; i++) {
+    hy__worker *v = &rt->workers[i];
+    if (v != w && hy__timers_next(v) <= now)
+      n += hy__timers_fire(v, now);
+  }
+  return n;
+}
+
+/* When an idle worker wakes up: at its own next timer, or TIMER_SLACK
+ * after another's (whose owner normally fires it on time). */
+static int64_t next_deadline(hy__worker *w) {
+  hy_runtime_t *rt = w->rt;
+  int64_t next = hy__timers_next(w);
+  if (w->loop_phase != HY__PH_RUNNING)
+    return next; /* see fire_others */
+  for (int i = 0; i < rt->nworkers; i++) {
+    hy__worker *v = &rt->workers[i];
+    if (v == w)
+      continue;
+    int64_t d = hy__timers_next(v);
+    if (d < HY_FOREVER - TIMER_SLACK && d + TIMER_SLACK < next)
+      next = d + TIMER_SLACK;
+  }
+  return next;
+}
+
 static int has_work(hy__worker *w) {
   hy_runtime_t *rt = w->rt;
   if (w->lifo || qlen(w) || atomic_load(&rt->inject_len))
@@ -735,6 +806,8 @@ static int stop_sleeping(hy__worker *w) {
     atomic_fetch_sub(&w->rt->nsleeping, 1);
     return 1;
   }
+  if (one == HY__AWAKE)
+    return 1; /* woken for a timer (wake_worker): no searching count */
   atomic_store(&w->sleeping, HY__AWAKE); /* was HY__WOKEN_SEARCHING */
   return 0;
 }
@@ -839,6 +912,8 @@ int hy__worker_run_once(hy__worker *w, int64_t max_block) {
   }
   if (done)
     return done;
+  if ((done = fire_others(w, now)) > 0)
+    return done;
   hy__task *t = steal(w);
   if (t) {
     run_task(w, t);
@@ -856,6 +931,7 @@ int hy__worker_run_once(hy__worker *w, int64_t max_block) {
   /* Nothing to do: sleep in the port until the next timer, a completion or
    * a wake. */
   hy_runtime_t *rt = w->rt;
+  atomic_store(&w->sleep_until, HY_FOREVER);
   atomic_store(&w->sleeping, HY__SLEEPING);
   atomic_fetch_add(&rt->nsleeping, 1);
   atomic_thread_fence(memory_order_seq_cst);
@@ -866,7 +942,8 @@ int hy__worker_run_once(hy__worker *w, int64_t max_block) {
     }
     return 0;
   }
-  int64_t next = hy__timers_next(w);
+  int64_t next = next_deadline(w);
+  atomic_store(&w->sleep_until, next);
   int64_t timeout = -1;
   if (next != HY_FOREVER) {
     timeout = next - hy_now();
@@ -880,7 +957,9 @@ int hy__worker_run_once(hy__worker *w, int64_t max_block) {
     run_task(w, t);
     done++;
   }
-  done += hy__timers_fire(w, hy_now());
+  now = hy_now();
+  done += hy__timers_fire(w, now);
+  done += fire_others(w, now);
   return done;
 }
 

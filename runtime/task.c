@@ -136,10 +136,7 @@ static hy__task *lookup(hy_runtime_t *rt, hy_task_t h) {
     }
     if (hy__trylock(&t->lock)) {
       hy__unlock(&s->lock);
-      /* A joined handle is used up, and so is a detached one whose task
-       * ended - even while the task's block waits for hy__task_finish. */
-      if (t->refs == 0 || t->gen != gen || t->joined ||
-          (t->detached && t->state == HY__T_DONE)) {
+      if (t->refs == 0 || t->gen != gen) {
         hy__unlock(&t->lock);
         return NULL;
       }
@@ -214,12 +211,14 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   t->joined = 0;
   t->joining = 0;
   t->refs = out ? 2 : 1;
+  t->pinned = 0;
   t->joiners.head = t->joiners.tail = NULL;
   t->cur_wait = NULL;
   atomic_store_explicit(&t->qwait.state, HY__QUIET, memory_order_relaxed);
   t->qwait.task = t;
   t->qwait.rt = rt;
-  atomic_store(&t->cancelled, phase >= HY__PH_CANCEL);
+  atomic_store_explicit(&t->cancelled, phase >= HY__PH_CANCEL,
+                        memory_order_relaxed); /* published by the locks below */
   atomic_store_explicit(&t->await_what, NULL, memory_order_relaxed);
   t->timer.idx = -1;
   t->timer.owner = NULL;
@@ -254,8 +253,8 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
  * just before it switches away for good (so that a woken joiner can be
  * the very next task to run on this worker, without a detour through the
  * scheduler), or on the scheduler's for a task that never ran.  The
- * task's own reference stays: its block outlives its stack, which
- * hy__task_finish gives back once nothing runs on it. */
+ * task's own reference goes, but a pin keeps its block, which outlives
+ * its stack: hy__task_finish gives both back once nothing runs on it. */
 void hy__task_end(hy__worker *w, hy__task *t) {
   hy_runtime_t *rt = t->rt;
   hy__lock(&rt->lock);
@@ -271,6 +270,11 @@ void hy__task_end(hy__worker *w, hy__task *t) {
 
   hy__lock(&t->lock);
   t->state = HY__T_DONE;
+  /* The running task's reference goes now, as far as handles can tell
+   * (a joined handle is stale at once); the pin keeps the block until
+   * hy__task_finish. */
+  t->refs--;
+  t->pinned = 1;
   hy__waiter *wr;
   while ((wr = hy__waitq_claim(&t->joiners)) != NULL) {
     if (wr->buf)
@@ -288,7 +292,7 @@ void hy__task_end(hy__worker *w, hy__task *t) {
 }
 
 /* The rest, once the task's stack is left (hy__task_end ran): the exit
- * event, the stack back to its cache, the task's own reference dropped. */
+ * event, the stack back to its cache, the pin dropped. */
 void hy__task_finish(hy__worker *w, hy__task *t) {
   hy_runtime_t *rt = t->rt;
   hy__event_publish_task_exit(rt, handle_of(t).id, t->name,
@@ -299,7 +303,8 @@ void hy__task_finish(hy__worker *w, hy__task *t) {
   }
   hy__fiber_task_free(t);
   hy__lock(&t->lock);
-  int last = --t->refs == 0;
+  t->pinned = 0;
+  int last = t->refs == 0;
   hy__unlock(&t->lock);
   if (last)
     release(t);
@@ -361,7 +366,7 @@ int hy_task_join_until(hy_runtime_t *rt, hy_task_t h, hy_time_t deadline,
     *result = t->result;
   int err = t->error;
   t->joined = 1;
-  int last = --t->refs == 0;
+  int last = --t->refs == 0 && !t->pinned;
   hy__unlock(&t->lock);
   hy__wait_fini(&w);
   if (last)
@@ -378,7 +383,7 @@ int hy_task_detach(hy_runtime_t *rt, hy_task_t h) {
     return HY_EINVAL;
   }
   t->detached = 1;
-  int last = --t->refs == 0;
+  int last = --t->refs == 0 && !t->pinned;
   hy__unlock(&t->lock);
   if (last)
     release(t);

@@ -1381,17 +1381,21 @@ static void guard_faults_in_child(const char *mode) {
 
 TEST_IMPL(alloc_stack_guard_faults) {
   if (is_child()) {
+    /* Nine stacks into a cache of eight: the ninth free gives back the
+     * memory of the coldest two (neighbours: one call over both stacks
+     * and the guard between them), which come out again after the warm
+     * ones. */
     hy_stack_cache_t *sc;
-    ASSERT_OK(hy_stack_cache_create(0, 1, &sc));
-    hy_stack_t s, s2, again;
-    ASSERT_OK(hy_stack_alloc(sc, &s));
-    ASSERT_OK(hy_stack_alloc(sc, &s2));
-    hy_stack_free(sc, &s2);
-    hy_stack_free(sc, &s); /* beyond max_cached: memory given back */
+    ASSERT_OK(hy_stack_cache_create(0, 8, &sc));
+    hy_stack_t s[9], again;
+    for (int i = 0; i < 9; i++)
+      ASSERT_OK(hy_stack_alloc(sc, &s[i]));
+    for (int i = 0; i < 9; i++)
+      hy_stack_free(sc, &s[i]);
+    for (int i = 0; i < 7; i++)
+      ASSERT_OK(hy_stack_alloc(sc, &again)); /* the warm ones */
     ASSERT_OK(hy_stack_alloc(sc, &again));
-    ASSERT(again.base == s2.base); /* the warm one first */
-    ASSERT_OK(hy_stack_alloc(sc, &again));
-    ASSERT(again.base == s.base);
+    ASSERT(again.base == s[0].base || again.base == s[1].base);
     volatile char *p = again.base;
     p[0] = 1;
     p[again.size - 1] = 1;
