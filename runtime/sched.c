@@ -559,7 +559,15 @@ static void leave(hy__task *t, int after) {
 }
 
 void hy__park(hy__task *t) {
-  HY__STAT_INC(t->worker->st.parks);
+  hy__worker *w = t->worker;
+  HY__STAT_INC(w->st.parks);
+  /* Shutting down: the task ran up to here, which is activity too, so the
+   * drain's silence starts now, not when the task was woken (a loaded
+   * machine may leave a long gap between the two).  A yield is not
+   * counted: a task that only yields must not hold the drain open. */
+  if (atomic_load_explicit(&w->rt->phase, memory_order_relaxed) !=
+      HY__PH_RUNNING)
+    w->last_activity = hy_now();
   leave(t, HY__AFTER_PARK);
 }
 
