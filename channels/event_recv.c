@@ -248,6 +248,9 @@ int hy_receiver_stats(hy_receiver_t *r, hy_recv_stats_t *s) {
   s->capacity = r->cap;
   s->overflow = r->policy;
   s->closed = r->closed;
+  s->readers = 0;
+  for (hy__waiter *w = r->readers.head; w; w = w->next)
+    s->readers++;
   hy__unlock(&r->lock);
   return 0;
 }

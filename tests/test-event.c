@@ -1043,7 +1043,16 @@ TEST_IMPL(event_read_deadline_cancel) {
   a.r = sub(b, "e", 8, 0, 0);
   a.rc = 1;
   ASSERT_OK(hy_task_spawn(rt, read_one, &a, NULL, &t));
-  hy_sleep(rt, HY_MS(20));
+  /* Unsubscribing before the read began would free r under it (a use
+   * after free the caller owns): wait until the reader waits. */
+  for (hy_time_t until = hy_now() + HY_SEC(10);;) {
+    hy_recv_stats_t rs = {.size = sizeof rs};
+    ASSERT_OK(hy_receiver_stats(a.r, &rs));
+    if (rs.readers == 1)
+      break;
+    ASSERT_LT(hy_now(), until);
+    hy_sleep(rt, HY_MS(1));
+  }
   hy_unsubscribe(a.r);
   ASSERT_OK(hy_task_join(rt, t, NULL));
   ASSERT_EQ(a.rc, HY_ECLOSED);
