@@ -12,20 +12,8 @@
 #include "compat.h"
 #include "runtime/sys.h"
 #include "runtime/wait.h"
+#include "rt_util.h"
 #include "test.h"
-
-static hy_runtime_t *mk(int workers) {
-  hy_options_t o = HY_OPTIONS_INIT;
-  o.workers = workers;
-  hy_runtime_t *rt;
-  ASSERT_OK(hy_runtime_new(&o, &rt));
-  return rt;
-}
-
-static void done(hy_runtime_t *rt) {
-  ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(20)));
-  ASSERT_OK(hy_runtime_close(rt));
-}
 
 /* A non-blocking look: 0 if released (taking it), HY_ETIMEDOUT if not. */
 static int poke(hy_hub_consumer_t *c) { return hy_hub_wait_until(c, 0); }
@@ -33,7 +21,7 @@ static int poke(hy_hub_consumer_t *c) { return hy_hub_wait_until(c, 0); }
 /* ------------------------------------------------------- basic semantics */
 
 TEST_IMPL(hub_set_reaches_idle_consumers) {
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, "t/idle", HY_HUB_AUTO_RESET, &h));
   hy_hub_consumer_t *c[3];
@@ -58,12 +46,12 @@ TEST_IMPL(hub_set_reaches_idle_consumers) {
   ASSERT_EQ(info.consumers, 0);
   ASSERT_EQ(hy_hub_set(h), 0);
   ASSERT_OK(hy_hub_destroy(h));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
 TEST_IMPL(hub_sets_coalesce) {
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h));
   hy_hub_consumer_t *a, *b;
@@ -92,12 +80,12 @@ TEST_IMPL(hub_sets_coalesce) {
   ASSERT_OK(hy_hub_disconnect(a));
   ASSERT_OK(hy_hub_disconnect(b));
   ASSERT_OK(hy_hub_destroy(h));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
 TEST_IMPL(hub_manual_reset) {
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, "t/manual", HY_HUB_MANUAL_RESET, &h));
   hy_hub_consumer_t *a, *b, *late;
@@ -130,7 +118,7 @@ TEST_IMPL(hub_manual_reset) {
   ASSERT_OK(hy_hub_disconnect(a));
   ASSERT_OK(hy_hub_disconnect(b));
   ASSERT_OK(hy_hub_destroy(h));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
@@ -158,7 +146,7 @@ static void wait_started(waiter_t *w) {
 }
 
 TEST_IMPL(hub_consumer_ops_are_local) {
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h));
   hy_hub_consumer_t *a, *b;
@@ -202,12 +190,12 @@ TEST_IMPL(hub_consumer_ops_are_local) {
   ASSERT_OK(hy_hub_disconnect(a));
   ASSERT_OK(hy_hub_disconnect(b));
   ASSERT_OK(hy_hub_destroy(h));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
 TEST_IMPL(hub_destroy_wakes_closed) {
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, "t/gone", HY_HUB_AUTO_RESET, &h));
   enum { N = 8 };
@@ -240,12 +228,12 @@ TEST_IMPL(hub_destroy_wakes_closed) {
   for (int i = 1; i < N; i++)
     ASSERT_OK(hy_hub_disconnect(c[i]));
   /* c[0] and pend are left for hy_runtime_close to free (ASan checks). */
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
 TEST_IMPL(hub_names_and_errors) {
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_hub_t *h, *x;
   hy_hub_consumer_t *c;
   ASSERT_ERR(hy_hub_create(NULL, "a", 0, &h), HY_EINVAL);
@@ -288,16 +276,16 @@ TEST_IMPL(hub_names_and_errors) {
   ASSERT_ERR(hy_hub_reset(sd), HY_EPERM);
   ASSERT_ERR(hy_hub_destroy(sd), HY_EPERM);
   /* Two runtimes have separate namespaces. */
-  hy_runtime_t *rt2 = mk(1);
+  hy_runtime_t *rt2 = test_rt_new(1);
   hy_hub_t *h2;
   ASSERT_OK(hy_hub_create(rt2, "app/a", 0, &h2));
   hy_hub_consumer_t *c2;
   ASSERT_OK(hy_hub_connect_name(rt2, "app/a", &c2));
   hy_hub_set(h);
   ASSERT_ERR(poke(c2), HY_ETIMEDOUT);
-  done(rt2); /* frees h2 and c2 */
+  test_rt_close(rt2, HY_MS(20)); /* frees h2 and c2 */
   ASSERT_OK(hy_hub_destroy(h));
-  done(rt); /* frees n2 */
+  test_rt_close(rt, HY_MS(20)); /* frees n2 */
   return 0;
 }
 
@@ -313,7 +301,7 @@ static void *cancel_target(void *p) {
 }
 
 TEST_IMPL(hub_wait_deadline_and_cancel) {
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h));
   hy_hub_consumer_t *c;
@@ -353,7 +341,7 @@ TEST_IMPL(hub_wait_deadline_and_cancel) {
   ASSERT_EQ((intptr_t)r, left);
   ASSERT_OK(hy_hub_disconnect(c));
   ASSERT_OK(hy_hub_destroy(h));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
@@ -369,7 +357,7 @@ static void *thread_wait(void *p) {
 static void *set_task(void *p) { return (void *)(intptr_t)hy_hub_set(p); }
 
 TEST_IMPL(hub_foreign_thread_waits) {
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h));
   enum { N = 4 };
@@ -399,7 +387,7 @@ TEST_IMPL(hub_foreign_thread_waits) {
     ASSERT_OK(hy_hub_disconnect(c[i]));
   }
   ASSERT_OK(hy_hub_destroy(h));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
@@ -429,7 +417,7 @@ static void *fd_poller(void *p) {
 }
 
 TEST_IMPL(hub_os_handle) {
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h));
   hy_hub_consumer_t *a, *b;
@@ -483,7 +471,7 @@ TEST_IMPL(hub_os_handle) {
   ASSERT_ERR(poke(a), HY_ECLOSED);
   ASSERT_OK(hy_hub_disconnect(a));
   ASSERT_OK(hy_hub_disconnect(b));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
@@ -517,7 +505,7 @@ static void *handle_waiter(void *p) {
 }
 
 TEST_IMPL(hub_os_handle) {
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h));
   hy_hub_consumer_t *a, *b;
@@ -613,12 +601,12 @@ TEST_IMPL(hub_os_handle) {
   ASSERT_ERR(poke(a), HY_ECLOSED);
   ASSERT_OK(hy_hub_disconnect(a));
   ASSERT_OK(hy_hub_disconnect(b));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
 TEST_IMPL(hub_os_handle_manual) {
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, "t/man", HY_HUB_MANUAL_RESET, &h));
   hy_hub_consumer_t *a, *b, *late;
@@ -674,7 +662,7 @@ TEST_IMPL(hub_os_handle_manual) {
   ASSERT_OK(hy_hub_disconnect(a));
   ASSERT_OK(hy_hub_disconnect(b));
   ASSERT_OK(hy_hub_disconnect(late));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 #endif
@@ -706,7 +694,7 @@ static void *os_watcher(void *p) {
 
 TEST_IMPL(hub_os_handle_rounds) {
   enum { K = 8, ROUNDS = 200 };
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h));
   hy_hub_consumer_t *c[K];
@@ -747,7 +735,7 @@ TEST_IMPL(hub_os_handle_rounds) {
     ASSERT_OK(hy_hub_disconnect(c[i]));
   }
   ASSERT_OK(hy_hub_destroy(h));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
@@ -772,7 +760,7 @@ static void *many_task(void *p) {
 
 TEST_IMPL(hub_10k_consumers_released_once) {
   enum { N = 10000 };
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, "t/many", HY_HUB_AUTO_RESET, &h));
   many_t *m = calloc(N, sizeof *m);
@@ -816,7 +804,7 @@ TEST_IMPL(hub_10k_consumers_released_once) {
   ASSERT_OK(hy_hub_destroy(h));
   free(m);
   free(t);
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
@@ -851,7 +839,7 @@ static void *round_task(void *p) {
 
 TEST_IMPL(hub_stress_rounds) {
   enum { K = 64, ROUNDS = 300 };
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h));
   round_t *r = calloc(K, sizeof *r);
@@ -885,7 +873,7 @@ TEST_IMPL(hub_stress_rounds) {
   }
   ASSERT_OK(hy_hub_destroy(h));
   free(r);
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
@@ -949,7 +937,7 @@ static void *delayed_set(void *p) {
 }
 
 TEST_IMPL(hub_select_arm) {
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_hub_t *h1, *h2;
   ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h1));
   ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h2));
@@ -1007,7 +995,7 @@ TEST_IMPL(hub_select_arm) {
   ASSERT_OK(hy_hub_disconnect(c[0]));
   ASSERT_OK(hy_hub_disconnect(c[1]));
   ASSERT_OK(hy_hub_destroy(h1));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
@@ -1053,7 +1041,7 @@ static void *shutdown_starter(void *p) {
 }
 
 TEST_IMPL(hub_sys_shutdown_at_quiesce) {
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   sd_t s = {rt, 0, 0};
   enum { N = 20 };
   hy_task_t t[N], st;
@@ -1099,7 +1087,7 @@ TEST_IMPL(hub_sys_shutdown_at_quiesce) {
 TEST_IMPL(hub_shared_consumer_is_one_event) {
   /* Two tasks waiting on the same consumer share its event: one set
    * releases one of them (auto-reset), the next set the other. */
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h));
   hy_hub_consumer_t *c;
@@ -1143,14 +1131,14 @@ TEST_IMPL(hub_shared_consumer_is_one_event) {
   ASSERT_OK(hy_hub_disconnect(mc));
   ASSERT_OK(hy_hub_destroy(h));
   ASSERT_OK(hy_hub_destroy(m));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
 TEST_IMPL(hub_embedded_host) {
   /* No workers: the host's run_once runs the task that waits; the host
    * sets the hub between calls. */
-  hy_runtime_t *rt = mk(0);
+  hy_runtime_t *rt = test_rt_new(0);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, "t/host", HY_HUB_AUTO_RESET, &h));
   hy_hub_consumer_t *c;
@@ -1171,6 +1159,6 @@ TEST_IMPL(hub_embedded_host) {
   ASSERT_OK(hy_task_join(rt, t, NULL));
   ASSERT_OK(hy_hub_disconnect(c));
   ASSERT_OK(hy_hub_destroy(h));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }

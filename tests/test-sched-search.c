@@ -12,6 +12,7 @@
 
 #include "hydra.h"
 #include "compat.h"
+#include "rt_util.h"
 #include "test.h"
 #include "runtime/sys.h"
 
@@ -22,19 +23,6 @@ enum { SCALE = 1 };
 #endif
 
 #define LOST_BOUND HY_MS(10000) /* far above any stall of a loaded machine */
-
-static hy_runtime_t *new_rt(int workers) {
-  hy_options_t o = HY_OPTIONS_INIT;
-  o.workers = workers;
-  hy_runtime_t *rt = NULL;
-  ASSERT_OK(hy_runtime_new(&o, &rt));
-  return rt;
-}
-
-static void close_rt(hy_runtime_t *rt) {
-  ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(100)));
-  ASSERT_OK(hy_runtime_close(rt));
-}
 
 /* Busy for about ns without yielding: the worker stays taken. */
 static void busy(int64_t ns) {
@@ -123,13 +111,13 @@ static void *steal_root(void *p) {
 }
 
 static int steal_rounds(int workers, int rounds) {
-  hy_runtime_t *rt = new_rt(workers);
+  hy_runtime_t *rt = test_rt_new(workers);
   steal_arg a = {rt, rounds, 0, seed()};
   hy_task_t t;
   ASSERT_OK(hy_task_spawn(rt, steal_root, &a, NULL, &t));
   ASSERT_OK(hy_task_join(rt, t, NULL));
   ASSERT_EQ(a.lost, 0);
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(100));
   return 0;
 }
 
@@ -179,7 +167,7 @@ static void *foreign_spawner(void *p) {
 
 TEST_IMPL(sched_foreign_wake_never_lost) {
   for (int workers = 1; workers <= 3; workers++) {
-    hy_runtime_t *rt = new_rt(workers);
+    hy_runtime_t *rt = test_rt_new(workers);
     foreign_arg a[2];
     pthread_t th[2];
     for (int k = 0; k < 2; k++) {
@@ -195,7 +183,7 @@ TEST_IMPL(sched_foreign_wake_never_lost) {
       ASSERT_EQ(a[k].timeouts, 0);
       ASSERT_EQ(atomic_load(&a[k].ran), a[k].rounds);
     }
-    close_rt(rt);
+    test_rt_close(rt, HY_MS(100));
   }
   return 0;
 }
@@ -227,7 +215,7 @@ static void *relay(void *p) {
 TEST_IMPL(sched_relay_ring_never_stalls) {
   enum { RING = 4 };
   int n = 5000 / SCALE;
-  hy_runtime_t *rt = new_rt(3);
+  hy_runtime_t *rt = test_rt_new(3);
   hy_chan_t *ch[RING];
   for (int i = 0; i < RING; i++)
     ASSERT_OK(hy_chan_new(rt, sizeof(intptr_t), 0, &ch[i]));
@@ -248,6 +236,6 @@ TEST_IMPL(sched_relay_ring_never_stalls) {
   ASSERT_OK(hy_task_join_until(rt, t[RING - 1], hy_now() + LOST_BOUND, NULL));
   for (int i = 0; i < RING; i++)
     hy_chan_release(ch[i]);
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(100));
   return 0;
 }

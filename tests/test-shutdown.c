@@ -10,15 +10,8 @@
 #include "sock_compat.h" /* before compat.h: winsock2.h before windows.h */
 #include "hydra.h"
 #include "compat.h"
+#include "rt_util.h"
 #include "test.h"
-
-static hy_runtime_t *mk(int workers) {
-  hy_options_t o = HY_OPTIONS_INIT;
-  o.workers = workers;
-  hy_runtime_t *rt;
-  ASSERT_OK(hy_runtime_new(&o, &rt));
-  return rt;
-}
 
 /* Every worker records the phases it enters, in order. */
 typedef struct {
@@ -64,7 +57,7 @@ static void *spinner(void *p) {
 }
 
 TEST_IMPL(shutdown_phases_in_order) {
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   phases_t ph;
   memset(&ph, 0, sizeof ph);
   hy_runtime_on_phase(rt, record, &ph);
@@ -127,7 +120,7 @@ static void *flowing(void *p) {
 }
 
 TEST_IMPL(shutdown_drain_follows_activity) {
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   flow_t f = {rt, 0, 0};
   hy_task_t t;
   ASSERT_OK(hy_task_spawn(rt, flowing, &f, NULL, &t));
@@ -160,7 +153,7 @@ static void *shut_from_task(void *p) {
 }
 
 TEST_IMPL(shutdown_from_task_and_run) {
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_task_t t;
   ASSERT_OK(hy_task_spawn(rt, shut_from_task, rt, NULL, &t));
   ASSERT_OK(hy_runtime_run(rt)); /* returns once the shutdown is done */
@@ -177,7 +170,7 @@ static void *shut_thread(void *p) {
 }
 
 TEST_IMPL(shutdown_concurrent_callers) {
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_task_t s[50];
   for (int i = 0; i < 50; i++)
     ASSERT_OK(hy_task_spawn(rt, sleeper, rt, NULL, &s[i]));
@@ -194,7 +187,7 @@ TEST_IMPL(shutdown_concurrent_callers) {
 }
 
 TEST_IMPL(shutdown_embedded) {
-  hy_runtime_t *rt = mk(0);
+  hy_runtime_t *rt = test_rt_new(0);
   phases_t ph;
   memset(&ph, 0, sizeof ph);
   hy_runtime_on_phase(rt, record, &ph);
@@ -214,7 +207,7 @@ TEST_IMPL(shutdown_embedded) {
 }
 
 TEST_IMPL(shutdown_terminate_arm_ready) {
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_arm_t a = hy_arm_terminate(rt);
   ASSERT_EQ(a.kind, HY_ARM_TERMINATE);
   ASSERT(a.ops != NULL);
@@ -256,7 +249,7 @@ static void *blocked_on_read(void *p) {
 }
 
 TEST_IMPL(shutdown_blocked_on_chan_and_io) {
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   blocked_t b = {.rt = rt};
   ASSERT_OK(hy_chan_new(rt, sizeof(int), 0, &b.ch));
   hy_addr_t a;

@@ -17,20 +17,8 @@
 #include "compat.h"
 #include "runtime/wait.h"
 #include "runtime/win/ctrl.h"
+#include "rt_util.h"
 #include "test.h"
-
-static hy_runtime_t *mk(int workers) {
-  hy_options_t o = HY_OPTIONS_INIT;
-  o.workers = workers;
-  hy_runtime_t *rt;
-  ASSERT_OK(hy_runtime_new(&o, &rt));
-  return rt;
-}
-
-static void done(hy_runtime_t *rt) {
-  ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(20)));
-  ASSERT_OK(hy_runtime_close(rt));
-}
 
 /* A console of this process's own: Ctrl+C from GenerateConsoleCtrlEvent
  * then reaches this process alone. */
@@ -83,7 +71,7 @@ static int sys_signo(hy_receiver_t *rc) {
 TEST_IMPL(sigwin_ctrl_c_reaches_receivers) {
   if (!own_console())
     RETURN_SKIP("no console of its own for GenerateConsoleCtrlEvent");
-  hy_runtime_t *a = mk(1), *b = mk(2);
+  hy_runtime_t *a = test_rt_new(1), *b = test_rt_new(2);
   int intr = SIGINT, both[] = {SIGINT, SIGTERM};
   hy_sigrecv_t *ra1, *ra2, *rb;
   ASSERT_OK(hy_signal_subscribe(a, &intr, 1, &ra1));
@@ -120,7 +108,7 @@ TEST_IMPL(sigwin_ctrl_c_reaches_receivers) {
   ASSERT_ERR(hy_signal_read_until(ra1, 0, &s), HY_ETIMEDOUT);
   /* Closing one runtime frees its receivers; the other still gets them. */
   hy_unsubscribe(ev);
-  done(a);
+  test_rt_close(a, HY_MS(20));
   ctrl_c();
   ASSERT_EQ(read_one(rb), SIGINT);
   /* The select arm takes a signal through the awaitable. */
@@ -135,7 +123,7 @@ TEST_IMPL(sigwin_ctrl_c_reaches_receivers) {
   ASSERT_EQ(s, SIGINT);
   ASSERT_EQ(arm.ops->try_fire(arm.obj, &arm, &result), 0);
   hy__unlock(l);
-  done(b); /* frees rb: the handler goes with it */
+  test_rt_close(b, HY_MS(20)); /* frees rb: the handler goes with it */
   ASSERT_EQ(hy__ctrl_deliver(CTRL_C_EVENT), 0);
   return 0;
 }
@@ -149,7 +137,7 @@ static void *burst(void *p) {
 
 /* Ctrl+Break, close, logoff, shutdown: in order, as SIGQUIT and SIGTERM. */
 TEST_IMPL(sigwin_break_and_term_events) {
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   int sigs[] = {SIGINT, SIGTERM, SIGQUIT, SIGHUP};
   hy_sigrecv_t *r;
   ASSERT_OK(hy_signal_subscribe(rt, sigs, 4, &r));
@@ -193,7 +181,7 @@ TEST_IMPL(sigwin_break_and_term_events) {
   ASSERT_EQ(nt, T / 2 * N);
   ASSERT_OK(hy_signal_unsubscribe(r));
   ASSERT_EQ(hy__ctrl_deliver(CTRL_C_EVENT), 0); /* nobody listens now */
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
@@ -236,7 +224,7 @@ TEST_IMPL(sigwin_unwanted_goes_on) {
   if (!own_console())
     RETURN_SKIP("no console of its own for GenerateConsoleCtrlEvent");
   ASSERT(SetConsoleCtrlHandler(mine, TRUE));
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   int term = SIGTERM, intr = SIGINT;
   hy_sigrecv_t *rt_term, *rt_int;
   ASSERT_OK(hy_signal_subscribe(rt, &term, 1, &rt_term));
@@ -282,7 +270,7 @@ TEST_IMPL(sigwin_unwanted_goes_on) {
   wait_mine(2);
   ASSERT_EQ(hy__ctrl_deliver(CTRL_C_EVENT), 0);
   ASSERT_OK(hy_task_cancel(rt, t));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   ASSERT(SetConsoleCtrlHandler(mine, FALSE));
   return 0;
 }
@@ -365,7 +353,7 @@ static void *close_event(void *p) {
 
 TEST_IMPL(sigwin_shutdown_by_close_event) {
   enum { W = 16 };
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   sup_t s;
   memset(&s, 0, sizeof s);
   s.rt = rt;
@@ -407,7 +395,7 @@ TEST_IMPL(sigwin_shutdown_by_close_event) {
 }
 
 TEST_IMPL(sigwin_errors) {
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_sigrecv_t *r;
   int bad[] = {SIGSEGV, SIGILL, SIGABRT, 0, -1, 1000, 10 /* no SIGUSR1 */};
   for (int i = 0; i < 7; i++)
@@ -430,7 +418,7 @@ TEST_IMPL(sigwin_errors) {
   ASSERT_ERR(hy_signal_read_until(r, d, &s), HY_ETIMEDOUT);
   ASSERT_GE(hy_now(), d);
   /* Left subscribed: hy_runtime_close frees it and removes the handler. */
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   ASSERT_EQ(hy__ctrl_deliver(CTRL_C_EVENT), 0);
   return 0;
 }
