@@ -261,7 +261,7 @@ int64_t hy_receiver_priority(const hy_receiver_t *r) {
 
 /* ----------------------------------------------------------- select arm */
 
-static hy__lock_t *arm_lock(void *obj) { return &((hy_receiver_t *)obj)->lock; }
+HY__WAITQ_ARM_OPS(arm, hy_receiver_t, lock, readers)
 
 static int arm_try(void *obj, hy_arm_t *arm, int *result) {
   hy_receiver_t *r = obj;
@@ -277,26 +277,9 @@ static int arm_try(void *obj, hy_arm_t *arm, int *result) {
   return 0;
 }
 
-static void arm_enqueue(void *obj, hy_arm_t *arm, hy__waiter *w) {
-  w->buf = arm->buf;
-  hy__waitq_push(&((hy_receiver_t *)obj)->readers, w);
-}
-
-static void arm_dequeue(void *obj, hy_arm_t *arm, hy__waiter *w) {
-  (void)arm;
-  hy__waitq_remove(&((hy_receiver_t *)obj)->readers, w);
-}
-
 static const struct hy_awaitable recv_awaitable = {
     "event-recv", arm_lock, arm_try, arm_enqueue, arm_dequeue};
 
 hy_arm_t hy_arm_receiver(hy_receiver_t *r, hy_event_t **out) {
-  hy_arm_t a;
-  memset(&a, 0, sizeof a);
-  a.ops = &recv_awaitable;
-  a.obj = r;
-  a.buf = out;
-  a.kind = HY_ARM_OBJECT;
-  a.guard = r && out;
-  return a;
+  return hy__arm_make(&recv_awaitable, HY_ARM_OBJECT, r, out, r && out);
 }

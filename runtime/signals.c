@@ -379,9 +379,7 @@ int hy_signal_read_until(hy_sigrecv_t *r, hy_time_t deadline, int *signo) {
 
 /* ------------------------------------------------------------ select arm */
 
-static hy__lock_t *arm_lock(void *obj) {
-  return obj ? &((hy_sigrecv_t *)obj)->lock : NULL;
-}
+HY__WAITQ_ARM_OPS(arm, hy_sigrecv_t, lock, waiters)
 
 static int arm_try(void *obj, hy_arm_t *arm, int *result) {
   hy_sigrecv_t *r = obj;
@@ -403,26 +401,9 @@ static int arm_try(void *obj, hy_arm_t *arm, int *result) {
   return 0;
 }
 
-static void arm_enqueue(void *obj, hy_arm_t *arm, hy__waiter *w) {
-  w->buf = arm->buf;
-  hy__waitq_push(&((hy_sigrecv_t *)obj)->waiters, w);
-}
-
-static void arm_dequeue(void *obj, hy_arm_t *arm, hy__waiter *w) {
-  (void)arm;
-  hy__waitq_remove(&((hy_sigrecv_t *)obj)->waiters, w);
-}
-
 static const struct hy_awaitable signal_awaitable = {
     "signal", arm_lock, arm_try, arm_enqueue, arm_dequeue};
 
 hy_arm_t hy_arm_signal(hy_sigrecv_t *r, int *signo) {
-  hy_arm_t a;
-  memset(&a, 0, sizeof a);
-  a.ops = &signal_awaitable;
-  a.obj = r;
-  a.buf = signo;
-  a.kind = HY_ARM_OBJECT;
-  a.guard = 1;
-  return a;
+  return hy__arm_make(&signal_awaitable, HY_ARM_OBJECT, r, signo, 1);
 }

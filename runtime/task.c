@@ -517,7 +517,8 @@ void *hy_task_local_get(hy_runtime_t *rt, int key) {
 
 /* ------------------------------------------------------- task as an arm */
 
-static hy__lock_t *arm_lock(void *obj) { return obj ? &((hy__task *)obj)->lock : NULL; }
+/* The waiter's buffer is where hy__task_end stores the result. */
+HY__WAITQ_ARM_OPS(arm, hy__task, lock, joiners)
 
 static int arm_try(void *obj, hy_arm_t *arm, int *result) {
   hy__task *t = obj;
@@ -533,16 +534,6 @@ static int arm_try(void *obj, hy_arm_t *arm, int *result) {
   return 1;
 }
 
-static void arm_enqueue(void *obj, hy_arm_t *arm, hy__waiter *w) {
-  w->buf = arm->buf; /* hy__task_end stores the result there */
-  hy__waitq_push(&((hy__task *)obj)->joiners, w);
-}
-
-static void arm_dequeue(void *obj, hy_arm_t *arm, hy__waiter *w) {
-  (void)arm;
-  hy__waitq_remove(&((hy__task *)obj)->joiners, w);
-}
-
 /* The arm does not consume the handle: after it fires, hy_task_join
  * returns at once with the result (or hy_task_detach lets it go).  The
  * handle must stay valid while the arm is in use. */
@@ -550,15 +541,8 @@ static const struct hy_awaitable task_awaitable = {
     "task", arm_lock, arm_try, arm_enqueue, arm_dequeue};
 
 hy_arm_t hy_arm_task(hy_runtime_t *rt, hy_task_t h, void **result) {
-  hy_arm_t a;
-  memset(&a, 0, sizeof a);
-  a.ops = &task_awaitable;
-  a.kind = HY_ARM_OBJECT;
-  a.guard = 1;
-  a.buf = result;
   hy__task *t = rt ? lookup(rt, h) : NULL;
   if (t)
     hy__unlock(&t->lock);
-  a.obj = t;
-  return a;
+  return hy__arm_make(&task_awaitable, HY_ARM_OBJECT, t, result, 1);
 }
