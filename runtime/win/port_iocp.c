@@ -770,8 +770,12 @@ static void route(hy__port *owner, hy__op *op) {
   else
     owner->in_head = op;
   owner->in_tail = op;
-  atomic_store(&owner->in_any, 1);
+  /* Only the first packet of an empty inbox interrupts the owner: until
+   * it takes the inbox, that interruption is pending or under way. */
+  int first = !atomic_exchange(&owner->in_any, 1);
   hy__unlock(&owner->ilock);
+  if (!first)
+    return;
   if (atomic_load(&owner->handle_used))
     SetEvent(owner->event);
   hy__lock(&owner->tlock);
