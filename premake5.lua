@@ -116,9 +116,7 @@ project "hydra-tests"
   kind "ConsoleApp"
   files { "tests/*.c", "tests/*.h" }
   if windows then
-    -- Tests of parts that have no Windows backend yet; their list lines
-    -- are under #ifndef _WIN32 too.
-    excludes { "tests/proc_posix.c", "tests/test-port.c", "tests/test-net.c" }
+    excludes { "tests/proc_posix.c" }
   else
     excludes { "tests/proc_win.c", "tests/test-win.c" } -- Windows only
   end

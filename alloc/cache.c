@@ -51,10 +51,13 @@ int hy_cache_create(const char *name, size_t size, size_t align,
   c->mag_size = size <= 256 ? 128 : size <= 2048 ? 32 : 8;
   c->mag_max = size <= 256 ? 512 : size <= 2048 ? 128 : 32;
   hy__slab_init(c);
+  c->idle_ms = HY_CACHE_IDLE_MS_DEFAULT;
+  c->trim_last_ms = hy__os_now_ms();
   hy__oslock_init(&c->depot_lock);
   hy__oslock_init(&c->slab_lock);
   atomic_init(&c->refs, 1);
   c->gen = atomic_fetch_add(&next_gen, 1);
+  c->head.key = c->slowpath ? HY__KEY_SLOW : c->gen;
   *out = c;
   return 0;
 }
@@ -97,21 +100,50 @@ size_t hy_cache_reap(hy_cache_t *c) {
   return before > after ? (size_t)(before - after) : 0;
 }
 
+int hy_cache_set_idle_ms(hy_cache_t *c, uint64_t ms) {
+  if (!c)
+    return HY_EINVAL;
+  hy__oslock_lock(&c->depot_lock);
+  c->idle_ms = ms;
+  c->trim_last_ms = hy__os_now_ms(); /* a new period starts */
+  c->min_full = c->nfull;
+  c->min_empty = c->nempty;
+  hy__oslock_unlock(&c->depot_lock);
+  return 0;
+}
+
+size_t hy_cache_trim_idle(hy_cache_t *c) {
+  if (!c)
+    return 0;
+  uint64_t before = held(c);
+  hy__oslock_lock(&c->depot_lock);
+  hy__mag *idle = hy__depot_take_idle(c, hy__os_now_ms());
+  hy__oslock_unlock(&c->depot_lock);
+  hy__mags_release(c, idle);
+  uint64_t after = held(c);
+  return before > after ? (size_t)(before - after) : 0;
+}
+
 static void collect(hy_cache_t *c, hy_cache_stats_t *s) {
   memset(s, 0, sizeof *s);
   s->size = sizeof *s;
   s->version = HY_CACHE_STATS_VERSION;
   s->name = c->name;
   s->obj_size = c->size;
-  uint64_t allocs = 0, frees = 0, misses = 0;
+  uint64_t allocs = 0, frees = 0, misses = 0, trades = 0;
+  hy__mcpu *own = hy__mcpu_own(c);
+  if (own)
+    hy__mcpu_fold(own); /* this thread's counts, exact */
   hy__oslock_lock(&c->depot_lock);
   allocs = c->ret_allocs;
   frees = c->ret_frees;
   misses = c->ret_misses;
+  trades = c->ret_trades;
   for (hy__mcpu *m = c->mcpus; m; m = m->rnext) {
-    allocs += HY__CTR_GET(m->allocs);
-    frees += HY__CTR_GET(m->frees);
-    misses += HY__CTR_GET(m->misses);
+    allocs += HY__CTR_GET(m->pub_allocs);
+    frees += HY__CTR_GET(m->pub_frees);
+    misses += HY__CTR_GET(m->pub_misses);
+    trades += HY__CTR_GET(m->pub_trades);
   }
   s->depot_gets = c->depot_gets;
   s->depot_puts = c->depot_puts;
@@ -119,6 +151,8 @@ static void collect(hy_cache_t *c, hy_cache_stats_t *s) {
   s->depot_full = c->nfull;
   s->depot_empty = c->nempty;
   s->mag_size = c->mag_size;
+  s->depot_trims = c->trims;
+  s->depot_trimmed = c->trimmed_mags;
   hy__oslock_unlock(&c->depot_lock);
   hy__oslock_lock(&c->slab_lock);
   s->slabs = c->nslabs;
@@ -133,6 +167,7 @@ static void collect(hy_cache_t *c, hy_cache_stats_t *s) {
   s->failures = atomic_load(&c->failures);
   s->mag_misses = misses + atomic_load(&c->slow_misses);
   s->mag_hits = allocs + frees + s->failures - s->mag_misses;
+  s->mag_trades = trades;
   s->reaps = atomic_load(&c->reaps);
   s->ctor_calls = atomic_load(&c->ctor_calls);
   s->dtor_calls = atomic_load(&c->dtor_calls);

@@ -57,25 +57,44 @@ typedef struct hy__mag {
   void *obj[];
 } hy__mag;
 
-/* One thread's magazines of one cache (Bonwick & Adams' per-CPU cache).
- * loaded and prev are never NULL; only the owning thread touches them,
- * except hy_cache_destroy, which drains them under the depot lock.  The
- * loaded magazine's array, count and capacity are copied into the mcpu so
- * the fast path reads one cache line. */
+/* One thread's magazines of one cache (Bonwick & Adams' per-CPU cache):
+ * an alloc magazine (pops) and a free magazine (pushes), which trade
+ * places when the one a call needs runs out; only then does the thread go
+ * to the depot.  Keeping pops and pushes on two magazines keeps the two
+ * dependency chains apart (an alloc does not wait for the free before it).
+ * The fast path (include/hydra/alloc.h) sees only slot->t, the arrays
+ * and counts of the two, kept in the thread's table itself so that the
+ * lookup finds them with no further load (their own n is stale while they
+ * are loaded); the rest is here.
+ *
+ * Only the owning thread touches an mcpu, except hy_cache_destroy, which
+ * drains it under the depot lock (no thread may use a cache being
+ * destroyed), and hy_cache_stats, which reads only the pub_* counters.
+ * The owner moves a slot (its table grows) under the cache's depot lock
+ * too, so a destroy finds it through slot wherever it is.
+ *
+ * Statistics cost the fast path nothing: allocs since the alloc magazine
+ * was loaded are abase - t.ar, frees since the free magazine was loaded
+ * are t.fr - fbase; hy__mcpu_fold adds them to allocs/frees whenever a
+ * magazine changes hands (and before any count changes off the fast
+ * path), then publishes the totals for other threads' hy_cache_stats. */
 typedef struct hy__mcpu {
-  void **obj;      /* loaded->obj */
-  uint32_t rounds; /* objects in the loaded magazine (loaded->n is stale
-                      while it is loaded) */
-  uint32_t cap;    /* loaded->cap */
-  hy__mag *loaded, *prev;
-  hy__ctr allocs, frees, misses; /* misses: went to the depot or slabs */
+  hy__tslot *slot;      /* in the thread's table: slot->t, slot->m == this */
+  hy__mag *amag, *fmag; /* the magazines behind t.aobj and t.fobj */
+  uint32_t abase, fbase; /* t.ar and t.fr when last folded */
+  uint64_t allocs, frees, misses, trades; /* as of the last fold */
+  hy__ctr pub_allocs, pub_frees, pub_misses, pub_trades; /* for readers */
   hy_cache_t *cache;
   struct hy__mcpu *rnext, *rprev; /* the cache's registry, depot lock */
 } hy__mcpu;
 
 struct hy__slab;
 
+/* A key no table holds: the caches whose every op takes the general path. */
+#define HY__KEY_SLOW UINT64_MAX
+
 struct hy_cache {
+  hy__cache_head head; /* must be first: head.key is gen, or HY__KEY_SLOW */
   uint64_t gen;  /* unique, never 0: the key of the threads' tables */
   int slowpath;  /* every op takes the general path (debug checks, ASan) */
   char name[64];
@@ -101,8 +120,15 @@ struct hy_cache {
   uint64_t dep_ops, dep_contended;
   hy__mcpu *mcpus;                 /* registered threads */
   hy_cache_t *mags[HY__MAG_CLASSES]; /* magazine caches, made on demand */
-  uint64_t ret_allocs, ret_frees, ret_misses; /* of threads gone */
+  uint64_t ret_allocs, ret_frees, ret_misses, ret_trades; /* threads gone */
   uint64_t depot_gets, depot_puts, depot_contended;
+  /* idle trimming (alloc/depot.c): the fewest full and empty magazines
+   * the depot held since the last tick, at trim_last_ms */
+  uint64_t min_full, min_empty;
+  uint64_t trim_last_ms, idle_ms; /* idle_ms 0: never */
+  uint32_t trim_ops;              /* depot ops since the clock was read */
+  hy__mag *trim_pending;          /* taken under the lock, freed after */
+  uint64_t trims, trimmed_mags;
 
   /* slab layer: slab_lock */
   hy__oslock_t slab_lock;
@@ -130,6 +156,11 @@ void hy__mag_thread_exit(void *table);
 hy__mag *hy__mag_new(hy_cache_t *c, uint32_t cap);
 void hy__mag_free(hy_cache_t *c, hy__mag *m);
 void hy__mcpu_drain(hy__mcpu *m, hy_cache_t *c); /* depot lock held */
+/* Folds the counts of m's magazines into its totals and publishes them
+ * (the owner, or the destroyer under the depot lock). */
+void hy__mcpu_fold(hy__mcpu *m);
+/* The calling thread's magazines of c, or NULL. */
+hy__mcpu *hy__mcpu_own(hy_cache_t *c);
 /* Gives the calling thread's magazine contents of c to the slabs. */
 void hy__mcpu_flush_own(hy_cache_t *c);
 void hy__cache_unref(hy_cache_t *c);
@@ -144,6 +175,9 @@ void hy__depot_put(hy_cache_t *c, hy__mag *m); /* on the list its n says */
  * lock held, hy__mags_release gives a chain's objects to the slab layer
  * and frees the magazines. */
 hy__mag *hy__depot_take_all(hy_cache_t *c);
+/* Takes the magazines that sat in the depot through the whole period
+ * ending now, when a period has passed (depot lock held); NULL if none. */
+hy__mag *hy__depot_take_idle(hy_cache_t *c, uint64_t now_ms);
 void hy__mags_release(hy_cache_t *c, hy__mag *chain);
 
 /* slab.c */

@@ -1,21 +1,27 @@
 /* magazine.c - the magazine layer (Bonwick & Adams 2001): every thread has
- * a loaded and a previous magazine per cache.  hy_cache_alloc pops from the
- * loaded one, hy_cache_free pushes onto it; when it is empty (or full) and
- * the previous one is full (or empty) the two swap; only when both are
- * useless does the thread go to the depot (alloc/depot.c) for a full (or
- * empty) magazine.  The fast path is a table lookup, a pop or push and two
- * counter stores: no lock, no atomic read-modify-write.
+ * two magazines per cache, one it allocates from and one it frees into
+ * (see hy__mcpu in alloc/internal.h).  hy_cache_alloc pops from the alloc
+ * magazine, hy_cache_free pushes onto the free magazine; when the alloc
+ * magazine is empty and the free one at least half full (or the free one
+ * is full and the alloc one at most half full) the two trade places;
+ * otherwise the thread goes to the depot (alloc/depot.c) for a full (or
+ * empty) magazine, or to the slabs.  The fast path is inline in
+ * include/hydra/alloc.h: a table lookup and a pop or push, with no call,
+ * no lock, no atomic and no counter; this file is everything else.
  *
  * Per-thread state: each thread has one table, reached through a single
- * thread-local pointer, mapping a cache's generation number (unique for
- * the life of the process, never reused) to that thread's magazines of
- * the cache (hy__mcpu), open-addressed with the generation as the hash.
- * This is the one piece of process-wide state besides the thread-exit key,
- * and it has to be: a thread's identity is process-wide.  Keying by a
- * never-reused generation (not by a cache address or a recycled index)
- * means a table entry of a destroyed cache can never be mistaken for a
- * live one; such entries are dropped when the table is rebuilt and when
- * the thread exits.
+ * thread-local pointer (tt, and its slots and mask in hy__cache_tls for
+ * the fast path), mapping a cache's generation number (unique for the
+ * life of the process, never reused) to that thread's magazines of the
+ * cache: a slot of one cache line holds what the fast path needs (counts
+ * and arrays of the two magazines) and points to the rest (hy__mcpu);
+ * open-addressed with the generation as the hash.  This is the one piece of process-wide state besides the
+ * thread-exit key, and it has to be: a thread's identity is process-wide.
+ * Keying by a never-reused generation (not by a cache address or a
+ * recycled index) means a table entry of a destroyed cache can never be
+ * mistaken for a live one; such entries are dropped when the table is
+ * rebuilt and when the thread exits.  A cache whose every op must take
+ * the general path (debug checks, ASan) has a key no table holds.
  *
  * Each hy__mcpu is also registered with its cache (under the depot lock)
  * and holds a reference on it, so hy_cache_destroy can drain every thread's
@@ -30,16 +36,10 @@
 #include "alloc/internal.h"
 #include "alloc/mem.h"
 
-typedef struct tslot {
-  uint64_t gen; /* 0: free slot */
-  hy__mcpu *m;
-} tslot;
+typedef hy__tslot tslot;
+typedef hy__ttable ttable;
 
-typedef struct ttable {
-  uint64_t mask; /* capacity - 1; 0 only for the empty table */
-  uint64_t used;
-  tslot v[];
-} ttable;
+_Static_assert(sizeof(tslot) == 64, "a slot is one cache line");
 
 /* The table of a thread that has none yet: one slot that never matches.
  * Never written.  (A union gives the flexible array its one slot.) */
@@ -48,14 +48,25 @@ static union {
   char room[sizeof(ttable) + sizeof(tslot)];
 } no_table_u;
 #define no_table (no_table_u.t)
-/* initial-exec: a direct %fs-relative access, not a __tls_get_addr call
- * (the library is built -fPIC); one pointer of static TLS. */
-#if defined(__GNUC__) && !defined(_WIN32)
-#define HY__TLS_FAST __attribute__((tls_model("initial-exec")))
-#else
-#define HY__TLS_FAST
+/* The calling thread's table.  The fast path reads its slots and mask
+ * from hy__cache_tls, kept equal to tt->v and tt->mask by set_table: two
+ * independent thread-local loads instead of a load through tt.
+ * initial-exec (declared so in include/hydra/alloc.h): a direct
+ * %fs-relative access, not a __tls_get_addr call (the library is built
+ * -fPIC); three words of static TLS. */
+static _Thread_local ttable *tt = &no_table;
+#ifdef HY__CACHE_INLINE
+__thread hy__cache_tlsv hy__cache_tls
+    __attribute__((tls_model("initial-exec"))) = {no_table_u.t.v, 0};
 #endif
-static _Thread_local ttable *tt HY__TLS_FAST = &no_table;
+
+static void set_table(ttable *t) {
+  tt = t;
+#ifdef HY__CACHE_INLINE
+  hy__cache_tls.v = t->v;
+  hy__cache_tls.mask = t->mask;
+#endif
+}
 
 static int mag_class(uint32_t cap) {
   int k = 0;
@@ -95,27 +106,54 @@ void hy__mag_free(hy_cache_t *c, hy__mag *m) {
 
 /* ------------------------------------------------ per-thread magazines */
 
-/* The loaded magazine's count lives in the mcpu while it is loaded. */
+void hy__mcpu_fold(hy__mcpu *m) {
+  m->allocs += m->abase - m->slot->t.ar;
+  m->frees += m->slot->t.fr - m->fbase;
+  m->abase = m->slot->t.ar;
+  m->fbase = m->slot->t.fr;
+  atomic_store_explicit(&m->pub_allocs, m->allocs, memory_order_relaxed);
+  atomic_store_explicit(&m->pub_frees, m->frees, memory_order_relaxed);
+  atomic_store_explicit(&m->pub_misses, m->misses, memory_order_relaxed);
+  atomic_store_explicit(&m->pub_trades, m->trades, memory_order_relaxed);
+}
+
+/* After the counts changed off the fast path (m folded before). */
+static inline void rebase(hy__mcpu *m) {
+  m->abase = m->slot->t.ar;
+  m->fbase = m->slot->t.fr;
+}
+
+/* The loaded magazines' counts live in the mcpu while they are loaded. */
 static inline void mag_sync(hy__mcpu *m) {
-  if (m->loaded)
-    m->loaded->n = m->rounds;
+  if (m->amag)
+    m->amag->n = m->slot->t.ar;
+  if (m->fmag)
+    m->fmag->n = m->slot->t.fr;
 }
 
-static inline void mag_load(hy__mcpu *m, hy__mag *g) {
-  m->loaded = g;
-  m->obj = g->obj;
-  m->rounds = g->n;
-  m->cap = g->cap;
+static inline void load_alloc(hy__mcpu *m, hy__mag *g) {
+  m->amag = g;
+  m->slot->t.aobj = g->obj;
+  m->slot->t.ar = g->n;
 }
 
-/* loaded <-> prev */
+static inline void load_free(hy__mcpu *m, hy__mag *g) {
+  m->fmag = g;
+  m->slot->t.fobj = g->obj;
+  m->slot->t.fr = g->n;
+  m->slot->t.fcap = g->cap;
+}
+
+/* alloc <-> free magazine (m folded before, rebased after) */
 static inline void mag_swap(hy__mcpu *m) {
-  hy__mag *t = m->prev;
+  hy__mag *a = m->amag, *f = m->fmag;
+  m->trades++;
   mag_sync(m);
-  m->prev = m->loaded;
-  mag_load(m, t);
+  load_alloc(m, f);
+  load_free(m, a);
 }
 
+/* A thread's magazines of c, not yet in its table nor registered. */
 static hy__mcpu *mcpu_new(hy_cache_t *c) {
   hy__mcpu *m = hy__mem_calloc(1, sizeof *m);
   if (!m)
@@ -123,15 +161,26 @@ static hy__mcpu *mcpu_new(hy_cache_t *c) {
   hy__oslock_lock(&c->depot_lock);
   uint32_t size = c->mag_size;
   hy__oslock_unlock(&c->depot_lock);
-  hy__mag *l = hy__mag_new(c, size);
-  m->prev = l ? hy__mag_new(c, size) : NULL;
-  if (!m->prev) {
-    hy__mag_free(c, l);
+  hy__mag *a = hy__mag_new(c, size);
+  hy__mag *f = a ? hy__mag_new(c, size) : NULL;
+  if (!f) {
+    hy__mag_free(c, a);
     hy__mem_free(m);
     return NULL;
   }
-  mag_load(m, l);
+  m->amag = a;
+  m->fmag = f;
   m->cache = c;
+  return m;
+}
+
+/* m has its slot: loads its magazines there and registers it with its
+ * cache (from then on a destroy may drain it). */
+static void mcpu_start(hy__mcpu *m) {
+  hy_cache_t *c = m->cache;
+  load_alloc(m, m->amag);
+  load_free(m, m->fmag);
+  rebase(m);
   atomic_fetch_add(&c->refs, 1);
   hy__oslock_lock(&c->depot_lock);
   m->rprev = NULL;
@@ -140,19 +189,20 @@ static hy__mcpu *mcpu_new(hy_cache_t *c) {
     c->mcpus->rprev = m;
   c->mcpus = m;
   hy__oslock_unlock(&c->depot_lock);
-  return m;
 }
 
 void hy__mcpu_drain(hy__mcpu *m, hy_cache_t *c) {
   /* the objects go with the depot's magazines, which destroy takes next */
+  hy__mcpu_fold(m);
   mag_sync(m);
-  if (m->loaded)
-    hy__depot_put(c, m->loaded);
-  if (m->prev)
-    hy__depot_put(c, m->prev);
-  m->loaded = m->prev = NULL;
-  m->obj = NULL;
-  m->rounds = m->cap = 0;
+  if (m->amag)
+    hy__depot_put(c, m->amag);
+  if (m->fmag)
+    hy__depot_put(c, m->fmag);
+  m->amag = m->fmag = NULL;
+  m->slot->t.aobj = m->slot->t.fobj = NULL;
+  m->slot->t.ar = m->slot->t.fr = m->slot->t.fcap = 0;
+  rebase(m);
 }
 
 /* Gives m's magazines to its cache's depot, unregisters m and drops its
@@ -167,9 +217,10 @@ static void mcpu_release(hy__mcpu *m) {
     c->mcpus = m->rnext;
   if (m->rnext)
     m->rnext->rprev = m->rprev;
-  c->ret_allocs += HY__CTR_GET(m->allocs);
-  c->ret_frees += HY__CTR_GET(m->frees);
-  c->ret_misses += HY__CTR_GET(m->misses);
+  c->ret_allocs += m->allocs;
+  c->ret_frees += m->frees;
+  c->ret_misses += m->misses;
+  c->ret_trades += m->trades;
   hy__oslock_unlock(&c->depot_lock);
   hy__mem_free(m);
   hy__cache_unref(c);
@@ -177,13 +228,16 @@ static void mcpu_release(hy__mcpu *m) {
 
 /* ------------------------------------------------------- the table */
 
-static void table_put(ttable *t, uint64_t gen, hy__mcpu *m) {
-  uint64_t i = gen & t->mask;
-  while (t->v[i].gen)
+static inline hy__mcpu *slot_mcpu(const tslot *s) { return s->m; }
+
+/* Claims a free slot of t for key. */
+static tslot *table_slot(ttable *t, uint64_t key) {
+  uint64_t i = key & t->mask;
+  while (t->v[i].key)
     i = (i + 1) & t->mask;
-  t->v[i].gen = gen;
-  t->v[i].m = m;
+  t->v[i].key = key;
   t->used++;
+  return &t->v[i];
 }
 
 /* Rebuilds the calling thread's table with room for one more entry,
@@ -192,13 +246,14 @@ static int table_grow(void) {
   ttable *old = tt;
   uint64_t live = 0;
   for (uint64_t i = 0; old->mask && i <= old->mask; i++)
-    if (old->v[i].gen &&
-        !atomic_load_explicit(&old->v[i].m->cache->dead, memory_order_acquire))
+    if (old->v[i].key &&
+        !atomic_load_explicit(&slot_mcpu(&old->v[i])->cache->dead,
+                              memory_order_acquire))
       live++;
   uint64_t cap = 8;
   while (cap < 4 * (live + 1))
     cap *= 2;
-  ttable *t = hy__mem_alloc(sizeof *t + cap * sizeof(tslot));
+  ttable *t = hy__mem_aligned(sizeof *t + cap * sizeof(tslot), 64);
   if (!t)
     return -1;
   t->mask = cap - 1;
@@ -210,14 +265,24 @@ static int table_grow(void) {
   }
   for (uint64_t i = 0; old->mask && i <= old->mask; i++) {
     tslot *s = &old->v[i];
-    if (!s->gen)
+    if (!s->key)
       continue;
-    if (atomic_load_explicit(&s->m->cache->dead, memory_order_acquire))
-      mcpu_release(s->m);
-    else
-      table_put(t, s->gen, s->m);
+    hy__mcpu *m = slot_mcpu(s);
+    hy_cache_t *c = m->cache;
+    if (atomic_load_explicit(&c->dead, memory_order_acquire)) {
+      mcpu_release(m);
+      continue;
+    }
+    /* Moved under the cache's depot lock: a destroy drains m through
+     * m->slot under that lock, so it sees the old slot (still there) or
+     * the new one, never a freed table. */
+    hy__oslock_lock(&c->depot_lock);
+    tslot *ns = table_slot(t, s->key);
+    *ns = *s;
+    m->slot = ns;
+    hy__oslock_unlock(&c->depot_lock);
   }
-  tt = t;
+  set_table(t);
   if (old != &no_table)
     hy__mem_free(old);
   return 0;
@@ -227,11 +292,16 @@ static tslot *table_find(ttable *t, uint64_t gen) {
   if (!t->mask)
     return NULL;
   for (uint64_t i = gen & t->mask;; i = (i + 1) & t->mask) {
-    if (t->v[i].gen == gen)
+    if (t->v[i].key == gen)
       return &t->v[i];
-    if (!t->v[i].gen)
+    if (!t->v[i].key)
       return NULL;
   }
+}
+
+hy__mcpu *hy__mcpu_own(hy_cache_t *c) {
+  tslot *s = table_find(tt, c->gen);
+  return s ? slot_mcpu(s) : NULL;
 }
 
 /* The calling thread's magazines of c, made on first use; NULL when there
@@ -239,38 +309,43 @@ static tslot *table_find(ttable *t, uint64_t gen) {
 static hy__mcpu *mcpu_slow(hy_cache_t *c) {
   tslot *s = table_find(tt, c->gen);
   if (s)
-    return s->m;
+    return slot_mcpu(s);
   if (c->flags & (HY_CACHE_NOMAG | HY__CACHE_INTERNAL))
     return NULL;
   if ((tt->used + 1) * 2 > tt->mask + 1 && table_grow() != 0)
     return NULL;
   hy__mcpu *m = mcpu_new(c);
-  if (m)
-    table_put(tt, c->gen, m);
+  if (m) {
+    tslot *ns = table_slot(tt, c->gen);
+    ns->m = m;
+    m->slot = ns;
+    mcpu_start(m);
+  }
   return m;
 }
 
 static inline hy__mcpu *mcpu_of(hy_cache_t *c) {
   ttable *t = tt;
   tslot *s = &t->v[c->gen & t->mask];
-  return HY__LIKELY(s->gen == c->gen) ? s->m : mcpu_slow(c);
+  return HY__LIKELY(s->key == c->gen) ? slot_mcpu(s) : mcpu_slow(c);
 }
 
 void hy__mcpu_flush_own(hy_cache_t *c) {
-  tslot *s = table_find(tt, c->gen);
-  hy__mcpu *m = s ? s->m : NULL;
-  if (!m || !m->loaded)
+  hy__mcpu *m = hy__mcpu_own(c);
+  if (!m || !m->amag)
     return;
-  hy__slab_put(c, m->obj, (int)m->rounds);
-  m->rounds = 0;
-  hy__slab_put(c, m->prev->obj, (int)m->prev->n);
-  m->prev->n = 0;
+  hy__mcpu_fold(m);
+  hy__slab_put(c, m->slot->t.aobj, (int)m->slot->t.ar);
+  m->slot->t.ar = 0;
+  hy__slab_put(c, m->slot->t.fobj, (int)m->slot->t.fr);
+  m->slot->t.fr = 0;
+  rebase(m);
 }
 
 static void table_release(ttable *t) {
   for (uint64_t i = 0; t->mask && i <= t->mask; i++)
-    if (t->v[i].gen)
-      mcpu_release(t->v[i].m);
+    if (t->v[i].key)
+      mcpu_release(slot_mcpu(&t->v[i]));
   if (t != &no_table)
     hy__mem_free(t);
 }
@@ -278,7 +353,7 @@ static void table_release(ttable *t) {
 void hy__mag_thread_exit(void *table) {
   ttable *t = table;
   if (tt == t)
-    tt = &no_table;
+    set_table(&no_table);
   table_release(t);
 }
 
@@ -286,13 +361,22 @@ void hy_cache_thread_flush(void) {
   ttable *t = tt;
   if (t == &no_table)
     return;
-  tt = &no_table;
+  set_table(&no_table);
   hy__os_thread_exit_hook(NULL);
   table_release(t);
 }
 
 /* ------------------------------------------------------ alloc / free */
 
+#if defined(__GNUC__)
+#define HY__NOINLINE __attribute__((noinline))
+#else
+#define HY__NOINLINE
+#endif
+
+/* The alloc magazine is empty: trade with the free one, or take a full
+ * magazine from the depot, or fill from the slabs.  Returns an object
+ * (counted), or NULL. */
 static void *alloc_slow(hy_cache_t *c, hy__mcpu *m) {
   void *p;
   if (!m) {
@@ -304,53 +388,66 @@ static void *alloc_slow(hy_cache_t *c, hy__mcpu *m) {
     atomic_fetch_add_explicit(&c->failures, 1, memory_order_relaxed);
     return NULL;
   }
-  if (m->prev->n) { /* the full previous magazine is loaded: still a hit */
+  if (HY__UNLIKELY(!m->amag)) { /* drained by a destroy: use after destroy */
+    atomic_fetch_add_explicit(&c->failures, 1, memory_order_relaxed);
+    return NULL;
+  }
+  hy__mcpu_fold(m);
+  /* Trade with the free magazine when it is at least half full: still a
+   * hit.  With fewer, a full magazine comes in instead and the free one
+   * stays, or a thread that frees one and allocates one in turn would
+   * trade a one-object magazine back and forth on every call. */
+  if (m->slot->t.fr && m->slot->t.fr >= m->fmag->cap / 2) {
     mag_swap(m);
   } else {
-    HY__CTR_INC(m->misses);
+    m->misses++;
     hy__depot_lock(c);
     hy__mag *full = hy__depot_get_full(c);
     if (full) {
-      hy__depot_put(c, m->prev); /* empty */
-      mag_sync(m);
-      m->prev = m->loaded;
-      mag_load(m, full);
+      m->amag->n = 0;
+      hy__depot_put(c, m->amag); /* empty */
+      load_alloc(m, full);
     }
     hy__depot_unlock(c);
-    if (!full) { /* fill the loaded one from the slabs */
-      int n = hy__slab_get(c, m->obj, (int)m->cap);
-      if (n <= 0) {
-        atomic_fetch_add_explicit(&c->failures, 1, memory_order_relaxed);
-        return NULL;
-      }
+    if (!full) {
+      /* Fill the alloc magazine from the slabs, and put the few objects
+       * of the free magazine on top (the most recently freed first), so
+       * they are not left behind while the thread only allocates. */
+      uint32_t cap = m->amag->cap, few = m->slot->t.fr < cap ? m->slot->t.fr : cap;
+      int n = hy__slab_get(c, m->slot->t.aobj, (int)(cap - few));
+      if (n < 0)
+        n = 0;
       /* pops come from the top: put the lowest address there, so a
        * fresh slab is handed out in ascending order (prefetch-friendly) */
       for (int i = 0, j = n - 1; i < j; i++, j--) {
-        void *t = m->obj[i];
-        m->obj[i] = m->obj[j];
-        m->obj[j] = t;
+        void *t = m->slot->t.aobj[i];
+        m->slot->t.aobj[i] = m->slot->t.aobj[j];
+        m->slot->t.aobj[j] = t;
       }
-      m->rounds = (uint32_t)n;
+      m->slot->t.fr -= few;
+      for (uint32_t i = 0; i < few; i++)
+        m->slot->t.aobj[n + i] = m->slot->t.fobj[m->slot->t.fr + i];
+      m->slot->t.ar = (uint32_t)n + few;
+      if (m->slot->t.ar == 0) {
+        atomic_fetch_add_explicit(&c->failures, 1, memory_order_relaxed);
+        hy__mcpu_fold(m); /* the miss */
+        return NULL;
+      }
     }
   }
-  HY__CTR_INC(m->allocs);
-  return m->obj[--m->rounds];
+  rebase(m);
+  p = m->slot->t.aobj[--m->slot->t.ar];
+  hy__mcpu_fold(m); /* publish this trip's counts */
+  return p;
 }
-
-#if defined(__GNUC__)
-#define HY__NOINLINE __attribute__((noinline))
-#else
-#define HY__NOINLINE
-#endif
 
 /* Everything but the fast path: first use by a thread, empty magazines,
  * debug checks, ASan poisoning. */
-static HY__NOINLINE void *alloc_general(hy_cache_t *c) {
+void *hy_cache_alloc_general(hy_cache_t *c) {
   hy__mcpu *m = mcpu_of(c);
   void *p;
-  if (m && m->rounds) {
-    p = m->obj[--m->rounds];
-    HY__CTR_INC(m->allocs);
+  if (m && m->slot->t.ar) {
+    p = m->slot->t.aobj[--m->slot->t.ar];
   } else {
     p = alloc_slow(c, m);
     if (!p)
@@ -367,17 +464,39 @@ static HY__NOINLINE void *alloc_general(hy_cache_t *c) {
   return p;
 }
 
-void *hy_cache_alloc(hy_cache_t *c) {
-  ttable *t = tt;
-  tslot *s = &t->v[c->gen & t->mask];
-  if (HY__LIKELY(s->gen == c->gen && !c->slowpath)) {
-    hy__mcpu *m = s->m; /* never NULL in a table */
-    if (HY__LIKELY(m->rounds)) {
-      HY__CTR_INC(m->allocs);
-      return m->obj[--m->rounds];
-    }
+/* The free magazine is full (m folded): trade with the alloc magazine
+ * when that is at most half full, or give it to the depot for an empty
+ * one (or a new one).  Returns 0, or -1 when there is no magazine to push
+ * onto.  With the rule of alloc_slow, every trip off the fast path is at
+ * least half a magazine of operations from the next one, whatever the
+ * pattern of calls. */
+static int free_exchange(hy_cache_t *c, hy__mcpu *m) {
+  if (m->slot->t.ar <= m->amag->cap / 2) { /* the alloc magazine takes the frees */
+    mag_swap(m);
+    return 0;
   }
-  return alloc_general(c);
+  m->misses++;
+  hy__depot_lock(c);
+  hy__mag *e = hy__depot_get_empty(c);
+  uint32_t size = c->mag_size;
+  if (e && e->cap >= size) {
+    m->fmag->n = m->slot->t.fr;
+    hy__depot_put(c, m->fmag); /* full */
+    hy__depot_unlock(c);
+    load_free(m, e);
+    return 0;
+  }
+  hy__depot_unlock(c);
+  hy__mag_free(c, e); /* smaller than magazines are now: replaced */
+  e = hy__mag_new(c, size);
+  if (!e)
+    return -1;
+  hy__depot_lock(c);
+  m->fmag->n = m->slot->t.fr;
+  hy__depot_put(c, m->fmag);
+  hy__depot_unlock(c);
+  load_free(m, e);
+  return 0;
 }
 
 static void free_slow(hy_cache_t *c, hy__mcpu *m, void *obj) {
@@ -387,66 +506,30 @@ static void free_slow(hy_cache_t *c, hy__mcpu *m, void *obj) {
     atomic_fetch_add_explicit(&c->slow_misses, 1, memory_order_relaxed);
     return;
   }
-  HY__CTR_INC(m->frees);
-  if (m->prev->n == 0) { /* the empty previous magazine is loaded: a hit */
-    mag_swap(m);
-    m->obj[m->rounds++] = obj;
-    return;
-  }
-  HY__CTR_INC(m->misses);
-  hy__depot_lock(c);
-  hy__mag *e = hy__depot_get_empty(c);
-  uint32_t size = c->mag_size;
-  if (e && e->cap >= size) {
-    hy__depot_put(c, m->prev); /* full */
-    hy__depot_unlock(c);
-    mag_sync(m);
-    m->prev = m->loaded;
-    mag_load(m, e);
-    m->obj[m->rounds++] = obj;
-    return;
-  }
-  hy__depot_unlock(c);
-  hy__mag_free(c, e); /* smaller than magazines are now: replaced */
-  e = hy__mag_new(c, size);
-  if (!e) { /* no memory for a magazine: the object goes to its slab */
+  hy__mcpu_fold(m);
+  if (HY__UNLIKELY(!m->fmag) || free_exchange(c, m) != 0) {
+    /* no magazine (no memory, or drained by a destroy): to the slab */
+    rebase(m);
     hy__slab_put(c, &obj, 1);
+    m->frees++;
+    hy__mcpu_fold(m);
     return;
   }
-  hy__depot_lock(c);
-  hy__depot_put(c, m->prev);
-  hy__depot_unlock(c);
-  mag_sync(m);
-  m->prev = m->loaded;
-  mag_load(m, e);
-  m->obj[m->rounds++] = obj;
+  rebase(m);
+  m->slot->t.fobj[m->slot->t.fr++] = obj;
+  hy__mcpu_fold(m);
 }
 
-static HY__NOINLINE void free_general(hy_cache_t *c, void *obj) {
+void hy_cache_free_general(hy_cache_t *c, void *obj) {
   if (!obj)
     return;
   if (HY__UNLIKELY(c->checks))
     hy__dbg_free(c, obj);
   HY__POISON(obj, c->size);
   hy__mcpu *m = mcpu_of(c);
-  if (m && m->rounds < m->cap) {
-    m->obj[m->rounds++] = obj;
-    HY__CTR_INC(m->frees);
+  if (m && m->slot->t.fr < m->slot->t.fcap) {
+    m->slot->t.fobj[m->slot->t.fr++] = obj;
     return;
   }
   free_slow(c, m, obj);
-}
-
-void hy_cache_free(hy_cache_t *c, void *obj) {
-  ttable *t = tt;
-  tslot *s = &t->v[c->gen & t->mask];
-  if (HY__LIKELY(s->gen == c->gen && !c->slowpath && obj)) {
-    hy__mcpu *m = s->m;
-    if (HY__LIKELY(m->rounds < m->cap)) {
-      HY__CTR_INC(m->frees);
-      m->obj[m->rounds++] = obj;
-      return;
-    }
-  }
-  free_general(c, obj);
 }

@@ -23,6 +23,9 @@ void hy__oslock_unlock(hy__oslock_t *l);
 
 size_t hy__os_page_size(void);
 
+/* Milliseconds of a monotonic clock (the depot's idle trimming). */
+uint64_t hy__os_now_ms(void);
+
 /* Maps size bytes (a multiple of the page size) readable and writable.
  * Counts as a backing allocation for hy__mem_fail_at.  NULL on failure. */
 void *hy__os_map(size_t size);
@@ -37,6 +40,11 @@ int hy__os_guard(void *p, size_t size);
  * the vectored handler that reports the overflow (hy__os_stack_guard). */
 size_t hy__os_stack_guard_pages(void);
 int hy__os_stack_guard(void *p, size_t size);
+/* The same guard without splitting the mapping it lies in (Linux >= 6.13:
+ * madvise(MADV_GUARD_INSTALL), a page-table marker that faults on touch
+ * and survives decommit).  Returns 0, or -1 where the system has no such
+ * thing (older kernels, Windows): the caller then uses hy__os_stack_guard. */
+int hy__os_stack_guard_light(void *p, size_t size);
 /* Gives the pages' memory back while keeping the range; hy__os_recommit
  * makes it usable again (zero-filled).  Return 0 or -1. */
 int hy__os_decommit(void *p, size_t size);

@@ -1,10 +1,11 @@
 /* os_posix.c - alloc/os.h on POSIX systems (Linux): mmap, mprotect,
- * madvise, pthread mutexes and a pthread key for the thread-exit hook. */
+ * madvise (guard markers too), pthread mutexes and a pthread key for the thread-exit hook. */
 #ifndef _WIN32
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "alloc/internal.h"
@@ -34,6 +35,12 @@ size_t hy__os_page_size(void) {
     atomic_store_explicit(&pg, v, memory_order_relaxed);
   }
   return v;
+}
+
+uint64_t hy__os_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 void *hy__os_map(size_t size) {
@@ -77,6 +84,21 @@ int hy__os_guard(void *p, size_t size) {
 size_t hy__os_stack_guard_pages(void) { return 1; }
 
 int hy__os_stack_guard(void *p, size_t size) { return hy__os_guard(p, size); }
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102 /* Linux 6.13; older headers lack it */
+#endif
+
+int hy__os_stack_guard_light(void *p, size_t size) {
+#ifdef __linux__
+  /* Older kernels answer EINVAL: the caller falls back to mprotect. */
+  return madvise(p, size, MADV_GUARD_INSTALL) == 0 ? 0 : -1;
+#else
+  (void)p;
+  (void)size;
+  return -1;
+#endif
+}
 
 int hy__os_decommit(void *p, size_t size) {
   return madvise(p, size, MADV_DONTNEED) == 0 ? 0 : -1;

@@ -23,6 +23,8 @@ size_t hy__os_page_size(void) {
   return (size_t)si.dwPageSize;
 }
 
+uint64_t hy__os_now_ms(void) { return (uint64_t)GetTickCount64(); }
+
 void *hy__os_map(size_t size) {
   if (hy__mem_injected_failure())
     return NULL;
@@ -68,6 +70,12 @@ int hy__os_stack_guard(void *p, size_t size) {
       !VirtualProtect((char *)p + pg, size - pg, PAGE_READWRITE | PAGE_GUARD, &old))
     return -1;
   return 0;
+}
+
+int hy__os_stack_guard_light(void *p, size_t size) {
+  (void)p; /* no such thing: hy__os_stack_guard's protections it is */
+  (void)size;
+  return -1;
 }
 
 int hy__os_decommit(void *p, size_t size) {

@@ -3,7 +3,7 @@
  *
  * Two back ends, chosen per cache:
  *  - Hydra's slabs (the default): a slab is one block of slab_size bytes
- *    (a power of two, at least 64 KiB) mapped from the OS (alloc/os.h),
+ *    (a power of two, at least 256 KiB) mapped from the OS (alloc/os.h),
  *    aligned to its size, and unmapped when it goes back, so a reap
  *    returns memory at once (mimalloc keeps freed segments for a while),
  *    so the slab of any buffer is `p & ~(slab_size - 1)`: O(1) on free,
@@ -24,19 +24,19 @@
  *
  * Which is the default was measured with bench/alloc (system "hydra" is
  * this slab back end, "hydra-direct" mimalloc object by object), release
- * build, 2 shared cores, ns per operation, best of 5:
+ * build, 2 shared and heavily loaded cores, ns per operation, median of 3
+ * runs (each the best of 5), with the inline magazine fast path:
  *
  *                           slabs   direct   mimalloc
- *   alloc-pair-64            3.84     3.61     4.55
- *   alloc-pair-256           3.05     3.60     5.24
- *   alloc-batch-64           6.42     6.12     7.02
- *   alloc-batch-64-random   30.24    30.56    32.36
- *   alloc-batch-256         11.76    10.89    18.10
- *   alloc-batch-256-random  32.37    30.78    53.10
- *   alloc-churn-64           3.25     3.24     2.66
- *   alloc-task-block         4.82     4.95    20.53
- *   alloc-xthread-64        19.96    25.04    60.07
- *   batch-64 RSS after reap  0.00     0.71 MiB
+ *   alloc-pair-64            1.44     1.46     4.93
+ *   alloc-pair-256           1.45     1.56     5.23
+ *   alloc-batch-64           5.48     5.35     7.01
+ *   alloc-batch-64-random   18.35    17.86    28.09
+ *   alloc-batch-256         10.51    10.95    19.85
+ *   alloc-batch-256-random  22.60    22.11    54.37
+ *   alloc-churn-64           1.72     1.76     2.75
+ *   alloc-task-block         4.13     4.53    21.65
+ *   batch-64 RSS after reap  0.00     0.59 MiB
  *
  * With magazines in front the two are within noise of each other on time
  * (the magazines serve nearly every call); the slabs are kept as the
@@ -64,7 +64,11 @@ typedef struct hy__slab {
 
 enum { L_PARTIAL, L_FULL, L_EMPTY };
 
-#define SLAB_MIN (64 * 1024)
+/* 256 KiB rather than 64: allocating a batch of 1,000,000 64-byte objects
+ * (bench/alloc) took 4.4 ns per object instead of 4.9 (fewer mappings, and
+ * the objects of a batch are in fewer runs of ascending addresses); 1 MiB
+ * gave 4.2 but makes a slab with one live object hold more. */
+#define SLAB_MIN (256 * 1024)
 #define SLAB_MAX (1024 * 1024)
 #define PER_SLAB_MIN 8
 #define PER_SLAB_MAX 65535

@@ -7,8 +7,11 @@
  *                             priority, 1,000,000 events; events/s, and
  *                             the spread between receivers
  *
- * W is the worker count (default 2); with 1 the names get "-w1".  Each prints `workload<TAB>hydra<TAB>value<TAB>unit`
- * lines; bench/ref/go/events runs the same workloads in Go.
+ * W is the worker count (default 2); with 1 the names get "-w1".  Each
+ * prints `workload<TAB>hydra<TAB>value<TAB>unit` lines; bench/ref/go/events
+ * runs the same workloads in Go.  EVENTS_N sets the event count;
+ * EVENTS_STATS=1 adds a comment line with the scheduler's counters (port
+ * wakes of sleeping workers, steals, switches, parks).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,6 +109,15 @@ static void workload(const char *path, int limit, int nrecv) {
            100.0 * (double)(hi - lo) / ((double)total / nrecv));
   }
   free(j.rx);
+  if (getenv("EVENTS_STATS")) {
+    hy_runtime_stats_t st;
+    memset(&st, 0, sizeof st);
+    st.size = sizeof st;
+    hy_runtime_stats(rt, &st);
+    printf("# stats: %llu wakeups, %llu steals, %llu switches, %llu parks\n",
+           (unsigned long long)st.wakeups, (unsigned long long)st.steals,
+           (unsigned long long)st.switches, (unsigned long long)st.parks);
+  }
 }
 
 int main(int argc, char **argv) {

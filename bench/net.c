@@ -1,8 +1,8 @@
 /* bench/net.c - TCP echo on loopback (bench/run net): Hydra's echo servers
  * and the load generator that measures every server the same way.
  *
- *   net server-cb PORT WORKERS     the callback server (hy_server_t)
- *   net server-task PORT WORKERS   task per connection
+ *   net server-cb PORT [WORKERS]   the callback server (hy_server_t)
+ *   net server-task PORT [WORKERS] task per connection (WORKERS: 1)
  *   net load PORT PID NAME CASE C S D [RATE]
  *
  * The load generator is one thread on epoll.  It opens C connections that
@@ -11,7 +11,10 @@
  * MB/s, latency percentiles, and the server's CPU time (from
  * /proc/PID/stat) over the window.  With RATE > 0 the sends are paced to
  * RATE messages/s in total.  CASE "idle" instead opens C connections,
- * leaves them idle and reports the server's RSS growth per connection.
+ * echoes one 64-byte message on each, leaves them idle and reports the
+ * server's RSS growth per connection;
+ * CASE "connect-rate" has C connectors open, echo S bytes over and reset
+ * connections in a loop and reports connections/s.
  * Output: `CASE<TAB>NAME<TAB>value<TAB>unit` lines (see bench/groups/net.sh).
  */
 #define _GNU_SOURCE
@@ -19,6 +22,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -252,12 +256,114 @@ static int connect_to(int port) {
   return fd;
 }
 
+/* Connect-rate mode: C connectors, each in a loop: connect, send S bytes,
+ * wait for their echo, close with a reset (SO_LINGER 0, so neither side
+ * keeps the port in TIME_WAIT and the ephemeral ports are not the limit).
+ * Counts the connections completed per second over D seconds after a
+ * warm-up, and the server's CPU time per connection. */
+typedef struct rconn {
+  int fd;
+  int connected;
+  size_t got;
+} rconn;
+
+static void rc_open(int ep, rconn *c, int port) {
+  c->fd = connect_to(port);
+  c->connected = 0;
+  c->got = 0;
+  struct epoll_event e = {EPOLLOUT, {.ptr = c}};
+  epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &e);
+}
+
+static void rc_close_reset(rconn *c) {
+  struct linger lg = {1, 0};
+  setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  close(c->fd); /* also leaves the epoll set */
+}
+
+static int connect_rate(int port, int pid, const char *name, const char *cs,
+                        int C, size_t S, double D) {
+  if (S == 0)
+    S = 1;
+  if (S > 4096)
+    S = 4096;
+  unsigned char msg[4096], in[4096];
+  for (size_t i = 0; i < S; i++)
+    msg[i] = (unsigned char)(i * 7 + 1);
+  int ep = epoll_create1(0);
+  rconn *cs_ = calloc((size_t)C, sizeof *cs_);
+  for (int i = 0; i < C; i++)
+    rc_open(ep, &cs_[i], port);
+  long done = 0, done0 = 0, errors = 0;
+  int64_t warm = now_ns() + 500000000LL, t_end = warm + (int64_t)(D * 1e9);
+  int measuring = 0;
+  double cpu0 = 0;
+  struct epoll_event evs[256];
+  for (;;) {
+    int64_t now = now_ns();
+    if (!measuring && now >= warm) {
+      measuring = 1;
+      done0 = done;
+      cpu0 = cpu_secs(pid);
+    }
+    if (now >= t_end)
+      break;
+    int n = epoll_wait(ep, evs, 256, 100);
+    for (int i = 0; i < n; i++) {
+      rconn *c = evs[i].data.ptr;
+      int failed = 0;
+      if (!c->connected) {
+        int err = 0;
+        socklen_t el = sizeof err;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        if (err || send(c->fd, msg, S, MSG_NOSIGNAL) != (ssize_t)S) {
+          failed = 1;
+        } else {
+          c->connected = 1;
+          struct epoll_event e = {EPOLLIN, {.ptr = c}};
+          epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &e);
+        }
+      } else {
+        ssize_t k = recv(c->fd, in, S - c->got, MSG_DONTWAIT);
+        if (k < 0 && errno == EAGAIN)
+          continue;
+        if (k <= 0 || memcmp(in, msg + c->got, (size_t)k) != 0) {
+          failed = 1;
+        } else {
+          c->got += (size_t)k;
+          if (c->got < S)
+            continue;
+          done++;
+        }
+      }
+      if (failed)
+        errors++;
+      if (failed || c->got == S) {
+        rc_close_reset(c);
+        rc_open(ep, c, port);
+      }
+    }
+  }
+  double secs = (double)(now_ns() - warm) / 1e9;
+  double cpu = cpu_secs(pid) - cpu0;
+  long conns = done - done0;
+  printf("%s\t%s\t%.0f\tconn/s\n", cs, name, (double)conns / secs);
+  fprintf(stderr, "# %s %s: %.0f conn/s, %ld failed, server cpu %.2f s "
+          "(%.1f us/conn)\n", cs, name, (double)conns / secs, errors, cpu,
+          conns ? cpu * 1e6 / (double)conns : 0.0);
+  for (int i = 0; i < C; i++)
+    rc_close_reset(&cs_[i]);
+  return 0;
+}
+
 static int load(int port, int pid, const char *name, const char *cs, int C,
                 size_t S, double D, double rate) {
   struct rlimit rl;
   getrlimit(RLIMIT_NOFILE, &rl);
   rl.rlim_cur = rl.rlim_max;
   setrlimit(RLIMIT_NOFILE, &rl);
+  if (strcmp(cs, "connect-rate") == 0)
+    return connect_rate(port, pid, name, cs, C, S, D);
   if (strcmp(cs, "idle") == 0) {
     long before = rss_bytes(pid);
     int *fds = calloc((size_t)C, sizeof *fds);
@@ -265,6 +371,34 @@ static int load(int port, int pid, const char *name, const char *cs, int C,
       fds[i] = connect_to(port);
       if (i % 256 == 255)
         usleep(1000);
+    }
+    /* Each connection echoes one message first (a kept-alive client that
+     * went quiet, not one that never spoke), so what the server keeps per
+     * connection after serving it shows. */
+    unsigned char m[64], e[64];
+    memset(m, 'i', sizeof m);
+    for (int i = 0; i < C; i++) {
+      struct pollfd pf = {fds[i], POLLOUT, 0};
+      poll(&pf, 1, 5000);
+      if (send(fds[i], m, sizeof m, MSG_NOSIGNAL) != (ssize_t)sizeof m) {
+        fprintf(stderr, "load: idle send failed\n");
+        return 1;
+      }
+      size_t got = 0;
+      while (got < sizeof m) {
+        pf.events = POLLIN;
+        if (poll(&pf, 1, 5000) <= 0) {
+          fprintf(stderr, "load: idle echo timed out\n");
+          return 1;
+        }
+        ssize_t k = recv(fds[i], e + got, sizeof m - got, MSG_DONTWAIT);
+        if (k <= 0 && !(k < 0 && errno == EAGAIN)) {
+          fprintf(stderr, "load: idle connection lost\n");
+          return 1;
+        }
+        if (k > 0)
+          got += (size_t)k;
+      }
     }
     sleep(2);
     long after = rss_bytes(pid);
@@ -398,16 +532,17 @@ static int load(int port, int pid, const char *name, const char *cs, int C,
 }
 
 int main(int argc, char **argv) {
-  if (argc >= 4 && strcmp(argv[1], "server-cb") == 0)
-    return server_cb(atoi(argv[2]), atoi(argv[3]));
-  if (argc >= 4 && strcmp(argv[1], "server-task") == 0)
-    return server_task(atoi(argv[2]), atoi(argv[3]));
+  int workers = argc >= 4 ? atoi(argv[3]) : 1;
+  if (argc >= 3 && strcmp(argv[1], "server-cb") == 0)
+    return server_cb(atoi(argv[2]), workers);
+  if (argc >= 3 && strcmp(argv[1], "server-task") == 0)
+    return server_task(atoi(argv[2]), workers);
   if (argc >= 9 && strcmp(argv[1], "load") == 0)
     return load(atoi(argv[2]), atoi(argv[3]), argv[4], argv[5], atoi(argv[6]),
                 (size_t)atol(argv[7]), atof(argv[8]),
                 argc > 9 ? atof(argv[9]) : 0);
   fprintf(stderr,
-          "usage: net server-cb|server-task PORT WORKERS\n"
+          "usage: net server-cb|server-task PORT [WORKERS]\n"
           "       net load PORT PID NAME CASE C S D [RATE]\n");
   return 2;
 }

@@ -5,8 +5,10 @@
  *   st->topo > receiver lock > event lock > (runtime: task lock, queues)
  *   st->topo (one per runtime) guards every broker's namespace, channel
  *   trees, bridges, subscriptions, priorities and delivery plans.  It is
- *   held only to look things up or to pick receivers, never while a
- *   receiver's queue is touched, so senders contend on it only briefly.
+ *   held to look things up, to pick receivers and, for a send of a few
+ *   copies, to hand them to receivers that need no wait (a receiver lock
+ *   each, no event freed): never across a wait or a long loop, so senders
+ *   contend on it only briefly.
  *   A receiver's lock guards its queue and its two wait queues.
  *
  * Delivery plans: a channel caches, per topology version, the receivers a
@@ -57,8 +59,9 @@ struct hy_event {
 };
 
 /* Records that r was picked for ev unless it already was: 1 if newly
- * recorded, 0 if r had it, HY_ENOMEM. */
-int hy__event_pick(hy_event_t *ev, const void *key, uint64_t id);
+ * recorded, 0 if r had it, HY_ENOMEM.  `sole`: the caller holds the only
+ * reference to ev (no one else can reach the set: no lock taken). */
+int hy__event_pick(hy_event_t *ev, const void *key, uint64_t id, int sole);
 int hy__event_had(hy_event_t *ev, const void *key, uint64_t id);
 
 /* Deserialization with a nesting depth (batches hold events). */
@@ -85,13 +88,19 @@ struct hy_receiver {
 };
 
 void hy__receiver_release(hy_receiver_t *r);
+/* How hy__receiver_put treats a full receiver of the "block" policy: wait
+ * for room; drop the event; or return HY_EAGAIN at once, having changed
+ * nothing (also instead of dropping the oldest, whose last unref could run
+ * a type's destroy: TRY is for callers holding topo, which touch no
+ * events). */
+enum { HY__PUT_BLOCK = 0, HY__PUT_NONBLOCK = 1, HY__PUT_TRY = 2 };
 /* Hands ev to r following r's policy, using up one reference the caller
- * added for it when it returns 1 (the caller keeps it otherwise); with
- * `nonblock`, a full "block" receiver drops instead.  Returns 1 delivered,
- * 0 dropped/closed, 2 expired while it waited for room, HY_ETIMEDOUT,
- * HY_ECANCELED.  *dropped += losses. */
+ * added for it when it returns 1 (the caller keeps it otherwise); `mode`
+ * as above.  Returns 1 delivered, 0 dropped/closed, 2 expired while it
+ * waited for room, HY_ETIMEDOUT, HY_ECANCELED, HY_EAGAIN (TRY only).
+ * *dropped += losses. */
 int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
-                     int nonblock, uint64_t *dropped, struct hy__wakes *wk);
+                     int mode, uint64_t *dropped, struct hy__wakes *wk);
 
 /* Wakes of readers handed an event, held back until the send has served
  * every receiver (so one wake-up of an idle worker serves many), and

@@ -129,12 +129,16 @@ int hy__event_had(hy_event_t *ev, const void *key, uint64_t id) {
   return had;
 }
 
-int hy__event_pick(hy_event_t *ev, const void *key, uint64_t id) {
-  hy__lock(&ev->lock);
+int hy__event_pick(hy_event_t *ev, const void *key, uint64_t id, int sole) {
+  /* The sole holder of ev needs no lock: whoever else could touch the set
+   * would hold a reference. */
+  if (!sole)
+    hy__lock(&ev->lock);
+  int rc = 1;
   for (uint32_t i = 0; i < ev->nhad; i++) {
     if (ev->had[i].key == key && ev->had[i].id == id) {
-      hy__unlock(&ev->lock);
-      return 0;
+      rc = 0;
+      goto out;
     }
   }
   if (ev->cap_had == 0) {
@@ -145,8 +149,8 @@ int hy__event_pick(hy_event_t *ev, const void *key, uint64_t id) {
     uint32_t cap = ev->cap_had * 2;
     hy__had *v = hy__mem_alloc(cap * sizeof *v);
     if (!v) {
-      hy__unlock(&ev->lock);
-      return HY_ENOMEM;
+      rc = HY_ENOMEM;
+      goto out;
     }
     memcpy(v, ev->had, ev->nhad * sizeof *v);
     if (ev->had != ev->had_inline)
@@ -157,8 +161,10 @@ int hy__event_pick(hy_event_t *ev, const void *key, uint64_t id) {
   ev->had[ev->nhad].key = key;
   ev->had[ev->nhad].id = id;
   ev->nhad++;
-  hy__unlock(&ev->lock);
-  return 1;
+out:
+  if (!sole)
+    hy__unlock(&ev->lock);
+  return rc;
 }
 
 /* -------------------------------------------------------------- registry */

@@ -51,7 +51,7 @@ void hy__wakes_flush(hy__wakes *k) {
 }
 
 int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
-                     int nonblock, uint64_t *dropped, hy__wakes *wk) {
+                     int mode, uint64_t *dropped, hy__wakes *wk) {
   for (int waited = 0;; waited = 1) {
     /* Expiry is checked before every forward, also after waiting. */
     if (waited && ev->expiry != HY_FOREVER && hy_event_expired(ev, hy_now()))
@@ -81,6 +81,10 @@ int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
       hy__unlock(&r->lock);
       return 1;
     }
+    if (mode == HY__PUT_TRY && r->policy != HY_OVERFLOW_DROP_NEWEST) {
+      hy__unlock(&r->lock);
+      return HY_EAGAIN;
+    }
     hy_event_t *old = NULL;
     if (r->policy == HY_OVERFLOW_DROP_OLDEST) {
       old = r->ring[r->head];
@@ -94,7 +98,7 @@ int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
       (*dropped)++;
       return 1;
     }
-    if (r->policy == HY_OVERFLOW_DROP_NEWEST || nonblock) {
+    if (r->policy == HY_OVERFLOW_DROP_NEWEST || mode == HY__PUT_NONBLOCK) {
       r->dropped++;
       hy__unlock(&r->lock);
       (*dropped)++;
@@ -214,10 +218,19 @@ int hy_receiver_read_many(hy_receiver_t *r, hy_event_t **evs, int max,
                           hy_time_t deadline) {
   if (!r || !evs || max <= 0)
     return HY_EINVAL;
+  /* What is queued is taken under one lock hold; only an empty queue goes
+   * the blocking way (for its first event). */
+  int n = 0;
+  hy__lock(&r->lock);
+  while (n < max && r->n)
+    evs[n++] = pop(r);
+  hy__unlock(&r->lock);
+  if (n)
+    return n;
   int rc = hy_receiver_read(r, &evs[0], deadline);
   if (rc < 0)
     return rc;
-  int n = 1;
+  n = 1;
   hy__lock(&r->lock);
   while (n < max && r->n)
     evs[n++] = pop(r);
@@ -235,6 +248,9 @@ int hy_receiver_stats(hy_receiver_t *r, hy_recv_stats_t *s) {
   s->capacity = r->cap;
   s->overflow = r->policy;
   s->closed = r->closed;
+  s->readers = 0;
+  for (hy__waiter *w = r->readers.head; w; w = w->next)
+    s->readers++;
   hy__unlock(&r->lock);
   return 0;
 }
@@ -245,7 +261,7 @@ int64_t hy_receiver_priority(const hy_receiver_t *r) {
 
 /* ----------------------------------------------------------- select arm */
 
-static hy__lock_t *arm_lock(void *obj) { return &((hy_receiver_t *)obj)->lock; }
+HY__WAITQ_ARM_OPS(arm, hy_receiver_t, lock, readers)
 
 static int arm_try(void *obj, hy_arm_t *arm, int *result) {
   hy_receiver_t *r = obj;
@@ -261,26 +277,9 @@ static int arm_try(void *obj, hy_arm_t *arm, int *result) {
   return 0;
 }
 
-static void arm_enqueue(void *obj, hy_arm_t *arm, hy__waiter *w) {
-  w->buf = arm->buf;
-  hy__waitq_push(&((hy_receiver_t *)obj)->readers, w);
-}
-
-static void arm_dequeue(void *obj, hy_arm_t *arm, hy__waiter *w) {
-  (void)arm;
-  hy__waitq_remove(&((hy_receiver_t *)obj)->readers, w);
-}
-
 static const struct hy_awaitable recv_awaitable = {
     "event-recv", arm_lock, arm_try, arm_enqueue, arm_dequeue};
 
 hy_arm_t hy_arm_receiver(hy_receiver_t *r, hy_event_t **out) {
-  hy_arm_t a;
-  memset(&a, 0, sizeof a);
-  a.ops = &recv_awaitable;
-  a.obj = r;
-  a.buf = out;
-  a.kind = HY_ARM_OBJECT;
-  a.guard = r && out;
-  return a;
+  return hy__arm_make(&recv_awaitable, HY_ARM_OBJECT, r, out, r && out);
 }

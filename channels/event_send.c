@@ -8,6 +8,7 @@
 #include "channels/event_internal.h"
 
 #define PUT_EXPIRED 2
+#define PUT_UNDER_TOPO 4 /* copies a send may hand over under topo */
 
 /* Round-robin among equals moves on every HY_PICK_RUN sends (event.h). */
 
@@ -114,7 +115,7 @@ static hy__plan *plan_get(hy__evstate *st, hy__channel *c) {
 /* Under topo: picks up to c->limit receivers of p for ev (highest
  * priority first, round-robin among equals, none that had ev); the plan's
  * reference keeps them.  Returns the count or HY_ENOMEM. */
-static int pick(hy__channel *c, hy__plan *p, hy_event_t *ev,
+static int pick(hy__channel *c, hy__plan *p, hy_event_t *ev, int sole,
                 hy_receiver_t **out) {
   int want = c->limit, got = 0;
   for (int gs = 0; gs < p->n && got < want;) {
@@ -127,7 +128,7 @@ static int pick(hy__channel *c, hy__plan *p, hy_event_t *ev,
     int start = (int)(c->rr / c->pick_run % (uint64_t)g);
     for (int k = 0; k < g && got < want; k++) {
       hy_receiver_t *r = p->r[gs + (start + k) % g];
-      int rc = hy__event_pick(ev, r, r->id);
+      int rc = hy__event_pick(ev, r, r->id, sole);
       if (rc < 0)
         return rc;
       if (rc == 1)
@@ -150,6 +151,12 @@ int hy__send_channel(hy__evstate *st, hy__channel *c, hy_event_t *ev,
   if (!ev)
     return HY_EINVAL;
   atomic_store_explicit(&ev->sent, 1, memory_order_relaxed);
+  /* The caller's reference is the only one (a fresh event, the common
+   * case): until the first hand-over below no one else can reach ev, so
+   * its picked set, references and pick count are written without locked
+   * instructions.  The acquire pairs with the release of earlier holders'
+   * unrefs. */
+  int sole = atomic_load_explicit(&ev->refs, memory_order_acquire) == 1;
   hy_receiver_t *small[16], **picked = NULL;
   hy__plan *plan = NULL;
   int n;
@@ -169,20 +176,17 @@ int hy__send_channel(hy__evstate *st, hy__channel *c, hy_event_t *ev,
     hy__unlock(&st->topo);
     return HY_ENOMEM;
   }
-  atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
-  plan = p;
   if (c->limit == 0) {
     picked = p->r;
     n = p->n;
   } else {
     int want = c->limit < p->n ? c->limit : p->n;
     picked = want <= 16 ? small : hy__mem_alloc((size_t)want * sizeof *picked);
-    n = !picked ? HY_ENOMEM : want ? pick(c, p, ev, picked) : 0;
+    n = !picked ? HY_ENOMEM : want ? pick(c, p, ev, sole, picked) : 0;
     if (n <= 0) {
       hy__unlock(&st->topo);
       if (picked && picked != small)
         hy__mem_free(picked);
-      hy__plan_release(plan);
       if (n < 0)
         return n;
       count(&c->unpicked, 1);
@@ -190,16 +194,49 @@ int hy__send_channel(hy__evstate *st, hy__channel *c, hy_event_t *ev,
     }
   }
   c->planned += (uint64_t)n;
-  hy__unlock(&st->topo);
 
-  /* One reference per copy, added at once; put uses one per delivery. */
-  atomic_fetch_add_explicit(&ev->refs, n, memory_order_relaxed);
+  /* One reference per copy, added at once; put uses one per delivery.  The
+   * pick count is raised for every copy too (the sole holder's plain store
+   * is published by the receiver lock of the first hand-over) and lowered
+   * afterwards by the copies not delivered. */
+  if (sole) {
+    atomic_store_explicit(&ev->refs, 1 + (long)n, memory_order_relaxed);
+    atomic_store_explicit(
+        &ev->picks,
+        atomic_load_explicit(&ev->picks, memory_order_relaxed) + (unsigned)n,
+        memory_order_relaxed);
+  } else {
+    atomic_fetch_add_explicit(&ev->refs, n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&ev->picks, (unsigned)n, memory_order_relaxed);
+  }
   uint64_t dropped = 0;
-  int delivered = 0, rc = 0;
+  int delivered = 0, rc = 0, i = 0;
   hy__wakes wk;
   wk.n = 0;
-  for (int i = 0; i < n; i++) {
-    int r = hy__receiver_put(picked[i], ev, deadline, nonblock, &dropped, &wk);
+  /* A few copies (a unicast send) are handed over while topo still holds
+   * the plan, as long as none has to wait: no plan reference is taken and
+   * dropped then.  A copy that would wait, and the copies of a wider send,
+   * go on after the lock, the plan held by a reference. */
+  if (n <= PUT_UNDER_TOPO) {
+    for (; i < n; i++) {
+      int r = hy__receiver_put(picked[i], ev, deadline,
+                               nonblock ? HY__PUT_NONBLOCK : HY__PUT_TRY,
+                               &dropped, &wk);
+      if (r == HY_EAGAIN)
+        break;
+      delivered += r;
+    }
+  }
+  if (i < n) {
+    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+    plan = p;
+  }
+  int free_picked = picked != p->r && picked != small;
+  hy__unlock(&st->topo);
+  for (; i < n; i++) {
+    int r = hy__receiver_put(picked[i], ev, deadline,
+                             nonblock ? HY__PUT_NONBLOCK : HY__PUT_BLOCK,
+                             &dropped, &wk);
     if (r == PUT_EXPIRED) {
       count(&c->expired, 1);
       break;
@@ -219,15 +256,15 @@ int hy__send_channel(hy__evstate *st, hy__channel *c, hy_event_t *ev,
    * wakes many readers: other workers are worth waking for those.) */
   if (woke && c->limit && !nonblock && hy__in_task(st->rt))
     hy_yield(st->rt);
-  if (n - delivered)
+  if (n - delivered) {
     atomic_fetch_sub_explicit(&ev->refs, n - delivered, memory_order_relaxed);
-  if (delivered)
-    atomic_fetch_add_explicit(&ev->picks, (unsigned)delivered,
+    atomic_fetch_sub_explicit(&ev->picks, (unsigned)(n - delivered),
                               memory_order_relaxed);
+  }
   count(&c->undelivered, (uint64_t)(n - delivered));
   count(&c->dropped, dropped);
-  if (picked != plan->r && picked != small)
+  if (free_picked)
     hy__mem_free(picked);
-  hy__plan_release(plan);
+  hy__plan_release(plan); /* NULL: none taken */
   return rc < 0 ? rc : delivered;
 }

@@ -239,15 +239,11 @@ static void *resolver_task(void *arg) {
   hy_runtime_t *rt = sa->rt;
   lookup_t *k = sa->k;
   hy__mem_free(sa);
-  /* hy_blocking returns early only if this helper is cancelled (at
-   * shutdown); getaddrinfo still runs to its end on the pool then, and
-   * lookup_run drops the last reference, so nothing leaks either way. */
-  /* hy_blocking's HY_ECANCELED means "queued, result dropped" unless the
-   * task was cancelled before it queued anything: look first.  (A cancel
-   * landing between this look and hy_blocking's own would leak the record;
-   * only the shutdown's cancel phase cancels this helper.) */
-  int rc = hy_task_cancelled(rt) ? HY_ESHUTDOWN
-                                 : hy_blocking(rt, lookup_job, k, NULL);
+  /* hy_blocking runs lookup_job exactly once when it returns 0 or
+   * HY_ECANCELED (this helper cancelled at shutdown, before or during the
+   * call: getaddrinfo still runs to its end on the pool, and lookup_run
+   * drops the helper's reference), and never on any other return. */
+  int rc = hy_blocking(rt, lookup_job, k, NULL);
   if (rc < 0 && rc != HY_ECANCELED) {
     /* Never queued: finish the lookup as failed. */
     hy__lock(&k->lock);

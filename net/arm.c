@@ -79,13 +79,7 @@ static const struct hy_awaitable readable_awaitable = {
     "net-readable", rd_lock, rd_try, rd_enqueue, rd_dequeue};
 
 hy_arm_t hy__arm_readable(hy__sock *s) {
-  hy_arm_t a;
-  memset(&a, 0, sizeof a);
-  a.ops = &readable_awaitable;
-  a.obj = s;
-  a.kind = HY_ARM_OBJECT;
-  a.guard = s != NULL;
-  return a;
+  return hy__arm_make(&readable_awaitable, HY_ARM_OBJECT, s, NULL, s != NULL);
 }
 
 hy_arm_t hy_arm_conn_readable(hy_conn_t *c) {
@@ -266,7 +260,7 @@ int hy_io_wait(hy_io_t *rec, hy_time_t deadline) {
                                                       : HY_ECANCELED;
 }
 
-static hy__lock_t *io_lock(void *obj) { return &((io_rec *)obj)->lock; }
+HY__WAITQ_ARM_OPS(io, io_rec, lock, q)
 
 static int io_try(void *obj, hy_arm_t *arm, int *result) {
   (void)arm;
@@ -277,25 +271,9 @@ static int io_try(void *obj, hy_arm_t *arm, int *result) {
   return 1;
 }
 
-static void io_enqueue(void *obj, hy_arm_t *arm, hy__waiter *w) {
-  (void)arm;
-  hy__waitq_push(&((io_rec *)obj)->q, w);
-}
-
-static void io_dequeue(void *obj, hy_arm_t *arm, hy__waiter *w) {
-  (void)arm;
-  hy__waitq_remove(&((io_rec *)obj)->q, w);
-}
-
 static const struct hy_awaitable io_awaitable = {"net-io", io_lock, io_try,
                                                  io_enqueue, io_dequeue};
 
 hy_arm_t hy_arm_io(hy_io_t *rec) {
-  hy_arm_t a;
-  memset(&a, 0, sizeof a);
-  a.ops = &io_awaitable;
-  a.obj = rec;
-  a.kind = HY_ARM_OBJECT;
-  a.guard = rec != NULL;
-  return a;
+  return hy__arm_make(&io_awaitable, HY_ARM_OBJECT, rec, NULL, rec != NULL);
 }

@@ -1,51 +1,59 @@
 /* server.c - the callback-style server of seed 001.
  *
- * Shape.  One listening socket; every accepting worker keeps
- * `pending_accepts` ACCEPT ops on its own port, so connections land on the
- * workers in proportion to how fast each one takes them (AcceptEx style:
- * several accepts always in flight).  A connection belongs to the worker
- * that accepted it for life: all its ops are started on that worker's
- * port, its completions arrive there, and every callback for it runs on
- * that worker's thread, outside any task - so the callbacks of one
- * connection never overlap and need no lock.
+ * Shape.  One listening socket; every accepting worker keeps `pending_accepts`
+ * ACCEPT ops on its own port, so connections land on the workers in proportion
+ * to how fast each one takes them (AcceptEx style: several accepts always in
+ * flight) - on io_uring one multishot ACCEPT instead, which stays in flight and
+ * completes once per connection (the peer address is then looked up only if
+ * hy_sconn_peer_addr asks).  A connection belongs to the worker that accepted
+ * it for life: all its ops are started on that worker's port, its completions
+ * arrive there, and every callback for it runs on that worker's thread, outside
+ * any task - so the callbacks of one connection never overlap and need no lock.
  *
- * Per worker (srv_worker, touched by its own thread only, except where
- * noted): the accept ops, the list of its connections, one TIMEOUT op that
- * drives the timeout sweep and the accept back-off, and three packets
- * (start, stop accepting, close all) that other threads post to it.
+ * Per worker (srv_worker, touched by its own thread only, except where noted):
+ * the accept ops, the list of its connections, one TIMEOUT op that drives the
+ * timeout sweep and the accept back-off, and three packets (start, stop
+ * accepting, close all) that other threads post to it.
  *
- * Per connection (hy_sconn): one RECV op always in flight (unless paused)
- * into a read buffer from a per-server object cache; one SEND op in flight
- * while output is queued.  Output is a chain of chunks bounded by
- * max_output: hy_sconn_write refuses (HY_EAGAIN) what would pass the
- * bound, so a slow reader costs at most max_output bytes.  hy_sconn_write
- * may come from other threads: the chain and the send state are under the
- * connection's lock, and a write from off the worker posts a kick packet
- * that starts the send on the worker.
+ * Per connection (hy_sconn): one RECV op always in flight (unless paused); one
+ * SEND op in flight while output is queued.  Reads are pooled where the port
+ * can (io_uring, epoll: see hy__bufsrc in runtime/port.h): the port takes a
+ * buffer from the worker's pool only when data is there, the buffer goes back
+ * once on_read returns, so an idle connection holds no read buffer: a worker
+ * needs about one, plus those io_uring keeps lent to the kernel in its ring of
+ * provided buffers (a fixed number per port, however many connections there
+ * are).  Pooled buffers are hy__mem allocations, as the port's contract asks.
+ * On IOCP each connection has its own buffer from a per-server object cache.
+ * Output is a chain of chunks bounded by max_output: hy_sconn_write refuses
+ * (HY_EAGAIN) what would pass the bound, so a slow reader costs at most
+ * max_output bytes.  hy_sconn_write may come from other threads: the chain and
+ * the send state are under the connection's lock, and a write from off the
+ * worker posts a kick packet that starts the send on the worker.
  *
- * Lifetimes.  A connection holds a reference for being open plus one per
- * op or kick in flight; closing cancels its ops, calls on_close at once
- * (the last callback), and the last reference - always on the owning
- * worker, as completions arrive there - forgets the fd on the port,
- * closes it and frees the memory.  The server counts what is outstanding
- * (connections, accept/timer ops, packets in flight); hy_server_close waits
- * for that count to reach zero before freeing.
+ * Lifetimes.  A connection holds a reference for being open plus one per op or
+ * kick in flight; closing cancels its ops, calls on_close at once (the last
+ * callback), and the last reference - always on the owning worker, as
+ * completions arrive there - forgets the fd on the port, closes it and frees
+ * the memory.  The server counts what is outstanding (connections, accept/timer
+ * ops, packets in flight); hy_server_close waits for that count to reach zero
+ * before freeing.
  *
- * Limits.  max_connections: a connection over the limit is accepted and
- * closed at once with a reset (counted in over_limit), so the backlog
- * keeps moving.  EMFILE/ENFILE on accept: that accept is not restarted;
- * the worker's timer restarts its idle accepts after a back-off (10 ms,
- * doubling to 1 s, reset by the next success), so an out-of-descriptors
- * server waits instead of spinning.  Timeouts: the timer sweeps the
- * worker's connections every tick (a quarter of the shortest timeout,
- * between 1 ms and 250 ms); a timeout is never reported early.
+ * Limits.  max_connections: a connection over the limit is accepted and closed
+ * at once with a reset (counted in over_limit), so the backlog keeps moving.
+ * EMFILE/ENFILE on accept: that accept is not restarted; the worker's timer
+ * restarts its idle accepts after a back-off (10 ms, doubling to 1 s, reset by
+ * the next success), so an out-of-descriptors server waits instead of
+ * spinning.  (A multishot accept reads RLIMIT_NOFILE once, when it is
+ * prepared: a limit lowered later applies from the next one.)  Timeouts: the timer sweeps the worker's connections every tick (a
+ * quarter of the shortest timeout, between 1 ms and 250 ms); a timeout is never
+ * reported early.
  *
- * Shutdown.  A phase hook posts "stop accepting" to every worker in
- * QUIESCE and "close all" (reason HY_CLOSE_SHUTDOWN) in CANCEL; until
- * CANCEL, open connections go on being served through the drain.
+ * Shutdown.  A phase hook posts "stop accepting" to every worker in QUIESCE and
+ * "close all" (reason HY_CLOSE_SHUTDOWN) in CANCEL; until CANCEL, open
+ * connections go on being served through the drain.
  *
- * Lock order: c->lock and s->lock are leaves; the port's cancel/start may
- * be called under c->lock.
+ * Lock order: c->lock and s->lock are leaves; the port's cancel/start may be
+ * called under c->lock.
  */
 #include <string.h>
 
@@ -74,7 +82,7 @@ typedef struct acc_op {
 } acc_op;
 
 typedef struct chunk {
-  struct chunk *next;
+  struct chunk *next; /* in the out chain, or the worker's free chunks */
   size_t cap, len, off; /* data[off, len) is still to send */
   char data[];
 } chunk;
@@ -119,6 +127,15 @@ struct srv_worker {
   int64_t tm_deadline;
   pkt start_pkt, stop_pkt, close_pkt;
   int closed_all;
+  /* The worker's read buffers (pooled reads): a connection takes one only
+   * while it has data to hand to on_read, so idle ones hold none. */
+  hy__bufsrc src;
+  void *pool;          /* free buffers, linked through their first word */
+  int npool;
+  /* Output chunks of CHUNK_MIN bytes that drained, for the next writes
+   * made on this worker: a connection that has sent everything keeps none. */
+  struct chunk *chunks;
+  int nchunks;
   atomic_int graceful; /* close all: flush output first (shutdown) */
 };
 
@@ -131,6 +148,9 @@ struct hy_server {
   int nw;
   srv_worker *w;
   hy_cache_t *conn_cache, *buf_cache;
+  int pooled;          /* reads take buffers from the worker's pool */
+  int multishot;       /* one multishot accept per worker (io_uring) */
+  int nacc;            /* accept ops kept in flight per worker */
   int64_t tick;
   hy__phase_hook hook;
   atomic_long live;
@@ -152,9 +172,39 @@ struct hy_server {
   atomic_int draining;  /* quiesce seen */
   _Atomic uint64_t accepted, refused, over_limit, accept_errors, backoffs,
       closed, timeouts, bytes_in, bytes_out;
+  atomic_long nbufs;    /* read buffers allocated, not yet freed */
 };
 
 #define ST_ADD(f, n) atomic_fetch_add_explicit(&(f), (n), memory_order_relaxed)
+#define POOL_KEEP 16 /* free read buffers a worker keeps */
+
+/* ----------------------------------------------------------- read buffers */
+
+static void *pool_get(hy__bufsrc *src) {
+  srv_worker *sw = (srv_worker *)((char *)src - offsetof(srv_worker, src));
+  void *b = sw->pool;
+  if (b) {
+    memcpy(&sw->pool, b, sizeof(void *));
+    sw->npool--;
+    return b;
+  }
+  b = hy__mem_alloc(sw->srv->cfg.read_buffer_size);
+  if (b)
+    atomic_fetch_add(&sw->srv->nbufs, 1);
+  return b;
+}
+
+static void pool_put(hy__bufsrc *src, void *b) {
+  srv_worker *sw = (srv_worker *)((char *)src - offsetof(srv_worker, src));
+  if (sw->npool >= POOL_KEEP) {
+    hy__mem_free(b);
+    atomic_fetch_sub(&sw->srv->nbufs, 1);
+    return;
+  }
+  memcpy(b, &sw->pool, sizeof(void *));
+  sw->pool = b;
+  sw->npool++;
+}
 
 static void srv_free(hy_server_t *s);
 
@@ -202,6 +252,26 @@ static pkt *pkt_of(hy__completion *cc) {
   return p;
 }
 
+/* Worker-thread only. */
+static chunk *chunk_get(srv_worker *sw) {
+  chunk *k = sw->chunks;
+  if (k) {
+    sw->chunks = k->next;
+    sw->nchunks--;
+  }
+  return k;
+}
+
+static void chunk_put(srv_worker *sw, chunk *k) {
+  if (k->cap != CHUNK_MIN || sw->nchunks >= POOL_KEEP) {
+    hy__mem_free(k);
+    return;
+  }
+  k->next = sw->chunks;
+  sw->chunks = k;
+  sw->nchunks++;
+}
+
 /* ----------------------------------------------------------- connections */
 
 static void conn_unref(hy_sconn_t *c);
@@ -213,7 +283,7 @@ static void arm_timer(srv_worker *sw, int64_t deadline);
 
 static void conn_release(hy_sconn_t *c) {
   hy_server_t *s = c->srv;
-  hy__port_forget(c->sw->wk->port, c->fd);
+  hy__port_forget_idle(c->sw->wk->port, c->fd); /* no op in flight now */
   if (c->reset)
     hy__fd_close_reset(c->fd);
   else
@@ -224,7 +294,10 @@ static void conn_release(hy_sconn_t *c) {
     hy__mem_free(k);
     k = n;
   }
-  hy_cache_free(s->buf_cache, c->rbuf);
+  if (c->rbuf) {
+    hy_cache_free(s->buf_cache, c->rbuf);
+    atomic_fetch_sub(&s->nbufs, 1);
+  }
   hy_cache_free(s->conn_cache, c);
   hy__lock(&s->dlock);
   if (--s->nconns == 0 && s->cwait && hy__wait_claim(s->cwait, 0))
@@ -267,7 +340,8 @@ static void conn_close(hy_sconn_t *c, int reason, int err) {
   if (reason == HY_CLOSE_ERROR || reason == HY_CLOSE_IDLE_TIMEOUT ||
       reason == HY_CLOSE_READ_TIMEOUT || reason == HY_CLOSE_WRITE_TIMEOUT ||
       reason == HY_CLOSE_SHUTDOWN)
-    c->reset = reason != HY_CLOSE_SHUTDOWN || c->out_bytes > 0;
+    c->reset = (reason != HY_CLOSE_SHUTDOWN || c->out_bytes > 0) &&
+               err != HY_ECONNRESET; /* reset by the peer already */
   if (atomic_fetch_sub(&s->live, 1) == 1 && atomic_load(&s->draining))
     drainer_stop(s);
   ST_ADD(s->closed, 1);
@@ -280,15 +354,19 @@ static void read_done(hy__completion *cc, hy__op *op) {
   hy_sconn_t *c = (hy_sconn_t *)((char *)cc - offsetof(hy_sconn_t, rd.c));
   hy_server_t *s = c->srv;
   int64_t res = op->res;
+  void *pbuf = s->pooled ? op->buf : NULL; /* ours to give back */
   c->reading = 0;
   if (!c->closing) {
     if (res > 0) {
       c->last_read = hy_now();
       ST_ADD(s->bytes_in, (uint64_t)res);
       if (s->cb.on_read)
-        s->cb.on_read(s, c, c->rbuf, (size_t)res);
+        s->cb.on_read(s, c, pbuf ? pbuf : c->rbuf, (size_t)res);
       if (!c->closing && !c->paused)
         start_read(c);
+    } else if (res == HY_EAGAIN && s->pooled) {
+      if (!c->paused)
+        start_read(c); /* the readiness was gone: wait again */
     } else if (res == 0) {
       /* End of stream.  Output still queued is sent first (the peer may
        * have half-closed and wait for it), then the connection closes. */
@@ -303,6 +381,8 @@ static void read_done(hy__completion *cc, hy__op *op) {
       conn_close(c, HY_CLOSE_ERROR, (int)res);
     }
   }
+  if (pbuf)
+    pool_put(&c->sw->src, pbuf);
   conn_unref(c);
 }
 
@@ -315,8 +395,13 @@ static void start_read(hy_sconn_t *c) {
   memset(&c->rd.op, 0, sizeof c->rd.op);
   c->rd.op.kind = HY__OP_RECV;
   c->rd.op.fd = c->fd;
-  c->rd.op.buf = c->rbuf;
-  c->rd.op.len = c->srv->cfg.read_buffer_size;
+  c->rd.op.flags = HY__RECV_OWNED; /* closed only after port_forget */
+  if (c->srv->pooled) {
+    c->rd.op.addr = &c->sw->src; /* buf NULL: a pooled read */
+  } else {
+    c->rd.op.buf = c->rbuf;
+    c->rd.op.len = c->srv->cfg.read_buffer_size;
+  }
   c->rd.op.data = &c->rd.c;
   c->rd.c.fn = read_done;
   c->refs++;
@@ -365,20 +450,26 @@ static void send_done(hy__completion *cc, hy__op *op) {
   hy_server_t *s = c->srv;
   int64_t res = op->res;
   int flushed = 0, rc = 0;
+  chunk *drained = NULL;
   hy__lock(&c->lock);
   c->sending = 0;
   if (res > 0) {
     chunk *k = c->out_head;
     k->off += (size_t)res;
     c->out_bytes -= (size_t)res;
-    if (k->off == k->len && !k->next)
-      k->off = k->len = 0; /* reuse the last chunk */
+    if (k->off == k->len && !k->next) {
+      /* All sent: an idle connection keeps no output memory. */
+      drained = k;
+      c->out_head = c->out_tail = NULL;
+    }
     if (!c->closing) {
       rc = send_locked(c);
       flushed = rc == 0;
     }
   }
   hy__unlock(&c->lock);
+  if (drained)
+    chunk_put(c->sw, drained);
   if (res > 0) {
     ST_ADD(s->bytes_out, (uint64_t)res);
     c->last_write = c->stall_since = hy_now();
@@ -443,9 +534,12 @@ int hy_sconn_write(hy_sconn_t *c, const void *data, size_t len) {
   /* Bytes past the in-flight range of the tail chunk can be appended in
    * place: the send covers [off, len at start) and memory never moves. */
   size_t first = room < len ? room : len;
+  int on_worker = hy__worker_current(s->rt) == c->sw->wk;
   if (len > first) {
     size_t cap = len - first > CHUNK_MIN ? len - first : CHUNK_MIN;
-    chunk *n = hy__mem_alloc(sizeof *n + cap);
+    chunk *n = cap == CHUNK_MIN && on_worker ? chunk_get(c->sw) : NULL;
+    if (!n)
+      n = hy__mem_alloc(sizeof *n + cap);
     if (!n) {
       hy__unlock(&c->lock);
       return HY_ENOMEM;
@@ -469,7 +563,7 @@ int hy_sconn_write(hy_sconn_t *c, const void *data, size_t len) {
   if (c->out_bytes == 0)
     c->stall_since = hy_now();
   c->out_bytes += len;
-  int rc = 0, on_worker = hy__worker_current(s->rt) == c->sw->wk;
+  int rc = 0;
   if (!c->sending) {
     if (on_worker) {
       rc = send_locked(c);
@@ -525,8 +619,13 @@ void *hy_sconn_user(hy_sconn_t *c) { return c->user; }
 int hy_sconn_peer_addr(hy_sconn_t *c, hy_addr_t *out) {
   if (!c || !out)
     return HY_EINVAL;
+  int rc = 0;
+  hy__lock(&c->lock);
+  if (c->peer.len == 0) /* a multishot accept does not report it */
+    rc = hy__sock_peer(c->fd, &c->peer);
   *out = c->peer;
-  return 0;
+  hy__unlock(&c->lock);
+  return rc < 0 ? rc : 0;
 }
 int hy_sconn_worker(hy_sconn_t *c) { return c->sw->id; }
 
@@ -555,11 +654,16 @@ static void new_conn(srv_worker *sw, intptr_t fd, const hy_addr_t *peer) {
   if (max <= 0)
     atomic_fetch_add(&s->live, 1);
   hy_sconn_t *c = hy_cache_alloc(s->conn_cache);
-  char *buf = c ? hy_cache_alloc(s->buf_cache) : NULL;
-  int rc = c && buf ? hy__port_associate(sw->wk->port, fd) : HY_ENOMEM;
+  char *buf = c && !s->pooled ? hy_cache_alloc(s->buf_cache) : NULL;
+  if (buf)
+    atomic_fetch_add(&s->nbufs, 1);
+  int rc = c && (buf || s->pooled) ? hy__port_associate(sw->wk->port, fd)
+                                   : HY_ENOMEM;
   if (rc < 0) {
-    if (buf)
+    if (buf) {
       hy_cache_free(s->buf_cache, buf);
+      atomic_fetch_sub(&s->nbufs, 1);
+    }
     if (c)
       hy_cache_free(s->conn_cache, c);
     atomic_fetch_sub(&s->live, 1);
@@ -598,19 +702,25 @@ static void accept_done(hy__completion *cc, hy__op *op) {
   srv_worker *sw = a->sw;
   hy_server_t *s = sw->srv;
   int64_t res = op->res;
-  a->active = 0;
-  sw->nacc_active--;
+  /* A multishot accept's completions but the last leave it in flight. */
+  int more = (op->flags & HY__OP_MORE) != 0;
+  if (!more) {
+    a->active = 0;
+    sw->nacc_active--;
+  }
   if (res >= 0) {
     sw->errors_in_row = 0;
     sw->backoff = 0;
     hy_addr_t peer = a->peer;
-    peer.len = op->addrlen;
+    peer.len = op->addr ? op->addrlen : 0; /* 0: looked up when asked */
     if (!sw->accepting || s->closing)
       hy__fd_close_reset((intptr_t)res);
     else
       new_conn(sw, (intptr_t)res, &peer);
-    if (sw->accepting)
+    if (sw->accepting && !more)
       start_accept(a);
+  } else if (more) {
+    /* not reported: errors end a multishot accept */
   } else if (res != HY_ECANCELED && sw->accepting) {
     ST_ADD(s->accept_errors, 1);
     int out_of_fds = res == HY_EMFILE || res == HY_ENFILE || res == HY_ENOBUFS ||
@@ -632,7 +742,8 @@ static void accept_done(hy__completion *cc, hy__op *op) {
       start_accept(a);
     }
   }
-  out_dec(s);
+  if (!more)
+    out_dec(s);
 }
 
 static void start_accept(acc_op *a) {
@@ -644,8 +755,12 @@ static void start_accept(acc_op *a) {
   memset(&a->peer, 0, sizeof a->peer);
   a->op.kind = HY__OP_ACCEPT;
   a->op.fd = s->fd;
-  a->op.addr = a->peer.sa.raw;
-  a->op.addrlen = sizeof a->peer.sa.raw;
+  if (s->multishot) {
+    a->op.flags = HY__ACCEPT_MULTI; /* no address: asked for when needed */
+  } else {
+    a->op.addr = a->peer.sa.raw;
+    a->op.addrlen = sizeof a->peer.sa.raw;
+  }
   a->op.data = &a->c;
   a->c.fn = accept_done;
   out_inc(s);
@@ -711,9 +826,9 @@ static void timer_done(hy__completion *cc, hy__op *op) {
   if (!sw->closed_all) {
     sweep(sw, now);
     int64_t next = s->tick ? now + s->tick : HY_FOREVER;
-    if (sw->accepting && sw->nacc_active < s->cfg.pending_accepts) {
+    if (sw->accepting && sw->nacc_active < s->nacc) {
       if (now >= sw->backoff_until) {
-        for (int i = 0; i < s->cfg.pending_accepts; i++)
+        for (int i = 0; i < s->nacc; i++)
           start_accept(&sw->acc[i]);
       } else if (sw->backoff_until < next) {
         next = sw->backoff_until;
@@ -762,7 +877,7 @@ static void start_pkt_done(hy__completion *cc, hy__op *op) {
   if (!s->stopping && !s->closing &&
       hy__port_associate(sw->wk->port, s->fd) == 0) {
     sw->accepting = 1;
-    for (int i = 0; i < s->cfg.pending_accepts; i++)
+    for (int i = 0; i < s->nacc; i++)
       start_accept(&sw->acc[i]);
   }
   if (s->tick)
@@ -911,8 +1026,19 @@ static void *drainer(void *arg) {
 static void srv_free(hy_server_t *s) {
   if (s->fd != HY__BAD_SOCK)
     hy__fd_close(s->fd);
-  for (int i = 0; i < s->nw; i++)
+  for (int i = 0; s->w && i < s->nw; i++) {
     hy__mem_free(s->w[i].acc);
+    while (s->w[i].pool) {
+      void *b = s->w[i].pool;
+      memcpy(&s->w[i].pool, b, sizeof(void *));
+      hy__mem_free(b);
+    }
+    while (s->w[i].chunks) {
+      chunk *k = s->w[i].chunks;
+      s->w[i].chunks = k->next;
+      hy__mem_free(k);
+    }
+  }
   hy__mem_free(s->w);
   if (s->conn_cache)
     hy_cache_destroy(s->conn_cache);
@@ -943,6 +1069,16 @@ int hy_server_start(hy_runtime_t *rt, const hy_server_config_t *cfg,
     g->read_buffer_size = 16 * 1024;
   if (g->read_buffer_size > (1u << 30))
     g->read_buffer_size = 1u << 30;
+  if (g->read_buffer_size < sizeof(void *))
+    g->read_buffer_size = sizeof(void *); /* a free one holds a link */
+  /* Pooled reads where the port takes buffers late (io_uring, epoll);
+   * IOCP reads into a buffer fixed when the read is posted. */
+  s->pooled = hy__port_backend(rt->workers[0].port) != HY__BACKEND_IOCP;
+  /* On io_uring one multishot accept per worker stands for many pending
+   * ones (a kernel without it makes it a plain accept, restarted each
+   * time); elsewhere pending_accepts plain accepts are kept in flight. */
+  s->multishot = hy__port_backend(rt->workers[0].port) == HY__BACKEND_URING;
+  s->nacc = s->multishot ? 1 : g->pending_accepts;
   if (g->max_output == 0)
     g->max_output = 1024 * 1024;
   int64_t shortest = 0;
@@ -967,6 +1103,9 @@ int hy_server_start(hy_runtime_t *rt, const hy_server_config_t *cfg,
     sw->srv = s;
     sw->id = i;
     sw->wk = &rt->workers[i];
+    sw->src.get = pool_get;
+    sw->src.put = pool_put;
+    sw->src.size = g->read_buffer_size;
     sw->acc = hy__mem_calloc((size_t)g->pending_accepts, sizeof *sw->acc);
     if (!sw->acc)
       goto fail;
@@ -1097,6 +1236,7 @@ int hy_server_stats(hy_server_t *s, hy_server_stats_t *o) {
   o->bytes_in = LD(bytes_in);
   o->bytes_out = LD(bytes_out);
   o->live = (uint64_t)atomic_load(&s->live);
+  o->read_buffers = (uint64_t)atomic_load(&s->nbufs);
 #undef LD
   return 0;
 }

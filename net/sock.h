@@ -1,6 +1,5 @@
 /* net/sock.h - the socket calls the net layer needs from the OS, one
- * implementation per platform (runtime/linux/sock.c; runtime/win/sock.c
- * to come).  Everything here is synchronous and returns 0 / a value >= 0,
+ * implementation per platform (runtime/linux/sock.c, runtime/win/sock.c).  Everything here is synchronous and returns 0 / a value >= 0,
  * or a negative HY_E* code; *os (when not NULL) gets the OS's own error
  * number on failure.  Operations that wait go through the completion port
  * (runtime/port.h), never through these.

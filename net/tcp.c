@@ -214,6 +214,9 @@ static int recv_once(hy__sock *s, void *buf, size_t len, int64_t deadline) {
   memset(&n, 0, sizeof n);
   n.op.kind = HY__OP_RECV;
   n.op.fd = s->fd;
+  /* Every port that starts an op on the fd has it associated, and each
+   * forgets it before the fd closes (core.c, last_ref). */
+  n.op.flags = HY__RECV_OWNED;
   n.op.buf = buf;
   n.op.len = len > INT_MAX ? INT_MAX : len;
   return hy__sock_await(s, &n, deadline);

@@ -7,7 +7,11 @@
  * the task and the helper thread (two references); the one that lets go
  * last frees it.  A cancelled task leaves at once: the helper finishes the
  * function and drops the result, and never touches the task's wait after
- * the task said it left (job->w = NULL under job->lock).
+ * the task said it left (job->w = NULL under job->lock).  A task cancelled
+ * before the call still queues the job (with one reference, the helper's)
+ * and returns HY_ECANCELED at once, so that HY_ECANCELED always means the
+ * function runs: whatever it owns (its argument) it frees itself, and the
+ * caller never has to guess whether it was queued.
  */
 #include "runtime/internal.h"
 
@@ -97,20 +101,25 @@ int hy_blocking(hy_runtime_t *rt, void *(*fn)(void *), void *arg,
     return HY_ENOMEM;
   hy__wait w;
   int rc = hy__wait_init(&w, rt);
-  if (rc < 0) {
+  if (rc < 0 && rc != HY_ECANCELED) {
     hy__mem_free(j);
     return rc;
   }
+  /* Cancelled already: fn is queued all the same and nobody waits for it,
+   * so that HY_ECANCELED always means "fn runs, its result is dropped". */
+  int cancelled = rc == HY_ECANCELED;
   j->fn = fn;
   j->arg = arg;
-  j->w = &w;
-  atomic_init(&j->refs, 2);
+  j->w = cancelled ? NULL : &w;
+  atomic_init(&j->refs, cancelled ? 1 : 2);
 
   hy__mutex_lock(&b->mu);
   if (b->stop) {
     hy__mutex_unlock(&b->mu);
-    hy__wait_claim(&w, 0);
-    hy__wait_fini(&w);
+    if (!cancelled) {
+      hy__wait_claim(&w, 0);
+      hy__wait_fini(&w);
+    }
     hy__mem_free(j);
     return HY_ESHUTDOWN;
   }
@@ -123,8 +132,22 @@ int hy_blocking(hy_runtime_t *rt, void *(*fn)(void *), void *arg,
   if (start && hy__thread_start(&b->threads[b->nthreads], pool_main, b,
                                 0, "hydra-blocking") == 0)
     b->nthreads++;
+  if (b->nthreads == 0) {
+    /* No thread to run it (the first one failed to start): j is the only
+     * job queued, as every earlier one met the same fate.  Take it back. */
+    b->head = b->tail = NULL;
+    hy__mutex_unlock(&b->mu);
+    if (!cancelled) {
+      hy__wait_claim(&w, 0);
+      hy__wait_fini(&w);
+    }
+    hy__mem_free(j);
+    return HY_ENOMEM;
+  }
   hy__cond_signal(&b->cv);
   hy__mutex_unlock(&b->mu);
+  if (cancelled)
+    return HY_ECANCELED;
 
   hy__wait_what(&w, "blocking");
   int st = hy__wait_park(&w, HY_FOREVER);

@@ -511,6 +511,12 @@ int hy_hub_consumer_pulse(hy_hub_consumer_t *c) {
       n = 1;
     }
   }
+  /* Whoever waits on the OS handle: all of them (manual) or one, if no
+   * task or thread took the pulse (auto).  A handle that is ready has
+   * nobody waiting on it, and its pending release stays. */
+  if (c->fd >= 0 && !c->closed && (c->manual || n == 0) &&
+      !hy__evfd_ready(c->fd))
+    hy__evfd_pulse(c->fd);
   hy__unlock(&c->lock);
   return n;
 }
@@ -521,7 +527,7 @@ int hy_hub_os_handle(hy_hub_consumer_t *c, intptr_t *handle) {
   hy__lock(&c->lock);
   if (c->fd < 0) {
     intptr_t fd;
-    int rc = hy__evfd_open(&fd);
+    int rc = hy__evfd_open(&fd, c->manual);
     if (rc < 0) {
       hy__unlock(&c->lock);
       return rc;
@@ -540,9 +546,7 @@ int hy_hub_os_handle(hy_hub_consumer_t *c, intptr_t *handle) {
 
 /* ------------------------------------------------------------ select arm */
 
-static hy__lock_t *arm_lock(void *obj) {
-  return obj ? &((hy_hub_consumer_t *)obj)->lock : NULL;
-}
+HY__WAITQ_ARM_OPS(arm, hy_hub_consumer_t, lock, waiters)
 
 static int arm_try(void *obj, hy_arm_t *arm, int *result) {
   (void)arm;
@@ -553,25 +557,9 @@ static int arm_try(void *obj, hy_arm_t *arm, int *result) {
   return try_take(obj, result);
 }
 
-static void arm_enqueue(void *obj, hy_arm_t *arm, hy__waiter *w) {
-  (void)arm;
-  hy__waitq_push(&((hy_hub_consumer_t *)obj)->waiters, w);
-}
-
-static void arm_dequeue(void *obj, hy_arm_t *arm, hy__waiter *w) {
-  (void)arm;
-  hy__waitq_remove(&((hy_hub_consumer_t *)obj)->waiters, w);
-}
-
 static const struct hy_awaitable hub_awaitable = {"hub", arm_lock, arm_try,
                                                   arm_enqueue, arm_dequeue};
 
 hy_arm_t hy_arm_hub(hy_hub_consumer_t *c) {
-  hy_arm_t a;
-  memset(&a, 0, sizeof a);
-  a.ops = &hub_awaitable;
-  a.obj = c;
-  a.kind = HY_ARM_OBJECT;
-  a.guard = 1;
-  return a;
+  return hy__arm_make(&hub_awaitable, HY_ARM_OBJECT, c, NULL, 1);
 }

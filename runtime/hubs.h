@@ -29,14 +29,17 @@ int hy__hub_set(hy_hub_t *h);
  * "ready" (readable / signalled) or not; the consumer keeps it in step with
  * its release under the consumer's lock, while a foreign thread may take
  * the release by reading it at any time. */
-int hy__evfd_open(intptr_t *h);      /* 0, HY_EMFILE, HY_ENFILE, HY_ENOSYS */
+/* manual: the consumer's hub is manual-reset (Windows makes a manual-reset
+ * event for it; Linux's eventfd is the same either way). */
+int hy__evfd_open(intptr_t *h, int manual); /* 0, HY_EMFILE, HY_ENFILE, ... */
 void hy__evfd_close(intptr_t h);
 void hy__evfd_post(intptr_t h);      /* make ready if not already */
 int hy__evfd_take(intptr_t h);       /* 1 if it was ready; now it is not */
 int hy__evfd_ready(intptr_t h);      /* 1 if ready; takes nothing */
 void hy__evfd_post_forever(intptr_t h); /* ready for good (closed) */
+void hy__evfd_pulse(intptr_t h);     /* wake its waiters, leave not ready */
 
-/* ----------------------------------- signals (runtime/<os>/signal.c)
+/* -------------------------------------------- signals (runtime/signals.c)
  * Drops rt's receivers (restoring handlers if they were the last ones).
  * Called first thing when the runtime is freed. */
 void hy__signal_runtime_free(hy_runtime_t *rt);

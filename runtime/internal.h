@@ -78,6 +78,8 @@ struct hy__task {
   hy__task *prev;        /* new-deque link toward older (sched.c) */
   void *sp;              /* saved stack pointer while switched out */
   atomic_int wstate;     /* enum hy__wstate */
+  atomic_int saving;     /* queued while its registers are still being
+                            saved: thieves leave it (sched.c) */
   hy_runtime_t *rt;
   hy__worker *worker;    /* the worker running it (set before each switch in) */
   hy_task_fn fn;
@@ -100,6 +102,7 @@ struct hy__task {
   int joined;            /* a join took the result */
   int joining;           /* a join is waiting */
   int refs;              /* the running task + the handle (until detach/join) */
+  int pinned;            /* ended, its block kept until its stack is left */
   hy__waitq joiners;
   hy__wait *cur_wait;    /* the wait a cancel must claim (on a stack) */
   hy__wait qwait;        /* the quiet wait of channel operations and
@@ -124,7 +127,17 @@ struct hy__task {
 
 /* ------------------------------------------------------------- workers */
 
-enum hy__after { HY__AFTER_NONE = 0, HY__AFTER_YIELD, HY__AFTER_PARK, HY__AFTER_EXIT };
+/* hy__worker.sleeping: awake; blocked (or about to block) in the port;
+ * woken by hy__wake_idle, which handed it one count of rt->nspinning. */
+enum hy__sleep { HY__AWAKE = 0, HY__SLEEPING = 1, HY__WOKEN_SEARCHING = 2 };
+
+enum hy__after {
+  HY__AFTER_NONE = 0,
+  HY__AFTER_YIELD,
+  HY__AFTER_SAVED, /* a yielder queued already: clear its saving mark */
+  HY__AFTER_PARK,
+  HY__AFTER_EXIT
+};
 
 /* Per-worker counters: written by the owning worker only, read by anyone
  * (relaxed atomics with a plain load+store increment: no bus lock). */
@@ -137,6 +150,8 @@ typedef struct hy__wstats {
       &(field), atomic_load_explicit(&(field), memory_order_relaxed) + (n),   \
       memory_order_relaxed)
 #define HY__STAT_INC(field) HY__STAT_ADD(field, 1)
+
+#define HY__STACK_STASH 16 /* free stacks a worker keeps (sched.c) */
 
 struct hy__worker {
   hy_runtime_t *rt;
@@ -162,7 +177,10 @@ struct hy__worker {
   hy__lock_t tlock;       /* timers */
   hy__heap heap;
 
-  atomic_int sleeping;    /* 1 while blocked (or about to block) in the port */
+  atomic_int sleeping;    /* enum hy__sleep: blocked (or about to block) in
+                             the port, or woken to search (sched.c) */
+  _Atomic int64_t sleep_until; /* while sleeping: when it wakes at the
+                                  latest (HY_FOREVER while unknown) */
   uint64_t tick;
   int64_t clock;          /* coarse: the time when the scheduler last
                              switched into a task (run_task), so at most the
@@ -182,6 +200,8 @@ struct hy__worker {
   size_t asan_size;
   void *asan_fake;
   hy__wstats st;
+  hy_stack_t stash[HY__STACK_STASH]; /* free stacks of this worker (sched.c) */
+  int nstash;
 };
 
 /* A completion's handler: hy__op.data points at one of these. */
@@ -246,6 +266,8 @@ struct hy_runtime {
   hy__task *inject_head, *inject_tail;
   atomic_int inject_len;
   atomic_int nsleeping;
+  atomic_int nspinning;    /* workers searching for work before they sleep,
+                              and sleepers woken to search (sched.c) */
   atomic_int rr;           /* round-robin for posts and wakes */
   _Atomic uint64_t wakeups;/* sleeping workers woken */
   _Atomic uint64_t spawned_outside; /* spawns from non-worker threads */
@@ -272,7 +294,7 @@ struct hy_runtime {
   hy__blocking *blocking;
   _Atomic(struct hy__evstate *) ev; /* the event model, made on first use */
   struct hy__hubreg *hubs; /* runtime/hub.c: hubs by name, sys/shutdown */
-  struct hy__sigrt *sig;   /* runtime/<os>/signal.c: signal receivers */
+  struct hy__sigrt *sig;   /* runtime/signals.c: signal receivers */
   atomic_int threads_started;
   int run_in_progress;
 };
@@ -301,7 +323,12 @@ int64_t hy__timers_next(hy__worker *w);            /* HY_FOREVER if none */
 int hy__task_tables_init(hy_runtime_t *rt);
 void hy__task_tables_free(hy_runtime_t *rt);
 void hy__task_release_handles(hy_runtime_t *rt); /* at close */
-void hy__task_finish(hy__worker *w, hy__task *t); /* on the scheduler stack */
+void hy__stack_put(hy__worker *w, const hy_stack_t *s); /* a free stack */
+/* w's earliest timer is now `deadline` (timer.c): wakes an idle worker
+ * that would sleep past it (sched.c). */
+void hy__timer_first(hy__worker *w, int64_t deadline);
+void hy__task_end(hy__worker *w, hy__task *t);    /* joiners woken (task.c) */
+void hy__task_finish(hy__worker *w, hy__task *t); /* off its stack, after end */
 void hy__task_entry(void *arg);
 void hy__cancel_all(hy_runtime_t *rt);
 

@@ -32,7 +32,9 @@ enum hy__op_kind {
   HY__OP_ACCEPT,    /* fd: listening socket; res: the new socket, or HY_E*;
                        addr/addrlen (in/out): the peer, if addr != NULL */
   HY__OP_CONNECT,   /* fd: socket; addr/addrlen: the target; res 0 or HY_E* */
-  HY__OP_RECV,      /* fd, buf, len, flags; res: bytes (0 = EOF) or HY_E* */
+  HY__OP_RECV,      /* fd, buf, len, flags; res: bytes (0 = EOF) or HY_E*;
+                       addr NULL; buf NULL: a pooled receive, addr its
+                       hy__bufsrc */
   HY__OP_SEND,      /* fd, buf, len, flags; res: bytes or HY_E* */
   HY__OP_RECVFROM,  /* as RECV; addr/addrlen (out): the source */
   HY__OP_SENDTO,    /* as SEND; addr/addrlen (in): the destination */
@@ -42,6 +44,45 @@ enum hy__op_kind {
 };
 
 enum { HY__POLL_IN = 1, HY__POLL_OUT = 2, HY__POLL_ERR = 4 };
+
+/* A pooled receive: an HY__OP_RECV started with buf NULL and addr pointing
+ * to a hy__bufsrc takes a buffer of src->size bytes from it only once data
+ * is there, so a connection that waits holds no buffer.  On completion
+ * with res > 0, op->buf is that buffer, and the receiver gives it back
+ * with src->put; with any other res op->buf is NULL (the port gave back
+ * what it took).  A pooled receive may also complete with HY_EAGAIN (the
+ * readiness it saw was gone): start it again.  The port calls get and put
+ * on its owner thread only, inside hy__port_start and hy__port_wait.
+ * A source's buffers are hy__mem allocations of size bytes, and any
+ * receive of that size may get any of them: the port may keep some lent
+ * in the kernel (io_uring provided buffers, refilled from the source of
+ * the receive that took one) and frees those with hy__mem_free when it
+ * closes; a source frees what it gets back with hy__mem_free too. */
+/* In the flags of an HY__OP_ACCEPT: multishot where the backend has it
+ * (io_uring with IORING_ACCEPT_MULTISHOT): the op stays in flight and
+ * completes once per connection accepted, each completion but the last
+ * with HY__OP_MORE set in op->flags by the port (the op is still in
+ * flight: do not start it again; cancel ends it); the last one, without
+ * HY__OP_MORE, comes with an error (HY_ECANCELED after a cancel) or a
+ * socket.  addr must be NULL (the peer is not reported).  Elsewhere the op
+ * is a plain accept: one completion, HY__OP_MORE never set.  The port
+ * hands over at most one completion of the op per hy__port_wait. */
+#define HY__ACCEPT_MULTI 0x1u
+#define HY__OP_MORE 0x40000000u
+
+/* In the flags of an HY__OP_RECV: the starter closes fd only after
+ * hy__port_forget on this port (an fd owned by one port for life), so the
+ * port may skip the checks it makes for fds that other ports close, and
+ * after a read that emptied the socket wait for readiness at once instead
+ * of trying the read first (epoll: one system call less per message). */
+#define HY__RECV_OWNED 0x80000000u
+
+typedef struct hy__bufsrc hy__bufsrc;
+struct hy__bufsrc {
+  void *(*get)(hy__bufsrc *src); /* a buffer of size bytes, or NULL */
+  void (*put)(hy__bufsrc *src, void *buf);
+  size_t size;
+};
 
 typedef struct hy__op hy__op;
 struct hy__op {
@@ -94,6 +135,14 @@ int hy__port_backend(const hy__port *p);
  * most one recv-like and one send-like op in flight per stream socket. */
 int hy__port_associate(hy__port *p, intptr_t fd);
 void hy__port_forget(hy__port *p, intptr_t fd);
+
+/* As hy__port_forget, for an fd with no op in flight on p (every
+ * completion dequeued): io_uring then has nothing to cancel, and this
+ * saves the system call that would submit the cancel at once. */
+static inline void hy__port_forget_idle(hy__port *p, intptr_t fd) {
+  if (hy__port_backend(p) != HY__BACKEND_URING)
+    hy__port_forget(p, fd);
+}
 
 /* Starts op.  Returns 0: the completion will be dequeued from this port
  * later (also for an op that fails or succeeds at once, such as one on a

@@ -20,17 +20,20 @@
  * which workers also check every INJECT_EVERY ticks so it cannot starve
  * either.  An idle worker steals half of another worker's FIFO and half of
  * its never-run tasks, the oldest ones (near the root of a spawn tree:
- * big pieces of work), and if there is none, blocks in its completion port
- * until the next timer is due; it is woken by a port wake, which a waker
- * sends only when it made stealable work and some worker sleeps.  A task
+ * big pieces of work), and if there is none, searches a few µs more
+ * (spinning, see search()) and then blocks in its completion port until
+ * the next timer is due; it is woken by a port wake, which a waker sends
+ * only when it made stealable work, some worker sleeps and none searches
+ * already.  A task
  * that cannot get a stack is put back while tasks that already ran (and
  * may free theirs) are queued, NOSTACK_RETRIES times in a row at most;
  * then it ends with HY_ENOMEM.
  *
  * Sleeping without losing a wake: the sleeper publishes w->sleeping and
  * rt->nsleeping (seq_cst), then looks at every queue length once more; a
- * waker publishes the queue length (seq_cst), then looks at nsleeping.  One
- * of the two always sees the other.
+ * waker publishes the queue length (seq_cst), then looks at nspinning and
+ * nsleeping.  One of the two always sees the other; a searcher that gives
+ * up goes through the same sleep sequence.
  *
  * Rejected: a lock-free Chase-Lev deque per worker.  The per-queue
  * spinlock is uncontended in the common case (the owner alone touches its
@@ -49,6 +52,7 @@
 #define POLL_INTERVAL HY_US(50)
 #define MAX_EVENTS 64
 #define NOSTACK_RETRIES 1024
+#define TIMER_SLACK HY_US(100) /* before an idle worker fires another's */
 
 hy__worker *hy__worker_current(hy_runtime_t *rt) {
   return (hy__worker *)hy__tls_get(rt->tls);
@@ -173,23 +177,26 @@ static int qlen(hy__worker *w) {
   return atomic_load_explicit(&w->qlen, memory_order_relaxed);
 }
 
-/* The owner's pick: the LIFO slot (at most LIFO_STREAK times in a row
- * while the queues hold others), then the FIFO and the newest never-run
- * task in turn, so that neither starves the other.  The slot is the
- * owner's alone (thieves never take it), so taking from it needs no lock;
- * the queues are looked at under qlock, and only when not empty. */
-static hy__task *pick_local(hy__worker *w) {
+/* The LIFO slot belongs to its worker alone (thieves leave it), so the
+ * owner reads and writes it without qlock: at most LIFO_STREAK times in a
+ * row while the queues hold others. */
+static hy__task *pick_lifo(hy__worker *w) {
   hy__task *t = w->lifo;
+  if (!t)
+    return NULL;
   int queued = qlen(w) != 0;
-  if (t && (w->lifo_streak < LIFO_STREAK || !queued)) {
+  if (w->lifo_streak < LIFO_STREAK || !queued) {
     w->lifo = NULL;
     w->lifo_streak = queued ? w->lifo_streak + 1 : 0;
     return t;
   }
-  if (!queued)
-    return NULL;
-  hy__lock(&w->qlock);
-  t = NULL;
+  return NULL;
+}
+
+/* Under qlock: the FIFO and the newest never-run task in turn, so that
+ * neither starves the other. */
+static hy__task *pick_queue(hy__worker *w) {
+  hy__task *t = NULL;
   if (w->qhead && (w->pick_fifo || !w->nnew)) {
     t = q_take(w);
     w->pick_fifo = 0;
@@ -197,13 +204,29 @@ static hy__task *pick_local(hy__worker *w) {
     t = n_pop_new(w);
     w->pick_fifo = 1;
   }
-  hy__unlock(&w->qlock);
   w->lifo_streak = 0;
-  if (!t && w->lifo) { /* thieves emptied the queues meanwhile */
-    t = w->lifo;
-    w->lifo = NULL;
-  }
   return t;
+}
+
+/* The LIFO slot when it was passed over but thieves emptied the queues
+ * meanwhile. */
+static hy__task *pick_lifo_left(hy__worker *w) {
+  hy__task *t = w->lifo;
+  w->lifo = NULL;
+  return t;
+}
+
+/* The owner's pick: the LIFO slot, then the queues (looked at under qlock,
+ * and only when not empty: only the owner adds to them, so a zero it
+ * reads stays zero until it adds). */
+static hy__task *pick_local(hy__worker *w) {
+  hy__task *t = pick_lifo(w);
+  if (t || qlen(w) == 0)
+    return t;
+  hy__lock(&w->qlock);
+  t = pick_queue(w);
+  hy__unlock(&w->qlock);
+  return t ? t : pick_lifo_left(w);
 }
 
 static void inject(hy_runtime_t *rt, hy__task *t) {
@@ -234,25 +257,85 @@ static hy__task *inject_take(hy_runtime_t *rt) {
   return t;
 }
 
-/* Wakes one sleeping worker, if any sleeps.  The caller has just made
- * work visible (queue length, injection queue); the fence orders that
- * before reading nsleeping, against the sleeper's mirror-image sequence. */
-void hy__wake_idle(hy_runtime_t *rt) {
-  atomic_thread_fence(memory_order_seq_cst);
-  if (atomic_load_explicit(&rt->nsleeping, memory_order_relaxed) <= 0)
-    return;
+/* Wakes one sleeping worker to search for the work the caller has just
+ * made visible (queue length, injection queue) - unless a worker is
+ * searching already (spinning, or woken for this and not yet running
+ * anything), which will find it: then no system call is made at all.  The
+ * fence orders the caller's publication before the reads of nspinning and
+ * nsleeping, against the mirror-image sequences of sleepers and spinners.
+ *
+ * The waker takes the searching count (nspinning 0 -> 1) before it picks a
+ * sleeper, and hands it to the worker it wakes (sleeping 1 -> 2): until
+ * that worker has looked for work, other wakers stay quiet, so a burst of
+ * wakes costs one system call, not one per sleeper.  If no sleeper is left
+ * to take it, the count is given back and the state read again. */
+static int wake_one(hy_runtime_t *rt) {
   int n = rt->nworkers ? rt->nworkers : 1;
-  int start = atomic_fetch_add(&rt->rr, 1);
+  int start = atomic_fetch_add_explicit(&rt->rr, 1, memory_order_relaxed);
   for (int i = 0; i < n; i++) {
     hy__worker *w = &rt->workers[(start + i) % n];
-    int one = 1;
-    if (atomic_load(&w->sleeping) == 1 &&
-        atomic_compare_exchange_strong(&w->sleeping, &one, 0)) {
+    int one = HY__SLEEPING;
+    if (atomic_load_explicit(&w->sleeping, memory_order_relaxed) == HY__SLEEPING &&
+        atomic_compare_exchange_strong(&w->sleeping, &one, HY__WOKEN_SEARCHING)) {
       atomic_fetch_sub(&rt->nsleeping, 1);
       atomic_fetch_add_explicit(&rt->wakeups, 1, memory_order_relaxed);
       hy__port_wake(w->port);
-      return;
+      return 1;
     }
+  }
+  return 0;
+}
+
+void hy__wake_idle(hy_runtime_t *rt) {
+  atomic_thread_fence(memory_order_seq_cst);
+  for (;;) {
+    if (atomic_load_explicit(&rt->nspinning, memory_order_relaxed) > 0 ||
+        atomic_load_explicit(&rt->nsleeping, memory_order_relaxed) <= 0)
+      return;
+    int zero = 0;
+    if (!atomic_compare_exchange_strong(&rt->nspinning, &zero, 1))
+      return; /* another worker searches now */
+    if (wake_one(rt))
+      return; /* the woken worker holds the count */
+    /* Every sleeper woke meanwhile (and will look at the queues before it
+     * sleeps again): give the count back, then read the state again, so
+     * that a waker that kept quiet because of our count is not lost. */
+    atomic_fetch_sub(&rt->nspinning, 1);
+    atomic_thread_fence(memory_order_seq_cst);
+  }
+}
+
+/* Wakes w if it sleeps, for a reason of its own (a timer due before it
+ * would wake): it is handed no searching count (see stop_sleeping). */
+static int wake_worker(hy_runtime_t *rt, hy__worker *w) {
+  int one = HY__SLEEPING;
+  if (atomic_load_explicit(&w->sleeping, memory_order_relaxed) == HY__SLEEPING &&
+      atomic_compare_exchange_strong(&w->sleeping, &one, HY__AWAKE)) {
+    atomic_fetch_sub(&rt->nsleeping, 1);
+    atomic_fetch_add_explicit(&rt->wakeups, 1, memory_order_relaxed);
+    hy__port_wake(w->port);
+    return 1;
+  }
+  return 0;
+}
+
+/* An idle worker sleeps until the earliest timer of all workers (plus
+ * TIMER_SLACK for others'), read under each heap's lock after it set
+ * sleep_until to HY_FOREVER; a new earliest timer is pushed under its
+ * heap's lock before this looks at sleep_until.  So either the sleeper saw
+ * the timer, or this sees a sleep_until that does not count it. */
+void hy__timer_first(hy__worker *w, int64_t deadline) {
+  hy_runtime_t *rt = w->rt;
+  atomic_thread_fence(memory_order_seq_cst);
+  if (atomic_load_explicit(&rt->nsleeping, memory_order_relaxed) <= 0 ||
+      deadline >= HY_FOREVER - TIMER_SLACK)
+    return;
+  for (int i = 0; i < rt->nworkers; i++) {
+    hy__worker *v = &rt->workers[i];
+    if (v != w &&
+        atomic_load_explicit(&v->sleeping, memory_order_relaxed) == HY__SLEEPING &&
+        atomic_load(&v->sleep_until) > deadline + TIMER_SLACK)
+      wake_worker(rt, v);
   }
 }
 
@@ -359,6 +442,10 @@ static void complete_switch(hy__worker *w) {
     }
     break;
   }
+  case HY__AFTER_SAVED:
+    /* Queued already (pick_direct): stealable from now on. */
+    atomic_store_explicit(&t->saving, 0, memory_order_release);
+    break;
   case HY__AFTER_EXIT:
     hy__task_finish(w, t);
     break;
@@ -367,12 +454,31 @@ static void complete_switch(hy__worker *w) {
   }
 }
 
+/* Each worker keeps a few free stacks of its own (w->stash): a task that
+ * ends gives its stack there and the next task to start takes it, without
+ * the stack cache's lock.  Stashed stacks need no giving back: they lie in
+ * the cache's chunks, unmapped with it. */
+void hy__stack_put(hy__worker *w, const hy_stack_t *s) {
+  if (w->nstash < HY__STACK_STASH)
+    w->stash[w->nstash++] = *s;
+  else
+    hy_stack_free(w->rt->stacks, s);
+}
+
+static int stack_get(hy__worker *w, hy_stack_t *s) {
+  if (w->nstash) {
+    *s = w->stash[--w->nstash];
+    return 0;
+  }
+  return hy_stack_alloc(w->rt->stacks, s);
+}
+
 /* Gives t a stack and an initial context if it never ran.  Returns 0, or
  * HY_ENOMEM. */
-static int prepare(hy__task *t) {
+static int prepare(hy__worker *w, hy__task *t) {
   if (t->stack.base)
     return 0;
-  if (hy_stack_alloc(t->rt->stacks, &t->stack) != 0)
+  if (stack_get(w, &t->stack) != 0)
     return HY_ENOMEM;
   hy__fiber_task_new(t); /* TSan: only tasks that run count as fibers */
   t->sp = hy__ctx_make(t->stack.base, t->stack.size, hy__task_entry, t);
@@ -395,12 +501,28 @@ static void switch_to(hy__worker *w, hy__task *from, hy__task *to,
   hy__ctx_switch(save, target);
 }
 
-/* The next task to hand the CPU to directly, or NULL for the scheduler. */
-static hy__task *pick_direct(hy__worker *w) {
+/* The next task to hand the CPU to directly, or NULL for the scheduler.
+ * yielder: the task leaving by a yield, if it is one. */
+static hy__task *pick_direct(hy__worker *w, hy__task *yielder) {
   if (w->direct >= DIRECT_MAX)
     return NULL;
-  hy__task *t = pick_local(w);
-  if (t && prepare(t) != 0) {
+  hy__task *t = pick_lifo(w);
+  if (!t && qlen(w)) {
+    hy__lock(&w->qlock);
+    t = pick_queue(w);
+    if (t && yielder) {
+      /* The yielder joins the FIFO in the same critical section, marked
+       * as still saving its registers: thieves leave it until the next
+       * task, once switched in, clears the mark (complete_switch). */
+      atomic_store_explicit(&yielder->saving, 1, memory_order_relaxed);
+      q_append(w, yielder);
+      w->pend_after = HY__AFTER_SAVED;
+    }
+    hy__unlock(&w->qlock);
+    if (!t)
+      t = pick_lifo_left(w);
+  }
+  if (t && prepare(w, t) != 0) {
     /* No stack for it now: the scheduler will deal with it. */
     hy__lock(&w->qlock);
     n_push_new(w, t);
@@ -419,7 +541,7 @@ static void leave(hy__task *t, int after) {
   hy__worker *w = t->worker;
   w->pend_task = t;
   w->pend_after = after;
-  hy__task *next = pick_direct(w);
+  hy__task *next = pick_direct(w, after == HY__AFTER_YIELD ? t : NULL);
   switch_to(w, t, next, after == HY__AFTER_EXIT);
   /* Resumed, possibly on another worker, which set t->worker. */
   w = t->worker;
@@ -428,7 +550,15 @@ static void leave(hy__task *t, int after) {
 }
 
 void hy__park(hy__task *t) {
-  HY__STAT_INC(t->worker->st.parks);
+  hy__worker *w = t->worker;
+  HY__STAT_INC(w->st.parks);
+  /* Shutting down: the task ran up to here, which is activity too, so the
+   * drain's silence starts now, not when the task was woken (a loaded
+   * machine may leave a long gap between the two).  A yield is not
+   * counted: a task that only yields must not hold the drain open. */
+  if (atomic_load_explicit(&w->rt->phase, memory_order_relaxed) !=
+      HY__PH_RUNNING)
+    w->last_activity = hy_now();
   leave(t, HY__AFTER_PARK);
 }
 
@@ -446,12 +576,15 @@ void hy__task_entry(void *arg) {
     if (v && t->rt->task_key_dtor[k])
       t->rt->task_key_dtor[k](v);
   }
+  /* Joiners are woken now, from the task's own stack: the one woken here
+   * sits in the LIFO slot and is the direct switch's target. */
+  hy__task_end(t->worker, t);
   leave(t, HY__AFTER_EXIT);
   abort(); /* an exited task is never resumed */
 }
 
 static void run_task(hy__worker *w, hy__task *t) {
-  if (prepare(t) != 0) {
+  if (prepare(w, t) != 0) {
     /* No memory for a stack.  While tasks that already run are queued
      * here (they may end and free theirs), the task goes back to the old
      * end of the new deque, a bounded number of times in a row. */
@@ -468,6 +601,7 @@ static void run_task(hy__worker *w, hy__task *t) {
      * a result it did not compute). */
     t->result = NULL;
     t->error = HY_ENOMEM;
+    hy__task_end(w, t);
     hy__task_finish(w, t);
     return;
   }
@@ -490,6 +624,10 @@ static int steal_from(hy__worker *w, hy__worker *v) {
   hy__lock(&v->qlock);
   int takef = (v->fifo_len + 1) / 2, taken = (v->new_len + 1) / 2;
   for (; kf < takef; kf++) {
+    /* A yielder still saving its registers stays (pick_direct). */
+    if (v->qhead &&
+        atomic_load_explicit(&v->qhead->saving, memory_order_acquire))
+      break;
     hy__task *t = q_take(v);
     if (!t)
       break;
@@ -582,6 +720,42 @@ static hy__task *next_task(hy__worker *w) {
   return t;
 }
 
+/* An idle worker fires the due timers of the others, whose owners may be
+ * busy or descheduled (Go's idle Ps run other Ps' timers too); the tasks
+ * woken run here.  Timers fire only once due, under their heap's lock.
+ * Not during shutdown: the drain phase judges each worker's activity by
+ * its own timers and tasks. */
+static int fire_others(hy__worker *w, int64_t now) {
+  hy_runtime_t *rt = w->rt;
+  int n = 0;
+  if (w->loop_phase != HY__PH_RUNNING)
+    return 0;
+  for (int i = 0; i < rt->nworkers; i++) {
+    hy__worker *v = &rt->workers[i];
+    if (v != w && hy__timers_next(v) <= now)
+      n += hy__timers_fire(v, now);
+  }
+  return n;
+}
+
+/* When an idle worker wakes up: at its own next timer, or TIMER_SLACK
+ * after another's (whose owner normally fires it on time). */
+static int64_t next_deadline(hy__worker *w) {
+  hy_runtime_t *rt = w->rt;
+  int64_t next = hy__timers_next(w);
+  if (w->loop_phase != HY__PH_RUNNING)
+    return next; /* see fire_others */
+  for (int i = 0; i < rt->nworkers; i++) {
+    hy__worker *v = &rt->workers[i];
+    if (v == w)
+      continue;
+    int64_t d = hy__timers_next(v);
+    if (d < HY_FOREVER - TIMER_SLACK && d + TIMER_SLACK < next)
+      next = d + TIMER_SLACK;
+  }
+  return next;
+}
+
 static int has_work(hy__worker *w) {
   hy_runtime_t *rt = w->rt;
   if (w->lifo || qlen(w) || atomic_load(&rt->inject_len))
@@ -590,6 +764,98 @@ static int has_work(hy__worker *w) {
     if (qlen(&rt->workers[i]))
       return 1;
   return 0;
+}
+
+/* ------------------------------------------------------------ searching */
+
+/* A worker that ran out of work searches (its queues, the injection queue,
+ * the others' queues) for up to SPIN_NS before it sleeps, pausing between
+ * looks, as Go's spinning M does: a wake then costs the waker nothing (it
+ * sees rt->nspinning and sends no port wake), and the searcher takes the
+ * work a few hundred ns after it appears instead of a system call and a
+ * thread wake-up later.  At most half the workers search at once (the
+ * others sleep: no CPU burnt while idle), and only while the runtime runs
+ * with two workers or more.
+ *
+ * No lost wake: a searcher that gives up decrements nspinning (seq_cst),
+ * then goes through the sleep protocol, which publishes w->sleeping and
+ * looks at every queue again after a fence.  A waker that saw nspinning > 0
+ * had published its work before its fence, so either the searcher's last
+ * look sees that work, or the waker reads nspinning after the decrement
+ * (and wakes a sleeper). */
+#define SPIN_NS HY_US(10)
+#define SPIN_CLOCK_EVERY 4 /* looks between two readings of the clock */
+#define SPIN_PAUSES_MAX 32 /* pauses between looks, at most */
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield")
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+/* Ends w's sleep: returns 1 if w stopped sleeping by itself (a timer, a
+ * completion, a change of mind), 0 if a waker woke it to search, handing
+ * it one count of nspinning (see hy__wake_idle). */
+static int stop_sleeping(hy__worker *w) {
+  int one = HY__SLEEPING;
+  if (atomic_compare_exchange_strong(&w->sleeping, &one, HY__AWAKE)) {
+    atomic_fetch_sub(&w->rt->nsleeping, 1);
+    return 1;
+  }
+  if (one == HY__AWAKE)
+    return 1; /* woken for a timer (wake_worker): no searching count */
+  atomic_store(&w->sleeping, HY__AWAKE); /* was HY__WOKEN_SEARCHING */
+  return 0;
+}
+
+/* Searches for work for up to SPIN_NS.  `counted`: w already holds one
+ * count of nspinning (it was woken to search); otherwise it takes one if
+ * fewer than half the workers search.  Returns a task (the count given
+ * back), or NULL: nothing came, and w is to sleep. */
+static hy__task *search(hy__worker *w, int phase, int counted) {
+  hy_runtime_t *rt = w->rt;
+  int spin = rt->nworkers >= 2 && phase == HY__PH_RUNNING;
+  if (!counted) {
+    if (!spin || 2 * atomic_load_explicit(&rt->nspinning, memory_order_relaxed) >=
+                     rt->nworkers)
+      return NULL;
+    atomic_fetch_add(&rt->nspinning, 1);
+  }
+  hy__task *t = NULL;
+  int64_t until = 0;
+  int pauses = 1;
+  for (int i = 0; spin; i++) {
+    if (has_work(w)) {
+      if ((t = next_task(w)) != NULL || (t = steal(w)) != NULL)
+        break;
+      /* Work seen but gone before we got to it (a busy worker's queue
+       * that its owner empties at once): look less often, so as not to
+       * take that worker's queue lock and cache lines from it all along. */
+      if (pauses < SPIN_PAUSES_MAX)
+        pauses *= 2;
+    }
+    if (atomic_load_explicit(&rt->phase, memory_order_relaxed) != phase)
+      break;
+    if (i % SPIN_CLOCK_EVERY == 0) {
+      int64_t now = hy_now();
+      if (!until)
+        until = now + SPIN_NS;
+      else if (now >= until)
+        break;
+    }
+    for (int k = 0; k < pauses; k++)
+      cpu_relax();
+  }
+  int last = atomic_fetch_sub(&rt->nspinning, 1) == 1;
+  atomic_thread_fence(memory_order_seq_cst);
+  /* The last searcher found work: if more is waiting, wake another worker
+   * to search for it (the makers of that work kept quiet because of us). */
+  if (t && last && has_work(w))
+    hy__wake_idle(rt);
+  return t;
 }
 
 /* ---------------------------------------------------------- completions */
@@ -631,6 +897,9 @@ int hy__worker_run_once(hy__worker *w, int64_t max_block) {
       break;
     run_task(w, t);
     done++;
+    /* Tasks reached by direct switches count too: timers and completions
+     * wait for POLL_EVERY task runs at most, not POLL_EVERY chains. */
+    i += w->direct;
   }
   int64_t now = hy_now();
   done += hy__timers_fire(w, now);
@@ -642,6 +911,8 @@ int hy__worker_run_once(hy__worker *w, int64_t max_block) {
   }
   if (done)
     return done;
+  if ((done = fire_others(w, now)) > 0)
+    return done;
   hy__task *t = steal(w);
   if (t) {
     run_task(w, t);
@@ -649,20 +920,29 @@ int hy__worker_run_once(hy__worker *w, int64_t max_block) {
   }
   if (max_block == 0)
     return 0;
+  /* Before sleeping, search a little while: work made meanwhile is taken
+   * without a wake, and its maker sends none (it sees us searching). */
+  if ((t = search(w, phase, 0)) != NULL) {
+    run_task(w, t);
+    return 1;
+  }
 
   /* Nothing to do: sleep in the port until the next timer, a completion or
    * a wake. */
   hy_runtime_t *rt = w->rt;
-  atomic_store(&w->sleeping, 1);
+  atomic_store(&w->sleep_until, HY_FOREVER);
+  atomic_store(&w->sleeping, HY__SLEEPING);
   atomic_fetch_add(&rt->nsleeping, 1);
   atomic_thread_fence(memory_order_seq_cst);
   if (has_work(w) || atomic_load(&rt->phase) != phase) {
-    int one = 1;
-    if (atomic_compare_exchange_strong(&w->sleeping, &one, 0))
-      atomic_fetch_sub(&rt->nsleeping, 1);
+    if (!stop_sleeping(w) && (t = search(w, phase, 1)) != NULL) {
+      run_task(w, t);
+      return 1;
+    }
     return 0;
   }
-  int64_t next = hy__timers_next(w);
+  int64_t next = next_deadline(w);
+  atomic_store(&w->sleep_until, next);
   int64_t timeout = -1;
   if (next != HY_FOREVER) {
     timeout = next - hy_now();
@@ -672,10 +952,13 @@ int hy__worker_run_once(hy__worker *w, int64_t max_block) {
   if (max_block > 0 && (timeout < 0 || timeout > max_block))
     timeout = max_block;
   done += poll_port(w, timeout);
-  int one = 1;
-  if (atomic_compare_exchange_strong(&w->sleeping, &one, 0))
-    atomic_fetch_sub(&rt->nsleeping, 1);
-  done += hy__timers_fire(w, hy_now());
+  if (!stop_sleeping(w) && (t = search(w, phase, 1)) != NULL) {
+    run_task(w, t);
+    done++;
+  }
+  now = hy_now();
+  done += hy__timers_fire(w, now);
+  done += fire_others(w, now);
   return done;
 }
 

@@ -227,7 +227,7 @@ int hy_runtime_shutdown(hy_runtime_t *rt, int64_t grace) {
 
 /* ------------------------------------------------ the terminate arm */
 
-static hy__lock_t *term_lock(void *obj) { return &((hy_runtime_t *)obj)->term_lock; }
+HY__WAITQ_ARM_OPS(term, hy_runtime_t, term_lock, terminate_q)
 
 static int term_try(void *obj, hy_arm_t *arm, int *result) {
   (void)arm;
@@ -235,27 +235,11 @@ static int term_try(void *obj, hy_arm_t *arm, int *result) {
   return atomic_load(&((hy_runtime_t *)obj)->phase) != HY__PH_RUNNING;
 }
 
-static void term_enqueue(void *obj, hy_arm_t *arm, hy__waiter *w) {
-  (void)arm;
-  hy__waitq_push(&((hy_runtime_t *)obj)->terminate_q, w);
-}
-
-static void term_dequeue(void *obj, hy_arm_t *arm, hy__waiter *w) {
-  (void)arm;
-  hy__waitq_remove(&((hy_runtime_t *)obj)->terminate_q, w);
-}
-
 static const struct hy_awaitable term_awaitable = {
     "terminate", term_lock, term_try, term_enqueue, term_dequeue};
 
 hy_arm_t hy_arm_terminate(hy_runtime_t *rt) {
-  hy_arm_t a;
-  memset(&a, 0, sizeof a);
-  a.ops = &term_awaitable;
-  a.obj = rt;
-  a.kind = HY_ARM_TERMINATE;
-  a.guard = 1;
-  return a;
+  return hy__arm_make(&term_awaitable, HY_ARM_TERMINATE, rt, NULL, 1);
 }
 
 _Static_assert((int)HY__PH_DONE == (int)HY_PHASE_DONE &&

@@ -200,7 +200,10 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   t->stack_size = (o && o->size >= sizeof *o && o->stack_size) ? o->stack_size
                                                                : 0;
   const char *name = (o && o->name) ? o->name : "task";
-  snprintf(t->name, sizeof t->name, "%s", name);
+  size_t k = 0; /* what snprintf would do, without its cost on this path */
+  for (; k < sizeof t->name - 1 && name[k]; k++)
+    t->name[k] = name[k];
+  t->name[k] = 0;
   atomic_store_explicit(&t->wstate, HY__RUNNING, memory_order_relaxed);
   atomic_store_explicit(&t->started, 0, memory_order_relaxed);
   t->state = HY__T_NEW;
@@ -208,12 +211,14 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   t->joined = 0;
   t->joining = 0;
   t->refs = out ? 2 : 1;
+  t->pinned = 0;
   t->joiners.head = t->joiners.tail = NULL;
   t->cur_wait = NULL;
   atomic_store_explicit(&t->qwait.state, HY__QUIET, memory_order_relaxed);
   t->qwait.task = t;
   t->qwait.rt = rt;
-  atomic_store(&t->cancelled, phase >= HY__PH_CANCEL);
+  atomic_store_explicit(&t->cancelled, phase >= HY__PH_CANCEL,
+                        memory_order_relaxed); /* published by the locks below */
   atomic_store_explicit(&t->await_what, NULL, memory_order_relaxed);
   t->timer.idx = -1;
   t->timer.owner = NULL;
@@ -243,17 +248,15 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   return 0;
 }
 
-/* Runs on the scheduler's stack once the task's function has returned (or
- * its stack could not be had). */
-void hy__task_finish(hy__worker *w, hy__task *t) {
+/* The end of a task that others see: it leaves the live list, its joiners
+ * get the result and the alive count drops.  Runs on the task's own stack
+ * just before it switches away for good (so that a woken joiner can be
+ * the very next task to run on this worker, without a detour through the
+ * scheduler), or on the scheduler's for a task that never ran.  The
+ * task's own reference goes, but a pin keeps its block, which outlives
+ * its stack: hy__task_finish gives both back once nothing runs on it. */
+void hy__task_end(hy__worker *w, hy__task *t) {
   hy_runtime_t *rt = t->rt;
-  hy__event_publish_task_exit(rt, handle_of(t).id, t->name,
-                              atomic_load(&t->cancelled));
-  if (t->stack.base) {
-    hy_stack_free(rt->stacks, &t->stack);
-    t->stack.base = NULL;
-  }
-  hy__fiber_task_free(t);
   hy__lock(&rt->lock);
   if (t->lprev)
     t->lprev->lnext = t->lnext;
@@ -267,6 +270,11 @@ void hy__task_finish(hy__worker *w, hy__task *t) {
 
   hy__lock(&t->lock);
   t->state = HY__T_DONE;
+  /* The running task's reference goes now, as far as handles can tell
+   * (a joined handle is stale at once); the pin keeps the block until
+   * hy__task_finish. */
+  t->refs--;
+  t->pinned = 1;
   hy__waiter *wr;
   while ((wr = hy__waitq_claim(&t->joiners)) != NULL) {
     if (wr->buf)
@@ -274,16 +282,32 @@ void hy__task_finish(hy__worker *w, hy__task *t) {
     wr->wait->result = 0;
     hy__wait_wake(wr->wait);
   }
-  int last = --t->refs == 0;
   hy__unlock(&t->lock);
-  if (last)
-    release(t);
   if (atomic_fetch_sub(&rt->alive, 1) == 1 &&
       atomic_load(&rt->phase) != HY__PH_RUNNING) {
     /* The last task is gone during shutdown: every worker re-checks. */
     for (int i = 0; i < (rt->nworkers ? rt->nworkers : 1); i++)
       hy__port_wake(rt->workers[i].port);
   }
+}
+
+/* The rest, once the task's stack is left (hy__task_end ran): the exit
+ * event, the stack back to its cache, the pin dropped. */
+void hy__task_finish(hy__worker *w, hy__task *t) {
+  hy_runtime_t *rt = t->rt;
+  hy__event_publish_task_exit(rt, handle_of(t).id, t->name,
+                              atomic_load(&t->cancelled));
+  if (t->stack.base) {
+    hy__stack_put(w, &t->stack);
+    t->stack.base = NULL;
+  }
+  hy__fiber_task_free(t);
+  hy__lock(&t->lock);
+  t->pinned = 0;
+  int last = t->refs == 0;
+  hy__unlock(&t->lock);
+  if (last)
+    release(t);
 }
 
 /* ---------------------------------------------------------- join & co */
@@ -342,7 +366,7 @@ int hy_task_join_until(hy_runtime_t *rt, hy_task_t h, hy_time_t deadline,
     *result = t->result;
   int err = t->error;
   t->joined = 1;
-  int last = --t->refs == 0;
+  int last = --t->refs == 0 && !t->pinned;
   hy__unlock(&t->lock);
   hy__wait_fini(&w);
   if (last)
@@ -359,7 +383,7 @@ int hy_task_detach(hy_runtime_t *rt, hy_task_t h) {
     return HY_EINVAL;
   }
   t->detached = 1;
-  int last = --t->refs == 0;
+  int last = --t->refs == 0 && !t->pinned;
   hy__unlock(&t->lock);
   if (last)
     release(t);
@@ -493,7 +517,8 @@ void *hy_task_local_get(hy_runtime_t *rt, int key) {
 
 /* ------------------------------------------------------- task as an arm */
 
-static hy__lock_t *arm_lock(void *obj) { return obj ? &((hy__task *)obj)->lock : NULL; }
+/* The waiter's buffer is where hy__task_end stores the result. */
+HY__WAITQ_ARM_OPS(arm, hy__task, lock, joiners)
 
 static int arm_try(void *obj, hy_arm_t *arm, int *result) {
   hy__task *t = obj;
@@ -509,16 +534,6 @@ static int arm_try(void *obj, hy_arm_t *arm, int *result) {
   return 1;
 }
 
-static void arm_enqueue(void *obj, hy_arm_t *arm, hy__waiter *w) {
-  w->buf = arm->buf; /* hy__task_finish stores the result there */
-  hy__waitq_push(&((hy__task *)obj)->joiners, w);
-}
-
-static void arm_dequeue(void *obj, hy_arm_t *arm, hy__waiter *w) {
-  (void)arm;
-  hy__waitq_remove(&((hy__task *)obj)->joiners, w);
-}
-
 /* The arm does not consume the handle: after it fires, hy_task_join
  * returns at once with the result (or hy_task_detach lets it go).  The
  * handle must stay valid while the arm is in use. */
@@ -526,15 +541,8 @@ static const struct hy_awaitable task_awaitable = {
     "task", arm_lock, arm_try, arm_enqueue, arm_dequeue};
 
 hy_arm_t hy_arm_task(hy_runtime_t *rt, hy_task_t h, void **result) {
-  hy_arm_t a;
-  memset(&a, 0, sizeof a);
-  a.ops = &task_awaitable;
-  a.kind = HY_ARM_OBJECT;
-  a.guard = 1;
-  a.buf = result;
   hy__task *t = rt ? lookup(rt, h) : NULL;
   if (t)
     hy__unlock(&t->lock);
-  a.obj = t;
-  return a;
+  return hy__arm_make(&task_awaitable, HY_ARM_OBJECT, t, result, 1);
 }

@@ -94,7 +94,10 @@ int hy__timer_arm(hy__worker *w, hy__timer *tm, int64_t deadline,
   tm->owner = w;
   hy__lock(&w->tlock);
   int rc = hy__heap_push(&w->heap, tm);
+  int first = rc == 0 && tm->idx == 0;
   hy__unlock(&w->tlock);
+  if (first)
+    hy__timer_first(w, deadline); /* an idle worker may need to know */
   return rc;
 }
 
@@ -120,8 +123,10 @@ int hy__timers_fire(hy__worker *w, int64_t now) {
       n++;
     }
   }
-  hy__unlock(&w->tlock);
+  /* Counted under the lock: an idle worker may fire another's timers
+   * (sched.c). */
   HY__STAT_ADD(w->st.timers_fired, (uint64_t)n);
+  hy__unlock(&w->tlock);
   return n;
 }
 

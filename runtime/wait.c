@@ -6,6 +6,7 @@
  * own deadline, so waits work the same from inside and outside the runtime.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "runtime/internal.h"
 
@@ -302,4 +303,16 @@ uint32_t hy__wait_rand(hy__wait *w) {
     x = ((uint64_t)hy_now() ^ (uint64_t)(uintptr_t)w) * 0x9E3779B97F4A7C15ull;
   }
   return (uint32_t)(x >> 32);
+}
+
+hy_arm_t hy__arm_make(const struct hy_awaitable *ops, int kind, void *obj,
+                      void *buf, int guard) {
+  hy_arm_t a;
+  memset(&a, 0, sizeof a);
+  a.ops = ops;
+  a.kind = kind;
+  a.obj = obj;
+  a.buf = buf;
+  a.guard = guard;
+  return a;
 }

@@ -250,6 +250,28 @@ struct hy_awaitable {
   void (*dequeue)(void *obj, hy_arm_t *arm, hy__waiter *w);
 };
 
+/* The queue half of most awaitables: objects of type T whose waiters wait
+ * in the hy__waitq T.q, under the lock T.lk.  Defines name_lock (NULL for
+ * a NULL object), name_enqueue (the waiter takes the arm's buffer, where
+ * the object's waker delivers) and name_dequeue, for the object's
+ * struct hy_awaitable. */
+#define HY__WAITQ_ARM_OPS(name, T, lk, q)                                     \
+  static hy__lock_t *name##_lock(void *obj) {                                 \
+    return obj ? &((T *)obj)->lk : NULL;                                      \
+  }                                                                           \
+  static void name##_enqueue(void *obj, hy_arm_t *arm, hy__waiter *w) {       \
+    w->buf = arm->buf;                                                        \
+    hy__waitq_push(&((T *)obj)->q, w);                                        \
+  }                                                                           \
+  static void name##_dequeue(void *obj, hy_arm_t *arm, hy__waiter *w) {       \
+    (void)arm;                                                                \
+    hy__waitq_remove(&((T *)obj)->q, w);                                      \
+  }
+
+/* An arm of the given kind (HY_ARM_OBJECT, HY_ARM_TERMINATE) on obj. */
+hy_arm_t hy__arm_make(const struct hy_awaitable *ops, int kind, void *obj,
+                      void *buf, int guard);
+
 /* Takes the n locks in address order, skipping NULLs and repeats. */
 void hy__lock_all(hy__lock_t **locks, int n);
 void hy__unlock_all(hy__lock_t **locks, int n);

@@ -10,6 +10,7 @@
  * is printed under its line.  HYDRA_TEST_TIMEOUT_SCALE stretches the limits
  * (sanitizers, Wine).
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,19 +47,20 @@ typedef struct {
 
 static const char *g_exe;     /* set once in main: the runner's own path */
 static const char *g_backend; /* the child's HYDRA_BACKEND, if per-backend */
-static uint64_t g_rand_state;
+static _Atomic uint64_t g_rand_state; /* test_rand is called from any thread */
 
 const char *test_exe(void) { return g_exe; }
 const char *test_backend(void) { return g_backend; }
 
 uint64_t test_rand(void) {
-  /* xorshift64*: good enough for picking timings and sizes. */
-  uint64_t x = g_rand_state;
-  x ^= x >> 12;
-  x ^= x << 25;
-  x ^= x >> 27;
-  g_rand_state = x;
-  return x * 0x2545F4914F6CDD1DULL;
+  /* splitmix64 over an atomic counter: safe from any thread (tasks, the
+   * tests' own threads), and one sequence per seed in a single thread. */
+  uint64_t z = atomic_fetch_add_explicit(&g_rand_state, 0x9E3779B97F4A7C15ULL,
+                                         memory_order_relaxed) +
+               0x9E3779B97F4A7C15ULL;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
 }
 
 static const entry_t *find(const char *name) {
@@ -79,7 +81,8 @@ static int run_one(const char *name) {
                       : (uint64_t)proc_now_ms() * 2654435761u + 1;
   if (!g_rand_state)
     g_rand_state = 1;
-  fprintf(stderr, "HYDRA_TEST_SEED=%llu\n", (unsigned long long)g_rand_state);
+  fprintf(stderr, "HYDRA_TEST_SEED=%llu\n",
+          (unsigned long long)atomic_load(&g_rand_state));
   if (t->flags & T_BACKEND)
     g_backend = getenv("HYDRA_BACKEND");
   int rc = t->fn();

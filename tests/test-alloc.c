@@ -14,6 +14,7 @@
 #else
 #include <pthread.h>
 #include <unistd.h>
+#include <sys/mman.h>
 #endif
 
 #include "alloc/mem.h"
@@ -90,6 +91,7 @@ static hy_cache_stats_t stats_of(hy_cache_t *c) {
 /* The counters must always agree with each other. */
 static void stats_consistent(const hy_cache_stats_t *s) {
   ASSERT_EQ(s->live, s->allocs - s->frees);
+  ASSERT_LE(s->mag_trades, s->mag_hits);
   ASSERT_EQ(s->mag_hits + s->mag_misses, s->allocs + s->frees + s->failures);
 }
 
@@ -191,7 +193,8 @@ static hy_cache_t *new_cache(const char *name, counts_t *k, unsigned flags) {
 static void ctor_dtor_counts(unsigned flags) {
   counts_t k = {0};
   hy_cache_t *c = new_cache("counts", &k, flags);
-  enum { N = 5000 };
+  /* Enough for more empty slabs than a cache keeps (2) of 256 KiB. */
+  enum { N = 20000 };
   obj_t **v = malloc(N * sizeof *v);
   ASSERT(v);
   for (int i = 0; i < N; i++) {
@@ -250,14 +253,35 @@ TEST_IMPL(alloc_reuse_keeps_state) {
     int built = atomic_load(&k.ctor);
     ASSERT_GE(built, 1);
     a->stamp = 42; /* state the next user sees: objects stay constructed */
+    uint32_t id = a->id;
     hy_cache_free(c, a);
-    obj_t *b = hy_cache_alloc(c);
-    ASSERT(b);
-    ASSERT(b == a); /* the last freed is the first handed out */
-    ASSERT_EQ(b->built, MAGIC_BUILT);
+    /* a comes back within a magazine's worth of allocations (it waits in
+     * the free magazine while the alloc magazine's objects go first),
+     * with the state its last user left and no second construction. */
+    enum { BOUND = 2048 };
+    obj_t **v = malloc(BOUND * sizeof *v);
+    ASSERT(v);
+    int n = 0;
+    obj_t *b = NULL;
+    while (n < BOUND && b != a) {
+      b = hy_cache_alloc(c);
+      ASSERT(b);
+      ASSERT_EQ(b->built, MAGIC_BUILT);
+      v[n++] = b;
+    }
+    ASSERT(b == a);
     ASSERT_EQ(b->stamp, 42);
-    ASSERT_EQ(atomic_load(&k.ctor), built);
-    hy_cache_free(c, b);
+    ASSERT_EQ(b->id, id);
+    if (modes[m] & HY_CACHE_NOMAG) /* the slab's free stack is LIFO */
+      ASSERT_EQ(n, 1);
+    else
+      ASSERT_LE(n, 512 + 1); /* a magazine at most: nothing is left behind */
+    /* Allocations since the first were built at most one refill ahead. */
+    ASSERT_LE(atomic_load(&k.ctor), built + n + 512);
+    for (int i = 0; i < n; i++)
+      hy_cache_free(c, v[i]);
+    free(v);
+    built = atomic_load(&k.ctor);
     ASSERT_EQ(atomic_load(&k.dtor), 0);
     ASSERT_EQ(hy_cache_destroy(c), 0);
     ASSERT_EQ(atomic_load(&k.dtor), built);
@@ -437,6 +461,91 @@ TEST_IMPL(alloc_reap_returns_memory) {
 }
 
 /* Empty slabs beyond the cache's bound go back without a reap. */
+/* Trips off the fast path (magazine trades, depot and slab visits) are at
+ * least half a magazine of operations apart whatever the pattern: no
+ * pattern makes a thread's two magazines trade places on every call. */
+static void trips_bounded(int pattern, int param) {
+  hy_cache_t *c;
+  ASSERT_OK(hy_cache_create("trips", 64, 0, NULL, NULL, NULL, 0, &c));
+  enum { OPS = 200000, MAXLIVE = 4096 };
+  void **v = malloc(MAXLIVE * sizeof *v);
+  ASSERT(v);
+  long ops = 0;
+  int live = 0, head = 0;
+  uint64_t rnd = test_rand() | 1;
+  while (ops < OPS) {
+    switch (pattern) {
+    case 0: /* FIFO churn with param objects live */
+      if (live < param) {
+        ASSERT((v[(head + live) % MAXLIVE] = hy_cache_alloc(c)) != NULL);
+        live++;
+        ops++;
+        break;
+      }
+      hy_cache_free(c, v[head]);
+      ASSERT((v[head] = hy_cache_alloc(c)) != NULL);
+      head = (head + 1) % param;
+      ops += 2;
+      break;
+    case 1: /* bursts: param allocations, then their frees (LIFO) */
+      for (int i = 0; i < param; i++)
+        ASSERT((v[i] = hy_cache_alloc(c)) != NULL);
+      for (int i = param - 1; i >= 0; i--)
+        hy_cache_free(c, v[i]);
+      ops += 2L * param;
+      break;
+    case 3: /* a burst, then alloc-free pairs (the magazines are full) */
+      for (int i = 0; i < param; i++)
+        ASSERT((v[i] = hy_cache_alloc(c)) != NULL);
+      for (int i = param - 1; i >= 0; i--)
+        hy_cache_free(c, v[i]);
+      for (int i = 0; i < 1000; i++) {
+        void *p = hy_cache_alloc(c);
+        ASSERT(p);
+        hy_cache_free(c, p);
+      }
+      ops += 2L * param + 2000;
+      break;
+    default: { /* a random walk of up to param objects live */
+      int r = (int)(xs_next(&rnd) % 2);
+      if (live == param || (r == 0 && live > 0)) {
+        int k = (int)(xs_next(&rnd) % (uint64_t)live);
+        hy_cache_free(c, v[k]);
+        v[k] = v[--live];
+      } else {
+        ASSERT((v[live++] = hy_cache_alloc(c)) != NULL);
+      }
+      ops++;
+      break;
+    }
+    }
+  }
+  hy_cache_stats_t s = stats_of(c);
+  uint64_t half = s.mag_size / 2, trips = s.mag_trades + s.mag_misses;
+  ASSERT_GT(half, 0);
+  if (trips > s.allocs + s.frees) /* a report that names the pattern */
+    fprintf(stderr, "pattern %d/%d: %llu trips\n", pattern, param,
+            (unsigned long long)trips);
+  ASSERT_LE(trips, (s.allocs + s.frees) / half + 2);
+  ASSERT_LE(s.mag_trades, s.mag_hits);
+  stats_consistent(&s);
+  for (int i = 0; (pattern == 0 || pattern == 2) && i < live; i++)
+    hy_cache_free(c, v[i]);
+  ASSERT_EQ(hy_cache_destroy(c), 0);
+  free(v);
+}
+
+TEST_IMPL(alloc_magazine_trips_bounded) {
+  int sizes[] = {1, 2, 63, 64, 65, 127, 128, 129, 191, 192, 255, 256, 257, 1000};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    trips_bounded(0, sizes[i]);
+    trips_bounded(1, sizes[i]);
+    trips_bounded(2, sizes[i]);
+    trips_bounded(3, sizes[i]);
+  }
+  return 0;
+}
+
 TEST_IMPL(alloc_empty_slabs_bounded) {
   counts_t k = {0};
   hy_cache_t *c = new_cache("bounded", &k, HY_CACHE_NOMAG);
@@ -684,6 +793,166 @@ TEST_IMPL(alloc_depot_contention) {
   ASSERT_EQ(s.live, 0);
   stats_consistent(&s);
   ASSERT_EQ(hy_cache_destroy(k.c), 0);
+  return 0;
+}
+
+/* Idle trimming: magazines that sat in the depot through a whole period
+ * go back; those used during it stay. */
+static void idle_fill(hy_cache_t *c, void **v, int n) {
+  for (int i = 0; i < n; i++)
+    ASSERT((v[i] = hy_cache_alloc(c)) != NULL);
+  for (int i = 0; i < n; i++)
+    hy_cache_free(c, v[i]);
+  hy_cache_thread_flush(); /* this thread's magazines to the depot too */
+}
+
+static void idle_wait(int64_t since, int ms) {
+  while (proc_now_ms() < since + ms)
+    proc_sleep_ms(5);
+}
+
+TEST_IMPL(alloc_depot_idle_trim) {
+  enum { PERIOD = 200, N = 40000, USED = 3 * 128 };
+  void **v = malloc(N * sizeof *v);
+  ASSERT(v);
+  counts_t k = {0};
+  hy_cache_t *c = new_cache("idle", &k, 0);
+  idle_fill(c, v, N); /* within the default period: nothing goes */
+  hy_cache_stats_t s = stats_of(c);
+  uint64_t f0 = s.depot_full, held0 = s.bytes_held;
+  ASSERT_GT(f0, 10);
+  ASSERT_EQ(s.depot_trims, 0);
+  ASSERT_EQ(hy_cache_set_idle_ms(NULL, 1), HY_EINVAL);
+  int64_t t1 = proc_now_ms();
+  ASSERT_OK(hy_cache_set_idle_ms(c, PERIOD)); /* a period starts */
+  /* Never early: within the period nothing goes. */
+  hy_cache_trim_idle(c);
+  s = stats_of(c);
+  if (proc_now_ms() - t1 < PERIOD) {
+    ASSERT_EQ(s.depot_trims, 0);
+    ASSERT_EQ(s.depot_full, f0);
+  }
+  /* A few magazines are used during the period; the rest sit. */
+  idle_fill(c, v, USED);
+  idle_wait(t1, PERIOD + 20);
+  ASSERT_GT(hy_cache_trim_idle(c), 0); /* slabs went back */
+  s = stats_of(c);
+  ASSERT_GE(s.depot_trims, 1);
+  ASSERT_GE(s.depot_trimmed, f0 - USED / 128 - 1);
+  ASSERT_GE(s.depot_full, 1); /* the used ones stay */
+  ASSERT_LE(s.depot_full, USED / 128 + 1);
+  ASSERT_LT(s.bytes_held, held0);
+  ASSERT_GT(atomic_load(&k.dtor), 0);
+  ASSERT_EQ(s.live, 0);
+  stats_consistent(&s);
+  /* Another period with no use: the rest go too. */
+  int64_t t2 = proc_now_ms();
+  idle_wait(t2, PERIOD + 20);
+  hy_cache_trim_idle(c);
+  s = stats_of(c);
+  ASSERT_EQ(s.depot_full, 0);
+  ASSERT_EQ(s.depot_empty, 0);
+  /* The cache still works; everything is accounted for. */
+  for (int i = 0; i < 1000; i++)
+    ASSERT((v[i] = hy_cache_alloc(c)) != NULL);
+  for (int i = 0; i < 1000; i++)
+    hy_cache_free(c, v[i]);
+  ASSERT_EQ(hy_cache_destroy(c), 0);
+  ASSERT_EQ(atomic_load(&k.dtor), atomic_load(&k.ctor));
+
+  /* With trimming off nothing goes, however long it sits. */
+  c = new_cache("idle-off", &k, 0);
+  ASSERT_OK(hy_cache_set_idle_ms(c, 0));
+  idle_fill(c, v, N / 4);
+  f0 = stats_of(c).depot_full;
+  hy_cache_trim_idle(c);
+  s = stats_of(c);
+  ASSERT_EQ(s.depot_trims, 0);
+  ASSERT_EQ(s.depot_full, f0);
+  ASSERT_EQ(hy_cache_destroy(c), 0);
+  free(v);
+  return 0;
+}
+
+/* The depot ticks by itself as it is used: a busy cache needs no caller. */
+TEST_IMPL(alloc_depot_idle_trim_auto) {
+  enum { PERIOD = 100, N = 20000, BURST = 3 * 128 };
+  void **v = malloc(N * sizeof *v);
+  ASSERT(v);
+  counts_t k = {0};
+  hy_cache_t *c = new_cache("idle-auto", &k, 0);
+  ASSERT_OK(hy_cache_set_idle_ms(c, PERIOD));
+  idle_fill(c, v, N);
+  uint64_t f0 = stats_of(c).depot_full;
+  ASSERT_GT(f0, 10);
+  /* Bursts that go to the depot, until two ticks have passed (the first
+   * sets the marks); generous bounds, no timing asserted. */
+  int64_t until = proc_now_ms() + 60000;
+  hy_cache_stats_t s;
+  do {
+    proc_sleep_ms(10);
+    idle_fill(c, v, BURST);
+    s = stats_of(c);
+  } while (s.depot_trimmed == 0 && proc_now_ms() < until);
+  ASSERT_GE(s.depot_trims, 2);
+  ASSERT_GT(s.depot_trimmed, 0);
+  ASSERT_LT(s.depot_full, f0);
+  ASSERT_EQ(s.live, 0);
+  stats_consistent(&s);
+  ASSERT_EQ(hy_cache_destroy(c), 0);
+  ASSERT_EQ(atomic_load(&k.dtor), atomic_load(&k.ctor));
+  free(v);
+  return 0;
+}
+
+/* A cache is destroyed (its magazines drained from every thread) while a
+ * thread that used it grows its table, moving its slots: the destroy
+ * must see the slot where it is, never a table already freed. */
+typedef struct grower {
+  hy_cache_t *x[48];
+  atomic_int used, stop;
+} grower_t;
+
+static void *grow_thread(void *arg) {
+  grower_t *g = arg;
+  for (int i = 0; i < 48; i++) {
+    void *p = hy_cache_alloc(g->x[i]);
+    ASSERT(p);
+    hy_cache_free(g->x[i], p);
+  }
+  atomic_store(&g->used, 1);
+  /* New caches make the table grow again and again (a destroyed cache's
+   * entry stays until the next growth drops it). */
+  for (int j = 0; j < 400 && !atomic_load(&g->stop); j++) {
+    hy_cache_t *y;
+    ASSERT_OK(hy_cache_create("grow-y", 32, 0, NULL, NULL, NULL, 0, &y));
+    void *p = hy_cache_alloc(y);
+    ASSERT(p);
+    hy_cache_free(y, p);
+    ASSERT_EQ(hy_cache_destroy(y), 0);
+  }
+  return NULL;
+}
+
+TEST_IMPL(alloc_destroy_while_table_grows) {
+  for (int round = 0; round < 10; round++) {
+    grower_t g;
+    atomic_init(&g.used, 0);
+    atomic_init(&g.stop, 0);
+    for (int i = 0; i < 48; i++)
+      ASSERT_OK(hy_cache_create("grow-x", 64, 0, NULL, NULL, NULL, 0, &g.x[i]));
+    thr_t t;
+    thr_start(&t, grow_thread, &g);
+    while (!atomic_load(&g.used))
+      thr_yield();
+    for (int i = 0; i < 48; i++) {
+      if (test_rand() % 4 == 0)
+        thr_yield();
+      ASSERT_EQ(hy_cache_destroy(g.x[i]), 0); /* exact: nothing leaked */
+    }
+    atomic_store(&g.stop, 1);
+    thr_join(&t);
+  }
   return 0;
 }
 
@@ -1090,25 +1359,119 @@ TEST_IMPL(alloc_stack_trim_returns_rss) {
 #endif
 }
 
+/* The child touches the guard below a stack that was freed beyond the
+ * cache's bound (its memory given back) and handed out again: the guard
+ * must survive that, in both guard modes (HYDRA_STACK_GUARD=mprotect
+ * forces the protection fallback). */
+static void guard_faults_in_child(const char *mode) {
+  char out[8192];
+#ifdef _WIN32
+  (void)mode;
+#else
+  if (mode)
+    setenv("HYDRA_STACK_GUARD", mode, 1);
+  else
+    unsetenv("HYDRA_STACK_GUARD");
+#endif
+  int code = run_child("alloc_stack_guard_faults", out, sizeof out);
+  ASSERT_NE(code, 0);
+  ASSERT(strstr(out, "stack usable") != NULL);
+  ASSERT(strstr(out, "guard missed") == NULL);
+}
+
 TEST_IMPL(alloc_stack_guard_faults) {
   if (is_child()) {
+    /* Nine stacks into a cache of eight: the ninth free gives back the
+     * memory of the coldest two (neighbours: one call over both stacks
+     * and the guard between them), which come out again after the warm
+     * ones. */
     hy_stack_cache_t *sc;
-    ASSERT_OK(hy_stack_cache_create(0, 0, &sc));
-    hy_stack_t s;
-    ASSERT_OK(hy_stack_alloc(sc, &s));
-    volatile char *p = s.base;
+    ASSERT_OK(hy_stack_cache_create(0, 8, &sc));
+    hy_stack_t s[9], again;
+    for (int i = 0; i < 9; i++)
+      ASSERT_OK(hy_stack_alloc(sc, &s[i]));
+    for (int i = 0; i < 9; i++)
+      hy_stack_free(sc, &s[i]);
+    for (int i = 0; i < 7; i++)
+      ASSERT_OK(hy_stack_alloc(sc, &again)); /* the warm ones */
+    ASSERT_OK(hy_stack_alloc(sc, &again));
+    ASSERT(again.base == s[0].base || again.base == s[1].base);
+    volatile char *p = again.base;
     p[0] = 1;
-    p[s.size - 1] = 1;
+    p[again.size - 1] = 1;
     printf("stack usable\n");
     fflush(stdout);
     p[-1] = 1; /* the guard page below the stack */
     printf("guard missed\n");
     return 0;
   }
-  char out[8192];
-  int code = run_child("alloc_stack_guard_faults", out, sizeof out);
-  ASSERT_NE(code, 0);
-  ASSERT(strstr(out, "stack usable") != NULL);
-  ASSERT(strstr(out, "guard missed") == NULL);
+  guard_faults_in_child(NULL);
+#ifndef _WIN32
+  guard_faults_in_child("mprotect");
+#endif
   return 0;
+}
+
+#ifdef __linux__
+static int count_mappings(void) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  ASSERT(f != NULL);
+  int n = 0, c;
+  while ((c = fgetc(f)) != EOF)
+    n += c == '\n';
+  fclose(f);
+  return n;
+}
+
+/* Whether this kernel has page-table guards (MADV_GUARD_INSTALL). */
+static int light_guards(void) {
+  size_t pg = hy_page_size();
+  void *p = mmap(NULL, 2 * pg, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT(p != MAP_FAILED);
+  int ok = madvise(p, pg, 102 /* MADV_GUARD_INSTALL */) == 0;
+  munmap(p, 2 * pg);
+  return ok;
+}
+
+static int mappings_for_stacks(int n) {
+  hy_stack_cache_t *sc;
+  ASSERT_OK(hy_stack_cache_create(16 * 1024, 0, &sc));
+  hy_stack_t *v = calloc((size_t)n, sizeof *v);
+  ASSERT(v != NULL);
+  int before = count_mappings();
+  for (int i = 0; i < n; i++) {
+    ASSERT_OK(hy_stack_alloc(sc, &v[i]));
+    ((volatile char *)v[i].base)[v[i].size - 1] = 1;
+  }
+  int added = count_mappings() - before;
+  for (int i = 0; i < n; i++)
+    hy_stack_free(sc, &v[i]);
+  hy_stack_cache_destroy(sc);
+  free(v);
+  return added;
+}
+#endif
+
+/* Stacks are carved from shared mappings.  With page-table guards the
+ * guards do not split them: the number of stacks is not bounded by
+ * vm.max_map_count.  HYDRA_STACK_GUARD=mprotect (or a kernel without the
+ * guards) protects each guard page instead, one mapping split per stack. */
+TEST_IMPL(alloc_stack_guard_modes) {
+#ifndef __linux__
+  RETURN_SKIP("mappings are counted from /proc");
+#else
+  enum { N = 2000 };
+  unsetenv("HYDRA_STACK_GUARD");
+  int light = mappings_for_stacks(N);
+  setenv("HYDRA_STACK_GUARD", "mprotect", 1);
+  int heavy = mappings_for_stacks(N);
+  unsetenv("HYDRA_STACK_GUARD");
+  ASSERT_GE(heavy, N); /* every guard page is a mapping of its own */
+  if (light_guards())
+    ASSERT_LT(light, N / 10); /* a handful of chunk mappings */
+  else
+    ASSERT_GE(light, N); /* the fallback, chosen by itself */
+  return 0;
+#endif
 }

@@ -13,20 +13,8 @@
 #include "alloc/mem.h"
 #include "hydra.h"
 #include "runtime/wait.h"
+#include "rt_util.h"
 #include "test.h"
-
-static hy_runtime_t *new_rt(int workers) {
-  hy_options_t o = HY_OPTIONS_INIT;
-  o.workers = workers;
-  hy_runtime_t *rt = NULL;
-  ASSERT_OK(hy_runtime_new(&o, &rt));
-  return rt;
-}
-
-static void close_rt(hy_runtime_t *rt) {
-  ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(50)));
-  ASSERT_OK(hy_runtime_close(rt));
-}
 
 static hy_event_t *i64_event(int64_t v, hy_time_t expiry) {
   hy_event_t *ev;
@@ -95,7 +83,7 @@ static const hy_event_type_t counted_type = {"test.counted", 4, count_destroy,
                                              NULL, NULL};
 
 TEST_IMPL(event_object_basics) {
-  hy_runtime_t *rt = new_rt(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_event_t *ev;
   uint32_t v = 7;
   ASSERT_ERR(hy_event_new(&counted_type, &v, 3, HY_FOREVER, &ev), HY_EINVAL);
@@ -162,7 +150,7 @@ TEST_IMPL(event_object_basics) {
   ASSERT(hy_event_type_find(rt, "batch") == &hy_event_batch);
   ASSERT(hy_event_type_find(rt, "nope") == NULL);
   ASSERT_OK(hy_broker_free(b));
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(50));
   return 0;
 }
 
@@ -199,7 +187,7 @@ static int same_bytes(const hy_event_t *a, const hy_event_t *b) {
 }
 
 TEST_IMPL(event_serialize_roundtrip) {
-  hy_runtime_t *rt = new_rt(0);
+  hy_runtime_t *rt = test_rt_new(0);
   hy_event_t *ev, *back;
 
   ASSERT_OK(hy_event_new(&hy_event_bytes, "\0\1\2\3", 4, HY_FOREVER, &ev));
@@ -324,7 +312,7 @@ TEST_IMPL(event_serialize_roundtrip) {
   hy_event_unref(ev);
   ASSERT_EQ(destroyed, 2);
   ASSERT_ERR(hy_event_deserialize(rt, NULL, 5, &bad), HY_EINVAL);
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(50));
   return 0;
 }
 
@@ -345,7 +333,7 @@ static void feed_bytes(hy_runtime_t *rt, const unsigned char *p, size_t n) {
 }
 
 TEST_IMPL(event_deserialize_garbage) {
-  hy_runtime_t *rt = new_rt(0);
+  hy_runtime_t *rt = test_rt_new(0);
   hy_event_t *items[2];
   items[0] = i64_event(5, HY_FOREVER);
   ASSERT_OK(hy_event_new(&hy_event_text, "xyz", 3, hy_now() + HY_SEC(5), &items[1]));
@@ -387,7 +375,7 @@ TEST_IMPL(event_deserialize_garbage) {
   hy_event_unref(batch);
   hy_event_unref(items[0]);
   hy_event_unref(items[1]);
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(50));
   return 0;
 }
 
@@ -404,7 +392,7 @@ TEST_IMPL(event_fuzz_corpus) {
     d = opendir(dir);
   }
   ASSERT(d != NULL);
-  hy_runtime_t *rt = new_rt(0);
+  hy_runtime_t *rt = test_rt_new(0);
   int files = 0, good = 0;
   struct dirent *e;
   while ((e = readdir(d)) != NULL) {
@@ -428,14 +416,14 @@ TEST_IMPL(event_fuzz_corpus) {
   closedir(d);
   ASSERT_GE(files, 8);
   ASSERT_GE(good, 5);
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(50));
   return 0;
 }
 
 /* ---------------------------------------------------------- the tree */
 
 TEST_IMPL(event_tree_delivery) {
-  hy_runtime_t *rt = new_rt(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_broker_t *b;
   ASSERT_OK(hy_broker_new(rt, "app", &b));
   ASSERT_OK(hy_channel_create(b, "app/orders/eu", 0));
@@ -473,12 +461,12 @@ TEST_IMPL(event_tree_delivery) {
   hy_unsubscribe(us);
   hy_unsubscribe(other);
   ASSERT_OK(hy_broker_free(b));
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(50));
   return 0;
 }
 
 TEST_IMPL(event_limit_rules) {
-  hy_runtime_t *rt = new_rt(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_broker_t *b;
   ASSERT_OK(hy_broker_new(rt, "b", &b));
   ASSERT_OK(hy_channel_create(b, "work", 3));
@@ -502,13 +490,13 @@ TEST_IMPL(event_limit_rules) {
     ASSERT_ERR(hy_channel_create(b, bad[k], 0), HY_EINVAL);
   ASSERT_ERR(hy_channel_create(b, NULL, 0), HY_EINVAL);
   ASSERT_OK(hy_broker_free(b));
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(50));
   return 0;
 }
 
 /* Priority order and round-robin fairness among equals. */
 TEST_IMPL(event_priority_fairness) {
-  hy_runtime_t *rt = new_rt(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_broker_t *b;
   ASSERT_OK(hy_broker_new(rt, "b", &b));
   ASSERT_OK(hy_channel_create(b, "jobs", 1));
@@ -568,13 +556,13 @@ TEST_IMPL(event_priority_fairness) {
   hy_unsubscribe(low);
   hy_unsubscribe(top);
   ASSERT_OK(hy_broker_free(b));
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(50));
   return 0;
 }
 
 /* Resending walks every receiver once, then the event is dropped. */
 TEST_IMPL(event_resend_walks_all) {
-  hy_runtime_t *rt = new_rt(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_broker_t *b;
   ASSERT_OK(hy_broker_new(rt, "b", &b));
   ASSERT_OK(hy_channel_create(b, "q", 0));
@@ -612,7 +600,7 @@ TEST_IMPL(event_resend_walks_all) {
   for (int i = 0; i < R; i++)
     hy_unsubscribe(r[i]);
   ASSERT_OK(hy_broker_free(b));
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(50));
   return 0;
 }
 
@@ -678,7 +666,7 @@ static void *sender_task(void *p) {
 
 /* limit: 0 broadcast, else picking limit; R receivers, S senders x K. */
 static void picking_run(int limit, int R, int S, int K, int policy_cap) {
-  hy_runtime_t *rt = new_rt(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_broker_t *b;
   ASSERT_OK(hy_broker_new(rt, "b", &b));
   ASSERT_OK(hy_channel_create(b, "top", limit));
@@ -735,7 +723,7 @@ static void picking_run(int limit, int R, int S, int K, int policy_cap) {
   }
   ASSERT_EQ(sum, (long)total * expect);
   ASSERT_OK(hy_broker_free(b));
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(50));
 }
 
 TEST_IMPL(event_unicast_concurrent) {
@@ -755,7 +743,7 @@ TEST_IMPL(event_overflow_block_stress) {
 }
 
 TEST_IMPL(event_overflow_drop_policies) {
-  hy_runtime_t *rt = new_rt(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_broker_t *b;
   ASSERT_OK(hy_broker_new(rt, "b", &b));
   ASSERT_OK(hy_channel_create(b, "c", 0));
@@ -799,7 +787,7 @@ TEST_IMPL(event_overflow_drop_policies) {
   hy_unsubscribe(oldest);
   hy_unsubscribe(roomy);
   ASSERT_OK(hy_broker_free(b));
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(50));
   return 0;
 }
 
@@ -821,7 +809,7 @@ static void *send_expiring(void *p) {
 }
 
 TEST_IMPL(event_expiry) {
-  hy_runtime_t *rt = new_rt(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_broker_t *b;
   ASSERT_OK(hy_broker_new(rt, "b", &b));
   ASSERT_OK(hy_channel_create(b, "c", 0));
@@ -859,7 +847,7 @@ TEST_IMPL(event_expiry) {
   hy_event_unref(ev);
   hy_unsubscribe(r);
   ASSERT_OK(hy_broker_free(b));
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(50));
   return 0;
 }
 
@@ -892,7 +880,7 @@ static void *expiry_sender(void *p) {
 }
 
 TEST_IMPL(event_expiry_stress) {
-  hy_runtime_t *rt = new_rt(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_broker_t *b;
   ASSERT_OK(hy_broker_new(rt, "b", &b));
   ASSERT_OK(hy_channel_create(b, "c", 0));
@@ -921,7 +909,7 @@ TEST_IMPL(event_expiry_stress) {
   free(e.sent_at);
   free(e.expiry);
   ASSERT_OK(hy_broker_free(b));
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(50));
   return 0;
 }
 
@@ -951,7 +939,7 @@ static void *read_one(void *p) {
 static void *read_one_thread(void *p) { return read_one(p); }
 
 TEST_IMPL(event_read_deadline_cancel) {
-  hy_runtime_t *rt = new_rt(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_broker_t *b;
   ASSERT_OK(hy_broker_new(rt, "b", &b));
   ASSERT_OK(hy_channel_create(b, "c", 0));
@@ -1043,14 +1031,23 @@ TEST_IMPL(event_read_deadline_cancel) {
   a.r = sub(b, "e", 8, 0, 0);
   a.rc = 1;
   ASSERT_OK(hy_task_spawn(rt, read_one, &a, NULL, &t));
-  hy_sleep(rt, HY_MS(20));
+  /* Unsubscribing before the read began would free r under it (a use
+   * after free the caller owns): wait until the reader waits. */
+  for (hy_time_t until = hy_now() + HY_SEC(10);;) {
+    hy_recv_stats_t rs = {.size = sizeof rs};
+    ASSERT_OK(hy_receiver_stats(a.r, &rs));
+    if (rs.readers == 1)
+      break;
+    ASSERT_LT(hy_now(), until);
+    hy_sleep(rt, HY_MS(1));
+  }
   hy_unsubscribe(a.r);
   ASSERT_OK(hy_task_join(rt, t, NULL));
   ASSERT_EQ(a.rc, HY_ECLOSED);
   ASSERT_EQ(hy_send_to(b, "e", ev = i64_event(1, HY_FOREVER), HY_FOREVER), 0);
   hy_event_unref(ev);
   ASSERT_OK(hy_broker_free(b));
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(50));
   return 0;
 }
 
@@ -1071,7 +1068,7 @@ static void *blocked_send(void *p) {
 }
 
 TEST_IMPL(event_blocked_sender) {
-  hy_runtime_t *rt = new_rt(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_broker_t *b;
   ASSERT_OK(hy_broker_new(rt, "b", &b));
   ASSERT_OK(hy_channel_create(b, "c", 0));
@@ -1101,7 +1098,7 @@ TEST_IMPL(event_blocked_sender) {
   pthread_join(th, NULL);
   ASSERT_EQ(a.rc, 0);
   ASSERT_OK(hy_broker_free(b));
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(50));
   return 0;
 }
 
@@ -1123,7 +1120,7 @@ static void *post_later(void *p) {
 }
 
 TEST_IMPL(event_receiver_arm) {
-  hy_runtime_t *rt = new_rt(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_broker_t *b;
   ASSERT_OK(hy_broker_new(rt, "b", &b));
   ASSERT_OK(hy_channel_create(b, "one", 0));
@@ -1196,7 +1193,7 @@ TEST_IMPL(event_receiver_arm) {
   hy_unsubscribe(r1);
   hy_unsubscribe(r2);
   ASSERT_OK(hy_broker_free(b));
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(50));
   return 0;
 }
 
@@ -1218,7 +1215,7 @@ static int has(const char *s) {
 }
 
 TEST_IMPL(event_broker_names) {
-  hy_runtime_t *rt = new_rt(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_broker_t *b, *o;
   ASSERT_OK(hy_broker_new(rt, "b", &b));
   ASSERT_OK(hy_broker_new(rt, "o", &o));
@@ -1269,14 +1266,14 @@ TEST_IMPL(event_broker_names) {
   hy_unsubscribe(er);
   ASSERT_OK(hy_broker_free(b));
   ASSERT_OK(hy_broker_free(o));
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(50));
   return 0;
 }
 
 /* -------------------------------------------------------- multiplexors */
 
 TEST_IMPL(event_mux_bridge) {
-  hy_runtime_t *rt = new_rt(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_broker_t *a, *b, *c, *m, *n;
   ASSERT_OK(hy_broker_new(rt, "a", &a));
   ASSERT_OK(hy_broker_new(rt, "b", &b));
@@ -1361,12 +1358,12 @@ TEST_IMPL(event_mux_bridge) {
   ASSERT_OK(hy_mux_remove(m, b));
   for (int i = 0; i < 5; i++)
     ASSERT_OK(hy_broker_free(bs[i]));
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(50));
   return 0;
 }
 
 TEST_IMPL(event_mux_changes_visible) {
-  hy_runtime_t *rt = new_rt(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_broker_t *a, *b, *m;
   ASSERT_OK(hy_broker_new(rt, "a", &a));
   ASSERT_OK(hy_broker_new(rt, "b", &b));
@@ -1416,7 +1413,7 @@ TEST_IMPL(event_mux_changes_visible) {
   ASSERT_OK(hy_broker_free(m) == 0 ? 0 : -1);
   ASSERT_OK(hy_broker_free(a));
   ASSERT_OK(hy_broker_free(b));
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(50));
   return 0;
 }
 
@@ -1433,7 +1430,7 @@ static void *sleeper(void *p) {
 }
 
 TEST_IMPL(event_sys_broker) {
-  hy_runtime_t *rt = new_rt(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_broker_t *sys = hy_sys_broker(rt);
   ASSERT(sys != NULL);
   ASSERT(hy_sys_broker(rt) == sys);
@@ -1519,7 +1516,7 @@ TEST_IMPL(event_sys_broker) {
 /* The runtime never blocks on its own channels: a full "block" receiver
  * loses the phase events (counted), and shutdown completes. */
 TEST_IMPL(event_sys_never_blocks) {
-  hy_runtime_t *rt = new_rt(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_receiver_t *r = sub(hy_sys_broker(rt), "sys/shutdown", 1, 0, 0);
   ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(10)));
   ASSERT_EQ(queued(r), 1);
@@ -1555,7 +1552,7 @@ static void *server(void *p) {
 }
 
 TEST_IMPL(event_request_reply) {
-  hy_runtime_t *rt = new_rt(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_broker_t *b;
   ASSERT_OK(hy_broker_new(rt, "b", &b));
   ASSERT_OK(hy_channel_create(b, "svc", 1));
@@ -1594,14 +1591,14 @@ TEST_IMPL(event_request_reply) {
   ASSERT_EQ(a.served, 50);
   hy_unsubscribe(a.r);
   ASSERT_OK(hy_broker_free(b));
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(50));
   return 0;
 }
 
 /* ------------------------------------------------------------ batching */
 
 TEST_IMPL(event_batcher) {
-  hy_runtime_t *rt = new_rt(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_broker_t *b;
   ASSERT_OK(hy_broker_new(rt, "b", &b));
   ASSERT_OK(hy_channel_create(b, "batches", 0));
@@ -1669,7 +1666,7 @@ TEST_IMPL(event_batcher) {
 #ifndef _WIN32
 /* A pick run of 1 alternates at every send; the default keeps runs. */
 TEST_IMPL(event_pick_run) {
-  hy_runtime_t *rt = new_rt(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_broker_t *b;
   ASSERT_OK(hy_broker_new(rt, "b", &b));
   ASSERT_OK(hy_channel_create(b, "one", 1));
@@ -1699,7 +1696,7 @@ TEST_IMPL(event_pick_run) {
     hy_unsubscribe(r[i]);
   }
   ASSERT_OK(hy_broker_free(b));
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(50));
   return 0;
 }
 #endif

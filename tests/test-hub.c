@@ -3,33 +3,17 @@
  * plain shared auto/manual-reset event would fail them: releases must
  * reach consumers that are not waiting, exactly once each, coalesced,
  * and consumer-side operations must stay local. */
-/* The runtime has no Windows backend yet: like list-hub.h, this file is
- * for POSIX systems only. */
-#ifdef _WIN32
-typedef int hydra_posix_only_t;
-#else
+#ifndef _WIN32
 #define _GNU_SOURCE
-#include <poll.h>
-#include <pthread.h>
+#endif
 #include <stdatomic.h>
-#include <unistd.h>
 
 #include "hydra.h"
+#include "compat.h"
+#include "runtime/sys.h"
 #include "runtime/wait.h"
+#include "rt_util.h"
 #include "test.h"
-
-static hy_runtime_t *mk(int workers) {
-  hy_options_t o = HY_OPTIONS_INIT;
-  o.workers = workers;
-  hy_runtime_t *rt;
-  ASSERT_OK(hy_runtime_new(&o, &rt));
-  return rt;
-}
-
-static void done(hy_runtime_t *rt) {
-  ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(20)));
-  ASSERT_OK(hy_runtime_close(rt));
-}
 
 /* A non-blocking look: 0 if released (taking it), HY_ETIMEDOUT if not. */
 static int poke(hy_hub_consumer_t *c) { return hy_hub_wait_until(c, 0); }
@@ -37,7 +21,7 @@ static int poke(hy_hub_consumer_t *c) { return hy_hub_wait_until(c, 0); }
 /* ------------------------------------------------------- basic semantics */
 
 TEST_IMPL(hub_set_reaches_idle_consumers) {
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, "t/idle", HY_HUB_AUTO_RESET, &h));
   hy_hub_consumer_t *c[3];
@@ -62,12 +46,12 @@ TEST_IMPL(hub_set_reaches_idle_consumers) {
   ASSERT_EQ(info.consumers, 0);
   ASSERT_EQ(hy_hub_set(h), 0);
   ASSERT_OK(hy_hub_destroy(h));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
 TEST_IMPL(hub_sets_coalesce) {
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h));
   hy_hub_consumer_t *a, *b;
@@ -96,12 +80,12 @@ TEST_IMPL(hub_sets_coalesce) {
   ASSERT_OK(hy_hub_disconnect(a));
   ASSERT_OK(hy_hub_disconnect(b));
   ASSERT_OK(hy_hub_destroy(h));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
 TEST_IMPL(hub_manual_reset) {
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, "t/manual", HY_HUB_MANUAL_RESET, &h));
   hy_hub_consumer_t *a, *b, *late;
@@ -134,7 +118,7 @@ TEST_IMPL(hub_manual_reset) {
   ASSERT_OK(hy_hub_disconnect(a));
   ASSERT_OK(hy_hub_disconnect(b));
   ASSERT_OK(hy_hub_destroy(h));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
@@ -162,7 +146,7 @@ static void wait_started(waiter_t *w) {
 }
 
 TEST_IMPL(hub_consumer_ops_are_local) {
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h));
   hy_hub_consumer_t *a, *b;
@@ -206,12 +190,12 @@ TEST_IMPL(hub_consumer_ops_are_local) {
   ASSERT_OK(hy_hub_disconnect(a));
   ASSERT_OK(hy_hub_disconnect(b));
   ASSERT_OK(hy_hub_destroy(h));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
 TEST_IMPL(hub_destroy_wakes_closed) {
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, "t/gone", HY_HUB_AUTO_RESET, &h));
   enum { N = 8 };
@@ -244,12 +228,12 @@ TEST_IMPL(hub_destroy_wakes_closed) {
   for (int i = 1; i < N; i++)
     ASSERT_OK(hy_hub_disconnect(c[i]));
   /* c[0] and pend are left for hy_runtime_close to free (ASan checks). */
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
 TEST_IMPL(hub_names_and_errors) {
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_hub_t *h, *x;
   hy_hub_consumer_t *c;
   ASSERT_ERR(hy_hub_create(NULL, "a", 0, &h), HY_EINVAL);
@@ -292,16 +276,16 @@ TEST_IMPL(hub_names_and_errors) {
   ASSERT_ERR(hy_hub_reset(sd), HY_EPERM);
   ASSERT_ERR(hy_hub_destroy(sd), HY_EPERM);
   /* Two runtimes have separate namespaces. */
-  hy_runtime_t *rt2 = mk(1);
+  hy_runtime_t *rt2 = test_rt_new(1);
   hy_hub_t *h2;
   ASSERT_OK(hy_hub_create(rt2, "app/a", 0, &h2));
   hy_hub_consumer_t *c2;
   ASSERT_OK(hy_hub_connect_name(rt2, "app/a", &c2));
   hy_hub_set(h);
   ASSERT_ERR(poke(c2), HY_ETIMEDOUT);
-  done(rt2); /* frees h2 and c2 */
+  test_rt_close(rt2, HY_MS(20)); /* frees h2 and c2 */
   ASSERT_OK(hy_hub_destroy(h));
-  done(rt); /* frees n2 */
+  test_rt_close(rt, HY_MS(20)); /* frees n2 */
   return 0;
 }
 
@@ -317,7 +301,7 @@ static void *cancel_target(void *p) {
 }
 
 TEST_IMPL(hub_wait_deadline_and_cancel) {
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h));
   hy_hub_consumer_t *c;
@@ -357,7 +341,7 @@ TEST_IMPL(hub_wait_deadline_and_cancel) {
   ASSERT_EQ((intptr_t)r, left);
   ASSERT_OK(hy_hub_disconnect(c));
   ASSERT_OK(hy_hub_destroy(h));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
@@ -373,7 +357,7 @@ static void *thread_wait(void *p) {
 static void *set_task(void *p) { return (void *)(intptr_t)hy_hub_set(p); }
 
 TEST_IMPL(hub_foreign_thread_waits) {
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h));
   enum { N = 4 };
@@ -403,10 +387,13 @@ TEST_IMPL(hub_foreign_thread_waits) {
     ASSERT_OK(hy_hub_disconnect(c[i]));
   }
   ASSERT_OK(hy_hub_destroy(h));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
+/* --------------------------------------------------- the OS handle
+ * Linux: an eventfd that is readable while released; reading takes it. */
+#ifndef _WIN32
 static int readable(intptr_t fd, int ms) {
   struct pollfd p = {(int)fd, POLLIN, 0};
   return poll(&p, 1, ms) == 1 && (p.revents & POLLIN);
@@ -430,10 +417,7 @@ static void *fd_poller(void *p) {
 }
 
 TEST_IMPL(hub_os_handle) {
-#ifdef _WIN32
-  RETURN_SKIP("no OS handle on Windows yet");
-#endif
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h));
   hy_hub_consumer_t *a, *b;
@@ -487,7 +471,271 @@ TEST_IMPL(hub_os_handle) {
   ASSERT_ERR(poke(a), HY_ECLOSED);
   ASSERT_OK(hy_hub_disconnect(a));
   ASSERT_OK(hy_hub_disconnect(b));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
+  return 0;
+}
+
+/* Takes a release through the handle, waiting up to ms: 1 if taken. */
+static int os_take(intptr_t fd, int ms) { return readable(fd, ms) && take_fd(fd); }
+
+#else /* Windows: an event HANDLE of the hub's reset kind. */
+
+static int signalled(intptr_t h, int ms) {
+  return WaitForSingleObject((HANDLE)h, (DWORD)ms) == WAIT_OBJECT_0;
+}
+
+static int os_take(intptr_t h, int ms) { return signalled(h, ms); }
+
+typedef struct {
+  intptr_t h;
+  int pump; /* wait as a message loop does */
+  atomic_int started, got;
+} hwaiter_t;
+
+static void *handle_waiter(void *p) {
+  hwaiter_t *q = p;
+  HANDLE h = (HANDLE)q->h;
+  atomic_store(&q->started, 1);
+  DWORD r = q->pump ? MsgWaitForMultipleObjectsEx(1, &h, 30000, QS_ALLINPUT,
+                                                  MWMO_INPUTAVAILABLE)
+                    : WaitForSingleObject(h, 30000);
+  if (r == WAIT_OBJECT_0)
+    atomic_store(&q->got, 1);
+  return NULL;
+}
+
+TEST_IMPL(hub_os_handle) {
+  hy_runtime_t *rt = test_rt_new(1);
+  hy_hub_t *h;
+  ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h));
+  hy_hub_consumer_t *a, *b;
+  ASSERT_OK(hy_hub_connect(h, &a));
+  ASSERT_OK(hy_hub_connect(h, &b));
+  /* A release pending before the handle exists shows on it. */
+  hy_hub_set(h);
+  intptr_t fa, fb, again;
+  ASSERT_OK(hy_hub_os_handle(a, &fa));
+  ASSERT_OK(hy_hub_os_handle(a, &again));
+  ASSERT_EQ(fa, again);
+  ASSERT(signalled(fa, 0));  /* an auto-reset event: the wait takes it */
+  ASSERT(!signalled(fa, 0));
+  ASSERT_ERR(poke(a), HY_ETIMEDOUT);
+  ASSERT_OK(poke(b));        /* b's own release is untouched */
+  ASSERT_OK(hy_hub_os_handle(b, &fb));
+  ASSERT(!signalled(fb, 0));
+  /* Sets coalesce on the handle too. */
+  hy_hub_set(h);
+  hy_hub_set(h);
+  ASSERT(signalled(fa, 0));
+  ASSERT(!signalled(fa, 0));
+  /* A hy_hub wait takes the release the handle held. */
+  ASSERT_OK(poke(b));
+  ASSERT(!signalled(fb, 0));
+  /* One set, both handles: WaitForMultipleObjects sees them together. */
+  HANDLE both[2] = {(HANDLE)fa, (HANDLE)fb};
+  ASSERT_EQ(hy_hub_set(h), 2);
+  ASSERT_EQ(WaitForMultipleObjects(2, both, TRUE, 5000), WAIT_OBJECT_0);
+  ASSERT_EQ(WaitForMultipleObjects(2, both, FALSE, 0), WAIT_TIMEOUT);
+  /* Consumer-local ops reach the handle, and the Win32 calls on the
+   * handle are consumer-local ops. */
+  ASSERT_OK(hy_hub_consumer_set(a));
+  ASSERT(signalled(fa, 0));
+  ASSERT_OK(hy_hub_consumer_set(a));
+  ASSERT_OK(hy_hub_consumer_reset(a));
+  ASSERT(!signalled(fa, 0));
+  ASSERT(SetEvent((HANDLE)fa));
+  ASSERT_ERR(poke(b), HY_ETIMEDOUT);
+  ASSERT_OK(poke(a));
+  ASSERT_ERR(poke(a), HY_ETIMEDOUT);
+  hy_hub_set(h);
+  ASSERT(ResetEvent((HANDLE)fa));
+  ASSERT_ERR(poke(a), HY_ETIMEDOUT);
+  ASSERT_OK(poke(b));
+  ASSERT(PulseEvent((HANDLE)fa)); /* nobody waits: nothing is left */
+  ASSERT_ERR(poke(a), HY_ETIMEDOUT);
+  /* A pending release survives hy_hub_consumer_pulse (as on Linux). */
+  hy_hub_set(h);
+  ASSERT_EQ(hy_hub_consumer_pulse(a), 0);
+  ASSERT_OK(poke(a));
+  ASSERT_OK(poke(b));
+  /* A foreign thread in a message loop's wait is woken by a set from a
+   * task, and takes the release. */
+  hwaiter_t q = {fa, 1, 0, 0};
+  pthread_t th;
+  ASSERT_EQ(pthread_create(&th, NULL, handle_waiter, &q), 0);
+  while (!atomic_load(&q.started))
+    usleep(100);
+  usleep(5000);
+  hy_task_t t;
+  ASSERT_OK(hy_task_spawn(rt, set_task, h, NULL, &t));
+  ASSERT_OK(hy_task_join(rt, t, NULL));
+  pthread_join(th, NULL);
+  ASSERT_EQ(atomic_load(&q.got), 1);
+  ASSERT_ERR(poke(a), HY_ETIMEDOUT); /* the thread took it */
+  ASSERT_OK(poke(b));
+  /* hy_hub_consumer_pulse reaches a thread waiting on the handle, and
+   * only that consumer's. */
+  hwaiter_t qa = {fa, 0, 0, 0}, qb = {fb, 0, 0, 0};
+  pthread_t tha, thb;
+  ASSERT_EQ(pthread_create(&tha, NULL, handle_waiter, &qa), 0);
+  ASSERT_EQ(pthread_create(&thb, NULL, handle_waiter, &qb), 0);
+  while (!atomic_load(&qa.started) || !atomic_load(&qb.started))
+    usleep(100);
+  hy_time_t limit = hy_deadline_in(HY_SEC(20));
+  while (!atomic_load(&qa.got)) { /* until the thread is in its wait */
+    ASSERT(hy_now() < limit);
+    ASSERT_EQ(hy_hub_consumer_pulse(a), 0); /* no task waits */
+    usleep(1000);
+  }
+  pthread_join(tha, NULL);
+  ASSERT_ERR(poke(a), HY_ETIMEDOUT);
+  ASSERT_EQ(atomic_load(&qb.got), 0);
+  ASSERT_OK(hy_hub_consumer_set(b)); /* let b's waiter go */
+  pthread_join(thb, NULL);
+  ASSERT_EQ(atomic_load(&qb.got), 1);
+  /* Destroyed: each auto-reset event is set once more, and waits say
+   * closed. */
+  ASSERT_OK(hy_hub_destroy(h));
+  ASSERT(signalled(fa, 0));
+  ASSERT(!signalled(fa, 0));
+  ASSERT_ERR(poke(a), HY_ECLOSED);
+  ASSERT_OK(hy_hub_disconnect(a));
+  ASSERT_OK(hy_hub_disconnect(b));
+  test_rt_close(rt, HY_MS(20));
+  return 0;
+}
+
+TEST_IMPL(hub_os_handle_manual) {
+  hy_runtime_t *rt = test_rt_new(1);
+  hy_hub_t *h;
+  ASSERT_OK(hy_hub_create(rt, "t/man", HY_HUB_MANUAL_RESET, &h));
+  hy_hub_consumer_t *a, *b, *late;
+  ASSERT_OK(hy_hub_connect(h, &a));
+  ASSERT_OK(hy_hub_connect(h, &b));
+  intptr_t fa, fb, fl;
+  ASSERT_OK(hy_hub_os_handle(a, &fa));
+  ASSERT_OK(hy_hub_os_handle(b, &fb));
+  ASSERT(!signalled(fa, 0));
+  /* A manual-reset event: waits do not take the release. */
+  ASSERT_EQ(hy_hub_set(h), 2);
+  for (int i = 0; i < 3; i++) {
+    ASSERT(signalled(fa, 0));
+    ASSERT_OK(poke(a));
+  }
+  /* Several threads waiting on one consumer's handle: one set releases
+   * them all. */
+  ASSERT_OK(hy_hub_reset(h));
+  ASSERT(!signalled(fa, 0));
+  ASSERT(!signalled(fb, 0));
+  hwaiter_t q[3] = {{fa, 0, 0, 0}, {fa, 1, 0, 0}, {fa, 0, 0, 0}};
+  pthread_t th[3];
+  for (int i = 0; i < 3; i++)
+    ASSERT_EQ(pthread_create(&th[i], NULL, handle_waiter, &q[i]), 0);
+  for (int i = 0; i < 3; i++)
+    while (!atomic_load(&q[i].started))
+      usleep(100);
+  ASSERT_EQ(hy_hub_set(h), 2);
+  for (int i = 0; i < 3; i++) {
+    pthread_join(th[i], NULL);
+    ASSERT_EQ(atomic_load(&q[i].got), 1);
+  }
+  ASSERT(signalled(fa, 0)); /* still set */
+  /* A consumer that connects while the hub is set starts set. */
+  ASSERT_OK(hy_hub_connect(h, &late));
+  ASSERT_OK(hy_hub_os_handle(late, &fl));
+  ASSERT(signalled(fl, 0));
+  /* ResetEvent on a's handle is a's own reset. */
+  ASSERT(ResetEvent((HANDLE)fa));
+  ASSERT_ERR(poke(a), HY_ETIMEDOUT);
+  ASSERT(signalled(fb, 0));
+  ASSERT_OK(poke(b));
+  hy_hub_info_t info = {.size = sizeof info};
+  ASSERT_OK(hy_hub_info(h, &info));
+  ASSERT_EQ(info.signalled, 1);
+  /* Destroyed: the manual-reset events stay set. */
+  ASSERT_OK(hy_hub_destroy(h));
+  for (int i = 0; i < 2; i++) {
+    ASSERT(signalled(fa, 0));
+    ASSERT(signalled(fl, 0));
+  }
+  ASSERT_ERR(poke(a), HY_ECLOSED);
+  ASSERT_OK(hy_hub_disconnect(a));
+  ASSERT_OK(hy_hub_disconnect(b));
+  ASSERT_OK(hy_hub_disconnect(late));
+  test_rt_close(rt, HY_MS(20));
+  return 0;
+}
+#endif
+
+/* Rounds over OS handles: each consumer is watched by a thread of its own
+ * that takes releases through the consumer's OS handle only; the producer
+ * sets once per round from a task or this thread and waits until every
+ * watcher has counted the round.  A lost release hangs (caught by the
+ * limit); a doubled one overcounts. */
+typedef struct {
+  intptr_t fd;
+  uint64_t seed; /* from test_rand(), which is for one thread */
+  atomic_int rounds;
+  atomic_int stop;
+} watcher_t;
+
+static void *os_watcher(void *p) {
+  watcher_t *w = p;
+  uint64_t x = w->seed | 1;
+  while (!atomic_load(&w->stop)) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    if ((x & 3) == 0)
+      usleep((x >> 8) % 300); /* start the wait late, sometimes */
+    if (os_take(w->fd, 50))
+      atomic_fetch_add(&w->rounds, 1);
+  }
+  return NULL;
+}
+
+TEST_IMPL(hub_os_handle_rounds) {
+  enum { K = 8, ROUNDS = 200 };
+  hy_runtime_t *rt = test_rt_new(2);
+  hy_hub_t *h;
+  ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h));
+  hy_hub_consumer_t *c[K];
+  watcher_t w[K];
+  pthread_t th[K];
+  for (int i = 0; i < K; i++) {
+    ASSERT_OK(hy_hub_connect(h, &c[i]));
+    w[i].seed = test_rand();
+    w[i].rounds = 0;
+    w[i].stop = 0;
+    ASSERT_OK(hy_hub_os_handle(c[i], &w[i].fd));
+    ASSERT_EQ(pthread_create(&th[i], NULL, os_watcher, &w[i]), 0);
+  }
+  for (int round = 1; round <= ROUNDS; round++) {
+    if (round % 2) {
+      ASSERT_EQ(hy_hub_set(h), K);
+    } else {
+      hy_task_t t;
+      void *r;
+      ASSERT_OK(hy_task_spawn(rt, set_task, h, NULL, &t));
+      ASSERT_OK(hy_task_join(rt, t, &r));
+      ASSERT_EQ((intptr_t)r, K);
+    }
+    hy_time_t limit = hy_deadline_in(HY_SEC(20));
+    for (int i = 0; i < K; i++)
+      while (atomic_load(&w[i].rounds) < round) {
+        ASSERT(hy_now() < limit);
+        hy__thread_yield();
+      }
+    for (int i = 0; i < K; i++)
+      ASSERT_EQ(atomic_load(&w[i].rounds), round); /* not twice */
+  }
+  for (int i = 0; i < K; i++) {
+    atomic_store(&w[i].stop, 1);
+    pthread_join(th[i], NULL);
+    ASSERT_EQ(atomic_load(&w[i].rounds), ROUNDS);
+    ASSERT_ERR(poke(c[i]), HY_ETIMEDOUT);
+    ASSERT_OK(hy_hub_disconnect(c[i]));
+  }
+  ASSERT_OK(hy_hub_destroy(h));
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
@@ -512,7 +760,7 @@ static void *many_task(void *p) {
 
 TEST_IMPL(hub_10k_consumers_released_once) {
   enum { N = 10000 };
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, "t/many", HY_HUB_AUTO_RESET, &h));
   many_t *m = calloc(N, sizeof *m);
@@ -556,7 +804,7 @@ TEST_IMPL(hub_10k_consumers_released_once) {
   ASSERT_OK(hy_hub_destroy(h));
   free(m);
   free(t);
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
@@ -591,7 +839,7 @@ static void *round_task(void *p) {
 
 TEST_IMPL(hub_stress_rounds) {
   enum { K = 64, ROUNDS = 300 };
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h));
   round_t *r = calloc(K, sizeof *r);
@@ -604,14 +852,14 @@ TEST_IMPL(hub_stress_rounds) {
   }
   for (int round = 1; round <= ROUNDS; round++) {
     if (test_rand() % 4 == 0)
-      usleep((useconds_t)(test_rand() % 200));
+      usleep(test_rand() % 200);
     ASSERT_EQ(hy_hub_set(h), K);
     hy_time_t limit = hy_deadline_in(HY_SEC(20));
     for (int i = 0; i < K; i++) {
       while (atomic_load(&r[i].rounds) < round) {
         ASSERT(hy_now() < limit);
         ASSERT_EQ(r[i].rc, 0);
-        sched_yield();
+        hy__thread_yield();
       }
     }
     for (int i = 0; i < K; i++)
@@ -625,7 +873,7 @@ TEST_IMPL(hub_stress_rounds) {
   }
   ASSERT_OK(hy_hub_destroy(h));
   free(r);
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
@@ -683,13 +931,13 @@ typedef struct {
 
 static void *delayed_set(void *p) {
   delayed_t *d = p;
-  usleep((useconds_t)d->delay_ms * 1000);
+  usleep(d->delay_ms * 1000);
   hy_hub_set(d->h);
   return NULL;
 }
 
 TEST_IMPL(hub_select_arm) {
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_hub_t *h1, *h2;
   ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h1));
   ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h2));
@@ -747,7 +995,7 @@ TEST_IMPL(hub_select_arm) {
   ASSERT_OK(hy_hub_disconnect(c[0]));
   ASSERT_OK(hy_hub_disconnect(c[1]));
   ASSERT_OK(hy_hub_destroy(h1));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
@@ -793,7 +1041,7 @@ static void *shutdown_starter(void *p) {
 }
 
 TEST_IMPL(hub_sys_shutdown_at_quiesce) {
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   sd_t s = {rt, 0, 0};
   enum { N = 20 };
   hy_task_t t[N], st;
@@ -839,7 +1087,7 @@ TEST_IMPL(hub_sys_shutdown_at_quiesce) {
 TEST_IMPL(hub_shared_consumer_is_one_event) {
   /* Two tasks waiting on the same consumer share its event: one set
    * releases one of them (auto-reset), the next set the other. */
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, NULL, HY_HUB_AUTO_RESET, &h));
   hy_hub_consumer_t *c;
@@ -883,14 +1131,14 @@ TEST_IMPL(hub_shared_consumer_is_one_event) {
   ASSERT_OK(hy_hub_disconnect(mc));
   ASSERT_OK(hy_hub_destroy(h));
   ASSERT_OK(hy_hub_destroy(m));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
 TEST_IMPL(hub_embedded_host) {
   /* No workers: the host's run_once runs the task that waits; the host
    * sets the hub between calls. */
-  hy_runtime_t *rt = mk(0);
+  hy_runtime_t *rt = test_rt_new(0);
   hy_hub_t *h;
   ASSERT_OK(hy_hub_create(rt, "t/host", HY_HUB_AUTO_RESET, &h));
   hy_hub_consumer_t *c;
@@ -911,7 +1159,6 @@ TEST_IMPL(hub_embedded_host) {
   ASSERT_OK(hy_task_join(rt, t, NULL));
   ASSERT_OK(hy_hub_disconnect(c));
   ASSERT_OK(hy_hub_destroy(h));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
-#endif /* _WIN32 */

@@ -1,18 +1,17 @@
 /* test-shutdown.c - the multi-phase shutdown. */
 #define _GNU_SOURCE
 #include <stdatomic.h>
+#ifndef _WIN32
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#endif
 
+#include "sock_compat.h" /* before compat.h: winsock2.h before windows.h */
 #include "hydra.h"
 #include "compat.h"
+#include "rt_util.h"
 #include "test.h"
-
-static hy_runtime_t *mk(int workers) {
-  hy_options_t o = HY_OPTIONS_INIT;
-  o.workers = workers;
-  hy_runtime_t *rt;
-  ASSERT_OK(hy_runtime_new(&o, &rt));
-  return rt;
-}
 
 /* Every worker records the phases it enters, in order. */
 typedef struct {
@@ -58,7 +57,7 @@ static void *spinner(void *p) {
 }
 
 TEST_IMPL(shutdown_phases_in_order) {
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   phases_t ph;
   memset(&ph, 0, sizeof ph);
   hy_runtime_on_phase(rt, record, &ph);
@@ -121,7 +120,7 @@ static void *flowing(void *p) {
 }
 
 TEST_IMPL(shutdown_drain_follows_activity) {
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   flow_t f = {rt, 0, 0};
   hy_task_t t;
   ASSERT_OK(hy_task_spawn(rt, flowing, &f, NULL, &t));
@@ -154,7 +153,7 @@ static void *shut_from_task(void *p) {
 }
 
 TEST_IMPL(shutdown_from_task_and_run) {
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_task_t t;
   ASSERT_OK(hy_task_spawn(rt, shut_from_task, rt, NULL, &t));
   ASSERT_OK(hy_runtime_run(rt)); /* returns once the shutdown is done */
@@ -171,7 +170,7 @@ static void *shut_thread(void *p) {
 }
 
 TEST_IMPL(shutdown_concurrent_callers) {
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_task_t s[50];
   for (int i = 0; i < 50; i++)
     ASSERT_OK(hy_task_spawn(rt, sleeper, rt, NULL, &s[i]));
@@ -188,7 +187,7 @@ TEST_IMPL(shutdown_concurrent_callers) {
 }
 
 TEST_IMPL(shutdown_embedded) {
-  hy_runtime_t *rt = mk(0);
+  hy_runtime_t *rt = test_rt_new(0);
   phases_t ph;
   memset(&ph, 0, sizeof ph);
   hy_runtime_on_phase(rt, record, &ph);
@@ -208,7 +207,7 @@ TEST_IMPL(shutdown_embedded) {
 }
 
 TEST_IMPL(shutdown_terminate_arm_ready) {
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_arm_t a = hy_arm_terminate(rt);
   ASSERT_EQ(a.kind, HY_ARM_TERMINATE);
   ASSERT(a.ops != NULL);
@@ -217,14 +216,10 @@ TEST_IMPL(shutdown_terminate_arm_ready) {
   return 0;
 }
 
-#ifndef _WIN32
 /* Shutdown with a task blocked on a channel and one blocked on a socket
  * read: both are cancelled at their await (HY_ECANCELED), the read's
  * operation completes before its memory goes (ASan watches), a task busy
  * with work that ends by itself finishes it, and nothing is left over. */
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 
 typedef struct {
   hy_runtime_t *rt;
@@ -254,7 +249,7 @@ static void *blocked_on_read(void *p) {
 }
 
 TEST_IMPL(shutdown_blocked_on_chan_and_io) {
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   blocked_t b = {.rt = rt};
   ASSERT_OK(hy_chan_new(rt, sizeof(int), 0, &b.ch));
   hy_addr_t a;
@@ -266,7 +261,8 @@ TEST_IMPL(shutdown_blocked_on_chan_and_io) {
   ASSERT_OK(hy_task_spawn(rt, blocked_on_read, &b, NULL, &tr));
   ASSERT_OK(hy_task_spawn(rt, sleeper, rt, NULL, &ts));
   ASSERT_OK(hy_task_spawn(rt, busy, rt, NULL, &tb));
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int fd = sock_open(AF_INET, SOCK_STREAM);
+  ASSERT(fd >= 0);
   struct sockaddr_in sa = {.sin_family = AF_INET,
                            .sin_port = htons((uint16_t)hy_addr_port(&a))};
   sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -288,11 +284,10 @@ TEST_IMPL(shutdown_blocked_on_chan_and_io) {
   ASSERT_OK(hy_runtime_shutdown_summary(rt, &sum));
   ASSERT_EQ(sum.tasks_cancelled, 3);
   ASSERT_EQ(sum.tasks_finished, 1);
-  close(fd);
+  sock_close(fd);
   ASSERT_OK(hy_listener_close(b.l));
   ASSERT_OK(hy_chan_close(b.ch));
   hy_chan_release(b.ch);
   ASSERT_OK(hy_runtime_close(rt));
   return 0;
 }
-#endif

@@ -15,20 +15,8 @@ typedef int hydra_posix_only_t;
 
 #include "hydra.h"
 #include "runtime/wait.h"
+#include "rt_util.h"
 #include "test.h"
-
-static hy_runtime_t *mk(int workers) {
-  hy_options_t o = HY_OPTIONS_INIT;
-  o.workers = workers;
-  hy_runtime_t *rt;
-  ASSERT_OK(hy_runtime_new(&o, &rt));
-  return rt;
-}
-
-static void done(hy_runtime_t *rt) {
-  ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(20)));
-  ASSERT_OK(hy_runtime_close(rt));
-}
 
 static int read_one(hy_sigrecv_t *r) {
   int s = -1;
@@ -45,7 +33,7 @@ static void wait_pending(hy_sigrecv_t *r, int n) {
 }
 
 TEST_IMPL(signal_counts_and_order) {
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   int sigs[] = {SIGUSR1, SIGUSR2, SIGHUP};
   hy_sigrecv_t *r;
   ASSERT_OK(hy_signal_subscribe(rt, sigs, 3, &r));
@@ -71,12 +59,12 @@ TEST_IMPL(signal_counts_and_order) {
   ASSERT_EQ(hy_signal_pending(r), 0);
   ASSERT_OK(hy_signal_unsubscribe(r));
   ASSERT(strcmp(hy_signal_name(SIGTERM), "SIGTERM") == 0);
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
 TEST_IMPL(signal_every_receiver_every_runtime) {
-  hy_runtime_t *a = mk(1), *b = mk(2);
+  hy_runtime_t *a = test_rt_new(1), *b = test_rt_new(2);
   int usr2 = SIGUSR2;
   hy_sigrecv_t *ra1, *ra2, *rb;
   ASSERT_OK(hy_signal_subscribe(a, &usr2, 1, &ra1));
@@ -93,10 +81,10 @@ TEST_IMPL(signal_every_receiver_every_runtime) {
   ASSERT_EQ(hy_signal_pending(ra1), 3);
   ASSERT_EQ(hy_signal_pending(ra2), 3);
   /* Closing one runtime frees its receivers; the other still gets them. */
-  done(a);
+  test_rt_close(a, HY_MS(20));
   ASSERT_EQ(raise(SIGUSR2), 0);
   ASSERT_EQ(read_one(rb), SIGUSR2);
-  done(b);
+  test_rt_close(b, HY_MS(20));
   return 0;
 }
 
@@ -133,7 +121,7 @@ static void *kill_later(void *p) {
 }
 
 TEST_IMPL(signal_reaches_parked_main) {
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   int usr2 = SIGUSR2;
   hy_sigrecv_t *r;
   ASSERT_OK(hy_signal_subscribe(rt, &usr2, 1, &r));
@@ -150,12 +138,12 @@ TEST_IMPL(signal_reaches_parked_main) {
     pthread_join(th, NULL);
   }
   ASSERT_OK(hy_signal_unsubscribe(r));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
 TEST_IMPL(signal_task_awaits_kill) {
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   int term = SIGTERM;
   hy_sigrecv_t *r;
   ASSERT_OK(hy_signal_subscribe(rt, &term, 1, &r));
@@ -202,7 +190,7 @@ TEST_IMPL(signal_task_awaits_kill) {
   ASSERT_EQ(arm.ops->try_fire(arm.obj, &arm, &result), 0);
   hy__unlock(l);
   /* Left subscribed: hy_runtime_close frees it and restores SIGTERM. */
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   struct sigaction cur;
   ASSERT_EQ(sigaction(SIGTERM, NULL, &cur), 0);
   ASSERT(cur.sa_handler == SIG_DFL);
@@ -222,7 +210,7 @@ TEST_IMPL(signal_restores_old_handlers) {
   ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
   ASSERT_EQ(sigaction(SIGHUP, NULL, &cur), 0);
   ASSERT(cur.sa_handler == SIG_DFL);
-  hy_runtime_t *a = mk(1), *b = mk(1);
+  hy_runtime_t *a = test_rt_new(1), *b = test_rt_new(1);
   int usr1 = SIGUSR1;
   hy_sigrecv_t *ra, *rb, *rb2;
   ASSERT_OK(hy_signal_subscribe(a, &usr1, 1, &ra));
@@ -240,12 +228,12 @@ TEST_IMPL(signal_restores_old_handlers) {
   ASSERT_OK(hy_signal_unsubscribe(rb2));
   ASSERT_EQ(sigaction(SIGHUP, NULL, &cur), 0);
   ASSERT(cur.sa_handler == SIG_DFL);
-  done(a);
+  test_rt_close(a, HY_MS(20));
   ASSERT_EQ(raise(SIGUSR1), 0);
   ASSERT_EQ(read_one(rb), SIGUSR1);
   ASSERT_EQ(atomic_load(&old_calls), 0);
   /* The last runtime goes: the old handlers are back. */
-  done(b);
+  test_rt_close(b, HY_MS(20));
   ASSERT_EQ(sigaction(SIGUSR1, NULL, &cur), 0);
   ASSERT(cur.sa_handler == old_handler);
   ASSERT_EQ(sigaction(SIGQUIT, NULL, &cur), 0);
@@ -253,7 +241,7 @@ TEST_IMPL(signal_restores_old_handlers) {
   ASSERT_EQ(raise(SIGUSR1), 0);
   ASSERT_EQ(atomic_load(&old_calls), 1);
   /* And it all works again from scratch. */
-  hy_runtime_t *c = mk(1);
+  hy_runtime_t *c = test_rt_new(1);
   hy_sigrecv_t *rc;
   ASSERT_OK(hy_signal_subscribe(c, &usr1, 1, &rc));
   ASSERT_EQ(raise(SIGUSR1), 0);
@@ -261,7 +249,7 @@ TEST_IMPL(signal_restores_old_handlers) {
   ASSERT_OK(hy_signal_unsubscribe(rc));
   ASSERT_EQ(raise(SIGUSR1), 0);
   ASSERT_EQ(atomic_load(&old_calls), 2);
-  done(c);
+  test_rt_close(c, HY_MS(20));
   return 0;
 }
 
@@ -288,7 +276,7 @@ static void *spin_task(void *p) {
 
 TEST_IMPL(signal_counts_survive_bursts) {
   enum { T = 4, N = 500 };
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   hy_task_t sp[2];
   for (int i = 0; i < 2; i++)
     ASSERT_OK(hy_task_spawn(rt, spin_task, rt, NULL, &sp[i]));
@@ -314,7 +302,7 @@ TEST_IMPL(signal_counts_survive_bursts) {
   int s;
   ASSERT_ERR(hy_signal_read_until(r, hy_deadline_in(HY_MS(20)), &s),
              HY_ETIMEDOUT);
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
@@ -339,7 +327,7 @@ TEST_IMPL(signal_sigquit_dumps_tasks) {
   int fd = mkstemp(path);
   ASSERT(fd >= 0);
   int saved = dup(2);
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_task_opts_t o = HY_TASK_OPTS_INIT;
   o.name = "quit-me-dumper";
   hy_task_t t;
@@ -373,12 +361,12 @@ TEST_IMPL(signal_sigquit_dumps_tasks) {
   close(fd);
   unlink(path);
   close(saved);
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
 TEST_IMPL(signal_errors) {
-  hy_runtime_t *rt = mk(1);
+  hy_runtime_t *rt = test_rt_new(1);
   hy_sigrecv_t *r;
   int bad[] = {SIGKILL, SIGSEGV, SIGSTOP, 0, -1, 1000};
   for (int i = 0; i < 6; i++)
@@ -401,7 +389,7 @@ TEST_IMPL(signal_errors) {
   ASSERT_OK(hy_signal_subscribe(rt, &ok, 1, &r));
   ASSERT_ERR(hy_signal_read(r, NULL), HY_EINVAL);
   ASSERT_OK(hy_signal_unsubscribe(r));
-  done(rt);
+  test_rt_close(rt, HY_MS(20));
   return 0;
 }
 
@@ -468,7 +456,7 @@ static void *supervisor(void *p) {
 
 TEST_IMPL(shutdown_by_signal) {
   enum { W = 16 };
-  hy_runtime_t *rt = mk(2);
+  hy_runtime_t *rt = test_rt_new(2);
   sup_t s;
   memset(&s, 0, sizeof s);
   s.rt = rt;

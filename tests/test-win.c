@@ -581,6 +581,52 @@ TEST_IMPL(win_poll_readable) {
     ASSERT_EQ(recv(a, &c, 1, 0), 1);
     ASSERT_EQ(c, 'z');
   }
+  /* A datagram socket: readable when a datagram waits, which the poll
+   * leaves in place. */
+  SOCKET u1 = udp_socket(), u2 = udp_socket();
+  struct sockaddr_in ua = loopback(0);
+  ASSERT_EQ(bind(u2, (struct sockaddr *)&ua, sizeof ua), 0);
+  int ulen = sizeof ua;
+  ASSERT_EQ(getsockname(u2, (struct sockaddr *)&ua, &ulen), 0);
+  ASSERT_OK(hy__port_associate(p, (intptr_t)u2));
+  hy__op up;
+  memset(&up, 0, sizeof up);
+  up.kind = HY__OP_POLL;
+  up.fd = (intptr_t)u2;
+  up.flags = HY__POLL_IN;
+  ASSERT_OK(hy__port_start(p, &up));
+  quiet(p, 5);
+  ASSERT_EQ(sendto(u1, "dgram", 5, 0, (struct sockaddr *)&ua, sizeof ua), 5);
+  hy__op *ud;
+  collect(p, &ud, 1);
+  ASSERT(ud == &up);
+  ASSERT_EQ(up.res, HY__POLL_IN);
+  char db[16];
+  ASSERT_EQ(recv(u2, db, sizeof db, 0), 5);
+  ASSERT(memcmp(db, "dgram", 5) == 0);
+  /* A listener: ready when a connection waits, which stays to accept. */
+  struct sockaddr_in la;
+  SOCKET l = listener(&la);
+  ASSERT_OK(hy__port_associate(p, (intptr_t)l));
+  hy__op lp;
+  memset(&lp, 0, sizeof lp);
+  lp.kind = HY__OP_POLL;
+  lp.fd = (intptr_t)l;
+  lp.flags = HY__POLL_IN;
+  ASSERT_OK(hy__port_start(p, &lp));
+  quiet(p, 5);
+  SOCKET cl = tcp_socket(AF_INET);
+  ASSERT_EQ(connect(cl, (struct sockaddr *)&la, sizeof la), 0);
+  collect(p, &ud, 1);
+  ASSERT(ud == &lp);
+  ASSERT_EQ(lp.res, HY__POLL_IN);
+  SOCKET acc = accept(l, NULL, NULL);
+  ASSERT(acc != INVALID_SOCKET);
+  closesocket(acc);
+  closesocket(cl);
+  closesocket(l);
+  closesocket(u1);
+  closesocket(u2);
   /* Writability has no completion of its own: it is reported at once. */
   hy__op w;
   memset(&w, 0, sizeof w);
@@ -594,6 +640,57 @@ TEST_IMPL(win_poll_readable) {
   closesocket(a);
   closesocket(b);
   hy__port_close(p);
+  WSACleanup();
+  return 0;
+}
+
+/* ------------------------------------ one socket, two ports of one hub */
+
+TEST_IMPL(win_shared_port_ownership) {
+  wsa_up();
+  /* A socket used from two workers is associated by both; each op's
+   * completion is dequeued by the port that started it, whichever port
+   * is waiting in the kernel when it completes. */
+  hy__port *p0 = open_port(NULL), *p1 = open_port(p0);
+  SOCKET a, b;
+  tcp_pair(&a, &b);
+  ASSERT_OK(hy__port_associate(p0, (intptr_t)a));
+  ASSERT_OK(hy__port_associate(p1, (intptr_t)a));
+  for (int round = 0; round < 20; round++) {
+    hy__port *starter = (round & 1) ? p1 : p0;
+    hy__port *other = (round & 1) ? p0 : p1;
+    char buf[8];
+    hy__op op;
+    memset(&op, 0, sizeof op);
+    op.kind = HY__OP_RECV;
+    op.fd = (intptr_t)a;
+    op.buf = buf;
+    op.len = sizeof buf;
+    ASSERT_OK(hy__port_start(starter, &op));
+    /* Only the other port waits in the kernel when the data comes. */
+    ASSERT_EQ(send(b, "x", 1, 0), 1);
+    hy__op *got = NULL;
+    ASSERT_EQ(hy__port_wait(other, &got, 1, HY_MS(50)), 0);
+    collect(starter, &got, 1);
+    ASSERT(got == &op);
+    ASSERT_EQ(op.res, 1);
+    /* A post goes to its port too. */
+    hy__op post;
+    memset(&post, 0, sizeof post);
+    post.kind = HY__OP_POST;
+    ASSERT_OK(hy__port_post(starter, &post));
+    ASSERT_EQ(hy__port_wait(other, &got, 1, HY_MS(20)), 0);
+    collect(starter, &got, 1);
+    ASSERT(got == &post);
+  }
+  quiet(p0, 10);
+  quiet(p1, 10);
+  hy__port_forget(p0, (intptr_t)a);
+  hy__port_forget(p1, (intptr_t)a);
+  closesocket(a);
+  closesocket(b);
+  hy__port_close(p1);
+  hy__port_close(p0);
   WSACleanup();
   return 0;
 }
@@ -624,6 +721,7 @@ typedef struct {
   atomic_int *total;
   int want;
   atomic_int stop;
+  int parity; /* the ops posted to this port: ops[i] with i % 2 == parity */
 } drainer_t;
 
 static void *drain(void *arg) {
@@ -634,6 +732,7 @@ static void *drain(void *arg) {
     ASSERT_GE(n, 0);
     for (int i = 0; i < n; i++) {
       ASSERT_EQ(ops[i]->kind, HY__OP_POST);
+      ASSERT_EQ((int)((intptr_t)ops[i]->data & 1), d->parity);
       atomic_fetch_add(&d->seen[(intptr_t)ops[i]->data], 1);
     }
     if (atomic_fetch_add(d->total, n) + n >= d->want)
@@ -645,13 +744,14 @@ static void *drain(void *arg) {
 TEST_IMPL(win_posts_many_threads_once) {
   enum { THREADS = 8, PER = 5000, N = THREADS * PER };
   /* Two ports on one kernel port, as the workers of a runtime are: a post
-   * to either may be dequeued by either, and exactly once. */
+   * to either is dequeued exactly once, by the port it was posted to
+   * (whichever of them took the packet from the kernel). */
   hy__port *p0 = open_port(NULL), *p1 = open_port(p0);
   hy__op *ops = calloc(N, sizeof *ops);
   atomic_int *seen = calloc(N, sizeof *seen);
   atomic_int total = 0;
   ASSERT(ops && seen);
-  drainer_t dr[2] = {{p0, seen, &total, N, 0}, {p1, seen, &total, N, 0}};
+  drainer_t dr[2] = {{p0, seen, &total, N, 0, 0}, {p1, seen, &total, N, 0, 1}};
   pthread_t dt[2], pt[THREADS];
   for (int i = 0; i < 2; i++)
     ASSERT_EQ(pthread_create(&dt[i], NULL, drain, &dr[i]), 0);
@@ -982,10 +1082,11 @@ typedef struct {
   atomic_int last, count;
 } ctrl_rec;
 
-static void on_ctrl(void *arg, int signo) {
+static int on_ctrl(void *arg, int signo) {
   ctrl_rec *r = arg;
   atomic_store(&r->last, signo);
   atomic_fetch_add(&r->count, 1);
+  return 1;
 }
 
 TEST_IMPL(win_console_ctrl_mapping) {

@@ -1,29 +1,54 @@
 # bench/groups/net.sh - TCP echo on loopback: Hydra's callback server
 # ("hydra") and task-per-connection server ("hydra-task"), 1 worker each,
-# against a raw single-thread epoll echo server in C ("epoll",
-# bench/ref/epoll_echo.c).  The server runs on CPU 1, the load generator
+# against the references in bench/ref/, each one thread: raw epoll
+# ("epoll", epoll_echo.c), io_uring ("uring", uring_echo.c, liburing),
+# libuv ("libuv", libuv_echo.c) and Go's net package ("go", go/net,
+# GOMAXPROCS 1).  The server runs on CPU 1, the load generator
 # (bench/net.c load: one thread, epoll) on CPU 0.
-# Ratios hydra/<ref>: req/s and MB/s higher is better; p99 us, us-cpu/msg
-# and bytes/conn lower is better.
-# Environment: NET_BENCH_SECS (default 3) seconds measured per case.
+# Ratios hydra/<ref>: req/s, MB/s and conn/s higher is better; p99 us,
+# us-cpu/msg and bytes/conn lower is better.
+# Environment: NET_BENCH_SECS (default 3) seconds measured per case;
+# NET_BENCH_SYSTEMS (default all) the servers to run, space separated.
 bench_net() {
   local secs="${NET_BENCH_SECS:-3}"
-  local refbin="$OUT/epoll_echo"
-  cc -O2 -o "$refbin" bench/ref/epoll_echo.c || { missing "cc"; return 0; }
+  local systems="${NET_BENCH_SYSTEMS:-hydra hydra-task epoll uring libuv go}"
+  local cmd_epoll="" cmd_uring="" cmd_libuv="" cmd_go=""
+  cc -O2 -o "$OUT/epoll_echo" bench/ref/epoll_echo.c &&
+    cmd_epoll="$OUT/epoll_echo" || missing "cc (epoll_echo)"
+  cc -O2 -o "$OUT/uring_echo" bench/ref/uring_echo.c -luring &&
+    cmd_uring="$OUT/uring_echo" || missing "liburing-dev (uring_echo)"
+  if pkg-config --exists libuv 2>/dev/null || [ -f /usr/include/uv.h ]; then
+    cc -O2 -o "$OUT/libuv_echo" bench/ref/libuv_echo.c -luv &&
+      cmd_libuv="$OUT/libuv_echo" || missing "libuv1-dev (libuv_echo)"
+  else
+    missing "libuv1-dev"
+  fi
+  if have go; then
+    (cd bench/ref/go/net && GOFLAGS=-mod=mod go build -o "../../../../$OUT/go-net" .) &&
+      cmd_go="$OUT/go-net" || missing "go (build of bench/ref/go/net)"
+  else
+    missing go
+  fi
   local pin_srv="" pin_cli=""
   if have taskset && [ "$(nproc)" -ge 2 ]; then
     pin_srv="taskset -c 1"
     pin_cli="taskset -c 0"
   fi
-  local port=$((20000 + RANDOM % 20000))
-  run_cases() { # name, then the server command
+  local port=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768-)
+  run_cases() { # name, then the server command (the port is appended)
     local name="$1"
     shift
     port=$((port + 1))
     local log="$OUT/net-$name.log"
-    $pin_srv "$@" "$port" $( [ "$name" != epoll ] && echo 1 ) >"$log" 2>&1 &
+    GOMAXPROCS=1 $pin_srv "$@" "$port" >"$log" 2>&1 &
     local spid=$!
     for _ in $(seq 100); do grep -q ready "$log" 2>/dev/null && break; sleep 0.05; done
+    if ! grep -q ready "$log"; then
+      echo "# $name: server did not start (see $log)" >&2
+      kill "$spid" 2>/dev/null
+      wait "$spid" 2>/dev/null
+      return 0
+    fi
     local L="$pin_cli $BIN/net load $port $spid $name"
     $L echo-64-c1 1 64 "$secs"
     $L echo-64-c64 64 64 "$secs"
@@ -31,12 +56,20 @@ bench_net() {
     $L echo-16k-c64 64 16384 "$secs"
     $L echo-64-c64-p99 64 64 "$secs"
     $L echo-cpu-r50k 64 64 "$secs" 50000
+    $L connect-rate 50 64 "$secs"
     $L idle 10000 0 0 | sed "s/^idle/conn-idle-mem/"
-    kill -INT "$spid" 2>/dev/null
+    kill -TERM "$spid" 2>/dev/null
     wait "$spid" 2>/dev/null
   }
-  run_cases hydra "$BIN/net" server-cb
-  run_cases hydra-task "$BIN/net" server-task
-  run_cases epoll "$refbin"
+  for sys in $systems; do
+    case "$sys" in
+      hydra) run_cases hydra "$BIN/net" server-cb ;;
+      hydra-task) run_cases hydra-task "$BIN/net" server-task ;;
+      epoll) [ -n "$cmd_epoll" ] && run_cases epoll "$cmd_epoll" ;;
+      uring) [ -n "$cmd_uring" ] && run_cases uring "$cmd_uring" ;;
+      libuv) [ -n "$cmd_libuv" ] && run_cases libuv "$cmd_libuv" ;;
+      go) [ -n "$cmd_go" ] && run_cases go "$cmd_go" ;;
+    esac
+  done
   return 0
 }

@@ -9,7 +9,6 @@
  *
  *   build/release/echo_callbacks [port] [address]  (default 7001, 127.0.0.1)
  */
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,16 +50,16 @@ static void on_close(hy_server_t *s, hy_sconn_t *c, int reason, int err) {
 int main(int argc, char **argv) {
   int port = argc > 1 ? atoi(argv[1]) : 7001;
   const char *ip = argc > 2 ? argv[2] : "127.0.0.1";
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-
   hy_runtime_t *rt;
   int rc = hy_runtime_new(NULL, &rt);
   if (rc < 0) {
     fprintf(stderr, "echo_callbacks: runtime: %s\n", hy_strerror(rc));
+    return 1;
+  }
+  int sigs[] = {SIGINT, SIGTERM};
+  hy_sigrecv_t *sigr;
+  if ((rc = hy_signal_subscribe(rt, sigs, 2, &sigr)) < 0) {
+    fprintf(stderr, "echo_callbacks: signals: %s\n", hy_strerror(rc));
     return 1;
   }
   hy_server_config_t cfg = HY_SERVER_CONFIG_INIT;
@@ -88,7 +87,9 @@ int main(int argc, char **argv) {
   fflush(stdout);
 
   int sig = 0;
-  sigwait(&sigs, &sig);
+  while (hy_signal_read(sigr, &sig) == 0 && sig != SIGINT && sig != SIGTERM)
+    ;
+  hy_signal_unsubscribe(sigr);
   printf("echo_callbacks: %s, shutting down\n",
          sig == SIGINT ? "SIGINT" : "SIGTERM");
   fflush(stdout);

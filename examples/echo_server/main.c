@@ -6,10 +6,10 @@
  *
  *   build/release/echo_server [port] [address]     (default 7000, 127.0.0.1)
  *
- * The signals are blocked in every thread and taken by sigwait on the main
- * thread, so nothing runs in a signal handler.
+ * The signals are taken with hy_signal_subscribe and read on the main
+ * thread (nothing of the program runs in a signal handler); on Windows
+ * they are the console's Ctrl+C (SIGINT) and close events (SIGTERM).
  */
-#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -92,17 +92,17 @@ static void on_phase(void *arg, int phase, int worker) {
 int main(int argc, char **argv) {
   int port = argc > 1 ? atoi(argv[1]) : 7000;
   const char *ip = argc > 2 ? argv[2] : "127.0.0.1";
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* inherited by the workers */
-
   server_t s;
   memset(&s, 0, sizeof s);
   int rc = hy_runtime_new(NULL, &s.rt);
   if (rc < 0) {
     fprintf(stderr, "echo_server: runtime: %s\n", hy_strerror(rc));
+    return 1;
+  }
+  int sigs[] = {SIGINT, SIGTERM};
+  hy_sigrecv_t *sigr;
+  if ((rc = hy_signal_subscribe(s.rt, sigs, 2, &sigr)) < 0) {
+    fprintf(stderr, "echo_server: signals: %s\n", hy_strerror(rc));
     return 1;
   }
   hy_addr_t a;
@@ -127,7 +127,9 @@ int main(int argc, char **argv) {
   fflush(stdout);
 
   int sig = 0;
-  sigwait(&sigs, &sig);
+  while (hy_signal_read(sigr, &sig) == 0 && sig != SIGINT && sig != SIGTERM)
+    ;
+  hy_signal_unsubscribe(sigr);
   printf("echo_server: %s, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
   fflush(stdout);
   hy_runtime_shutdown(s.rt, HY_MS(500));

@@ -131,7 +131,11 @@ static void on_phase(void *arg, int phase, int worker) {
 }
 
 int main(int argc, char **argv) {
+#ifdef _WIN32
+  setvbuf(stdout, NULL, _IONBF, 0); /* its C runtime has no line buffering */
+#else
   setvbuf(stdout, NULL, _IOLBF, 0);
+#endif
   nworkers = argc > 1 ? atoi(argv[1]) : 4;
   if (nworkers < 1 || nworkers > MAX_WORKERS)
     nworkers = 4;

@@ -57,13 +57,19 @@ int hy_cache_create(const char *name, size_t size, size_t align,
                     unsigned flags, hy_cache_t **out);
 
 /* Returns a constructed object, or NULL when memory (or the constructor)
- * failed.  Safe from any thread. */
-void *hy_cache_alloc(hy_cache_t *c);
+ * failed.  Safe from any thread.  (Defined inline below with gcc and clang
+ * outside Windows.) */
+static inline void *hy_cache_alloc(hy_cache_t *c);
 
 /* Gives an object back, still constructed.  Safe from any thread.  In debug
  * mode a double free or an object of another cache aborts with a message
  * naming the cache. */
-void hy_cache_free(hy_cache_t *c, void *obj);
+static inline void hy_cache_free(hy_cache_t *c, void *obj);
+
+/* The general paths of the two: what the inline fast paths fall back to
+ * (and all there is where they are not inline).  Same contracts. */
+void *hy_cache_alloc_general(hy_cache_t *c);
+void hy_cache_free_general(hy_cache_t *c, void *obj);
 
 /* Gives back to the system every slab with no live object, after moving
  * to the slabs what the depot and the calling thread's magazines hold
@@ -90,12 +96,36 @@ typedef struct hy_cache_stats {
   uint64_t mag_size;        /* objects per new magazine (grows with contention) */
   uint64_t depot_contended; /* depot lock acquisitions that had to wait */
   uint64_t depot_full, depot_empty; /* magazines in the depot now */
+  /* version 2 */
+  uint64_t mag_trades; /* a thread's two magazines traded places (hits) */
+  uint64_t depot_trims;   /* idle-trimming ticks (hy_cache_trim_idle) */
+  uint64_t depot_trimmed; /* magazines they gave back */
 } hy_cache_stats_t;
-#define HY_CACHE_STATS_VERSION 1
+#define HY_CACHE_STATS_VERSION 2
+
+/* Magazines that sit unused in a cache's depot for a whole period are
+ * given back: their objects go to the slabs and empty slabs beyond the
+ * cache's bound to the system, so memory a burst left behind returns
+ * without a reap.  The period is HY_CACHE_IDLE_MS_DEFAULT (15 s, as in
+ * Bonwick & Adams) unless set here; 0 turns trimming off.  Setting it
+ * starts a new period.  Returns 0 or HY_EINVAL. */
+#define HY_CACHE_IDLE_MS_DEFAULT 15000
+int hy_cache_set_idle_ms(hy_cache_t *c, uint64_t ms);
+
+/* A trimming tick: when a period has passed since the last tick, gives
+ * back the full and empty magazines that stayed in the depot through all
+ * of it (the fewest it held at any time) and starts a new period.  The
+ * depot ticks by itself every 32 depot operations; a cache that goes
+ * quiet needs a caller (a timer of the runtime, say).  Returns the bytes
+ * of slabs released. */
+size_t hy_cache_trim_idle(hy_cache_t *c);
 
 /* Copies the counters into *s (s->size must be set; a smaller, older
- * struct gets the fields it has).  Returns 0 or HY_EINVAL.  The counters of
- * threads still running are read without stopping them: a snapshot. */
+ * struct gets the fields it has).  Returns 0 or HY_EINVAL.  The calling
+ * thread's counts and those of threads that exited (or called
+ * hy_cache_thread_flush) are exact; other threads still running are read
+ * without stopping them, as of their last trip off the fast path (at most
+ * two magazines' worth of operations behind): a snapshot. */
 int hy_cache_stats(hy_cache_t *c, hy_cache_stats_t *s);
 
 /* Destroys the cache: every slab goes back and the destructor runs on every
@@ -107,6 +137,97 @@ int hy_cache_destroy(hy_cache_t *c);
  * depots, so other threads can use the objects.  Runs by itself when a
  * thread exits; a thread may call it earlier (before a long sleep, say). */
 void hy_cache_thread_flush(void);
+
+/* ------------------------------------ the inline fast path (not API)
+ *
+ * What follows is internal to the library (alloc/magazine.c) and may
+ * change with it; it is here only so that the common case of alloc and
+ * free compiles into the caller: a thread-local table lookup and a pop or
+ * push on one of the thread's two magazines, no call, no lock, no atomic
+ * read-modify-write and no counter (the statistics are derived from the
+ * magazines' counts when they change hands).  Each thread allocates from
+ * its "alloc" magazine and frees into its "free" magazine; the two trade
+ * places when one runs out, and the general path deals with the depot.
+ */
+typedef struct hy__cache_head {
+  /* The generation of a cache whose objects may take the fast path, or a
+   * value no thread's table holds (debug checks, ASan poisoning). */
+  uint64_t key;
+} hy__cache_head; /* the first member of every cache */
+
+typedef struct hy__tmag {
+  void **aobj;   /* objects of the alloc magazine */
+  void **fobj;   /* slots of the free magazine */
+  uint32_t ar;   /* objects in aobj */
+  uint32_t fr;   /* objects in fobj */
+  uint32_t fcap; /* room in fobj */
+  uint32_t pad_;
+} hy__tmag;
+
+/* One thread's magazines of one cache, in the thread's table: the fast
+ * path reads and writes them in place (one cache line). */
+typedef struct hy__tslot {
+  uint64_t key; /* 0: free */
+  hy__tmag t;
+  struct hy__mcpu *m; /* the rest (alloc/internal.h) */
+  uint64_t pad_[2];
+} hy__tslot;
+
+typedef struct hy__ttable {
+  uint64_t mask; /* slots - 1 */
+  uint64_t used;
+  hy__tslot v[];
+} hy__ttable;
+
+/* The slots and mask of the calling thread's table (never empty: a
+ * table of one slot that matches no cache until the thread first uses
+ * one). */
+typedef struct hy__cache_tlsv {
+  hy__tslot *v;
+  uint64_t mask;
+} hy__cache_tlsv;
+
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(_WIN32)
+#define HY__CACHE_INLINE 1
+extern __thread hy__cache_tlsv hy__cache_tls
+    __attribute__((tls_model("initial-exec")));
+
+static inline void *hy_cache_alloc(hy_cache_t *c) {
+  uint64_t k = ((const hy__cache_head *)(const void *)c)->key;
+  hy__tslot *s = &hy__cache_tls.v[k & hy__cache_tls.mask];
+  if (__builtin_expect(s->key == k, 1)) {
+    hy__tmag *m = &s->t;
+    uint32_t r = m->ar;
+    if (__builtin_expect(r != 0, 1)) {
+      m->ar = r - 1;
+      return m->aobj[r - 1];
+    }
+  }
+  return hy_cache_alloc_general(c);
+}
+
+static inline void hy_cache_free(hy_cache_t *c, void *obj) {
+  uint64_t k = ((const hy__cache_head *)(const void *)c)->key;
+  hy__tslot *s = &hy__cache_tls.v[k & hy__cache_tls.mask];
+  if (__builtin_expect(s->key == k && obj != NULL, 1)) {
+    hy__tmag *m = &s->t;
+    uint32_t r = m->fr;
+    if (__builtin_expect(r < m->fcap, 1)) {
+      m->fobj[r] = obj;
+      m->fr = r + 1;
+      return;
+    }
+  }
+  hy_cache_free_general(c, obj);
+}
+#else
+static inline void *hy_cache_alloc(hy_cache_t *c) {
+  return hy_cache_alloc_general(c);
+}
+static inline void hy_cache_free(hy_cache_t *c, void *obj) {
+  hy_cache_free_general(c, obj);
+}
+#endif
 
 /* ---------------------------------------------------------------- stacks */
 

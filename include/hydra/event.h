@@ -317,6 +317,7 @@ typedef struct hy_recv_stats {
   uint32_t queued, capacity;
   int overflow;
   int closed;
+  uint32_t readers;  /* reads and select arms waiting on it right now */
 } hy_recv_stats_t;
 int hy_receiver_stats(hy_receiver_t *r, hy_recv_stats_t *s);
 

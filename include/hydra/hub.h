@@ -32,7 +32,11 @@
  * arm, hy_arm_hub); a thread outside the runtime may call the same
  * functions, or poll the consumer's OS handle (hy_hub_os_handle): an
  * eventfd on Linux that is readable while the consumer is released, and
- * reading it takes the release.
+ * reading it takes the release; on Windows an ordinary event HANDLE,
+ * signalled while the consumer is released, that any wait function
+ * (WaitForMultipleObjects, MsgWaitForMultipleObjectsEx, ...) accepts.
+ * Windows programs may also use the seed's Win32 names (CreateHubEvent,
+ * ConnectHubEvent, ...) from hydra/hub_win.h.
  *
  * Names are unique within a runtime; names starting with "sys/" belong to
  * the runtime.  The runtime's own "sys/shutdown" hub (manual-reset) is set
@@ -124,18 +128,30 @@ int hy_hub_wait_until(hy_hub_consumer_t *c, hy_time_t deadline);
  * it: set releases c (one waiter on an auto-reset hub, all on a manual
  * one, or leaves c released if nobody waits); reset withdraws c's pending
  * release; pulse releases whoever waits on c now and leaves nothing
- * pending.  Other consumers and the hub are not affected.
+ * pending (on Windows also the threads waiting on c's OS handle, as
+ * PulseEvent does - with PulseEvent's caveat that a thread taken out of its
+ * wait for a moment by the system misses it).  Other consumers and the hub
+ * are not affected.
  * Returns 0 (set, reset) or the number of waiters released (pulse),
  * or HY_EINVAL. */
 int hy_hub_consumer_set(hy_hub_consumer_t *c);
 int hy_hub_consumer_reset(hy_hub_consumer_t *c);
 int hy_hub_consumer_pulse(hy_hub_consumer_t *c);
 
-/* An OS handle for foreign loops, made on first use: an eventfd on Linux,
- * readable while c is released (or closed); reading it takes the release.
- * Owned by c: do not close it.  Returns 0 and sets *handle, HY_EINVAL,
- * HY_EMFILE/HY_ENFILE, or HY_ENOSYS where the platform has none yet
- * (Windows). */
+/* An OS handle for foreign loops, made on first use and kept in step with
+ * c's release from then on.  Owned by c: do not close it.
+ *   Linux: an eventfd, readable while c is released (or closed); reading
+ *   it takes the release.
+ *   Windows: an event HANDLE, auto-reset for an auto-reset hub and
+ *   manual-reset for a manual-reset one, signalled while c is released;
+ *   a wait that returns WAIT_OBJECT_0 on an auto-reset one takes the
+ *   release.  SetEvent/ResetEvent/PulseEvent on it act as
+ *   hy_hub_consumer_set/reset/pulse (on c alone).  When the hub is
+ *   destroyed the event is set once more (a manual-reset one stays set):
+ *   a waiter woken then learns from hy_hub_wait_until(c, 0) whether it was
+ *   a release (0) or the end (HY_ECLOSED).
+ * Returns 0 and sets *handle, HY_EINVAL, HY_EMFILE/HY_ENFILE or
+ * HY_ENOMEM. */
 int hy_hub_os_handle(hy_hub_consumer_t *c, intptr_t *handle);
 
 /* A select arm that fires when c is released (taking the release on an

@@ -120,14 +120,15 @@ typedef struct hy_listen_opts {
   size_t size;   /* sizeof(hy_listen_opts_t) */
   int backlog;   /* 0: 511 */
   int reuseaddr; /* SO_REUSEADDR (default 1) */
-  int reuseport; /* SO_REUSEPORT (default 0) */
+  int reuseport; /* SO_REUSEPORT (default 0; none on Windows: HY_ENOTSUP) */
   int v6only;    /* IPV6_V6ONLY for an IPv6 address (default 0) */
 } hy_listen_opts_t;
 #define HY_LISTEN_OPTS_INIT {sizeof(hy_listen_opts_t), 0, 1, 0, 0}
 
 /* Binds and listens on addr (port 0: any free port; see
  * hy_listener_addr).  Any thread.  Returns 0, HY_EADDRINUSE, HY_EACCES,
- * HY_EADDRNOTAVAIL, HY_EAFNOSUPPORT, HY_EMFILE, HY_ENOMEM, HY_EINVAL. */
+ * HY_EADDRNOTAVAIL, HY_EAFNOSUPPORT, HY_EMFILE, HY_ENOMEM, HY_EINVAL,
+ * HY_ENOTSUP (reuseport on Windows). */
 int hy_tcp_listen(hy_runtime_t *rt, const hy_addr_t *addr,
                   const hy_listen_opts_t *o, hy_listener_t **out);
 
@@ -324,7 +325,7 @@ typedef struct hy_server_config {
   size_t size;              /* sizeof(hy_server_config_t) */
   hy_addr_t addr;           /* where to listen (port 0: any) */
   int backlog;              /* 0: 511 */
-  int reuseport;            /* SO_REUSEPORT */
+  int reuseport;            /* SO_REUSEPORT (HY_ENOTSUP on Windows) */
   int pending_accepts;      /* accepts kept in flight per worker; 0: 4 */
   int max_connections;      /* 0: no limit; excess is accepted, closed */
   size_t read_buffer_size;  /* per connection; 0: 16 KiB */
@@ -369,6 +370,11 @@ typedef struct hy_server_stats {
   uint64_t timeouts;     /* connections closed by a timeout */
   uint64_t bytes_in, bytes_out;
   uint64_t live;         /* connections open now */
+  uint64_t read_buffers; /* read buffers allocated now: with pooled reads
+                            (io_uring, epoll) those being read into, a few
+                            kept free per worker and (io_uring) those lent
+                            to the kernel's buffer ring, however many
+                            connections are idle; else one per connection */
 } hy_server_stats_t;
 int hy_server_stats(hy_server_t *s, hy_server_stats_t *out);
 

@@ -228,7 +228,10 @@ void *hy_task_local_get(hy_runtime_t *rt, int key);
  * calling task waits without holding its worker; stores fn's return value
  * in *result.  From a foreign thread, fn runs on the calling thread.
  * Returns 0, HY_ENOMEM, HY_ESHUTDOWN, or HY_ECANCELED (the task was
- * cancelled; fn still runs to its end, its result is dropped). */
+ * cancelled, before or during the call; fn runs all the same, to its end,
+ * on the pool, and its result is dropped).  So fn(arg) runs exactly once
+ * when the return is 0 or HY_ECANCELED, and never on any other return:
+ * ownership of arg is never in doubt. */
 int hy_blocking(hy_runtime_t *rt, void *(*fn)(void *), void *arg,
                 void **result);
 

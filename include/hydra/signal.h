@@ -30,8 +30,17 @@
  * Hydra also handles SIGQUIT: a runtime that has no SIGQUIT receiver writes
  * its task dump (hy_runtime_dump) to stderr and goes on.
  *
- * Windows: not provided yet (console control events are the equivalent);
- * hy_signal_subscribe returns HY_ENOSYS there.
+ * Windows: console control events are the signals - Ctrl+C is SIGINT,
+ * Ctrl+Break SIGQUIT, and closing the console window, logging off or
+ * shutting down SIGTERM - with the same receivers and the same sys/signal
+ * events.  Hydra adds its console control handler with the first receiver
+ * in the process and removes it with the last; an event nobody subscribed
+ * to goes on to the next handler (by default, the process ends).  For the
+ * SIGTERM events Windows ends the process once the handler returns, so the
+ * handler waits up to 4.5 s for the receivers to go (their runtimes shut
+ * down and closed) first.  SIGHUP is accepted and never occurs; SIGUSR1
+ * and SIGUSR2 do not exist there.  <signal.h> of the Windows C runtime
+ * lacks SIGHUP and SIGQUIT: this header defines them (1 and 3) if missing.
  */
 #ifndef HYDRA_SIGNAL_H
 #define HYDRA_SIGNAL_H
@@ -39,6 +48,15 @@
 #include <signal.h>
 
 #include "hydra/runtime.h"
+
+#ifdef _WIN32
+#ifndef SIGHUP
+#define SIGHUP 1
+#endif
+#ifndef SIGQUIT
+#define SIGQUIT 3
+#endif
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -48,7 +66,7 @@ typedef struct hy_sigrecv hy_sigrecv_t;
 
 /* Creates a receiver of the n signals in signos (n >= 1).
  * Returns 0, HY_EINVAL (a signal outside the list above), HY_ENOMEM,
- * HY_EMFILE (no fd for the pipe), or HY_ENOSYS. */
+ * HY_EMFILE (no fd for the pipe), or the error of installing the handler. */
 int hy_signal_subscribe(hy_runtime_t *rt, const int *signos, int n,
                         hy_sigrecv_t **out);
 

@@ -15,7 +15,8 @@
 #include "hydra/error.h"
 #include "runtime/hubs.h"
 
-int hy__evfd_open(intptr_t *h) {
+int hy__evfd_open(intptr_t *h, int manual) {
+  (void)manual;
   int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC | EFD_SEMAPHORE);
   if (fd < 0)
     return hy_translate_errno(errno);
@@ -49,3 +50,7 @@ int hy__evfd_take(intptr_t h) {
     ;
   return n == (ssize_t)sizeof v;
 }
+
+/* A poller of an eventfd cannot be woken without leaving it readable: a
+ * pulse reaches the consumer's task and thread waiters only. */
+void hy__evfd_pulse(intptr_t h) { (void)h; }

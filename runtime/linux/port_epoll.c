@@ -13,7 +13,15 @@
  *
  * A port learns of an fd on first use (or hy__port_associate); before
  * the first op of an idle fd waits, one EPOLL_CTL_ADD checks the fd is
- * still registered (see reg_check).
+ * still registered (see reg_check) - except for a recv flagged
+ * HY__RECV_OWNED, whose fd is closed only after hy__port_forget here.
+ * Such a recv is not tried at once when the last recv on the fd emptied
+ * the socket (it would block, or a stream read came back shorter than
+ * asked for) and no edge came since: new data brings a new edge, so the
+ * recv waits for it without the system call that would say EAGAIN.
+ *
+ * A pooled recv (buf NULL, see hy__bufsrc) takes its buffer from the
+ * source just for the recv call and keeps it only if data came.
  *
  * A connect waits on the writing side; on an edge it is done only if
  * SO_ERROR names an error or getpeername succeeds (edges also come for a
@@ -63,6 +71,8 @@ typedef struct fdent {
   hy__op *wq, *wq_tail; /* connect, send, sendto */
   hy__op *polls;        /* poll ops, any order */
   int reg;              /* in the epoll set */
+  int drained;          /* the last recv emptied the socket and no edge
+                           came since: a new edge will come with data */
 } fdent;
 
 typedef struct eport {
@@ -277,6 +287,7 @@ static int e_associate(hy__port *p, int fd) {
     return hy__lport_err(errno);
   }
   ent->reg = 1;
+  ent->drained = 0;
   return 0;
 }
 
@@ -311,6 +322,7 @@ static void e_forget(hy__port *p, int fd) {
     return;
   epoll_ctl(e->ep, EPOLL_CTL_DEL, fd, NULL);
   e->fds[fd].reg = 0;
+  e->fds[fd].drained = 0;
   cancel_all_on(e, &e->fds[fd]);
   if (e->ready && atomic_load_explicit(&p->osh, memory_order_relaxed))
     hy__port_wake(p);
@@ -318,12 +330,46 @@ static void e_forget(hy__port *p, int fd) {
 
 /* ------------------------------------------------------------- the I/O */
 
+/* A pooled receive (buf NULL, addr: the hy__bufsrc): a buffer is taken
+ * only for the recv and kept only if data came. */
+static int try_recv_pooled(hy__op *op, int64_t *res) {
+  hy__bufsrc *src = op->addr;
+  if (!src) {
+    *res = HY_EINVAL;
+    return 1;
+  }
+  void *b = src->get(src);
+  if (!b) {
+    *res = HY_ENOMEM;
+    return 1;
+  }
+  size_t len = src->size > MAX_IO_LEN ? MAX_IO_LEN : src->size;
+  int fl = (int)(op->flags & ~HY__RECV_OWNED);
+  ssize_t r;
+  while ((r = recv((int)op->fd, b, len, fl | MSG_DONTWAIT)) < 0 &&
+         errno == EINTR) {
+  }
+  if (r > 0) {
+    op->buf = b;
+    *res = r;
+    return 1;
+  }
+  int err = r < 0 ? errno : 0;
+  src->put(src, b);
+  if (r < 0 && (err == EAGAIN || err == EWOULDBLOCK))
+    return 0;
+  *res = r == 0 ? 0 : hy__lport_err(err);
+  return 1;
+}
+
 /* Does op's I/O once.  Returns 1 with *res set when the op is done, 0 when
  * it would block. */
 static int try_io(hy__op *op, int64_t *res) {
   int fd = (int)op->fd;
   size_t len = op->len > MAX_IO_LEN ? MAX_IO_LEN : op->len;
-  int fl = (int)op->flags;
+  int fl = (int)(op->flags & ~HY__RECV_OWNED);
+  if (op->kind == HY__OP_RECV && !op->buf)
+    return try_recv_pooled(op, res);
   for (;;) {
     ssize_t r;
     socklen_t al = op->addr ? (socklen_t)op->addrlen : 0;
@@ -387,11 +433,32 @@ static int try_io(hy__op *op, int64_t *res) {
   }
 }
 
+/* After a recv-like try on ent: did it leave the socket empty (would
+ * block, or a stream read shorter than asked for)?  Then the next data
+ * brings a new edge. */
+static void recv_hint(fdent *ent, hy__op *op, int done, int64_t res) {
+  /* Field by field: a wide load of kind..flags would overlap pflags, which
+   * hy__port_cancel writes from other threads under the port's lock. */
+  uint8_t kind = __atomic_load_n(&op->kind, __ATOMIC_RELAXED);
+  uint32_t flags = __atomic_load_n(&op->flags, __ATOMIC_RELAXED);
+  if (kind != HY__OP_RECV || (flags & MSG_PEEK)) {
+    ent->drained = 0;
+    return;
+  }
+  /* a pooled recv (addr: its source) has its buffer in op->buf by now */
+  size_t len = op->addr ? ((hy__bufsrc *)op->addr)->size : op->len;
+  ent->drained = !done || (res > 0 && (size_t)res < len);
+}
+
 /* Works a queue from its head until an op would block. */
-static void drain(eport *e, hy__op **head, hy__op **tail) {
+static void drain(eport *e, fdent *ent, hy__op **head, hy__op **tail) {
+  int reading = head == &ent->rq;
   while (*head) {
     int64_t res;
-    if (!try_io(*head, &res))
+    int done = try_io(*head, &res);
+    if (reading)
+      recv_hint(ent, *head, done, res);
+    if (!done)
       return;
     hy__op *op = q_pop(head, tail);
     complete(e, op, res);
@@ -402,10 +469,12 @@ static void on_event(eport *e, int fd, uint32_t ev) {
   if (fd < 0 || fd >= e->nfds || !e->fds[fd].reg)
     return;
   fdent *ent = &e->fds[fd];
-  if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-    drain(e, &ent->rq, &ent->rq_tail);
+  if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+    ent->drained = 0;
+    drain(e, ent, &ent->rq, &ent->rq_tail);
+  }
   if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))
-    drain(e, &ent->wq, &ent->wq_tail);
+    drain(e, ent, &ent->wq, &ent->wq_tail);
   if (ent->polls) {
     int m = hy__lport_poll_mask(ev);
     hy__op **pp = &ent->polls;
@@ -498,10 +567,29 @@ static int e_start(hy__port *p, hy__op *op) {
     int probe = !fresh && idle_fd(ent); /* see reg_check */
     int64_t res;
     switch (op->kind) {
-    case HY__OP_ACCEPT:
     case HY__OP_RECV:
+      if (__atomic_load_n(&op->flags, __ATOMIC_RELAXED) & HY__RECV_OWNED) {
+        /* Registered for sure; after a read that emptied the socket the
+         * data to come brings an edge: no read is tried before it. */
+        int done = 0;
+        if (!ent->rq && !ent->drained) {
+          done = try_io(op, &res);
+          recv_hint(ent, op, done, res);
+        }
+        if (done) {
+          complete(e, op, res);
+        } else {
+          q_push(&ent->rq, &ent->rq_tail, op);
+          op->pdata[2] = W_RQ;
+        }
+        break;
+      }
+      /* fall through */
+    case HY__OP_ACCEPT:
     case HY__OP_RECVFROM:
       if (!ent->rq && try_io(op, &res)) {
+        if (op->kind == HY__OP_RECV)
+          recv_hint(ent, op, 1, res);
         complete(e, op, res);
       } else if (probe && (rc = reg_check(e, fd)) < 0) {
         complete(e, op, rc);

@@ -27,6 +27,19 @@
  * its request waits is taken off the list under the lock, so an
  * ASYNC_CANCEL never names an op that was already handed back.
  *
+ * A multishot accept (HY__ACCEPT_MULTI) has many CQEs: all of them queue
+ * as shots, in order, and are handed over from there, at most one per op
+ * per wait (the dispatcher reads op->res after the wait); an intermediate
+ * one leaves the op in flight with HY__OP_MORE, the last finishes it.
+ *
+ * A pooled receive (RECV with buf NULL, see hy__bufsrc) is a RECV with
+ * IOSQE_BUFFER_SELECT on a ring of provided buffers for its buffer size
+ * (made on first use, PB_ENTRIES buffers from the source; the kernel picks
+ * one only when data is there, and a fresh one from the source refills its
+ * slot when it is handed over).  A kernel without buffer rings gets a
+ * POLL_ADD instead: when its CQE says readable, the recv is made at once
+ * (MSG_DONTWAIT) into a buffer from the source, while the CQE is taken.
+ *
  * Overflow: the port needs IORING_FEAT_NODROP (the kernel keeps CQEs that
  * do not fit and liburing flushes them on peek); a full SQ is submitted
  * and the SQE taken again; a submit refused with EBUSY (CQ backlog on old
@@ -39,6 +52,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -56,6 +70,27 @@
  * it moved to another thread (see u_wait). */
 enum { TAG_WAKE_A = 1, TAG_IGNORE = 2, TAG_WAKE_B = 3 };
 
+/* A completion of a multishot accept, waiting to be handed over. */
+typedef struct shot {
+  hy__op *op;
+  int res;
+  struct shot *next;
+} shot;
+
+/* A ring of provided buffers (IORING_REGISTER_PBUF_RING) for pooled
+ * receives of one buffer size: the kernel picks a buffer only when data
+ * is there.  Its buffers come from the receives' sources (hy__mem
+ * allocations of `size` bytes). */
+#define PB_ENTRIES 128
+#define PB_RINGS 4
+typedef struct pbring {
+  struct io_uring_buf_ring *br;
+  size_t size;
+  int bgid;
+  int missing;           /* slots left empty (a source had no memory) */
+  void *bufs[PB_ENTRIES]; /* by buffer id: the one lent to the kernel */
+} pbring;
+
 typedef struct msgnode {
   struct msghdr m;
   struct iovec iov;
@@ -71,6 +106,14 @@ typedef struct uport {
   int started;          /* ops were queued since the last submit */
   hy__op *held, *held_tail; /* reaped while making room, not yet dequeued */
   msgnode *msgs;        /* free msghdr nodes */
+  int multishot;        /* the kernel has multishot accept */
+  shot *shots, *shots_tail, *free_shots; /* CQEs of multishot accepts */
+  hy__op *finals;       /* multishot accepts ended by the kernel, whose
+                           last CQE (res in pdata[3]) waits to be handed
+                           over after their shots; linked through next */
+  uint64_t batch;       /* counts waits: one completion per op per wait */
+  pbring *pb[PB_RINGS]; /* provided-buffer rings, by size */
+  int npb, pb_off;      /* pb_off: the kernel refused one: polls instead */
 } uport;
 
 static const hy__port_vt uring_vt;
@@ -93,9 +136,142 @@ static void msg_put(uport *u, msgnode *m) {
   u->msgs = m;
 }
 
+#define POOLED 1 /* pdata[1] of a pooled RECV: its poll is in the ring */
+#define MULTI 2  /* pdata[1] of a multishot ACCEPT */
+#define PBUF 3   /* pdata[1] of a pooled RECV on a buffer ring (pdata[3]) */
+
+static void pb_add(pbring *r, void *b, unsigned bid) {
+  io_uring_buf_ring_add(r->br, b, (unsigned)r->size, (unsigned short)bid,
+                        io_uring_buf_ring_mask(PB_ENTRIES), 0);
+  io_uring_buf_ring_advance(r->br, 1);
+}
+
+/* Fills the empty slots of r from src. */
+static void pb_fill(pbring *r, hy__bufsrc *src) {
+  for (unsigned i = 0; r->missing && i < PB_ENTRIES; i++) {
+    if (r->bufs[i])
+      continue;
+    void *b = src->get(src);
+    if (!b)
+      return;
+    r->bufs[i] = b;
+    r->missing--;
+    pb_add(r, b, i);
+  }
+}
+
+/* The ring for src's buffer size, made on first use; NULL when the
+ * kernel has no buffer rings (or too many sizes are in use). */
+static pbring *pb_for(uport *u, hy__bufsrc *src) {
+  for (int i = 0; i < u->npb; i++)
+    if (u->pb[i]->size == src->size)
+      return u->pb[i];
+  if (u->pb_off || u->npb == PB_RINGS || src->size > 0xffffffffu)
+    return NULL;
+  pbring *r = hy__mem_calloc(1, sizeof *r);
+  if (!r)
+    return NULL;
+  size_t len = PB_ENTRIES * sizeof(struct io_uring_buf);
+  void *m = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) {
+    hy__mem_free(r);
+    return NULL;
+  }
+  r->br = m;
+  r->size = src->size;
+  r->bgid = u->npb + 1;
+  io_uring_buf_ring_init(r->br);
+  struct io_uring_buf_reg reg;
+  memset(&reg, 0, sizeof reg);
+  reg.ring_addr = (uint64_t)(uintptr_t)m;
+  reg.ring_entries = PB_ENTRIES;
+  reg.bgid = (uint16_t)r->bgid;
+  if (io_uring_register_buf_ring(&u->ring, &reg, 0) < 0) {
+    munmap(m, len);
+    hy__mem_free(r);
+    u->pb_off = 1;
+    return NULL;
+  }
+  r->missing = PB_ENTRIES;
+  pb_fill(r, src);
+  u->pb[u->npb++] = r;
+  return r;
+}
+
+static void pb_free(uport *u, pbring *r) {
+  io_uring_unregister_buf_ring(&u->ring, r->bgid);
+  for (int i = 0; i < PB_ENTRIES; i++)
+    hy__mem_free(r->bufs[i]);
+  munmap(r->br, PB_ENTRIES * sizeof(struct io_uring_buf));
+  hy__mem_free(r);
+}
+
+/* A pooled receive on a buffer ring: the buffer the kernel picked (if it
+ * did) goes to the op when data came, and a fresh one from the source
+ * takes its slot; otherwise it goes back to its slot. */
+static int64_t recv_pbuf(hy__op *op, int res, unsigned cflags) {
+  pbring *r = (pbring *)(uintptr_t)op->pdata[3];
+  hy__bufsrc *src = op->addr;
+  if (cflags & IORING_CQE_F_BUFFER) {
+    unsigned bid = cflags >> IORING_CQE_BUFFER_SHIFT;
+    void *b = bid < PB_ENTRIES ? r->bufs[bid] : NULL;
+    if (b && res > 0) {
+      op->buf = b;
+      void *nb = src->get(src);
+      r->bufs[bid] = nb;
+      if (nb)
+        pb_add(r, nb, bid);
+      else
+        r->missing++;
+    } else if (b) {
+      pb_add(r, b, bid);
+    }
+  }
+  if (r->missing)
+    pb_fill(r, src);
+  if (res == -ENOBUFS)
+    return HY_EAGAIN; /* every buffer was taken: start it again */
+  return res >= 0 ? res : hy__lport_err(res);
+}
+
+/* A pooled receive whose poll said readable: the recv itself, into a
+ * buffer from the op's source kept only if data came. */
+static int64_t recv_pooled(hy__op *op) {
+  hy__bufsrc *src = op->addr;
+  void *b = src->get(src);
+  if (!b)
+    return HY_ENOMEM;
+  size_t len = src->size > MAX_IO_LEN ? MAX_IO_LEN : src->size;
+  int fl = (int)(op->flags & ~HY__RECV_OWNED);
+  ssize_t r;
+  while ((r = recv((int)op->fd, b, len, fl | MSG_DONTWAIT)) < 0 &&
+         errno == EINTR) {
+  }
+  if (r > 0) {
+    op->buf = b;
+    return r;
+  }
+  int err = r < 0 ? errno : 0;
+  src->put(src, b);
+  if (r == 0)
+    return 0;
+  return err == EWOULDBLOCK ? HY_EAGAIN : hy__lport_err(err);
+}
+
 /* The op's result from its CQE's res; gives back its msghdr node. */
-static int64_t result_of(uport *u, hy__op *op, int res) {
+static int64_t result_of(uport *u, hy__op *op, int res, unsigned cflags) {
   switch (op->kind) {
+  case HY__OP_RECV:
+    if (op->pdata[1] == POOLED) {
+      op->pdata[1] = 0;
+      return res >= 0 ? recv_pooled(op) : hy__lport_err(res);
+    }
+    if (op->pdata[1] == PBUF) {
+      op->pdata[1] = 0;
+      return recv_pbuf(op, res, cflags);
+    }
+    return res >= 0 ? res : hy__lport_err(res);
   case HY__OP_POLL:
     return res >= 0 ? hy__lport_poll_mask((uint32_t)res) : hy__lport_err(res);
   case HY__OP_TIMEOUT:
@@ -126,7 +302,43 @@ static hy__op *take_cqe(uport *u, struct io_uring_cqe *c, int state) {
   if (ud < 16)
     return NULL;
   hy__op *op = (hy__op *)(uintptr_t)ud;
-  hy__lport_finish_locked(&u->base, op, result_of(u, op, c->res), state);
+  if (op->kind == HY__OP_ACCEPT && op->pdata[1] == MULTI) {
+    /* Every CQE of a multishot accept queues, in order, and is handed
+     * over from the queue (see take_shots). */
+    if (!(c->flags & IORING_CQE_F_MORE)) {
+      /* The last: it waits in the op itself until the shots before it
+       * have been handed over. */
+      op->pdata[3] = (uint64_t)(uint32_t)c->res;
+      op->next = u->finals;
+      u->finals = op;
+      return NULL;
+    }
+    shot *sh = u->free_shots;
+    if (sh)
+      u->free_shots = sh->next;
+    else
+      sh = hy__mem_alloc(sizeof *sh);
+    if (!sh) {
+      /* No memory to keep it: the connection is refused (reset). */
+      if (c->res >= 0) {
+        struct linger lg = {1, 0};
+        setsockopt(c->res, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        close(c->res);
+      }
+      return NULL;
+    }
+    sh->op = op;
+    sh->res = c->res;
+    sh->next = NULL;
+    if (u->shots_tail)
+      u->shots_tail->next = sh;
+    else
+      u->shots = sh;
+    u->shots_tail = sh;
+    return NULL;
+  }
+  hy__lport_finish_locked(&u->base, op, result_of(u, op, c->res, c->flags),
+                          state);
   return op;
 }
 
@@ -239,6 +451,60 @@ static void do_cancels(uport *u) {
   flush(u);
 }
 
+/* Hands over queued multishot accept completions, at most one per op in
+ * this wait (the caller reads op->res after the wait).  An intermediate one
+ * leaves the op in flight with HY__OP_MORE set; the last finishes it. */
+static int shot_queued(uport *u, hy__op *op) {
+  for (shot *sh = u->shots; sh; sh = sh->next)
+    if (sh->op == op)
+      return 1;
+  return 0;
+}
+
+static int take_shots(uport *u, hy__op **ops, int max) {
+  if (!u->shots && !u->finals)
+    return 0;
+  int n = 0;
+  hy__lock(&u->base.lock);
+  shot **pp = &u->shots, *prev = NULL;
+  while (*pp && n < max) {
+    shot *sh = *pp;
+    hy__op *op = sh->op;
+    if (op->pdata[2] == u->batch) { /* already handed over in this wait */
+      prev = sh;
+      pp = &sh->next;
+      continue;
+    }
+    *pp = sh->next;
+    if (u->shots_tail == sh)
+      u->shots_tail = prev;
+    op->pdata[2] = u->batch;
+    op->res = sh->res >= 0 ? sh->res : hy__lport_err(sh->res);
+    op->flags |= HY__OP_MORE;
+    ops[n++] = op;
+    sh->next = u->free_shots;
+    u->free_shots = sh;
+  }
+  hy__op **fp = &u->finals;
+  while (*fp && n < max) {
+    hy__op *op = *fp;
+    if (op->pdata[2] == u->batch || shot_queued(u, op)) {
+      fp = &op->next;
+      continue;
+    }
+    *fp = op->next;
+    op->pdata[2] = u->batch;
+    op->pdata[1] = 0;
+    hy__lport_finish_locked(&u->base, op,
+                            result_of(u, op, (int)(uint32_t)op->pdata[3], 0),
+                            HY__PS_IDLE);
+    op->flags &= ~HY__OP_MORE;
+    ops[n++] = op;
+  }
+  hy__unlock(&u->base.lock);
+  return n;
+}
+
 static int take_held(uport *u, hy__op **ops, int max) {
   int n = 0;
   while (u->held && n < max) {
@@ -320,15 +586,48 @@ static int u_start(hy__port *p, hy__op *op) {
     io_uring_prep_nop(s);
     break;
   case HY__OP_ACCEPT:
-    io_uring_prep_accept(s, fd, op->addr,
-                         op->addr ? (socklen_t *)&op->addrlen : NULL,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+    op->flags &= ~HY__OP_MORE;
+    if ((op->flags & HY__ACCEPT_MULTI) && u->multishot && !op->addr) {
+      io_uring_prep_multishot_accept(s, fd, NULL, NULL,
+                                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+      op->pdata[1] = MULTI;
+      op->pdata[2] = 0;
+    } else {
+      io_uring_prep_accept(s, fd, op->addr,
+                           op->addr ? (socklen_t *)&op->addrlen : NULL,
+                           SOCK_NONBLOCK | SOCK_CLOEXEC);
+      op->pdata[1] = 0;
+    }
     break;
   case HY__OP_CONNECT:
     io_uring_prep_connect(s, fd, op->addr, op->addrlen);
     break;
   case HY__OP_RECV:
-    io_uring_prep_recv(s, fd, op->buf, len, (int)op->flags);
+    if (!op->buf) {
+      /* Pooled: wait for readiness; the recv is done when it comes (see
+       * recv_pooled), so a waiting connection holds no buffer. */
+      if (!op->addr) {
+        io_uring_prep_nop(s);
+        s->user_data = TAG_IGNORE;
+        return HY_EINVAL;
+      }
+      pbring *r = pb_for(u, op->addr);
+      if (r) {
+        io_uring_prep_recv(s, fd, NULL, r->size,
+                           (int)(op->flags & ~HY__RECV_OWNED));
+        s->flags |= IOSQE_BUFFER_SELECT;
+        s->buf_group = (uint16_t)r->bgid;
+        op->pdata[1] = PBUF;
+        op->pdata[3] = (uint64_t)(uintptr_t)r;
+      } else {
+        io_uring_prep_poll_add(s, fd, POLLIN | POLLRDHUP);
+        op->pdata[1] = POOLED;
+      }
+    } else {
+      io_uring_prep_recv(s, fd, op->buf, len,
+                         (int)(op->flags & ~HY__RECV_OWNED));
+      op->pdata[1] = 0;
+    }
     break;
   case HY__OP_SEND:
     io_uring_prep_send(s, fd, op->buf, len, (int)op->flags | MSG_NOSIGNAL);
@@ -382,11 +681,15 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
   int err = 0;
   if (u->armed && !pthread_equal(u->armer, pthread_self()))
     move_wake(u);
+  u->batch++;
   for (;;) {
     woke |= hy__lport_take_wake(p, timeout);
     do_cancels(u);
     n += take_held(u, ops + n, max - n);
+    n += take_shots(u, ops + n, max - n);
     n += reap(u, ops + n, max - n);
+    if (n < max)
+      n += take_shots(u, ops + n, max - n);
     /* Once more after the reap: a wake whose flag was set after the look
      * above and whose eventfd edge the reap just consumed (as stale) has
      * no other CQE coming; without this look the block below sleeps on a
@@ -429,7 +732,8 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
   if (u->started || osh)
     flush(u);
   if (osh &&
-      (more_posts || u->held || __atomic_load_n(&p->post_head, __ATOMIC_RELAXED)))
+      (more_posts || u->held || u->shots || u->finals ||
+       __atomic_load_n(&p->post_head, __ATOMIC_RELAXED)))
     hy__port_wake(p); /* left behind: keep the os_handle readable */
   return n ? n : err;
 }
@@ -466,7 +770,22 @@ static void u_close(hy__port *p) {
       }
     }
   }
+  for (int i = 0; i < u->npb; i++)
+    pb_free(u, u->pb[i]);
   io_uring_queue_exit(&u->ring);
+  /* pre: no op in flight, so every shot was handed over; free the nodes. */
+  while (u->shots) {
+    shot *sh = u->shots;
+    u->shots = sh->next;
+    if (sh->res >= 0)
+      close(sh->res);
+    hy__mem_free(sh);
+  }
+  while (u->free_shots) {
+    shot *sh = u->free_shots;
+    u->free_shots = sh->next;
+    hy__mem_free(sh);
+  }
   while (u->msgs) {
     msgnode *m = u->msgs;
     u->msgs = m->next;
@@ -546,6 +865,11 @@ int hy__uring_open(hy__port **out, hy__port *share) {
     hy__mem_free(u);
     return HY_ENOSYS;
   }
+  /* Multishot accept came with Linux 5.19, as did IORING_OP_SOCKET. */
+  struct io_uring_probe *pr = io_uring_get_probe_ring(&u->ring);
+  u->multishot = pr && io_uring_opcode_supported(pr, IORING_OP_SOCKET);
+  if (pr)
+    io_uring_free_probe(pr);
   *out = &u->base;
   return 0;
 }

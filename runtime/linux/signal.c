@@ -1,223 +1,89 @@
-/* linux/signal.c - OS signals as events (hydra/signal.h).
+/* linux/signal.c - the POSIX source of signals (runtime/signals.h): the
+ * handlers, a self-pipe and the dispatcher thread that hands occurrences
+ * to the portable layer (runtime/signals.c).
  *
- * The process-wide signal table `g` is the one piece of global state in
- * Hydra, and it has to be: a signal disposition belongs to the process, not
- * to a runtime.  It holds, per signal, a count of occurrences the handler
- * saw and the dispatcher has not handed out yet; the self-pipe that wakes
- * the dispatcher; the handlers Hydra replaced; and the list of runtimes
- * that have receivers.
+ * Process-wide state `src`, as signal dispositions are: per signal, a count
+ * of occurrences the handler saw and the dispatcher has not handed out
+ * yet, how many catch it, and the handler Hydra replaced; the pipe; the
+ * dispatcher.
  *
  * The handler (on_signal) is async-signal-safe: it adds one to the
  * signal's count and writes the signal's number to the pipe (non-blocking;
  * if the pipe is full the count still has it).  The dispatcher thread reads
- * the pipe and, under g.mu, hands each occurrence to every receiver of
- * every registered runtime - in the order the bytes came, then whatever
- * the counts hold beyond the bytes.  So counts are never lost, and order is
- * kept unless the pipe overflowed.
+ * the pipe and hands each occurrence to hy__signal_deliver - in the order
+ * the bytes came, then whatever the counts hold beyond the bytes.  So
+ * counts are never lost, and order is kept unless the pipe overflowed.
  *
- * A receiver queues what it has not read: counts per signal plus a ring of
- * the last 256 signal numbers for their order (an occurrence that finds
- * the ring full is still counted and read after the ones in the ring).
- *
- * Start and stop.  The first receiver in the process opens the pipe and
- * starts the dispatcher; a signal's handler is installed with its first
- * receiver and the old one restored with its last; SIGQUIT is handled
- * while any receiver exists (task dump for runtimes that do not subscribe
- * to it).  When the last receiver goes, the dispatcher is stopped and
- * joined and the pipe closed - after waiting for handlers still running on
- * other threads (g.inflight), so that none writes to a closed (or reused)
- * fd.
- *
- * Locks: g.life serialises start/stop (held across the join, which is why
- * the dispatcher never takes it) > g.mu (the table, the runtimes'
- * receiver lists) > r->lock (a receiver's queue and waiters) > task and
- * worker locks.  rt->lock is taken under g.mu for the SIGQUIT dump.
+ * Stop: the dispatcher is told to leave, woken with a byte and joined; the
+ * pipe is closed after waiting for handlers still running on other threads
+ * (src.inflight), so that none writes to a closed (or reused) fd.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "runtime/hubs.h"
-#include "runtime/internal.h"
+#include "hydra/error.h"
+#include "runtime/signals.h"
 
 #define NSIGS 65
-#define RING 256
-
-typedef struct hy__sigrt hy__sigrt;
-
-struct hy_sigrecv {
-  hy__lock_t lock;
-  hy_runtime_t *rt;
-  hy_sigrecv_t *next, *prev; /* rt's receivers, under g.mu */
-  uint64_t mask;             /* bit s-1 for signal s */
-  hy__waitq waiters;
-  int closed;
-  int quit_held;             /* holds the SIGQUIT handler (for the dump) */
-  uint64_t count[NSIGS];     /* unread, per signal */
-  uint64_t total;
-  uint8_t ring[RING];        /* order of the unread ones (most of them) */
-  unsigned head, len;
-};
-
-struct hy__sigrt {
-  hy_runtime_t *rt;
-  hy__sigrt *next, *prev;
-  hy_sigrecv_t *recvs;
-  int quit_subs; /* receivers of SIGQUIT in this runtime */
-};
 
 static struct {
-  pthread_mutex_t life;
-  pthread_mutex_t mu;
-  hy__sigrt *rts;
-  int nrecv;                     /* receivers in the process */
-  int subs[NSIGS];               /* receivers per signal */
-  int installed[NSIGS];
+  int installed[NSIGS];        /* catches per signal, under the table lock */
   struct sigaction old[NSIGS];
-  int rfd;                       /* the pipe's read end, -1: none */
-  atomic_int wfd;                /* its write end, read by the handler */
-  atomic_int inflight;           /* handlers running now */
-  atomic_ulong pending[NSIGS];   /* seen by the handler, not dispatched */
-  int stop;                      /* the dispatcher should leave */
+  int rfd;                     /* the pipe's read end, -1: none */
+  atomic_int wfd;              /* its write end, read by the handler */
+  atomic_int inflight;         /* handlers running now */
+  atomic_ulong pending[NSIGS]; /* seen by the handler, not dispatched */
+  atomic_int stop;             /* the dispatcher should leave */
   pthread_t thread;
-  int running;
-} g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, .rfd = -1,
-       .wfd = -1};
-
-static const int supported[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1,
-                                SIGUSR2};
-
-static int is_supported(int s) {
-  for (size_t i = 0; i < sizeof supported / sizeof *supported; i++)
-    if (supported[i] == s)
-      return 1;
-  return 0;
-}
-
-const char *hy_signal_name(int s) {
-  switch (s) {
-  case SIGINT: return "SIGINT";
-  case SIGTERM: return "SIGTERM";
-  case SIGHUP: return "SIGHUP";
-  case SIGQUIT: return "SIGQUIT";
-  case SIGUSR1: return "SIGUSR1";
-  case SIGUSR2: return "SIGUSR2";
-  default: return "signal";
-  }
-}
-
-/* ------------------------------------------------------------- handler */
+} src = {.rfd = -1, .wfd = -1};
 
 static void on_signal(int s) {
   int saved = errno;
-  atomic_fetch_add(&g.inflight, 1);
+  atomic_fetch_add(&src.inflight, 1);
   if (s > 0 && s < NSIGS) {
-    atomic_fetch_add(&g.pending[s], 1);
-    int fd = atomic_load(&g.wfd);
+    atomic_fetch_add(&src.pending[s], 1);
+    int fd = atomic_load(&src.wfd);
     if (fd >= 0) {
       unsigned char b = (unsigned char)s;
       ssize_t n = write(fd, &b, 1);
       (void)n; /* full pipe: the count has it */
     }
   }
-  atomic_fetch_sub(&g.inflight, 1);
+  atomic_fetch_sub(&src.inflight, 1);
   errno = saved;
 }
 
-/* pre: g.mu */
-static int install(int s) {
-  if (g.installed[s]++)
+int hy__sigsrc_catch(int s) {
+  if (src.installed[s]++)
     return 0;
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
   sa.sa_flags = SA_RESTART;
   sigfillset(&sa.sa_mask);
-  if (sigaction(s, &sa, &g.old[s]) != 0) {
-    g.installed[s]--;
+  if (sigaction(s, &sa, &src.old[s]) != 0) {
+    src.installed[s]--;
     return hy_translate_errno(errno);
   }
   return 0;
 }
 
-/* pre: g.mu */
-static void uninstall(int s) {
-  if (--g.installed[s] == 0)
-    sigaction(s, &g.old[s], NULL);
-}
-
-/* ---------------------------------------------------------- receivers */
-
-static void push(hy_sigrecv_t *r, int s) {
-  r->count[s]++;
-  r->total++;
-  if (r->len < RING) {
-    r->ring[(r->head + r->len) % RING] = (uint8_t)s;
-    r->len++;
-  }
-}
-
-static int pop(hy_sigrecv_t *r) {
-  int s = 0;
-  if (r->len) {
-    s = r->ring[r->head];
-    r->head = (r->head + 1) % RING;
-    r->len--;
-  } else {
-    for (int i = 1; i < NSIGS && !s; i++)
-      if (r->count[i])
-        s = i;
-  }
-  if (s) {
-    r->count[s]--;
-    r->total--;
-  }
-  return s;
-}
-
-/* pre: g.mu.  Hands one occurrence of s to every receiver that wants it,
- * and publishes it on the sys/signal channel of each runtime that has one.
- * Catching stays opt-in (a sys/signal subscription alone installs no
- * handler): a library must not take a signal over unless asked. */
-static void deliver(int s) {
-  for (hy__sigrt *sr = g.rts; sr; sr = sr->next) {
-    if (s == SIGQUIT && sr->quit_subs == 0) {
-      hy_runtime_dump(sr->rt, stderr);
-      continue;
-    }
-    int wanted = 0;
-    for (hy_sigrecv_t *r = sr->recvs; r; r = r->next) {
-      if (!(r->mask & (UINT64_C(1) << (s - 1))))
-        continue;
-      wanted = 1;
-      hy__lock(&r->lock);
-      push(r, s);
-      hy__waiter *w = hy__waitq_claim(&r->waiters);
-      if (w) {
-        int got = pop(r);
-        if (w->buf)
-          *(int *)w->buf = got;
-        w->wait->result = 0;
-        hy__wait_wake(w->wait);
-      }
-      hy__unlock(&r->lock);
-    }
-    /* Every signal a runtime catches is also an event on its sys/signal
-     * channel (which never blocks the publisher). */
-    if (wanted)
-      hy__event_publish_signal(sr->rt, s);
-  }
+void hy__sigsrc_release(int s) {
+  if (--src.installed[s] == 0)
+    sigaction(s, &src.old[s], NULL);
 }
 
 static int take_pending(int s) {
-  unsigned long v = atomic_load(&g.pending[s]);
+  unsigned long v = atomic_load(&src.pending[s]);
   while (v > 0)
-    if (atomic_compare_exchange_weak(&g.pending[s], &v, v - 1))
+    if (atomic_compare_exchange_weak(&src.pending[s], &v, v - 1))
       return 1;
   return 0;
 }
@@ -229,307 +95,52 @@ static void *dispatcher(void *arg) {
   pthread_sigmask(SIG_BLOCK, &all, NULL);
   for (;;) {
     unsigned char buf[256];
-    ssize_t n = read(g.rfd, buf, sizeof buf);
+    ssize_t n = read(src.rfd, buf, sizeof buf);
     if (n < 0 && errno == EINTR)
       continue;
-    pthread_mutex_lock(&g.mu);
     for (ssize_t i = 0; i < n; i++)
       if (buf[i] > 0 && buf[i] < NSIGS && take_pending(buf[i]))
-        deliver(buf[i]);
+        hy__signal_deliver(buf[i]);
     for (int s = 1; s < NSIGS; s++)
-      for (unsigned long k = atomic_exchange(&g.pending[s], 0); k; k--)
-        deliver(s);
-    int stop = g.stop;
-    pthread_mutex_unlock(&g.mu);
-    if (stop || n <= 0)
+      for (unsigned long k = atomic_exchange(&src.pending[s], 0); k; k--)
+        hy__signal_deliver(s);
+    if (atomic_load(&src.stop) || n <= 0)
       return NULL;
   }
 }
 
-/* pre: g.life, not g.mu.  Opens the pipe and starts the dispatcher. */
-static int start(void) {
+int hy__sigsrc_start(void) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) != 0)
     return hy_translate_errno(errno);
   fcntl(p[1], F_SETFL, fcntl(p[1], F_GETFL) | O_NONBLOCK);
-  g.rfd = p[0];
-  atomic_store(&g.wfd, p[1]);
-  g.stop = 0;
+  src.rfd = p[0];
+  atomic_store(&src.wfd, p[1]);
+  atomic_store(&src.stop, 0);
   for (int s = 1; s < NSIGS; s++)
-    atomic_store(&g.pending[s], 0);
-  int rc = pthread_create(&g.thread, NULL, dispatcher, NULL);
+    atomic_store(&src.pending[s], 0);
+  int rc = pthread_create(&src.thread, NULL, dispatcher, NULL);
   if (rc != 0) {
-    atomic_store(&g.wfd, -1);
+    atomic_store(&src.wfd, -1);
     close(p[0]);
     close(p[1]);
-    g.rfd = -1;
+    src.rfd = -1;
     return hy_translate_errno(rc);
   }
-  g.running = 1;
   return 0;
 }
 
-/* pre: g.life, not g.mu; no receiver left, handlers restored. */
-static void stop(void) {
-  pthread_mutex_lock(&g.mu);
-  g.stop = 1;
-  pthread_mutex_unlock(&g.mu);
-  int wfd = atomic_load(&g.wfd);
+void hy__sigsrc_stop(void) {
+  atomic_store(&src.stop, 1);
+  int wfd = atomic_load(&src.wfd);
   unsigned char zero = 0;
   while (write(wfd, &zero, 1) < 0 && errno == EINTR)
     ;
-  pthread_join(g.thread, NULL);
-  g.running = 0;
-  atomic_store(&g.wfd, -1);
-  while (atomic_load(&g.inflight) > 0)
+  pthread_join(src.thread, NULL);
+  atomic_store(&src.wfd, -1);
+  while (atomic_load(&src.inflight) > 0)
     sched_yield();
   close(wfd);
-  close(g.rfd);
-  g.rfd = -1;
-}
-
-/* pre: g.mu.  Unlinks r and undoes its subscriptions; frees the runtime's
- * entry when r was its last receiver. */
-static void detach(hy_sigrecv_t *r) {
-  hy__sigrt *sr = r->rt->sig;
-  if (r->prev)
-    r->prev->next = r->next;
-  else
-    sr->recvs = r->next;
-  if (r->next)
-    r->next->prev = r->prev;
-  for (int s = 1; s < NSIGS; s++)
-    if (r->mask & (UINT64_C(1) << (s - 1))) {
-      g.subs[s]--;
-      if (s == SIGQUIT)
-        sr->quit_subs--;
-      uninstall(s);
-    }
-  if (r->quit_held) /* every receiver holds SIGQUIT for the dump */
-    uninstall(SIGQUIT);
-  g.nrecv--;
-  if (!sr->recvs) {
-    if (sr->prev)
-      sr->prev->next = sr->next;
-    else
-      g.rts = sr->next;
-    if (sr->next)
-      sr->next->prev = sr->prev;
-    r->rt->sig = NULL;
-    hy__mem_free(sr);
-  }
-}
-
-int hy_signal_subscribe(hy_runtime_t *rt, const int *signos, int n,
-                        hy_sigrecv_t **out) {
-  if (!rt || !signos || n < 1 || !out)
-    return HY_EINVAL;
-  *out = NULL;
-  uint64_t mask = 0;
-  for (int i = 0; i < n; i++) {
-    if (!is_supported(signos[i]))
-      return HY_EINVAL;
-    mask |= UINT64_C(1) << (signos[i] - 1);
-  }
-  hy_sigrecv_t *r = hy__mem_calloc(1, sizeof *r);
-  if (!r)
-    return HY_ENOMEM;
-  r->rt = rt;
-  r->mask = mask;
-  pthread_mutex_lock(&g.life);
-  int rc = 0;
-  if (!g.running && (rc = start()) < 0) {
-    pthread_mutex_unlock(&g.life);
-    hy__mem_free(r);
-    return rc;
-  }
-  pthread_mutex_lock(&g.mu);
-  hy__sigrt *sr = rt->sig;
-  if (!sr) {
-    sr = hy__mem_calloc(1, sizeof *sr);
-    if (!sr) {
-      rc = HY_ENOMEM;
-      goto out;
-    }
-    sr->rt = rt;
-    sr->next = g.rts;
-    if (g.rts)
-      g.rts->prev = sr;
-    g.rts = sr;
-    rt->sig = sr;
-  }
-  r->next = sr->recvs;
-  if (sr->recvs)
-    sr->recvs->prev = r;
-  sr->recvs = r;
-  g.nrecv++;
-  /* Subscribe signal by signal; on failure detach() undoes exactly the
-   * ones in r->mask, so the mask grows as they succeed. */
-  r->mask = 0;
-  if ((rc = install(SIGQUIT)) < 0) {
-    detach(r);
-    goto out;
-  }
-  r->quit_held = 1;
-  for (int s = 1; s < NSIGS; s++) {
-    if (!(mask & (UINT64_C(1) << (s - 1))))
-      continue;
-    if ((rc = install(s)) < 0) {
-      detach(r);
-      goto out;
-    }
-    r->mask |= UINT64_C(1) << (s - 1);
-    g.subs[s]++;
-    if (s == SIGQUIT)
-      sr->quit_subs++;
-  }
-out:;
-  int idle = g.nrecv == 0;
-  pthread_mutex_unlock(&g.mu);
-  if (rc < 0) {
-    if (idle)
-      stop();
-    pthread_mutex_unlock(&g.life);
-    hy__mem_free(r);
-    return rc;
-  }
-  pthread_mutex_unlock(&g.life);
-  *out = r;
-  return 0;
-}
-
-static void drop(hy_sigrecv_t *r) {
-  pthread_mutex_lock(&g.mu);
-  detach(r);
-  int idle = g.nrecv == 0;
-  pthread_mutex_unlock(&g.mu);
-  if (idle)
-    stop();
-  hy__lock(&r->lock);
-  r->closed = 1;
-  hy__waitq_wake_all(&r->waiters, HY_ECLOSED);
-  hy__unlock(&r->lock);
-  hy__mem_free(r);
-}
-
-int hy_signal_unsubscribe(hy_sigrecv_t *r) {
-  if (!r)
-    return HY_EINVAL;
-  pthread_mutex_lock(&g.life);
-  drop(r);
-  pthread_mutex_unlock(&g.life);
-  return 0;
-}
-
-void hy__signal_runtime_free(hy_runtime_t *rt) {
-  pthread_mutex_lock(&g.life);
-  for (;;) {
-    pthread_mutex_lock(&g.mu);
-    hy__sigrt *sr = rt->sig;
-    hy_sigrecv_t *r = sr ? sr->recvs : NULL;
-    pthread_mutex_unlock(&g.mu);
-    if (!r)
-      break;
-    drop(r);
-  }
-  pthread_mutex_unlock(&g.life);
-}
-
-int hy_signal_pending(hy_sigrecv_t *r) {
-  if (!r)
-    return HY_EINVAL;
-  hy__lock(&r->lock);
-  uint64_t n = r->total;
-  hy__unlock(&r->lock);
-  return n > INT32_MAX ? INT32_MAX : (int)n;
-}
-
-int hy_signal_read(hy_sigrecv_t *r, int *signo) {
-  return hy_signal_read_until(r, HY_FOREVER, signo);
-}
-
-int hy_signal_read_until(hy_sigrecv_t *r, hy_time_t deadline, int *signo) {
-  if (!r || !signo)
-    return HY_EINVAL;
-  hy__wait w;
-  int rc = hy__wait_init(&w, r->rt);
-  if (rc < 0)
-    return rc;
-  int got = 0;
-  hy__lock(&r->lock);
-  if (r->total || r->closed) {
-    if (hy__wait_claim(&w, 0)) {
-      rc = r->total ? (got = pop(r), 0) : HY_ECLOSED;
-      hy__unlock(&r->lock);
-      hy__wait_fini(&w);
-      if (rc == 0)
-        *signo = got;
-      return rc;
-    }
-    /* A cancel won: take nothing, receive its wake. */
-    hy__unlock(&r->lock);
-    hy__wait_park(&w, HY_FOREVER);
-    hy__wait_fini(&w);
-    return HY_ECANCELED;
-  }
-  hy__waiter wr;
-  memset(&wr, 0, sizeof wr);
-  wr.wait = &w;
-  wr.buf = &got;
-  hy__wait_park_queued(&w, &wr, &r->waiters, &r->lock, "signal", deadline);
-  hy__wait_fini(&w);
-  rc = hy__wait_rc(&w);
-  if (rc == 0)
-    *signo = got;
-  return rc;
-}
-
-/* ------------------------------------------------------------ select arm */
-
-static hy__lock_t *arm_lock(void *obj) {
-  return obj ? &((hy_sigrecv_t *)obj)->lock : NULL;
-}
-
-static int arm_try(void *obj, hy_arm_t *arm, int *result) {
-  hy_sigrecv_t *r = obj;
-  if (!r) {
-    *result = HY_EINVAL;
-    return 1;
-  }
-  if (r->total) {
-    int s = pop(r);
-    if (arm->buf)
-      *(int *)arm->buf = s;
-    *result = 0;
-    return 1;
-  }
-  if (r->closed) {
-    *result = HY_ECLOSED;
-    return 1;
-  }
-  return 0;
-}
-
-static void arm_enqueue(void *obj, hy_arm_t *arm, hy__waiter *w) {
-  w->buf = arm->buf;
-  hy__waitq_push(&((hy_sigrecv_t *)obj)->waiters, w);
-}
-
-static void arm_dequeue(void *obj, hy_arm_t *arm, hy__waiter *w) {
-  (void)arm;
-  hy__waitq_remove(&((hy_sigrecv_t *)obj)->waiters, w);
-}
-
-static const struct hy_awaitable signal_awaitable = {
-    "signal", arm_lock, arm_try, arm_enqueue, arm_dequeue};
-
-hy_arm_t hy_arm_signal(hy_sigrecv_t *r, int *signo) {
-  hy_arm_t a;
-  memset(&a, 0, sizeof a);
-  a.ops = &signal_awaitable;
-  a.obj = r;
-  a.buf = signo;
-  a.kind = HY_ARM_OBJECT;
-  a.guard = 1;
-  return a;
+  close(src.rfd);
+  src.rfd = -1;
 }

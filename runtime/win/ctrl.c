@@ -38,10 +38,11 @@ int hy__ctrl_deliver(unsigned long ctrl_type) {
     return 0;
   AcquireSRWLockShared(&lock);
   int n = nsubs;
+  int took = 0;
   for (int i = 0; i < n; i++)
-    subs[i].fn(subs[i].arg, signo);
+    took += subs[i].fn(subs[i].arg, signo) != 0;
   ReleaseSRWLockShared(&lock);
-  return n;
+  return took;
 }
 
 static BOOL WINAPI on_ctrl(DWORD type) {
@@ -61,6 +62,10 @@ static BOOL WINAPI on_ctrl(DWORD type) {
     ReleaseSRWLockExclusive(&lock);
   }
   return TRUE;
+}
+
+int hy__ctrl_handler(unsigned long ctrl_type) {
+  return on_ctrl((DWORD)ctrl_type) ? 1 : 0;
 }
 
 int hy__ctrl_add(hy__ctrl_fn fn, void *arg) {

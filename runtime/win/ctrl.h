@@ -12,11 +12,14 @@
  * removes it.  The system runs the handler on a thread of its own; it calls
  * every subscriber's fn(arg, signo) there, so fn must be short and must not
  * block nor add or remove subscribers (set a hub, write a pipe, post to a
- * runtime).  After
- * hy__ctrl_remove returns, fn is never called again.  For the SIGTERM
- * events the system ends the process when the handler returns, so the
- * handler waits (up to HY__CTRL_TERM_WAIT_MS) for the subscribers to go -
- * their runtimes shutting down - before it returns.
+ * runtime).  fn returns 1 if it took the event, 0 if nobody it stands for
+ * wanted that signal; when no subscriber took it the handler returns FALSE
+ * and the next handler runs (in the end the default one, which ends the
+ * process - as an uncaught signal does on POSIX).  After hy__ctrl_remove
+ * returns, fn is never called again.  For the SIGTERM events the system
+ * ends the process when the handler returns, so the handler waits (up to
+ * HY__CTRL_TERM_WAIT_MS) for the subscribers to go - their runtimes
+ * shutting down - before it returns.
  */
 #ifndef HYDRA_RUNTIME_WIN_CTRL_H
 #define HYDRA_RUNTIME_WIN_CTRL_H
@@ -31,7 +34,7 @@
 
 #define HY__CTRL_TERM_WAIT_MS 4500
 
-typedef void (*hy__ctrl_fn)(void *arg, int signo);
+typedef int (*hy__ctrl_fn)(void *arg, int signo);
 
 /* The signal number for a console control event, 0 for others. */
 int hy__ctrl_signo(unsigned long ctrl_type);
@@ -41,7 +44,13 @@ int hy__ctrl_add(hy__ctrl_fn fn, void *arg);
 void hy__ctrl_remove(hy__ctrl_fn fn, void *arg);
 
 /* Hands ctrl_type to every subscriber, as the handler does (without the
- * wait for SIGTERM events).  Returns how many got it. */
+ * wait for SIGTERM events).  Returns how many took it. */
 int hy__ctrl_deliver(unsigned long ctrl_type);
+
+/* The handler itself, as the system calls it (for tests: the close,
+ * logoff and shutdown events cannot be generated): 1 (TRUE) if a
+ * subscriber took the event - after waiting for the subscribers to go, for
+ * the SIGTERM ones - or 0 (FALSE). */
+int hy__ctrl_handler(unsigned long ctrl_type);
 
 #endif

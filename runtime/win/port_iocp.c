@@ -3,9 +3,18 @@
  * The workers of a runtime share one kernel port (the IOCP thread-pool
  * model): the first worker's hy__port creates it with a concurrency value
  * no worker count reaches, the others join it (hy__port_open's `share`), and
- * every worker dequeues with GetQueuedCompletionStatusEx, so a completion
+ * every worker dequeues with GetQueuedCompletionStatusEx, so a packet
  * goes to whichever worker is free.  An embedded runtime's host port has a
  * kernel port of its own.
+ *
+ * Ownership.  The port contract gives an op's completion (and a post) to
+ * the port it was started on (posted to): the server's per-worker state and
+ * callbacks rely on it.  The worker that dequeues a packet does the work
+ * the completion needs (results, AcceptEx/ConnectEx contexts, freeing the
+ * record), and hands a packet of another port to that port's inbox,
+ * interrupting it (the wake APC) if it is blocked; the owner takes its
+ * inbox on its next wait.  A blocking wait that dequeued only packets of
+ * other ports goes on waiting.
  *
  * Operations.  Every started op gets an extension record holding its
  * OVERLAPPED (op->pdata[0]), freed when the op is dequeued.  Sockets are
@@ -16,15 +25,25 @@
  * no lock).  Ops that fail at once land on that list too.  AcceptEx takes
  * a fresh socket per op, so any number of accepts can be pending on one
  * listener; ConnectEx binds an unbound socket first.  HY__OP_TIMEOUT uses a
- * thread-pool timer that posts the op; HY__OP_POLL (readable) is a zero-byte
- * WSARecv; writability has no IOCP form and is reported at once.
+ * thread-pool timer that posts the op; HY__OP_POLL (readable) is the AFD
+ * driver's poll (IOCTL_AFD_POLL, issued on the socket through
+ * NtDeviceIoControlFile as Winsock's own WSAPoll does, so it completes
+ * through the socket's port like any overlapped op): it waits for data, end
+ * of stream, a reset, or a connection to accept, on any kind of socket, and
+ * takes nothing.  Where ntdll lacks it, a zero-byte WSARecv stands in (for
+ * stream sockets only).  A poll for writability alone is reported at
+ * once (a socket's send buffer is rarely full, and a send waits anyway).
  *
  * Cancel: CancelIoEx on the op's OVERLAPPED.  The op's one completion still
  * comes through the kernel port (ERROR_OPERATION_ABORTED, or the result if
  * it had completed), and only then is the record freed and the op given
- * back: nothing is reused while the kernel may still write to it.
+ * back: nothing is reused while the kernel may still write to it.  A
+ * cancel from another thread may race with the worker collecting the
+ * completion: the canceller holds the op in PS_CANCELLING while it reads
+ * the record, and the collector waits for that to end before freeing it.
  *
- * Posts are PostQueuedCompletionStatus packets (KEY_POST) carrying the op.
+ * Posts are PostQueuedCompletionStatus packets carrying the op, keyed by
+ * the port they were posted to.
  *
  * Wakes must reach one particular port even though the kernel port is
  * shared, so they do not travel as packets (any worker could take one):
@@ -56,12 +75,49 @@
 #include "runtime/wait.h"
 #include "runtime/win/win.h"
 
-enum { KEY_IO = 1, KEY_POST = 2, KEY_DONE = 3 };
-enum { PS_IDLE = 0, PS_KERNEL = 1, PS_LOCAL = 2 }; /* op->pstate */
+/* Completion keys: I/O on an associated socket, a finished timeout; any
+ * other key is a post, and the key is the port it was posted to. */
+enum { KEY_IO = 1, KEY_DONE = 3 };
+/* op->pstate: not in flight; with the kernel; being cancelled (the canceller
+ * still reads its record: collecting it waits); completed and on a port's
+ * own list or inbox. */
+enum { PS_IDLE = 0, PS_KERNEL = 1, PS_CANCELLING = 2, PS_LOCAL = 3 };
 enum { BATCH = 64, CONCURRENCY = 4096 };
+
+/* The AFD poll, as Winsock's providers use it (not in the SDK headers). */
+#define IOCTL_AFD_POLL 0x00012024
+enum {
+  AFD_POLL_RECEIVE = 0x0001,
+  AFD_POLL_SEND = 0x0004,
+  AFD_POLL_DISCONNECT = 0x0008,
+  AFD_POLL_ABORT = 0x0010,
+  AFD_POLL_LOCAL_CLOSE = 0x0020,
+  AFD_POLL_ACCEPT = 0x0080,
+  AFD_POLL_CONNECT_FAIL = 0x0100
+};
+#define STATUS_PENDING_ 0x00000103L
+
+typedef struct afd_poll_info {
+  LARGE_INTEGER timeout;
+  ULONG nhandles;
+  ULONG exclusive;
+  struct {
+    HANDLE handle;
+    ULONG events;
+    LONG status;
+  } h[1];
+} afd_poll_info;
+
+typedef LONG(NTAPI *nt_ioctl_fn)(HANDLE file, HANDLE event, void *apc,
+                                 void *apc_ctx, void *iosb, ULONG code,
+                                 void *in, ULONG inlen, void *out,
+                                 ULONG outlen);
+typedef ULONG(NTAPI *nt_status_fn)(LONG status);
 
 typedef struct hub {
   HANDLE iocp;
+  nt_ioctl_fn nt_ioctl;     /* NULL: no AFD poll here */
+  nt_status_fn nt_status;
   atomic_int refs;
   _Atomic(LPFN_CONNECTEX) connectex;
   hy__lock_t lock;      /* the sockets associated without skip-on-success */
@@ -79,6 +135,9 @@ struct hy__port {
   HANDLE thread;
   DWORD tid;
   hy__op *local_head, *local_tail; /* owner only */
+  hy__lock_t ilock;         /* the inbox: completions of this port's ops */
+  hy__op *in_head, *in_tail; /* that another port of the hub dequeued */
+  atomic_int in_any;
   int wsa;                  /* WSAStartup succeeded */
 };
 
@@ -86,10 +145,13 @@ typedef struct ext {
   OVERLAPPED ov;
   hy__op *op;
   hub *hub;
+  hy__port *owner;          /* the port the op was started on */
   SOCKET as;                /* ACCEPT: the socket being accepted into */
   WSABUF wb;
   DWORD flags;
   INT alen;
+  int afd;                  /* POLL: through the AFD poll */
+  afd_poll_info poll;
   atomic_int tstate;        /* TIMEOUT: 0 armed, 1 fired or cancelled */
   PTP_TIMER timer;
   char abuf[2 * (sizeof(SOCKADDR_STORAGE) + 16)];
@@ -100,6 +162,19 @@ static uint8_t pstate_get(const hy__op *op) {
 }
 static void pstate_set(hy__op *op, uint8_t v) {
   __atomic_store_n(&op->pstate, v, __ATOMIC_RELEASE);
+}
+static int pstate_cas(hy__op *op, uint8_t from, uint8_t to) {
+  return __atomic_compare_exchange_n(&op->pstate, &from, to, 0,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+/* Takes a kernel op back from the kernel's side (its completion is in
+ * hand): waits out a cancel that is reading its record, so the record can
+ * be freed. */
+static void pstate_complete(hy__op *op) {
+  for (int spins = 0; !pstate_cas(op, PS_KERNEL, PS_LOCAL); spins++)
+    if (spins > 64)
+      SwitchToThread();
 }
 
 /* ---------------------------------------------------------- open, close */
@@ -133,6 +208,15 @@ int hy__port_open(hy__port **out, int backend, hy__port *share) {
       goto fail;
     }
     atomic_store(&p->hub->refs, 1);
+    HMODULE nt = GetModuleHandleW(L"ntdll.dll");
+    if (nt) {
+      FARPROC io = GetProcAddress(nt, "NtDeviceIoControlFile");
+      FARPROC st = GetProcAddress(nt, "RtlNtStatusToDosError");
+      if (io && st) {
+        p->hub->nt_ioctl = (nt_ioctl_fn)(void (*)(void))io;
+        p->hub->nt_status = (nt_status_fn)(void (*)(void))st;
+      }
+    }
   }
   *out = p;
   return 0;
@@ -228,8 +312,14 @@ int hy__port_associate(hy__port *p, intptr_t fd) {
   int len = sizeof info;
   if (getsockopt(s, SOL_SOCKET, SO_PROTOCOL_INFOW, (char *)&info, &len) != 0)
     return hy__wsa_last_error();
-  if (!CreateIoCompletionPort((HANDLE)s, p->hub->iocp, KEY_IO, 0))
-    return hy__win_last_error();
+  if (!CreateIoCompletionPort((HANDLE)s, p->hub->iocp, KEY_IO, 0)) {
+    /* A handle is associated with one kernel port for life.  The ports of
+     * a runtime share theirs, and a socket is associated again by each
+     * worker it is used on: ERROR_INVALID_PARAMETER says it already is
+     * (the modes below were set the first time). */
+    DWORD err = GetLastError();
+    return err == ERROR_INVALID_PARAMETER ? 0 : hy__win_error(err);
+  }
   if (info.iSocketType == SOCK_DGRAM) {
     /* An ICMP port-unreachable must not fail the next receive. */
     BOOL no = FALSE;
@@ -321,9 +411,25 @@ static void finish(ext *e, DWORD bytes, DWORD err) {
     op->addrlen = (uint32_t)e->alen;
     op->res = (int64_t)bytes;
     return;
-  case HY__OP_POLL:
-    op->res = HY__POLL_IN | (op->flags & HY__POLL_OUT);
+  case HY__OP_POLL: {
+    if (!e->afd) {
+      op->res = HY__POLL_IN | (op->flags & HY__POLL_OUT);
+      return;
+    }
+    ULONG ev = e->poll.nhandles ? e->poll.h[0].events : 0;
+    int m = 0;
+    if (ev & (AFD_POLL_RECEIVE | AFD_POLL_DISCONNECT | AFD_POLL_ABORT |
+              AFD_POLL_LOCAL_CLOSE | AFD_POLL_ACCEPT | AFD_POLL_CONNECT_FAIL))
+      m |= HY__POLL_IN;
+    if (ev & AFD_POLL_SEND)
+      m |= HY__POLL_OUT;
+    if (ev & (AFD_POLL_ABORT | AFD_POLL_CONNECT_FAIL | AFD_POLL_LOCAL_CLOSE))
+      m |= HY__POLL_ERR;
+    op->res = m & ((op->flags & (HY__POLL_IN | HY__POLL_OUT)) | HY__POLL_ERR);
+    if (!op->res)
+      op->res = m;
     return;
+  }
   default:
     op->res = (int64_t)bytes;
     return;
@@ -365,8 +471,11 @@ static void CALLBACK timer_fired(PTP_CALLBACK_INSTANCE inst, void *arg,
   ext *e = arg;
   int zero = 0;
   if (atomic_compare_exchange_strong(&e->tstate, &zero, 1)) {
+    hy__port *owner = e->owner;
     e->op->res = HY_ETIMEDOUT;
     PostQueuedCompletionStatus(e->hub->iocp, 0, KEY_DONE, &e->ov);
+    if (atomic_load(&owner->handle_used))
+      SetEvent(owner->event); /* a packet without an OVERLAPPED event */
   }
 }
 
@@ -420,8 +529,41 @@ static DWORD issue(hy__port *p, ext *e, int *now, DWORD *bytes) {
     }
     break;
   }
-  case HY__OP_RECV:
   case HY__OP_POLL:
+    if (p->hub->nt_ioctl) {
+      /* The poll names the base socket (below any layered provider). */
+      SOCKET base = s;
+      DWORD got = 0;
+      if (WSAIoctl(s, SIO_BASE_HANDLE, NULL, 0, &base, sizeof base, &got,
+                   NULL, NULL) != 0)
+        base = s;
+      e->afd = 1;
+      e->poll.timeout.QuadPart = INT64_MAX;
+      e->poll.nhandles = 1;
+      e->poll.exclusive = FALSE;
+      e->poll.h[0].handle = (HANDLE)base;
+      e->poll.h[0].status = 0;
+      e->poll.h[0].events =
+          AFD_POLL_RECEIVE | AFD_POLL_DISCONNECT | AFD_POLL_ABORT |
+          AFD_POLL_LOCAL_CLOSE | AFD_POLL_ACCEPT | AFD_POLL_CONNECT_FAIL |
+          (op->flags & HY__POLL_OUT ? AFD_POLL_SEND : 0);
+      e->ov.Internal = (ULONG_PTR)STATUS_PENDING_;
+      /* The OVERLAPPED's first two fields are the IO_STATUS_BLOCK; it is
+       * the context the completion packet carries, as for Winsock's own
+       * overlapped calls. */
+      LONG st = p->hub->nt_ioctl((HANDLE)s, e->ov.hEvent, NULL, &e->ov, &e->ov,
+                                 IOCTL_AFD_POLL, &e->poll, sizeof e->poll,
+                                 &e->poll, sizeof e->poll);
+      if (st == STATUS_PENDING_)
+        return 0;
+      if (st >= 0) {
+        *now = 1;
+        return 0;
+      }
+      return p->hub->nt_status(st);
+    }
+    /* fall through */
+  case HY__OP_RECV:
     e->wb.buf = op->kind == HY__OP_POLL ? NULL : op->buf;
     e->wb.len = op->kind == HY__OP_POLL ? 0 : (ULONG)op->len;
     e->flags = op->kind == HY__OP_POLL ? 0 : op->flags & (MSG_PEEK | MSG_OOB);
@@ -471,6 +613,8 @@ static DWORD issue(hy__port *p, ext *e, int *now, DWORD *bytes) {
 }
 
 int hy__port_start(hy__port *p, hy__op *op) {
+  if (!op)
+    return HY_EINVAL;
   if (op->kind == HY__OP_NOP) {
     op->res = 0;
     pstate_set(op, PS_LOCAL);
@@ -481,6 +625,8 @@ int hy__port_start(hy__port *p, hy__op *op) {
   }
   if (op->kind == HY__OP_POST || op->kind >= HY__OP_KIND_COUNT)
     return HY_EINVAL;
+  if (op->kind != HY__OP_TIMEOUT && op->fd == (intptr_t)INVALID_SOCKET)
+    return HY_EBADF; /* not a socket at all: not started */
   if ((op->kind == HY__OP_CONNECT || op->kind == HY__OP_SENDTO) &&
       (!op->addr || op->addrlen < sizeof(struct sockaddr)))
     return HY_EINVAL; /* no address: not started */
@@ -500,6 +646,7 @@ int hy__port_start(hy__port *p, hy__op *op) {
     return HY_ENOMEM;
   e->op = op;
   e->hub = p->hub;
+  e->owner = p;
   e->as = INVALID_SOCKET;
   op->pdata[0] = (uint64_t)(uintptr_t)e;
   if (op->kind == HY__OP_TIMEOUT) {
@@ -533,9 +680,9 @@ int hy__port_start(hy__port *p, hy__op *op) {
     return 0; /* done, and its packet comes all the same */
   /* Done at once (skip-on-success) or failed at once: no packet. */
   finish(e, bytes, err);
-  ext_free(e);
+  pstate_complete(op);
   op->pdata[0] = 0;
-  pstate_set(op, PS_LOCAL);
+  ext_free(e);
   local_push(p, op);
   if (atomic_load(&p->handle_used))
     SetEvent(p->event);
@@ -547,24 +694,33 @@ int hy__port_cancel(hy__port *p, hy__op *op) {
   uint8_t s = pstate_get(op);
   if (s == PS_IDLE)
     return HY_ENOENT;
-  if (s == PS_LOCAL)
-    return 0; /* completed already; its completion is queued */
+  /* Only while the op is with the kernel is its record there to read;
+   * holding it in PS_CANCELLING keeps the port that collects its
+   * completion from freeing the record meanwhile.  Otherwise it completed
+   * (its completion is queued) or another thread is cancelling it. */
+  if (!pstate_cas(op, PS_KERNEL, PS_CANCELLING))
+    return 0;
   ext *e = (ext *)(uintptr_t)op->pdata[0];
   if (op->kind == HY__OP_TIMEOUT) {
     int zero = 0;
     if (atomic_compare_exchange_strong(&e->tstate, &zero, 1)) {
+      hy__port *owner = e->owner;
       op->res = HY_ECANCELED;
       PostQueuedCompletionStatus(e->hub->iocp, 0, KEY_DONE, &e->ov);
+      if (atomic_load(&owner->handle_used))
+        SetEvent(owner->event);
     }
-    return 0;
+  } else {
+    /* ERROR_NOT_FOUND: it completed; its packet is on the way. */
+    CancelIoEx((HANDLE)op->fd, &e->ov);
   }
-  /* ERROR_NOT_FOUND: it completed; its packet is on the way. */
-  CancelIoEx((HANDLE)op->fd, &e->ov);
+  pstate_set(op, PS_KERNEL);
   return 0;
 }
 
 int hy__port_post(hy__port *p, hy__op *op) {
-  if (!PostQueuedCompletionStatus(p->hub->iocp, 0, KEY_POST, (OVERLAPPED *)op))
+  if (!PostQueuedCompletionStatus(p->hub->iocp, 0, (ULONG_PTR)p,
+                                  (OVERLAPPED *)op))
     return HY_ENOMEM;
   if (atomic_load(&p->handle_used))
     SetEvent(p->event);
@@ -603,27 +759,83 @@ static void own(hy__port *p) {
     CloseHandle(old);
 }
 
-/* Turns dequeued packets into ops. */
-static int collect(OVERLAPPED_ENTRY *ent, ULONG k, hy__op **ops) {
+/* Hands op, completed, to its own port, which another port of the hub
+ * dequeued: into the owner's inbox, and the owner is interrupted if it
+ * is blocked in its port. */
+static void route(hy__port *owner, hy__op *op) {
+  op->next = NULL;
+  hy__lock(&owner->ilock);
+  if (owner->in_tail)
+    owner->in_tail->next = op;
+  else
+    owner->in_head = op;
+  owner->in_tail = op;
+  /* Only the first packet of an empty inbox interrupts the owner: until
+   * it takes the inbox, that interruption is pending or under way. */
+  int first = !atomic_exchange(&owner->in_any, 1);
+  hy__unlock(&owner->ilock);
+  if (!first)
+    return;
+  if (atomic_load(&owner->handle_used))
+    SetEvent(owner->event);
+  hy__lock(&owner->tlock);
+  if (owner->thread)
+    QueueUserAPC(wake_apc, owner->thread, 0);
+  hy__unlock(&owner->tlock);
+}
+
+/* Turns packets that port p dequeued into ops: the completions of p's own
+ * ops and posts go to ops[], those of other ports go to their owners. */
+static int collect(hy__port *p, OVERLAPPED_ENTRY *ent, ULONG k, hy__op **ops) {
   int n = 0;
   for (ULONG i = 0; i < k; i++) {
     ULONG_PTR key = ent[i].lpCompletionKey;
-    if (key == KEY_POST) {
-      ops[n++] = (hy__op *)ent[i].lpOverlapped;
+    if (key != KEY_IO && key != KEY_DONE) { /* a post, keyed by its port */
+      hy__op *op = (hy__op *)ent[i].lpOverlapped;
+      if ((hy__port *)key == p)
+        ops[n++] = op;
+      else
+        route((hy__port *)key, op);
       continue;
     }
     ext *e = (ext *)ent[i].lpOverlapped;
     hy__op *op = e->op;
+    hy__port *owner = e->owner;
     if (key == KEY_IO) {
       DWORD bytes = ent[i].dwNumberOfBytesTransferred;
       DWORD err = ov_error(e, &bytes);
       finish(e, bytes, err);
     }
-    ext_free(e);
+    pstate_complete(op);
     op->pdata[0] = 0;
+    ext_free(e);
+    if (owner != p) {
+      route(owner, op);
+      continue;
+    }
     pstate_set(op, PS_IDLE);
     ops[n++] = op;
   }
+  return n;
+}
+
+static int take_inbox(hy__port *p, hy__op **ops, int max) {
+  if (max <= 0 || !atomic_load(&p->in_any))
+    return 0;
+  int n = 0;
+  hy__lock(&p->ilock);
+  while (p->in_head && n < max) {
+    hy__op *op = p->in_head;
+    p->in_head = op->next;
+    op->next = NULL;
+    pstate_set(op, PS_IDLE);
+    ops[n++] = op;
+  }
+  if (!p->in_head) {
+    p->in_tail = NULL;
+    atomic_store(&p->in_any, 0);
+  }
+  hy__unlock(&p->ilock);
   return n;
 }
 
@@ -641,13 +853,17 @@ static int take_local(hy__port *p, hy__op **ops, int max) {
   return n;
 }
 
+/* Dequeues up to max packets from the kernel port; *got: how many came
+ * (some may have gone to other ports); *woken: an APC ended the wait.
+ * Returns the ops of p's own, or HY_E*. */
 static int dequeue(hy__port *p, hy__op **ops, int max, DWORD ms, int alertable,
-                   int *woken) {
+                   int *woken, ULONG *got) {
   OVERLAPPED_ENTRY ent[BATCH];
   ULONG k = 0;
   if (max > BATCH)
     max = BATCH;
   *woken = 0;
+  *got = 0;
   if (!GetQueuedCompletionStatusEx(p->hub->iocp, ent, (ULONG)max, &k, ms,
                                    alertable)) {
     DWORD err = GetLastError();
@@ -657,7 +873,8 @@ static int dequeue(hy__port *p, hy__op **ops, int max, DWORD ms, int alertable,
       return hy__win_error(err);
     return 0;
   }
-  return collect(ent, k, ops);
+  *got = k;
+  return collect(p, ent, k, ops);
 }
 
 int hy__port_wait(hy__port *p, hy__op **ops, int max, int64_t timeout_ns) {
@@ -665,42 +882,66 @@ int hy__port_wait(hy__port *p, hy__op **ops, int max, int64_t timeout_ns) {
     return HY_EINVAL;
   int host = atomic_load(&p->handle_used);
   int woken;
+  ULONG got;
   if (host)
     ResetEvent(p->event);
   if (timeout_ns != 0)
     own(p);
   int n = take_local(p, ops, max);
+  n += take_inbox(p, ops + n, max - n);
   int more = n == max; /* the port may hold more than this wait took */
   if (n < max) {
     int want = max - n < BATCH ? max - n : BATCH;
-    int k = dequeue(p, ops + n, want, 0, FALSE, &woken);
+    int k = dequeue(p, ops + n, want, 0, FALSE, &woken, &got);
     if (k < 0 && n == 0)
       return k;
     if (k > 0)
       n += k;
-    more = k == want;
+    more = got == (ULONG)want;
   }
   if (n == 0 && timeout_ns != 0 && !atomic_exchange(&p->wake, 0)) {
-    /* Nothing there and no wake pending: this wait blocks. */
-    DWORD ms = INFINITE;
-    if (timeout_ns > 0) {
-      int64_t m = (timeout_ns + 999999) / 1000000;
-      ms = m >= (int64_t)INFINITE ? INFINITE - 1 : (DWORD)m;
-    }
+    /* Nothing there and no wake pending: this wait blocks - until one of
+     * this port's completions, a wake, or the time-out (packets of other
+     * ports dequeued meanwhile are passed on, and the wait goes on). */
+    int64_t end = timeout_ns > 0 ? hy_now() + timeout_ns : -1;
     int want = max < BATCH ? max : BATCH;
-    int k = dequeue(p, ops, want, ms, TRUE, &woken);
-    if (k < 0)
-      return k;
-    n = k;
-    more = k == want;
-    if (woken)
-      atomic_store(&p->wake, 0);
+    for (;;) {
+      DWORD ms = INFINITE;
+      if (end >= 0) {
+        int64_t left = end - hy_now();
+        if (left < 0)
+          left = 0;
+        int64_t m = (left + 999999) / 1000000;
+        ms = m >= (int64_t)INFINITE ? INFINITE - 1 : (DWORD)m;
+      }
+      int k = dequeue(p, ops, want, ms, TRUE, &woken, &got);
+      if (k < 0)
+        return k;
+      n = k;
+      more = got == (ULONG)want;
+      if (woken) {
+        /* A wake, a completion passed on by another port - or the APC of
+         * a wake that an earlier wait took without blocking: then the
+         * wait goes on. */
+        int w = atomic_exchange(&p->wake, 0);
+        n += take_inbox(p, ops + n, max - n);
+        if (w || n > 0 || ms == 0)
+          break;
+        continue;
+      }
+      if (n > 0 || got == 0 || ms == 0)
+        break;
+      n = take_inbox(p, ops, max);
+      if (n > 0 || atomic_exchange(&p->wake, 0))
+        break;
+    }
   }
   if (host) {
     /* The host waits on the handle, not here: its wait consumed the wake. */
     if (n > 0 || timeout_ns == 0)
       atomic_store(&p->wake, 0);
-    if (p->local_head || more || atomic_load(&p->wake))
+    if (p->local_head || more || atomic_load(&p->wake) ||
+        atomic_load(&p->in_any))
       SetEvent(p->event);
   }
   return n;

@@ -1,42 +1,38 @@
-/* win/signal.c - OS signals as events on Windows: not provided yet (the
- * equivalent is console control events, SetConsoleCtrlHandler).  Every
- * call fails cleanly. */
-#include <string.h>
+/* win/signal.c - the Windows source of signals (runtime/signals.h):
+ * console control events, through the process's console control handler
+ * (runtime/win/ctrl.c), as signal numbers:
+ *   Ctrl+C -> SIGINT, Ctrl+Break -> SIGQUIT,
+ *   close, logoff, shutdown -> SIGTERM.
+ * The system runs the handler on a thread of its own, so the occurrence is
+ * handed to the portable layer (hy__signal_deliver) right there: no pipe
+ * and no dispatcher thread are needed.  The layer's first receiver adds a
+ * subscriber to the handler, its last removes it (after which ctrl.c calls
+ * it no more).  An event nobody in the process wants is left to the next
+ * handler - in the end the default one, which ends the process, as an
+ * uncaught signal does on POSIX.  SIGHUP is accepted for portable programs
+ * and never occurs.
+ *
+ * Catching is counted per signal only: the console control handler
+ * receives every event anyway, and hy__signal_deliver knows who wants
+ * which.
+ */
+#ifdef _WIN32
+#include "runtime/signals.h"
+#include "runtime/win/ctrl.h"
 
-#include "hydra/error.h"
-#include "runtime/hubs.h"
+static int on_ctrl_signal(void *arg, int signo) {
+  (void)arg;
+  return hy__signal_deliver(signo);
+}
 
-int hy_signal_subscribe(hy_runtime_t *rt, const int *signos, int n,
-                        hy_sigrecv_t **out) {
-  (void)rt, (void)signos, (void)n;
-  if (out)
-    *out = NULL;
-  return HY_ENOSYS;
+int hy__sigsrc_start(void) { return hy__ctrl_add(on_ctrl_signal, 0); }
+
+void hy__sigsrc_stop(void) { hy__ctrl_remove(on_ctrl_signal, 0); }
+
+int hy__sigsrc_catch(int s) {
+  (void)s;
+  return 0;
 }
-int hy_signal_unsubscribe(hy_sigrecv_t *r) {
-  (void)r;
-  return HY_EINVAL;
-}
-int hy_signal_read(hy_sigrecv_t *r, int *signo) {
-  (void)r, (void)signo;
-  return HY_EINVAL;
-}
-int hy_signal_read_until(hy_sigrecv_t *r, hy_time_t deadline, int *signo) {
-  (void)r, (void)deadline, (void)signo;
-  return HY_EINVAL;
-}
-int hy_signal_pending(hy_sigrecv_t *r) {
-  (void)r;
-  return HY_EINVAL;
-}
-hy_arm_t hy_arm_signal(hy_sigrecv_t *r, int *signo) {
-  hy_arm_t a;
-  memset(&a, 0, sizeof a);
-  (void)r, (void)signo;
-  return a; /* ops NULL, guard 0: a disabled arm */
-}
-const char *hy_signal_name(int signo) {
-  (void)signo;
-  return "signal";
-}
-void hy__signal_runtime_free(hy_runtime_t *rt) { (void)rt; }
+
+void hy__sigsrc_release(int s) { (void)s; }
+#endif

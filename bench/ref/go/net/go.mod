@@ -1,0 +1,3 @@
+module hydra/bench/net
+
+go 1.19

@@ -1,0 +1,389 @@
+/* win/sock.c - the socket calls of net/sock.h on Windows (Winsock 2).
+ * WSAGetLastError becomes a HY_E* code here (through hy__win_error) and
+ * nowhere else in the net layer.
+ *
+ * Sockets are opened overlapped (WSA_FLAG_OVERLAPPED), not inherited by
+ * child processes, and left in blocking mode: every operation that waits
+ * is an overlapped one on the completion port (runtime/win/port_iocp.c,
+ * which associates the socket, runs AcceptEx + SO_UPDATE_ACCEPT_CONTEXT
+ * and binds before ConnectEx), so the mode never matters to them.
+ *
+ * Winsock needs WSAStartup before its first call; every completion port
+ * holds one, so the calls made with a runtime find it done.  The calls
+ * that can come without one (name lookups, address conversion) take their
+ * own reference around the call.
+ *
+ * Options: Windows' SO_REUSEADDR is not the Unix one - it lets a second
+ * socket take a port that a live listener holds - while binding a port
+ * whose old connections are in TIME_WAIT, which is what the Unix option
+ * is for, is allowed by default.  So HY__OPT_REUSEADDR sets nothing, and
+ * HY__OPT_REUSEPORT (several listeners sharing a port, the kernel
+ * spreading connections over them) has no Windows counterpart:
+ * HY_ENOTSUP.  TCP_KEEPIDLE is the TCP_KEEPALIVE option (3) of recent
+ * Windows; where it is refused, SIO_KEEPALIVE_VALS sets the same idle time.
+ * An IPv6 scope must be numeric ("fe80::1%12"): interface names would
+ * need the IP helper library.
+ */
+#ifdef _WIN32
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#include <mstcpip.h>
+#include <windows.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hydra/error.h"
+#include "net/sock.h"
+#include "runtime/win/win.h"
+
+#ifndef TCP_KEEPIDLE
+#define TCP_KEEPIDLE 3
+#endif
+#ifndef WSA_FLAG_NO_HANDLE_INHERIT
+#define WSA_FLAG_NO_HANDLE_INHERIT 0x80
+#endif
+
+_Static_assert(sizeof(struct sockaddr_in6) <= sizeof(((hy_addr_t *)0)->sa.raw),
+               "hy_addr_t holds a sockaddr_in6");
+_Static_assert(sizeof(SOCKET) <= sizeof(intptr_t), "a SOCKET fits an fd");
+
+static int fail(int *os) {
+  int e = WSAGetLastError();
+  if (os)
+    *os = e;
+  return hy__win_error((unsigned long)e);
+}
+
+/* A Winsock reference for calls that may come before any port exists. */
+static int wsa_up(void) {
+  WSADATA wd;
+  return WSAStartup(MAKEWORD(2, 2), &wd) == 0;
+}
+
+intptr_t hy__sock_open(int family, int type, int *err, int *os) {
+  int af = family == HY_AF_INET6 ? AF_INET6 : AF_INET;
+  int ty = type == HY__SOCK_DGRAM ? SOCK_DGRAM : SOCK_STREAM;
+  int proto = type == HY__SOCK_DGRAM ? IPPROTO_UDP : IPPROTO_TCP;
+  SOCKET s = WSASocketW(af, ty, proto, NULL, 0,
+                        WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+  if (s == INVALID_SOCKET && WSAGetLastError() == WSAEINVAL)
+    /* Windows before 7 SP1 does not know the no-inherit flag. */
+    s = WSASocketW(af, ty, proto, NULL, 0, WSA_FLAG_OVERLAPPED);
+  if (s == INVALID_SOCKET) {
+    *err = fail(os);
+    return HY__BAD_SOCK;
+  }
+  *err = 0;
+  return (intptr_t)s;
+}
+
+void hy__fd_close(intptr_t fd) { closesocket((SOCKET)fd); }
+
+void hy__fd_close_reset(intptr_t fd) {
+  struct linger lg;
+  lg.l_onoff = 1;
+  lg.l_linger = 0;
+  setsockopt((SOCKET)fd, SOL_SOCKET, SO_LINGER, (const char *)&lg, sizeof lg);
+  closesocket((SOCKET)fd);
+}
+
+int hy__sock_bind(intptr_t fd, const hy_addr_t *a, int *os) {
+  if (bind((SOCKET)fd, (const struct sockaddr *)a->sa.raw, (int)a->len) != 0)
+    return fail(os);
+  return 0;
+}
+
+int hy__sock_listen(intptr_t fd, int backlog, int *os) {
+  if (listen((SOCKET)fd, backlog) != 0)
+    return fail(os);
+  return 0;
+}
+
+int hy__sock_connect_now(intptr_t fd, const hy_addr_t *a, int *os) {
+  if (connect((SOCKET)fd, (const struct sockaddr *)a->sa.raw, (int)a->len) != 0)
+    return fail(os);
+  return 0;
+}
+
+int hy__sock_local(intptr_t fd, hy_addr_t *out) {
+  int len = (int)sizeof out->sa.raw;
+  memset(out, 0, sizeof *out);
+  if (getsockname((SOCKET)fd, (struct sockaddr *)out->sa.raw, &len) != 0)
+    return fail(NULL);
+  out->len = (uint32_t)len;
+  return 0;
+}
+
+int hy__sock_peer(intptr_t fd, hy_addr_t *out) {
+  int len = (int)sizeof out->sa.raw;
+  memset(out, 0, sizeof *out);
+  if (getpeername((SOCKET)fd, (struct sockaddr *)out->sa.raw, &len) != 0)
+    return fail(NULL);
+  out->len = (uint32_t)len;
+  return 0;
+}
+
+int hy__sock_shutdown_write(intptr_t fd, int *os) {
+  if (shutdown((SOCKET)fd, SD_SEND) != 0)
+    return fail(os);
+  return 0;
+}
+
+/* 1: set through setsockopt at level, name; 0: nothing to set here;
+ * HY_E*: not an option, or none on Windows. */
+static int opt_of(int opt, int *level, int *name) {
+  switch (opt) {
+  case HY__OPT_REUSEADDR: return 0; /* the default here (see the top) */
+  case HY__OPT_REUSEPORT: return HY_ENOTSUP;
+  case HY__OPT_V6ONLY: *level = IPPROTO_IPV6; *name = IPV6_V6ONLY; return 1;
+  case HY__OPT_NODELAY: *level = IPPROTO_TCP; *name = TCP_NODELAY; return 1;
+  case HY__OPT_KEEPALIVE: *level = SOL_SOCKET; *name = SO_KEEPALIVE; return 1;
+  case HY__OPT_KEEPIDLE: *level = IPPROTO_TCP; *name = TCP_KEEPIDLE; return 1;
+  case HY__OPT_RCVBUF: *level = SOL_SOCKET; *name = SO_RCVBUF; return 1;
+  case HY__OPT_SNDBUF: *level = SOL_SOCKET; *name = SO_SNDBUF; return 1;
+  default: return HY_EINVAL;
+  }
+}
+
+/* Keep-alive on, with the idle time in seconds (the interval between
+ * probes stays at a second, as Windows' own default). */
+static int keepalive_vals(SOCKET s, int idle_s, int *os) {
+  struct tcp_keepalive ka;
+  ka.onoff = 1;
+  ka.keepalivetime = (ULONG)idle_s * 1000u;
+  ka.keepaliveinterval = 1000;
+  DWORD got = 0;
+  if (WSAIoctl(s, SIO_KEEPALIVE_VALS, &ka, sizeof ka, NULL, 0, &got, NULL,
+               NULL) != 0)
+    return fail(os);
+  return 0;
+}
+
+int hy__sock_set(intptr_t fd, int opt, int value, int *os) {
+  int level = 0, name = 0;
+  int k = opt_of(opt, &level, &name);
+  if (k <= 0)
+    return k;
+  if (opt == HY__OPT_KEEPIDLE && value <= 0)
+    return HY_EINVAL;
+  DWORD v = (DWORD)value;
+  if (setsockopt((SOCKET)fd, level, name, (const char *)&v, sizeof v) != 0) {
+    if (opt == HY__OPT_KEEPIDLE && WSAGetLastError() == WSAENOPROTOOPT)
+      return keepalive_vals((SOCKET)fd, value, os);
+    return fail(os);
+  }
+  return 0;
+}
+
+int hy__sock_get(intptr_t fd, int opt, int *value) {
+  int level = 0, name = 0;
+  int k = opt_of(opt, &level, &name);
+  if (k < 0)
+    return k;
+  if (k == 0) {
+    *value = 1;
+    return 0;
+  }
+  DWORD v = 0;
+  int len = sizeof v;
+  if (getsockopt((SOCKET)fd, level, name, (char *)&v, &len) != 0)
+    return fail(NULL);
+  *value = (int)v;
+  return 0;
+}
+
+int hy__sock_readable(intptr_t fd) {
+  fd_set rd, ex;
+  FD_ZERO(&rd);
+  FD_ZERO(&ex);
+  FD_SET((SOCKET)fd, &rd);
+  FD_SET((SOCKET)fd, &ex);
+  struct timeval tv = {0, 0};
+  /* Readable covers data, end of stream, a reset and, on a listener, a
+   * connection waiting; a failed connect shows in the except set. */
+  return select(0, &rd, NULL, &ex, &tv) > 0;
+}
+
+/* A datagram longer than the buffer fails its receive with WSAEMSGSIZE
+ * (HY_EMSGSIZE) on its own; there is no SIGPIPE to suppress. */
+uint32_t hy__sock_flag_trunc(void) { return 0; }
+uint32_t hy__sock_flag_nosignal(void) { return 0; }
+
+int hy__sock_getaddrinfo(const char *host, int port, int family,
+                         hy_addr_t *out, int max) {
+  if (!wsa_up())
+    return HY_ENOSYS;
+  ADDRINFOA hints, *res = NULL;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = family == HY_AF_INET    ? AF_INET
+                    : family == HY_AF_INET6 ? AF_INET6
+                                            : AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  char serv[16];
+  snprintf(serv, sizeof serv, "%d", port);
+  int rc = getaddrinfo(host, serv, &hints, &res);
+  if (rc != 0) {
+    WSACleanup();
+    switch (rc) {
+    case EAI_MEMORY: return HY_ENOMEM;
+    case EAI_AGAIN: return HY_EAGAIN;
+    default: return HY_ENOENT;
+    }
+  }
+  int n = 0;
+  for (ADDRINFOA *ai = res; ai && n < max; ai = ai->ai_next) {
+    if (ai->ai_addrlen > sizeof out[n].sa.raw ||
+        (ai->ai_family != AF_INET && ai->ai_family != AF_INET6))
+      continue;
+    memset(&out[n], 0, sizeof out[n]);
+    memcpy(out[n].sa.raw, ai->ai_addr, ai->ai_addrlen);
+    out[n].len = (uint32_t)ai->ai_addrlen;
+    n++;
+  }
+  freeaddrinfo(res);
+  WSACleanup();
+  return n ? n : HY_ENOENT;
+}
+
+/* ------------------------------------------------------------ addresses */
+
+int hy__addr_family(const hy_addr_t *a) {
+  if (!a || a->len < sizeof(ADDRESS_FAMILY))
+    return HY_AF_UNSPEC;
+  ADDRESS_FAMILY f;
+  memcpy(&f, a->sa.raw, sizeof f);
+  if (f == AF_INET && a->len >= sizeof(struct sockaddr_in))
+    return HY_AF_INET;
+  if (f == AF_INET6 && a->len >= sizeof(struct sockaddr_in6))
+    return HY_AF_INET6;
+  return HY_AF_UNSPEC;
+}
+
+/* Byte order by hand: these run with or without Winsock started. */
+static uint16_t be16(uint16_t v) { return (uint16_t)((v >> 8) | (v << 8)); }
+
+int hy__addr_port(const hy_addr_t *a) {
+  uint16_t p;
+  switch (hy__addr_family(a)) {
+  case HY_AF_INET:
+    memcpy(&p, a->sa.raw + offsetof(struct sockaddr_in, sin_port), 2);
+    return be16(p);
+  case HY_AF_INET6:
+    memcpy(&p, a->sa.raw + offsetof(struct sockaddr_in6, sin6_port), 2);
+    return be16(p);
+  default:
+    return -1;
+  }
+}
+
+int hy__addr_set_port(hy_addr_t *a, int port) {
+  if (port < 0 || port > 65535)
+    return HY_EINVAL;
+  uint16_t p = be16((uint16_t)port);
+  switch (hy__addr_family(a)) {
+  case HY_AF_INET:
+    memcpy(a->sa.raw + offsetof(struct sockaddr_in, sin_port), &p, 2);
+    return 0;
+  case HY_AF_INET6:
+    memcpy(a->sa.raw + offsetof(struct sockaddr_in6, sin6_port), &p, 2);
+    return 0;
+  default:
+    return HY_EINVAL;
+  }
+}
+
+/* inet_pton/inet_ntop with a Winsock reference of their own. */
+static int pton(int af, const char *ip, void *dst) {
+  int up = wsa_up();
+  int ok = inet_pton(af, ip, dst) == 1;
+  if (up)
+    WSACleanup();
+  return ok;
+}
+
+static int ntop(int af, const void *src, char *buf, size_t cap) {
+  int up = wsa_up();
+  int ok = inet_ntop(af, src, buf, cap) != NULL;
+  if (up)
+    WSACleanup();
+  return ok;
+}
+
+int hy__addr_from_ip(const char *ip, int family, int port, hy_addr_t *a) {
+  memset(a, 0, sizeof *a);
+  if (port < 0 || port > 65535)
+    return HY_EINVAL;
+  if (family == HY_AF_INET) {
+    struct sockaddr_in s;
+    memset(&s, 0, sizeof s);
+    s.sin_family = AF_INET;
+    s.sin_port = be16((uint16_t)port);
+    if (!pton(AF_INET, ip, &s.sin_addr))
+      return HY_EINVAL;
+    memcpy(a->sa.raw, &s, sizeof s);
+    a->len = sizeof s;
+    return 0;
+  }
+  if (family == HY_AF_INET6) {
+    struct sockaddr_in6 s;
+    memset(&s, 0, sizeof s);
+    s.sin6_family = AF_INET6;
+    s.sin6_port = be16((uint16_t)port);
+    char tmp[64];
+    const char *pct = strchr(ip, '%');
+    if (pct) { /* a numeric scope: fe80::1%12 */
+      size_t n = (size_t)(pct - ip);
+      if (n >= sizeof tmp)
+        return HY_EINVAL;
+      memcpy(tmp, ip, n);
+      tmp[n] = 0;
+      char *end;
+      unsigned long id = strtoul(pct + 1, &end, 10);
+      if (*end || end == pct + 1 || id > 0xffffffffu)
+        return HY_EINVAL;
+      s.sin6_scope_id = (ULONG)id;
+      ip = tmp;
+    }
+    if (!pton(AF_INET6, ip, &s.sin6_addr))
+      return HY_EINVAL;
+    memcpy(a->sa.raw, &s, sizeof s);
+    a->len = sizeof s;
+    return 0;
+  }
+  return HY_EINVAL;
+}
+
+int hy__addr_ip(const hy_addr_t *a, char *buf, size_t cap) {
+  char tmp[INET6_ADDRSTRLEN + 16];
+  switch (hy__addr_family(a)) {
+  case HY_AF_INET: {
+    struct sockaddr_in s;
+    memcpy(&s, a->sa.raw, sizeof s);
+    if (!ntop(AF_INET, &s.sin_addr, tmp, sizeof tmp))
+      return HY_EINVAL;
+    break;
+  }
+  case HY_AF_INET6: {
+    struct sockaddr_in6 s;
+    memcpy(&s, a->sa.raw, sizeof s);
+    if (!ntop(AF_INET6, &s.sin6_addr, tmp, sizeof tmp))
+      return HY_EINVAL;
+    if (s.sin6_scope_id) {
+      size_t n = strlen(tmp);
+      snprintf(tmp + n, sizeof tmp - n, "%%%lu", (unsigned long)s.sin6_scope_id);
+    }
+    break;
+  }
+  default:
+    return HY_EINVAL;
+  }
+  size_t n = strlen(tmp);
+  if (n + 1 > cap)
+    return HY_ENOBUFS;
+  memcpy(buf, tmp, n + 1);
+  return (int)n;
+}
+#endif

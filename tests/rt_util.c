@@ -1,0 +1,23 @@
+/* rt_util.c - the runtimes tests make and end. */
+#include <stdlib.h>
+
+#include "rt_util.h"
+#include "test.h"
+
+hy_runtime_t *test_rt_new(int workers) {
+  hy_options_t o = HY_OPTIONS_INIT;
+  o.workers = workers;
+  hy_runtime_t *rt = NULL;
+  int rc = hy_runtime_new(&o, &rt);
+  if (rc == HY_ENOSYS && test_backend()) {
+    fprintf(stderr, "SKIP: backend %s not available here\n", test_backend());
+    exit(TEST_SKIP);
+  }
+  ASSERT_OK(rc);
+  return rt;
+}
+
+void test_rt_close(hy_runtime_t *rt, int64_t grace) {
+  ASSERT_OK(hy_runtime_shutdown(rt, grace));
+  ASSERT_OK(hy_runtime_close(rt));
+}

@@ -1,0 +1,14 @@
+/* rt_util.h - the runtimes tests make and end. */
+#ifndef HYDRA_TEST_RT_UTIL_H
+#define HYDRA_TEST_RT_UTIL_H
+
+#include "hydra.h"
+
+/* A runtime with `workers` workers (0: embedded) on the backend this run
+ * asked for (HYDRA_BACKEND); a backend this machine lacks skips the test. */
+hy_runtime_t *test_rt_new(int workers);
+
+/* Shuts rt down, the drain given `grace`, then closes it; both must work. */
+void test_rt_close(hy_runtime_t *rt, int64_t grace);
+
+#endif /* HYDRA_TEST_RT_UTIL_H */
