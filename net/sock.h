@@ -58,7 +58,15 @@ uint32_t hy__sock_flag_nosignal(void);
 int hy__sock_getaddrinfo(const char *host, int port, int family,
                          hy_addr_t *out, int max);
 
-/* Address helpers on the OS's sockaddr layout. */
+/* Text to and from an IPv4 (af AF_INET) or IPv6 address (inet_pton,
+ * inet_ntop): 0 or HY_EINVAL.  An IPv6 scope's interface name to its
+ * index: 0, or HY_EINVAL (no such interface; Windows: names are not
+ * looked up, only numeric scopes work). */
+int hy__sock_pton(int af, const char *ip, void *dst);
+int hy__sock_ntop(int af, const void *src, char *buf, size_t cap);
+int hy__sock_scope_by_name(const char *name, uint32_t *index);
+
+/* Address helpers on the OS's sockaddr layout (net/sockaddr.c). */
 int hy__addr_family(const hy_addr_t *a);
 int hy__addr_port(const hy_addr_t *a);
 int hy__addr_set_port(hy_addr_t *a, int port);

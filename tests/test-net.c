@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <net/if.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -137,6 +138,15 @@ TEST_IMPL(net_addr_parse_format) {
   ASSERT_OK(hy_addr_parse("[fe80::1%1]:7", &a));
   ASSERT_OK(hy_addr_format(&a, s, sizeof s));
   ASSERT(strcmp(s, "[fe80::1%1]:7") == 0);
+  /* A scope by interface name (POSIX; Windows takes numeric scopes only). */
+#ifndef _WIN32
+  ASSERT_OK(hy_addr_parse("[fe80::1%lo]:7", &a));
+  ASSERT_OK(hy_addr_format(&a, s, sizeof s));
+  char want[32];
+  snprintf(want, sizeof want, "[fe80::1%%%u]:7", if_nametoindex("lo"));
+  ASSERT(strcmp(s, want) == 0);
+#endif
+  ASSERT_ERR(hy_addr_parse("[fe80::1%no-such-if0]:7", &a), HY_EINVAL);
   ASSERT_OK(hy_addr_parse("10.1.2.3", &a));
   ASSERT_EQ(hy_addr_port(&a), 0);
   ASSERT_OK(hy_addr_set_port(&a, 65535));

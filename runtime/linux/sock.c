@@ -19,8 +19,6 @@
 #include "hydra/error.h"
 #include "net/sock.h"
 
-_Static_assert(sizeof(struct sockaddr_in6) <= sizeof(((hy_addr_t *)0)->sa.raw),
-               "hy_addr_t holds a sockaddr_in6");
 
 static int fail(int *os) {
   int e = errno;
@@ -169,123 +167,18 @@ int hy__sock_getaddrinfo(const char *host, int port, int family,
 
 /* ------------------------------------------------------------ addresses */
 
-int hy__addr_family(const hy_addr_t *a) {
-  if (!a || a->len < sizeof(sa_family_t))
-    return HY_AF_UNSPEC;
-  sa_family_t f;
-  memcpy(&f, a->sa.raw, sizeof f);
-  if (f == AF_INET && a->len >= sizeof(struct sockaddr_in))
-    return HY_AF_INET;
-  if (f == AF_INET6 && a->len >= sizeof(struct sockaddr_in6))
-    return HY_AF_INET6;
-  return HY_AF_UNSPEC;
+int hy__sock_pton(int af, const char *ip, void *dst) {
+  return inet_pton(af, ip, dst) == 1 ? 0 : HY_EINVAL;
 }
 
-int hy__addr_port(const hy_addr_t *a) {
-  switch (hy__addr_family(a)) {
-  case HY_AF_INET: {
-    struct sockaddr_in s;
-    memcpy(&s, a->sa.raw, sizeof s);
-    return ntohs(s.sin_port);
-  }
-  case HY_AF_INET6: {
-    struct sockaddr_in6 s;
-    memcpy(&s, a->sa.raw, sizeof s);
-    return ntohs(s.sin6_port);
-  }
-  default:
-    return -1;
-  }
+int hy__sock_ntop(int af, const void *src, char *buf, size_t cap) {
+  return inet_ntop(af, src, buf, (socklen_t)cap) ? 0 : HY_EINVAL;
 }
 
-int hy__addr_set_port(hy_addr_t *a, int port) {
-  if (port < 0 || port > 65535)
+int hy__sock_scope_by_name(const char *name, uint32_t *index) {
+  unsigned id = if_nametoindex(name);
+  if (!id)
     return HY_EINVAL;
-  uint16_t p = htons((uint16_t)port);
-  switch (hy__addr_family(a)) {
-  case HY_AF_INET:
-    memcpy(a->sa.raw + offsetof(struct sockaddr_in, sin_port), &p, 2);
-    return 0;
-  case HY_AF_INET6:
-    memcpy(a->sa.raw + offsetof(struct sockaddr_in6, sin6_port), &p, 2);
-    return 0;
-  default:
-    return HY_EINVAL;
-  }
-}
-
-int hy__addr_from_ip(const char *ip, int family, int port, hy_addr_t *a) {
-  memset(a, 0, sizeof *a);
-  if (port < 0 || port > 65535)
-    return HY_EINVAL;
-  if (family == HY_AF_INET) {
-    struct sockaddr_in s;
-    memset(&s, 0, sizeof s);
-    s.sin_family = AF_INET;
-    s.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, ip, &s.sin_addr) != 1)
-      return HY_EINVAL;
-    memcpy(a->sa.raw, &s, sizeof s);
-    a->len = sizeof s;
-    return 0;
-  }
-  if (family == HY_AF_INET6) {
-    struct sockaddr_in6 s;
-    memset(&s, 0, sizeof s);
-    s.sin6_family = AF_INET6;
-    s.sin6_port = htons((uint16_t)port);
-    char tmp[64];
-    const char *pct = strchr(ip, '%');
-    if (pct) { /* a scope: fe80::1%eth0 or %2 */
-      size_t n = (size_t)(pct - ip);
-      if (n >= sizeof tmp)
-        return HY_EINVAL;
-      memcpy(tmp, ip, n);
-      tmp[n] = 0;
-      char *end;
-      unsigned long id = strtoul(pct + 1, &end, 10);
-      if (*end || end == pct + 1) {
-        id = if_nametoindex(pct + 1);
-        if (!id)
-          return HY_EINVAL;
-      }
-      s.sin6_scope_id = (uint32_t)id;
-      ip = tmp;
-    }
-    if (inet_pton(AF_INET6, ip, &s.sin6_addr) != 1)
-      return HY_EINVAL;
-    memcpy(a->sa.raw, &s, sizeof s);
-    a->len = sizeof s;
-    return 0;
-  }
-  return HY_EINVAL;
-}
-
-int hy__addr_ip(const hy_addr_t *a, char *buf, size_t cap) {
-  char tmp[INET6_ADDRSTRLEN + 16];
-  switch (hy__addr_family(a)) {
-  case HY_AF_INET: {
-    struct sockaddr_in s;
-    memcpy(&s, a->sa.raw, sizeof s);
-    inet_ntop(AF_INET, &s.sin_addr, tmp, sizeof tmp);
-    break;
-  }
-  case HY_AF_INET6: {
-    struct sockaddr_in6 s;
-    memcpy(&s, a->sa.raw, sizeof s);
-    inet_ntop(AF_INET6, &s.sin6_addr, tmp, sizeof tmp);
-    if (s.sin6_scope_id) {
-      size_t n = strlen(tmp);
-      snprintf(tmp + n, sizeof tmp - n, "%%%u", (unsigned)s.sin6_scope_id);
-    }
-    break;
-  }
-  default:
-    return HY_EINVAL;
-  }
-  size_t n = strlen(tmp);
-  if (n + 1 > cap)
-    return HY_ENOBUFS;
-  memcpy(buf, tmp, n + 1);
-  return (int)n;
+  *index = id;
+  return 0;
 }

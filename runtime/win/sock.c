@@ -45,8 +45,6 @@
 #define WSA_FLAG_NO_HANDLE_INHERIT 0x80
 #endif
 
-_Static_assert(sizeof(struct sockaddr_in6) <= sizeof(((hy_addr_t *)0)->sa.raw),
-               "hy_addr_t holds a sockaddr_in6");
 _Static_assert(sizeof(SOCKET) <= sizeof(intptr_t), "a SOCKET fits an fd");
 
 static int fail(int *os) {
@@ -250,140 +248,26 @@ int hy__sock_getaddrinfo(const char *host, int port, int family,
 
 /* ------------------------------------------------------------ addresses */
 
-int hy__addr_family(const hy_addr_t *a) {
-  if (!a || a->len < sizeof(ADDRESS_FAMILY))
-    return HY_AF_UNSPEC;
-  ADDRESS_FAMILY f;
-  memcpy(&f, a->sa.raw, sizeof f);
-  if (f == AF_INET && a->len >= sizeof(struct sockaddr_in))
-    return HY_AF_INET;
-  if (f == AF_INET6 && a->len >= sizeof(struct sockaddr_in6))
-    return HY_AF_INET6;
-  return HY_AF_UNSPEC;
-}
-
-/* Byte order by hand: these run with or without Winsock started. */
-static uint16_t be16(uint16_t v) { return (uint16_t)((v >> 8) | (v << 8)); }
-
-int hy__addr_port(const hy_addr_t *a) {
-  uint16_t p;
-  switch (hy__addr_family(a)) {
-  case HY_AF_INET:
-    memcpy(&p, a->sa.raw + offsetof(struct sockaddr_in, sin_port), 2);
-    return be16(p);
-  case HY_AF_INET6:
-    memcpy(&p, a->sa.raw + offsetof(struct sockaddr_in6, sin6_port), 2);
-    return be16(p);
-  default:
-    return -1;
-  }
-}
-
-int hy__addr_set_port(hy_addr_t *a, int port) {
-  if (port < 0 || port > 65535)
-    return HY_EINVAL;
-  uint16_t p = be16((uint16_t)port);
-  switch (hy__addr_family(a)) {
-  case HY_AF_INET:
-    memcpy(a->sa.raw + offsetof(struct sockaddr_in, sin_port), &p, 2);
-    return 0;
-  case HY_AF_INET6:
-    memcpy(a->sa.raw + offsetof(struct sockaddr_in6, sin6_port), &p, 2);
-    return 0;
-  default:
-    return HY_EINVAL;
-  }
-}
-
 /* inet_pton/inet_ntop with a Winsock reference of their own. */
-static int pton(int af, const char *ip, void *dst) {
+int hy__sock_pton(int af, const char *ip, void *dst) {
   int up = wsa_up();
   int ok = inet_pton(af, ip, dst) == 1;
   if (up)
     WSACleanup();
-  return ok;
+  return ok ? 0 : HY_EINVAL;
 }
 
-static int ntop(int af, const void *src, char *buf, size_t cap) {
+int hy__sock_ntop(int af, const void *src, char *buf, size_t cap) {
   int up = wsa_up();
   int ok = inet_ntop(af, src, buf, cap) != NULL;
   if (up)
     WSACleanup();
-  return ok;
+  return ok ? 0 : HY_EINVAL;
 }
 
-int hy__addr_from_ip(const char *ip, int family, int port, hy_addr_t *a) {
-  memset(a, 0, sizeof *a);
-  if (port < 0 || port > 65535)
-    return HY_EINVAL;
-  if (family == HY_AF_INET) {
-    struct sockaddr_in s;
-    memset(&s, 0, sizeof s);
-    s.sin_family = AF_INET;
-    s.sin_port = be16((uint16_t)port);
-    if (!pton(AF_INET, ip, &s.sin_addr))
-      return HY_EINVAL;
-    memcpy(a->sa.raw, &s, sizeof s);
-    a->len = sizeof s;
-    return 0;
-  }
-  if (family == HY_AF_INET6) {
-    struct sockaddr_in6 s;
-    memset(&s, 0, sizeof s);
-    s.sin6_family = AF_INET6;
-    s.sin6_port = be16((uint16_t)port);
-    char tmp[64];
-    const char *pct = strchr(ip, '%');
-    if (pct) { /* a numeric scope: fe80::1%12 */
-      size_t n = (size_t)(pct - ip);
-      if (n >= sizeof tmp)
-        return HY_EINVAL;
-      memcpy(tmp, ip, n);
-      tmp[n] = 0;
-      char *end;
-      unsigned long id = strtoul(pct + 1, &end, 10);
-      if (*end || end == pct + 1 || id > 0xffffffffu)
-        return HY_EINVAL;
-      s.sin6_scope_id = (ULONG)id;
-      ip = tmp;
-    }
-    if (!pton(AF_INET6, ip, &s.sin6_addr))
-      return HY_EINVAL;
-    memcpy(a->sa.raw, &s, sizeof s);
-    a->len = sizeof s;
-    return 0;
-  }
-  return HY_EINVAL;
-}
-
-int hy__addr_ip(const hy_addr_t *a, char *buf, size_t cap) {
-  char tmp[INET6_ADDRSTRLEN + 16];
-  switch (hy__addr_family(a)) {
-  case HY_AF_INET: {
-    struct sockaddr_in s;
-    memcpy(&s, a->sa.raw, sizeof s);
-    if (!ntop(AF_INET, &s.sin_addr, tmp, sizeof tmp))
-      return HY_EINVAL;
-    break;
-  }
-  case HY_AF_INET6: {
-    struct sockaddr_in6 s;
-    memcpy(&s, a->sa.raw, sizeof s);
-    if (!ntop(AF_INET6, &s.sin6_addr, tmp, sizeof tmp))
-      return HY_EINVAL;
-    if (s.sin6_scope_id) {
-      size_t n = strlen(tmp);
-      snprintf(tmp + n, sizeof tmp - n, "%%%lu", (unsigned long)s.sin6_scope_id);
-    }
-    break;
-  }
-  default:
-    return HY_EINVAL;
-  }
-  size_t n = strlen(tmp);
-  if (n + 1 > cap)
-    return HY_ENOBUFS;
-  memcpy(buf, tmp, n + 1);
-  return (int)n;
+int hy__sock_scope_by_name(const char *name, uint32_t *index) {
+  (void)name;
+  (void)index;
+  return HY_EINVAL; /* interface names would need the IP helper library */
 }
 #endif
