@@ -187,10 +187,6 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   hy__task *t = hy_cache_alloc(rt->task_cache);
   if (!t)
     return HY_ENOMEM;
-  hy__slot *slot = slot_at(rt, t->slot);
-  hy__lock(&slot->lock);
-  slot->task = t; /* live again (release cleared it) */
-  hy__unlock(&slot->lock);
   t->next = NULL;
   t->fn = fn;
   t->arg = arg;
@@ -225,13 +221,12 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   memset(t->locals, 0, sizeof t->locals);
   t->error = 0;
 
-  hy__lock(&rt->lock);
-  t->lprev = NULL;
-  t->lnext = rt->live;
-  if (rt->live)
-    rt->live->lprev = t;
-  rt->live = t;
-  hy__unlock(&rt->lock);
+  /* Live again (release cleared it): handles and hy__task_each see the
+   * block from now on, initialised (the slot lock publishes it). */
+  hy__slot *slot = slot_at(rt, t->slot);
+  hy__lock(&slot->lock);
+  slot->task = t;
+  hy__unlock(&slot->lock);
   atomic_fetch_add(&rt->alive, 1);
   hy__worker *w = hy__worker_current(rt);
   if (w) {
@@ -248,8 +243,8 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   return 0;
 }
 
-/* The end of a task that others see: it leaves the live list, its joiners
- * get the result and the alive count drops.  Runs on the task's own stack
+/* The end of a task that others see: its joiners get the result and the
+ * alive count drops.  Runs on the task's own stack
  * just before it switches away for good (so that a woken joiner can be
  * the very next task to run on this worker, without a detour through the
  * scheduler), or on the scheduler's for a task that never ran.  The
@@ -257,14 +252,6 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
  * its stack: hy__task_finish gives both back once nothing runs on it. */
 void hy__task_end(hy__worker *w, hy__task *t) {
   hy_runtime_t *rt = t->rt;
-  hy__lock(&rt->lock);
-  if (t->lprev)
-    t->lprev->lnext = t->lnext;
-  else
-    rt->live = t->lnext;
-  if (t->lnext)
-    t->lnext->lprev = t->lprev;
-  hy__unlock(&rt->lock);
   if (atomic_load(&t->cancelled))
     HY__STAT_INC(w->st.cancelled);
 
@@ -418,16 +405,44 @@ int hy_task_cancel(hy_runtime_t *rt, hy_task_t h) {
   return 0;
 }
 
-void hy__cancel_all(hy_runtime_t *rt) {
-  hy__lock(&rt->lock);
-  for (hy__task *t = rt->live; t; t = t->lnext) {
-    hy__lock(&t->lock);
-    if (t->state != HY__T_DONE)
-      cancel_locked(t);
-    hy__unlock(&t->lock);
+/* There is no list of live tasks (keeping one cost every spawn and every
+ * end a global lock): the task table is walked instead, as a handle
+ * lookup does, slot by slot. */
+void hy__task_each(hy_runtime_t *rt, void (*fn)(hy__task *t, void *arg),
+                   void *arg) {
+  hy__lock(&rt->slot_lock);
+  uint32_t used = rt->slots_used;
+  hy__unlock(&rt->slot_lock);
+  for (uint32_t i = 0; i < used; i++) {
+    hy__slot *s = slot_at(rt, i);
+    if (!s)
+      continue;
+    for (;;) {
+      hy__lock(&s->lock);
+      hy__task *t = s->task; /* NULL while the block is free in the cache */
+      if (!t) {
+        hy__unlock(&s->lock);
+        break;
+      }
+      if (hy__trylock(&t->lock)) {
+        hy__unlock(&s->lock);
+        if (t->state != HY__T_DONE && t->refs > 0)
+          fn(t, arg);
+        hy__unlock(&t->lock);
+        break;
+      }
+      hy__unlock(&s->lock);
+      hy__thread_yield();
+    }
   }
-  hy__unlock(&rt->lock);
 }
+
+static void cancel_one(hy__task *t, void *arg) {
+  (void)arg;
+  cancel_locked(t);
+}
+
+void hy__cancel_all(hy_runtime_t *rt) { hy__task_each(rt, cancel_one, NULL); }
 
 hy_task_t hy_task_self(hy_runtime_t *rt) {
   hy__task *t = rt ? hy__task_current(rt) : NULL;
