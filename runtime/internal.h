@@ -222,7 +222,8 @@ enum hy__phase {
 typedef struct hy__slot {
   hy__lock_t lock;
   uint32_t gen;
-  hy__task *task;
+  _Atomic(hy__task *) task; /* the live block: set by spawn (a release
+                               store), cleared under lock */
 } hy__slot;
 
 #define HY__SLOTS_PER_CHUNK 4096

@@ -58,8 +58,7 @@ static int task_ctor(void *obj, void *arg) {
   }
   hy__slot *s = slot_at(rt, idx);
   hy__lock(&s->lock);
-  s->task = t;
-  t->gen = s->gen;
+  t->gen = s->gen; /* s->task stays NULL until a spawn publishes it */
   hy__unlock(&s->lock);
   hy__unlock(&rt->slot_lock);
   t->slot = idx;
@@ -73,7 +72,7 @@ static void task_dtor(void *obj, void *arg) {
   hy__task *t = obj;
   hy__slot *s = slot_at(rt, t->slot);
   hy__lock(&s->lock);
-  s->task = NULL;
+  atomic_store_explicit(&s->task, NULL, memory_order_relaxed);
   s->gen++;
   hy__unlock(&s->lock);
   hy__lock(&rt->slot_lock);
@@ -129,7 +128,7 @@ static hy__task *lookup(hy_runtime_t *rt, hy_task_t h) {
     return NULL;
   for (;;) {
     hy__lock(&s->lock);
-    hy__task *t = s->task;
+    hy__task *t = atomic_load_explicit(&s->task, memory_order_acquire);
     if (!t || s->gen != gen) {
       hy__unlock(&s->lock);
       return NULL;
@@ -156,7 +155,8 @@ static void release(hy__task *t) {
   if (s->gen == 0)
     s->gen = 1;
   t->gen = s->gen; /* the block keeps its slot: its next life's generation */
-  s->task = NULL;  /* a free block is not to be read (ASan poisons it) */
+  /* A free block is not to be read (ASan poisons it). */
+  atomic_store_explicit(&s->task, NULL, memory_order_relaxed);
   hy__unlock(&s->lock);
   hy_cache_free(rt->task_cache, t);
 }
@@ -168,7 +168,7 @@ static void release(hy__task *t) {
 void hy__task_release_handles(hy_runtime_t *rt) {
   for (uint32_t i = 0; i < rt->slots_used; i++) {
     hy__slot *s = slot_at(rt, i);
-    hy__task *t = s ? s->task : NULL; /* NULL for a block in the cache */
+    hy__task *t = s ? atomic_load(&s->task) : NULL; /* NULL: in the cache */
     if (t && t->state == HY__T_DONE && t->refs > 0)
       release(t);
   }
@@ -222,11 +222,11 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   t->error = 0;
 
   /* Live again (release cleared it): handles and hy__task_each see the
-   * block from now on, initialised (the slot lock publishes it). */
-  hy__slot *slot = slot_at(rt, t->slot);
-  hy__lock(&slot->lock);
-  slot->task = t;
-  hy__unlock(&slot->lock);
+   * block from now on, initialised (the release store publishes it; they
+   * read it under the slot lock, which spawn needs not take: nobody else
+   * writes s->task of a block that is not live, and the generation, which
+   * a lookup compares first, was set by release). */
+  atomic_store_explicit(&slot_at(rt, t->slot)->task, t, memory_order_release);
   atomic_fetch_add(&rt->alive, 1);
   hy__worker *w = hy__worker_current(rt);
   if (w) {
@@ -419,7 +419,8 @@ void hy__task_each(hy_runtime_t *rt, void (*fn)(hy__task *t, void *arg),
       continue;
     for (;;) {
       hy__lock(&s->lock);
-      hy__task *t = s->task; /* NULL while the block is free in the cache */
+      /* NULL while the block is free in the cache */
+      hy__task *t = atomic_load_explicit(&s->task, memory_order_acquire);
       if (!t) {
         hy__unlock(&s->lock);
         break;
