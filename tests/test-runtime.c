@@ -983,6 +983,79 @@ TEST_IMPL(rt_stats_and_dump) {
   return 0;
 }
 
+/* The dump and the shutdown's cancel walk the task table: every task that
+ * has not ended is listed (and cancelled) once, wherever its slot lies
+ * among the slots of ended tasks (joined, or held by an unjoined handle,
+ * or detached), and none of those is listed. */
+TEST_IMPL(rt_dump_lists_only_live_tasks) {
+  hy_runtime_t *rt = test_rt_new(2);
+  enum { N = 40 };
+  hy_task_t live[N], held[N];
+  char name[32];
+  for (int round = 0; round < 3; round++) {
+    for (int i = 0; i < N; i++) {
+      hy_task_opts_t o = HY_TASK_OPTS_INIT;
+      o.name = name;
+      snprintf(name, sizeof name, "ended-%d", i);
+      hy_task_t a;
+      ASSERT_OK(hy_task_spawn(rt, ret_arg, NULL, &o, &a));
+      switch ((i + round) % 3) {
+      case 0:
+        ASSERT_OK(hy_task_join(rt, a, NULL));
+        break;
+      case 1:
+        ASSERT_OK(hy_task_detach(rt, a));
+        break;
+      default:
+        held[i] = a; /* ends; its handle keeps the block */
+        break;
+      }
+      if (round == 2) {
+        snprintf(name, sizeof name, "live-%d", i);
+        ASSERT_OK(hy_task_spawn(rt, sleep_long, rt, &o, &live[i]));
+      }
+    }
+    for (int i = 0; i < N; i++)
+      if ((i + round) % 3 == 2 && round < 2)
+        ASSERT_OK(hy_task_join(rt, held[i], NULL));
+  }
+  /* Every ended task has left the alive count (bounded wait). */
+  hy_runtime_stats_t st = {.size = sizeof st};
+  for (int k = 0; k < 5000; k++) {
+    ASSERT_OK(hy_runtime_stats(rt, &st));
+    if (st.tasks_alive == N)
+      break;
+    usleep(1000);
+  }
+  ASSERT_EQ(st.tasks_alive, N);
+  static char buf[65536];
+  memset(buf, 0, sizeof buf);
+  compat_capture(dump_to, rt, buf, sizeof buf);
+  ASSERT(strstr(buf, "ended-") == NULL);
+  int lines = 0;
+  for (const char *p = buf; (p = strstr(p, " live-")) != NULL; p++)
+    lines++;
+  ASSERT_EQ(lines, N);
+  for (int i = 0; i < N; i++) {
+    snprintf(name, sizeof name, " live-%d ", i);
+    ASSERT(strstr(buf, name) != NULL);
+  }
+  /* The held handles of the last round still join (their result). */
+  for (int i = 0; i < N; i++)
+    if ((i + 2) % 3 == 2)
+      ASSERT_OK(hy_task_join(rt, held[i], NULL));
+  /* The shutdown cancels every sleeper (a missed one would sleep 30 s and
+   * hold the close), and their joins say so. */
+  ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(20)));
+  for (int i = 0; i < N; i++) {
+    void *r = NULL;
+    ASSERT_OK(hy_task_join(rt, live[i], &r));
+    ASSERT_EQ((int)(intptr_t)r, HY_ECANCELED);
+  }
+  test_rt_close(rt, HY_MS(100));
+  return 0;
+}
+
 /* ------------------------------------------------------------- options */
 
 TEST_IMPL(rt_options) {
