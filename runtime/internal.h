@@ -142,7 +142,7 @@ enum hy__after {
  * (relaxed atomics with a plain load+store increment: no bus lock). */
 typedef struct hy__wstats {
   _Atomic uint64_t switches, steals, completions, parks, posts, timers_fired,
-      spawned, cancelled;
+      spawned, cancelled, ended;
 } hy__wstats;
 #define HY__STAT_ADD(field, n)                                                \
   atomic_store_explicit(                                                      \
@@ -260,7 +260,6 @@ struct hy_runtime {
   uint32_t nfree_slots, free_slots_cap;
 
   hy__lock_t lock;         /* task keys */
-  atomic_long alive;
   hy__lock_t inject_lock;  /* the injection queue */
   hy__task *inject_head, *inject_tail;
   atomic_int inject_len;
@@ -327,6 +326,9 @@ void hy__stack_put(hy__worker *w, const hy_stack_t *s); /* a free stack */
  * that would sleep past it (sched.c). */
 void hy__timer_first(hy__worker *w, int64_t deadline);
 void hy__task_end(hy__worker *w, hy__task *t);    /* joiners woken (task.c) */
+/* Tasks spawned and not ended yet: never counts an end without its spawn
+ * (see task.c), so 0 means that every task spawned so far has ended. */
+long hy__alive(hy_runtime_t *rt);
 void hy__task_finish(hy__worker *w, hy__task *t); /* off its stack, after end */
 void hy__task_entry(void *arg);
 void hy__cancel_all(hy_runtime_t *rt);

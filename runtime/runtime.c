@@ -282,7 +282,7 @@ int hy_runtime_close(hy_runtime_t *rt) {
   if (hy__worker_current(rt))
     return HY_EBUSY;
   if (atomic_load(&rt->phase) == HY__PH_RUNNING) {
-    if (atomic_load(&rt->alive) > 0)
+    if (hy__alive(rt) > 0)
       return HY_EBUSY;
     hy_runtime_shutdown(rt, 0);
   } else {
@@ -310,7 +310,7 @@ int hy_runtime_stats(hy_runtime_t *rt, hy_runtime_stats_t *s) {
   memset((char *)s + sizeof s->size, 0, sizeof *s - sizeof s->size);
   s->version = HY_RUNTIME_STATS_VERSION;
   s->tasks_spawned = w.spawned + atomic_load(&rt->spawned_outside);
-  s->tasks_alive = (uint64_t)atomic_load(&rt->alive);
+  s->tasks_alive = (uint64_t)hy__alive(rt);
   s->tasks_cancelled = w.cancelled;
   s->switches = w.switches;
   s->steals = w.steals;
@@ -351,7 +351,7 @@ void hy_runtime_dump(hy_runtime_t *rt, FILE *f) {
     return;
   dump_ctx d = {f, hy_now()};
   fprintf(f, "hydra: %ld live task(s), backend %s, %d worker(s)\n",
-          (long)atomic_load(&rt->alive), hy_runtime_backend_name(rt),
+          (long)hy__alive(rt), hy_runtime_backend_name(rt),
           rt->nworkers);
   hy__task_each(rt, dump_task, &d);
 }

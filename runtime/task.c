@@ -227,7 +227,6 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
    * writes s->task of a block that is not live, and the generation, which
    * a lookup compares first, was set by release). */
   atomic_store_explicit(&slot_at(rt, t->slot)->task, t, memory_order_release);
-  atomic_fetch_add(&rt->alive, 1);
   hy__worker *w = hy__worker_current(rt);
   if (w) {
     HY__STAT_INC(w->st.spawned);
@@ -243,8 +242,27 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   return 0;
 }
 
-/* The end of a task that others see: its joiners get the result and the
- * alive count drops.  Runs on the task's own stack
+/* Live tasks are counted without a shared counter (two bus-locked
+ * operations per task): each worker counts the tasks spawned on it
+ * (st.spawned; rt->spawned_outside for other threads) and the tasks ended
+ * on it (st.ended), each written by its owner alone.  A task's spawn
+ * happens before its end (through the run queue), and the ends are read
+ * first (acquire, pairing with the release store at the end): every end
+ * read has its spawn counted, so the difference never falls below the
+ * true count at the time of the first read, and 0 means none is left. */
+long hy__alive(hy_runtime_t *rt) {
+  int n = rt->nworkers ? rt->nworkers : 1;
+  uint64_t ended = 0, spawned = 0;
+  for (int i = 0; i < n; i++)
+    ended += atomic_load(&rt->workers[i].st.ended);
+  for (int i = 0; i < n; i++)
+    spawned += atomic_load(&rt->workers[i].st.spawned);
+  spawned += atomic_load(&rt->spawned_outside);
+  return (long)(spawned - ended);
+}
+
+/* The end of a task that others see: the alive count drops and its
+ * joiners get the result.  Runs on the task's own stack
  * just before it switches away for good (so that a woken joiner can be
  * the very next task to run on this worker, without a detour through the
  * scheduler), or on the scheduler's for a task that never ran.  The
@@ -254,6 +272,23 @@ void hy__task_end(hy__worker *w, hy__task *t) {
   hy_runtime_t *rt = t->rt;
   if (atomic_load(&t->cancelled))
     HY__STAT_INC(w->st.cancelled);
+  /* Counted as ended before its joiners return (a joiner may close the
+   * runtime next, which asks whether tasks are alive). */
+  atomic_store_explicit(
+      &w->st.ended,
+      atomic_load_explicit(&w->st.ended, memory_order_relaxed) + 1,
+      memory_order_release);
+  /* Shutting down: the last task gone, every worker re-checks.  A worker
+   * that still reads RUNNING has not passed the QUIESCE barrier yet, which
+   * orders this end before every later look at the count.  Two enders at
+   * once: the fences make one of them see both ends. */
+  if (atomic_load_explicit(&rt->phase, memory_order_relaxed) !=
+      HY__PH_RUNNING) {
+    atomic_thread_fence(memory_order_seq_cst);
+    if (hy__alive(rt) == 0)
+      for (int i = 0; i < (rt->nworkers ? rt->nworkers : 1); i++)
+        hy__port_wake(rt->workers[i].port);
+  }
 
   hy__lock(&t->lock);
   t->state = HY__T_DONE;
@@ -270,12 +305,6 @@ void hy__task_end(hy__worker *w, hy__task *t) {
     hy__wait_wake(wr->wait);
   }
   hy__unlock(&t->lock);
-  if (atomic_fetch_sub(&rt->alive, 1) == 1 &&
-      atomic_load(&rt->phase) != HY__PH_RUNNING) {
-    /* The last task is gone during shutdown: every worker re-checks. */
-    for (int i = 0; i < (rt->nworkers ? rt->nworkers : 1); i++)
-      hy__port_wake(rt->workers[i].port);
-  }
 }
 
 /* The rest, once the task's stack is left (hy__task_end ran): the exit
