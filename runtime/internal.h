@@ -10,7 +10,7 @@
  *     A's heap under A's lock.
  *   - A task's lifecycle fields (state, refs, joiners, cur_wait, detached)
  *     are protected by t->lock.
- *   - rt->lock protects the live-task list and the task keys;
+ *   - rt->lock protects the task keys;
  *     rt->inject_lock the injection queue; a slot's lock its generation.
  * Lock order (">": may be held while taking): rt->lock > object locks
  *   (channels, hubs) > t->lock > w->tlock > w->qlock > rt->inject_lock.
@@ -119,7 +119,6 @@ struct hy__task {
 
   hy__timer timer;       /* the deadline of the current wait */
   void *locals[HY_TASK_LOCALS];
-  hy__task *lnext, *lprev; /* live-task list, under rt->lock */
 
   void *tsan_fiber;      /* sanitizer fiber state */
   void *asan_fake;       /* ASan's fake-stack handle while switched out */
@@ -143,7 +142,7 @@ enum hy__after {
  * (relaxed atomics with a plain load+store increment: no bus lock). */
 typedef struct hy__wstats {
   _Atomic uint64_t switches, steals, completions, parks, posts, timers_fired,
-      spawned, cancelled;
+      spawned, cancelled, ended;
 } hy__wstats;
 #define HY__STAT_ADD(field, n)                                                \
   atomic_store_explicit(                                                      \
@@ -223,7 +222,8 @@ enum hy__phase {
 typedef struct hy__slot {
   hy__lock_t lock;
   uint32_t gen;
-  hy__task *task;
+  _Atomic(hy__task *) task; /* the live block: set by spawn (a release
+                               store), cleared under lock */
 } hy__slot;
 
 #define HY__SLOTS_PER_CHUNK 4096
@@ -259,9 +259,7 @@ struct hy_runtime {
   uint32_t *free_slots;
   uint32_t nfree_slots, free_slots_cap;
 
-  hy__lock_t lock;         /* live list, task keys */
-  hy__task *live;
-  atomic_long alive;
+  hy__lock_t lock;         /* task keys */
   hy__lock_t inject_lock;  /* the injection queue */
   hy__task *inject_head, *inject_tail;
   atomic_int inject_len;
@@ -328,9 +326,16 @@ void hy__stack_put(hy__worker *w, const hy_stack_t *s); /* a free stack */
  * that would sleep past it (sched.c). */
 void hy__timer_first(hy__worker *w, int64_t deadline);
 void hy__task_end(hy__worker *w, hy__task *t);    /* joiners woken (task.c) */
+/* Tasks spawned and not ended yet: never counts an end without its spawn
+ * (see task.c), so 0 means that every task spawned so far has ended. */
+long hy__alive(hy_runtime_t *rt);
 void hy__task_finish(hy__worker *w, hy__task *t); /* off its stack, after end */
 void hy__task_entry(void *arg);
 void hy__cancel_all(hy_runtime_t *rt);
+/* Calls fn for every task that has not ended, with t->lock held (the task
+ * table walked slot by slot: a task spawned meanwhile may be missed). */
+void hy__task_each(hy_runtime_t *rt, void (*fn)(hy__task *t, void *arg),
+                   void *arg);
 
 /* completion dispatch (runtime/sched.c) */
 void hy__complete(hy__worker *w, hy__op *op);

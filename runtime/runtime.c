@@ -282,7 +282,7 @@ int hy_runtime_close(hy_runtime_t *rt) {
   if (hy__worker_current(rt))
     return HY_EBUSY;
   if (atomic_load(&rt->phase) == HY__PH_RUNNING) {
-    if (atomic_load(&rt->alive) > 0)
+    if (hy__alive(rt) > 0)
       return HY_EBUSY;
     hy_runtime_shutdown(rt, 0);
   } else {
@@ -310,7 +310,7 @@ int hy_runtime_stats(hy_runtime_t *rt, hy_runtime_stats_t *s) {
   memset((char *)s + sizeof s->size, 0, sizeof *s - sizeof s->size);
   s->version = HY_RUNTIME_STATS_VERSION;
   s->tasks_spawned = w.spawned + atomic_load(&rt->spawned_outside);
-  s->tasks_alive = (uint64_t)atomic_load(&rt->alive);
+  s->tasks_alive = (uint64_t)hy__alive(rt);
   s->tasks_cancelled = w.cancelled;
   s->switches = w.switches;
   s->steals = w.steals;
@@ -322,30 +322,36 @@ int hy_runtime_stats(hy_runtime_t *rt, hy_runtime_stats_t *s) {
   return 0;
 }
 
+typedef struct {
+  FILE *f;
+  int64_t now;
+} dump_ctx;
+
+/* pre: t->lock (hy__task_each). */
+static void dump_task(hy__task *t, void *arg) {
+  dump_ctx *d = arg;
+  const char *st = !atomic_load_explicit(&t->started, memory_order_relaxed)
+                       ? "new"
+                   : atomic_load(&t->wstate) == HY__PARKED ? "parked"
+                                                           : "ready";
+  const char *what = atomic_load_explicit(&t->await_what, memory_order_relaxed);
+  int64_t since = atomic_load_explicit(&t->await_since, memory_order_relaxed);
+  if (what)
+    fprintf(d->f, "  task %u:%u %-20s %-7s awaiting %s for %.3f ms%s\n",
+            t->slot + 1, t->gen, t->name, st, what,
+            (double)(d->now - since) / 1e6,
+            atomic_load(&t->cancelled) ? " (cancelled)" : "");
+  else
+    fprintf(d->f, "  task %u:%u %-20s %-7s%s\n", t->slot + 1, t->gen, t->name,
+            st, atomic_load(&t->cancelled) ? " (cancelled)" : "");
+}
+
 void hy_runtime_dump(hy_runtime_t *rt, FILE *f) {
   if (!rt || !f)
     return;
-  int64_t now = hy_now();
-  hy__lock(&rt->lock);
+  dump_ctx d = {f, hy_now()};
   fprintf(f, "hydra: %ld live task(s), backend %s, %d worker(s)\n",
-          (long)atomic_load(&rt->alive), hy_runtime_backend_name(rt),
+          (long)hy__alive(rt), hy_runtime_backend_name(rt),
           rt->nworkers);
-  for (hy__task *t = rt->live; t; t = t->lnext) {
-    const char *st = !atomic_load_explicit(&t->started, memory_order_relaxed)
-                         ? "new"
-                     : atomic_load(&t->wstate) == HY__PARKED ? "parked"
-                                                             : "ready";
-    const char *what =
-        atomic_load_explicit(&t->await_what, memory_order_relaxed);
-    int64_t since = atomic_load_explicit(&t->await_since, memory_order_relaxed);
-    if (what)
-      fprintf(f, "  task %u:%u %-20s %-7s awaiting %s for %.3f ms%s\n",
-              t->slot + 1, t->gen, t->name, st, what,
-              (double)(now - since) / 1e6,
-              atomic_load(&t->cancelled) ? " (cancelled)" : "");
-    else
-      fprintf(f, "  task %u:%u %-20s %-7s%s\n", t->slot + 1, t->gen, t->name,
-              st, atomic_load(&t->cancelled) ? " (cancelled)" : "");
-  }
-  hy__unlock(&rt->lock);
+  hy__task_each(rt, dump_task, &d);
 }

@@ -76,6 +76,23 @@ static void qlen_add(hy__worker *w, int d) {
                         memory_order_relaxed);
 }
 
+/* A worker's queues are shared with thieves only: a runtime with one
+ * worker (or embedded, whose host runs one run_once at a time, ordered by
+ * rt->host_busy) has none, and its owner needs no qlock - the lock's
+ * atomic exchange is a third of a yield's cost.  nworkers is fixed before
+ * any worker starts. */
+static inline int q_shared(const hy__worker *w) { return w->rt->nworkers > 1; }
+
+static inline void q_lock(hy__worker *w) {
+  if (q_shared(w))
+    hy__lock(&w->qlock);
+}
+
+static inline void q_unlock(hy__worker *w) {
+  if (q_shared(w))
+    hy__unlock(&w->qlock);
+}
+
 /* The FIFO of tasks that already ran. */
 static void q_append(hy__worker *w, hy__task *t) {
   t->next = NULL;
@@ -223,9 +240,9 @@ static hy__task *pick_local(hy__worker *w) {
   hy__task *t = pick_lifo(w);
   if (t || qlen(w) == 0)
     return t;
-  hy__lock(&w->qlock);
+  q_lock(w);
   t = pick_queue(w);
-  hy__unlock(&w->qlock);
+  q_unlock(w);
   return t ? t : pick_lifo_left(w);
 }
 
@@ -353,9 +370,9 @@ static void ready_on(hy__worker *w, hy__task *t, int lifo) {
       return;
     t = spill;
   }
-  hy__lock(&w->qlock);
+  q_lock(w);
   q_push(w, t);
-  hy__unlock(&w->qlock);
+  q_unlock(w);
   hy__wake_idle(rt);
 }
 
@@ -427,18 +444,18 @@ static void complete_switch(hy__worker *w) {
   w->pend_after = HY__AFTER_NONE;
   switch (after) {
   case HY__AFTER_YIELD:
-    hy__lock(&w->qlock);
+    q_lock(w);
     q_append(w, t);
-    hy__unlock(&w->qlock);
+    q_unlock(w);
     break;
   case HY__AFTER_PARK: {
     int expect = HY__RUNNING;
     if (!atomic_compare_exchange_strong(&t->wstate, &expect, HY__PARKED)) {
       /* Woken before it was even switched out: run it again soon. */
       atomic_store(&t->wstate, HY__RUNNING);
-      hy__lock(&w->qlock);
+      q_lock(w);
       q_append(w, t);
-      hy__unlock(&w->qlock);
+      q_unlock(w);
     }
     break;
   }
@@ -508,26 +525,32 @@ static hy__task *pick_direct(hy__worker *w, hy__task *yielder) {
     return NULL;
   hy__task *t = pick_lifo(w);
   if (!t && qlen(w)) {
-    hy__lock(&w->qlock);
+    q_lock(w);
     t = pick_queue(w);
     if (t && yielder) {
       /* The yielder joins the FIFO in the same critical section, marked
        * as still saving its registers: thieves leave it until the next
-       * task, once switched in, clears the mark (complete_switch). */
-      atomic_store_explicit(&yielder->saving, 1, memory_order_relaxed);
+       * task, once switched in, clears the mark (complete_switch).  With
+       * no thieves there is nothing left to do after the switch. */
       q_append(w, yielder);
-      w->pend_after = HY__AFTER_SAVED;
+      if (q_shared(w)) {
+        atomic_store_explicit(&yielder->saving, 1, memory_order_relaxed);
+        w->pend_after = HY__AFTER_SAVED;
+      } else {
+        w->pend_task = NULL;
+        w->pend_after = HY__AFTER_NONE;
+      }
     }
-    hy__unlock(&w->qlock);
+    q_unlock(w);
     if (!t)
       t = pick_lifo_left(w);
   }
   if (t && prepare(w, t) != 0) {
     /* No stack for it now: the scheduler will deal with it. */
-    hy__lock(&w->qlock);
+    q_lock(w);
     n_push_new(w, t);
     w->pick_fifo = 0;
-    hy__unlock(&w->qlock);
+    q_unlock(w);
     return NULL;
   }
   if (t) {
@@ -588,15 +611,15 @@ static void run_task(hy__worker *w, hy__task *t) {
     /* No memory for a stack.  While tasks that already run are queued
      * here (they may end and free theirs), the task goes back to the old
      * end of the new deque, a bounded number of times in a row. */
-    hy__lock(&w->qlock);
+    q_lock(w);
     int started = w->fifo_len > 0 || (w->lifo && w->lifo->stack.base);
     if (started && w->nostack_retries < NOSTACK_RETRIES) {
       w->nostack_retries++;
       n_push_old(w, t);
-      hy__unlock(&w->qlock);
+      q_unlock(w);
       return;
     }
-    hy__unlock(&w->qlock);
+    q_unlock(w);
     /* The task ends without running, and its joiner gets HY_ENOMEM (never
      * a result it did not compute). */
     t->result = NULL;
@@ -621,7 +644,7 @@ static void run_task(hy__worker *w, hy__task *t) {
 static int steal_from(hy__worker *w, hy__worker *v) {
   hy__task *fifo = NULL, *ftail = NULL, *fresh = NULL, *ntail = NULL;
   int kf = 0, kn = 0;
-  hy__lock(&v->qlock);
+  q_lock(v);
   int takef = (v->fifo_len + 1) / 2, taken = (v->new_len + 1) / 2;
   for (; kf < takef; kf++) {
     /* A yielder still saving its registers stays (pick_direct). */
@@ -647,11 +670,11 @@ static int steal_from(hy__worker *w, hy__worker *v) {
       fresh = t;
     ntail = t;
   }
-  hy__unlock(&v->qlock);
+  q_unlock(v);
   if (!kf && !kn)
     return 0;
   /* Oldest first in both lists, so each keeps its order here. */
-  hy__lock(&w->qlock);
+  q_lock(w);
   while (fifo) {
     hy__task *nx = fifo->next;
     q_append(w, fifo);
@@ -662,7 +685,7 @@ static int steal_from(hy__worker *w, hy__worker *v) {
     n_push_new(w, fresh);
     fresh = nx;
   }
-  hy__unlock(&w->qlock);
+  q_unlock(w);
   return kf + kn;
 }
 
@@ -695,12 +718,12 @@ static void inject_to_local(hy__worker *w, int max) {
       break;
     /* Never-run tasks from outside go to the old end: they run in their
      * order, after the local spawn trees (and are the first stolen). */
-    hy__lock(&w->qlock);
+    q_lock(w);
     if (more->stack.base)
       q_append(w, more);
     else
       n_push_old(w, more);
-    hy__unlock(&w->qlock);
+    q_unlock(w);
   }
 }
 

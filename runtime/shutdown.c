@@ -142,7 +142,7 @@ void hy__shutdown_worker_step(hy__worker *w) {
     return;
   case HY__PH_DRAIN: {
     int64_t now = hy_now();
-    if (!w->drain_arrived && (atomic_load(&rt->alive) == 0 ||
+    if (!w->drain_arrived && (hy__alive(rt) == 0 ||
                               now - w->last_activity >= rt->grace)) {
       w->drain_arrived = 1;
       if (atomic_fetch_add(&rt->drain_arrived, 1) + 1 == nparties(rt)) {
@@ -162,7 +162,7 @@ void hy__shutdown_worker_step(hy__worker *w) {
   case HY__PH_CANCEL:
     if (!atomic_exchange(&rt->cancel_started, 1))
       hy__cancel_all(rt);
-    if (atomic_load(&rt->alive) > 0) {
+    if (hy__alive(rt) > 0) {
       hy__worker_run_once(w, HY_MS(10));
       return;
     }
@@ -186,7 +186,7 @@ int hy_runtime_shutdown(hy_runtime_t *rt, int64_t grace) {
     rt->shutdown_started = 1;
     rt->grace = grace >= 0 ? grace : rt->opt.shutdown_grace;
     rt->phase_start[HY__PH_RUNNING] = hy_now();
-    atomic_store(&rt->alive_at_shutdown, atomic_load(&rt->alive));
+    atomic_store(&rt->alive_at_shutdown, hy__alive(rt));
     /* Set before anyone can see QUIESCE, so that no worker reaches the
      * barrier with a consumer of sys/shutdown not released yet. */
     hy__hubs_shutdown(rt);

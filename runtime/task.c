@@ -58,8 +58,7 @@ static int task_ctor(void *obj, void *arg) {
   }
   hy__slot *s = slot_at(rt, idx);
   hy__lock(&s->lock);
-  s->task = t;
-  t->gen = s->gen;
+  t->gen = s->gen; /* s->task stays NULL until a spawn publishes it */
   hy__unlock(&s->lock);
   hy__unlock(&rt->slot_lock);
   t->slot = idx;
@@ -73,7 +72,7 @@ static void task_dtor(void *obj, void *arg) {
   hy__task *t = obj;
   hy__slot *s = slot_at(rt, t->slot);
   hy__lock(&s->lock);
-  s->task = NULL;
+  atomic_store_explicit(&s->task, NULL, memory_order_relaxed);
   s->gen++;
   hy__unlock(&s->lock);
   hy__lock(&rt->slot_lock);
@@ -129,7 +128,7 @@ static hy__task *lookup(hy_runtime_t *rt, hy_task_t h) {
     return NULL;
   for (;;) {
     hy__lock(&s->lock);
-    hy__task *t = s->task;
+    hy__task *t = atomic_load_explicit(&s->task, memory_order_acquire);
     if (!t || s->gen != gen) {
       hy__unlock(&s->lock);
       return NULL;
@@ -156,7 +155,8 @@ static void release(hy__task *t) {
   if (s->gen == 0)
     s->gen = 1;
   t->gen = s->gen; /* the block keeps its slot: its next life's generation */
-  s->task = NULL;  /* a free block is not to be read (ASan poisons it) */
+  /* A free block is not to be read (ASan poisons it). */
+  atomic_store_explicit(&s->task, NULL, memory_order_relaxed);
   hy__unlock(&s->lock);
   hy_cache_free(rt->task_cache, t);
 }
@@ -168,7 +168,7 @@ static void release(hy__task *t) {
 void hy__task_release_handles(hy_runtime_t *rt) {
   for (uint32_t i = 0; i < rt->slots_used; i++) {
     hy__slot *s = slot_at(rt, i);
-    hy__task *t = s ? s->task : NULL; /* NULL for a block in the cache */
+    hy__task *t = s ? atomic_load(&s->task) : NULL; /* NULL: in the cache */
     if (t && t->state == HY__T_DONE && t->refs > 0)
       release(t);
   }
@@ -187,10 +187,6 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   hy__task *t = hy_cache_alloc(rt->task_cache);
   if (!t)
     return HY_ENOMEM;
-  hy__slot *slot = slot_at(rt, t->slot);
-  hy__lock(&slot->lock);
-  slot->task = t; /* live again (release cleared it) */
-  hy__unlock(&slot->lock);
   t->next = NULL;
   t->fn = fn;
   t->arg = arg;
@@ -225,14 +221,12 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   memset(t->locals, 0, sizeof t->locals);
   t->error = 0;
 
-  hy__lock(&rt->lock);
-  t->lprev = NULL;
-  t->lnext = rt->live;
-  if (rt->live)
-    rt->live->lprev = t;
-  rt->live = t;
-  hy__unlock(&rt->lock);
-  atomic_fetch_add(&rt->alive, 1);
+  /* Live again (release cleared it): handles and hy__task_each see the
+   * block from now on, initialised (the release store publishes it; they
+   * read it under the slot lock, which spawn needs not take: nobody else
+   * writes s->task of a block that is not live, and the generation, which
+   * a lookup compares first, was set by release). */
+  atomic_store_explicit(&slot_at(rt, t->slot)->task, t, memory_order_release);
   hy__worker *w = hy__worker_current(rt);
   if (w) {
     HY__STAT_INC(w->st.spawned);
@@ -248,8 +242,27 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   return 0;
 }
 
-/* The end of a task that others see: it leaves the live list, its joiners
- * get the result and the alive count drops.  Runs on the task's own stack
+/* Live tasks are counted without a shared counter (two bus-locked
+ * operations per task): each worker counts the tasks spawned on it
+ * (st.spawned; rt->spawned_outside for other threads) and the tasks ended
+ * on it (st.ended), each written by its owner alone.  A task's spawn
+ * happens before its end (through the run queue), and the ends are read
+ * first (acquire, pairing with the release store at the end): every end
+ * read has its spawn counted, so the difference never falls below the
+ * true count at the time of the first read, and 0 means none is left. */
+long hy__alive(hy_runtime_t *rt) {
+  int n = rt->nworkers ? rt->nworkers : 1;
+  uint64_t ended = 0, spawned = 0;
+  for (int i = 0; i < n; i++)
+    ended += atomic_load(&rt->workers[i].st.ended);
+  for (int i = 0; i < n; i++)
+    spawned += atomic_load(&rt->workers[i].st.spawned);
+  spawned += atomic_load(&rt->spawned_outside);
+  return (long)(spawned - ended);
+}
+
+/* The end of a task that others see: the alive count drops and its
+ * joiners get the result.  Runs on the task's own stack
  * just before it switches away for good (so that a woken joiner can be
  * the very next task to run on this worker, without a detour through the
  * scheduler), or on the scheduler's for a task that never ran.  The
@@ -257,16 +270,25 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
  * its stack: hy__task_finish gives both back once nothing runs on it. */
 void hy__task_end(hy__worker *w, hy__task *t) {
   hy_runtime_t *rt = t->rt;
-  hy__lock(&rt->lock);
-  if (t->lprev)
-    t->lprev->lnext = t->lnext;
-  else
-    rt->live = t->lnext;
-  if (t->lnext)
-    t->lnext->lprev = t->lprev;
-  hy__unlock(&rt->lock);
   if (atomic_load(&t->cancelled))
     HY__STAT_INC(w->st.cancelled);
+  /* Counted as ended before its joiners return (a joiner may close the
+   * runtime next, which asks whether tasks are alive). */
+  atomic_store_explicit(
+      &w->st.ended,
+      atomic_load_explicit(&w->st.ended, memory_order_relaxed) + 1,
+      memory_order_release);
+  /* Shutting down: the last task gone, every worker re-checks.  A worker
+   * that still reads RUNNING has not passed the QUIESCE barrier yet, which
+   * orders this end before every later look at the count.  Two enders at
+   * once: the fences make one of them see both ends. */
+  if (atomic_load_explicit(&rt->phase, memory_order_relaxed) !=
+      HY__PH_RUNNING) {
+    atomic_thread_fence(memory_order_seq_cst);
+    if (hy__alive(rt) == 0)
+      for (int i = 0; i < (rt->nworkers ? rt->nworkers : 1); i++)
+        hy__port_wake(rt->workers[i].port);
+  }
 
   hy__lock(&t->lock);
   t->state = HY__T_DONE;
@@ -283,12 +305,6 @@ void hy__task_end(hy__worker *w, hy__task *t) {
     hy__wait_wake(wr->wait);
   }
   hy__unlock(&t->lock);
-  if (atomic_fetch_sub(&rt->alive, 1) == 1 &&
-      atomic_load(&rt->phase) != HY__PH_RUNNING) {
-    /* The last task is gone during shutdown: every worker re-checks. */
-    for (int i = 0; i < (rt->nworkers ? rt->nworkers : 1); i++)
-      hy__port_wake(rt->workers[i].port);
-  }
 }
 
 /* The rest, once the task's stack is left (hy__task_end ran): the exit
@@ -418,16 +434,45 @@ int hy_task_cancel(hy_runtime_t *rt, hy_task_t h) {
   return 0;
 }
 
-void hy__cancel_all(hy_runtime_t *rt) {
-  hy__lock(&rt->lock);
-  for (hy__task *t = rt->live; t; t = t->lnext) {
-    hy__lock(&t->lock);
-    if (t->state != HY__T_DONE)
-      cancel_locked(t);
-    hy__unlock(&t->lock);
+/* There is no list of live tasks (keeping one cost every spawn and every
+ * end a global lock): the task table is walked instead, as a handle
+ * lookup does, slot by slot. */
+void hy__task_each(hy_runtime_t *rt, void (*fn)(hy__task *t, void *arg),
+                   void *arg) {
+  hy__lock(&rt->slot_lock);
+  uint32_t used = rt->slots_used;
+  hy__unlock(&rt->slot_lock);
+  for (uint32_t i = 0; i < used; i++) {
+    hy__slot *s = slot_at(rt, i);
+    if (!s)
+      continue;
+    for (;;) {
+      hy__lock(&s->lock);
+      /* NULL while the block is free in the cache */
+      hy__task *t = atomic_load_explicit(&s->task, memory_order_acquire);
+      if (!t) {
+        hy__unlock(&s->lock);
+        break;
+      }
+      if (hy__trylock(&t->lock)) {
+        hy__unlock(&s->lock);
+        if (t->state != HY__T_DONE && t->refs > 0)
+          fn(t, arg);
+        hy__unlock(&t->lock);
+        break;
+      }
+      hy__unlock(&s->lock);
+      hy__thread_yield();
+    }
   }
-  hy__unlock(&rt->lock);
 }
+
+static void cancel_one(hy__task *t, void *arg) {
+  (void)arg;
+  cancel_locked(t);
+}
+
+void hy__cancel_all(hy_runtime_t *rt) { hy__task_each(rt, cancel_one, NULL); }
 
 hy_task_t hy_task_self(hy_runtime_t *rt) {
   hy__task *t = rt ? hy__task_current(rt) : NULL;

@@ -983,6 +983,155 @@ TEST_IMPL(rt_stats_and_dump) {
   return 0;
 }
 
+/* The dump and the shutdown's cancel walk the task table: every task that
+ * has not ended is listed (and cancelled) once, wherever its slot lies
+ * among the slots of ended tasks (joined, or held by an unjoined handle,
+ * or detached), and none of those is listed. */
+TEST_IMPL(rt_dump_lists_only_live_tasks) {
+  hy_runtime_t *rt = test_rt_new(2);
+  enum { N = 40 };
+  hy_task_t live[N], held[N];
+  char name[32];
+  for (int round = 0; round < 3; round++) {
+    for (int i = 0; i < N; i++) {
+      hy_task_opts_t o = HY_TASK_OPTS_INIT;
+      o.name = name;
+      snprintf(name, sizeof name, "ended-%d", i);
+      hy_task_t a;
+      ASSERT_OK(hy_task_spawn(rt, ret_arg, NULL, &o, &a));
+      switch ((i + round) % 3) {
+      case 0:
+        ASSERT_OK(hy_task_join(rt, a, NULL));
+        break;
+      case 1:
+        ASSERT_OK(hy_task_detach(rt, a));
+        break;
+      default:
+        held[i] = a; /* ends; its handle keeps the block */
+        break;
+      }
+      if (round == 2) {
+        snprintf(name, sizeof name, "live-%d", i);
+        ASSERT_OK(hy_task_spawn(rt, sleep_long, rt, &o, &live[i]));
+      }
+    }
+    for (int i = 0; i < N; i++)
+      if ((i + round) % 3 == 2 && round < 2)
+        ASSERT_OK(hy_task_join(rt, held[i], NULL));
+  }
+  /* Every ended task has left the alive count (bounded wait). */
+  hy_runtime_stats_t st = {.size = sizeof st};
+  for (int k = 0; k < 5000; k++) {
+    ASSERT_OK(hy_runtime_stats(rt, &st));
+    if (st.tasks_alive == N)
+      break;
+    usleep(1000);
+  }
+  ASSERT_EQ(st.tasks_alive, N);
+  static char buf[65536];
+  memset(buf, 0, sizeof buf);
+  compat_capture(dump_to, rt, buf, sizeof buf);
+  ASSERT(strstr(buf, "ended-") == NULL);
+  int lines = 0;
+  for (const char *p = buf; (p = strstr(p, " live-")) != NULL; p++)
+    lines++;
+  ASSERT_EQ(lines, N);
+  for (int i = 0; i < N; i++) {
+    snprintf(name, sizeof name, " live-%d ", i);
+    ASSERT(strstr(buf, name) != NULL);
+  }
+  /* The held handles of the last round still join (their result). */
+  for (int i = 0; i < N; i++)
+    if ((i + 2) % 3 == 2)
+      ASSERT_OK(hy_task_join(rt, held[i], NULL));
+  /* The shutdown cancels every sleeper (a missed one would sleep 30 s and
+   * hold the close), and their joins say so. */
+  ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(20)));
+  for (int i = 0; i < N; i++) {
+    void *r = NULL;
+    ASSERT_OK(hy_task_join(rt, live[i], &r));
+    ASSERT_EQ((int)(intptr_t)r, HY_ECANCELED);
+  }
+  test_rt_close(rt, HY_MS(100));
+  return 0;
+}
+
+/* The count of live tasks (per-worker spawn and end counts, runtime/task.c)
+ * while tasks spawned on one worker end on the other: a thread reading it
+ * all along never sees fewer than the one task known to live throughout
+ * (nor a negative count), and once everything is joined it is exact. */
+typedef struct {
+  hy_runtime_t *rt;
+  atomic_int stop;
+  atomic_long reads, bad;
+} alive_t;
+
+static void *alive_leaf(void *p) {
+  alive_t *a = p;
+  hy_yield(a->rt); /* a chance for the other worker to steal it first */
+  return NULL;
+}
+
+static void *alive_spawner(void *p) {
+  alive_t *a = p;
+  hy_time_t end = hy_deadline_in(HY_SEC(2)); /* TSan is slow */
+  for (int round = 0; round < 20000 && hy_now() < end; round++) {
+    hy_task_t t[8];
+    int n = 1 + (int)(test_rand() % 8);
+    for (int i = 0; i < n; i++)
+      ASSERT_OK(hy_task_spawn(a->rt, alive_leaf, a, NULL, &t[i]));
+    for (int i = 0; i < n; i++)
+      ASSERT_OK(hy_task_join(a->rt, t[i], NULL));
+  }
+  return NULL;
+}
+
+static void *alive_keeper(void *p) {
+  int rc = hy_sleep_until(p, HY_FOREVER); /* until cancelled */
+  return (void *)(intptr_t)rc;
+}
+
+static void *alive_watcher(void *p) {
+  alive_t *a = p;
+  while (!atomic_load(&a->stop)) {
+    hy_runtime_stats_t st = {.size = sizeof st};
+    if (hy_runtime_stats(a->rt, &st) != 0 || (int64_t)st.tasks_alive < 1)
+      atomic_fetch_add(&a->bad, 1);
+    atomic_fetch_add(&a->reads, 1);
+  }
+  return NULL;
+}
+
+TEST_IMPL(rt_alive_count_across_workers) {
+  hy_runtime_t *rt = test_rt_new(2);
+  alive_t a = {.rt = rt};
+  hy_task_t keeper, sp[2];
+  ASSERT_OK(hy_task_spawn(rt, alive_keeper, rt, NULL, &keeper));
+  pthread_t th;
+  ASSERT_EQ(pthread_create(&th, NULL, alive_watcher, &a), 0);
+  for (int i = 0; i < 2; i++)
+    ASSERT_OK(hy_task_spawn(rt, alive_spawner, &a, NULL, &sp[i]));
+  for (int i = 0; i < 2; i++)
+    ASSERT_OK(hy_task_join(rt, sp[i], NULL));
+  atomic_store(&a.stop, 1);
+  pthread_join(th, NULL);
+  ASSERT_GE(atomic_load(&a.reads), 1);
+  ASSERT_EQ(atomic_load(&a.bad), 0);
+  /* Joined tasks are no longer counted, at once. */
+  hy_runtime_stats_t st = {.size = sizeof st};
+  ASSERT_OK(hy_runtime_stats(rt, &st));
+  ASSERT_EQ(st.tasks_alive, 1);
+  ASSERT_OK(hy_task_cancel(rt, keeper));
+  void *r = NULL;
+  ASSERT_OK(hy_task_join(rt, keeper, &r));
+  ASSERT_EQ((int)(intptr_t)r, HY_ECANCELED);
+  ASSERT_OK(hy_runtime_stats(rt, &st));
+  ASSERT_EQ(st.tasks_alive, 0);
+  /* Nothing alive: close needs no shutdown first (HY_EBUSY otherwise). */
+  ASSERT_OK(hy_runtime_close(rt));
+  return 0;
+}
+
 /* ------------------------------------------------------------- options */
 
 TEST_IMPL(rt_options) {
