@@ -115,6 +115,12 @@ enum hy__backend {
  * Returns 0, HY_ENOSYS (backend not available here: the caller may fall
  * back), HY_ENOMEM or another translated OS error. */
 int hy__port_open(hy__port **out, int backend, hy__port *share);
+/* The same, told how many threads will wait on the ports that share one
+ * kernel port (the runtime's worker count; 0: not known): IOCP makes it
+ * the completion port's concurrency value; the Linux backends, whose ports
+ * are one per worker, have no use for it. */
+int hy__port_open_for(hy__port **out, int backend, hy__port *share,
+                      int threads);
 
 /* pre: no op in flight on p (all completions dequeued). */
 void hy__port_close(hy__port *p);

@@ -142,7 +142,8 @@ int hy_runtime_new(const hy_options_t *o, hy_runtime_t **out) {
     w->rt = rt;
     w->id = i;
     int backend = i == 0 ? opt.backend : rt->backend;
-    rc = hy__port_open(&w->port, backend, i ? rt->workers[0].port : NULL);
+    rc = hy__port_open_for(&w->port, backend, i ? rt->workers[0].port : NULL,
+                           rt->nworkers ? rt->nworkers : 1);
     if (rc < 0)
       goto fail;
     if (i == 0)

@@ -127,6 +127,12 @@ int hy__lport_poll_mask(uint32_t revents) {
 
 /* ------------------------------------------------------------ the API */
 
+int hy__port_open_for(hy__port **out, int backend, hy__port *share,
+                      int threads) {
+  (void)threads; /* one port per worker: nothing to bound */
+  return hy__port_open(out, backend, share);
+}
+
 int hy__port_open(hy__port **out, int backend, hy__port *share) {
   if (!out)
     return HY_EINVAL;

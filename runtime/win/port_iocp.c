@@ -180,6 +180,11 @@ static void pstate_complete(hy__op *op) {
 /* ---------------------------------------------------------- open, close */
 
 int hy__port_open(hy__port **out, int backend, hy__port *share) {
+  return hy__port_open_for(out, backend, share, 0);
+}
+
+int hy__port_open_for(hy__port **out, int backend, hy__port *share,
+                      int threads) {
   if (backend != HY__BACKEND_AUTO && backend != HY__BACKEND_IOCP)
     return HY_ENOSYS;
   hy__port *p = hy__mem_calloc(1, sizeof *p);
@@ -197,11 +202,12 @@ int hy__port_open(hy__port **out, int backend, hy__port *share) {
     p->hub = hy__mem_calloc(1, sizeof *p->hub);
     if (!p->hub)
       goto fail;
-    /* The concurrency value: every worker waiting on the port may run at
-     * once (the port is opened before the worker count is known to it, so
-     * the bound is one no runtime reaches). */
+    /* The concurrency value: the worker count (the IOCP thread-pool
+     * model: as many threads run at once as the port releases); a port
+     * opened without one (tests) lets every waiter run. */
     p->hub->iocp = CreateIoCompletionPort(INVALID_HANDLE_VALUE, NULL, 0,
-                                          CONCURRENCY);
+                                          threads > 0 ? (DWORD)threads
+                                                      : CONCURRENCY);
     if (!p->hub->iocp) {
       hy__mem_free(p->hub);
       p->hub = NULL;
