@@ -54,16 +54,19 @@ uint32_t hy__sock_flag_trunc(void);
 uint32_t hy__sock_flag_nosignal(void);
 
 /* getaddrinfo: numeric or named host, port; fills up to max addresses.
- * Returns the count, HY_ENOENT, HY_ENOMEM, HY_EAGAIN (try later). */
+ * Returns the count, HY_ENOENT, HY_ENOMEM, HY_EAGAIN (try later)
+ * (net/sockaddr.c). */
 int hy__sock_getaddrinfo(const char *host, int port, int family,
                          hy_addr_t *out, int max);
 
-/* Text to and from an IPv4 (af AF_INET) or IPv6 address (inet_pton,
- * inet_ntop): 0 or HY_EINVAL.  An IPv6 scope's interface name to its
- * index: 0, or HY_EINVAL (no such interface; Windows: names are not
- * looked up, only numeric scopes work). */
-int hy__sock_pton(int af, const char *ip, void *dst);
-int hy__sock_ntop(int af, const void *src, char *buf, size_t cap);
+/* A reference on the OS's socket library around calls that may come
+ * before any port exists (name lookups, address conversion): 0 or
+ * HY_ENOSYS; release only after a hold that returned 0.  (Winsock's
+ * WSAStartup/WSACleanup; nothing on POSIX.)  An IPv6 scope's interface
+ * name to its index: 0, or HY_EINVAL (no such interface; Windows: names
+ * are not looked up, only numeric scopes work). */
+int hy__sock_lib_hold(void);
+void hy__sock_lib_release(void);
 int hy__sock_scope_by_name(const char *name, uint32_t *index);
 
 /* Address helpers on the OS's sockaddr layout (net/sockaddr.c). */

@@ -1,12 +1,19 @@
 /* sockaddr.c - hy_addr_t on the OS's sockaddr layout (sockaddr_in and
- * sockaddr_in6 are laid out alike on POSIX and Winsock).  The text
- * conversions and a scope's interface name are the backend's
- * (hy__sock_pton, hy__sock_ntop, hy__sock_scope_by_name in sock.c). */
+ * sockaddr_in6 are laid out alike on POSIX and Winsock), its text forms and
+ * name lookups (getaddrinfo).  What differs is the backend's, in sock.c:
+ * holding the socket library around the calls and a scope's interface
+ * name (hy__sock_lib_hold/release, hy__sock_scope_by_name). */
+#ifndef _WIN32
+#define _GNU_SOURCE /* getaddrinfo and its flags */
+#endif
 #ifdef _WIN32
 #include <winsock2.h>
 #include <ws2tcpip.h>
 typedef ADDRESS_FAMILY hy__family_t;
 #else
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 typedef sa_family_t hy__family_t;
@@ -72,6 +79,23 @@ int hy__addr_set_port(hy_addr_t *a, int port) {
   return 0;
 }
 
+/* inet_pton/inet_ntop, the library held around them: 0 or HY_EINVAL. */
+static int pton(int af, const char *ip, void *dst) {
+  if (hy__sock_lib_hold() < 0)
+    return HY_EINVAL;
+  int ok = inet_pton(af, ip, dst) == 1;
+  hy__sock_lib_release();
+  return ok ? 0 : HY_EINVAL;
+}
+
+static int ntop(int af, const void *src, char *buf, size_t cap) {
+  if (hy__sock_lib_hold() < 0)
+    return HY_EINVAL;
+  int ok = inet_ntop(af, src, buf, (socklen_t)cap) != NULL;
+  hy__sock_lib_release();
+  return ok ? 0 : HY_EINVAL;
+}
+
 /* "fe80::1%eth0" or "%2": splits the scope off into tmp and *scope. */
 static int split_scope(const char **ip, char *tmp, size_t cap,
                        uint32_t *scope) {
@@ -106,7 +130,7 @@ int hy__addr_from_ip(const char *ip, int family, int port, hy_addr_t *a) {
     memset(&s, 0, sizeof s);
     s.sin_family = AF_INET;
     s.sin_port = net16((uint16_t)port);
-    if (hy__sock_pton(AF_INET, ip, &s.sin_addr) < 0)
+    if (pton(AF_INET, ip, &s.sin_addr) < 0)
       return HY_EINVAL;
     memcpy(a->sa.raw, &s, sizeof s);
     a->len = sizeof s;
@@ -120,7 +144,7 @@ int hy__addr_from_ip(const char *ip, int family, int port, hy_addr_t *a) {
     char tmp[64];
     uint32_t scope;
     if (split_scope(&ip, tmp, sizeof tmp, &scope) < 0 ||
-        hy__sock_pton(AF_INET6, ip, &s.sin6_addr) < 0)
+        pton(AF_INET6, ip, &s.sin6_addr) < 0)
       return HY_EINVAL;
     s.sin6_scope_id = scope;
     memcpy(a->sa.raw, &s, sizeof s);
@@ -136,14 +160,14 @@ int hy__addr_ip(const hy_addr_t *a, char *buf, size_t cap) {
   case HY_AF_INET: {
     struct sockaddr_in s;
     memcpy(&s, a->sa.raw, sizeof s);
-    if (hy__sock_ntop(AF_INET, &s.sin_addr, tmp, sizeof tmp) < 0)
+    if (ntop(AF_INET, &s.sin_addr, tmp, sizeof tmp) < 0)
       return HY_EINVAL;
     break;
   }
   case HY_AF_INET6: {
     struct sockaddr_in6 s;
     memcpy(&s, a->sa.raw, sizeof s);
-    if (hy__sock_ntop(AF_INET6, &s.sin6_addr, tmp, sizeof tmp) < 0)
+    if (ntop(AF_INET6, &s.sin6_addr, tmp, sizeof tmp) < 0)
       return HY_EINVAL;
     if (s.sin6_scope_id) {
       size_t n = strlen(tmp);
@@ -160,4 +184,52 @@ int hy__addr_ip(const hy_addr_t *a, char *buf, size_t cap) {
     return HY_ENOBUFS;
   memcpy(buf, tmp, n + 1);
   return (int)n;
+}
+
+/* ---------------------------------------------------------- name lookup */
+
+static int eai_error(int rc) {
+  switch (rc) {
+  case EAI_MEMORY: return HY_ENOMEM;
+  case EAI_AGAIN: return HY_EAGAIN;
+#ifdef EAI_SYSTEM
+  case EAI_SYSTEM: return hy_translate_errno(errno);
+#endif
+  default: return HY_ENOENT;
+  }
+}
+
+int hy__sock_getaddrinfo(const char *host, int port, int family,
+                         hy_addr_t *out, int max) {
+  int rc = hy__sock_lib_hold();
+  if (rc < 0)
+    return rc;
+  struct addrinfo hints, *res = NULL;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = family == HY_AF_INET    ? AF_INET
+                    : family == HY_AF_INET6 ? AF_INET6
+                                            : AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  char serv[16];
+  snprintf(serv, sizeof serv, "%d", port);
+  rc = getaddrinfo(host, serv, &hints, &res);
+  if (rc != 0) {
+    rc = eai_error(rc);
+    hy__sock_lib_release();
+    return rc;
+  }
+  int n = 0;
+  for (struct addrinfo *ai = res; ai && n < max; ai = ai->ai_next) {
+    if (ai->ai_addrlen > sizeof out[n].sa.raw ||
+        (ai->ai_family != AF_INET && ai->ai_family != AF_INET6))
+      continue;
+    memset(&out[n], 0, sizeof out[n]);
+    memcpy(out[n].sa.raw, ai->ai_addr, ai->ai_addrlen);
+    out[n].len = (uint32_t)ai->ai_addrlen;
+    n++;
+  }
+  freeaddrinfo(res);
+  hy__sock_lib_release();
+  return n ? n : HY_ENOENT;
 }

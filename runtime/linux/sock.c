@@ -1,16 +1,13 @@
 /* linux/sock.c - the socket calls of net/sock.h on Linux (BSD sockets).
  * errno becomes a HY_E* code here and nowhere else in the net layer. */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stddef.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -131,49 +128,11 @@ int hy__sock_readable(intptr_t fd) {
 uint32_t hy__sock_flag_trunc(void) { return MSG_TRUNC; }
 uint32_t hy__sock_flag_nosignal(void) { return MSG_NOSIGNAL; }
 
-int hy__sock_getaddrinfo(const char *host, int port, int family,
-                         hy_addr_t *out, int max) {
-  struct addrinfo hints, *res = NULL;
-  memset(&hints, 0, sizeof hints);
-  hints.ai_family = family == HY_AF_INET    ? AF_INET
-                    : family == HY_AF_INET6 ? AF_INET6
-                                            : AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  char serv[16];
-  snprintf(serv, sizeof serv, "%d", port);
-  int rc = getaddrinfo(host, serv, &hints, &res);
-  if (rc != 0) {
-    switch (rc) {
-    case EAI_MEMORY: return HY_ENOMEM;
-    case EAI_AGAIN: return HY_EAGAIN;
-    case EAI_SYSTEM: return hy_translate_errno(errno);
-    default: return HY_ENOENT;
-    }
-  }
-  int n = 0;
-  for (struct addrinfo *ai = res; ai && n < max; ai = ai->ai_next) {
-    if (ai->ai_addrlen > sizeof out[n].sa.raw ||
-        (ai->ai_family != AF_INET && ai->ai_family != AF_INET6))
-      continue;
-    memset(&out[n], 0, sizeof out[n]);
-    memcpy(out[n].sa.raw, ai->ai_addr, ai->ai_addrlen);
-    out[n].len = (uint32_t)ai->ai_addrlen;
-    n++;
-  }
-  freeaddrinfo(res);
-  return n ? n : HY_ENOENT;
-}
-
 /* ------------------------------------------------------------ addresses */
 
-int hy__sock_pton(int af, const char *ip, void *dst) {
-  return inet_pton(af, ip, dst) == 1 ? 0 : HY_EINVAL;
-}
-
-int hy__sock_ntop(int af, const void *src, char *buf, size_t cap) {
-  return inet_ntop(af, src, buf, (socklen_t)cap) ? 0 : HY_EINVAL;
-}
+/* The BSD socket library needs no start. */
+int hy__sock_lib_hold(void) { return 0; }
+void hy__sock_lib_release(void) {}
 
 int hy__sock_scope_by_name(const char *name, uint32_t *index) {
   unsigned id = if_nametoindex(name);

@@ -209,61 +209,12 @@ int hy__sock_readable(intptr_t fd) {
 uint32_t hy__sock_flag_trunc(void) { return 0; }
 uint32_t hy__sock_flag_nosignal(void) { return 0; }
 
-int hy__sock_getaddrinfo(const char *host, int port, int family,
-                         hy_addr_t *out, int max) {
-  if (!wsa_up())
-    return HY_ENOSYS;
-  ADDRINFOA hints, *res = NULL;
-  memset(&hints, 0, sizeof hints);
-  hints.ai_family = family == HY_AF_INET    ? AF_INET
-                    : family == HY_AF_INET6 ? AF_INET6
-                                            : AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  char serv[16];
-  snprintf(serv, sizeof serv, "%d", port);
-  int rc = getaddrinfo(host, serv, &hints, &res);
-  if (rc != 0) {
-    WSACleanup();
-    switch (rc) {
-    case EAI_MEMORY: return HY_ENOMEM;
-    case EAI_AGAIN: return HY_EAGAIN;
-    default: return HY_ENOENT;
-    }
-  }
-  int n = 0;
-  for (ADDRINFOA *ai = res; ai && n < max; ai = ai->ai_next) {
-    if (ai->ai_addrlen > sizeof out[n].sa.raw ||
-        (ai->ai_family != AF_INET && ai->ai_family != AF_INET6))
-      continue;
-    memset(&out[n], 0, sizeof out[n]);
-    memcpy(out[n].sa.raw, ai->ai_addr, ai->ai_addrlen);
-    out[n].len = (uint32_t)ai->ai_addrlen;
-    n++;
-  }
-  freeaddrinfo(res);
-  WSACleanup();
-  return n ? n : HY_ENOENT;
-}
-
 /* ------------------------------------------------------------ addresses */
 
-/* inet_pton/inet_ntop with a Winsock reference of their own. */
-int hy__sock_pton(int af, const char *ip, void *dst) {
-  int up = wsa_up();
-  int ok = inet_pton(af, ip, dst) == 1;
-  if (up)
-    WSACleanup();
-  return ok ? 0 : HY_EINVAL;
-}
-
-int hy__sock_ntop(int af, const void *src, char *buf, size_t cap) {
-  int up = wsa_up();
-  int ok = inet_ntop(af, src, buf, cap) != NULL;
-  if (up)
-    WSACleanup();
-  return ok ? 0 : HY_EINVAL;
-}
+/* Name lookups and address conversion may come before any port exists:
+ * they take a Winsock reference of their own around the call. */
+int hy__sock_lib_hold(void) { return wsa_up() ? 0 : HY_ENOSYS; }
+void hy__sock_lib_release(void) { WSACleanup(); }
 
 int hy__sock_scope_by_name(const char *name, uint32_t *index) {
   (void)name;
