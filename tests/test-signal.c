@@ -16,6 +16,7 @@ typedef int hydra_posix_only_t;
 #include "hydra.h"
 #include "runtime/wait.h"
 #include "rt_util.h"
+#include "runner.h"
 #include "test.h"
 
 static int read_one(hy_sigrecv_t *r) {
@@ -323,7 +324,8 @@ static int file_has(const char *path, const char *what) {
 }
 
 TEST_IMPL(signal_sigquit_dumps_tasks) {
-  char path[] = "/tmp/hydra-sigquit-XXXXXX";
+  char path[4096];
+  snprintf(path, sizeof path, "%s/hydra-sigquit-XXXXXX", proc_tmpdir());
   int fd = mkstemp(path);
   ASSERT(fd >= 0);
   int saved = dup(2);
