@@ -19,9 +19,6 @@ int hy__thread_start(hy__thread_t *t, void *(*fn)(void *), void *arg,
                      size_t stack_size, const char *name);
 void hy__thread_join(hy__thread_t t);
 void hy__thread_yield(void);
-/* hy_now to within a clock tick (a few ms), for time stamps only (task
- * dumps), at a fraction of hy_now's cost where the system has one. */
-int64_t hy__now_coarse(void);
 
 /* Mutex and condition variable: for the slow paths only (idle workers,
  * barriers, the blocking pool).  Opaque storage sized for every OS. */

@@ -25,12 +25,6 @@ hy_time_t hy_now(void) {
   return (hy_time_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-int64_t hy__now_coarse(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return (hy_time_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static struct timespec abs_realtime(int64_t deadline) {
   /* pthread_cond_timedwait wants CLOCK_MONOTONIC when the condattr says so,
    * which it does (see hy__cond_init). */

@@ -24,10 +24,6 @@ hy_time_t hy_now(void) {
   return q * 1000000000 + r * 1000000000 / f.QuadPart;
 }
 
-/* QueryPerformanceCounter is cheap enough; another clock would not share
- * its origin. */
-int64_t hy__now_coarse(void) { return hy_now(); }
-
 /* Milliseconds until deadline, rounded up so that a wait never ends early;
  * INFINITE for HY_FOREVER, 0 once it has passed. */
 static DWORD ms_until(int64_t deadline) {
