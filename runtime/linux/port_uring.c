@@ -832,21 +832,32 @@ int hy__uring_open(hy__port **out, hy__port *share) {
     hy__mem_free(u);
     return rc;
   }
+  /* A completion is task work for the thread that submitted the op.  By
+   * default the kernel interrupts that thread to run it at once if it is
+   * running (an IPI from the CPU where the completion happened, paid by
+   * whoever made it: the peer's send, a new connection).  COOP_TASKRUN
+   * (Linux 5.19) leaves it for the thread's next entry into the kernel
+   * (a waiter that sleeps is still woken), and TASKRUN_FLAG marks it
+   * pending in the SQ ring's flags, where a look that finds the CQ empty
+   * sees it and enters the kernel to run it (io_uring_peek_batch_cqe).
+   * Older kernels refuse the flags: then without them. */
+  static const unsigned coop[] = {
+      IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG, 0};
+  int attach = share && share->backend == HY__BACKEND_URING;
   struct io_uring_params prm;
-  memset(&prm, 0, sizeof prm);
-  prm.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
-  prm.cq_entries = CQ_ENTRIES;
-  if (share && share->backend == HY__BACKEND_URING) {
-    /* Workers of one runtime share the kernel's async worker pool. */
-    prm.flags |= IORING_SETUP_ATTACH_WQ;
-    prm.wq_fd = (uint32_t)((uport *)share)->ring.ring_fd;
-  }
-  int r = io_uring_queue_init_params(SQ_ENTRIES, &u->ring, &prm);
-  if (r == -EINVAL && (prm.flags & IORING_SETUP_ATTACH_WQ)) {
-    memset(&prm, 0, sizeof prm);
-    prm.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
-    prm.cq_entries = CQ_ENTRIES;
-    r = io_uring_queue_init_params(SQ_ENTRIES, &u->ring, &prm);
+  int r = -EINVAL;
+  for (int k = 0; k < 2 && r == -EINVAL; k++) {
+    for (int a = attach; a >= 0 && r == -EINVAL; a--) {
+      memset(&prm, 0, sizeof prm);
+      prm.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | coop[k];
+      prm.cq_entries = CQ_ENTRIES;
+      if (a) {
+        /* Workers of one runtime share the kernel's async worker pool. */
+        prm.flags |= IORING_SETUP_ATTACH_WQ;
+        prm.wq_fd = (uint32_t)((uport *)share)->ring.ring_fd;
+      }
+      r = io_uring_queue_init_params(SQ_ENTRIES, &u->ring, &prm);
+    }
   }
   if (r < 0) {
     hy__lport_fini(&u->base);
