@@ -1676,6 +1676,57 @@ TEST_IMPL(port_look_before_block) {
   hy__port_close(p);
   return 0;
 }
+
+/* A socket from the port's accept (plain or multishot) is non-blocking,
+ * and hy__port_associate_accepted (no system call on io_uring) prepares
+ * it for ops as hy__port_associate does. */
+TEST_IMPL(port_associate_accepted) {
+  hy__port *p;
+  OPEN_PORT(p);
+  struct sockaddr_in la;
+  int l = listener4(&la);
+  ASSERT_OK(hy__port_associate(p, l));
+  ASSERT_ERR(hy__port_associate_accepted(p, -1), HY_EBADF);
+  for (int multi = 0; multi < 2; multi++) {
+    hy__op acc;
+    op_init(&acc, HY__OP_ACCEPT, l);
+    acc.flags = multi ? HY__ACCEPT_MULTI : 0;
+    ASSERT_OK(hy__port_start(p, &acc));
+    int c = sock_open(AF_INET, SOCK_STREAM | SOCK_CLOEXEC);
+    ASSERT(c >= 0);
+    ASSERT_EQ(connect(c, (struct sockaddr *)&la, sizeof la), 0);
+    ASSERT(wait_one(p) == &acc);
+    ASSERT(acc.res >= 0);
+    int s = (int)acc.res;
+    if (acc.flags & HY__OP_MORE) {
+      ASSERT_OK(hy__port_cancel(p, &acc));
+      ASSERT(wait_one(p) == &acc);
+      if (acc.res >= 0) /* accepted just before the cancel */
+        sock_close((int)acc.res);
+    }
+    ASSERT(fcntl(s, F_GETFL) & O_NONBLOCK);
+    ASSERT_OK(hy__port_associate_accepted(p, s));
+    char rb[8];
+    hy__op rcv;
+    op_init(&rcv, HY__OP_RECV, s);
+    rcv.buf = rb;
+    rcv.len = sizeof rb;
+    rcv.flags = HY__RECV_OWNED;
+    ASSERT_OK(hy__port_start(p, &rcv));
+    expect_none(p, HY_MS(20));
+    ASSERT_EQ(send(c, "ab", 2, MSG_NOSIGNAL), 2);
+    ASSERT(wait_one(p) == &rcv);
+    ASSERT_EQ(rcv.res, 2);
+    ASSERT(memcmp(rb, "ab", 2) == 0);
+    hy__port_forget_idle(p, s);
+    sock_close(s);
+    sock_close(c);
+  }
+  hy__port_forget(p, l);
+  sock_close(l);
+  hy__port_close(p);
+  return 0;
+}
 #endif
 
 /* -------------------------------------------------- runtime/io.c on top */
