@@ -1545,7 +1545,8 @@ typedef struct {
   hy__port *p;
   int c;             /* the client end: the peer sends on it */
   hy__op post;
-  atomic_int round;  /* the round the owner waits in; -1: stop */
+  atomic_int round;  /* the round the owner waits in */
+  atomic_int stop;
   atomic_int done;   /* the last round the peer acted in */
 } look_t;
 
@@ -1556,10 +1557,12 @@ static void *look_peer(void *arg) {
   look_t *a = arg;
   uint64_t seed = test_rand();
   for (int r = 0;; r++) {
-    int got;
-    while ((got = atomic_load(&a->round)) != r)
-      if (got < 0)
+    for (unsigned spins = 0; atomic_load(&a->round) != r; spins++) {
+      if (atomic_load(&a->stop))
         return NULL;
+      if (spins > 100000)
+        hy__thread_yield(); /* the owner is not running: let it */
+    }
     seed = seed * 6364136223846793005ull + 1442695040888963407ull;
     int64_t until = hy_now() + (int64_t)(seed >> 33) % HY_US(60);
     while (hy_now() < until) {
@@ -1618,7 +1621,8 @@ TEST_IMPL(port_look_before_block) {
   look_t a;
   memset(&a, 0, sizeof a);
   a.p = p;
-  atomic_init(&a.round, 0);
+  atomic_init(&a.round, -1);
+  atomic_init(&a.stop, 0);
   atomic_init(&a.done, -1);
   int s;
   tcp_pair(&a.c, &s);
@@ -1629,7 +1633,6 @@ TEST_IMPL(port_look_before_block) {
   rcv.buf = rb;
   rcv.len = sizeof rb;
   ASSERT_OK(hy__port_start(p, &rcv));
-  atomic_store(&a.round, -1);
   pthread_t th;
   ASSERT_EQ(pthread_create(&th, NULL, look_peer, &a), 0);
   uint64_t looks0 = p->spins;
@@ -1644,9 +1647,11 @@ TEST_IMPL(port_look_before_block) {
       ASSERT(n >= 0);
       ASSERT(hy_now() < until);
       if (r % 3 == 1) {
-        ASSERT_EQ(n, 0); /* only the wake ends it */
+        ASSERT_EQ(n, 0); /* only a wake ends it */
         break;
       }
+      if (n == 0)
+        continue; /* the wake of an earlier round's post or wake, late */
       ASSERT_EQ(n, 1);
       if (r % 3 == 0) {
         ASSERT(ops[0] == &a.post);
@@ -1664,7 +1669,7 @@ TEST_IMPL(port_look_before_block) {
     while (atomic_load(&a.done) != r)
       ASSERT(hy_now() < until);
   }
-  atomic_store(&a.round, -1);
+  atomic_store(&a.stop, 1);
   pthread_join(th, NULL);
   ASSERT(p->spins - looks0 >= (uint64_t)r / 2); /* the looks happened */
   fprintf(stderr, "%d rounds, %llu looks\n", r,
