@@ -17,6 +17,7 @@
 #include "compat.h"
 #include "runtime/wait.h"
 #include "runtime/win/ctrl.h"
+#include "drill.h"
 #include "rt_util.h"
 #include "test.h"
 
@@ -276,119 +277,34 @@ TEST_IMPL(sigwin_unwanted_goes_on) {
 }
 
 /* ------------------------------------------ shutdown driven by SIGTERM
- * The console's close event, through the handler as the system calls it:
- * a supervisor task turns SIGTERM into hy_runtime_shutdown; workers see
- * sys/shutdown, finish what they hold and stop; the handler returns (and
- * with it, on Windows, the process would end) only once the receivers are
- * gone. */
-
-typedef struct {
-  hy_runtime_t *rt;
-  atomic_int taken, finished, stopped, got_term, unsubscribed;
-  atomic_int n[8];
-  int seq[8][8];
-} sup_t;
-
-static void record(void *arg, int phase, int worker) {
-  sup_t *s = arg;
-  int i = atomic_fetch_add(&s->n[worker], 1);
-  if (i < 8)
-    s->seq[worker][i] = phase;
-}
-
-static void *worker(void *p) {
-  sup_t *s = p;
-  hy_hub_consumer_t *c;
-  if (hy_hub_connect_name(s->rt, "sys/shutdown", &c) < 0)
-    return (void *)-1;
-  for (;;) {
-    int rc = hy_hub_wait_until(c, hy_deadline_in(HY_MS(1)));
-    if (rc == 0)
-      break;
-    if (rc != HY_ETIMEDOUT)
-      return (void *)-2;
-    atomic_fetch_add(&s->taken, 1);
-    hy_sleep(s->rt, HY_MS(2)); /* the job */
-    atomic_fetch_add(&s->finished, 1);
-  }
-  hy_hub_disconnect(c);
-  atomic_fetch_add(&s->stopped, 1);
-  return NULL;
-}
-
-static void *supervisor(void *p) {
-  sup_t *s = p;
-  int sigs[] = {SIGTERM, SIGINT};
-  hy_sigrecv_t *r;
-  if (hy_signal_subscribe(s->rt, sigs, 2, &r) < 0)
-    return (void *)-1;
-  atomic_store(&s->got_term, -1); /* subscribed */
-  for (;;) {
-    int sig;
-    int rc = hy_signal_read_until(r, hy_deadline_in(HY_MS(100)), &sig);
-    if (rc == 0 && sig == SIGTERM) {
-      atomic_store(&s->got_term, 1);
-      hy_runtime_shutdown(s->rt, HY_MS(200));
-      break;
-    }
-  }
-  hy_sleep(s->rt, HY_MS(50)); /* the handler must wait for this */
-  atomic_store(&s->unsubscribed, 1);
-  hy_signal_unsubscribe(r);
-  return NULL;
-}
+ * The drill of drill.h, raised by the console's close event through the
+ * handler as the system calls it: the handler returns (and with it, on
+ * Windows, the process would end) only once the receivers are gone. */
 
 typedef struct {
   atomic_int ret, unsub_seen;
-  sup_t *s;
+  drill_t *d;
 } closer_t;
 
 static void *close_event(void *p) {
   closer_t *c = p;
   int r = hy__ctrl_handler(CTRL_CLOSE_EVENT);
-  atomic_store(&c->unsub_seen, atomic_load(&c->s->unsubscribed));
+  atomic_store(&c->unsub_seen, atomic_load(&c->d->unsubscribed));
   atomic_store(&c->ret, r);
   return NULL;
 }
 
 TEST_IMPL(sigwin_shutdown_by_close_event) {
-  enum { W = 16 };
-  hy_runtime_t *rt = test_rt_new(2);
-  sup_t s;
-  memset(&s, 0, sizeof s);
-  s.rt = rt;
-  hy_runtime_on_phase(rt, record, &s);
-  hy_task_t w[W], sup;
-  ASSERT_OK(hy_task_spawn(rt, supervisor, &s, NULL, &sup));
-  for (int i = 0; i < W; i++)
-    ASSERT_OK(hy_task_spawn(rt, worker, &s, NULL, &w[i]));
-  while (atomic_load(&s.got_term) != -1 || atomic_load(&s.finished) < 50)
-    Sleep(1);
-  closer_t c = {-1, 0, &s};
+  drill_t d;
+  drill_start(&d, test_rt_new(2));
+  closer_t c = {-1, 0, &d};
   pthread_t th;
   ASSERT_EQ(pthread_create(&th, NULL, close_event, &c), 0);
-  ASSERT_OK(hy_runtime_run(rt));
+  ASSERT_OK(hy_runtime_run(d.rt));
   pthread_join(th, NULL);
   ASSERT_EQ(atomic_load(&c.ret), 1);        /* taken */
   ASSERT_EQ(atomic_load(&c.unsub_seen), 1); /* not before the receiver went */
-  ASSERT_EQ(atomic_load(&s.got_term), 1);
-  ASSERT_EQ(atomic_load(&s.stopped), W);
-  ASSERT_EQ(atomic_load(&s.taken), atomic_load(&s.finished));
-  for (int i = 0; i < W; i++) {
-    void *r;
-    ASSERT_OK(hy_task_join(rt, w[i], &r));
-    ASSERT(r == NULL);
-  }
-  ASSERT_OK(hy_task_join(rt, sup, NULL));
-  for (int k = 0; k < 2; k++) {
-    ASSERT_EQ(atomic_load(&s.n[k]), 4);
-    for (int i = 0; i < 4; i++)
-      ASSERT_EQ(s.seq[k][i], HY_PHASE_QUIESCE + i);
-  }
-  hy_shutdown_summary_t sum = {.size = sizeof sum};
-  ASSERT_OK(hy_runtime_shutdown_summary(rt, &sum));
-  ASSERT_EQ(sum.tasks_cancelled, 0);
-  ASSERT_OK(hy_runtime_close(rt));
+  drill_check_and_close(&d);
   /* Nobody listens any more: the handler lets the event go on at once. */
   ASSERT_EQ(hy__ctrl_deliver(CTRL_CLOSE_EVENT), 0);
   return 0;
