@@ -88,3 +88,83 @@ int proc_ncpu(void) {
   GetSystemInfo(&si);
   return si.dwNumberOfProcessors > 0 ? (int)si.dwNumberOfProcessors : 1;
 }
+
+/* ------------------------------------------------------------ examples */
+
+#include <fcntl.h>
+#include <io.h>
+
+const char *test_exe(void);
+
+static BOOL WINAPI ignore_ctrl(DWORD ev) {
+  (void)ev;
+  return TRUE; /* the Ctrl+C is for the example, not for the test */
+}
+
+int ex_start(ex_proc_t *p, const char *prog, const char *args) {
+  /* A console of the test's own, shared with the example only. */
+  FreeConsole();
+  if (!AllocConsole()) {
+    fprintf(stderr, "AllocConsole failed: %lu\n", GetLastError());
+    return -2;
+  }
+  SetConsoleCtrlHandler(NULL, FALSE); /* Ctrl+C is not ignored */
+  SetConsoleCtrlHandler(ignore_ctrl, TRUE);
+  char exe[MAX_PATH];
+  snprintf(exe, sizeof exe, "%s", test_exe());
+  char *slash = strrchr(exe, '/'), *bs = strrchr(exe, '\\');
+  if (!slash || (bs && bs > slash))
+    slash = bs;
+  size_t at = slash ? (size_t)(slash + 1 - exe) : 0;
+  snprintf(exe + at, sizeof exe - at, "%s.exe", prog);
+  SECURITY_ATTRIBUTES sa = {sizeof sa, NULL, TRUE};
+  HANDLE rd, wr;
+  if (!CreatePipe(&rd, &wr, &sa, 0))
+    return -1;
+  SetHandleInformation(rd, HANDLE_FLAG_INHERIT, 0);
+  STARTUPINFOA si;
+  ZeroMemory(&si, sizeof si);
+  si.cb = sizeof si;
+  si.dwFlags = STARTF_USESTDHANDLES;
+  si.hStdInput = GetStdHandle(STD_INPUT_HANDLE);
+  si.hStdOutput = wr;
+  si.hStdError = wr;
+  PROCESS_INFORMATION pi;
+  char cmd[1400];
+  snprintf(cmd, sizeof cmd, "\"%s\" %s", exe, args ? args : "");
+  BOOL ok =
+      CreateProcessA(NULL, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, &pi);
+  CloseHandle(wr);
+  if (!ok) {
+    CloseHandle(rd);
+    return -1;
+  }
+  CloseHandle(pi.hThread);
+  p->handle = (intptr_t)pi.hProcess;
+  p->out = _fdopen(_open_osfhandle((intptr_t)rd, _O_RDONLY), "r");
+  if (!p->out) {
+    TerminateProcess(pi.hProcess, 255);
+    CloseHandle(pi.hProcess);
+    return -1;
+  }
+  return 0;
+}
+
+int ex_stop(ex_proc_t *p, int sig) {
+  (void)p;
+  (void)sig;
+  return GenerateConsoleCtrlEvent(CTRL_C_EVENT, 0) ? 0 : -1;
+}
+
+int ex_wait(ex_proc_t *p) {
+  fclose(p->out);
+  p->out = NULL;
+  HANDLE h = (HANDLE)p->handle;
+  DWORD w = WaitForSingleObject(h, 30000);
+  if (w != WAIT_OBJECT_0)
+    TerminateProcess(h, 255);
+  DWORD code = 255;
+  GetExitCodeProcess(h, &code);
+  CloseHandle(h);
+  return w == WAIT_OBJECT_0 ? (int)code : -1;
+}
