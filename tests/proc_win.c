@@ -5,6 +5,18 @@
 
 #include "runner.h"
 
+/* Runs the command line cmd with stdout and stderr going to out. */
+static BOOL start_with_output(char *cmd, HANDLE out, PROCESS_INFORMATION *pi) {
+  STARTUPINFOA si;
+  ZeroMemory(&si, sizeof si);
+  si.cb = sizeof si;
+  si.dwFlags = STARTF_USESTDHANDLES;
+  si.hStdInput = GetStdHandle(STD_INPUT_HANDLE);
+  si.hStdOutput = out;
+  si.hStdError = out;
+  return CreateProcessA(NULL, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, pi);
+}
+
 int proc_spawn(proc_t *p, const char *exe, const char *test,
                const char *backend, const char *outpath) {
   SECURITY_ATTRIBUTES sa = {sizeof sa, NULL, TRUE};
@@ -14,19 +26,11 @@ int proc_spawn(proc_t *p, const char *exe, const char *test,
     return -1;
   char cmd[2048];
   snprintf(cmd, sizeof cmd, "\"%s\" --run %s", exe, test);
-  STARTUPINFOA si;
   PROCESS_INFORMATION pi;
-  ZeroMemory(&si, sizeof si);
-  si.cb = sizeof si;
-  si.dwFlags = STARTF_USESTDHANDLES;
-  si.hStdInput = GetStdHandle(STD_INPUT_HANDLE);
-  si.hStdOutput = out;
-  si.hStdError = out;
   /* The runner is single-threaded: setting the variable just for this
    * spawn is safe, and the child inherits it. */
   SetEnvironmentVariableA("HYDRA_BACKEND", backend);
-  BOOL ok = CreateProcessA(NULL, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si,
-                           &pi);
+  BOOL ok = start_with_output(cmd, out, &pi);
   SetEnvironmentVariableA("HYDRA_BACKEND", NULL);
   CloseHandle(out);
   if (!ok)
@@ -122,18 +126,10 @@ int ex_start(ex_proc_t *p, const char *prog, const char *args) {
   if (!CreatePipe(&rd, &wr, &sa, 0))
     return -1;
   SetHandleInformation(rd, HANDLE_FLAG_INHERIT, 0);
-  STARTUPINFOA si;
-  ZeroMemory(&si, sizeof si);
-  si.cb = sizeof si;
-  si.dwFlags = STARTF_USESTDHANDLES;
-  si.hStdInput = GetStdHandle(STD_INPUT_HANDLE);
-  si.hStdOutput = wr;
-  si.hStdError = wr;
   PROCESS_INFORMATION pi;
   char cmd[1400];
   snprintf(cmd, sizeof cmd, "\"%s\" %s", exe, args ? args : "");
-  BOOL ok =
-      CreateProcessA(NULL, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, &pi);
+  BOOL ok = start_with_output(cmd, wr, &pi);
   CloseHandle(wr);
   if (!ok) {
     CloseHandle(rd);
