@@ -104,6 +104,13 @@ struct hy__task {
   int refs;              /* the running task + the handle (until detach/join) */
   int pinned;            /* ended, its block kept until its stack is left */
   hy__waitq joiners;
+  /* Selects waiting on the task (hy_arm_task): under the slot's lock, not
+   * the task's, so that an arm can tell a stale handle without touching a
+   * block that may be gone.  over: the task has ended (its result is set);
+   * armed: a select has queued here (the end then takes the slot lock). */
+  hy__waitq armq;
+  atomic_int over;
+  atomic_int armed;
   hy__wait *cur_wait;    /* the wait a cancel must claim (on a stack) */
   hy__wait qwait;        /* the quiet wait of channel operations and
                             select (hy__wait_init_quiet): lives as long as

@@ -810,15 +810,6 @@ static int has_work(hy__worker *w) {
 #define SPIN_CLOCK_EVERY 4 /* looks between two readings of the clock */
 #define SPIN_PAUSES_MAX 32 /* pauses between looks, at most */
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define cpu_relax() _mm_pause()
-#elif defined(__aarch64__)
-#define cpu_relax() __asm__ __volatile__("yield")
-#else
-#define cpu_relax() ((void)0)
-#endif
-
 /* Ends w's sleep: returns 1 if w stopped sleeping by itself (a timer, a
  * completion, a change of mind), 0 if a waker woke it to search, handing
  * it one count of nspinning (see hy__wake_idle). */
@@ -870,7 +861,7 @@ static hy__task *search(hy__worker *w, int phase, int counted) {
         break;
     }
     for (int k = 0; k < pauses; k++)
-      cpu_relax();
+      hy__cpu_relax();
   }
   int last = atomic_fetch_sub(&rt->nspinning, 1) == 1;
   atomic_thread_fence(memory_order_seq_cst);

@@ -20,6 +20,17 @@ int hy__thread_start(hy__thread_t *t, void *(*fn)(void *), void *arg,
 void hy__thread_join(hy__thread_t t);
 void hy__thread_yield(void);
 
+/* One pause of a spin loop: tells the CPU (and a sibling hyperthread) that
+ * this thread is waiting. */
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define hy__cpu_relax() _mm_pause()
+#elif defined(__aarch64__)
+#define hy__cpu_relax() __asm__ __volatile__("yield")
+#else
+#define hy__cpu_relax() ((void)0)
+#endif
+
 /* Mutex and condition variable: for the slow paths only (idle workers,
  * barriers, the blocking pool).  Opaque storage sized for every OS. */
 typedef struct hy__mutex {

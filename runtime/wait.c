@@ -10,15 +10,6 @@
 
 #include "runtime/internal.h"
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define cpu_relax() _mm_pause()
-#elif defined(__aarch64__)
-#define cpu_relax() __asm__ __volatile__("yield")
-#else
-#define cpu_relax() ((void)0)
-#endif
-
 /* Test-and-test-and-set with exponential back-off: contenders that keep
  * retrying at once take the lock's cache line from its holder and from
  * each other; waiting longer after each miss leaves it with the holder
@@ -31,7 +22,7 @@ void hy__lock_slow(hy__lock_t *l) {
       return;
     if (spins < 64) {
       for (unsigned k = 0; k < pauses; k++)
-        cpu_relax();
+        hy__cpu_relax();
       if (pauses < 64)
         pauses *= 2;
     } else {

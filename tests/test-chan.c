@@ -1156,6 +1156,113 @@ TEST_IMPL(select_task_and_terminate_arms) {
   return 0;
 }
 
+/* A task arm names the task's slot and generation: a handle joined or
+ * detached elsewhere - before the select, or while it waits - never lets
+ * the select touch a block that is gone.  It fires with the result if the
+ * end was seen, HY_ESTALE if the task was gone first.  ASan (cached task
+ * blocks are poisoned) catches any use of a released block. */
+typedef struct {
+  hy_runtime_t *rt;
+  hy_chan_t *go;
+  hy_chan_t *never;
+  hy_task_t b;
+  intptr_t want;
+  int rc, result, yields;
+  void *res;
+} armx_t;
+
+static void *arm_ender(void *p) {
+  armx_t *x = p;
+  int v;
+  if (hy_chan_recv(x->go, &v) < 0)
+    return NULL;
+  for (int i = 0; i < x->yields; i++)
+    hy_yield(x->rt);
+  return (void *)x->want;
+}
+
+static void *arm_selector(void *p) {
+  armx_t *x = p;
+  int v;
+  hy_arm_t a[2] = {hy_arm_recv(x->never, &v), hy_arm_task(x->rt, x->b, &x->res)};
+  for (int i = 0; i < x->yields; i++)
+    hy_yield(x->rt);
+  x->rc = hy_select(x->rt, a, 2);
+  x->result = a[1].result;
+  return NULL;
+}
+
+TEST_IMPL(select_task_arm_outlives_handle) {
+  enum { N = 400 };
+  hy_runtime_t *rt = new_rt(2);
+  hy_chan_t *never = new_chan(rt, sizeof(int), 0);
+  /* One record per round: a detached ender may outlive its round. */
+  armx_t *xs = calloc(N, sizeof *xs);
+  ASSERT(xs != NULL);
+  int fired = 0, stale = 0;
+  for (int it = 0; it < N; it++) {
+    armx_t *x = &xs[it];
+    *x = (armx_t){rt, new_chan(rt, sizeof(int), 1), never, {0}, it + 1, -1,
+                  -1, (int)(test_rand() % 8), NULL};
+    x->b = spawn(rt, arm_ender, x);
+    int mode = (int)(test_rand() % 3); /* detach, join elsewhere, keep */
+    hy_task_t a = spawn(rt, arm_selector, x);
+    if (test_rand() % 2)
+      hy_sleep(rt, (int64_t)(test_rand() % 50000));
+    int v = 0;
+    if (mode == 0)
+      ASSERT_OK(hy_task_detach(rt, x->b));
+    ASSERT_OK(hy_chan_send(x->go, &v));
+    if (mode == 1)
+      ASSERT_EQ(join(rt, x->b), it + 1);
+    ASSERT_EQ(join(rt, a), 0);
+    ASSERT_EQ(x->rc, 1);
+    if (x->result == 0) {
+      ASSERT_EQ((intptr_t)x->res, it + 1);
+      fired++;
+    } else {
+      ASSERT_EQ(x->result, HY_ESTALE);
+      ASSERT(mode != 2);
+      stale++;
+    }
+    if (mode == 2)
+      ASSERT_EQ(join(rt, x->b), it + 1);
+  }
+  ASSERT_EQ(fired + stale, N);
+  fprintf(stderr, "task arm: %d fired, %d stale\n", fired, stale);
+
+  /* Made from a stale or detached handle: HY_ESTALE at once. */
+  hy_task_t bogus = {((uint64_t)7 << 32) | 12345u};
+  void *res = NULL;
+  int v;
+  hy_arm_t s1[2] = {hy_arm_recv(never, &v), hy_arm_task(rt, bogus, &res)};
+  ASSERT_EQ(hy_select(rt, s1, 2), 1);
+  ASSERT_EQ(s1[1].result, HY_ESTALE);
+  hy_chan_t *go = new_chan(rt, sizeof(int), 1);
+  armx_t y = {rt, go, never, {0}, 5, -1, -1, 0, NULL};
+  y.b = spawn(rt, arm_ender, &y);
+  ASSERT_OK(hy_task_detach(rt, y.b));
+  hy_arm_t s2[2] = {hy_arm_recv(never, &v), hy_arm_task(rt, y.b, &res)};
+  ASSERT_EQ(hy_select(rt, s2, 2), 1);
+  ASSERT_EQ(s2[1].result, HY_ESTALE);
+  v = 0;
+  ASSERT_OK(hy_chan_send(go, &v));
+  y.b = spawn(rt, arm_ender, &y);
+  ASSERT_OK(hy_chan_send(go, &v));
+  ASSERT_EQ(join(rt, y.b), 5);
+  hy_arm_t s3[2] = {hy_arm_recv(never, &v), hy_arm_task(rt, y.b, &res)};
+  ASSERT_EQ(hy_select(rt, s3, 2), 1);
+  ASSERT_EQ(s3[1].result, HY_ESTALE);
+
+  close_rt(rt); /* the detached enders are gone after this */
+  for (int it = 0; it < N; it++)
+    hy_chan_release(xs[it].go);
+  free(xs);
+  hy_chan_release(go);
+  hy_chan_release(never);
+  return 0;
+}
+
 /* ------------------------------------------- random-timing select stress */
 
 typedef struct {
