@@ -715,7 +715,7 @@ static int e_spin(eport *e, struct epoll_event *evs, int64_t tmo,
     int k = ep_wait(e, evs, 0);
     if (k != 0 || hy__lport_news(p) || hy_now() >= until)
       return k;
-    hy__lport_relax();
+    hy__cpu_relax();
   }
 }
 

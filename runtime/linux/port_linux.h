@@ -32,6 +32,7 @@
 
 #include "hydra/runtime.h"
 #include "runtime/port.h"
+#include "runtime/sys.h"
 #include "runtime/wait.h"
 
 /* op->pstate */
@@ -136,14 +137,6 @@ static inline int hy__lport_news(hy__port *p) {
 static inline void hy__lport_blocked(hy__port *p, int64_t t0) {
   p->spin = hy_now() - t0 < HY__SPIN_WINDOW;
 }
-
-#if defined(__x86_64__) || defined(__i386__)
-#define hy__lport_relax() __builtin_ia32_pause()
-#elif defined(__aarch64__)
-#define hy__lport_relax() __asm__ __volatile__("yield")
-#else
-#define hy__lport_relax() ((void)0)
-#endif
 
 /* Takes the whole cancel list (ops still in flight, each with PF_CANCEL
  * set and PF_CLIST cleared), linked through pdata[0]. */

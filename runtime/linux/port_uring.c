@@ -695,7 +695,7 @@ static int u_spin(uport *u, int64_t left) {
       return 1;
     if (i % 16 == 0 && hy_now() >= until)
       return 1;
-    hy__lport_relax();
+    hy__cpu_relax();
   }
 }
 
