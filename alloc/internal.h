@@ -156,6 +156,8 @@ struct hy_cache {
   uint32_t per_slab;
   uint64_t bytes_held;
   uint64_t direct_objs;
+  char *chunk_next;     /* slabs not yet used of the current chunk */
+  uint64_t chunk_left;  /* (alloc/slab.c), and how many */
 
   /* slow paths (any thread): atomics */
   _Atomic uint64_t slow_allocs, slow_frees, slow_misses, ctor_calls, dtor_calls;

@@ -367,6 +367,40 @@ void hy__mcpu_flush_own(hy_cache_t *c) {
   hy__slab_put(c, hy__mag_obj(m->fmag), (int)f_count(m));
   m->slot->ftop = hy__mag_obj(m->fmag);
   rebase(m);
+  /* The empty magazines go too (to the depot, which a reap empties), so
+   * that their slab is not kept by them; the next op takes new ones
+   * (mcpu_rearm). */
+  hy__depot_lock(c);
+  mag_sync(m);
+  hy__depot_put(c, m->amag);
+  hy__depot_put(c, m->fmag);
+  hy__depot_unlock(c);
+  m->amag = m->fmag = NULL;
+  m->slot->atop = NO_ATOP;
+  m->slot->ftop = NULL;
+  rebase(m);
+}
+
+/* m has no magazines (its thread gave them back at a reap): new ones,
+ * unless the cache is destroyed.  Returns 0, or -1 (the op then goes to
+ * the slabs, or fails after a destroy). */
+static int mcpu_rearm(hy_cache_t *c, hy__mcpu *m) {
+  if (atomic_load_explicit(&c->dead, memory_order_acquire))
+    return -1;
+  hy__oslock_lock(&c->depot_lock);
+  uint32_t size = c->mag_size;
+  hy__oslock_unlock(&c->depot_lock);
+  hy__mag *a = hy__mag_new(c, size);
+  hy__mag *f = a ? hy__mag_new(c, size) : NULL;
+  if (!f) {
+    hy__mag_free(c, a);
+    return -1;
+  }
+  hy__mcpu_fold(m);
+  load_alloc(m, a);
+  load_free(m, f);
+  rebase(m);
+  return 0;
 }
 
 static void table_release(ttable *t) {
@@ -415,9 +449,13 @@ static void *alloc_slow(hy_cache_t *c, hy__mcpu *m) {
     atomic_fetch_add_explicit(&c->failures, 1, memory_order_relaxed);
     return NULL;
   }
-  if (HY__UNLIKELY(!m->amag)) { /* drained by a destroy: use after destroy */
-    atomic_fetch_add_explicit(&c->failures, 1, memory_order_relaxed);
-    return NULL;
+  if (HY__UNLIKELY(!m->amag) && mcpu_rearm(c, m) != 0) {
+    if (atomic_load_explicit(&c->dead, memory_order_acquire)) {
+      /* drained by a destroy: use after destroy */
+      atomic_fetch_add_explicit(&c->failures, 1, memory_order_relaxed);
+      return NULL;
+    }
+    return alloc_slow(c, NULL); /* no memory for magazines: the slabs */
   }
   hy__mcpu_fold(m);
   /* Trade with the free magazine when it is at least half full: still a
@@ -537,8 +575,18 @@ static void free_slow(hy_cache_t *c, hy__mcpu *m, void *obj) {
     atomic_fetch_add_explicit(&c->slow_misses, 1, memory_order_relaxed);
     return;
   }
+  if (HY__UNLIKELY(!m->fmag || !m->amag)) {
+    if (mcpu_rearm(c, m) != 0) {
+      free_slow(c, NULL, obj); /* no magazines: to the slab */
+      return;
+    }
+    m->misses++;
+    *m->slot->ftop++ = obj;
+    hy__mcpu_fold(m);
+    return;
+  }
   hy__mcpu_fold(m);
-  if (HY__UNLIKELY(!m->fmag || !m->amag) || free_exchange(c, m) != 0) {
+  if (free_exchange(c, m) != 0) {
     /* no magazine (no memory, or drained by a destroy): to the slab */
     rebase(m);
     hy__slab_put(c, &obj, 1);

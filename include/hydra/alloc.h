@@ -170,9 +170,12 @@ typedef struct hy__cache_head {
 typedef struct hy__tslot {
   uint64_t key; /* 0: free */
   void **atop;  /* alloc magazine: the next pop is atop[-1] (NULL: empty) */
-  void **ftop;  /* free magazine: the next push goes to *ftop, unless ftop
-                 * is a multiple of HY__MAG_ALIGN (NULL: no magazine) */
   struct hy__mcpu *m;
+  /* free magazine: the next push goes to *ftop, unless ftop is a multiple
+   * of HY__MAG_ALIGN (NULL: no magazine).  Not next to atop: a copy of the
+   * two would be one 16-byte load, which waits for the fast path's two
+   * 8-byte stores to retire instead of taking them forwarded. */
+  void **ftop;
   uint64_t pad_[4];
 } hy__tslot;
 
