@@ -13,10 +13,13 @@
  * thread-local pointer (tt, and its slots and mask in hy__cache_tls for
  * the fast path), mapping a cache's generation number (unique for the
  * life of the process, never reused) to that thread's magazines of the
- * cache: a slot of one cache line holds what the fast path needs (counts
- * and arrays of the two magazines) and points to the rest (hy__mcpu);
- * open-addressed with the generation as the hash.  This is the one piece of process-wide state besides the
- * thread-exit key, and it has to be: a thread's identity is process-wide.
+ * cache: a slot of one cache line holds what the fast path needs (the
+ * top of each of the two magazines) and points to the rest (hy__mcpu);
+ * open-addressed with the generation as the hash (a cache's key is its
+ * generation times the slot size, so the fast path masks it into an
+ * offset with no shift).  This is the one piece of process-wide state
+ * besides the thread-exit key, and it has to be: a thread's identity is
+ * process-wide.
  * Keying by a never-reused generation (not by a cache address or a
  * recycled index) means a table entry of a destroyed cache can never be
  * mistaken for a live one; such entries are dropped when the table is
@@ -29,6 +32,16 @@
  * cache to unregister.  When a thread exits, a hook (alloc/os.h) gives its
  * magazines to the depots: a worker thread that ends leaks nothing, and
  * objects it freed are there for the other threads.
+ *
+ * Magazine bounds (include/hydra/alloc.h): a magazine is 1, 2 or 4 KiB,
+ * aligned to its size, with its slots at its end and a NULL word below
+ * them, so the fast path needs neither a count nor a capacity: a pop that
+ * reads NULL found the alloc magazine empty, a push at a 1 KiB boundary
+ * found the free magazine full (in a 2 or 4 KiB magazine possibly an
+ * inner boundary: hy_cache_free_general pushes there itself).  With the
+ * bounds gone the fast path is a lookup, one load, one test and a store
+ * each way (bench/alloc churn-64: 1.76 -> 1.16 ns per free + alloc, 0.43
+ * of mimalloc's time; pair-64 1.46 -> 1.1 ns).
  */
 #include <stdio.h>
 #include <string.h>
