@@ -135,6 +135,7 @@ enum hy__after {
   HY__AFTER_YIELD,
   HY__AFTER_SAVED, /* a yielder queued already: clear its saving mark */
   HY__AFTER_PARK,
+  HY__AFTER_PARK_QUIET, /* parked for its quiet wait (hy__park_quiet) */
   HY__AFTER_EXIT
 };
 
@@ -273,6 +274,10 @@ struct hy_runtime {
   hy__mutex_t mu;          /* shutdown and run() waiters */
   hy__cond_t cv;
   atomic_int phase;        /* enum hy__phase */
+  int park_fence;          /* a task parking for its quiet wait fences
+                              before it looks at its cancel flag: no
+                              process-wide barrier for cancels here
+                              (hy__heavy_barrier; runtime/wait.c) */
   int64_t grace;
   hy__lock_t term_lock;
   hy__waitq terminate_q;   /* select terminate arms, under term_lock */
@@ -305,6 +310,11 @@ void hy__task_wake(hy__task *t);       /* make a parked task runnable */
 void hy__task_wake_on(hy__task *t, hy__worker *w);
 void hy__task_ready(hy_runtime_t *rt, hy__task *t, int lifo); /* enqueue */
 void hy__park(hy__task *t);            /* returns once woken */
+/* Parks t for its open quiet wait (t->qwait), which nobody but its claimer
+ * wakes, through hy__task_wake_quiet (w: the caller's worker of t->rt, or
+ * NULL): the switch-out takes no compare-and-swap (sched.c). */
+void hy__park_quiet(hy__task *t);
+void hy__task_wake_quiet(hy__task *t, hy__worker *w);
 void hy__yield_now(hy__task *t);
 void *hy__worker_main(void *arg);
 int hy__worker_run_once(hy__worker *w, int64_t timeout);

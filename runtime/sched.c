@@ -54,6 +54,15 @@
 #define NOSTACK_RETRIES 1024
 #define TIMER_SLACK HY_US(100) /* before an idle worker fires another's */
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield")
+#else
+#define cpu_relax() ((void)0)
+#endif
+
 hy__worker *hy__worker_current(hy_runtime_t *rt) {
   return (hy__worker *)hy__tls_get(rt->tls);
 }
@@ -393,6 +402,31 @@ void hy__task_wake(hy__task *t) {
   hy__task_wake_on(t, hy__worker_current(t->rt));
 }
 
+/* The wake of a task parked for its quiet wait (hy__park_quiet), by the
+ * claimer of that wait, the one party that may wake it.  Such a park marks
+ * the task PARKED with a plain store once its registers are saved, without
+ * the compare-and-swap that detects an early wake: a waker that comes
+ * before that (on another thread: the task runs up to its switch-out
+ * without taking a lock, a few dozen instructions) waits for the mark
+ * instead.  On the task's own worker the switch-out is always complete. */
+void hy__task_wake_quiet(hy__task *t, hy__worker *w) {
+  if (!(w && t->worker == w && w->current != t)) {
+    unsigned spins = 0;
+    while (atomic_load_explicit(&t->wstate, memory_order_acquire) !=
+           HY__PARKED) {
+      if (++spins < 256)
+        cpu_relax();
+      else
+        hy__thread_yield(); /* its thread lost the CPU meanwhile */
+    }
+  }
+  atomic_store_explicit(&t->wstate, HY__RUNNING, memory_order_relaxed);
+  if (w)
+    ready_on(w, t, 1);
+  else
+    hy__task_ready(t->rt, t, 1);
+}
+
 void hy__task_wake_on(hy__task *t, hy__worker *w) {
   if (w && t->worker == w && w->current != t) {
     /* t last ran on this very worker and is not running: its switch-out
@@ -459,6 +493,11 @@ static void complete_switch(hy__worker *w) {
     }
     break;
   }
+  case HY__AFTER_PARK_QUIET:
+    /* Nobody else writes wstate now: the claimer of the quiet wait waits
+     * for this store (hy__task_wake_quiet). */
+    atomic_store_explicit(&t->wstate, HY__PARKED, memory_order_release);
+    break;
   case HY__AFTER_SAVED:
     /* Queued already (pick_direct): stealable from now on. */
     atomic_store_explicit(&t->saving, 0, memory_order_release);
@@ -583,6 +622,15 @@ void hy__park(hy__task *t) {
       HY__PH_RUNNING)
     w->last_activity = hy_now();
   leave(t, HY__AFTER_PARK);
+}
+
+void hy__park_quiet(hy__task *t) {
+  hy__worker *w = t->worker;
+  HY__STAT_INC(w->st.parks);
+  if (atomic_load_explicit(&w->rt->phase, memory_order_relaxed) !=
+      HY__PH_RUNNING)
+    w->last_activity = hy_now();
+  leave(t, HY__AFTER_PARK_QUIET);
 }
 
 void hy__yield_now(hy__task *t) { leave(t, HY__AFTER_YIELD); }
@@ -810,14 +858,6 @@ static int has_work(hy__worker *w) {
 #define SPIN_CLOCK_EVERY 4 /* looks between two readings of the clock */
 #define SPIN_PAUSES_MAX 32 /* pauses between looks, at most */
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define cpu_relax() _mm_pause()
-#elif defined(__aarch64__)
-#define cpu_relax() __asm__ __volatile__("yield")
-#else
-#define cpu_relax() ((void)0)
-#endif
 
 /* Ends w's sleep: returns 1 if w stopped sleeping by itself (a timer, a
  * completion, a change of mind), 0 if a waker woke it to search, handing
