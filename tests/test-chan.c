@@ -1684,3 +1684,164 @@ TEST_IMPL(chan_tasks_keep_fp_modes) {
   close_rt(rt);
   return 0;
 }
+
+/* ------------------------- wakes racing the waiter's switch-out */
+
+/* A task parked for a channel operation is marked parked by a plain store
+ * once its registers are saved, and its waker - on another worker or
+ * outside the runtime - waits for that mark before it makes it runnable
+ * (hy__task_wake_quiet).  Pairs bounce a value over unbuffered channels
+ * across the two workers and with a foreign thread, so that wakes come
+ * while their waiter is still switching out; some receives carry a
+ * deadline close enough to race the wake.  A lost wake hangs the test, a
+ * waiter resumed half-saved crashes it, and every value must arrive once,
+ * in order. */
+typedef struct {
+  hy_runtime_t *rt;
+  hy_chan_t *to, *from;
+  int rounds;
+  int first;    /* sends first */
+  uint64_t seed;
+  int bad;
+  int timeouts; /* receives that timed out (and were retried) */
+} qw_t;
+
+static int qw_recv(qw_t *x, int *v) {
+  for (;;) {
+    int rc;
+    if (rnd(&x->seed) % 4 == 0)
+      rc = hy_chan_recv_until(x->from, v,
+                              hy_deadline_in((int64_t)(rnd(&x->seed) % 3000)));
+    else
+      rc = hy_chan_recv(x->from, v);
+    if (rc != HY_ETIMEDOUT)
+      return rc;
+    x->timeouts++;
+  }
+}
+
+/* The first side sends i and expects i + 1 back; the second receives i
+ * and sends i + 1. */
+static void *qw_task(void *p) {
+  qw_t *x = p;
+  if (x->first) {
+    for (int i = 0; i < x->rounds; i++) {
+      int v = 2 * i;
+      if (hy_chan_send(x->to, &v) != 0)
+        x->bad++;
+      if (qw_recv(x, &v) != 0 || v != 2 * i + 1)
+        x->bad++;
+      if (rnd(&x->seed) % 64 == 0)
+        for (volatile int k = 0; k < (int)(rnd(&x->seed) % 2000); k++)
+          ;
+    }
+  } else {
+    for (int i = 0; i < x->rounds; i++) {
+      int v;
+      if (qw_recv(x, &v) != 0 || v != 2 * i)
+        x->bad++;
+      v++;
+      if (hy_chan_send(x->to, &v) != 0)
+        x->bad++;
+    }
+  }
+  return NULL;
+}
+
+static void *qw_thread(void *p) {
+  qw_task(p);
+  return NULL;
+}
+
+TEST_IMPL(chan_wake_races_switch_out) {
+  hy_runtime_t *rt = new_rt(2);
+  enum { PAIRS = 3, ROUNDS = 20000 };
+  hy_chan_t *c[PAIRS + 1][2];
+  qw_t x[PAIRS + 1][2];
+  hy_task_t t[PAIRS + 1][2];
+  for (int p = 0; p <= PAIRS; p++) {
+    c[p][0] = new_chan(rt, sizeof(int), 0);
+    c[p][1] = new_chan(rt, sizeof(int), 0);
+    for (int s = 0; s < 2; s++)
+      x[p][s] = (qw_t){rt, c[p][s], c[p][1 - s], ROUNDS, s == 0, test_rand(),
+                       0, 0};
+  }
+  /* Pair PAIRS: a foreign thread against a task. */
+  pthread_t th;
+  ASSERT(pthread_create(&th, NULL, qw_thread, &x[PAIRS][0]) == 0);
+  t[PAIRS][1] = spawn(rt, qw_task, &x[PAIRS][1]);
+  for (int p = 0; p < PAIRS; p++)
+    for (int s = 0; s < 2; s++)
+      t[p][s] = spawn(rt, qw_task, &x[p][s]);
+  for (int p = 0; p < PAIRS; p++)
+    for (int s = 0; s < 2; s++)
+      join(rt, t[p][s]);
+  join(rt, t[PAIRS][1]);
+  pthread_join(th, NULL);
+  for (int p = 0; p <= PAIRS; p++) {
+    for (int s = 0; s < 2; s++)
+      ASSERT_EQ(x[p][s].bad, 0);
+    hy_chan_release(c[p][0]);
+    hy_chan_release(c[p][1]);
+  }
+  close_rt(rt);
+  return 0;
+}
+
+/* ------------------------------ the shutdown's cancel of opening waits */
+
+/* The shutdown cancels every task at once: one process-wide barrier for
+ * all of them, after their flags are set (hy__cancel_all).  Receivers that
+ * keep starting receives and selects without a deadline, fed by senders,
+ * are caught at every point of their start when the cancel comes - many
+ * between the check of their flag and their park.  All must end,
+ * cancelled: one that slept through its cancel would never wake. */
+typedef struct {
+  hy_chan_t *c;
+  hy_runtime_t *rt;
+  uint64_t seed;
+  int sender;
+  atomic_int *ended;
+} sd_t;
+
+static void *sd_task(void *p) {
+  sd_t *x = p;
+  int v = 0, rc = 0;
+  while (rc != HY_ECANCELED) {
+    for (volatile int k = 0; k < (int)(rnd(&x->seed) % 500); k++)
+      ;
+    if (x->sender) {
+      rc = hy_chan_send(x->c, &v);
+    } else if (rnd(&x->seed) % 2) {
+      rc = hy_chan_recv(x->c, &v);
+    } else {
+      hy_arm_t a[2] = {hy_arm_recv(x->c, &v), hy_arm_recv(x->c, &v)};
+      rc = hy_select(x->rt, a, 2);
+    }
+  }
+  atomic_fetch_add(x->ended, 1);
+  return NULL;
+}
+
+TEST_IMPL(chan_shutdown_cancels_opening_waits) {
+  for (int round = 0; round < 20; round++) {
+    hy_runtime_t *rt = new_rt(2);
+    hy_chan_t *c = new_chan(rt, sizeof(int), 0);
+    enum { N = 64 };
+    sd_t x[N];
+    atomic_int ended = 0;
+    for (int i = 0; i < N; i++) {
+      x[i] = (sd_t){c, rt, test_rand(), i % 4 == 0, &ended};
+      hy_task_t t;
+      ASSERT_OK(hy_task_spawn(rt, sd_task, &x[i], NULL, &t));
+      ASSERT_OK(hy_task_detach(rt, t));
+    }
+    usleep(1000 * (1 + (int)(test_rand() % 5)));
+    /* No grace: straight to the cancel, while they run. */
+    ASSERT_OK(hy_runtime_shutdown(rt, 0));
+    ASSERT_EQ(atomic_load(&ended), N);
+    ASSERT_OK(hy_runtime_close(rt));
+    hy_chan_release(c);
+  }
+  return 0;
+}
