@@ -21,7 +21,9 @@
  * and RUNNING --wake--> NOTIFIED --park--> RUNNING (the park returns at once).
  * The transition to PARKED happens on the scheduler's stack after the task
  * has switched out, so a waker on another thread can never resume a task
- * whose registers are not saved yet.  Every wait receives exactly one wake
+ * whose registers are not saved yet.  A park for the task's quiet wait
+ * (hy__park_quiet) makes that transition with a plain store, and its one
+ * waker waits for PARKED instead of racing it (hy__task_wake_quiet).  Every wait receives exactly one wake
  * (from whoever claimed it), and hy__wait_park returns only after that wake,
  * so no wake is ever left over for a later wait.
  */

@@ -4,6 +4,7 @@
 
 #include "compat.h"
 #include "hydra.h"
+#include "runtime/internal.h" /* rt->park_fence */
 #include "test.h"
 
 static hy_runtime_t *new_rt(int workers) {
@@ -1620,6 +1621,25 @@ static void *cancel_rounds(void *p) {
  * (none sleeps through its cancel) and take nothing. */
 TEST_IMPL(chan_cancel_races_wait_start) {
   hy_runtime_t *rt = new_rt(2);
+  hy_chan_t *c = new_chan(rt, sizeof(int), 0);
+  uint64_t seed = test_rand();
+  hy_time_t end = hy_deadline_in(HY_SEC(20));
+  for (int r = 0; r < 4000 && hy_now() < end; r++)
+    ASSERT_OK(cancel_round(rt, c, &seed, 0));
+  cr_task_t x = {rt, c, test_rand(), 2000};
+  ASSERT_EQ(join(rt, spawn(rt, cancel_rounds, &x)), 0);
+  ASSERT_EQ(hy_chan_len(c), 0);
+  hy_chan_release(c);
+  close_rt(rt);
+  return 0;
+}
+
+/* The same where the system has no process-wide barrier: each park for a
+ * quiet wait fences before it looks at its cancel flag, and a cancel does
+ * not run the barrier (rt->park_fence). */
+TEST_IMPL(chan_cancel_races_wait_start_fenced) {
+  hy_runtime_t *rt = new_rt(2);
+  rt->park_fence = 1; /* before any task parks */
   hy_chan_t *c = new_chan(rt, sizeof(int), 0);
   uint64_t seed = test_rand();
   hy_time_t end = hy_deadline_in(HY_SEC(20));
