@@ -410,7 +410,14 @@ void hy__task_wake(hy__task *t) {
  * without taking a lock, a few dozen instructions) waits for the mark
  * instead.  On the task's own worker the switch-out is always complete. */
 void hy__task_wake_quiet(hy__task *t, hy__worker *w) {
-  if (!(w && t->worker == w && w->current != t)) {
+  if (w && w->current == t) {
+    /* The task claimed its own open wait, on its way to park (an
+     * awaitable that fires while select queues it breaks its contract,
+     * but must not hang the task): its switch-out sees this. */
+    atomic_store_explicit(&t->wstate, HY__NOTIFIED, memory_order_relaxed);
+    return;
+  }
+  if (!(w && t->worker == w)) {
     unsigned spins = 0;
     while (atomic_load_explicit(&t->wstate, memory_order_acquire) !=
            HY__PARKED) {
@@ -495,7 +502,17 @@ static void complete_switch(hy__worker *w) {
   }
   case HY__AFTER_PARK_QUIET:
     /* Nobody else writes wstate now: the claimer of the quiet wait waits
-     * for this store (hy__task_wake_quiet). */
+     * for this store (hy__task_wake_quiet) - unless the claimer was the
+     * task itself, before it switched out (NOTIFIED, written on this
+     * thread): then it runs again soon, as after any early wake. */
+    if (atomic_load_explicit(&t->wstate, memory_order_relaxed) ==
+        HY__NOTIFIED) {
+      atomic_store_explicit(&t->wstate, HY__RUNNING, memory_order_relaxed);
+      q_lock(w);
+      q_append(w, t);
+      q_unlock(w);
+      break;
+    }
     atomic_store_explicit(&t->wstate, HY__PARKED, memory_order_release);
     break;
   case HY__AFTER_SAVED:

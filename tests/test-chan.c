@@ -1865,3 +1865,69 @@ TEST_IMPL(chan_shutdown_cancels_opening_waits) {
   }
   return 0;
 }
+
+/* ------------------------------- an awaitable that fires as it queues */
+
+/* An awaitable whose enqueue completes the waiter at once breaks the
+ * contract of select (enqueue must not fire), but the task must not hang
+ * for it: it claimed its own quiet wait before switching out, and its
+ * switch-out notices and runs it again (hy__task_wake_quiet).  Against two
+ * workers too, where the select's waiter may be woken by nobody else. */
+static hy__lock_t *eager_lock(void *obj) { return (hy__lock_t *)obj; }
+
+static int eager_try(void *obj, hy_arm_t *arm, int *result) {
+  (void)obj;
+  (void)arm;
+  (void)result;
+  return 0; /* never ready when asked */
+}
+
+static void eager_enqueue(void *obj, hy_arm_t *arm, hy__waiter *w) {
+  (void)obj;
+  (void)arm;
+  if (hy__wait_claim(w->wait, w->arm)) {
+    w->wait->result = 7;
+    hy__wait_wake(w->wait);
+  }
+}
+
+static void eager_dequeue(void *obj, hy_arm_t *arm, hy__waiter *w) {
+  (void)obj;
+  (void)arm;
+  (void)w;
+}
+
+static const struct hy_awaitable eager_awaitable = {
+    "eager", eager_lock, eager_try, eager_enqueue, eager_dequeue};
+
+static void *eager_task(void *p) {
+  hy_runtime_t *rt = p;
+  hy__lock_t lock = {0};
+  hy_chan_t *c = NULL;
+  if (hy_chan_new(rt, sizeof(int), 0, &c) != 0)
+    return (void *)(intptr_t)-1;
+  int v, bad = 0;
+  for (int i = 0; i < 2000; i++) {
+    hy_arm_t a[2] = {hy_arm_recv(c, &v),
+                     hy__arm_make(&eager_awaitable, HY_ARM_OBJECT, &lock,
+                                  NULL, 1)};
+    int k = hy_select(rt, a, 2);
+    if (k != 1 || a[1].result != 7)
+      bad++;
+  }
+  hy_chan_release(c);
+  return (void *)(intptr_t)bad;
+}
+
+TEST_IMPL(select_arm_firing_in_enqueue) {
+  for (int workers = 1; workers <= 2; workers++) {
+    hy_runtime_t *rt = new_rt(workers);
+    hy_task_t t[2];
+    for (int i = 0; i < 2; i++)
+      t[i] = spawn(rt, eager_task, rt);
+    for (int i = 0; i < 2; i++)
+      ASSERT_EQ(join(rt, t[i]), 0);
+    close_rt(rt);
+  }
+  return 0;
+}
