@@ -416,22 +416,44 @@ int hy_task_detach(hy_runtime_t *rt, hy_task_t h) {
   return 0;
 }
 
-/* pre: t->lock held. */
-static void cancel_locked(hy__task *t) {
+/* pre: t->lock held.  Claims the wait t is parked on (its quiet wait or
+ * the one in cur_wait), if any.  Returns 1 if nothing was claimed and t's
+ * quiet wait may yet be opened by a park that did not see the flag (see
+ * below): then a process-wide barrier and cancel_quiet_again must follow. */
+static int cancel_locked_nobarrier(hy__task *t) {
   if (atomic_exchange(&t->cancelled, 1))
-    return;
-  /* The task's quiet wait (a channel operation, a select) is claimed only
-   * once open; one not open yet is cancelled by its park, which looks at
-   * the flag again after a fence that pairs with this one
-   * (hy__wait_park, runtime/wait.c). */
+    return 0;
+  /* Pairs with the park's fence, where parks fence (rt->park_fence). */
   atomic_thread_fence(memory_order_seq_cst);
   if (hy__wait_claim(&t->qwait, HY__FIRED_CANCEL)) {
     hy__wait_wake(&t->qwait);
-    return;
+    return 0;
   }
   hy__wait *w = t->cur_wait;
-  if (w && hy__wait_claim(w, HY__FIRED_CANCEL))
+  if (w && hy__wait_claim(w, HY__FIRED_CANCEL)) {
     hy__wait_wake(w);
+    return 0;
+  }
+  /* t runs, or is about to park: its quiet wait is claimed only once
+   * open, and a park that opened it after our look above checks the flag
+   * without a fence of its own (hy__wait_park) - unless parks fence on
+   * this system, where that check is enough. */
+  return !t->rt->park_fence;
+}
+
+/* After the barrier: either t's park saw the flag (and claims its wait
+ * itself), or its wait is open by now and claimed here. */
+static void cancel_quiet_again(hy__task *t) {
+  if (hy__wait_claim(&t->qwait, HY__FIRED_CANCEL))
+    hy__wait_wake(&t->qwait);
+}
+
+/* pre: t->lock held. */
+static void cancel_locked(hy__task *t) {
+  if (cancel_locked_nobarrier(t)) {
+    hy__heavy_barrier();
+    cancel_quiet_again(t);
+  }
 }
 
 int hy_task_cancel(hy_runtime_t *rt, hy_task_t h) {
@@ -483,11 +505,26 @@ void hy__task_each(hy_runtime_t *rt, void (*fn)(hy__task *t, void *arg),
 }
 
 static void cancel_one(hy__task *t, void *arg) {
-  (void)arg;
-  cancel_locked(t);
+  if (cancel_locked_nobarrier(t))
+    *(int *)arg = 1;
 }
 
-void hy__cancel_all(hy_runtime_t *rt) { hy__task_each(rt, cancel_one, NULL); }
+static void cancel_one_again(hy__task *t, void *arg) {
+  (void)arg;
+  if (atomic_load_explicit(&t->cancelled, memory_order_relaxed))
+    cancel_quiet_again(t);
+}
+
+/* Every task's flag first, then one barrier for all, then the quiet waits
+ * opened meanwhile (a task spawned since is cancelled by its spawn). */
+void hy__cancel_all(hy_runtime_t *rt) {
+  int again = 0;
+  hy__task_each(rt, cancel_one, &again);
+  if (again) {
+    hy__heavy_barrier();
+    hy__task_each(rt, cancel_one_again, NULL);
+  }
+}
 
 hy_task_t hy_task_self(hy_runtime_t *rt) {
   hy__task *t = rt ? hy__task_current(rt) : NULL;
