@@ -25,7 +25,7 @@ static void wake_sender(hy_receiver_t *r) {
   hy__waiter *w = hy__waitq_claim(&r->senders);
   if (w) {
     w->wait->result = 0;
-    hy__wait_wake(w->wait);
+    hy__wait_wake_home(w->wait);
   }
 }
 
@@ -46,7 +46,10 @@ static void push(hy_receiver_t *r, hy_event_t *ev) {
 
 void hy__wakes_flush(hy__wakes *k) {
   for (int i = 0; i < k->n; i++)
-    hy__wait_wake(k->w[i]);
+    if (k->home)
+      hy__wait_wake_home(k->w[i]);
+    else
+      hy__wait_wake(k->w[i]);
   k->n = 0;
 }
 
@@ -70,6 +73,8 @@ int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
         hy__unlock(&r->lock);
         if (wk && wk->n < (int)(sizeof wk->w / sizeof wk->w[0]))
           wk->w[wk->n++] = w->wait;
+        else if (wk && wk->home)
+          hy__wait_wake_home(w->wait);
         else
           hy__wait_wake(w->wait);
         return 1;
