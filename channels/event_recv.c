@@ -39,6 +39,16 @@ static hy_event_t *pop(hy_receiver_t *r) {
   return ev;
 }
 
+/* Under r->lock, after a put that found room: room that is left goes on
+ * to the next blocked sender.  A sender woken for room may use none of it
+ * (it hands its event straight to a reader that waits on the empty queue),
+ * and no pop would then come to wake the next one: it would sleep beside
+ * an empty queue. */
+static void pass_room(hy_receiver_t *r) {
+  if (r->senders.head && r->n < r->cap)
+    wake_sender(r);
+}
+
 static void push(hy_receiver_t *r, hy_event_t *ev) {
   r->ring[(r->head + r->n) % r->cap] = ev;
   r->n++;
@@ -70,6 +80,7 @@ int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
         *(hy_event_t **)w->buf = ev;
         w->wait->result = 0;
         r->received++;
+        pass_room(r);
         hy__unlock(&r->lock);
         if (wk && wk->n < (int)(sizeof wk->w / sizeof wk->w[0]))
           wk->w[wk->n++] = w->wait;
@@ -83,6 +94,7 @@ int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
     if (r->n < r->cap) {
       push(r, ev);
       r->received++;
+      pass_room(r);
       hy__unlock(&r->lock);
       return 1;
     }
