@@ -433,7 +433,11 @@ void hy__task_wake_on(hy__task *t, hy__worker *w) {
  * it sleeps, and hy__wake_idle wakes a sleeper). */
 void hy__task_wake_home(hy__task *t) {
   hy__worker *w = hy__worker_current(t->rt);
-  if (!w || t->rt->nworkers < 2) {
+  /* Shutting down: the drain judges each worker's quiet by its own
+   * last_activity, which only the owner writes (ready_on): wake here. */
+  if (!w || t->rt->nworkers < 2 ||
+      atomic_load_explicit(&t->rt->phase, memory_order_relaxed) !=
+          HY__PH_RUNNING) {
     hy__task_wake_on(t, w);
     return;
   }
