@@ -107,6 +107,7 @@ int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
  * always sent before the sender could block. */
 typedef struct hy__wakes {
   int n;
+  int home;             /* wake each reader on its own worker (broadcast) */
   hy__wait *w[32];
 } hy__wakes;
 void hy__wakes_flush(hy__wakes *k);

@@ -25,7 +25,7 @@ static void wake_sender(hy_receiver_t *r) {
   hy__waiter *w = hy__waitq_claim(&r->senders);
   if (w) {
     w->wait->result = 0;
-    hy__wait_wake(w->wait);
+    hy__wait_wake_home(w->wait);
   }
 }
 
@@ -39,6 +39,16 @@ static hy_event_t *pop(hy_receiver_t *r) {
   return ev;
 }
 
+/* Under r->lock, after a put that found room: room that is left goes on
+ * to the next blocked sender.  A sender woken for room may use none of it
+ * (it hands its event straight to a reader that waits on the empty queue),
+ * and no pop would then come to wake the next one: it would sleep beside
+ * an empty queue. */
+static void pass_room(hy_receiver_t *r) {
+  if (r->senders.head && r->n < r->cap)
+    wake_sender(r);
+}
+
 static void push(hy_receiver_t *r, hy_event_t *ev) {
   r->ring[(r->head + r->n) % r->cap] = ev;
   r->n++;
@@ -46,7 +56,10 @@ static void push(hy_receiver_t *r, hy_event_t *ev) {
 
 void hy__wakes_flush(hy__wakes *k) {
   for (int i = 0; i < k->n; i++)
-    hy__wait_wake(k->w[i]);
+    if (k->home)
+      hy__wait_wake_home(k->w[i]);
+    else
+      hy__wait_wake(k->w[i]);
   k->n = 0;
 }
 
@@ -67,9 +80,12 @@ int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
         *(hy_event_t **)w->buf = ev;
         w->wait->result = 0;
         r->received++;
+        pass_room(r);
         hy__unlock(&r->lock);
         if (wk && wk->n < (int)(sizeof wk->w / sizeof wk->w[0]))
           wk->w[wk->n++] = w->wait;
+        else if (wk && wk->home)
+          hy__wait_wake_home(w->wait);
         else
           hy__wait_wake(w->wait);
         return 1;
@@ -78,6 +94,7 @@ int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
     if (r->n < r->cap) {
       push(r, ev);
       r->received++;
+      pass_room(r);
       hy__unlock(&r->lock);
       return 1;
     }

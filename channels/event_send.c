@@ -213,6 +213,7 @@ int hy__send_channel(hy__evstate *st, hy__channel *c, hy_event_t *ev,
   int delivered = 0, rc = 0, i = 0;
   hy__wakes wk;
   wk.n = 0;
+  wk.home = c->limit == 0;
   /* A few copies (a unicast send) are handed over while topo still holds
    * the plan, as long as none has to wait: no plan reference is taken and
    * dropped then.  A copy that would wait, and the copies of a wider send,

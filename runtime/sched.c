@@ -454,6 +454,51 @@ void hy__task_wake_on(hy__task *t, hy__worker *w) {
   }
 }
 
+/* A task woken on the worker it last ran on (home) rather than the
+ * waker's, for producers and consumers that meet through a queue and are
+ * best left each on its own worker (a broadcast sender and its readers):
+ * pulling each woken task over to the waker would move every reader and
+ * the sender back and forth between workers, their data after them.  The
+ * task goes to home's FIFO under its queue lock, as a thief's would; the
+ * owner's lock-free "my queues are empty" reads only delay it until its
+ * next look (its sleep protocol looks at every queue after publishing that
+ * it sleeps, and hy__wake_idle wakes a sleeper). */
+void hy__task_wake_home(hy__task *t) {
+  hy__worker *w = hy__worker_current(t->rt);
+  /* Shutting down: the drain judges each worker's quiet by its own
+   * last_activity, which only the owner writes (ready_on): wake here. */
+  if (!w || t->rt->nworkers < 2 ||
+      atomic_load_explicit(&t->rt->phase, memory_order_relaxed) !=
+          HY__PH_RUNNING) {
+    hy__task_wake_on(t, w);
+    return;
+  }
+  for (;;) {
+    int s = atomic_load_explicit(&t->wstate, memory_order_acquire);
+    if (s == HY__PARKED) {
+      /* Parked: t->worker was last written before its park, which the
+       * acquire above orders before this read. */
+      hy__worker *home = t->worker;
+      if (!home || home == w) {
+        hy__task_wake_on(t, w);
+        return;
+      }
+      if (atomic_compare_exchange_weak(&t->wstate, &s, HY__RUNNING)) {
+        q_lock(home);
+        q_push(home, t);
+        q_unlock(home);
+        hy__wake_idle(t->rt);
+        return;
+      }
+    } else if (s == HY__RUNNING) {
+      if (atomic_compare_exchange_weak(&t->wstate, &s, HY__NOTIFIED))
+        return;
+    } else {
+      return; /* already notified */
+    }
+  }
+}
+
 /* ------------------------------------------------------------ switching */
 
 /* A task that stops running (yield, park, exit) hands the CPU straight to

@@ -179,6 +179,13 @@ void hy__wait_wake(hy__wait *w) {
     hy__task_wake(t);
 }
 
+void hy__wait_wake_home(hy__wait *w) {
+  if (w->task)
+    hy__task_wake_home(w->task);
+  else
+    hy__osev_signal(&w->ev);
+}
+
 void hy__wait_wake_from(hy__wait *w, const hy__wait *self) {
   hy__task *t = w->task;
   if (!t) {

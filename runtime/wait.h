@@ -170,6 +170,9 @@ static inline int hy__wait_claim(hy__wait *w, int arm) {
  * the data transfer.  Any thread. */
 void hy__wait_wake(hy__wait *w);
 
+/* hy__wait_wake that queues a task owner on the worker it last ran on
+ * instead of the caller's (hy__task_wake_home). */
+void hy__wait_wake_home(hy__wait *w);
 /* hy__wait_wake for a caller that has a wait of its own, `self` (from
  * hy__wait_init_quiet): its context - the task it runs in, and so its
  * worker - is known, and need not be looked up. */

@@ -12,6 +12,7 @@
 
 #include "alloc/mem.h"
 #include "hydra.h"
+#include "runtime/internal.h"
 #include "runtime/wait.h"
 #include "rt_util.h"
 #include "test.h"
@@ -739,6 +740,238 @@ TEST_IMPL(event_multicast_concurrent) {
 /* Blocking loses nothing under 8 concurrent senders (tiny queues). */
 TEST_IMPL(event_overflow_block_stress) {
   picking_run(0, 3, 8, 3000, 2);
+  return 0;
+}
+
+/* A broadcast send wakes each parked reader on the worker it last ran on
+ * (hy__wait_wake_home), also past the 32 wakes a send holds back, and a
+ * reader frees a blocked sender the same way: with 40 readers on tiny
+ * queues, readers and senders pausing at random (so that a home worker is
+ * often asleep in its port when a wake is queued on it), and one reader a
+ * foreign thread, every reader gets every event exactly once and nothing
+ * is dropped.  Two senders: one woken for room that hands its event
+ * straight to a waiting reader must pass the room on to the other (it
+ * used to sleep forever beside an empty queue). */
+typedef struct farg {
+  hy_runtime_t *rt;
+  hy_receiver_t *r;
+  uint8_t *seen;
+  long got;
+  uint64_t rnd;
+  int mode; /* 0 read, 1 read_many, 2 select arm */
+} farg;
+
+static void *fan_reader(void *p) {
+  farg *a = p;
+  for (;;) {
+    hy_event_t *evs[8];
+    int n;
+    if (a->mode == 1) {
+      n = hy_receiver_read_many(a->r, evs, 8, HY_FOREVER);
+    } else if (a->mode == 2) {
+      hy_arm_t arm = hy_arm_receiver(a->r, &evs[0]);
+      int which = hy_select(a->rt, &arm, 1);
+      n = which == 0 ? (arm.result < 0 ? arm.result : 1) : which;
+    } else {
+      n = hy_receiver_read(a->r, &evs[0], HY_FOREVER);
+      n = n < 0 ? n : 1;
+    }
+    if (n == HY_ECLOSED)
+      break;
+    ASSERT_GE(n, 1);
+    for (int i = 0; i < n; i++) {
+      a->seen[i64_of(evs[i])]++;
+      hy_event_unref(evs[i]);
+      a->got++;
+    }
+    uint64_t x = xs(&a->rnd);
+    if (x % 64 == 0)
+      hy_sleep(a->rt, HY_US((int64_t)(x >> 8) % 50));
+    else if (x % 8 == 0)
+      hy_yield(a->rt);
+  }
+  return NULL;
+}
+
+static void *fan_reader_thread(void *p) {
+  farg *a = p;
+  hy_runtime_t *rt = a->rt;
+  a->rt = NULL; /* a foreign thread: no yields; sleeps are the thread's */
+  a->mode = 3;
+  for (;;) {
+    hy_event_t *ev;
+    int rc = hy_receiver_read(a->r, &ev, HY_FOREVER);
+    if (rc == HY_ECLOSED)
+      break;
+    ASSERT_OK(rc);
+    a->seen[i64_of(ev)]++;
+    hy_event_unref(ev);
+    a->got++;
+    if (xs(&a->rnd) % 128 == 0)
+      usleep(20);
+  }
+  a->rt = rt;
+  return NULL;
+}
+
+static void *fan_sender(void *p) {
+  sarg *a = p;
+  for (int i = 0; i < a->count; i++) {
+    hy_event_t *ev = i64_event(a->base + i, HY_FOREVER);
+    ASSERT_EQ(hy_send(a->s, ev, HY_FOREVER), a->expect);
+    hy_event_unref(ev);
+    uint64_t x = xs(&a->rnd);
+    if (x % 256 == 0)
+      hy_sleep(a->rt, HY_US((int64_t)(x >> 8) % 100));
+  }
+  return NULL;
+}
+
+TEST_IMPL(event_broadcast_wakes_stress) {
+  enum { R = 40, S = 2, K = 1500 };
+  hy_runtime_t *rt = test_rt_new(2);
+  hy_broker_t *b;
+  ASSERT_OK(hy_broker_new(rt, "b", &b));
+  ASSERT_OK(hy_channel_create(b, "fan", 0));
+  static farg ra[R];
+  hy_task_t rt_[R], st_[S];
+  pthread_t th;
+  for (int i = 0; i < R; i++) {
+    ra[i].rt = rt;
+    ra[i].r = sub(b, "fan", 1 + (uint32_t)(test_rand() % 3), HY_OVERFLOW_BLOCK, 0);
+    ra[i].seen = calloc((size_t)S * K, 1);
+    ra[i].got = 0;
+    ra[i].rnd = test_rand() | 1;
+    ra[i].mode = i % 3;
+    if (i == R - 1)
+      ASSERT_EQ(pthread_create(&th, NULL, fan_reader_thread, &ra[i]), 0);
+    else
+      ASSERT_OK(hy_task_spawn(rt, fan_reader, &ra[i], NULL, &rt_[i]));
+  }
+  sarg sa[S];
+  for (int i = 0; i < S; i++) {
+    sa[i].rt = rt;
+    ASSERT_OK(hy_publish(b, "fan", &sa[i].s));
+    sa[i].base = i * K;
+    sa[i].count = K;
+    sa[i].expect = R;
+    sa[i].rnd = test_rand() | 1;
+    ASSERT_OK(hy_task_spawn(rt, fan_sender, &sa[i], NULL, &st_[i]));
+  }
+  for (int i = 0; i < S; i++) {
+    ASSERT_OK(hy_task_join(rt, st_[i], NULL));
+    hy_sender_free(sa[i].s);
+  }
+  ASSERT_OK(hy_channel_delete(b, "fan"));
+  for (int i = 0; i < R - 1; i++)
+    ASSERT_OK(hy_task_join(rt, rt_[i], NULL));
+  ASSERT_EQ(pthread_join(th, NULL), 0);
+  for (int i = 0; i < R; i++) {
+    ASSERT_EQ(ra[i].got, (long)S * K);
+    for (int e = 0; e < S * K; e++)
+      ASSERT_EQ(ra[i].seen[e], 1);
+    ASSERT_EQ(dropped(ra[i].r), 0);
+    hy_unsubscribe(ra[i].r);
+    free(ra[i].seen);
+  }
+  ASSERT_OK(hy_broker_free(b));
+  test_rt_close(rt, HY_MS(50));
+  return 0;
+}
+
+/* hy__wait_wake_home itself: a task parks again and again and another
+ * task claims and wakes it with hy__wait_wake_home, sometimes before it
+ * has parked (a notified task), sometimes while its worker sleeps; each
+ * round ends with the parker running again.  Rounds go on until enough of
+ * them had the waker on another worker than the parker's (the wake queued
+ * on a worker that is not the caller's), within a generous bound; then a
+ * foreign thread's wait is signalled the same way. */
+typedef struct harg {
+  hy_runtime_t *rt;
+  _Atomic(hy__wait *) slot;
+  _Atomic(int) parker_worker; /* where the parker parked, -1: a thread */
+  atomic_int rounds, remote, stop;
+  int n;
+  uint64_t rnd;
+} harg;
+
+static int worker_id(hy_runtime_t *rt) {
+  hy__worker *w = hy__worker_current(rt);
+  return w && hy__in_task(rt) ? w->id : -1;
+}
+
+static void *home_parker(void *p) {
+  harg *a = p;
+  uint64_t rnd = a->rnd;
+  hy_time_t until = hy_deadline_in(HY_SEC(30));
+  for (int i = 0; i < a->n || (a->rt && hy__in_task(a->rt) &&
+                               atomic_load(&a->remote) < 20 && hy_now() < until);
+       i++) {
+    hy__wait w;
+    ASSERT_OK(hy__wait_init(&w, a->rt));
+    atomic_store(&a->parker_worker, worker_id(a->rt));
+    atomic_store(&a->slot, &w);
+    ASSERT_EQ(hy__wait_park(&w, HY_FOREVER), 0);
+    ASSERT_EQ(w.result, 0);
+    hy__wait_fini(&w);
+    atomic_fetch_add(&a->rounds, 1);
+    uint64_t x = xs(&rnd);
+    if (a->rt && hy__in_task(a->rt) && x % 16 == 0)
+      hy_sleep(a->rt, HY_US((int64_t)(x >> 8) % 30));
+  }
+  return NULL;
+}
+
+static void *home_waker(void *p) {
+  harg *a = p;
+  uint64_t rnd = a->rnd * 3 + 1;
+  while (!atomic_load(&a->stop)) {
+    hy__wait *w = atomic_exchange(&a->slot, NULL);
+    if (!w) {
+      hy_yield(a->rt);
+      continue;
+    }
+    uint64_t x = xs(&rnd);
+    if (x % 4 == 0)
+      hy_sleep(a->rt, HY_US((int64_t)(x >> 8) % 20)); /* let it park */
+    int pw = atomic_load(&a->parker_worker);
+    if (pw >= 0 && pw != worker_id(a->rt))
+      atomic_fetch_add(&a->remote, 1);
+    ASSERT(hy__wait_claim(w, 0));
+    w->result = 0;
+    hy__wait_wake_home(w);
+  }
+  return NULL;
+}
+
+TEST_IMPL(event_wake_home_no_lost_wake) {
+  hy_runtime_t *rt = test_rt_new(2);
+  harg a;
+  memset(&a, 0, sizeof a);
+  a.rt = rt;
+  a.n = 3000;
+  a.rnd = test_rand() | 1;
+  hy_task_t pk, wk;
+  ASSERT_OK(hy_task_spawn(rt, home_waker, &a, NULL, &wk));
+  ASSERT_OK(hy_task_spawn(rt, home_parker, &a, NULL, &pk));
+  ASSERT_OK(hy_task_join(rt, pk, NULL));
+  ASSERT_GE(atomic_load(&a.rounds), a.n);
+  ASSERT_GE(atomic_load(&a.remote), 20);
+  /* A foreign thread (this one) parks on an OS event instead. */
+  harg f;
+  memset(&f, 0, sizeof f);
+  f.rt = rt;
+  f.n = 200;
+  f.rnd = test_rand() | 1;
+  hy_task_t fw;
+  ASSERT_OK(hy_task_spawn(rt, home_waker, &f, NULL, &fw));
+  home_parker(&f);
+  ASSERT_EQ(atomic_load(&f.rounds), f.n);
+  atomic_store(&a.stop, 1);
+  atomic_store(&f.stop, 1);
+  ASSERT_OK(hy_task_join(rt, wk, NULL));
+  ASSERT_OK(hy_task_join(rt, fw, NULL));
+  test_rt_close(rt, HY_MS(50));
   return 0;
 }
 
