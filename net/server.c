@@ -105,11 +105,14 @@ struct hy_sconn {
   size_t out_bytes;
   int sending, kick_pending, closing;
   int reading;         /* worker-only from here */
+  int read_deferred;   /* the next read waits for the send (see defer_read) */
+  int on_defer_list;   /* in sw->defer_new or sw->defer_old (holds a ref) */
   int paused, close_after_flush, accepted, reset;
   int flush_reason;    /* the reason given when a flush-then-close ends */
   int refs;            /* under lock */
   int64_t last_read, last_write, stall_since;
   hy_sconn_t *next, *prev; /* sw->conns */
+  hy_sconn_t *dnext;       /* sw->defer_new / defer_old */
 };
 
 struct srv_worker {
@@ -127,6 +130,12 @@ struct srv_worker {
   int64_t tm_deadline;
   pkt start_pkt, stop_pkt, close_pkt;
   int closed_all;
+  /* Reads held back until their connection's send has been submitted
+   * (see defer_read): those deferred in the current batch, and those whose
+   * sends went to the kernel at the end of the last wait.  defer_pkt walks
+   * them forward one port wait at a time. */
+  hy_sconn_t *defer_new, *defer_old;
+  pkt defer_pkt;
   /* The worker's read buffers (pooled reads): a connection takes one only
    * while it has data to hand to on_read, so idle ones hold none. */
   hy__bufsrc src;
@@ -149,6 +158,7 @@ struct hy_server {
   srv_worker *w;
   hy_cache_t *conn_cache, *buf_cache;
   int pooled;          /* reads take buffers from the worker's pool */
+  int read_after_send; /* a read waits for the send its data caused */
   int multishot;       /* one multishot accept per worker (io_uring) */
   int nacc;            /* accept ops kept in flight per worker */
   int64_t tick;
@@ -280,6 +290,7 @@ static void start_read(hy_sconn_t *c);
 static void start_send(hy_sconn_t *c);
 static void send_done(hy__completion *cc, hy__op *op);
 static void arm_timer(srv_worker *sw, int64_t deadline);
+static void defer_read(hy_sconn_t *c);
 
 static void conn_release(hy_sconn_t *c) {
   hy_server_t *s = c->srv;
@@ -360,10 +371,16 @@ static void read_done(hy__completion *cc, hy__op *op) {
     if (res > 0) {
       c->last_read = hy_now();
       ST_ADD(s->bytes_in, (uint64_t)res);
+      /* c->sending is written on this thread only. */
+      int was_sending = c->sending;
       if (s->cb.on_read)
         s->cb.on_read(s, c, pbuf ? pbuf : c->rbuf, (size_t)res);
-      if (!c->closing && !c->paused)
-        start_read(c);
+      if (!c->closing && !c->paused) {
+        if (s->read_after_send && !was_sending && c->sending)
+          defer_read(c); /* an answer went out: read once it is sent */
+        else
+          start_read(c);
+      }
     } else if (res == HY_EAGAIN && s->pooled) {
       if (!c->paused)
         start_read(c); /* the readiness was gone: wait again */
@@ -387,6 +404,7 @@ static void read_done(hy__completion *cc, hy__op *op) {
 }
 
 static void start_read(hy_sconn_t *c) {
+  c->read_deferred = 0;
   hy__lock(&c->lock);
   if (c->closing || c->reading) {
     hy__unlock(&c->lock);
@@ -473,6 +491,8 @@ static void send_done(hy__completion *cc, hy__op *op) {
   if (res > 0) {
     ST_ADD(s->bytes_out, (uint64_t)res);
     c->last_write = c->stall_since = hy_now();
+    if (c->read_deferred && !c->closing && !c->paused)
+      start_read(c); /* the read that waited for this send */
   }
   if (!c->closing) {
     if (res < 0 && res != HY_ECANCELED)
@@ -502,6 +522,78 @@ static void start_send(hy_sconn_t *c) {
   hy__unlock(&c->lock);
   if (rc < 0)
     conn_close(c, HY_CLOSE_ERROR, rc);
+}
+
+/* ------------------------------------------------------ deferred reads */
+
+/* On io_uring a receive submitted before its data is there costs the
+ * kernel a poll arm, then a wake-up and task work that make the receive
+ * when the data comes; one submitted after the data came is made at once,
+ * in the submit (the raw reference's one recv per message).  A peer in
+ * request/response sends its next request only once our answer reached
+ * it, so when on_read answered (it started a send), the next read waits
+ * for that send's completion, which starts it - the order of a task that
+ * reads, then writes, then reads.  It waits no longer than until the send
+ * has been submitted and a reap after that did not bring its completion
+ * (a send that waits for room in the socket buffer): then the read starts
+ * anyway, so reading, and max_output's bound on what on_read may queue,
+ * go on while output is stuck, as without the deferral.  The worker's
+ * defer_pkt measures that: posted when a read of the batch is deferred,
+ * it is dequeued by the next port wait (whose end submits what the batch
+ * started) and moves the batch's deferrals to defer_old; posted again, it
+ * is dequeued by the wait after that, after the completions that wait
+ * reaped (a send that completes in its submit has then been seen).
+ * Epoll has no such cost (a waiting read is an fd already in the epoll
+ * set), so there reads start at once. */
+static void defer_pkt_done(hy__completion *cc, hy__op *op);
+
+/* Starts the deferred reads of a list; drops the list's references. */
+static void run_deferred(hy_sconn_t *c) {
+  while (c) {
+    hy_sconn_t *next = c->dnext;
+    c->dnext = NULL;
+    c->on_defer_list = 0;
+    if (c->read_deferred && !c->closing && !c->paused)
+      start_read(c);
+    c->read_deferred = 0;
+    conn_unref(c);
+    c = next;
+  }
+}
+
+static void defer_read(hy_sconn_t *c) {
+  srv_worker *sw = c->sw;
+  c->read_deferred = 1;
+  if (!c->on_defer_list) {
+    hy__lock(&c->lock);
+    c->refs++;
+    hy__unlock(&c->lock);
+    c->on_defer_list = 1;
+    c->dnext = sw->defer_new;
+    sw->defer_new = c;
+  }
+  if (post_to(sw, &sw->defer_pkt, defer_pkt_done) < 0) {
+    /* No packet: no deferral either. */
+    hy_sconn_t *list = sw->defer_new;
+    sw->defer_new = NULL;
+    run_deferred(list);
+  }
+}
+
+static void defer_pkt_done(hy__completion *cc, hy__op *op) {
+  (void)op;
+  pkt *p = pkt_of(cc);
+  srv_worker *sw = p->sw;
+  hy_sconn_t *due = sw->defer_old;
+  sw->defer_old = sw->defer_new;
+  sw->defer_new = NULL;
+  run_deferred(due);
+  if (sw->defer_old && post_to(sw, &sw->defer_pkt, defer_pkt_done) < 0) {
+    due = sw->defer_old;
+    sw->defer_old = NULL;
+    run_deferred(due);
+  }
+  out_dec(sw->srv);
 }
 
 static void kick_done(hy__completion *cc, hy__op *op) {
@@ -1074,6 +1166,10 @@ int hy_server_start(hy_runtime_t *rt, const hy_server_config_t *cfg,
   /* Pooled reads where the port takes buffers late (io_uring, epoll);
    * IOCP reads into a buffer fixed when the read is posted. */
   s->pooled = hy__port_backend(rt->workers[0].port) != HY__BACKEND_IOCP;
+  /* Reads wait for the send their data caused where a read submitted
+   * early costs the kernel more (io_uring: see defer_read). */
+  s->read_after_send =
+      hy__port_backend(rt->workers[0].port) == HY__BACKEND_URING;
   /* On io_uring one multishot accept per worker stands for many pending
    * ones (a kernel without it makes it a plain accept, restarted each
    * time); elsewhere pending_accepts plain accepts are kept in flight. */
