@@ -1283,6 +1283,7 @@ typedef struct {
   int echo;            /* echo what arrives */
   int pause_on_eagain; /* backpressure: pause reading until drained */
   int keep_on_timeout;
+  int close_every;     /* every close_every-th read: close after the echo */
   _Atomic int64_t last_read_at, closed_at; /* the server's view, hy_now() */
 } cb_state;
 
@@ -1324,6 +1325,9 @@ static void cb_read(hy_server_t *s, hy_sconn_t *c, const void *d, size_t n) {
     return;
   }
   ASSERT_OK(rc);
+  long r = atomic_load(&st->reads);
+  if (st->close_every && r % st->close_every == 0)
+    hy_sconn_close(c, (int)(r / st->close_every % 2)); /* flush or not */
 }
 
 static void cb_write_done(hy_server_t *s, hy_sconn_t *c) {
@@ -1486,6 +1490,85 @@ TEST_IMPL(net_server_echo) {
   ASSERT_EQ(ss.bytes_in, (uint64_t)atomic_load(&bytes));
   ASSERT_EQ(ss.bytes_out, (uint64_t)atomic_load(&bytes));
   ASSERT_EQ(ss.live, 0);
+  ASSERT_OK(hy_server_close(s));
+  close_rt(rt);
+  return 0;
+}
+
+/* Connections that go away while an answer is on its way, from either
+ * side: the server closes in on_read right after queueing the echo (with
+ * and without flushing it), clients reset or close right after writing.
+ * On io_uring the read after an answer waits for the answer's send (see
+ * defer_read in net/server.c): such a connection is released only after
+ * that wait ends, exactly once, with every callback before on_close. */
+typedef struct {
+  hy_addr_t addr;
+  uint64_t seed;
+  atomic_ulong seq;
+  atomic_long echoed;
+} abrupt_arg;
+
+static void *abrupt_client(void *p) {
+  abrupt_arg *a = p;
+  uint64_t rs = seed_for(&a->seq, a->seed);
+  unsigned char out[2048], in[2048];
+  for (int k = 0; k < 30; k++) {
+    int fd = raw_connect(&a->addr);
+    ASSERT(fd >= 0);
+    int how = (int)(rnd(&rs) % 3); /* 0: read every echo, 1: reset, 2: close */
+    int msgs = 1 + (int)(rnd(&rs) % 6);
+    for (int m = 0; m < msgs; m++) {
+      size_t n = 1 + (size_t)(rnd(&rs) % sizeof out);
+      fill(out, n, (unsigned)(k * 8 + m));
+      if (send(fd, (const char *)out, n, MSG_NOSIGNAL) != (ssize_t)n)
+        break; /* the server closed it */
+      if (how != 0 && m == msgs - 1)
+        break;
+      size_t got = 0;
+      while (got < n) {
+        ssize_t r = recv(fd, (char *)in + got, n - got, 0);
+        if (r <= 0)
+          break;
+        got += (size_t)r;
+      }
+      ASSERT(memcmp(in, out, got) == 0); /* what came back is right */
+      if (got < n)
+        break; /* closed by the server after (part of) its answer */
+      atomic_fetch_add(&a->echoed, 1);
+    }
+    if (how == 1) {
+      struct linger lg = {1, 0};
+      setsockopt(fd, SOL_SOCKET, SO_LINGER, (const void *)&lg, sizeof lg);
+    }
+    sock_close(fd);
+  }
+  return NULL;
+}
+
+TEST_IMPL(net_server_close_while_answering) {
+  hy_runtime_t *rt = new_rt(2);
+  static cb_state st;
+  st.echo = 1;
+  st.close_every = 3;
+  hy_server_t *s = start_server(rt, &st, NULL);
+  enum { THREADS = 4 };
+  static abrupt_arg aa;
+  ASSERT_OK(hy_server_addr(s, &aa.addr));
+  aa.seed = test_rand();
+  pthread_t th[THREADS];
+  for (int i = 0; i < THREADS; i++)
+    ASSERT_EQ(pthread_create(&th[i], NULL, abrupt_client, &aa), 0);
+  for (int i = 0; i < THREADS; i++)
+    pthread_join(th[i], NULL);
+  wait_for(&st.closes, THREADS * 30, HY_SEC(10));
+  ASSERT_EQ(atomic_load(&st.accepts), THREADS * 30);
+  ASSERT_GT(atomic_load(&aa.echoed), 0);
+  ASSERT_GT(atomic_load(&st.reasons[HY_CLOSE_APP]), 0);
+  hy_server_stats_t ss = {.size = sizeof ss};
+  ASSERT_OK(hy_server_stats(s, &ss));
+  ASSERT_EQ(ss.live, 0);
+  ASSERT_EQ(ss.closed, THREADS * 30);
+  ASSERT_LE(ss.bytes_out, ss.bytes_in);
   ASSERT_OK(hy_server_close(s));
   close_rt(rt);
   return 0;
