@@ -19,7 +19,9 @@
  * SEND op in flight while output is queued.  Reads are pooled where the port
  * can (io_uring, epoll: see hy__bufsrc in runtime/port.h): the port takes a
  * buffer from the worker's pool only when data is there, the buffer goes back
- * once on_read returns, so an idle connection holds no read buffer: a worker
+ * once on_read returns (or, when on_read wrote 4 KiB or more of its own bytes,
+ * which are then sent from it without a copy, once those are sent), so an
+ * idle connection holds no read buffer: a worker
  * needs about one, plus those io_uring keeps lent to the kernel in its ring of
  * provided buffers (a fixed number per port, however many connections there
  * are).  Pooled buffers are hy__mem allocations, as the port's contract asks.
@@ -83,7 +85,10 @@ typedef struct acc_op {
 
 typedef struct chunk {
   struct chunk *next; /* in the out chain, or the worker's free chunks */
-  size_t cap, len, off; /* data[off, len) is still to send */
+  size_t cap, len, off; /* buf[off, len) is still to send */
+  char *buf;            /* data, or inside rbuf */
+  void *rbuf;           /* a read buffer lent to the output (see
+                           hy_sconn_write), back to the pool once sent */
   char data[];
 } chunk;
 
@@ -105,6 +110,9 @@ struct hy_sconn {
   size_t out_bytes;
   int sending, kick_pending, closing;
   int reading;         /* worker-only from here */
+  const char *in_buf;  /* during on_read: its buffer (pooled), and length */
+  size_t in_len;
+  int in_taken;        /* that buffer went to the output */
   int read_deferred;   /* the next read waits for the send (see defer_read) */
   int on_defer_list;   /* in sw->defer_new or sw->defer_old (holds a ref) */
   int paused, close_after_flush, accepted, reset;
@@ -272,9 +280,17 @@ static chunk *chunk_get(srv_worker *sw) {
   return k;
 }
 
+/* A chunk that will not be reused.  Worker-thread only (or after the
+ * workers are gone). */
+static void chunk_free(srv_worker *sw, chunk *k) {
+  if (k->rbuf)
+    pool_put(&sw->src, k->rbuf);
+  hy__mem_free(k);
+}
+
 static void chunk_put(srv_worker *sw, chunk *k) {
-  if (k->cap != CHUNK_MIN || sw->nchunks >= POOL_KEEP) {
-    hy__mem_free(k);
+  if (k->cap != CHUNK_MIN || k->rbuf || sw->nchunks >= POOL_KEEP) {
+    chunk_free(sw, k);
     return;
   }
   k->next = sw->chunks;
@@ -302,7 +318,7 @@ static void conn_release(hy_sconn_t *c) {
   chunk *k = c->out_head;
   while (k) {
     chunk *n = k->next;
-    hy__mem_free(k);
+    chunk_free(c->sw, k);
     k = n;
   }
   if (c->rbuf) {
@@ -373,8 +389,14 @@ static void read_done(hy__completion *cc, hy__op *op) {
       ST_ADD(s->bytes_in, (uint64_t)res);
       /* c->sending is written on this thread only. */
       int was_sending = c->sending;
+      c->in_buf = pbuf;
+      c->in_len = (size_t)res;
+      c->in_taken = 0;
       if (s->cb.on_read)
         s->cb.on_read(s, c, pbuf ? pbuf : c->rbuf, (size_t)res);
+      c->in_buf = NULL;
+      if (c->in_taken)
+        pbuf = NULL; /* the output has it now */
       if (!c->closing && !c->paused) {
         if (s->read_after_send && !was_sending && c->sending)
           defer_read(c); /* an answer went out: read once it is sent */
@@ -439,7 +461,7 @@ static int send_locked(hy_sconn_t *c) {
   chunk *k = c->out_head;
   while (k && k->off == k->len && k->next) {
     c->out_head = k->next;
-    hy__mem_free(k);
+    chunk_free(c->sw, k);
     k = c->out_head;
   }
   if (!k || k->off == k->len)
@@ -447,7 +469,7 @@ static int send_locked(hy_sconn_t *c) {
   memset(&c->wr.op, 0, sizeof c->wr.op);
   c->wr.op.kind = HY__OP_SEND;
   c->wr.op.fd = c->fd;
-  c->wr.op.buf = k->data + k->off;
+  c->wr.op.buf = k->buf + k->off;
   c->wr.op.len = k->len - k->off;
   c->wr.op.flags = hy__sock_flag_nosignal();
   c->wr.op.data = &c->wr.c;
@@ -627,7 +649,36 @@ int hy_sconn_write(hy_sconn_t *c, const void *data, size_t len) {
    * place: the send covers [off, len at start) and memory never moves. */
   size_t first = room < len ? room : len;
   int on_worker = hy__worker_current(s->rt) == c->sw->wk;
-  if (len > first) {
+  /* From on_read, bytes of the pooled buffer it was given (an echo, a
+   * forwarded part): the output borrows the buffer rather than copying
+   * them - it goes back to the pool once sent instead of when on_read
+   * returns.  Only for writes of a chunk's size or more: a small answer
+   * is copied, so as not to hold a whole read buffer for it.  (c->in_buf
+   * is the owning worker's: read only there.) */
+  /* From on_read, bytes of the pooled buffer it was given (an echo, a
+   * forwarded part): the output borrows that buffer instead of copying
+   * them, and gives it back to the pool once they are sent rather than
+   * when on_read returns.  Only for writes of a chunk's size or more: a
+   * small answer is copied, so as not to hold a whole read buffer for it.
+   * (c->in_buf is the owning worker's: read only there.) */
+  chunk *z = NULL;
+  if (on_worker && c->in_buf && !c->in_taken && len >= CHUNK_MIN &&
+      (const char *)data >= c->in_buf &&
+      len <= c->in_len - (size_t)((const char *)data - c->in_buf))
+    z = hy__mem_alloc(sizeof *z);
+  if (z) {
+    z->next = NULL;
+    z->cap = z->len = len; /* nothing is appended to it in place */
+    z->off = 0;
+    z->buf = (char *)data;
+    z->rbuf = (void *)c->in_buf;
+    c->in_taken = 1;
+    if (t)
+      t->next = z;
+    else
+      c->out_head = z;
+    c->out_tail = z;
+  } else if (len > first) {
     size_t cap = len - first > CHUNK_MIN ? len - first : CHUNK_MIN;
     chunk *n = cap == CHUNK_MIN && on_worker ? chunk_get(c->sw) : NULL;
     if (!n)
@@ -640,16 +691,18 @@ int hy_sconn_write(hy_sconn_t *c, const void *data, size_t len) {
     n->cap = cap;
     n->off = 0;
     n->len = len - first;
-    memcpy(n->data, (const char *)data + first, len - first);
+    n->buf = n->data;
+    n->rbuf = NULL;
+    memcpy(n->buf, (const char *)data + first, len - first);
     if (first)
-      memcpy(t->data + t->len, data, first), t->len += first;
+      memcpy(t->buf + t->len, data, first), t->len += first;
     if (t)
       t->next = n;
     else
       c->out_head = n;
     c->out_tail = n;
   } else {
-    memcpy(t->data + t->len, data, len);
+    memcpy(t->buf + t->len, data, len);
     t->len += len;
   }
   if (c->out_bytes == 0)

@@ -1284,6 +1284,7 @@ typedef struct {
   int pause_on_eagain; /* backpressure: pause reading until drained */
   int keep_on_timeout;
   int close_every;     /* every close_every-th read: close after the echo */
+  int split_echo;      /* echo as a small write, then the rest */
   _Atomic int64_t last_read_at, closed_at; /* the server's view, hy_now() */
 } cb_state;
 
@@ -1311,6 +1312,15 @@ static void cb_read(hy_server_t *s, hy_sconn_t *c, const void *d, size_t n) {
   atomic_fetch_add(&st->bytes, (long)n);
   if (!st->echo)
     return;
+  if (st->split_echo && n > 1) {
+    /* A small write (copied), then the rest from on_read's own buffer
+     * (sent from it, when 4 KiB or more): the bytes go out in order. */
+    size_t k = n / 4 < 100 ? n / 4 : 100;
+    if (k)
+      ASSERT_OK(hy_sconn_write(c, d, k));
+    ASSERT_OK(hy_sconn_write(c, (const char *)d + k, n - k));
+    return;
+  }
   int rc = hy_sconn_write(c, d, n);
   long pend = (long)hy_sconn_pending(c);
   long mp = atomic_load(&st->max_pending);
@@ -1569,6 +1579,69 @@ TEST_IMPL(net_server_close_while_answering) {
   ASSERT_EQ(ss.live, 0);
   ASSERT_EQ(ss.closed, THREADS * 30);
   ASSERT_LE(ss.bytes_out, ss.bytes_in);
+  ASSERT_OK(hy_server_close(s));
+  close_rt(rt);
+  return 0;
+}
+
+/* Answers written from on_read's own buffer are sent from it, without a
+ * copy: the buffer goes back to the pool only once they are sent.  Many
+ * connections with messages of up to three read buffers keep several such
+ * buffers out at once while new reads take others; any buffer given back
+ * early would be reused under a send and corrupt an echo. */
+typedef struct {
+  hy_addr_t addr;
+  uint64_t seed;
+  atomic_ulong seq;
+  atomic_long bytes;
+} big_arg;
+
+static void *big_echo_client(void *p) {
+  big_arg *a = p;
+  uint64_t rs = seed_for(&a->seq, a->seed);
+  static _Thread_local unsigned char out[3 * 16384], in[3 * 16384];
+  for (int k = 0; k < 4; k++) {
+    int fd = raw_connect(&a->addr);
+    ASSERT(fd >= 0);
+    for (int m = 0; m < 25; m++) {
+      size_t n = 1 + (size_t)(rnd(&rs) % sizeof out);
+      fill(out, n, (unsigned)(rnd(&rs)));
+      raw_write(fd, out, n);
+      raw_read(fd, in, n);
+      ASSERT(memcmp(in, out, n) == 0);
+      atomic_fetch_add(&a->bytes, (long)n);
+    }
+    sock_close(fd);
+  }
+  return NULL;
+}
+
+TEST_IMPL(net_server_echo_from_read_buffer) {
+  hy_runtime_t *rt = new_rt(2);
+  static cb_state st;
+  st.echo = 1;
+  st.split_echo = 1;
+  hy_server_config_t cfg = HY_SERVER_CONFIG_INIT;
+  cfg.read_buffer_size = 16384;
+  cfg.max_output = 16 * 1024 * 1024; /* the echo never waits */
+  hy_server_t *s = start_server(rt, &st, &cfg);
+  enum { THREADS = 8 };
+  static big_arg ba;
+  ASSERT_OK(hy_server_addr(s, &ba.addr));
+  ba.seed = test_rand();
+  pthread_t th[THREADS];
+  for (int i = 0; i < THREADS; i++)
+    ASSERT_EQ(pthread_create(&th[i], NULL, big_echo_client, &ba), 0);
+  for (int i = 0; i < THREADS; i++)
+    pthread_join(th[i], NULL);
+  wait_for(&st.closes, THREADS * 4, HY_SEC(10));
+  hy_server_stats_t ss = {.size = sizeof ss};
+  ASSERT_OK(hy_server_stats(s, &ss));
+  ASSERT_EQ(ss.bytes_in, (uint64_t)atomic_load(&ba.bytes));
+  ASSERT_EQ(ss.bytes_out, (uint64_t)atomic_load(&ba.bytes));
+  /* Every borrowed buffer came back: what the workers keep, as when idle
+   * (see net_server_pooled_reads). */
+  ASSERT_LE(ss.read_buffers, 2 * (16 + 1 + 128));
   ASSERT_OK(hy_server_close(s));
   close_rt(rt);
   return 0;
