@@ -1665,6 +1665,9 @@ TEST_IMPL(net_port_multishot_accept) {
 TEST_IMPL(net_port_pooled_recv_backlog) {
   RETURN_SKIP("IOCP posts each receive with its own buffer: no pooled reads");
 }
+TEST_IMPL(net_port_pooled_recv_full) {
+  RETURN_SKIP("IOCP posts each receive with its own buffer: no pooled reads");
+}
 #else
 /* Many connections that each spoke once and went quiet hold no read
  * buffer: the server's buffers stay at what its workers keep, not one per
@@ -2059,6 +2062,112 @@ TEST_IMPL(net_port_pooled_recv_backlog) {
     close(sv[i]);
     close(cl[i]);
   }
+  hy__port_close(p);
+  return 0;
+}
+
+/* Pooled reads that fill their buffer exactly (epoll asks for a byte
+ * more, kept for the next read when it comes: see try_recv_pooled): the
+ * stream goes on in order across pooled reads, reads into the op's own
+ * buffer and peeks; a full read that emptied the socket waits for more;
+ * the end of the stream right after a kept byte is still seen. */
+static hy__op *pooled_read(hy__port *p, int fd, hy__bufsrc *src, void *buf,
+                           size_t len, uint32_t flags) {
+  static hy__op op;
+  memset(&op, 0, sizeof op);
+  op.kind = HY__OP_RECV;
+  op.fd = fd;
+  op.flags = HY__RECV_OWNED | flags;
+  if (buf) {
+    op.buf = buf;
+    op.len = len;
+  } else {
+    op.addr = src;
+  }
+  ASSERT_OK(hy__port_start(p, &op));
+  hy__op *got = port_wait1(p, HY_SEC(10));
+  ASSERT(got == &op);
+  return got;
+}
+
+TEST_IMPL(net_port_pooled_recv_full) {
+  hy__port *p;
+  int rc = hy__port_open(&p, backend_id(), NULL);
+  if (rc == HY_ENOSYS) {
+    fprintf(stderr, "SKIP: backend not available here\n");
+    return TEST_SKIP;
+  }
+  ASSERT_OK(rc);
+  enum { B = 512 };
+  int cfd, sfd;
+  tcp_pair(&cfd, &sfd);
+  ASSERT_OK(hy__port_associate(p, sfd));
+  count_src cs = {{csrc_get, csrc_put, B}, 0, 0, 0};
+  static unsigned char out[4 * B], own[4 * B];
+  fill(out, sizeof out, 5);
+  size_t off = 0; /* of out: what the stream has delivered so far */
+  for (int round = 0; round < 6; round++) {
+    /* Exactly one buffer (nothing more there), then a buffer and a bit. */
+    size_t n = round % 2 ? B + 1 + (size_t)round : B;
+    raw_write(cfd, out + off, n);
+    usleep(2000); /* all of it in the socket before the read */
+    size_t want = off + n;
+    while (off < want) {
+      hy__op *op;
+      if (round >= 4 && off % 3 == 1) {
+        /* The op's own buffer, after a peek at the next byte. */
+        unsigned char peek = 0;
+        op = pooled_read(p, sfd, NULL, &peek, 1, MSG_PEEK);
+        ASSERT_EQ(op->res, 1);
+        ASSERT_EQ(peek, out[off]);
+        op = pooled_read(p, sfd, NULL, own, sizeof own, 0);
+        ASSERT_GT(op->res, 0);
+        ASSERT(memcmp(own, out + off, (size_t)op->res) == 0);
+      } else {
+        op = pooled_read(p, sfd, &cs.src, NULL, 0, 0);
+        ASSERT_GT(op->res, 0);
+        ASSERT_LE(op->res, B);
+        ASSERT(memcmp(op->buf, out + off, (size_t)op->res) == 0);
+        csrc_put(&cs.src, op->buf);
+      }
+      off += (size_t)op->res;
+    }
+    ASSERT_EQ(off, want);
+  }
+  /* A full read that emptied the socket: the next read waits for data. */
+  static hy__op w;
+  memset(&w, 0, sizeof w);
+  w.kind = HY__OP_RECV;
+  w.fd = sfd;
+  w.flags = HY__RECV_OWNED;
+  w.addr = &cs.src;
+  ASSERT_OK(hy__port_start(p, &w));
+  hy__op *got = NULL;
+  ASSERT_EQ(hy__port_wait(p, &got, 1, HY_MS(30)), 0);
+  raw_write(cfd, out, 3);
+  ASSERT(port_wait1(p, HY_SEC(10)) == &w);
+  ASSERT_EQ(w.res, 3);
+  ASSERT(memcmp(w.buf, out, 3) == 0);
+  csrc_put(&cs.src, w.buf);
+  /* A buffer and one byte, then the end: B, 1, then 0 (no hang). */
+  raw_write(cfd, out, B + 1);
+  usleep(2000);
+  shutdown(cfd, SHUT_WR);
+  usleep(2000);
+  size_t got_n = 0;
+  for (;;) {
+    hy__op *op = pooled_read(p, sfd, &cs.src, NULL, 0, 0);
+    ASSERT_GE(op->res, 0);
+    if (op->res == 0)
+      break;
+    ASSERT(memcmp(op->buf, out + got_n, (size_t)op->res) == 0);
+    got_n += (size_t)op->res;
+    csrc_put(&cs.src, op->buf);
+  }
+  ASSERT_EQ(got_n, B + 1);
+  hy__port_forget(p, sfd);
+  close(sfd);
+  close(cfd);
   hy__port_close(p);
   return 0;
 }
