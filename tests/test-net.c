@@ -2103,7 +2103,7 @@ TEST_IMPL(net_port_pooled_recv_full) {
   tcp_pair(&cfd, &sfd);
   ASSERT_OK(hy__port_associate(p, sfd));
   count_src cs = {{csrc_get, csrc_put, B}, 0, 0, 0};
-  static unsigned char out[4 * B], own[4 * B];
+  static unsigned char out[8 * B], own[4 * B]; /* the six rounds: < 7 B */
   fill(out, sizeof out, 5);
   size_t off = 0; /* of out: what the stream has delivered so far */
   for (int round = 0; round < 6; round++) {
