@@ -79,6 +79,9 @@ typedef struct fdent {
   int rstate;           /* set by the last recv try: 1 the socket is empty
                            now, 0 it is not, -1 not known (see recv_hint) */
   int spilled;          /* spill holds the stream's next byte */
+  int filled;           /* the last pooled read filled its buffer */
+  int rdhup;            /* the peer's end (or an error) was seen: every
+                           read is tried, as no edge comes for it again */
   unsigned char spill;
 } fdent;
 
@@ -295,7 +298,7 @@ static int e_associate(hy__port *p, int fd) {
   }
   ent->reg = 1;
   ent->drained = 0;
-  ent->spilled = 0;
+  ent->spilled = ent->filled = ent->rdhup = 0;
   return 0;
 }
 
@@ -331,7 +334,7 @@ static void e_forget(hy__port *p, int fd) {
   epoll_ctl(e->ep, EPOLL_CTL_DEL, fd, NULL);
   e->fds[fd].reg = 0;
   e->fds[fd].drained = 0;
-  e->fds[fd].spilled = 0;
+  e->fds[fd].spilled = e->fds[fd].filled = e->fds[fd].rdhup = 0;
   cancel_all_on(e, &e->fds[fd]);
   if (e->ready && atomic_load_explicit(&p->osh, memory_order_relaxed))
     hy__port_wake(p);
@@ -346,7 +349,11 @@ static void e_forget(hy__port *p, int fd) {
  * is the first byte of the next read on the fd) or is empty now - which a
  * plain full read does not, so that the next one was tried at once only
  * to say EAGAIN (a second system call per message for answers the size of
- * the buffer).  A pooled receive's fd is read by this port only (the
+ * the buffer).  That read asks for the byte more only after a read on the
+ * fd filled its buffer (a recvmsg of two pieces costs a little more than a
+ * recv, and reads that come back short already say the socket is empty),
+ * so the first of a run of full reads is still followed by an EAGAIN.
+ * A pooled receive's fd is read by this port only (the
  * server's connections stay on their worker), so the byte kept here is
  * always the one the next read wants. */
 static int try_recv_pooled(hy__op *op, fdent *ent, int64_t *res) {
@@ -363,7 +370,7 @@ static int try_recv_pooled(hy__op *op, fdent *ent, int64_t *res) {
   size_t len = src->size > MAX_IO_LEN ? MAX_IO_LEN : src->size;
   int fl = (int)(op->flags & ~HY__RECV_OWNED);
   ssize_t r;
-  if (ent && !(fl & MSG_PEEK) && len > 1) {
+  if (ent && !(fl & MSG_PEEK) && len > 1 && (ent->filled || ent->spilled)) {
     size_t have = 0;
     if (ent->spilled) {
       ((unsigned char *)b)[0] = ent->spill;
@@ -378,6 +385,7 @@ static int try_recv_pooled(hy__op *op, fdent *ent, int64_t *res) {
     while ((r = recvmsg((int)op->fd, &m, fl | MSG_DONTWAIT)) < 0 &&
            errno == EINTR) {
     }
+    ent->filled = r >= (ssize_t)(len - have);
     if (r > (ssize_t)(len - have)) {
       ent->spilled = 1; /* more is there */
       ent->rstate = 0;
@@ -408,6 +416,8 @@ static int try_recv_pooled(hy__op *op, fdent *ent, int64_t *res) {
     while ((r = recv((int)op->fd, b, len, fl | MSG_DONTWAIT)) < 0 &&
            errno == EINTR) {
     }
+    if (ent && !(fl & MSG_PEEK))
+      ent->filled = r == (ssize_t)len;
     if (r > 0) {
       op->buf = b;
       *res = r;
@@ -533,6 +543,11 @@ static void recv_hint(fdent *ent, hy__op *op, int done, int64_t res) {
     ent->drained = ent->rstate; /* the try knew */
   else
     ent->drained = !done || (res > 0 && (size_t)res < len);
+  /* Data and the peer's FIN that came before one wait make one edge: a
+   * short read then still leaves the end to be read, and no edge will
+   * say so again. */
+  if (ent->rdhup)
+    ent->drained = 0;
 }
 
 /* Works a queue from its head until an op would block. */
@@ -554,6 +569,8 @@ static void on_event(eport *e, int fd, uint32_t ev) {
   if (fd < 0 || fd >= e->nfds || !e->fds[fd].reg)
     return;
   fdent *ent = &e->fds[fd];
+  if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+    ent->rdhup = 1;
   if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
     ent->drained = 0;
     drain(e, ent, &ent->rq, &ent->rq_tail);
