@@ -48,8 +48,10 @@ int hy_cache_create(const char *name, size_t size, size_t align,
 #endif
   c->offset = c->checks ? round_up(16, align) : 0;
   c->stride = round_up(c->offset + size + (c->checks ? 16 : 0), align);
-  c->mag_size = size <= 256 ? 128 : size <= 2048 ? 32 : 8;
-  c->mag_max = size <= 256 ? 512 : size <= 2048 ? 128 : 32;
+  /* 124: what a 1 KiB magazine holds; up to what a 4 KiB one does */
+  c->mag_size = size <= 256 ? (uint32_t)HY__MAG_CAP_MAX(0) : size <= 2048 ? 32 : 8;
+  c->mag_max = size <= 256 ? (uint32_t)HY__MAG_CAP_MAX(2)
+               : size <= 2048 ? (uint32_t)HY__MAG_CAP_MAX(0) : 32;
   hy__slab_init(c);
   c->idle_ms = HY_CACHE_IDLE_MS_DEFAULT;
   c->trim_last_ms = hy__os_now_ms();
@@ -57,7 +59,7 @@ int hy_cache_create(const char *name, size_t size, size_t align,
   hy__oslock_init(&c->slab_lock);
   atomic_init(&c->refs, 1);
   c->gen = atomic_fetch_add(&next_gen, 1);
-  c->head.key = c->slowpath ? HY__KEY_SLOW : c->gen;
+  c->head.key = c->slowpath ? HY__KEY_SLOW : c->gen << HY__SLOT_SHIFT;
   *out = c;
   return 0;
 }

@@ -48,7 +48,7 @@ void hy__depot_lock(hy_cache_t *c) {
   c->depot_contended += (uint64_t)contended;
   if (c->dep_ops >= WINDOW) {
     if (c->dep_contended * 64 > c->dep_ops && c->mag_size < c->mag_max)
-      c->mag_size *= 2;
+      c->mag_size = c->mag_size * 2 < c->mag_max ? c->mag_size * 2 : c->mag_max;
     c->dep_ops = c->dep_contended = 0;
   }
 }
@@ -146,7 +146,7 @@ void hy__mags_release(hy_cache_t *c, hy__mag *m) {
   while (m) {
     hy__mag *next = m->next;
     if (m->n)
-      hy__slab_put(c, m->obj, (int)m->n);
+      hy__slab_put(c, hy__mag_obj(m), (int)m->n);
     hy__mag_free(c, m);
     m = next;
   }

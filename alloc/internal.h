@@ -47,25 +47,38 @@ typedef _Atomic uint64_t hy__ctr;
 /* Caches for the allocator's own use (magazines): no magazine layer, no
  * debug checks. */
 #define HY__CACHE_INTERNAL (1u << 30)
-#define HY__MAG_MIN 4
-#define HY__MAG_CLASSES 8 /* 4 .. 512 */
+/* Magazines are 1, 2 or 4 KiB (HY__MAG_ALIGN << class), aligned to their
+ * size: a header, unused room, a NULL word, then the cap slots up to the
+ * magazine's end (see the fast path in include/hydra/alloc.h). */
+#define HY__MAG_CLASSES 3
+#define HY__MAG_HDR 32 /* the header and the NULL word */
+#define HY__MAG_CAP_MAX(k) (((size_t)HY__MAG_ALIGN << (k)) - HY__MAG_HDR) / sizeof(void *)
 
 /* A magazine: a stack of up to cap constructed objects. */
 typedef struct hy__mag {
   struct hy__mag *next;
-  uint32_t n, cap;
-  void *obj[];
+  uint32_t n, cap; /* n: objects held (stale while a thread has it loaded) */
+  uint32_t bytes;  /* HY__MAG_ALIGN << class */
+  uint32_t pad_;
 } hy__mag;
+
+/* The slots of m (the NULL word is the one below), and their end. */
+static inline void **hy__mag_obj(const hy__mag *m) {
+  return (void **)((char *)m + m->bytes) - m->cap;
+}
+static inline void **hy__mag_end(const hy__mag *m) {
+  return (void **)((char *)m + m->bytes);
+}
 
 /* One thread's magazines of one cache (Bonwick & Adams' per-CPU cache):
  * an alloc magazine (pops) and a free magazine (pushes), which trade
  * places when the one a call needs runs out; only then does the thread go
  * to the depot.  Keeping pops and pushes on two magazines keeps the two
  * dependency chains apart (an alloc does not wait for the free before it).
- * The fast path (include/hydra/alloc.h) sees only slot->t, the arrays
- * and counts of the two, kept in the thread's table itself so that the
- * lookup finds them with no further load (their own n is stale while they
- * are loaded); the rest is here.
+ * The fast path (include/hydra/alloc.h) sees only the slot's atop and
+ * ftop, kept in the thread's table itself so that the lookup finds them
+ * with no further load (the magazines' own n is stale while they are
+ * loaded); the rest is here.
  *
  * Only the owning thread touches an mcpu, except hy_cache_destroy, which
  * drains it under the depot lock (no thread may use a cache being
@@ -74,14 +87,14 @@ typedef struct hy__mag {
  * too, so a destroy finds it through slot wherever it is.
  *
  * Statistics cost the fast path nothing: allocs since the alloc magazine
- * was loaded are abase - t.ar, frees since the free magazine was loaded
- * are t.fr - fbase; hy__mcpu_fold adds them to allocs/frees whenever a
+ * was loaded are abase - atop, frees since the free magazine was loaded
+ * are ftop - fbase; hy__mcpu_fold adds them to allocs/frees whenever a
  * magazine changes hands (and before any count changes off the fast
  * path), then publishes the totals for other threads' hy_cache_stats. */
 typedef struct hy__mcpu {
-  hy__tslot *slot;      /* in the thread's table: slot->t, slot->m == this */
-  hy__mag *amag, *fmag; /* the magazines behind t.aobj and t.fobj */
-  uint32_t abase, fbase; /* t.ar and t.fr when last folded */
+  hy__tslot *slot;      /* in the thread's table: slot->m == this */
+  hy__mag *amag, *fmag; /* the magazines behind atop and ftop */
+  void **abase, **fbase; /* atop and ftop when last folded */
   uint64_t allocs, frees, misses, trades; /* as of the last fold */
   hy__ctr pub_allocs, pub_frees, pub_misses, pub_trades; /* for readers */
   hy_cache_t *cache;
@@ -90,11 +103,15 @@ typedef struct hy__mcpu {
 
 struct hy__slab;
 
-/* A key no table holds: the caches whose every op takes the general path. */
+/* A key no table holds (a table's keys are multiples of 64): the caches
+ * whose every op takes the general path. */
 #define HY__KEY_SLOW UINT64_MAX
+/* A cache's key in the tables: gen << HY__SLOT_SHIFT, a slot's offset
+ * before the mask (a slot is one cache line). */
+#define HY__SLOT_SHIFT 6
 
 struct hy_cache {
-  hy__cache_head head; /* must be first: head.key is gen, or HY__KEY_SLOW */
+  hy__cache_head head; /* must be first: head.key is gen * 64, or HY__KEY_SLOW */
   uint64_t gen;  /* unique, never 0: the key of the threads' tables */
   int slowpath;  /* every op takes the general path (debug checks, ASan) */
   char name[64];
@@ -139,6 +156,8 @@ struct hy_cache {
   uint32_t per_slab;
   uint64_t bytes_held;
   uint64_t direct_objs;
+  char *chunk_next;     /* slabs not yet used of the current chunk */
+  uint64_t chunk_left;  /* (alloc/slab.c), and how many */
 
   /* slow paths (any thread): atomics */
   _Atomic uint64_t slow_allocs, slow_frees, slow_misses, ctor_calls, dtor_calls;
@@ -151,8 +170,8 @@ int hy__mem_injected_failure(void);
 /* magazine.c */
 void hy__mag_thread_exit(void *table);
 /* Magazines come from small caches of the cache itself, one per magazine
- * size (HY__MAG_CLASSES powers of two from 4), so they live in slabs that
- * a reap gives back like any other. */
+ * class (1, 2 and 4 KiB), so they live in slabs that a reap gives back
+ * like any other.  cap is clamped to what the biggest class holds. */
 hy__mag *hy__mag_new(hy_cache_t *c, uint32_t cap);
 void hy__mag_free(hy_cache_t *c, hy__mag *m);
 void hy__mcpu_drain(hy__mcpu *m, hy_cache_t *c); /* depot lock held */

@@ -32,6 +32,12 @@ void *hy__os_map(size_t size);
 /* The same, aligned to align (a power of two, a multiple of the page size). */
 void *hy__os_map_aligned(size_t size, size_t align);
 void hy__os_unmap(void *p, size_t size);
+/* Maps size bytes (a multiple of 2 MiB) aligned to 2 MiB, backed by huge
+ * pages where the system has them (Linux: transparent huge pages), such
+ * that any page-aligned part can be unmapped by itself with
+ * hy__os_unmap.  Counts as a backing allocation.  NULL on failure, and
+ * where parts of a mapping cannot go back alone (Windows). */
+void *hy__os_map_chunk(size_t size);
 /* Makes [p, p+size) inaccessible (a guard page).  Returns 0 or -1. */
 int hy__os_guard(void *p, size_t size);
 /* How many guard pages go below a task stack: 1 on POSIX.  On Windows 8:

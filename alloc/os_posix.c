@@ -77,6 +77,15 @@ void *hy__os_map_aligned(size_t size, size_t align) {
   return a;
 }
 
+void *hy__os_map_chunk(size_t size) {
+  char *p = hy__os_map_aligned(size, (size_t)2 << 20);
+#ifdef MADV_HUGEPAGE
+  if (p)
+    (void)madvise(p, size, MADV_HUGEPAGE); /* a hint: no THP, small pages */
+#endif
+  return p;
+}
+
 int hy__os_guard(void *p, size_t size) {
   return mprotect(p, size, PROT_NONE) == 0 ? 0 : -1;
 }

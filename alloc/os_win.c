@@ -36,6 +36,12 @@ void hy__os_unmap(void *p, size_t size) {
   VirtualFree(p, 0, MEM_RELEASE);
 }
 
+/* VirtualFree gives back whole reservations only: no chunks here. */
+void *hy__os_map_chunk(size_t size) {
+  (void)size;
+  return NULL;
+}
+
 void *hy__os_map_aligned(size_t size, size_t align) {
   if (hy__mem_injected_failure())
     return NULL;

@@ -159,8 +159,60 @@ static size_t slab_color(hy_cache_t *c) {
   return (size_t)((k + c->gen * 7) % colors) * step;
 }
 
+/* Once a cache holds CHUNK_AFTER slabs, its new slabs are carved from
+ * chunks of CHUNK bytes on huge pages (hy__os_map_chunk): a big cache's
+ * objects then cost the TLB an entry per 2 MiB instead of per 4 KiB
+ * (bench/alloc, a batch of 1,000,000 64-byte objects freed in random
+ * order and allocated again: 14-17 -> 10-11 ns per object; in address
+ * order 5.0 -> 3.7).  A slab still goes back to the system by itself
+ * (the kernel splits the huge page); reap and destroy give back the
+ * unused rest of the chunk too.  A small cache (and Windows, where part
+ * of a mapping cannot go back alone) keeps a mapping per slab, so it
+ * holds no chunk it does not need; so do the magazine caches, whose
+ * slab with a thread's two loaded magazines would keep a whole huge
+ * page resident after a reap. */
+#define CHUNK ((size_t)2 << 20)
+#define CHUNK_AFTER 8
+
+static char *slab_map(hy_cache_t *c) {
+  if (c->slab_size < CHUNK && !(c->flags & HY__CACHE_INTERNAL)) {
+    char *p = NULL;
+    hy__oslock_lock(&c->slab_lock);
+    if (c->nslabs >= CHUNK_AFTER) {
+      if (!c->chunk_left) {
+        char *ch = hy__os_map_chunk(CHUNK);
+        if (ch) {
+          c->chunk_next = ch;
+          c->chunk_left = CHUNK / c->slab_size;
+        }
+      }
+      if (c->chunk_left) {
+        p = c->chunk_next;
+        c->chunk_next += c->slab_size;
+        c->chunk_left--;
+      }
+    }
+    hy__oslock_unlock(&c->slab_lock);
+    if (p)
+      return p;
+  }
+  return hy__os_map_aligned(c->slab_size, c->slab_size);
+}
+
+/* Gives back the unused rest of the current chunk. */
+static void chunk_drop(hy_cache_t *c) {
+  hy__oslock_lock(&c->slab_lock);
+  char *p = c->chunk_next;
+  size_t n = (size_t)c->chunk_left * c->slab_size;
+  c->chunk_next = NULL;
+  c->chunk_left = 0;
+  hy__oslock_unlock(&c->slab_lock);
+  if (n)
+    hy__os_unmap(p, n);
+}
+
 static hy__slab *slab_new(hy_cache_t *c) {
-  char *mem = hy__os_map_aligned(c->slab_size, c->slab_size);
+  char *mem = slab_map(c);
   if (!mem)
     return NULL;
   hy__slab *s = (hy__slab *)mem;
@@ -361,6 +413,7 @@ static size_t release_list(hy_cache_t *c, hy__slab *s) {
 size_t hy__slab_reap(hy_cache_t *c) {
   if (c->direct)
     return 0; /* nothing is held: the depot flush gave it all back */
+  chunk_drop(c);
   hy__oslock_lock(&c->slab_lock);
   hy__slab *s = c->emptys;
   c->emptys = NULL;
@@ -374,6 +427,7 @@ size_t hy__slab_reap(hy_cache_t *c) {
 void hy__slab_fini(hy_cache_t *c) {
   if (c->direct)
     return; /* leaked objects stay with their owner */
+  chunk_drop(c);
   hy__oslock_lock(&c->slab_lock);
   hy__slab *lists[3] = {c->emptys, c->partial, c->fulls};
   c->emptys = c->partial = c->fulls = NULL;

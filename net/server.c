@@ -802,8 +802,9 @@ static void new_conn(srv_worker *sw, intptr_t fd, const hy_addr_t *peer) {
   char *buf = c && !s->pooled ? hy_cache_alloc(s->buf_cache) : NULL;
   if (buf)
     atomic_fetch_add(&s->nbufs, 1);
-  int rc = c && (buf || s->pooled) ? hy__port_associate(sw->wk->port, fd)
-                                   : HY_ENOMEM;
+  int rc = c && (buf || s->pooled)
+               ? hy__port_associate_accepted(sw->wk->port, fd)
+               : HY_ENOMEM;
   if (rc < 0) {
     if (buf) {
       hy_cache_free(s->buf_cache, buf);

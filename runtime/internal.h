@@ -21,7 +21,9 @@
  * and RUNNING --wake--> NOTIFIED --park--> RUNNING (the park returns at once).
  * The transition to PARKED happens on the scheduler's stack after the task
  * has switched out, so a waker on another thread can never resume a task
- * whose registers are not saved yet.  Every wait receives exactly one wake
+ * whose registers are not saved yet.  A park for the task's quiet wait
+ * (hy__park_quiet) makes that transition with a plain store, and its one
+ * waker waits for PARKED instead of racing it (hy__task_wake_quiet).  Every wait receives exactly one wake
  * (from whoever claimed it), and hy__wait_park returns only after that wake,
  * so no wake is ever left over for a later wait.
  */
@@ -104,6 +106,13 @@ struct hy__task {
   int refs;              /* the running task + the handle (until detach/join) */
   int pinned;            /* ended, its block kept until its stack is left */
   hy__waitq joiners;
+  /* Selects waiting on the task (hy_arm_task): under the slot's lock, not
+   * the task's, so that an arm can tell a stale handle without touching a
+   * block that may be gone.  over: the task has ended (its result is set);
+   * armed: a select has queued here (the end then takes the slot lock). */
+  hy__waitq armq;
+  atomic_int over;
+  atomic_int armed;
   hy__wait *cur_wait;    /* the wait a cancel must claim (on a stack) */
   hy__wait qwait;        /* the quiet wait of channel operations and
                             select (hy__wait_init_quiet): lives as long as
@@ -135,6 +144,7 @@ enum hy__after {
   HY__AFTER_YIELD,
   HY__AFTER_SAVED, /* a yielder queued already: clear its saving mark */
   HY__AFTER_PARK,
+  HY__AFTER_PARK_QUIET, /* parked for its quiet wait (hy__park_quiet) */
   HY__AFTER_EXIT
 };
 
@@ -273,6 +283,10 @@ struct hy_runtime {
   hy__mutex_t mu;          /* shutdown and run() waiters */
   hy__cond_t cv;
   atomic_int phase;        /* enum hy__phase */
+  int park_fence;          /* a task parking for its quiet wait fences
+                              before it looks at its cancel flag: no
+                              process-wide barrier for cancels here
+                              (hy__heavy_barrier; runtime/wait.c) */
   int64_t grace;
   hy__lock_t term_lock;
   hy__waitq terminate_q;   /* select terminate arms, under term_lock */
@@ -305,6 +319,11 @@ void hy__task_wake(hy__task *t);       /* make a parked task runnable */
 void hy__task_wake_on(hy__task *t, hy__worker *w);
 void hy__task_ready(hy_runtime_t *rt, hy__task *t, int lifo); /* enqueue */
 void hy__park(hy__task *t);            /* returns once woken */
+/* Parks t for its open quiet wait (t->qwait), which nobody but its claimer
+ * wakes, through hy__task_wake_quiet (w: the caller's worker of t->rt, or
+ * NULL): the switch-out takes no compare-and-swap (sched.c). */
+void hy__park_quiet(hy__task *t);
+void hy__task_wake_quiet(hy__task *t, hy__worker *w);
 void hy__yield_now(hy__task *t);
 void *hy__worker_main(void *arg);
 int hy__worker_run_once(hy__worker *w, int64_t timeout);

@@ -142,6 +142,15 @@ int hy__port_backend(const hy__port *p);
 int hy__port_associate(hy__port *p, intptr_t fd);
 void hy__port_forget(hy__port *p, intptr_t fd);
 
+/* As hy__port_associate, for a socket from an HY__OP_ACCEPT of a port
+ * (which makes it non-blocking): io_uring has nothing else to prepare,
+ * and this saves the system call that would check the mode. */
+static inline int hy__port_associate_accepted(hy__port *p, intptr_t fd) {
+  if (fd >= 0 && hy__port_backend(p) == HY__BACKEND_URING)
+    return 0;
+  return hy__port_associate(p, fd);
+}
+
 /* As hy__port_forget, for an fd with no op in flight on p (every
  * completion dequeued): io_uring then has nothing to cancel, and this
  * saves the system call that would submit the cancel at once. */

@@ -119,6 +119,9 @@ int hy_runtime_new(const hy_options_t *o, hy_runtime_t **out) {
     return HY_ENOMEM;
   rt->opt = opt;
   rt->nworkers = opt.workers < 0 ? hy__ncpu() : opt.workers;
+  /* Parks for a quiet wait need no fence if a cancel can run a
+   * process-wide barrier instead (runtime/wait.c, runtime/task.c). */
+  rt->park_fence = !hy__heavy_barrier_init();
   rt->grace = opt.shutdown_grace;
   int n = rt->nworkers ? rt->nworkers : 1;
   int rc = hy__tls_new(&rt->tls);

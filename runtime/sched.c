@@ -393,6 +393,38 @@ void hy__task_wake(hy__task *t) {
   hy__task_wake_on(t, hy__worker_current(t->rt));
 }
 
+/* The wake of a task parked for its quiet wait (hy__park_quiet), by the
+ * claimer of that wait, the one party that may wake it.  Such a park marks
+ * the task PARKED with a plain store once its registers are saved, without
+ * the compare-and-swap that detects an early wake: a waker that comes
+ * before that (on another thread: the task runs up to its switch-out
+ * without taking a lock, a few dozen instructions) waits for the mark
+ * instead.  On the task's own worker the switch-out is always complete. */
+void hy__task_wake_quiet(hy__task *t, hy__worker *w) {
+  if (w && w->current == t) {
+    /* The task claimed its own open wait, on its way to park (an
+     * awaitable that fires while select queues it breaks its contract,
+     * but must not hang the task): its switch-out sees this. */
+    atomic_store_explicit(&t->wstate, HY__NOTIFIED, memory_order_relaxed);
+    return;
+  }
+  if (!(w && t->worker == w)) {
+    unsigned spins = 0;
+    while (atomic_load_explicit(&t->wstate, memory_order_acquire) !=
+           HY__PARKED) {
+      if (++spins < 256)
+        hy__cpu_relax();
+      else
+        hy__thread_yield(); /* its thread lost the CPU meanwhile */
+    }
+  }
+  atomic_store_explicit(&t->wstate, HY__RUNNING, memory_order_relaxed);
+  if (w)
+    ready_on(w, t, 1);
+  else
+    hy__task_ready(t->rt, t, 1);
+}
+
 void hy__task_wake_on(hy__task *t, hy__worker *w) {
   if (w && t->worker == w && w->current != t) {
     /* t last ran on this very worker and is not running: its switch-out
@@ -459,6 +491,21 @@ static void complete_switch(hy__worker *w) {
     }
     break;
   }
+  case HY__AFTER_PARK_QUIET:
+    /* Nobody else writes wstate now: the claimer of the quiet wait waits
+     * for this store (hy__task_wake_quiet) - unless the claimer was the
+     * task itself, before it switched out (NOTIFIED, written on this
+     * thread): then it runs again soon, as after any early wake. */
+    if (atomic_load_explicit(&t->wstate, memory_order_relaxed) ==
+        HY__NOTIFIED) {
+      atomic_store_explicit(&t->wstate, HY__RUNNING, memory_order_relaxed);
+      q_lock(w);
+      q_append(w, t);
+      q_unlock(w);
+      break;
+    }
+    atomic_store_explicit(&t->wstate, HY__PARKED, memory_order_release);
+    break;
   case HY__AFTER_SAVED:
     /* Queued already (pick_direct): stealable from now on. */
     atomic_store_explicit(&t->saving, 0, memory_order_release);
@@ -583,6 +630,15 @@ void hy__park(hy__task *t) {
       HY__PH_RUNNING)
     w->last_activity = hy_now();
   leave(t, HY__AFTER_PARK);
+}
+
+void hy__park_quiet(hy__task *t) {
+  hy__worker *w = t->worker;
+  HY__STAT_INC(w->st.parks);
+  if (atomic_load_explicit(&w->rt->phase, memory_order_relaxed) !=
+      HY__PH_RUNNING)
+    w->last_activity = hy_now();
+  leave(t, HY__AFTER_PARK_QUIET);
 }
 
 void hy__yield_now(hy__task *t) { leave(t, HY__AFTER_YIELD); }
@@ -810,15 +866,6 @@ static int has_work(hy__worker *w) {
 #define SPIN_CLOCK_EVERY 4 /* looks between two readings of the clock */
 #define SPIN_PAUSES_MAX 32 /* pauses between looks, at most */
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define cpu_relax() _mm_pause()
-#elif defined(__aarch64__)
-#define cpu_relax() __asm__ __volatile__("yield")
-#else
-#define cpu_relax() ((void)0)
-#endif
-
 /* Ends w's sleep: returns 1 if w stopped sleeping by itself (a timer, a
  * completion, a change of mind), 0 if a waker woke it to search, handing
  * it one count of nspinning (see hy__wake_idle). */
@@ -870,7 +917,7 @@ static hy__task *search(hy__worker *w, int phase, int counted) {
         break;
     }
     for (int k = 0; k < pauses; k++)
-      cpu_relax();
+      hy__cpu_relax();
   }
   int last = atomic_fetch_sub(&rt->nspinning, 1) == 1;
   atomic_thread_fence(memory_order_seq_cst);

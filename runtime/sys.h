@@ -20,6 +20,28 @@ int hy__thread_start(hy__thread_t *t, void *(*fn)(void *), void *arg,
 void hy__thread_join(hy__thread_t t);
 void hy__thread_yield(void);
 
+/* One pause of a spin loop: tells the CPU (and a sibling hyperthread) that
+ * this thread is waiting. */
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define hy__cpu_relax() _mm_pause()
+#elif defined(__aarch64__)
+#define hy__cpu_relax() __asm__ __volatile__("yield")
+#else
+#define hy__cpu_relax() ((void)0)
+#endif
+
+/* A process-wide memory barrier: when it returns, every thread of the
+ * process has run a full barrier since the call began (membarrier's
+ * private expedited command on Linux, FlushProcessWriteBuffers on
+ * Windows).  It lets a rare party (a cancel) pay for the fence that a
+ * frequent one (a park) would otherwise run every time: the frequent side
+ * needs only a compiler barrier.  hy__heavy_barrier_init returns 1 when
+ * the barrier is available (then hy__heavy_barrier may be called), 0 when
+ * not; it is safe to call more than once. */
+int hy__heavy_barrier_init(void);
+void hy__heavy_barrier(void);
+
 /* Mutex and condition variable: for the slow paths only (idle workers,
  * barriers, the blocking pool).  Opaque storage sized for every OS. */
 typedef struct hy__mutex {

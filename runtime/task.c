@@ -134,11 +134,15 @@ static hy__task *lookup(hy_runtime_t *rt, hy_task_t h) {
       return NULL;
     }
     if (hy__trylock(&t->lock)) {
-      hy__unlock(&s->lock);
+      /* Checked before the slot lock goes: with no reference left, a
+       * release may be on its way, and it frees the block once it has the
+       * slot lock - which it must not get while this still touches t. */
       if (t->refs == 0 || t->gen != gen) {
         hy__unlock(&t->lock);
+        hy__unlock(&s->lock);
         return NULL;
       }
+      hy__unlock(&s->lock); /* t->refs > 0 cannot drop while t->lock is held */
       return t;
     }
     hy__unlock(&s->lock);
@@ -209,6 +213,9 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   t->refs = out ? 2 : 1;
   t->pinned = 0;
   t->joiners.head = t->joiners.tail = NULL;
+  t->armq.head = t->armq.tail = NULL;
+  atomic_store_explicit(&t->over, 0, memory_order_relaxed);
+  atomic_store_explicit(&t->armed, 0, memory_order_relaxed);
   t->cur_wait = NULL;
   atomic_store_explicit(&t->qwait.state, HY__QUIET, memory_order_relaxed);
   t->qwait.task = t;
@@ -261,6 +268,8 @@ long hy__alive(hy_runtime_t *rt) {
   return (long)(spawned - ended);
 }
 
+static void arms_fire(hy__task *t);
+
 /* The end of a task that others see: the alive count drops and its
  * joiners get the result.  Runs on the task's own stack
  * just before it switches away for good (so that a woken joiner can be
@@ -305,6 +314,7 @@ void hy__task_end(hy__worker *w, hy__task *t) {
     hy__wait_wake(wr->wait);
   }
   hy__unlock(&t->lock);
+  arms_fire(t);
 }
 
 /* The rest, once the task's stack is left (hy__task_end ran): the exit
@@ -406,22 +416,44 @@ int hy_task_detach(hy_runtime_t *rt, hy_task_t h) {
   return 0;
 }
 
-/* pre: t->lock held. */
-static void cancel_locked(hy__task *t) {
+/* pre: t->lock held.  Claims the wait t is parked on (its quiet wait or
+ * the one in cur_wait), if any.  Returns 1 if nothing was claimed and t's
+ * quiet wait may yet be opened by a park that did not see the flag (see
+ * below): then a process-wide barrier and cancel_quiet_again must follow. */
+static int cancel_locked_nobarrier(hy__task *t) {
   if (atomic_exchange(&t->cancelled, 1))
-    return;
-  /* The task's quiet wait (a channel operation, a select) is claimed only
-   * once open; one not open yet is cancelled by its park, which looks at
-   * the flag again after a fence that pairs with this one
-   * (hy__wait_park, runtime/wait.c). */
+    return 0;
+  /* Pairs with the park's fence, where parks fence (rt->park_fence). */
   atomic_thread_fence(memory_order_seq_cst);
   if (hy__wait_claim(&t->qwait, HY__FIRED_CANCEL)) {
     hy__wait_wake(&t->qwait);
-    return;
+    return 0;
   }
   hy__wait *w = t->cur_wait;
-  if (w && hy__wait_claim(w, HY__FIRED_CANCEL))
+  if (w && hy__wait_claim(w, HY__FIRED_CANCEL)) {
     hy__wait_wake(w);
+    return 0;
+  }
+  /* t runs, or is about to park: its quiet wait is claimed only once
+   * open, and a park that opened it after our look above checks the flag
+   * without a fence of its own (hy__wait_park) - unless parks fence on
+   * this system, where that check is enough. */
+  return !t->rt->park_fence;
+}
+
+/* After the barrier: either t's park saw the flag (and claims its wait
+ * itself), or its wait is open by now and claimed here. */
+static void cancel_quiet_again(hy__task *t) {
+  if (hy__wait_claim(&t->qwait, HY__FIRED_CANCEL))
+    hy__wait_wake(&t->qwait);
+}
+
+/* pre: t->lock held. */
+static void cancel_locked(hy__task *t) {
+  if (cancel_locked_nobarrier(t)) {
+    hy__heavy_barrier();
+    cancel_quiet_again(t);
+  }
 }
 
 int hy_task_cancel(hy_runtime_t *rt, hy_task_t h) {
@@ -455,8 +487,13 @@ void hy__task_each(hy_runtime_t *rt, void (*fn)(hy__task *t, void *arg),
         break;
       }
       if (hy__trylock(&t->lock)) {
+        if (t->refs == 0) { /* a release may be waiting for the slot lock */
+          hy__unlock(&t->lock);
+          hy__unlock(&s->lock);
+          break;
+        }
         hy__unlock(&s->lock);
-        if (t->state != HY__T_DONE && t->refs > 0)
+        if (t->state != HY__T_DONE)
           fn(t, arg);
         hy__unlock(&t->lock);
         break;
@@ -468,11 +505,26 @@ void hy__task_each(hy_runtime_t *rt, void (*fn)(hy__task *t, void *arg),
 }
 
 static void cancel_one(hy__task *t, void *arg) {
-  (void)arg;
-  cancel_locked(t);
+  if (cancel_locked_nobarrier(t))
+    *(int *)arg = 1;
 }
 
-void hy__cancel_all(hy_runtime_t *rt) { hy__task_each(rt, cancel_one, NULL); }
+static void cancel_one_again(hy__task *t, void *arg) {
+  (void)arg;
+  if (atomic_load_explicit(&t->cancelled, memory_order_relaxed))
+    cancel_quiet_again(t);
+}
+
+/* Every task's flag first, then one barrier for all, then the quiet waits
+ * opened meanwhile (a task spawned since is cancelled by its spawn). */
+void hy__cancel_all(hy_runtime_t *rt) {
+  int again = 0;
+  hy__task_each(rt, cancel_one, &again);
+  if (again) {
+    hy__heavy_barrier();
+    hy__task_each(rt, cancel_one_again, NULL);
+  }
+}
 
 hy_task_t hy_task_self(hy_runtime_t *rt) {
   hy__task *t = rt ? hy__task_current(rt) : NULL;
@@ -562,32 +614,98 @@ void *hy_task_local_get(hy_runtime_t *rt, int key) {
 
 /* ------------------------------------------------------- task as an arm */
 
-/* The waiter's buffer is where hy__task_end stores the result. */
-HY__WAITQ_ARM_OPS(arm, hy__task, lock, joiners)
+/* A task arm names the task's slot and generation, not its block: the
+ * slot lives as long as the runtime, and its lock orders an arm's look at
+ * the task against the release that bumps the generation, so an arm on a
+ * handle made stale by a join or detach elsewhere - even while a select
+ * waits on it - fires HY_ESTALE instead of touching a block that is gone.
+ * Waiters queue on t->armq under the slot lock.  The end and a queueing
+ * select meet Dekker-style: the end sets t->over then looks at t->armed,
+ * a select bumps t->armed then looks at t->over, so at least one of them
+ * sees the other and the waiter is claimed before the block can go. */
+
+static void arm_deliver(hy__task *t, void *buf) {
+  if (buf)
+    *(void **)buf = t->result;
+}
+
+/* pre: the slot lock held.  The live task of the arm's generation, or
+ * NULL. */
+static hy__task *arm_task_of(hy__slot *s, const hy_arm_t *arm) {
+  hy__task *t = atomic_load_explicit(&s->task, memory_order_acquire);
+  return t && s->gen == (uint32_t)arm->aux ? t : NULL;
+}
+
+static hy__lock_t *arm_lock(void *obj) {
+  return obj ? &((hy__slot *)obj)->lock : NULL;
+}
 
 static int arm_try(void *obj, hy_arm_t *arm, int *result) {
-  hy__task *t = obj;
+  hy__task *t = obj ? arm_task_of(obj, arm) : NULL;
   if (!t) {
     *result = HY_ESTALE;
     return 1;
   }
-  if (t->state != HY__T_DONE)
+  if (!atomic_load_explicit(&t->over, memory_order_acquire))
     return 0;
-  if (arm->buf)
-    *(void **)arm->buf = t->result;
+  arm_deliver(t, arm->buf);
   *result = 0;
   return 1;
 }
 
+static void arm_enqueue(void *obj, hy_arm_t *arm, hy__waiter *w) {
+  hy__task *t = arm_task_of(obj, arm); /* live: arm_try just said so */
+  w->buf = arm->buf;
+  hy__waitq_push(&t->armq, w);
+  atomic_fetch_add(&t->armed, 1);
+  if (atomic_load(&t->over) && hy__wait_claim(w->wait, w->arm)) {
+    /* Ended in between, and its end did not see this waiter. */
+    hy__waitq_remove(&t->armq, w);
+    arm_deliver(t, w->buf);
+    w->wait->result = 0;
+    hy__wait_wake(w->wait);
+  }
+}
+
+static void arm_dequeue(void *obj, hy_arm_t *arm, hy__waiter *w) {
+  hy__task *t = arm_task_of(obj, arm);
+  if (t)
+    hy__waitq_remove(&t->armq, w);
+  /* else the block is gone, and its end unlinked every waiter first */
+}
+
+/* From hy__task_end, with no lock held. */
+static void arms_fire(hy__task *t) {
+  atomic_store(&t->over, 1);
+  if (!atomic_load(&t->armed))
+    return;
+  hy__slot *s = slot_at(t->rt, t->slot);
+  hy__lock(&s->lock);
+  hy__waiter *wr;
+  while ((wr = hy__waitq_claim(&t->armq)) != NULL) {
+    arm_deliver(t, wr->buf);
+    wr->wait->result = 0;
+    hy__wait_wake(wr->wait);
+  }
+  hy__unlock(&s->lock);
+}
+
 /* The arm does not consume the handle: after it fires, hy_task_join
- * returns at once with the result (or hy_task_detach lets it go).  The
- * handle must stay valid while the arm is in use. */
+ * returns at once with the result (or hy_task_detach lets it go). */
 static const struct hy_awaitable task_awaitable = {
     "task", arm_lock, arm_try, arm_enqueue, arm_dequeue};
 
 hy_arm_t hy_arm_task(hy_runtime_t *rt, hy_task_t h, void **result) {
   hy__task *t = rt ? lookup(rt, h) : NULL;
-  if (t)
+  hy__slot *s = NULL;
+  if (t) {
+    /* A detached task's block goes when it ends, unseen by the handle's
+     * holder: such a handle counts as stale here. */
+    if (!t->detached)
+      s = slot_at(rt, t->slot);
     hy__unlock(&t->lock);
-  return hy__arm_make(&task_awaitable, HY_ARM_OBJECT, t, result, 1);
+  }
+  hy_arm_t a = hy__arm_make(&task_awaitable, HY_ARM_OBJECT, s, result, 1);
+  a.aux = (intptr_t)(uint32_t)(h.id >> 32);
+  return a;
 }

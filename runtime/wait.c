@@ -10,15 +10,6 @@
 
 #include "runtime/internal.h"
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define cpu_relax() _mm_pause()
-#elif defined(__aarch64__)
-#define cpu_relax() __asm__ __volatile__("yield")
-#else
-#define cpu_relax() ((void)0)
-#endif
-
 /* Test-and-test-and-set with exponential back-off: contenders that keep
  * retrying at once take the lock's cache line from its holder and from
  * each other; waiting longer after each miss leaves it with the holder
@@ -31,7 +22,7 @@ void hy__lock_slow(hy__lock_t *l) {
       return;
     if (spins < 64) {
       for (unsigned k = 0; k < pauses; k++)
-        cpu_relax();
+        hy__cpu_relax();
       if (pauses < 64)
         pauses *= 2;
     } else {
@@ -176,21 +167,32 @@ void hy__wait_fini(hy__wait *w) {
   hy__unlock(&t->lock);
 }
 
+/* A task's quiet wait is parked on with hy__park_quiet, and woken with
+ * hy__task_wake_quiet (runtime/sched.c). */
 void hy__wait_wake(hy__wait *w) {
-  if (w->task)
-    hy__task_wake(w->task);
-  else
+  hy__task *t = w->task;
+  if (!t)
     hy__osev_signal(&w->ev);
+  else if (w == &t->qwait)
+    hy__task_wake_quiet(t, hy__worker_current(t->rt));
+  else
+    hy__task_wake(t);
 }
 
 void hy__wait_wake_from(hy__wait *w, const hy__wait *self) {
   hy__task *t = w->task;
-  if (!t)
+  if (!t) {
     hy__osev_signal(&w->ev);
-  else if (self->task && self->task->rt == t->rt)
-    hy__task_wake_on(t, self->task->worker); /* it runs here, now */
+    return;
+  }
+  /* The caller's worker, if it is one of t's runtime: it runs here, now. */
+  hy__worker *wk = self->task ? (self->task->rt == t->rt ? self->task->worker
+                                                        : NULL)
+                              : hy__worker_current(t->rt);
+  if (w == &t->qwait)
+    hy__task_wake_quiet(t, wk);
   else
-    hy__task_wake(t);
+    hy__task_wake_on(t, wk);
 }
 
 int hy__wait_park(hy__wait *w, int64_t deadline) {
@@ -206,35 +208,52 @@ int hy__wait_park(hy__wait *w, int64_t deadline) {
     }
     return atomic_load(&w->state);
   }
-  if (w == &t->qwait) {
-    /* A cancel claims the task's quiet wait only once it is open; one that
-     * came earlier (and found nothing to claim) is seen here.  The fence
-     * orders the opening before this look at the flag, against the one in
-     * cancel_locked (runtime/task.c): one of the two sees the other.  It
-     * must come before the switch-out: once parked, the task may be woken,
-     * run and end at any moment. */
-    atomic_thread_fence(memory_order_seq_cst);
+  /* The task's quiet wait: a claim of our own (a cancel, a deadline
+   * passed) means no wake comes, and there is nothing to park for; its
+   * claimer, if another won, waits for our switch-out (hy__park_quiet).
+   * Any other wait gets the usual wake even from ourselves, which makes
+   * the park return at once. */
+  int quiet = w == &t->qwait, self = 0;
+  if (quiet) {
+    /* A cancel claims the quiet wait only once it is open; one that came
+     * earlier (and found nothing to claim) is seen here: its canceller
+     * either runs a process-wide barrier after that look (so it sees the
+     * wait open, or we see its flag), or - without such a barrier on
+     * this system - we fence here against the fence in cancel_locked
+     * (runtime/task.c).  It must come before the switch-out: once parked,
+     * the task may be woken, run and end at any moment. */
+    if (t->rt->park_fence)
+      atomic_thread_fence(memory_order_seq_cst);
+    else
+      atomic_signal_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&t->cancelled, memory_order_relaxed) &&
         hy__wait_claim(w, HY__FIRED_CANCEL))
-      hy__wait_wake(w);
+      self = 1;
   }
-  if (deadline != HY_FOREVER) {
+  if (!self && deadline != HY_FOREVER) {
     hy__worker *wk = t->worker;
-    if (deadline <= hy_now()) {
-      if (hy__wait_claim(w, HY__FIRED_TIMEOUT))
-        hy__wait_wake(w);
-    } else if (hy__timer_arm(wk, &t->timer, deadline, w) != 0) {
-      /* No memory for the heap slot: fail the wait as a time-out rather
-       * than sleeping forever. */
-      if (hy__wait_claim(w, HY__FIRED_TIMEOUT))
-        hy__wait_wake(w);
+    /* No memory for the heap slot: fail the wait as a time-out rather
+     * than sleeping forever. */
+    if (deadline <= hy_now() ||
+        hy__timer_arm(wk, &t->timer, deadline, w) != 0) {
+      if (hy__wait_claim(w, HY__FIRED_TIMEOUT)) {
+        if (quiet)
+          self = 1;
+        else
+          hy__wait_wake(w);
+      }
     }
   }
-  /* For the task dump only: the worker's coarse clock, not a clock read
-   * on every park (see hy__worker.clock). */
-  atomic_store_explicit(&t->await_since, t->worker->clock,
-                        memory_order_relaxed);
-  hy__park(t);
+  if (!self) {
+    /* For the task dump only: the worker's coarse clock, not a clock read
+     * on every park (see hy__worker.clock). */
+    atomic_store_explicit(&t->await_since, t->worker->clock,
+                          memory_order_relaxed);
+    if (quiet)
+      hy__park_quiet(t);
+    else
+      hy__park(t);
+  }
   if (deadline != HY_FOREVER)
     hy__timer_disarm(&t->timer);
   /* A wait a cancel finds through cur_wait is on the stack: take it away

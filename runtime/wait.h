@@ -118,7 +118,18 @@ int hy__wait_init(hy__wait *w, hy_runtime_t *rt);
  * hy__wait_fini.  To block, the owner opens it (hy__wait_open) under the
  * object locks before its waiters become visible, drops the locks and
  * parks.  A cancel that came meanwhile is not lost: the park looks at the
- * task's cancel flag again, after a fence. */
+ * task's cancel flag again, and a cancel that found the wait not open yet
+ * runs a process-wide barrier (hy__heavy_barrier) and tries again, so one
+ * of the two sees the other (where the system has no such barrier, the
+ * park fences instead: hy_runtime.park_fence).
+ *
+ * A task parks for its quiet wait without a compare-and-swap: its
+ * switch-out marks it parked with a plain store, and the wait's claimer -
+ * the one party that wakes it - waits for that mark (hy__task_wake_quiet,
+ * runtime/sched.c).  So nothing may claim an open quiet wait of a task
+ * from the task itself, and a claimer must not hold a lock that the
+ * waiter takes between opening the wait and switching out (it takes
+ * none but its own worker's timer and queue locks and the stack cache's). */
 int hy__wait_init_quiet(hy__wait **out, hy__wait *own, hy_runtime_t *rt);
 
 /* Makes a quiet wait claimable (-> HY__WAITING).  Under the lock of every

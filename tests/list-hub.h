@@ -26,7 +26,6 @@ TEST(sigwin_break_and_term_events, T_BACKEND)
 TEST(sigwin_unwanted_goes_on, 0)
 TEST(sigwin_shutdown_by_close_event, T_BACKEND)
 TEST(sigwin_errors, 0)
-TEST(sigwin_example_supervisor, 0)
 #endif
 TEST(hub_os_handle_rounds, T_BACKEND)
 TEST(hub_10k_consumers_released_once, T_BACKEND | T_SLOW)
@@ -46,5 +45,4 @@ TEST(signal_counts_survive_bursts, T_BACKEND)
 TEST(signal_sigquit_dumps_tasks, 0)
 TEST(signal_errors, 0)
 TEST(shutdown_by_signal, T_BACKEND)
-TEST(example_supervisor, T_BACKEND)
 #endif

@@ -19,5 +19,7 @@ TEST(port_many_in_flight, T_BACKEND | T_SLOW)
 TEST(port_error_paths, T_BACKEND)
 #ifndef _WIN32
 TEST(port_uring_fallback, 0)
+TEST(port_look_before_block, T_BACKEND)
+TEST(port_associate_accepted, T_BACKEND)
 #endif
 TEST(port_io_await, T_BACKEND)

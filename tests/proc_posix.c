@@ -134,3 +134,76 @@ int proc_ncpu(void) {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   return n > 0 ? (int)n : 1;
 }
+
+/* ------------------------------------------------------------ examples */
+
+const char *test_exe(void);
+
+/* The path of prog next to the test binary. */
+static void example_path(char *buf, size_t cap, const char *prog) {
+  snprintf(buf, cap, "%s", test_exe());
+  char *slash = strrchr(buf, '/');
+  size_t at = slash ? (size_t)(slash + 1 - buf) : 0;
+  snprintf(buf + at, cap - at, "%s", prog);
+}
+
+int ex_start(ex_proc_t *p, const char *prog, const char *args) {
+  char exe[1024], words[256];
+  example_path(exe, sizeof exe, prog);
+  snprintf(words, sizeof words, "%s", args ? args : "");
+  char *argv[16] = {exe};
+  int argc = 1;
+  for (char *w = strtok(words, " "); w && argc < 15; w = strtok(NULL, " "))
+    argv[argc++] = w;
+  argv[argc] = NULL;
+  int out[2];
+  if (pipe(out) != 0)
+    return -1;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 2);
+  posix_spawn_file_actions_addclose(&fa, out[0]);
+  posix_spawn_file_actions_addclose(&fa, out[1]);
+  pid_t pid;
+  int rc = posix_spawn(&pid, exe, &fa, NULL, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(out[1]);
+  if (rc != 0) {
+    close(out[0]);
+    return -1;
+  }
+  p->handle = pid;
+  p->out = fdopen(out[0], "r");
+  if (!p->out) {
+    close(out[0]);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+  }
+  return 0;
+}
+
+int ex_stop(ex_proc_t *p, int sig) {
+  return kill((pid_t)p->handle, sig) == 0 ? 0 : -1;
+}
+
+int ex_wait(ex_proc_t *p) {
+  fclose(p->out);
+  p->out = NULL;
+  int64_t limit = proc_now_ms() + 30000;
+  for (;;) {
+    int st;
+    pid_t r = waitpid((pid_t)p->handle, &st, WNOHANG);
+    if (r == (pid_t)p->handle)
+      return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    if (r < 0 && errno != EINTR)
+      return -1;
+    if (proc_now_ms() > limit) {
+      kill((pid_t)p->handle, SIGKILL);
+      waitpid((pid_t)p->handle, &st, 0);
+      return -1;
+    }
+    proc_sleep_ms(5);
+  }
+}

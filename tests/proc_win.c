@@ -5,6 +5,18 @@
 
 #include "runner.h"
 
+/* Runs the command line cmd with stdout and stderr going to out. */
+static BOOL start_with_output(char *cmd, HANDLE out, PROCESS_INFORMATION *pi) {
+  STARTUPINFOA si;
+  ZeroMemory(&si, sizeof si);
+  si.cb = sizeof si;
+  si.dwFlags = STARTF_USESTDHANDLES;
+  si.hStdInput = GetStdHandle(STD_INPUT_HANDLE);
+  si.hStdOutput = out;
+  si.hStdError = out;
+  return CreateProcessA(NULL, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, pi);
+}
+
 int proc_spawn(proc_t *p, const char *exe, const char *test,
                const char *backend, const char *outpath) {
   SECURITY_ATTRIBUTES sa = {sizeof sa, NULL, TRUE};
@@ -14,19 +26,11 @@ int proc_spawn(proc_t *p, const char *exe, const char *test,
     return -1;
   char cmd[2048];
   snprintf(cmd, sizeof cmd, "\"%s\" --run %s", exe, test);
-  STARTUPINFOA si;
   PROCESS_INFORMATION pi;
-  ZeroMemory(&si, sizeof si);
-  si.cb = sizeof si;
-  si.dwFlags = STARTF_USESTDHANDLES;
-  si.hStdInput = GetStdHandle(STD_INPUT_HANDLE);
-  si.hStdOutput = out;
-  si.hStdError = out;
   /* The runner is single-threaded: setting the variable just for this
    * spawn is safe, and the child inherits it. */
   SetEnvironmentVariableA("HYDRA_BACKEND", backend);
-  BOOL ok = CreateProcessA(NULL, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si,
-                           &pi);
+  BOOL ok = start_with_output(cmd, out, &pi);
   SetEnvironmentVariableA("HYDRA_BACKEND", NULL);
   CloseHandle(out);
   if (!ok)
@@ -87,4 +91,76 @@ int proc_ncpu(void) {
   SYSTEM_INFO si;
   GetSystemInfo(&si);
   return si.dwNumberOfProcessors > 0 ? (int)si.dwNumberOfProcessors : 1;
+}
+
+/* ------------------------------------------------------------ examples */
+
+#include <fcntl.h>
+#include <io.h>
+
+const char *test_exe(void);
+
+static BOOL WINAPI ignore_ctrl(DWORD ev) {
+  (void)ev;
+  return TRUE; /* the Ctrl+C is for the example, not for the test */
+}
+
+int ex_start(ex_proc_t *p, const char *prog, const char *args) {
+  /* A console of the test's own, shared with the example only. */
+  FreeConsole();
+  if (!AllocConsole()) {
+    fprintf(stderr, "AllocConsole failed: %lu\n", GetLastError());
+    return -2;
+  }
+  SetConsoleCtrlHandler(NULL, FALSE); /* Ctrl+C is not ignored */
+  SetConsoleCtrlHandler(ignore_ctrl, TRUE);
+  char exe[MAX_PATH];
+  snprintf(exe, sizeof exe, "%s", test_exe());
+  char *slash = strrchr(exe, '/'), *bs = strrchr(exe, '\\');
+  if (!slash || (bs && bs > slash))
+    slash = bs;
+  size_t at = slash ? (size_t)(slash + 1 - exe) : 0;
+  snprintf(exe + at, sizeof exe - at, "%s.exe", prog);
+  SECURITY_ATTRIBUTES sa = {sizeof sa, NULL, TRUE};
+  HANDLE rd, wr;
+  if (!CreatePipe(&rd, &wr, &sa, 0))
+    return -1;
+  SetHandleInformation(rd, HANDLE_FLAG_INHERIT, 0);
+  PROCESS_INFORMATION pi;
+  char cmd[1400];
+  snprintf(cmd, sizeof cmd, "\"%s\" %s", exe, args ? args : "");
+  BOOL ok = start_with_output(cmd, wr, &pi);
+  CloseHandle(wr);
+  if (!ok) {
+    CloseHandle(rd);
+    return -1;
+  }
+  CloseHandle(pi.hThread);
+  p->handle = (intptr_t)pi.hProcess;
+  p->out = _fdopen(_open_osfhandle((intptr_t)rd, _O_RDONLY), "r");
+  if (!p->out) {
+    TerminateProcess(pi.hProcess, 255);
+    CloseHandle(pi.hProcess);
+    return -1;
+  }
+  return 0;
+}
+
+int ex_stop(ex_proc_t *p, int sig) {
+  (void)p;
+  (void)sig;
+  return GenerateConsoleCtrlEvent(CTRL_C_EVENT, 0) ? 0 : -1;
+}
+
+int ex_wait(ex_proc_t *p) {
+  fclose(p->out);
+  p->out = NULL;
+  HANDLE h = (HANDLE)p->handle;
+  DWORD w = WaitForSingleObject(h, 30000);
+  if (w != WAIT_OBJECT_0)
+    TerminateProcess(h, 255);
+  DWORD code = 255;
+  GetExitCodeProcess(h, &code);
+  CloseHandle(h);
+  return w == WAIT_OBJECT_0 ? (int)code : -1;
 }

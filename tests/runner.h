@@ -4,6 +4,7 @@
 #define HYDRA_TEST_RUNNER_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 typedef struct proc {
   intptr_t handle; /* pid on POSIX, HANDLE on Windows */
@@ -33,5 +34,28 @@ void proc_sleep_ms(int ms);
 const char *proc_self_exe(const char *argv0);
 const char *proc_tmpdir(void);
 int proc_ncpu(void);
+
+/* An example program run by a test: <prog> (prog.exe on Windows) next to
+ * the test binary, started with the space-separated arguments args, its
+ * stdout and stderr read line by line from out. */
+typedef struct ex_proc {
+  intptr_t handle; /* pid on POSIX, the process HANDLE on Windows */
+  FILE *out;
+} ex_proc_t;
+
+/* Returns 0, -1 if the program could not be started, or -2 on Windows if
+ * the test could not take a console of its own (ex_stop's Ctrl+C must
+ * reach only the test and its child: the caller skips). */
+int ex_start(ex_proc_t *p, const char *prog, const char *args);
+
+/* Asks the example to stop: signal sig on POSIX; on Windows a Ctrl+C
+ * (SIGINT), the one console event a process can raise in another, which
+ * the test's own handler ignores.  Returns 0 or -1. */
+int ex_stop(ex_proc_t *p, int sig);
+
+/* Closes out, waits for the example (killing it after 30 s) and returns
+ * its exit code (128+signal for a signal death on POSIX), -1 after the
+ * time-out. */
+int ex_wait(ex_proc_t *p);
 
 #endif

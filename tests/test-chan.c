@@ -4,6 +4,7 @@
 
 #include "compat.h"
 #include "hydra.h"
+#include "runtime/internal.h" /* rt->park_fence */
 #include "test.h"
 
 static hy_runtime_t *new_rt(int workers) {
@@ -1156,6 +1157,113 @@ TEST_IMPL(select_task_and_terminate_arms) {
   return 0;
 }
 
+/* A task arm names the task's slot and generation: a handle joined or
+ * detached elsewhere - before the select, or while it waits - never lets
+ * the select touch a block that is gone.  It fires with the result if the
+ * end was seen, HY_ESTALE if the task was gone first.  ASan (cached task
+ * blocks are poisoned) catches any use of a released block. */
+typedef struct {
+  hy_runtime_t *rt;
+  hy_chan_t *go;
+  hy_chan_t *never;
+  hy_task_t b;
+  intptr_t want;
+  int rc, result, yields;
+  void *res;
+} armx_t;
+
+static void *arm_ender(void *p) {
+  armx_t *x = p;
+  int v;
+  if (hy_chan_recv(x->go, &v) < 0)
+    return NULL;
+  for (int i = 0; i < x->yields; i++)
+    hy_yield(x->rt);
+  return (void *)x->want;
+}
+
+static void *arm_selector(void *p) {
+  armx_t *x = p;
+  int v;
+  hy_arm_t a[2] = {hy_arm_recv(x->never, &v), hy_arm_task(x->rt, x->b, &x->res)};
+  for (int i = 0; i < x->yields; i++)
+    hy_yield(x->rt);
+  x->rc = hy_select(x->rt, a, 2);
+  x->result = a[1].result;
+  return NULL;
+}
+
+TEST_IMPL(select_task_arm_outlives_handle) {
+  enum { N = 400 };
+  hy_runtime_t *rt = new_rt(2);
+  hy_chan_t *never = new_chan(rt, sizeof(int), 0);
+  /* One record per round: a detached ender may outlive its round. */
+  armx_t *xs = calloc(N, sizeof *xs);
+  ASSERT(xs != NULL);
+  int fired = 0, stale = 0;
+  for (int it = 0; it < N; it++) {
+    armx_t *x = &xs[it];
+    *x = (armx_t){rt, new_chan(rt, sizeof(int), 1), never, {0}, it + 1, -1,
+                  -1, (int)(test_rand() % 8), NULL};
+    x->b = spawn(rt, arm_ender, x);
+    int mode = (int)(test_rand() % 3); /* detach, join elsewhere, keep */
+    hy_task_t a = spawn(rt, arm_selector, x);
+    if (test_rand() % 2)
+      hy_sleep(rt, (int64_t)(test_rand() % 50000));
+    int v = 0;
+    if (mode == 0)
+      ASSERT_OK(hy_task_detach(rt, x->b));
+    ASSERT_OK(hy_chan_send(x->go, &v));
+    if (mode == 1)
+      ASSERT_EQ(join(rt, x->b), it + 1);
+    ASSERT_EQ(join(rt, a), 0);
+    ASSERT_EQ(x->rc, 1);
+    if (x->result == 0) {
+      ASSERT_EQ((intptr_t)x->res, it + 1);
+      fired++;
+    } else {
+      ASSERT_EQ(x->result, HY_ESTALE);
+      ASSERT(mode != 2);
+      stale++;
+    }
+    if (mode == 2)
+      ASSERT_EQ(join(rt, x->b), it + 1);
+  }
+  ASSERT_EQ(fired + stale, N);
+  fprintf(stderr, "task arm: %d fired, %d stale\n", fired, stale);
+
+  /* Made from a stale or detached handle: HY_ESTALE at once. */
+  hy_task_t bogus = {((uint64_t)7 << 32) | 12345u};
+  void *res = NULL;
+  int v;
+  hy_arm_t s1[2] = {hy_arm_recv(never, &v), hy_arm_task(rt, bogus, &res)};
+  ASSERT_EQ(hy_select(rt, s1, 2), 1);
+  ASSERT_EQ(s1[1].result, HY_ESTALE);
+  hy_chan_t *go = new_chan(rt, sizeof(int), 1);
+  armx_t y = {rt, go, never, {0}, 5, -1, -1, 0, NULL};
+  y.b = spawn(rt, arm_ender, &y);
+  ASSERT_OK(hy_task_detach(rt, y.b));
+  hy_arm_t s2[2] = {hy_arm_recv(never, &v), hy_arm_task(rt, y.b, &res)};
+  ASSERT_EQ(hy_select(rt, s2, 2), 1);
+  ASSERT_EQ(s2[1].result, HY_ESTALE);
+  v = 0;
+  ASSERT_OK(hy_chan_send(go, &v));
+  y.b = spawn(rt, arm_ender, &y);
+  ASSERT_OK(hy_chan_send(go, &v));
+  ASSERT_EQ(join(rt, y.b), 5);
+  hy_arm_t s3[2] = {hy_arm_recv(never, &v), hy_arm_task(rt, y.b, &res)};
+  ASSERT_EQ(hy_select(rt, s3, 2), 1);
+  ASSERT_EQ(s3[1].result, HY_ESTALE);
+
+  close_rt(rt); /* the detached enders are gone after this */
+  for (int it = 0; it < N; it++)
+    hy_chan_release(xs[it].go);
+  free(xs);
+  hy_chan_release(go);
+  hy_chan_release(never);
+  return 0;
+}
+
 /* ------------------------------------------- random-timing select stress */
 
 typedef struct {
@@ -1633,6 +1741,25 @@ TEST_IMPL(chan_cancel_races_wait_start) {
   return 0;
 }
 
+/* The same where the system has no process-wide barrier: each park for a
+ * quiet wait fences before it looks at its cancel flag, and a cancel does
+ * not run the barrier (rt->park_fence). */
+TEST_IMPL(chan_cancel_races_wait_start_fenced) {
+  hy_runtime_t *rt = new_rt(2);
+  rt->park_fence = 1; /* before any task parks */
+  hy_chan_t *c = new_chan(rt, sizeof(int), 0);
+  uint64_t seed = test_rand();
+  hy_time_t end = hy_deadline_in(HY_SEC(20));
+  for (int r = 0; r < 4000 && hy_now() < end; r++)
+    ASSERT_OK(cancel_round(rt, c, &seed, 0));
+  cr_task_t x = {rt, c, test_rand(), 2000};
+  ASSERT_EQ(join(rt, spawn(rt, cancel_rounds, &x)), 0);
+  ASSERT_EQ(hy_chan_len(c), 0);
+  hy_chan_release(c);
+  close_rt(rt);
+  return 0;
+}
+
 /* ------------------------------------- floating-point modes per task */
 
 #include <fenv.h>
@@ -1682,5 +1809,232 @@ TEST_IMPL(chan_tasks_keep_fp_modes) {
   hy_chan_release(a);
   hy_chan_release(b);
   close_rt(rt);
+  return 0;
+}
+
+/* ------------------------- wakes racing the waiter's switch-out */
+
+/* A task parked for a channel operation is marked parked by a plain store
+ * once its registers are saved, and its waker - on another worker or
+ * outside the runtime - waits for that mark before it makes it runnable
+ * (hy__task_wake_quiet).  Pairs bounce a value over unbuffered channels
+ * across the two workers and with a foreign thread, so that wakes come
+ * while their waiter is still switching out; some receives carry a
+ * deadline close enough to race the wake.  A lost wake hangs the test, a
+ * waiter resumed half-saved crashes it, and every value must arrive once,
+ * in order. */
+typedef struct {
+  hy_runtime_t *rt;
+  hy_chan_t *to, *from;
+  int rounds;
+  int first;    /* sends first */
+  uint64_t seed;
+  int bad;
+  int timeouts; /* receives that timed out (and were retried) */
+} qw_t;
+
+static int qw_recv(qw_t *x, int *v) {
+  for (;;) {
+    int rc;
+    if (rnd(&x->seed) % 4 == 0)
+      rc = hy_chan_recv_until(x->from, v,
+                              hy_deadline_in((int64_t)(rnd(&x->seed) % 3000)));
+    else
+      rc = hy_chan_recv(x->from, v);
+    if (rc != HY_ETIMEDOUT)
+      return rc;
+    x->timeouts++;
+  }
+}
+
+/* The first side sends i and expects i + 1 back; the second receives i
+ * and sends i + 1. */
+static void *qw_task(void *p) {
+  qw_t *x = p;
+  if (x->first) {
+    for (int i = 0; i < x->rounds; i++) {
+      int v = 2 * i;
+      if (hy_chan_send(x->to, &v) != 0)
+        x->bad++;
+      if (qw_recv(x, &v) != 0 || v != 2 * i + 1)
+        x->bad++;
+      if (rnd(&x->seed) % 64 == 0)
+        for (volatile int k = 0; k < (int)(rnd(&x->seed) % 2000); k++)
+          ;
+    }
+  } else {
+    for (int i = 0; i < x->rounds; i++) {
+      int v;
+      if (qw_recv(x, &v) != 0 || v != 2 * i)
+        x->bad++;
+      v++;
+      if (hy_chan_send(x->to, &v) != 0)
+        x->bad++;
+    }
+  }
+  return NULL;
+}
+
+static void *qw_thread(void *p) {
+  qw_task(p);
+  return NULL;
+}
+
+TEST_IMPL(chan_wake_races_switch_out) {
+  hy_runtime_t *rt = new_rt(2);
+  enum { PAIRS = 3, ROUNDS = 20000 };
+  hy_chan_t *c[PAIRS + 1][2];
+  qw_t x[PAIRS + 1][2];
+  hy_task_t t[PAIRS + 1][2];
+  for (int p = 0; p <= PAIRS; p++) {
+    c[p][0] = new_chan(rt, sizeof(int), 0);
+    c[p][1] = new_chan(rt, sizeof(int), 0);
+    for (int s = 0; s < 2; s++)
+      x[p][s] = (qw_t){rt, c[p][s], c[p][1 - s], ROUNDS, s == 0, test_rand(),
+                       0, 0};
+  }
+  /* Pair PAIRS: a foreign thread against a task. */
+  pthread_t th;
+  ASSERT(pthread_create(&th, NULL, qw_thread, &x[PAIRS][0]) == 0);
+  t[PAIRS][1] = spawn(rt, qw_task, &x[PAIRS][1]);
+  for (int p = 0; p < PAIRS; p++)
+    for (int s = 0; s < 2; s++)
+      t[p][s] = spawn(rt, qw_task, &x[p][s]);
+  for (int p = 0; p < PAIRS; p++)
+    for (int s = 0; s < 2; s++)
+      join(rt, t[p][s]);
+  join(rt, t[PAIRS][1]);
+  pthread_join(th, NULL);
+  for (int p = 0; p <= PAIRS; p++) {
+    for (int s = 0; s < 2; s++)
+      ASSERT_EQ(x[p][s].bad, 0);
+    hy_chan_release(c[p][0]);
+    hy_chan_release(c[p][1]);
+  }
+  close_rt(rt);
+  return 0;
+}
+
+/* ------------------------------ the shutdown's cancel of opening waits */
+
+/* The shutdown cancels every task at once: one process-wide barrier for
+ * all of them, after their flags are set (hy__cancel_all).  Receivers that
+ * keep starting receives and selects without a deadline, fed by senders,
+ * are caught at every point of their start when the cancel comes - many
+ * between the check of their flag and their park.  All must end,
+ * cancelled: one that slept through its cancel would never wake. */
+typedef struct {
+  hy_chan_t *c;
+  hy_runtime_t *rt;
+  uint64_t seed;
+  int sender;
+  atomic_int *ended;
+} sd_t;
+
+static void *sd_task(void *p) {
+  sd_t *x = p;
+  int v = 0, rc = 0;
+  while (rc != HY_ECANCELED) {
+    for (volatile int k = 0; k < (int)(rnd(&x->seed) % 500); k++)
+      ;
+    if (x->sender) {
+      rc = hy_chan_send(x->c, &v);
+    } else if (rnd(&x->seed) % 2) {
+      rc = hy_chan_recv(x->c, &v);
+    } else {
+      hy_arm_t a[2] = {hy_arm_recv(x->c, &v), hy_arm_recv(x->c, &v)};
+      rc = hy_select(x->rt, a, 2);
+    }
+  }
+  atomic_fetch_add(x->ended, 1);
+  return NULL;
+}
+
+TEST_IMPL(chan_shutdown_cancels_opening_waits) {
+  for (int round = 0; round < 20; round++) {
+    hy_runtime_t *rt = new_rt(2);
+    hy_chan_t *c = new_chan(rt, sizeof(int), 0);
+    enum { N = 64 };
+    sd_t x[N];
+    atomic_int ended = 0;
+    for (int i = 0; i < N; i++) {
+      x[i] = (sd_t){c, rt, test_rand(), i % 4 == 0, &ended};
+      hy_task_t t;
+      ASSERT_OK(hy_task_spawn(rt, sd_task, &x[i], NULL, &t));
+      ASSERT_OK(hy_task_detach(rt, t));
+    }
+    usleep(1000 * (1 + (int)(test_rand() % 5)));
+    /* No grace: straight to the cancel, while they run. */
+    ASSERT_OK(hy_runtime_shutdown(rt, 0));
+    ASSERT_EQ(atomic_load(&ended), N);
+    ASSERT_OK(hy_runtime_close(rt));
+    hy_chan_release(c);
+  }
+  return 0;
+}
+
+/* ------------------------------- an awaitable that fires as it queues */
+
+/* An awaitable whose enqueue completes the waiter at once breaks the
+ * contract of select (enqueue must not fire), but the task must not hang
+ * for it: it claimed its own quiet wait before switching out, and its
+ * switch-out notices and runs it again (hy__task_wake_quiet).  Against two
+ * workers too, where the select's waiter may be woken by nobody else. */
+static hy__lock_t *eager_lock(void *obj) { return (hy__lock_t *)obj; }
+
+static int eager_try(void *obj, hy_arm_t *arm, int *result) {
+  (void)obj;
+  (void)arm;
+  (void)result;
+  return 0; /* never ready when asked */
+}
+
+static void eager_enqueue(void *obj, hy_arm_t *arm, hy__waiter *w) {
+  (void)obj;
+  (void)arm;
+  if (hy__wait_claim(w->wait, w->arm)) {
+    w->wait->result = 7;
+    hy__wait_wake(w->wait);
+  }
+}
+
+static void eager_dequeue(void *obj, hy_arm_t *arm, hy__waiter *w) {
+  (void)obj;
+  (void)arm;
+  (void)w;
+}
+
+static const struct hy_awaitable eager_awaitable = {
+    "eager", eager_lock, eager_try, eager_enqueue, eager_dequeue};
+
+static void *eager_task(void *p) {
+  hy_runtime_t *rt = p;
+  hy__lock_t lock = {0};
+  hy_chan_t *c = NULL;
+  if (hy_chan_new(rt, sizeof(int), 0, &c) != 0)
+    return (void *)(intptr_t)-1;
+  int v, bad = 0;
+  for (int i = 0; i < 2000; i++) {
+    hy_arm_t a[2] = {hy_arm_recv(c, &v),
+                     hy__arm_make(&eager_awaitable, HY_ARM_OBJECT, &lock,
+                                  NULL, 1)};
+    int k = hy_select(rt, a, 2);
+    if (k != 1 || a[1].result != 7)
+      bad++;
+  }
+  hy_chan_release(c);
+  return (void *)(intptr_t)bad;
+}
+
+TEST_IMPL(select_arm_firing_in_enqueue) {
+  for (int workers = 1; workers <= 2; workers++) {
+    hy_runtime_t *rt = new_rt(workers);
+    hy_task_t t[2];
+    for (int i = 0; i < 2; i++)
+      t[i] = spawn(rt, eager_task, rt);
+    for (int i = 0; i < 2; i++)
+      ASSERT_EQ(join(rt, t[i]), 0);
+    close_rt(rt);
+  }
   return 0;
 }

@@ -2,9 +2,11 @@
  * examples sit next to the test binary (build/<config>/). */
 #define _GNU_SOURCE
 #include <libgen.h>
+#include <signal.h>
 
 #include "hydra.h"
 #include "compat.h"
+#include "runner.h"
 #include "test.h"
 
 /* Runs `<dir of the test binary>/<cmd>` with a shell, capturing output. */
@@ -60,5 +62,56 @@ TEST_IMPL(example_game_loop) {
   ASSERT(strstr(out, "polling the runtime's OS handle") != NULL);
   ASSERT(strstr(out, "physics steps 30, bot moves 8, datagrams sent 30, "
                      "received 30") != NULL);
+  return 0;
+}
+
+/* examples/supervisor: seed 002's supervisor stops on SIGTERM (on Windows
+ * on a real Ctrl+C, SIGINT) once it has checked its workers' heartbeats,
+ * through the shutdown phases in order, losing no job. */
+TEST_IMPL(example_supervisor) {
+#ifdef _WIN32
+  const int sig = SIGINT;
+  const char *said = "received SIGINT: shutting down";
+#else
+  const int sig = SIGTERM;
+  const char *said = "received SIGTERM: shutting down";
+#endif
+  ex_proc_t p;
+  int rc = ex_start(&p, "supervisor", "4");
+  if (rc == -2)
+    RETURN_SKIP("no console of its own for the example's Ctrl+C");
+  ASSERT_EQ(rc, 0);
+  static char all[16384];
+  size_t len = 0;
+  char line[512];
+  int sent = 0;
+  while (fgets(line, sizeof line, p.out)) {
+    fprintf(stderr, "| %s", line);
+    size_t l = strlen(line);
+    if (len + l < sizeof all) {
+      memcpy(all + len, line, l + 1);
+      len += l;
+    }
+    /* Once it has checked heartbeats with every worker alive, stop it. */
+    if (!sent && strstr(line, "heartbeats: 4 of 4 workers alive") &&
+        strstr(all, "subscribed")) {
+      ASSERT_OK(ex_stop(&p, sig));
+      sent = 1;
+    }
+  }
+  ASSERT_EQ(ex_wait(&p), 0);
+  ASSERT(sent);
+  ASSERT(strstr(all, said) != NULL);
+  const char *order[] = {"phase quiesce", "phase drain", "phase cancel",
+                         "phase finalize"};
+  const char *at = all;
+  for (int i = 0; i < 4; i++) {
+    const char *q = strstr(at, order[i]);
+    ASSERT(q != NULL);
+    at = q;
+  }
+  ASSERT(strstr(all, "all 4 workers stopped") != NULL);
+  ASSERT(strstr(all, "jobs lost: 0") != NULL);
+  ASSERT(strstr(all, "tasks cancelled: 0") != NULL);
   return 0;
 }

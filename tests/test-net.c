@@ -25,6 +25,7 @@
 #include "alloc/mem.h"
 #include "runtime/port.h"
 #include "runtime/wait.h"
+#include "runner.h"
 #include "test.h"
 
 static hy_runtime_t *new_rt(int workers) {
@@ -2709,53 +2710,19 @@ TEST_IMPL(net_server_shutdown_1000) {
 
 /* ------------------------------------------------------------- examples */
 
-#ifdef _WIN32
-#include <fcntl.h>
-#include <io.h>
-
-static BOOL WINAPI keep_going(DWORD ev) {
-  (void)ev;
-  return TRUE; /* the Ctrl+C is for the example, not for this test */
-}
-
-/* The Windows twin of the one below: the example shares a console of this
- * test's own, and Ctrl+C (GenerateConsoleCtrlEvent) stops it. */
+/* Starts build/<config>/<prog> 0 127.0.0.1 (any port), reads its
+ * "listening on ADDR" line, echoes through it, stops it with SIGINT (a
+ * Ctrl+C on Windows) and checks it reports a clean stop. */
 static void example_echo(const char *prog) {
-  FreeConsole();
-  if (!AllocConsole()) {
-    fprintf(stderr, "SKIP: no console of its own for GenerateConsoleCtrlEvent\n");
+  ex_proc_t p;
+  int rc = ex_start(&p, prog, "0 127.0.0.1");
+  if (rc == -2) {
+    fprintf(stderr, "SKIP: no console of its own for the example's Ctrl+C\n");
     exit(TEST_SKIP);
   }
-  SetConsoleCtrlHandler(NULL, FALSE);
-  SetConsoleCtrlHandler(keep_going, TRUE);
-  char exe[1024];
-  snprintf(exe, sizeof exe, "%s", test_exe());
-  char *slash = strrchr(exe, '/'), *bs = strrchr(exe, '\\');
-  if (!slash || (bs && bs > slash))
-    slash = bs;
-  ASSERT(slash);
-  snprintf(slash + 1, sizeof exe - (size_t)(slash + 1 - exe), "%s.exe", prog);
-  SECURITY_ATTRIBUTES sa = {sizeof sa, NULL, TRUE};
-  HANDLE rd, wr;
-  ASSERT(CreatePipe(&rd, &wr, &sa, 0));
-  SetHandleInformation(rd, HANDLE_FLAG_INHERIT, 0);
-  STARTUPINFOA si;
-  memset(&si, 0, sizeof si);
-  si.cb = sizeof si;
-  si.dwFlags = STARTF_USESTDHANDLES;
-  si.hStdInput = GetStdHandle(STD_INPUT_HANDLE);
-  si.hStdOutput = wr;
-  si.hStdError = wr;
-  PROCESS_INFORMATION pi;
-  char cmd[1200];
-  snprintf(cmd, sizeof cmd, "\"%s\" 0 127.0.0.1", exe);
-  ASSERT(CreateProcessA(NULL, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, &pi));
-  CloseHandle(wr);
-  CloseHandle(pi.hThread);
-  FILE *f = _fdopen(_open_osfhandle((intptr_t)rd, _O_RDONLY), "r");
-  ASSERT(f);
+  ASSERT_EQ(rc, 0);
   char line[512] = "";
-  ASSERT(fgets(line, sizeof line, f));
+  ASSERT(fgets(line, sizeof line, p.out));
   fprintf(stderr, "%s", line);
   char *at = strstr(line, "listening on ");
   ASSERT(at);
@@ -2773,79 +2740,16 @@ static void example_echo(const char *prog) {
     ASSERT(memcmp(msg, back, sizeof msg) == 0);
     sock_close(fd);
   }
-  ASSERT(GenerateConsoleCtrlEvent(CTRL_C_EVENT, 0));
+  ASSERT_OK(ex_stop(&p, SIGINT));
   int saw_stop = 0;
-  while (fgets(line, sizeof line, f)) {
+  while (fgets(line, sizeof line, p.out)) {
     fprintf(stderr, "%s", line);
     if (strstr(line, "stopped after 3 connections, 9000 bytes echoed"))
       saw_stop = 1;
   }
-  fclose(f);
-  ASSERT_EQ(WaitForSingleObject(pi.hProcess, 20000), WAIT_OBJECT_0);
-  DWORD code = 1;
-  ASSERT(GetExitCodeProcess(pi.hProcess, &code));
-  CloseHandle(pi.hProcess);
-  ASSERT_EQ(code, 0);
+  ASSERT_EQ(ex_wait(&p), 0);
   ASSERT(saw_stop);
 }
-#else
-
-/* Starts build/<config>/<prog> 0 (any port), reads its "listening on ADDR"
- * line, echoes through it, stops it with SIGINT and checks it reports a
- * clean stop. */
-static void example_echo(const char *prog) {
-  char exe[1024];
-  snprintf(exe, sizeof exe, "%s", test_exe());
-  char *slash = strrchr(exe, '/');
-  ASSERT(slash);
-  snprintf(slash + 1, sizeof exe - (size_t)(slash + 1 - exe), "%s", prog);
-  int out[2];
-  ASSERT_EQ(pipe(out), 0);
-  pid_t pid = fork();
-  ASSERT(pid >= 0);
-  if (pid == 0) {
-    dup2(out[1], 1);
-    dup2(out[1], 2);
-    close(out[0]);
-    execl(exe, prog, "0", "127.0.0.1", (char *)NULL);
-    _exit(127);
-  }
-  close(out[1]);
-  FILE *f = fdopen(out[0], "r");
-  char line[512] = "";
-  ASSERT(fgets(line, sizeof line, f));
-  fprintf(stderr, "%s", line);
-  char *at = strstr(line, "listening on ");
-  ASSERT(at);
-  char addr[HY_ADDRSTRLEN];
-  ASSERT_EQ(sscanf(at + 13, "%63s", addr), 1);
-  hy_addr_t a;
-  ASSERT_OK(hy_addr_parse(addr, &a));
-  for (int k = 0; k < 3; k++) {
-    int fd = raw_connect(&a);
-    ASSERT(fd >= 0);
-    unsigned char msg[3000], back[3000];
-    fill(msg, sizeof msg, (unsigned)k);
-    raw_write(fd, msg, sizeof msg);
-    raw_read(fd, back, sizeof back);
-    ASSERT(memcmp(msg, back, sizeof msg) == 0);
-    sock_close(fd);
-  }
-  ASSERT_EQ(kill(pid, SIGINT), 0);
-  int saw_stop = 0;
-  while (fgets(line, sizeof line, f)) {
-    fprintf(stderr, "%s", line);
-    if (strstr(line, "stopped after 3 connections, 9000 bytes echoed"))
-      saw_stop = 1;
-  }
-  fclose(f);
-  int status;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  ASSERT(saw_stop);
-}
-
-#endif
 
 TEST_IMPL(net_example_echo_server) {
   example_echo("echo_server");

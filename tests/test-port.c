@@ -25,6 +25,9 @@
 #include "hydra.h"
 #include "runtime/internal.h"
 #include "runtime/port.h"
+#ifndef _WIN32
+#include "runtime/linux/port_linux.h"
+#endif
 #include "test.h"
 
 #define LIMIT HY_SEC(10) /* generous bound on anything that must happen */
@@ -1533,6 +1536,202 @@ TEST_IMPL(port_uring_fallback) {
   return 0;
 }
 
+#endif
+
+#ifndef _WIN32
+/* ------------------------------------------------ looking before blocking */
+
+typedef struct {
+  hy__port *p;
+  int c;             /* the client end: the peer sends on it */
+  hy__op post;
+  atomic_int round;  /* the round the owner waits in */
+  atomic_int stop;
+  atomic_int done;   /* the last round the peer acted in */
+} look_t;
+
+/* In each round, after a random pause of 0-60 us (often inside the
+ * owner's look, sometimes after it, in the block): a post, a wake, or a
+ * byte for the owner's pending recv, by turns. */
+static void *look_peer(void *arg) {
+  look_t *a = arg;
+  uint64_t seed = test_rand();
+  for (int r = 0;; r++) {
+    for (unsigned spins = 0; atomic_load(&a->round) != r; spins++) {
+      if (atomic_load(&a->stop))
+        return NULL;
+      if (spins > 100000)
+        hy__thread_yield(); /* the owner is not running: let it */
+    }
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    int64_t until = hy_now() + (int64_t)(seed >> 33) % HY_US(60);
+    while (hy_now() < until) {
+    }
+    switch (r % 3) {
+    case 0:
+      op_init(&a->post, HY__OP_POST, -1);
+      hy__port_post(a->p, &a->post);
+      break;
+    case 1:
+      hy__port_wake(a->p);
+      break;
+    default:
+      ASSERT_EQ(send(a->c, "x", 1, MSG_NOSIGNAL), 1);
+      break;
+    }
+    atomic_store(&a->done, r);
+  }
+}
+
+TEST_IMPL(port_look_before_block) {
+  hy__port *p;
+  OPEN_PORT(p);
+  hy__op *ops[4];
+  /* A fresh port has never blocked briefly: it blocks at once, and a
+   * timed wait is never early. */
+  int64_t t0 = hy_now();
+  ASSERT_EQ(hy__port_wait(p, ops, 4, HY_MS(3)), 0);
+  ASSERT(hy_now() - t0 >= HY_MS(3));
+  ASSERT_EQ(p->spins, 0);
+  ASSERT_EQ(p->spin, 0);
+  /* A short block turns looking on (a loaded machine may stretch one past
+   * the window: a bounded number of tries). */
+  for (int i = 0; i < 2000 && !p->spin; i++)
+    ASSERT_EQ(hy__port_wait(p, ops, 4, HY_US(5)), 0);
+  ASSERT_EQ(p->spin, 1);
+  /* The next wait that would block looks first, then blocks for the rest
+   * of its time (never early), and that long block turns looking off. */
+  uint64_t s0 = p->spins;
+  t0 = hy_now();
+  ASSERT_EQ(hy__port_wait(p, ops, 4, HY_MS(3)), 0);
+  ASSERT(hy_now() - t0 >= HY_MS(3));
+  ASSERT_EQ(p->spins, s0 + 1);
+  ASSERT_EQ(p->spin, 0);
+  ASSERT_EQ(hy__port_wait(p, ops, 4, HY_MS(1)), 0);
+  ASSERT_EQ(p->spins, s0 + 1); /* off: no look */
+  /* A wait that does not block never looks. */
+  p->spin = 1;
+  ASSERT_EQ(hy__port_wait(p, ops, 4, 0), 0);
+  ASSERT_EQ(p->spins, s0 + 1);
+
+  /* Nothing that comes during a look is lost: posts, wakes and received
+   * data, at random points of the look or of the block after it.  Each
+   * round's wait has no time limit but the test's: only what the peer
+   * does ends it. */
+  look_t a;
+  memset(&a, 0, sizeof a);
+  a.p = p;
+  atomic_init(&a.round, -1);
+  atomic_init(&a.stop, 0);
+  atomic_init(&a.done, -1);
+  int s;
+  tcp_pair(&a.c, &s);
+  ASSERT_OK(hy__port_associate(p, s));
+  char rb[8];
+  hy__op rcv;
+  op_init(&rcv, HY__OP_RECV, s);
+  rcv.buf = rb;
+  rcv.len = sizeof rb;
+  ASSERT_OK(hy__port_start(p, &rcv));
+  pthread_t th;
+  ASSERT_EQ(pthread_create(&th, NULL, look_peer, &a), 0);
+  uint64_t looks0 = p->spins;
+  int64_t end = hy_now() + HY_SEC(2);
+  int r;
+  for (r = 0; r < 3000 && (r < 300 || hy_now() < end); r++) {
+    p->spin = 1; /* this wait looks first */
+    atomic_store(&a.round, r);
+    int64_t until = hy_now() + LIMIT;
+    for (;;) {
+      int n = hy__port_wait(p, ops, 4, LIMIT);
+      ASSERT(n >= 0);
+      ASSERT(hy_now() < until);
+      if (r % 3 == 1) {
+        ASSERT_EQ(n, 0); /* only a wake ends it */
+        break;
+      }
+      if (n == 0)
+        continue; /* the wake of an earlier round's post or wake, late */
+      ASSERT_EQ(n, 1);
+      if (r % 3 == 0) {
+        ASSERT(ops[0] == &a.post);
+        break;
+      }
+      ASSERT(ops[0] == &rcv);
+      ASSERT_EQ(rcv.res, 1);
+      ASSERT_EQ(rb[0], 'x');
+      op_init(&rcv, HY__OP_RECV, s);
+      rcv.buf = rb;
+      rcv.len = sizeof rb;
+      ASSERT_OK(hy__port_start(p, &rcv));
+      break;
+    }
+    while (atomic_load(&a.done) != r)
+      ASSERT(hy_now() < until);
+  }
+  atomic_store(&a.stop, 1);
+  pthread_join(th, NULL);
+  ASSERT(p->spins - looks0 >= (uint64_t)r / 2); /* the looks happened */
+  fprintf(stderr, "%d rounds, %llu looks\n", r,
+          (unsigned long long)(p->spins - looks0));
+  hy__port_forget(p, s);
+  wait_one(p); /* the recv, cancelled */
+  sock_close(a.c);
+  sock_close(s);
+  hy__port_close(p);
+  return 0;
+}
+
+/* A socket from the port's accept (plain or multishot) is non-blocking,
+ * and hy__port_associate_accepted (no system call on io_uring) prepares
+ * it for ops as hy__port_associate does. */
+TEST_IMPL(port_associate_accepted) {
+  hy__port *p;
+  OPEN_PORT(p);
+  struct sockaddr_in la;
+  int l = listener4(&la);
+  ASSERT_OK(hy__port_associate(p, l));
+  ASSERT_ERR(hy__port_associate_accepted(p, -1), HY_EBADF);
+  for (int multi = 0; multi < 2; multi++) {
+    hy__op acc;
+    op_init(&acc, HY__OP_ACCEPT, l);
+    acc.flags = multi ? HY__ACCEPT_MULTI : 0;
+    ASSERT_OK(hy__port_start(p, &acc));
+    int c = sock_open(AF_INET, SOCK_STREAM | SOCK_CLOEXEC);
+    ASSERT(c >= 0);
+    ASSERT_EQ(connect(c, (struct sockaddr *)&la, sizeof la), 0);
+    ASSERT(wait_one(p) == &acc);
+    ASSERT(acc.res >= 0);
+    int s = (int)acc.res;
+    if (acc.flags & HY__OP_MORE) {
+      ASSERT_OK(hy__port_cancel(p, &acc));
+      ASSERT(wait_one(p) == &acc);
+      if (acc.res >= 0) /* accepted just before the cancel */
+        sock_close((int)acc.res);
+    }
+    ASSERT(fcntl(s, F_GETFL) & O_NONBLOCK);
+    ASSERT_OK(hy__port_associate_accepted(p, s));
+    char rb[8];
+    hy__op rcv;
+    op_init(&rcv, HY__OP_RECV, s);
+    rcv.buf = rb;
+    rcv.len = sizeof rb;
+    rcv.flags = HY__RECV_OWNED;
+    ASSERT_OK(hy__port_start(p, &rcv));
+    expect_none(p, HY_MS(20));
+    ASSERT_EQ(send(c, "ab", 2, MSG_NOSIGNAL), 2);
+    ASSERT(wait_one(p) == &rcv);
+    ASSERT_EQ(rcv.res, 2);
+    ASSERT(memcmp(rb, "ab", 2) == 0);
+    hy__port_forget_idle(p, s);
+    sock_close(s);
+    sock_close(c);
+  }
+  hy__port_forget(p, l);
+  sock_close(l);
+  hy__port_close(p);
+  return 0;
+}
 #endif
 
 /* -------------------------------------------------- runtime/io.c on top */

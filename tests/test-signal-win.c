@@ -17,6 +17,7 @@
 #include "compat.h"
 #include "runtime/wait.h"
 #include "runtime/win/ctrl.h"
+#include "drill.h"
 #include "rt_util.h"
 #include "test.h"
 
@@ -276,119 +277,34 @@ TEST_IMPL(sigwin_unwanted_goes_on) {
 }
 
 /* ------------------------------------------ shutdown driven by SIGTERM
- * The console's close event, through the handler as the system calls it:
- * a supervisor task turns SIGTERM into hy_runtime_shutdown; workers see
- * sys/shutdown, finish what they hold and stop; the handler returns (and
- * with it, on Windows, the process would end) only once the receivers are
- * gone. */
-
-typedef struct {
-  hy_runtime_t *rt;
-  atomic_int taken, finished, stopped, got_term, unsubscribed;
-  atomic_int n[8];
-  int seq[8][8];
-} sup_t;
-
-static void record(void *arg, int phase, int worker) {
-  sup_t *s = arg;
-  int i = atomic_fetch_add(&s->n[worker], 1);
-  if (i < 8)
-    s->seq[worker][i] = phase;
-}
-
-static void *worker(void *p) {
-  sup_t *s = p;
-  hy_hub_consumer_t *c;
-  if (hy_hub_connect_name(s->rt, "sys/shutdown", &c) < 0)
-    return (void *)-1;
-  for (;;) {
-    int rc = hy_hub_wait_until(c, hy_deadline_in(HY_MS(1)));
-    if (rc == 0)
-      break;
-    if (rc != HY_ETIMEDOUT)
-      return (void *)-2;
-    atomic_fetch_add(&s->taken, 1);
-    hy_sleep(s->rt, HY_MS(2)); /* the job */
-    atomic_fetch_add(&s->finished, 1);
-  }
-  hy_hub_disconnect(c);
-  atomic_fetch_add(&s->stopped, 1);
-  return NULL;
-}
-
-static void *supervisor(void *p) {
-  sup_t *s = p;
-  int sigs[] = {SIGTERM, SIGINT};
-  hy_sigrecv_t *r;
-  if (hy_signal_subscribe(s->rt, sigs, 2, &r) < 0)
-    return (void *)-1;
-  atomic_store(&s->got_term, -1); /* subscribed */
-  for (;;) {
-    int sig;
-    int rc = hy_signal_read_until(r, hy_deadline_in(HY_MS(100)), &sig);
-    if (rc == 0 && sig == SIGTERM) {
-      atomic_store(&s->got_term, 1);
-      hy_runtime_shutdown(s->rt, HY_MS(200));
-      break;
-    }
-  }
-  hy_sleep(s->rt, HY_MS(50)); /* the handler must wait for this */
-  atomic_store(&s->unsubscribed, 1);
-  hy_signal_unsubscribe(r);
-  return NULL;
-}
+ * The drill of drill.h, raised by the console's close event through the
+ * handler as the system calls it: the handler returns (and with it, on
+ * Windows, the process would end) only once the receivers are gone. */
 
 typedef struct {
   atomic_int ret, unsub_seen;
-  sup_t *s;
+  drill_t *d;
 } closer_t;
 
 static void *close_event(void *p) {
   closer_t *c = p;
   int r = hy__ctrl_handler(CTRL_CLOSE_EVENT);
-  atomic_store(&c->unsub_seen, atomic_load(&c->s->unsubscribed));
+  atomic_store(&c->unsub_seen, atomic_load(&c->d->unsubscribed));
   atomic_store(&c->ret, r);
   return NULL;
 }
 
 TEST_IMPL(sigwin_shutdown_by_close_event) {
-  enum { W = 16 };
-  hy_runtime_t *rt = test_rt_new(2);
-  sup_t s;
-  memset(&s, 0, sizeof s);
-  s.rt = rt;
-  hy_runtime_on_phase(rt, record, &s);
-  hy_task_t w[W], sup;
-  ASSERT_OK(hy_task_spawn(rt, supervisor, &s, NULL, &sup));
-  for (int i = 0; i < W; i++)
-    ASSERT_OK(hy_task_spawn(rt, worker, &s, NULL, &w[i]));
-  while (atomic_load(&s.got_term) != -1 || atomic_load(&s.finished) < 50)
-    Sleep(1);
-  closer_t c = {-1, 0, &s};
+  drill_t d;
+  drill_start(&d, test_rt_new(2));
+  closer_t c = {-1, 0, &d};
   pthread_t th;
   ASSERT_EQ(pthread_create(&th, NULL, close_event, &c), 0);
-  ASSERT_OK(hy_runtime_run(rt));
+  ASSERT_OK(hy_runtime_run(d.rt));
   pthread_join(th, NULL);
   ASSERT_EQ(atomic_load(&c.ret), 1);        /* taken */
   ASSERT_EQ(atomic_load(&c.unsub_seen), 1); /* not before the receiver went */
-  ASSERT_EQ(atomic_load(&s.got_term), 1);
-  ASSERT_EQ(atomic_load(&s.stopped), W);
-  ASSERT_EQ(atomic_load(&s.taken), atomic_load(&s.finished));
-  for (int i = 0; i < W; i++) {
-    void *r;
-    ASSERT_OK(hy_task_join(rt, w[i], &r));
-    ASSERT(r == NULL);
-  }
-  ASSERT_OK(hy_task_join(rt, sup, NULL));
-  for (int k = 0; k < 2; k++) {
-    ASSERT_EQ(atomic_load(&s.n[k]), 4);
-    for (int i = 0; i < 4; i++)
-      ASSERT_EQ(s.seq[k][i], HY_PHASE_QUIESCE + i);
-  }
-  hy_shutdown_summary_t sum = {.size = sizeof sum};
-  ASSERT_OK(hy_runtime_shutdown_summary(rt, &sum));
-  ASSERT_EQ(sum.tasks_cancelled, 0);
-  ASSERT_OK(hy_runtime_close(rt));
+  drill_check_and_close(&d);
   /* Nobody listens any more: the handler lets the event go on at once. */
   ASSERT_EQ(hy__ctrl_deliver(CTRL_CLOSE_EVENT), 0);
   return 0;
@@ -423,93 +339,6 @@ TEST_IMPL(sigwin_errors) {
   return 0;
 }
 
-/* ------------------------------------------- examples/supervisor
- * The program runs on this test's own console and stops on a real Ctrl+C
- * (SIGINT), which reaches this process too: its own handler takes it. */
-static BOOL WINAPI swallow(DWORD type) {
-  (void)type;
-  return TRUE;
-}
-
-static size_t read_text(const char *path, char *buf, size_t cap) {
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return 0;
-  size_t n = fread(buf, 1, cap - 1, f);
-  buf[n] = 0;
-  fclose(f);
-  return n;
-}
-
-TEST_IMPL(sigwin_example_supervisor) {
-  char exe[MAX_PATH];
-  snprintf(exe, sizeof exe, "%s", test_exe());
-  char *slash = strrchr(exe, '\\');
-  if (!slash)
-    slash = strrchr(exe, '/');
-  ASSERT(slash);
-  snprintf(slash + 1, sizeof exe - (size_t)(slash + 1 - exe), "supervisor.exe");
-  ASSERT(GetFileAttributesA(exe) != INVALID_FILE_ATTRIBUTES); /* built? */
-  if (!own_console())
-    RETURN_SKIP("no console of its own for GenerateConsoleCtrlEvent");
-  ASSERT(SetConsoleCtrlHandler(swallow, TRUE));
-  char dir[MAX_PATH], path[MAX_PATH];
-  GetTempPathA(sizeof dir, dir);
-  GetTempFileNameA(dir, "hys", 0, path);
-  SECURITY_ATTRIBUTES sa = {sizeof sa, NULL, TRUE};
-  HANDLE out = CreateFileA(path, GENERIC_WRITE, FILE_SHARE_READ | FILE_SHARE_WRITE,
-                           &sa, CREATE_ALWAYS, FILE_ATTRIBUTE_NORMAL, NULL);
-  ASSERT(out != INVALID_HANDLE_VALUE);
-  char cmd[2048];
-  snprintf(cmd, sizeof cmd, "\"%s\" 4", exe);
-  STARTUPINFOA si;
-  PROCESS_INFORMATION pi;
-  memset(&si, 0, sizeof si);
-  si.cb = sizeof si;
-  si.dwFlags = STARTF_USESTDHANDLES;
-  si.hStdInput = GetStdHandle(STD_INPUT_HANDLE);
-  si.hStdOutput = out;
-  si.hStdError = out;
-  ASSERT(CreateProcessA(NULL, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, &pi));
-  CloseHandle(out);
-  static char all[16384];
-  hy_time_t limit = hy_deadline_in(HY_SEC(30));
-  for (;;) { /* until it has checked heartbeats with every worker alive */
-    read_text(path, all, sizeof all);
-    if (strstr(all, "subscribed") &&
-        strstr(all, "heartbeats: 4 of 4 workers alive"))
-      break;
-    ASSERT(hy_now() < limit);
-    ASSERT_EQ(WaitForSingleObject(pi.hProcess, 10), WAIT_TIMEOUT);
-  }
-  ctrl_c();
-  DWORD w = WaitForSingleObject(pi.hProcess, 30000);
-  if (w != WAIT_OBJECT_0)
-    TerminateProcess(pi.hProcess, 255);
-  DWORD code = 99;
-  GetExitCodeProcess(pi.hProcess, &code);
-  CloseHandle(pi.hProcess);
-  CloseHandle(pi.hThread);
-  read_text(path, all, sizeof all);
-  DeleteFileA(path);
-  fprintf(stderr, "%s", all);
-  ASSERT_EQ(w, WAIT_OBJECT_0);
-  ASSERT_EQ(code, 0);
-  ASSERT(strstr(all, "received SIGINT: shutting down") != NULL);
-  const char *order[] = {"phase quiesce", "phase drain", "phase cancel",
-                         "phase finalize"};
-  const char *at = all;
-  for (int i = 0; i < 4; i++) {
-    const char *p = strstr(at, order[i]);
-    ASSERT(p != NULL);
-    at = p;
-  }
-  ASSERT(strstr(all, "all 4 workers stopped") != NULL);
-  ASSERT(strstr(all, "jobs lost: 0") != NULL);
-  ASSERT(strstr(all, "tasks cancelled: 0") != NULL);
-  ASSERT(SetConsoleCtrlHandler(swallow, FALSE));
-  return 0;
-}
 #else
 typedef int hydra_windows_only_t;
 #endif

@@ -15,6 +15,7 @@ typedef int hydra_posix_only_t;
 
 #include "hydra.h"
 #include "runtime/wait.h"
+#include "drill.h"
 #include "rt_util.h"
 #include "runner.h"
 #include "test.h"
@@ -396,164 +397,19 @@ TEST_IMPL(signal_errors) {
 }
 
 /* ---------------------------------------- shutdown driven by SIGTERM
- * Workers take jobs and finish each one they took; a supervisor task
- * turns SIGTERM into hy_runtime_shutdown; the workers see sys/shutdown,
- * finish what they hold and stop.  Nothing taken is lost, nobody needs
- * cancelling, and every worker thread sees the phases in order. */
-
-typedef struct {
-  hy_runtime_t *rt;
-  atomic_int taken, finished, stopped, got_term;
-  atomic_int n[8];
-  int seq[8][8];
-} sup_t;
-
-static void record(void *arg, int phase, int worker) {
-  sup_t *s = arg;
-  int i = atomic_fetch_add(&s->n[worker], 1);
-  if (i < 8)
-    s->seq[worker][i] = phase;
-}
-
-static void *worker(void *p) {
-  sup_t *s = p;
-  hy_hub_consumer_t *c;
-  if (hy_hub_connect_name(s->rt, "sys/shutdown", &c) < 0)
-    return (void *)-1;
-  for (;;) {
-    /* The work tick doubles as the wait for the stop signal. */
-    int rc = hy_hub_wait_until(c, hy_deadline_in(HY_MS(1)));
-    if (rc == 0)
-      break;
-    if (rc != HY_ETIMEDOUT)
-      return (void *)-2;
-    atomic_fetch_add(&s->taken, 1);
-    hy_sleep(s->rt, HY_MS(2)); /* the job */
-    atomic_fetch_add(&s->finished, 1);
-  }
-  hy_hub_disconnect(c);
-  atomic_fetch_add(&s->stopped, 1);
-  return NULL;
-}
-
-static void *supervisor(void *p) {
-  sup_t *s = p;
-  int sigs[] = {SIGTERM, SIGINT};
-  hy_sigrecv_t *r;
-  if (hy_signal_subscribe(s->rt, sigs, 2, &r) < 0)
-    return (void *)-1;
-  atomic_store(&s->got_term, -1); /* subscribed */
-  for (;;) {
-    int sig;
-    int rc = hy_signal_read_until(r, hy_deadline_in(HY_MS(100)), &sig);
-    if (rc == 0 && sig == SIGTERM) {
-      atomic_store(&s->got_term, 1);
-      hy_runtime_shutdown(s->rt, HY_MS(200));
-      break;
-    }
-  }
-  hy_signal_unsubscribe(r);
-  return NULL;
-}
+ * The drill of drill.h, with a real SIGTERM; the runtime's handler is gone
+ * once it is closed. */
 
 TEST_IMPL(shutdown_by_signal) {
-  enum { W = 16 };
-  hy_runtime_t *rt = test_rt_new(2);
-  sup_t s;
-  memset(&s, 0, sizeof s);
-  s.rt = rt;
-  hy_runtime_on_phase(rt, record, &s);
-  hy_task_t w[W], sup;
-  ASSERT_OK(hy_task_spawn(rt, supervisor, &s, NULL, &sup));
-  for (int i = 0; i < W; i++)
-    ASSERT_OK(hy_task_spawn(rt, worker, &s, NULL, &w[i]));
-  while (atomic_load(&s.got_term) != -1 || atomic_load(&s.finished) < 50)
-    usleep(1000);
+  drill_t d;
+  drill_start(&d, test_rt_new(2));
   ASSERT_EQ(kill(getpid(), SIGTERM), 0);
-  ASSERT_OK(hy_runtime_run(rt));
-  ASSERT_EQ(atomic_load(&s.got_term), 1);
-  ASSERT_EQ(atomic_load(&s.stopped), W);
-  ASSERT_EQ(atomic_load(&s.taken), atomic_load(&s.finished));
-  for (int i = 0; i < W; i++) {
-    void *r;
-    ASSERT_OK(hy_task_join(rt, w[i], &r));
-    ASSERT(r == NULL);
-  }
-  ASSERT_OK(hy_task_join(rt, sup, NULL));
-  for (int k = 0; k < 2; k++) {
-    ASSERT_EQ(atomic_load(&s.n[k]), 4);
-    for (int i = 0; i < 4; i++)
-      ASSERT_EQ(s.seq[k][i], HY_PHASE_QUIESCE + i);
-  }
-  hy_shutdown_summary_t sum = {.size = sizeof sum};
-  ASSERT_OK(hy_runtime_shutdown_summary(rt, &sum));
-  ASSERT_EQ(sum.tasks_cancelled, 0);
-  ASSERT_OK(hy_runtime_close(rt));
+  ASSERT_OK(hy_runtime_run(d.rt));
+  drill_check_and_close(&d);
   struct sigaction cur;
   ASSERT_EQ(sigaction(SIGTERM, NULL, &cur), 0);
   ASSERT(cur.sa_handler == SIG_DFL);
   return 0;
 }
 
-/* ------------------------------------------- examples/supervisor */
-
-TEST_IMPL(example_supervisor) {
-  char exe[1024];
-  snprintf(exe, sizeof exe, "%s", test_exe());
-  char *slash = strrchr(exe, '/');
-  ASSERT(slash);
-  snprintf(slash + 1, sizeof exe - (size_t)(slash + 1 - exe), "supervisor");
-  int out[2];
-  ASSERT_EQ(pipe(out), 0);
-  pid_t pid = fork();
-  ASSERT(pid >= 0);
-  if (pid == 0) {
-    dup2(out[1], 1);
-    dup2(out[1], 2);
-    close(out[0]);
-    close(out[1]);
-    execl(exe, exe, "4", (char *)NULL);
-    _exit(127);
-  }
-  close(out[1]);
-  FILE *f = fdopen(out[0], "r");
-  ASSERT(f);
-  char all[16384] = "";
-  size_t len = 0;
-  char line[512];
-  int sent = 0;
-  while (fgets(line, sizeof line, f)) {
-    fprintf(stderr, "| %s", line);
-    size_t l = strlen(line);
-    if (len + l < sizeof all) {
-      memcpy(all + len, line, l + 1);
-      len += l;
-    }
-    /* Once it has checked heartbeats a few times, ask it to stop. */
-    if (!sent && strstr(line, "heartbeats: 4 of 4 workers alive") &&
-        strstr(all, "subscribed")) {
-      ASSERT_EQ(kill(pid, SIGTERM), 0);
-      sent = 1;
-    }
-  }
-  fclose(f);
-  int st;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  ASSERT(sent);
-  ASSERT(WIFEXITED(st));
-  ASSERT_EQ(WEXITSTATUS(st), 0);
-  ASSERT(strstr(all, "received SIGTERM: shutting down") != NULL);
-  const char *order[] = {"phase quiesce", "phase drain", "phase cancel",
-                         "phase finalize"};
-  const char *at = all;
-  for (int i = 0; i < 4; i++) {
-    const char *p = strstr(at, order[i]);
-    ASSERT(p != NULL);
-    at = p;
-  }
-  ASSERT(strstr(all, "all 4 workers stopped") != NULL);
-  ASSERT(strstr(all, "jobs lost: 0") != NULL);
-  ASSERT(strstr(all, "tasks cancelled: 0") != NULL);
-  return 0;
-}
 #endif /* _WIN32 */

@@ -16,7 +16,11 @@
  * whenever it has work (here: a datagram arriving early).
  */
 #define _POSIX_C_SOURCE 200809L
+#ifdef _WIN32
+#include <windows.h>
+#else
 #include <poll.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,13 +122,28 @@ static void *client_main(void *arg) {
   return NULL;
 }
 
+/* The two calls a host loop makes to its OS: sleep, and wait at most ms
+ * milliseconds for the runtime's handle (an fd, or a Win32 event). */
 static void sleep_until(hy_time_t t) {
   hy_time_t now = hy_now();
   if (t <= now)
     return;
+#ifdef _WIN32
+  Sleep((DWORD)((t - now + HY_MS(1) - 1) / HY_MS(1)));
+#else
   struct timespec ts = {(time_t)((t - now) / HY_SEC(1)),
                         (long)((t - now) % HY_SEC(1))};
   nanosleep(&ts, NULL);
+#endif
+}
+
+static int handle_ready(intptr_t handle, int ms) {
+#ifdef _WIN32
+  return WaitForSingleObject((HANDLE)handle, (DWORD)ms) == WAIT_OBJECT_0;
+#else
+  struct pollfd pfd = {(int)handle, POLLIN, 0};
+  return poll(&pfd, 1, ms) > 0;
+#endif
 }
 
 int main(int argc, char **argv) {
@@ -195,9 +214,8 @@ int main(int argc, char **argv) {
         hy_time_t now = hy_now();
         if (now >= next)
           break;
-        struct pollfd pfd = {(int)handle, POLLIN, 0};
         int ms = (int)((next - now + HY_MS(1) - 1) / HY_MS(1));
-        if (poll(&pfd, 1, ms) > 0) {
+        if (handle_ready(handle, ms)) {
           hy_time_t b0 = hy_now();
           hy_runtime_run_once(g.rt, 0);
           between += hy_now() - b0;

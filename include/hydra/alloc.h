@@ -145,32 +145,38 @@ void hy_cache_thread_flush(void);
  * free compiles into the caller: a thread-local table lookup and a pop or
  * push on one of the thread's two magazines, no call, no lock, no atomic
  * read-modify-write and no counter (the statistics are derived from the
- * magazines' counts when they change hands).  Each thread allocates from
+ * magazines' fill when they change hands).  Each thread allocates from
  * its "alloc" magazine and frees into its "free" magazine; the two trade
  * places when one runs out, and the general path deals with the depot.
+ *
+ * A magazine's slots end at a multiple of HY__MAG_ALIGN and have a NULL
+ * word below the first, so neither op loads a bound: a pop that reads the
+ * NULL found the magazine empty, a push at a multiple of HY__MAG_ALIGN
+ * found it full (or, in a magazine bigger than HY__MAG_ALIGN, at one of
+ * its inner boundaries: the general path pushes there and goes on).
  */
+#define HY__MAG_ALIGN 1024
+
 typedef struct hy__cache_head {
-  /* The generation of a cache whose objects may take the fast path, or a
-   * value no thread's table holds (debug checks, ASan poisoning). */
+  /* The key of a cache whose objects may take the fast path (its
+   * generation times 64, the size of a slot), or a value no thread's
+   * table holds (debug checks, ASan poisoning). */
   uint64_t key;
 } hy__cache_head; /* the first member of every cache */
 
-typedef struct hy__tmag {
-  void **aobj;   /* objects of the alloc magazine */
-  void **fobj;   /* slots of the free magazine */
-  uint32_t ar;   /* objects in aobj */
-  uint32_t fr;   /* objects in fobj */
-  uint32_t fcap; /* room in fobj */
-  uint32_t pad_;
-} hy__tmag;
-
-/* One thread's magazines of one cache, in the thread's table: the fast
- * path reads and writes them in place (one cache line). */
+/* One thread's magazines of one cache, in the thread's table (one cache
+ * line): what the fast path reads and writes, and the rest (hy__mcpu,
+ * alloc/internal.h). */
 typedef struct hy__tslot {
   uint64_t key; /* 0: free */
-  hy__tmag t;
-  struct hy__mcpu *m; /* the rest (alloc/internal.h) */
-  uint64_t pad_[2];
+  void **atop;  /* alloc magazine: the next pop is atop[-1] (NULL: empty) */
+  struct hy__mcpu *m;
+  /* free magazine: the next push goes to *ftop, unless ftop is a multiple
+   * of HY__MAG_ALIGN (NULL: no magazine).  Not next to atop: a copy of the
+   * two would be one 16-byte load, which waits for the fast path's two
+   * 8-byte stores to retire instead of taking them forwarded. */
+  void **ftop;
+  uint64_t pad_[4];
 } hy__tslot;
 
 typedef struct hy__ttable {
@@ -179,11 +185,12 @@ typedef struct hy__ttable {
   hy__tslot v[];
 } hy__ttable;
 
-/* The slots and mask of the calling thread's table (never empty: a
- * table of one slot that matches no cache until the thread first uses
- * one). */
+/* The calling thread's table for the fast path: the address of its slots
+ * (an integer, so that storing an object pointer cannot be taken to
+ * change it) and (slots - 1) * 64.  Never empty: a table of one slot that
+ * matches no cache until the thread first uses one. */
 typedef struct hy__cache_tlsv {
-  hy__tslot *v;
+  uintptr_t v;
   uint64_t mask;
 } hy__cache_tlsv;
 
@@ -192,15 +199,19 @@ typedef struct hy__cache_tlsv {
 extern __thread hy__cache_tlsv hy__cache_tls
     __attribute__((tls_model("initial-exec")));
 
+static inline hy__tslot *hy__cache_slot(uint64_t k) {
+  return (hy__tslot *)(hy__cache_tls.v + (k & hy__cache_tls.mask));
+}
+
 static inline void *hy_cache_alloc(hy_cache_t *c) {
   uint64_t k = ((const hy__cache_head *)(const void *)c)->key;
-  hy__tslot *s = &hy__cache_tls.v[k & hy__cache_tls.mask];
+  hy__tslot *s = hy__cache_slot(k);
   if (__builtin_expect(s->key == k, 1)) {
-    hy__tmag *m = &s->t;
-    uint32_t r = m->ar;
-    if (__builtin_expect(r != 0, 1)) {
-      m->ar = r - 1;
-      return m->aobj[r - 1];
+    void **t = s->atop;
+    void *p = t[-1];
+    if (__builtin_expect(p != NULL, 1)) {
+      s->atop = t - 1;
+      return p;
     }
   }
   return hy_cache_alloc_general(c);
@@ -208,13 +219,12 @@ static inline void *hy_cache_alloc(hy_cache_t *c) {
 
 static inline void hy_cache_free(hy_cache_t *c, void *obj) {
   uint64_t k = ((const hy__cache_head *)(const void *)c)->key;
-  hy__tslot *s = &hy__cache_tls.v[k & hy__cache_tls.mask];
+  hy__tslot *s = hy__cache_slot(k);
   if (__builtin_expect(s->key == k && obj != NULL, 1)) {
-    hy__tmag *m = &s->t;
-    uint32_t r = m->fr;
-    if (__builtin_expect(r < m->fcap, 1)) {
-      m->fobj[r] = obj;
-      m->fr = r + 1;
+    void **t = s->ftop;
+    if (__builtin_expect(((uintptr_t)t & (HY__MAG_ALIGN - 1)) != 0, 1)) {
+      *t = obj;
+      s->ftop = t + 1;
       return;
     }
   }

@@ -30,6 +30,8 @@ int hy__lport_init(hy__port *p, const hy__port_vt *vt, int backend,
   atomic_init(&p->lock.v, 0);
   p->post_head = p->post_tail = NULL;
   p->clist = NULL;
+  p->spin = 0;
+  p->spins = 0;
   p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (p->efd < 0)
     return hy__lport_err(errno);

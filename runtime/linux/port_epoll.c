@@ -787,10 +787,44 @@ static int ep_wait(eport *e, struct epoll_event *evs, int64_t tmo) {
   return k < 0 ? (errno == EINTR ? 0 : -errno) : k;
 }
 
+static void on_events(eport *e, const struct epoll_event *evs, int k) {
+  for (int i = 0; i < k; i++) {
+    if (evs[i].data.u64 == EV_WAKE) {
+      /* the wake flag says whether it was one */
+    } else if (evs[i].data.u64 == EV_TIMER) {
+      uint64_t ticks;
+      if (read(e->tfd, &ticks, sizeof ticks) < 0)
+        e->tfd_armed = -1; /* re-arm: it may have fired early */
+    } else {
+      on_event(e, (int)evs[i].data.u64, evs[i].events);
+    }
+  }
+}
+
+/* Before blocking for tmo ns (negative: no limit): if the port's last
+ * block was short, epoll_wait without blocking for a while (see
+ * HY__SPIN_NS in port_linux.h), until events, a wake, post or cancel
+ * request, or the time is up.  Returns the events' count, a negative
+ * errno, or 0 - with *looked 1 if it looked. */
+static int e_spin(eport *e, struct epoll_event *evs, int64_t tmo,
+                  int *looked) {
+  hy__port *p = &e->base;
+  int64_t until = hy__lport_spin_until(p, tmo);
+  *looked = until != 0;
+  if (!until)
+    return 0;
+  for (;;) {
+    int k = ep_wait(e, evs, 0);
+    if (k != 0 || hy__lport_news(p) || hy_now() >= until)
+      return k;
+    hy__cpu_relax();
+  }
+}
+
 static int e_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
   eport *e = (eport *)p;
   int64_t deadline = timeout > 0 ? hy_now() + timeout : 0;
-  int n = 0, woke = 0, more = 0, last = 0, err = 0;
+  int n = 0, woke = 0, more = 0, last = 0, err = 0, spun = 0;
   struct epoll_event evs[NEVENTS];
   for (int pass = 0;; pass++) {
     woke |= hy__lport_take_wake(p, timeout);
@@ -815,27 +849,36 @@ static int e_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
           tmo = d;
       }
     }
+    if (tmo != 0 && !spun) {
+      /* After a look, the loop takes what came, or blocks for what is
+       * left of the time. */
+      spun = 1;
+      int looked;
+      int k = e_spin(e, evs, tmo, &looked);
+      if (k < 0) {
+        err = hy__lport_err(k);
+        last = 1;
+      }
+      if (k > 0)
+        on_events(e, evs, k);
+      if (k || looked)
+        continue;
+    }
     int blocked = tmo != 0 && hy__lport_block_begin(p);
     if (tmo != 0 && !blocked)
       tmo = 0; /* a wake came: only look */
+    int64_t t0 = blocked ? hy_now() : 0;
     int k = ep_wait(e, evs, tmo);
-    if (blocked)
+    if (blocked) {
       hy__lport_block_end(p);
+      hy__lport_blocked(p, t0);
+    }
     if (k < 0) {
       err = hy__lport_err(k);
       last = 1;
       continue;
     }
-    for (int i = 0; i < k; i++) {
-      if (evs[i].data.u64 == EV_WAKE) {
-        /* the wake flag says whether it was one */
-      } else if (evs[i].data.u64 == EV_TIMER) {
-        uint64_t ticks;
-        if (read(e->tfd, &ticks, sizeof ticks) < 0)
-          e->tfd_armed = -1; /* re-arm: it may have fired early */
-      } else
-        on_event(e, (int)evs[i].data.u64, evs[i].events);
-    }
+    on_events(e, evs, k);
     if (tmo == 0 || (timeout > 0 && hy_now() >= deadline))
       last = 1;
   }

@@ -30,7 +30,9 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "hydra/runtime.h"
 #include "runtime/port.h"
+#include "runtime/sys.h"
 #include "runtime/wait.h"
 
 /* op->pstate */
@@ -66,6 +68,8 @@ struct hy__port {
   hy__lock_t lock;    /* op states, posts, the cancel list */
   hy__op *post_head, *post_tail;
   hy__op *clist;      /* cancel requests, linked through pdata[0] */
+  int spin;           /* owner only: look before blocking (see below) */
+  uint64_t spins;     /* owner only: waits that looked before blocking */
 };
 
 /* Sets up the common part (the eventfd).  Returns 0 or HY_E*. */
@@ -95,6 +99,43 @@ static inline int hy__lport_block_begin(hy__port *p) {
 
 static inline void hy__lport_block_end(hy__port *p) {
   atomic_store_explicit(&p->blocking, 0, memory_order_relaxed);
+}
+
+/* Looking before blocking.  Waking a thread that blocks in the kernel
+ * costs whoever completes its op - the peer whose connect or send lands on
+ * a socket of this port, another worker's post: an IPI to the sleeper's
+ * CPU, in a virtual machine an exit, several microseconds, more than the
+ * completion takes to handle - and the sleeper pays for going to sleep and
+ * waking up.  So when the owner's last block was short (it blocked for
+ * less than HY__SPIN_WINDOW: completions come close together), a wait
+ * that would block first looks for up to HY__SPIN_NS without blocking
+ * (the CQ ring in user space on io_uring, epoll_wait with no timeout on
+ * epoll), and blocks only if nothing came.  A block longer than the window
+ * (sparse traffic, or none) turns the look off until a short block again,
+ * so an idle port never spins, and one with sparse traffic rarely.  A
+ * wake, post or cancel request ends the look (hy__lport_news). */
+#define HY__SPIN_NS HY_US(25)
+#define HY__SPIN_WINDOW HY_US(200)
+
+/* Until when the owner, about to block for tmo ns (negative: no limit),
+ * looks first; 0: it does not. */
+static inline int64_t hy__lport_spin_until(hy__port *p, int64_t tmo) {
+  if (!p->spin || tmo == 0)
+    return 0;
+  p->spins++;
+  return hy_now() + (tmo > 0 && tmo < HY__SPIN_NS ? tmo : HY__SPIN_NS);
+}
+
+/* Is there a wake, a post or a cancel request for the owner? */
+static inline int hy__lport_news(hy__port *p) {
+  return atomic_load_explicit(&p->pending, memory_order_relaxed) ||
+         __atomic_load_n(&p->post_head, __ATOMIC_RELAXED) != NULL ||
+         __atomic_load_n(&p->clist, __ATOMIC_RELAXED) != NULL;
+}
+
+/* After a block that began at t0: was it short enough to look next time? */
+static inline void hy__lport_blocked(hy__port *p, int64_t t0) {
+  p->spin = hy_now() - t0 < HY__SPIN_WINDOW;
 }
 
 /* Takes the whole cancel list (ops still in flight, each with PF_CANCEL

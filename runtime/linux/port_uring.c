@@ -674,11 +674,36 @@ static int u_start(hy__port *p, hy__op *op) {
   return 0;
 }
 
+/* Before blocking for left ns (negative: no limit): looks at the CQ ring
+ * in user space for a while if the port's last block was short (see
+ * HY__SPIN_NS in port_linux.h).  With COOP_TASKRUN a completion waiting
+ * as task work shows as IORING_SQ_TASKRUN (the reap then enters the
+ * kernel to run it).  Returns 1 if it looked (until something came or
+ * the time was up), 0 if it did not. */
+static int u_spin(uport *u, int64_t left) {
+  hy__port *p = &u->base;
+  int64_t until = hy__lport_spin_until(p, left);
+  if (!until)
+    return 0;
+  if (u->started)
+    flush(u); /* the kernel works on what was started meanwhile */
+  for (int i = 1;; i++) {
+    if (io_uring_cq_ready(&u->ring) ||
+        (IO_URING_READ_ONCE(*u->ring.sq.kflags) &
+         (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) ||
+        hy__lport_news(p))
+      return 1;
+    if (i % 16 == 0 && hy_now() >= until)
+      return 1;
+    hy__cpu_relax();
+  }
+}
+
 static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
   uport *u = (uport *)p;
   int64_t deadline = timeout > 0 ? hy_now() + timeout : 0;
   int n = 0, woke = 0, more_posts = 0, last = timeout == 0;
-  int err = 0;
+  int err = 0, spun = 0;
   if (u->armed && !pthread_equal(u->armer, pthread_self()))
     move_wake(u);
   u->batch++;
@@ -711,19 +736,29 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
     if (n || woke || last)
       break;
     struct __kernel_timespec ts, *tsp = NULL;
+    int64_t left = -1;
     if (timeout > 0) {
-      int64_t left = deadline - hy_now();
+      left = deadline - hy_now();
       if (left <= 0)
         break;
       ts.tv_sec = left / 1000000000;
       ts.tv_nsec = left % 1000000000;
       tsp = &ts;
     }
+    if (!spun) {
+      /* After a look, the loop takes what came, or blocks for what is
+       * left of the time. */
+      spun = 1;
+      if (u_spin(u, left))
+        continue;
+    }
     if (!hy__lport_block_begin(p))
       continue; /* a wake came: take it */
     struct io_uring_cqe *cqe = NULL;
+    int64_t t0 = hy_now();
     int r = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, tsp, NULL);
     hy__lport_block_end(p);
+    hy__lport_blocked(p, t0);
     if (r == -ETIME) {
       last = 1; /* one more look, then report the time-out */
     } else if (r == -EBUSY || r == -EAGAIN) {
@@ -841,21 +876,32 @@ int hy__uring_open(hy__port **out, hy__port *share) {
     hy__mem_free(u);
     return rc;
   }
+  /* A completion is task work for the thread that submitted the op.  By
+   * default the kernel interrupts that thread to run it at once if it is
+   * running (an IPI from the CPU where the completion happened, paid by
+   * whoever made it: the peer's send, a new connection).  COOP_TASKRUN
+   * (Linux 5.19) leaves it for the thread's next entry into the kernel
+   * (a waiter that sleeps is still woken), and TASKRUN_FLAG marks it
+   * pending in the SQ ring's flags, where a look that finds the CQ empty
+   * sees it and enters the kernel to run it (io_uring_peek_batch_cqe).
+   * Older kernels refuse the flags: then without them. */
+  static const unsigned coop[] = {
+      IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG, 0};
+  int attach = share && share->backend == HY__BACKEND_URING;
   struct io_uring_params prm;
-  memset(&prm, 0, sizeof prm);
-  prm.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
-  prm.cq_entries = CQ_ENTRIES;
-  if (share && share->backend == HY__BACKEND_URING) {
-    /* Workers of one runtime share the kernel's async worker pool. */
-    prm.flags |= IORING_SETUP_ATTACH_WQ;
-    prm.wq_fd = (uint32_t)((uport *)share)->ring.ring_fd;
-  }
-  int r = io_uring_queue_init_params(SQ_ENTRIES, &u->ring, &prm);
-  if (r == -EINVAL && (prm.flags & IORING_SETUP_ATTACH_WQ)) {
-    memset(&prm, 0, sizeof prm);
-    prm.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
-    prm.cq_entries = CQ_ENTRIES;
-    r = io_uring_queue_init_params(SQ_ENTRIES, &u->ring, &prm);
+  int r = -EINVAL;
+  for (int k = 0; k < 2 && r == -EINVAL; k++) {
+    for (int a = attach; a >= 0 && r == -EINVAL; a--) {
+      memset(&prm, 0, sizeof prm);
+      prm.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | coop[k];
+      prm.cq_entries = CQ_ENTRIES;
+      if (a) {
+        /* Workers of one runtime share the kernel's async worker pool. */
+        prm.flags |= IORING_SETUP_ATTACH_WQ;
+        prm.wq_fd = (uint32_t)((uport *)share)->ring.ring_fd;
+      }
+      r = io_uring_queue_init_params(SQ_ENTRIES, &u->ring, &prm);
+    }
   }
   if (r < 0) {
     hy__lport_fini(&u->base);

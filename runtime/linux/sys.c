@@ -59,6 +59,33 @@ void hy__thread_join(hy__thread_t t) { pthread_join((pthread_t)t.h, NULL); }
 
 void hy__thread_yield(void) { sched_yield(); }
 
+/* linux/membarrier.h's commands, spelled out for older headers. */
+#define HY_MEMBARRIER_CMD_QUERY 0
+#define HY_MEMBARRIER_CMD_PRIVATE_EXPEDITED (1 << 3)
+#define HY_MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED (1 << 4)
+
+int hy__heavy_barrier_init(void) {
+#ifdef SYS_membarrier
+  long cmds = syscall(SYS_membarrier, HY_MEMBARRIER_CMD_QUERY, 0, 0);
+  if (cmds < 0 || !(cmds & HY_MEMBARRIER_CMD_PRIVATE_EXPEDITED))
+    return 0;
+  /* Once per process; registering again is harmless. */
+  return syscall(SYS_membarrier, HY_MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+                 0, 0) == 0;
+#else
+  return 0;
+#endif
+}
+
+void hy__heavy_barrier(void) {
+#ifdef SYS_membarrier
+  /* Registered by hy__heavy_barrier_init, which returned 1: cannot fail. */
+  if (syscall(SYS_membarrier, HY_MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
+    return;
+#endif
+  abort();
+}
+
 int hy__mutex_init(hy__mutex_t *m) {
   return -pthread_mutex_init((pthread_mutex_t *)m, NULL) ? HY_ENOMEM : 0;
 }

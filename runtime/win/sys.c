@@ -96,6 +96,16 @@ void hy__thread_join(hy__thread_t t) {
 
 void hy__thread_yield(void) { SwitchToThread(); }
 
+/* Wine (8.x) implements FlushProcessWriteBuffers as a stub that returns
+ * without any barrier: there parks keep their fence (hy__heavy_barrier_init
+ * says the barrier is not available). */
+int hy__heavy_barrier_init(void) {
+  HMODULE ntdll = GetModuleHandleA("ntdll.dll");
+  return !(ntdll && GetProcAddress(ntdll, "wine_get_version"));
+}
+
+void hy__heavy_barrier(void) { FlushProcessWriteBuffers(); }
+
 int hy__mutex_init(hy__mutex_t *m) {
   InitializeSRWLock((SRWLOCK *)m);
   return 0;
