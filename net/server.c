@@ -19,7 +19,9 @@
  * SEND op in flight while output is queued.  Reads are pooled where the port
  * can (io_uring, epoll: see hy__bufsrc in runtime/port.h): the port takes a
  * buffer from the worker's pool only when data is there, the buffer goes back
- * once on_read returns, so an idle connection holds no read buffer: a worker
+ * once on_read returns (or, when on_read wrote 4 KiB or more of its own bytes,
+ * which are then sent from it without a copy, once those are sent), so an
+ * idle connection holds no read buffer: a worker
  * needs about one, plus those io_uring keeps lent to the kernel in its ring of
  * provided buffers (a fixed number per port, however many connections there
  * are).  Pooled buffers are hy__mem allocations, as the port's contract asks.
@@ -83,7 +85,10 @@ typedef struct acc_op {
 
 typedef struct chunk {
   struct chunk *next; /* in the out chain, or the worker's free chunks */
-  size_t cap, len, off; /* data[off, len) is still to send */
+  size_t cap, len, off; /* buf[off, len) is still to send */
+  char *buf;            /* data, or inside rbuf */
+  void *rbuf;           /* a read buffer lent to the output (see
+                           hy_sconn_write), back to the pool once sent */
   char data[];
 } chunk;
 
@@ -105,11 +110,17 @@ struct hy_sconn {
   size_t out_bytes;
   int sending, kick_pending, closing;
   int reading;         /* worker-only from here */
+  const char *in_buf;  /* during on_read: its buffer (pooled), and length */
+  size_t in_len;
+  int in_taken;        /* that buffer went to the output */
+  int read_deferred;   /* the next read waits for the send (see defer_read) */
+  int on_defer_list;   /* in sw->defer_new or sw->defer_old (holds a ref) */
   int paused, close_after_flush, accepted, reset;
   int flush_reason;    /* the reason given when a flush-then-close ends */
   int refs;            /* under lock */
   int64_t last_read, last_write, stall_since;
   hy_sconn_t *next, *prev; /* sw->conns */
+  hy_sconn_t *dnext;       /* sw->defer_new / defer_old */
 };
 
 struct srv_worker {
@@ -127,6 +138,12 @@ struct srv_worker {
   int64_t tm_deadline;
   pkt start_pkt, stop_pkt, close_pkt;
   int closed_all;
+  /* Reads held back until their connection's send has been submitted
+   * (see defer_read): those deferred in the current batch, and those whose
+   * sends went to the kernel at the end of the last wait.  defer_pkt walks
+   * them forward one port wait at a time. */
+  hy_sconn_t *defer_new, *defer_old;
+  pkt defer_pkt;
   /* The worker's read buffers (pooled reads): a connection takes one only
    * while it has data to hand to on_read, so idle ones hold none. */
   hy__bufsrc src;
@@ -149,6 +166,7 @@ struct hy_server {
   srv_worker *w;
   hy_cache_t *conn_cache, *buf_cache;
   int pooled;          /* reads take buffers from the worker's pool */
+  int read_after_send; /* a read waits for the send its data caused */
   int multishot;       /* one multishot accept per worker (io_uring) */
   int nacc;            /* accept ops kept in flight per worker */
   int64_t tick;
@@ -262,9 +280,17 @@ static chunk *chunk_get(srv_worker *sw) {
   return k;
 }
 
+/* A chunk that will not be reused.  Worker-thread only (or after the
+ * workers are gone). */
+static void chunk_free(srv_worker *sw, chunk *k) {
+  if (k->rbuf)
+    pool_put(&sw->src, k->rbuf);
+  hy__mem_free(k);
+}
+
 static void chunk_put(srv_worker *sw, chunk *k) {
-  if (k->cap != CHUNK_MIN || sw->nchunks >= POOL_KEEP) {
-    hy__mem_free(k);
+  if (k->cap != CHUNK_MIN || k->rbuf || sw->nchunks >= POOL_KEEP) {
+    chunk_free(sw, k);
     return;
   }
   k->next = sw->chunks;
@@ -280,6 +306,7 @@ static void start_read(hy_sconn_t *c);
 static void start_send(hy_sconn_t *c);
 static void send_done(hy__completion *cc, hy__op *op);
 static void arm_timer(srv_worker *sw, int64_t deadline);
+static void defer_read(hy_sconn_t *c);
 
 static void conn_release(hy_sconn_t *c) {
   hy_server_t *s = c->srv;
@@ -291,7 +318,7 @@ static void conn_release(hy_sconn_t *c) {
   chunk *k = c->out_head;
   while (k) {
     chunk *n = k->next;
-    hy__mem_free(k);
+    chunk_free(c->sw, k);
     k = n;
   }
   if (c->rbuf) {
@@ -360,10 +387,22 @@ static void read_done(hy__completion *cc, hy__op *op) {
     if (res > 0) {
       c->last_read = hy_now();
       ST_ADD(s->bytes_in, (uint64_t)res);
+      /* c->sending is written on this thread only. */
+      int was_sending = c->sending;
+      c->in_buf = pbuf;
+      c->in_len = (size_t)res;
+      c->in_taken = 0;
       if (s->cb.on_read)
         s->cb.on_read(s, c, pbuf ? pbuf : c->rbuf, (size_t)res);
-      if (!c->closing && !c->paused)
-        start_read(c);
+      c->in_buf = NULL;
+      if (c->in_taken)
+        pbuf = NULL; /* the output has it now */
+      if (!c->closing && !c->paused) {
+        if (s->read_after_send && !was_sending && c->sending)
+          defer_read(c); /* an answer went out: read once it is sent */
+        else
+          start_read(c);
+      }
     } else if (res == HY_EAGAIN && s->pooled) {
       if (!c->paused)
         start_read(c); /* the readiness was gone: wait again */
@@ -387,6 +426,7 @@ static void read_done(hy__completion *cc, hy__op *op) {
 }
 
 static void start_read(hy_sconn_t *c) {
+  c->read_deferred = 0;
   hy__lock(&c->lock);
   if (c->closing || c->reading) {
     hy__unlock(&c->lock);
@@ -421,7 +461,7 @@ static int send_locked(hy_sconn_t *c) {
   chunk *k = c->out_head;
   while (k && k->off == k->len && k->next) {
     c->out_head = k->next;
-    hy__mem_free(k);
+    chunk_free(c->sw, k);
     k = c->out_head;
   }
   if (!k || k->off == k->len)
@@ -429,7 +469,7 @@ static int send_locked(hy_sconn_t *c) {
   memset(&c->wr.op, 0, sizeof c->wr.op);
   c->wr.op.kind = HY__OP_SEND;
   c->wr.op.fd = c->fd;
-  c->wr.op.buf = k->data + k->off;
+  c->wr.op.buf = k->buf + k->off;
   c->wr.op.len = k->len - k->off;
   c->wr.op.flags = hy__sock_flag_nosignal();
   c->wr.op.data = &c->wr.c;
@@ -473,6 +513,8 @@ static void send_done(hy__completion *cc, hy__op *op) {
   if (res > 0) {
     ST_ADD(s->bytes_out, (uint64_t)res);
     c->last_write = c->stall_since = hy_now();
+    if (c->read_deferred && !c->closing && !c->paused)
+      start_read(c); /* the read that waited for this send */
   }
   if (!c->closing) {
     if (res < 0 && res != HY_ECANCELED)
@@ -502,6 +544,78 @@ static void start_send(hy_sconn_t *c) {
   hy__unlock(&c->lock);
   if (rc < 0)
     conn_close(c, HY_CLOSE_ERROR, rc);
+}
+
+/* ------------------------------------------------------ deferred reads */
+
+/* On io_uring a receive submitted before its data is there costs the
+ * kernel a poll arm, then a wake-up and task work that make the receive
+ * when the data comes; one submitted after the data came is made at once,
+ * in the submit (the raw reference's one recv per message).  A peer in
+ * request/response sends its next request only once our answer reached
+ * it, so when on_read answered (it started a send), the next read waits
+ * for that send's completion, which starts it - the order of a task that
+ * reads, then writes, then reads.  It waits no longer than until the send
+ * has been submitted and a reap after that did not bring its completion
+ * (a send that waits for room in the socket buffer): then the read starts
+ * anyway, so reading, and max_output's bound on what on_read may queue,
+ * go on while output is stuck, as without the deferral.  The worker's
+ * defer_pkt measures that: posted when a read of the batch is deferred,
+ * it is dequeued by the next port wait (whose end submits what the batch
+ * started) and moves the batch's deferrals to defer_old; posted again, it
+ * is dequeued by the wait after that, after the completions that wait
+ * reaped (a send that completes in its submit has then been seen).
+ * Epoll has no such cost (a waiting read is an fd already in the epoll
+ * set), so there reads start at once. */
+static void defer_pkt_done(hy__completion *cc, hy__op *op);
+
+/* Starts the deferred reads of a list; drops the list's references. */
+static void run_deferred(hy_sconn_t *c) {
+  while (c) {
+    hy_sconn_t *next = c->dnext;
+    c->dnext = NULL;
+    c->on_defer_list = 0;
+    if (c->read_deferred && !c->closing && !c->paused)
+      start_read(c);
+    c->read_deferred = 0;
+    conn_unref(c);
+    c = next;
+  }
+}
+
+static void defer_read(hy_sconn_t *c) {
+  srv_worker *sw = c->sw;
+  c->read_deferred = 1;
+  if (!c->on_defer_list) {
+    hy__lock(&c->lock);
+    c->refs++;
+    hy__unlock(&c->lock);
+    c->on_defer_list = 1;
+    c->dnext = sw->defer_new;
+    sw->defer_new = c;
+  }
+  if (post_to(sw, &sw->defer_pkt, defer_pkt_done) < 0) {
+    /* No packet: no deferral either. */
+    hy_sconn_t *list = sw->defer_new;
+    sw->defer_new = NULL;
+    run_deferred(list);
+  }
+}
+
+static void defer_pkt_done(hy__completion *cc, hy__op *op) {
+  (void)op;
+  pkt *p = pkt_of(cc);
+  srv_worker *sw = p->sw;
+  hy_sconn_t *due = sw->defer_old;
+  sw->defer_old = sw->defer_new;
+  sw->defer_new = NULL;
+  run_deferred(due);
+  if (sw->defer_old && post_to(sw, &sw->defer_pkt, defer_pkt_done) < 0) {
+    due = sw->defer_old;
+    sw->defer_old = NULL;
+    run_deferred(due);
+  }
+  out_dec(sw->srv);
 }
 
 static void kick_done(hy__completion *cc, hy__op *op) {
@@ -535,7 +649,36 @@ int hy_sconn_write(hy_sconn_t *c, const void *data, size_t len) {
    * place: the send covers [off, len at start) and memory never moves. */
   size_t first = room < len ? room : len;
   int on_worker = hy__worker_current(s->rt) == c->sw->wk;
-  if (len > first) {
+  /* From on_read, bytes of the pooled buffer it was given (an echo, a
+   * forwarded part): the output borrows the buffer rather than copying
+   * them - it goes back to the pool once sent instead of when on_read
+   * returns.  Only for writes of a chunk's size or more: a small answer
+   * is copied, so as not to hold a whole read buffer for it.  (c->in_buf
+   * is the owning worker's: read only there.) */
+  /* From on_read, bytes of the pooled buffer it was given (an echo, a
+   * forwarded part): the output borrows that buffer instead of copying
+   * them, and gives it back to the pool once they are sent rather than
+   * when on_read returns.  Only for writes of a chunk's size or more: a
+   * small answer is copied, so as not to hold a whole read buffer for it.
+   * (c->in_buf is the owning worker's: read only there.) */
+  chunk *z = NULL;
+  if (on_worker && c->in_buf && !c->in_taken && len >= CHUNK_MIN &&
+      (const char *)data >= c->in_buf &&
+      len <= c->in_len - (size_t)((const char *)data - c->in_buf))
+    z = hy__mem_alloc(sizeof *z);
+  if (z) {
+    z->next = NULL;
+    z->cap = z->len = len; /* nothing is appended to it in place */
+    z->off = 0;
+    z->buf = (char *)data;
+    z->rbuf = (void *)c->in_buf;
+    c->in_taken = 1;
+    if (t)
+      t->next = z;
+    else
+      c->out_head = z;
+    c->out_tail = z;
+  } else if (len > first) {
     size_t cap = len - first > CHUNK_MIN ? len - first : CHUNK_MIN;
     chunk *n = cap == CHUNK_MIN && on_worker ? chunk_get(c->sw) : NULL;
     if (!n)
@@ -548,16 +691,18 @@ int hy_sconn_write(hy_sconn_t *c, const void *data, size_t len) {
     n->cap = cap;
     n->off = 0;
     n->len = len - first;
-    memcpy(n->data, (const char *)data + first, len - first);
+    n->buf = n->data;
+    n->rbuf = NULL;
+    memcpy(n->buf, (const char *)data + first, len - first);
     if (first)
-      memcpy(t->data + t->len, data, first), t->len += first;
+      memcpy(t->buf + t->len, data, first), t->len += first;
     if (t)
       t->next = n;
     else
       c->out_head = n;
     c->out_tail = n;
   } else {
-    memcpy(t->data + t->len, data, len);
+    memcpy(t->buf + t->len, data, len);
     t->len += len;
   }
   if (c->out_bytes == 0)
@@ -1075,6 +1220,10 @@ int hy_server_start(hy_runtime_t *rt, const hy_server_config_t *cfg,
   /* Pooled reads where the port takes buffers late (io_uring, epoll);
    * IOCP reads into a buffer fixed when the read is posted. */
   s->pooled = hy__port_backend(rt->workers[0].port) != HY__BACKEND_IOCP;
+  /* Reads wait for the send their data caused where a read submitted
+   * early costs the kernel more (io_uring: see defer_read). */
+  s->read_after_send =
+      hy__port_backend(rt->workers[0].port) == HY__BACKEND_URING;
   /* On io_uring one multishot accept per worker stands for many pending
    * ones (a kernel without it makes it a plain accept, restarted each
    * time); elsewhere pending_accepts plain accepts are kept in flight. */

@@ -21,7 +21,10 @@
  * recv waits for it without the system call that would say EAGAIN.
  *
  * A pooled recv (buf NULL, see hy__bufsrc) takes its buffer from the
- * source just for the recv call and keeps it only if data came.
+ * source just for the recv call and keeps it only if data came; it asks
+ * for one byte more than the buffer holds, kept in the fd's entry for the
+ * next read, so that a read that fills the buffer also says whether the
+ * socket is empty now (see try_recv_pooled).
  *
  * A connect waits on the writing side; on an edge it is done only if
  * SO_ERROR names an error or getpeername succeeds (edges also come for a
@@ -73,6 +76,13 @@ typedef struct fdent {
   int reg;              /* in the epoll set */
   int drained;          /* the last recv emptied the socket and no edge
                            came since: a new edge will come with data */
+  int rstate;           /* set by the last recv try: 1 the socket is empty
+                           now, 0 it is not, -1 not known (see recv_hint) */
+  int spilled;          /* spill holds the stream's next byte */
+  int filled;           /* the last pooled read filled its buffer */
+  int rdhup;            /* the peer's end (or an error) was seen: every
+                           read is tried, as no edge comes for it again */
+  unsigned char spill;
 } fdent;
 
 typedef struct eport {
@@ -288,6 +298,7 @@ static int e_associate(hy__port *p, int fd) {
   }
   ent->reg = 1;
   ent->drained = 0;
+  ent->spilled = ent->filled = ent->rdhup = 0;
   return 0;
 }
 
@@ -323,6 +334,7 @@ static void e_forget(hy__port *p, int fd) {
   epoll_ctl(e->ep, EPOLL_CTL_DEL, fd, NULL);
   e->fds[fd].reg = 0;
   e->fds[fd].drained = 0;
+  e->fds[fd].spilled = e->fds[fd].filled = e->fds[fd].rdhup = 0;
   cancel_all_on(e, &e->fds[fd]);
   if (e->ready && atomic_load_explicit(&p->osh, memory_order_relaxed))
     hy__port_wake(p);
@@ -331,8 +343,20 @@ static void e_forget(hy__port *p, int fd) {
 /* ------------------------------------------------------------- the I/O */
 
 /* A pooled receive (buf NULL, addr: the hy__bufsrc): a buffer is taken
- * only for the recv and kept only if data came. */
-static int try_recv_pooled(hy__op *op, int64_t *res) {
+ * only for the recv and kept only if data came.  The recv asks for one
+ * byte more than the buffer holds, into ent->spill: a read that fills the
+ * buffer then tells whether the socket had more (the spill byte came: it
+ * is the first byte of the next read on the fd) or is empty now - which a
+ * plain full read does not, so that the next one was tried at once only
+ * to say EAGAIN (a second system call per message for answers the size of
+ * the buffer).  That read asks for the byte more only after a read on the
+ * fd filled its buffer (a recvmsg of two pieces costs a little more than a
+ * recv, and reads that come back short already say the socket is empty),
+ * so the first of a run of full reads is still followed by an EAGAIN.
+ * A pooled receive's fd is read by this port only (the
+ * server's connections stay on their worker), so the byte kept here is
+ * always the one the next read wants. */
+static int try_recv_pooled(hy__op *op, fdent *ent, int64_t *res) {
   hy__bufsrc *src = op->addr;
   if (!src) {
     *res = HY_EINVAL;
@@ -346,13 +370,59 @@ static int try_recv_pooled(hy__op *op, int64_t *res) {
   size_t len = src->size > MAX_IO_LEN ? MAX_IO_LEN : src->size;
   int fl = (int)(op->flags & ~HY__RECV_OWNED);
   ssize_t r;
-  while ((r = recv((int)op->fd, b, len, fl | MSG_DONTWAIT)) < 0 &&
-         errno == EINTR) {
-  }
-  if (r > 0) {
-    op->buf = b;
-    *res = r;
-    return 1;
+  if (ent && !(fl & MSG_PEEK) && len > 1 && (ent->filled || ent->spilled)) {
+    size_t have = 0;
+    if (ent->spilled) {
+      ((unsigned char *)b)[0] = ent->spill;
+      ent->spilled = 0;
+      have = 1;
+    }
+    struct iovec iov[2] = {{(char *)b + have, len - have}, {&ent->spill, 1}};
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_iov = iov;
+    m.msg_iovlen = 2;
+    while ((r = recvmsg((int)op->fd, &m, fl | MSG_DONTWAIT)) < 0 &&
+           errno == EINTR) {
+    }
+    ent->filled = r >= (ssize_t)(len - have);
+    if (r > (ssize_t)(len - have)) {
+      ent->spilled = 1; /* more is there */
+      ent->rstate = 0;
+      r = (ssize_t)(len - have);
+    } else if (r > 0) {
+      ent->rstate = 1; /* asked for more than came: empty now */
+    } else if (have) {
+      /* The kept byte is data: an error or the end comes next time. */
+      ent->rstate = r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+      r = 0;
+    }
+    if (r > 0 || have) {
+      op->buf = b;
+      *res = (int64_t)have + r;
+      return 1;
+    }
+  } else {
+    if (ent && ent->spilled) {
+      /* A peek (or a 1-byte pool) after a spill: the kept byte first. */
+      ((unsigned char *)b)[0] = ent->spill;
+      if (!(fl & MSG_PEEK))
+        ent->spilled = 0;
+      ent->rstate = 0;
+      op->buf = b;
+      *res = 1;
+      return 1;
+    }
+    while ((r = recv((int)op->fd, b, len, fl | MSG_DONTWAIT)) < 0 &&
+           errno == EINTR) {
+    }
+    if (ent && !(fl & MSG_PEEK))
+      ent->filled = r == (ssize_t)len;
+    if (r > 0) {
+      op->buf = b;
+      *res = r;
+      return 1;
+    }
   }
   int err = r < 0 ? errno : 0;
   src->put(src, b);
@@ -364,12 +434,34 @@ static int try_recv_pooled(hy__op *op, int64_t *res) {
 
 /* Does op's I/O once.  Returns 1 with *res set when the op is done, 0 when
  * it would block. */
-static int try_io(hy__op *op, int64_t *res) {
+static int try_io(hy__op *op, fdent *ent, int64_t *res) {
   int fd = (int)op->fd;
   size_t len = op->len > MAX_IO_LEN ? MAX_IO_LEN : op->len;
   int fl = (int)(op->flags & ~HY__RECV_OWNED);
+  if (ent)
+    ent->rstate = -1;
   if (op->kind == HY__OP_RECV && !op->buf)
-    return try_recv_pooled(op, res);
+    return try_recv_pooled(op, ent, res);
+  if (op->kind == HY__OP_RECV && ent && ent->spilled && len > 0) {
+    /* The byte a pooled read kept comes first (see try_recv_pooled). */
+    unsigned char *b = op->buf;
+    b[0] = ent->spill;
+    if (fl & MSG_PEEK) {
+      *res = 1;
+      return 1;
+    }
+    ent->spilled = 0;
+    ssize_t r = 0;
+    if (len > 1)
+      while ((r = recv(fd, b + 1, len - 1, fl | MSG_DONTWAIT)) < 0 &&
+             errno == EINTR) {
+      }
+    ent->rstate = r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? 1
+                  : r > 0                                            ? -1
+                                                                     : 0;
+    *res = 1 + (r > 0 ? r : 0);
+    return 1;
+  }
   for (;;) {
     ssize_t r;
     socklen_t al = op->addr ? (socklen_t)op->addrlen : 0;
@@ -447,7 +539,15 @@ static void recv_hint(fdent *ent, hy__op *op, int done, int64_t res) {
   }
   /* a pooled recv (addr: its source) has its buffer in op->buf by now */
   size_t len = op->addr ? ((hy__bufsrc *)op->addr)->size : op->len;
-  ent->drained = !done || (res > 0 && (size_t)res < len);
+  if (done && ent->rstate >= 0)
+    ent->drained = ent->rstate; /* the try knew */
+  else
+    ent->drained = !done || (res > 0 && (size_t)res < len);
+  /* Data and the peer's FIN that came before one wait make one edge: a
+   * short read then still leaves the end to be read, and no edge will
+   * say so again. */
+  if (ent->rdhup)
+    ent->drained = 0;
 }
 
 /* Works a queue from its head until an op would block. */
@@ -455,7 +555,7 @@ static void drain(eport *e, fdent *ent, hy__op **head, hy__op **tail) {
   int reading = head == &ent->rq;
   while (*head) {
     int64_t res;
-    int done = try_io(*head, &res);
+    int done = try_io(*head, ent, &res);
     if (reading)
       recv_hint(ent, *head, done, res);
     if (!done)
@@ -469,6 +569,8 @@ static void on_event(eport *e, int fd, uint32_t ev) {
   if (fd < 0 || fd >= e->nfds || !e->fds[fd].reg)
     return;
   fdent *ent = &e->fds[fd];
+  if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+    ent->rdhup = 1;
   if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
     ent->drained = 0;
     drain(e, ent, &ent->rq, &ent->rq_tail);
@@ -573,7 +675,7 @@ static int e_start(hy__port *p, hy__op *op) {
          * data to come brings an edge: no read is tried before it. */
         int done = 0;
         if (!ent->rq && !ent->drained) {
-          done = try_io(op, &res);
+          done = try_io(op, ent, &res);
           recv_hint(ent, op, done, res);
         }
         if (done) {
@@ -587,7 +689,7 @@ static int e_start(hy__port *p, hy__op *op) {
       /* fall through */
     case HY__OP_ACCEPT:
     case HY__OP_RECVFROM:
-      if (!ent->rq && try_io(op, &res)) {
+      if (!ent->rq && try_io(op, ent, &res)) {
         if (op->kind == HY__OP_RECV)
           recv_hint(ent, op, 1, res);
         complete(e, op, res);
@@ -600,7 +702,7 @@ static int e_start(hy__port *p, hy__op *op) {
       break;
     case HY__OP_SEND:
     case HY__OP_SENDTO:
-      if (!ent->wq && try_io(op, &res)) {
+      if (!ent->wq && try_io(op, ent, &res)) {
         complete(e, op, res);
       } else if (probe && (rc = reg_check(e, fd)) < 0) {
         complete(e, op, rc);
