@@ -319,7 +319,7 @@ void hy__task_wake(hy__task *t);       /* make a parked task runnable */
 void hy__task_wake_on(hy__task *t, hy__worker *w);
 /* The same, but t is queued on the worker it last ran on (where its data
  * is in cache) rather than the caller's, when the two differ. */
-void hy__task_wake_home(hy__task *t);
+void hy__task_wake_home(hy__task *t, int quiet); /* quiet: t->qwait's claimer */
 void hy__task_ready(hy_runtime_t *rt, hy__task *t, int lifo); /* enqueue */
 void hy__park(hy__task *t);            /* returns once woken */
 /* Parks t for its open quiet wait (t->qwait), which nobody but its claimer

@@ -400,6 +400,17 @@ void hy__task_wake(hy__task *t) {
  * before that (on another thread: the task runs up to its switch-out
  * without taking a lock, a few dozen instructions) waits for the mark
  * instead.  On the task's own worker the switch-out is always complete. */
+static void await_parked(hy__task *t) {
+  unsigned spins = 0;
+  while (atomic_load_explicit(&t->wstate, memory_order_acquire) !=
+         HY__PARKED) {
+    if (++spins < 256)
+      hy__cpu_relax();
+    else
+      hy__thread_yield(); /* its thread lost the CPU meanwhile */
+  }
+}
+
 void hy__task_wake_quiet(hy__task *t, hy__worker *w) {
   if (w && w->current == t) {
     /* The task claimed its own open wait, on its way to park (an
@@ -408,16 +419,8 @@ void hy__task_wake_quiet(hy__task *t, hy__worker *w) {
     atomic_store_explicit(&t->wstate, HY__NOTIFIED, memory_order_relaxed);
     return;
   }
-  if (!(w && t->worker == w)) {
-    unsigned spins = 0;
-    while (atomic_load_explicit(&t->wstate, memory_order_acquire) !=
-           HY__PARKED) {
-      if (++spins < 256)
-        hy__cpu_relax();
-      else
-        hy__thread_yield(); /* its thread lost the CPU meanwhile */
-    }
-  }
+  if (!(w && t->worker == w))
+    await_parked(t);
   atomic_store_explicit(&t->wstate, HY__RUNNING, memory_order_relaxed);
   if (w)
     ready_on(w, t, 1);
@@ -463,14 +466,36 @@ void hy__task_wake_on(hy__task *t, hy__worker *w) {
  * owner's lock-free "my queues are empty" reads only delay it until its
  * next look (its sleep protocol looks at every queue after publishing that
  * it sleeps, and hy__wake_idle wakes a sleeper). */
-void hy__task_wake_home(hy__task *t) {
+static void push_home(hy__worker *home, hy__task *t) {
+  q_lock(home);
+  q_push(home, t);
+  q_unlock(home);
+  hy__wake_idle(t->rt);
+}
+
+void hy__task_wake_home(hy__task *t, int quiet) {
   hy__worker *w = hy__worker_current(t->rt);
   /* Shutting down: the drain judges each worker's quiet by its own
-   * last_activity, which only the owner writes (ready_on): wake here. */
+   * last_activity, which only the owner writes (ready_on): wake here.
+   * Last run here, or running here: the local wake is the home one. */
   if (!w || t->rt->nworkers < 2 ||
       atomic_load_explicit(&t->rt->phase, memory_order_relaxed) !=
-          HY__PH_RUNNING) {
-    hy__task_wake_on(t, w);
+          HY__PH_RUNNING ||
+      w->current == t || t->worker == w) {
+    if (quiet)
+      hy__task_wake_quiet(t, w);
+    else
+      hy__task_wake_on(t, w);
+    return;
+  }
+  if (quiet) {
+    /* A quiet park marks PARKED with a plain store and never looks for an
+     * early wake: the one claimer waits for the mark (hy__task_wake_quiet),
+     * after which t->worker is where it last ran. */
+    await_parked(t);
+    hy__worker *home = t->worker;
+    atomic_store_explicit(&t->wstate, HY__RUNNING, memory_order_relaxed);
+    push_home(home, t);
     return;
   }
   for (;;) {
@@ -484,10 +509,7 @@ void hy__task_wake_home(hy__task *t) {
         return;
       }
       if (atomic_compare_exchange_weak(&t->wstate, &s, HY__RUNNING)) {
-        q_lock(home);
-        q_push(home, t);
-        q_unlock(home);
-        hy__wake_idle(t->rt);
+        push_home(home, t);
         return;
       }
     } else if (s == HY__RUNNING) {

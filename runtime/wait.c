@@ -181,7 +181,7 @@ void hy__wait_wake(hy__wait *w) {
 
 void hy__wait_wake_home(hy__wait *w) {
   if (w->task)
-    hy__task_wake_home(w->task);
+    hy__task_wake_home(w->task, w == &w->task->qwait);
   else
     hy__osev_signal(&w->ev);
 }

@@ -892,6 +892,7 @@ typedef struct harg {
   _Atomic(int) parker_worker; /* where the parker parked, -1: a thread */
   atomic_int rounds, remote, stop;
   int n;
+  int quiet; /* the task's quiet wait, as channel operations and select */
   uint64_t rnd;
 } harg;
 
@@ -907,13 +908,18 @@ static void *home_parker(void *p) {
   for (int i = 0; i < a->n || (a->rt && hy__in_task(a->rt) &&
                                atomic_load(&a->remote) < 20 && hy_now() < until);
        i++) {
-    hy__wait w;
-    ASSERT_OK(hy__wait_init(&w, a->rt));
+    hy__wait own, *w = &own;
+    if (a->quiet) {
+      ASSERT_OK(hy__wait_init_quiet(&w, &own, a->rt));
+      hy__wait_open(w);
+    } else {
+      ASSERT_OK(hy__wait_init(w, a->rt));
+    }
     atomic_store(&a->parker_worker, worker_id(a->rt));
-    atomic_store(&a->slot, &w);
-    ASSERT_EQ(hy__wait_park(&w, HY_FOREVER), 0);
-    ASSERT_EQ(w.result, 0);
-    hy__wait_fini(&w);
+    atomic_store(&a->slot, w);
+    ASSERT_EQ(hy__wait_park(w, HY_FOREVER), 0);
+    ASSERT_EQ(w->result, 0);
+    hy__wait_fini(w);
     atomic_fetch_add(&a->rounds, 1);
     uint64_t x = xs(&rnd);
     if (a->rt && hy__in_task(a->rt) && x % 16 == 0)
@@ -957,6 +963,22 @@ TEST_IMPL(event_wake_home_no_lost_wake) {
   ASSERT_OK(hy_task_join(rt, pk, NULL));
   ASSERT_GE(atomic_load(&a.rounds), a.n);
   ASSERT_GE(atomic_load(&a.remote), 20);
+  /* The same with the task's quiet wait, which parks without looking for
+   * an early wake: its claimer must wait for the switch-out. */
+  harg q;
+  memset(&q, 0, sizeof q);
+  q.rt = rt;
+  q.n = 3000;
+  q.quiet = 1;
+  q.rnd = test_rand() | 1;
+  hy_task_t qp, qw;
+  ASSERT_OK(hy_task_spawn(rt, home_waker, &q, NULL, &qw));
+  ASSERT_OK(hy_task_spawn(rt, home_parker, &q, NULL, &qp));
+  ASSERT_OK(hy_task_join(rt, qp, NULL));
+  ASSERT_GE(atomic_load(&q.rounds), q.n);
+  ASSERT_GE(atomic_load(&q.remote), 20);
+  atomic_store(&q.stop, 1);
+  ASSERT_OK(hy_task_join(rt, qw, NULL));
   /* A foreign thread (this one) parks on an OS event instead. */
   harg f;
   memset(&f, 0, sizeof f);
