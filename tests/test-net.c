@@ -1404,6 +1404,8 @@ static int raw_connect(const hy_addr_t *a) {
   if (fd < 0)
     TEST_FAIL_("socket: error %d", sock_errno());
   if (connect(fd, (const struct sockaddr *)a->sa.raw, (int)a->len) < 0) {
+    /* Said, so that a test that did not expect it tells why. */
+    fprintf(stderr, "raw_connect: connect failed, error %d\n", sock_errno());
     sock_close(fd);
     return -1;
   }
