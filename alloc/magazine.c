@@ -192,23 +192,30 @@ static inline void mag_swap(hy__mcpu *m) {
   load_free(m, a);
 }
 
+/* Two empty magazines of the cache's current size, for a thread's alloc
+ * and free sides.  Returns 0, or -1 with neither taken. */
+static int mag_pair_new(hy_cache_t *c, hy__mag **a, hy__mag **f) {
+  hy__oslock_lock(&c->depot_lock);
+  uint32_t size = c->mag_size;
+  hy__oslock_unlock(&c->depot_lock);
+  *a = hy__mag_new(c, size);
+  *f = *a ? hy__mag_new(c, size) : NULL;
+  if (!*f) {
+    hy__mag_free(c, *a);
+    return -1;
+  }
+  return 0;
+}
+
 /* A thread's magazines of c, not yet in its table nor registered. */
 static hy__mcpu *mcpu_new(hy_cache_t *c) {
   hy__mcpu *m = hy__mem_calloc(1, sizeof *m);
   if (!m)
     return NULL;
-  hy__oslock_lock(&c->depot_lock);
-  uint32_t size = c->mag_size;
-  hy__oslock_unlock(&c->depot_lock);
-  hy__mag *a = hy__mag_new(c, size);
-  hy__mag *f = a ? hy__mag_new(c, size) : NULL;
-  if (!f) {
-    hy__mag_free(c, a);
+  if (mag_pair_new(c, &m->amag, &m->fmag) < 0) {
     hy__mem_free(m);
     return NULL;
   }
-  m->amag = a;
-  m->fmag = f;
   m->cache = c;
   return m;
 }
@@ -400,15 +407,9 @@ void hy__mcpu_flush_own(hy_cache_t *c) {
 static int mcpu_rearm(hy_cache_t *c, hy__mcpu *m) {
   if (atomic_load_explicit(&c->dead, memory_order_acquire))
     return -1;
-  hy__oslock_lock(&c->depot_lock);
-  uint32_t size = c->mag_size;
-  hy__oslock_unlock(&c->depot_lock);
-  hy__mag *a = hy__mag_new(c, size);
-  hy__mag *f = a ? hy__mag_new(c, size) : NULL;
-  if (!f) {
-    hy__mag_free(c, a);
+  hy__mag *a, *f;
+  if (mag_pair_new(c, &a, &f) < 0)
     return -1;
-  }
   hy__mcpu_fold(m);
   load_alloc(m, a);
   load_free(m, f);

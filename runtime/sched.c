@@ -428,6 +428,24 @@ void hy__task_wake_quiet(hy__task *t, hy__worker *w) {
     hy__task_ready(t->rt, t, 1);
 }
 
+/* The wake of a task that may not have switched out yet: PARKED becomes
+ * RUNNING (returns 1: the caller queues it), RUNNING becomes NOTIFIED (0:
+ * its park returns at once), NOTIFIED stays (0). */
+static int mark_woken(hy__task *t) {
+  for (;;) {
+    int s = atomic_load_explicit(&t->wstate, memory_order_acquire);
+    if (s == HY__PARKED) {
+      if (atomic_compare_exchange_weak(&t->wstate, &s, HY__RUNNING))
+        return 1;
+    } else if (s == HY__RUNNING) {
+      if (atomic_compare_exchange_weak(&t->wstate, &s, HY__NOTIFIED))
+        return 0;
+    } else {
+      return 0; /* already notified */
+    }
+  }
+}
+
 void hy__task_wake_on(hy__task *t, hy__worker *w) {
   if (w && t->worker == w && w->current != t) {
     /* t last ran on this very worker and is not running: its switch-out
@@ -438,23 +456,12 @@ void hy__task_wake_on(hy__task *t, hy__worker *w) {
     ready_on(w, t, 1);
     return;
   }
-  for (;;) {
-    int s = atomic_load_explicit(&t->wstate, memory_order_acquire);
-    if (s == HY__PARKED) {
-      if (atomic_compare_exchange_weak(&t->wstate, &s, HY__RUNNING)) {
-        if (w)
-          ready_on(w, t, 1);
-        else
-          hy__task_ready(t->rt, t, 1);
-        return;
-      }
-    } else if (s == HY__RUNNING) {
-      if (atomic_compare_exchange_weak(&t->wstate, &s, HY__NOTIFIED))
-        return;
-    } else {
-      return; /* already notified */
-    }
-  }
+  if (!mark_woken(t))
+    return;
+  if (w)
+    ready_on(w, t, 1);
+  else
+    hy__task_ready(t->rt, t, 1);
 }
 
 /* A task woken on the worker it last ran on (home) rather than the
@@ -498,27 +505,16 @@ void hy__task_wake_home(hy__task *t, int quiet) {
     push_home(home, t);
     return;
   }
-  for (;;) {
-    int s = atomic_load_explicit(&t->wstate, memory_order_acquire);
-    if (s == HY__PARKED) {
-      /* Parked: t->worker was last written before its park, which the
-       * acquire above orders before this read. */
-      hy__worker *home = t->worker;
-      if (!home || home == w) {
-        hy__task_wake_on(t, w);
-        return;
-      }
-      if (atomic_compare_exchange_weak(&t->wstate, &s, HY__RUNNING)) {
-        push_home(home, t);
-        return;
-      }
-    } else if (s == HY__RUNNING) {
-      if (atomic_compare_exchange_weak(&t->wstate, &s, HY__NOTIFIED))
-        return;
-    } else {
-      return; /* already notified */
-    }
-  }
+  if (!mark_woken(t))
+    return;
+  /* Was parked: t->worker was last written before its park, which the
+   * compare-and-swap orders before this read; nothing runs t until it is
+   * queued. */
+  hy__worker *home = t->worker;
+  if (!home || home == w)
+    ready_on(w, t, 1);
+  else
+    push_home(home, t);
 }
 
 /* ------------------------------------------------------------ switching */
