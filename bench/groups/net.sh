@@ -6,7 +6,11 @@
 # GOMAXPROCS 1).  The server runs on CPU 1, the load generator
 # (bench/net.c load: one thread, epoll) on CPU 0.
 # Ratios hydra/<ref>: req/s, MB/s and conn/s higher is better; p99 us,
-# us-cpu/msg and bytes/conn lower is better.
+# us-cpu/msg and bytes/conn lower is better.  Each case also prints a "#"
+# line on stderr with the server's and the load generator's CPU use over
+# the window (% and us per request/connection): a side near 100% is the
+# bound (the generator is the same for every server and kept cheap per
+# request; see bench/net.c).
 # Environment: NET_BENCH_SECS (default 3) seconds measured per case;
 # NET_BENCH_SYSTEMS (default all) the servers to run, space separated.
 bench_net() {
