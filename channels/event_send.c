@@ -153,7 +153,17 @@ static int pick(hy__channel *c, hy__plan *p, hy_event_t *ev, int sole,
       hy_receiver_t *r = p->r[gs + at];
       if (++at == g)
         at = 0;
-      int rc = hy__event_pick(ev, r, r->id, sole);
+      int rc;
+      if (sole && ev->nhad == 0) { /* a fresh event: nothing to look up */
+        ev->had = ev->had_inline;
+        ev->cap_had = 2;
+        ev->had[0].key = r;
+        ev->had[0].id = r->id;
+        ev->nhad = 1;
+        rc = 1;
+      } else {
+        rc = hy__event_pick(ev, r, r->id, sole);
+      }
       if (rc < 0)
         return rc;
       if (rc == 1)
@@ -354,7 +364,8 @@ int hy__send_via(hy__evstate *st, hy__channel *c, hy_sender_t *s,
     delivered += r;
   }
   int woke = wk.n;
-  hy__wakes_flush(&wk);
+  if (woke)
+    hy__wakes_flush(&wk);
   /* A limited channel's reader just woken runs on this worker at once,
    * rather than waiting for another worker to wake up and steal it: it then
    * drains the run queued for it while the sender goes on.  (A task sender
@@ -371,6 +382,7 @@ int hy__send_via(hy__evstate *st, hy__channel *c, hy_sender_t *s,
   count(&c->dropped, dropped);
   if (free_picked)
     hy__mem_free(picked);
-  hy__plan_release(plan); /* NULL: none taken */
+  if (plan) /* else none taken */
+    hy__plan_release(plan);
   return rc < 0 ? rc : delivered;
 }
