@@ -8,14 +8,17 @@
  *   held to look things up, to pick receivers and, for a send of a few
  *   copies, to hand them to receivers that need no wait (a receiver lock
  *   each, no event freed): never across a wait or a long loop, so senders
- *   contend on it only briefly.
+ *   contend on it only briefly.  A sender's owner task sends without it
+ *   while the topology version is unchanged (struct hy_sender).
  *   A receiver's lock guards its queue and its two wait queues.
  *
  * Delivery plans: a channel caches, per topology version, the receivers a
  * send reaches (its bridged group and the ancestors of each member, each
  * receiver once, sorted by priority).  Any topology change bumps the
  * version; the next send rebuilds.  A plan is reference-counted and holds
- * a reference to each of its receivers, so a send uses it without the lock.
+ * a reference to each of its receivers, so a send uses it without the lock;
+ * a plan is never changed once built (a priority change is a topology
+ * change), so it is read without the lock too.
  */
 #ifndef HYDRA_CHANNELS_EVENT_INTERNAL_H
 #define HYDRA_CHANNELS_EVENT_INTERNAL_H
