@@ -22,7 +22,8 @@ hy__channel *hy__channel_alloc(hy_broker_t *b, const char *path, int limit) {
   atomic_init(&c->refs, 1); /* the broker's */
   c->broker = b;
   c->limit = limit;
-  c->pick_run = HY_PICK_RUN;
+  atomic_init(&c->pick_run, HY_PICK_RUN);
+  atomic_init(&c->run_left, HY_PICK_RUN);
   b->ch[b->nch++] = c;
   b->st->version++;
   return c;

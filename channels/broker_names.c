@@ -80,8 +80,11 @@ int hy_channel_set_pick_run(hy_broker_t *b, const char *path, int run) {
     return HY_EINVAL;
   hy__lock(&b->st->topo);
   hy__channel *c = hy__broker_resolve(b, path, NULL);
-  if (c)
-    c->pick_run = (uint32_t)run;
+  if (c) {
+    atomic_store(&c->pick_run, (uint32_t)run);
+    atomic_store(&c->run_left, (uint32_t)run); /* the current receiver
+                                                  starts a new run */
+  }
   hy__unlock(&b->st->topo);
   return c ? 0 : HY_ENOENT;
 }
@@ -223,8 +226,13 @@ int hy_channel_info(hy_broker_t *b, const char *path, hy_channel_info_t *info) {
     info->kind = kind;
     info->limit = c->limit;
     info->receivers = c->nrcv;
-    info->sent = c->sent;
-    info->delivered = c->planned - atomic_load(&c->undelivered);
+    uint64_t sent = atomic_load(&c->sent), planned = atomic_load(&c->planned);
+    for (hy_sender_t *s = c->senders; s; s = s->next) {
+      sent += atomic_load(&s->sent);
+      planned += atomic_load(&s->planned);
+    }
+    info->sent = sent;
+    info->delivered = planned - atomic_load(&c->undelivered);
     info->expired = atomic_load(&c->expired);
     info->unpicked = atomic_load(&c->unpicked);
     info->dropped = atomic_load(&c->dropped);

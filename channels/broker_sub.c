@@ -7,31 +7,31 @@
 
 #include "channels/event_internal.h"
 
-struct hy_sender {
-  hy__evstate *st;
-  hy__channel *ch;
-};
-
 int hy_publish(hy_broker_t *b, const char *path, hy_sender_t **out) {
   if (!out)
     return HY_EINVAL;
   *out = NULL;
   if (!b || !path)
     return HY_EINVAL;
-  hy_sender_t *s = hy__mem_alloc(sizeof *s);
+  hy_sender_t *s = hy__mem_calloc(1, sizeof *s);
   if (!s)
     return HY_ENOMEM;
+  s->st = b->st;
   hy__lock(&b->st->topo);
   hy__channel *c = hy__broker_resolve(b, path, NULL);
-  if (c)
+  if (c) {
     atomic_fetch_add(&c->refs, 1);
+    s->ch = c;
+    s->next = c->senders;
+    if (c->senders)
+      c->senders->prev = s;
+    c->senders = s;
+  }
   hy__unlock(&b->st->topo);
   if (!c) {
     hy__mem_free(s);
     return HY_ENOENT;
   }
-  s->st = b->st;
-  s->ch = c;
   *out = s;
   return 0;
 }
@@ -40,7 +40,18 @@ void hy_sender_free(hy_sender_t *s) {
   if (!s)
     return;
   hy__lock(&s->st->topo);
-  hy__channel_release(s->ch);
+  hy__channel *c = s->ch;
+  /* The owner's counts go to the channel. */
+  atomic_store(&c->sent, atomic_load(&c->sent) + atomic_load(&s->sent));
+  atomic_store(&c->planned, atomic_load(&c->planned) + atomic_load(&s->planned));
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    c->senders = s->next;
+  if (s->next)
+    s->next->prev = s->prev;
+  hy__plan_release(s->plan);
+  hy__channel_release(c);
   hy__unlock(&s->st->topo);
   hy__mem_free(s);
 }
@@ -53,7 +64,7 @@ int hy__sender_send(hy_sender_t *s, hy_event_t *ev, hy_time_t deadline,
                     int nonblock) {
   if (!s || !ev)
     return HY_EINVAL;
-  return hy__send_channel(s->st, s->ch, ev, deadline, nonblock);
+  return hy__send_via(s->st, s->ch, s, ev, deadline, nonblock);
 }
 
 int hy_send_to(hy_broker_t *b, const char *path, hy_event_t *ev,

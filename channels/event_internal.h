@@ -8,14 +8,17 @@
  *   held to look things up, to pick receivers and, for a send of a few
  *   copies, to hand them to receivers that need no wait (a receiver lock
  *   each, no event freed): never across a wait or a long loop, so senders
- *   contend on it only briefly.
+ *   contend on it only briefly.  A sender's owner task sends without it
+ *   while the topology version is unchanged (struct hy_sender).
  *   A receiver's lock guards its queue and its two wait queues.
  *
  * Delivery plans: a channel caches, per topology version, the receivers a
  * send reaches (its bridged group and the ancestors of each member, each
  * receiver once, sorted by priority).  Any topology change bumps the
  * version; the next send rebuilds.  A plan is reference-counted and holds
- * a reference to each of its receivers, so a send uses it without the lock.
+ * a reference to each of its receivers, so a send uses it without the lock;
+ * a plan is never changed once built (a priority change is a topology
+ * change), so it is read without the lock too.
  */
 #ifndef HYDRA_CHANNELS_EVENT_INTERNAL_H
 #define HYDRA_CHANNELS_EVENT_INTERNAL_H
@@ -119,6 +122,9 @@ void hy__receiver_close(hy_receiver_t *r);
 struct hy__plan {
   atomic_long refs;
   int n;
+  int *gend;            /* gend[i]: the end of r[i]'s group of equals (a
+                           priority change rebuilds the plan, so a pick
+                           reads no receiver's priority) */
   hy_receiver_t *r[];   /* sorted by priority, highest first */
 };
 void hy__plan_release(hy__plan *p);
@@ -136,10 +142,18 @@ struct hy__channel {
   int nbridge, capbridge;
   hy__plan *plan;       /* cached, for plan_ver */
   uint64_t plan_ver;
-  uint64_t rr;          /* round-robin position among equals */
-  uint32_t pick_run;    /* sends per round-robin turn (HY_PICK_RUN) */
+  /* Round-robin among equals (event_send.c pick): written with plain
+   * atomic loads and stores, also by senders without topo. */
+  _Atomic uint32_t turn;     /* turns so far */
+  _Atomic uint32_t run_left; /* sends left in this turn */
+  _Atomic uint32_t pick_run; /* sends per turn (HY_PICK_RUN) */
+  _Atomic uint64_t turn_cache; /* size << 48 | start << 32 | turn: the top
+                                  group's start, turn % size */
   uint32_t mark;        /* walk epoch, under topo */
-  uint64_t sent, planned; /* under topo: sends, copies to hand over */
+  _Atomic uint64_t sent, planned; /* written under topo: sends, copies to
+                                     hand over (and see senders) */
+  hy_sender_t *senders; /* under topo: its senders, whose owners count
+                           their own sends */
   _Atomic uint64_t undelivered, expired, unpicked, dropped;
 };
 
@@ -190,7 +204,8 @@ typedef struct hy__batchlist hy__batchlist;
 struct hy__evstate {
   hy_runtime_t *rt;
   hy__lock_t topo;
-  uint64_t version;      /* topology version (under topo) */
+  _Atomic uint64_t version; /* topology version (changed under topo; read
+                               without it by senders' owners) */
   uint32_t epoch;        /* walk marks */
   uint64_t next_id;      /* receiver ids */
   uint64_t next_reply;   /* reply channel names */
@@ -225,9 +240,27 @@ hy__channel *hy__channel_alloc(hy_broker_t *b, const char *path, int limit);
 void hy__channel_kill(hy__channel *c);
 int hy__grow(void **v, int *cap, int need, size_t elem);
 
+/* A sender.  The first task that sends through it becomes its owner and
+ * keeps the plan it used (event_send.c): while the topology version stays
+ * the same its sends take no topo.  Other tasks and foreign threads send
+ * the ordinary way. */
+struct hy_sender {
+  hy__evstate *st;
+  hy__channel *ch;
+  hy_sender_t *next, *prev;  /* the channel's senders, under topo */
+  _Atomic(void *) owner;     /* the owning task, set once */
+  hy__plan *plan;            /* the owner's, with a reference: replaced
+                                by the owner under topo */
+  uint64_t ver;              /* the version plan is current for */
+  _Atomic uint64_t sent, planned; /* the owner's fast sends (owner-written) */
+};
+
 /* Sends ev into c.  nonblock: see hy__receiver_put. */
 int hy__send_channel(hy__evstate *st, hy__channel *c, hy_event_t *ev,
                      hy_time_t deadline, int nonblock);
+/* The same through s (NULL: none), whose owner may send without topo. */
+int hy__send_via(hy__evstate *st, hy__channel *c, hy_sender_t *s,
+                 hy_event_t *ev, hy_time_t deadline, int nonblock);
 
 int hy__sender_send(hy_sender_t *s, hy_event_t *ev, hy_time_t deadline,
                     int nonblock);

@@ -32,7 +32,8 @@ static void wake_sender(hy_receiver_t *r) {
 /* Under r->lock. */
 static hy_event_t *pop(hy_receiver_t *r) {
   hy_event_t *ev = r->ring[r->head];
-  r->head = (r->head + 1) % r->cap;
+  if (++r->head == r->cap)
+    r->head = 0;
   r->n--;
   if (r->senders.head)
     wake_sender(r);
@@ -50,7 +51,10 @@ static void pass_room(hy_receiver_t *r) {
 }
 
 static void push(hy_receiver_t *r, hy_event_t *ev) {
-  r->ring[(r->head + r->n) % r->cap] = ev;
+  uint32_t at = r->head + r->n; /* no division: head, n < cap */
+  if (at >= r->cap)
+    at -= r->cap;
+  r->ring[at] = ev;
   r->n++;
 }
 
@@ -105,7 +109,8 @@ int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
     hy_event_t *old = NULL;
     if (r->policy == HY_OVERFLOW_DROP_OLDEST) {
       old = r->ring[r->head];
-      r->head = (r->head + 1) % r->cap;
+      if (++r->head == r->cap)
+        r->head = 0;
       r->n--;
       push(r, ev);
       r->received++;

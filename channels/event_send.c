@@ -81,7 +81,8 @@ static hy__plan *plan_build(hy__evstate *st, hy__channel *c) {
   int total = 0;
   for (int i = 0; i < n; i++)
     total += v[i]->nrcv;
-  hy__plan *p = hy__mem_alloc(sizeof *p + (size_t)total * sizeof(hy_receiver_t *));
+  hy__plan *p = hy__mem_alloc(sizeof *p + (size_t)total * sizeof(hy_receiver_t *) +
+                              (size_t)total * sizeof(int));
   if (!p) {
     hy__mem_free(v);
     return NULL;
@@ -96,6 +97,13 @@ static hy__plan *plan_build(hy__evstate *st, hy__channel *c) {
     }
   hy__mem_free(v);
   qsort(p->r, (size_t)p->n, sizeof *p->r, by_priority);
+  /* Priorities change under topo only, as plans are built. */
+  p->gend = (int *)(void *)&p->r[total];
+  for (int i = p->n - 1; i >= 0; i--)
+    p->gend[i] = i + 1 < p->n && atomic_load_explicit(&p->r[i]->prio, memory_order_relaxed) ==
+                                     atomic_load_explicit(&p->r[i + 1]->prio, memory_order_relaxed)
+                     ? p->gend[i + 1]
+                     : i + 1;
   return p;
 }
 
@@ -119,16 +127,43 @@ static int pick(hy__channel *c, hy__plan *p, hy_event_t *ev, int sole,
                 hy_receiver_t **out) {
   int want = c->limit, got = 0;
   for (int gs = 0; gs < p->n && got < want;) {
-    int64_t prio = atomic_load_explicit(&p->r[gs]->prio, memory_order_relaxed);
-    int ge = gs + 1;
-    while (ge < p->n &&
-           atomic_load_explicit(&p->r[ge]->prio, memory_order_relaxed) == prio)
-      ge++;
+    int ge = p->gend[gs];
     int g = ge - gs;
-    int start = (int)(c->rr / c->pick_run % (uint64_t)g);
-    for (int k = 0; k < g && got < want; k++) {
-      hy_receiver_t *r = p->r[gs + (start + k) % g];
-      int rc = hy__event_pick(ev, r, r->id, sole);
+    /* No division per send: the top group's start is kept for its size.
+     * Senders that do not hold topo (hy_sender_t's owner) update the turn
+     * with plain loads and stores: racing senders may both serve one turn,
+     * never one outside the group. */
+    uint32_t turn = atomic_load_explicit(&c->turn, memory_order_relaxed);
+    int start = 0;
+    if (gs == 0) {
+      uint64_t tc = atomic_load_explicit(&c->turn_cache, memory_order_relaxed);
+      if ((uint32_t)tc == turn && (int)(tc >> 48) == g)
+        start = (int)(tc >> 32 & 0xffff);
+      else
+        start = -1;
+    }
+    if (gs != 0 || start < 0 || start >= g) {
+      start = (int)(turn % (uint32_t)g);
+      if (gs == 0 && g < 0x10000)
+        atomic_store_explicit(&c->turn_cache,
+                              (uint64_t)g << 48 | (uint64_t)start << 32 | turn,
+                              memory_order_relaxed);
+    }
+    for (int k = 0, at = start; k < g && got < want; k++) {
+      hy_receiver_t *r = p->r[gs + at];
+      if (++at == g)
+        at = 0;
+      int rc;
+      if (sole && ev->nhad == 0) { /* a fresh event: nothing to look up */
+        ev->had = ev->had_inline;
+        ev->cap_had = 2;
+        ev->had[0].key = r;
+        ev->had[0].id = r->id;
+        ev->nhad = 1;
+        rc = 1;
+      } else {
+        rc = hy__event_pick(ev, r, r->id, sole);
+      }
       if (rc < 0)
         return rc;
       if (rc == 1)
@@ -136,8 +171,21 @@ static int pick(hy__channel *c, hy__plan *p, hy_event_t *ev, int sole,
     }
     gs = ge;
   }
-  if (got)
-    c->rr++; /* once per send: the start among equals rotates by one */
+  /* Once per send: every pick_run sends the start among equals rotates by
+   * one. */
+  if (got) {
+    uint32_t left = atomic_load_explicit(&c->run_left, memory_order_relaxed);
+    if (left <= 1) {
+      atomic_store_explicit(&c->run_left,
+                            atomic_load_explicit(&c->pick_run, memory_order_relaxed),
+                            memory_order_relaxed);
+      atomic_store_explicit(&c->turn,
+                            atomic_load_explicit(&c->turn, memory_order_relaxed) + 1,
+                            memory_order_relaxed);
+    } else {
+      atomic_store_explicit(&c->run_left, left - 1, memory_order_relaxed);
+    }
+  }
   return got;
 }
 
@@ -146,8 +194,44 @@ static void count(_Atomic uint64_t *f, uint64_t n) {
     atomic_fetch_add_explicit(f, n, memory_order_relaxed);
 }
 
+/* Under topo: the channel's own counts (the sends through a sender's
+ * fast path are counted in the sender). */
+static void add_sent(hy__channel *c, uint64_t n) {
+  atomic_store_explicit(&c->sent, atomic_load_explicit(&c->sent, memory_order_relaxed) + n,
+                        memory_order_relaxed);
+}
+
+static void add_planned(hy__channel *c, uint64_t n) {
+  atomic_store_explicit(&c->planned,
+                        atomic_load_explicit(&c->planned, memory_order_relaxed) + n,
+                        memory_order_relaxed);
+}
+
+/* The sender's own cache of a plan (hy_sender_t): the plan its owner -
+ * the first task to send through it - last used, valid while the
+ * topology version is unchanged.  Only the owner reads or replaces it, so
+ * its sends need no topo: they read the version, pick from the plan it
+ * holds a reference to, and count into the sender's own counters.  A
+ * change it does not see yet orders its send before the change (a
+ * receiver closed meanwhile takes no copy, as if it had been dropped by
+ * the unsubscribe). */
+static int owner_of(hy_sender_t *s, void *me) {
+  return me && atomic_load_explicit(&s->owner, memory_order_relaxed) == me;
+}
+
+/* One count of a sender's own (written by its owner alone). */
+static void own_count(_Atomic uint64_t *f, uint64_t n) {
+  atomic_store_explicit(f, atomic_load_explicit(f, memory_order_relaxed) + n,
+                        memory_order_relaxed);
+}
+
 int hy__send_channel(hy__evstate *st, hy__channel *c, hy_event_t *ev,
                      hy_time_t deadline, int nonblock) {
+  return hy__send_via(st, c, NULL, ev, deadline, nonblock);
+}
+
+int hy__send_via(hy__evstate *st, hy__channel *c, hy_sender_t *s,
+                 hy_event_t *ev, hy_time_t deadline, int nonblock) {
   if (!ev)
     return HY_EINVAL;
   atomic_store_explicit(&ev->sent, 1, memory_order_relaxed);
@@ -160,21 +244,44 @@ int hy__send_channel(hy__evstate *st, hy__channel *c, hy_event_t *ev,
   hy_receiver_t *small[16], **picked = NULL;
   hy__plan *plan = NULL;
   int n;
-  hy__lock(&st->topo);
-  if (c->deleted) {
-    hy__unlock(&st->topo);
-    return HY_ECLOSED;
+  void *me = s ? (void *)hy__task_current(st->rt) : NULL;
+  int locked = 0;
+  hy__plan *p;
+  if (owner_of(s, me) && s->plan &&
+      atomic_load_explicit(&st->version, memory_order_acquire) == s->ver) {
+    p = s->plan;
+    own_count(&s->sent, 1);
+  } else {
+    hy__lock(&st->topo);
+    locked = 1;
+    if (c->deleted) {
+      hy__unlock(&st->topo);
+      return HY_ECLOSED;
+    }
+    p = plan_get(st, c);
+    if (!p) {
+      hy__unlock(&st->topo);
+      return HY_ENOMEM;
+    }
+    if (s && me) {
+      void *none = NULL;
+      if (!atomic_load_explicit(&s->owner, memory_order_relaxed))
+        atomic_compare_exchange_strong(&s->owner, &none, me);
+      if (owner_of(s, me) && s->plan != p) {
+        atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+        hy__plan_release(s->plan); /* as plan_get does, under topo */
+        s->plan = p;
+      }
+      if (owner_of(s, me))
+        s->ver = c->plan_ver;
+    }
+    add_sent(c, 1);
   }
-  c->sent++;
   if (ev->expiry != HY_FOREVER && hy_event_expired(ev, hy_now())) {
-    hy__unlock(&st->topo);
+    if (locked)
+      hy__unlock(&st->topo);
     count(&c->expired, 1);
     return 0;
-  }
-  hy__plan *p = plan_get(st, c);
-  if (!p) {
-    hy__unlock(&st->topo);
-    return HY_ENOMEM;
   }
   if (c->limit == 0) {
     picked = p->r;
@@ -184,7 +291,8 @@ int hy__send_channel(hy__evstate *st, hy__channel *c, hy_event_t *ev,
     picked = want <= 16 ? small : hy__mem_alloc((size_t)want * sizeof *picked);
     n = !picked ? HY_ENOMEM : want ? pick(c, p, ev, sole, picked) : 0;
     if (n <= 0) {
-      hy__unlock(&st->topo);
+      if (locked)
+        hy__unlock(&st->topo);
       if (picked && picked != small)
         hy__mem_free(picked);
       if (n < 0)
@@ -193,7 +301,10 @@ int hy__send_channel(hy__evstate *st, hy__channel *c, hy_event_t *ev,
       return 0;
     }
   }
-  c->planned += (uint64_t)n;
+  if (locked)
+    add_planned(c, (uint64_t)n);
+  else
+    own_count(&s->planned, (uint64_t)n);
 
   /* One reference per copy, added at once; put uses one per delivery.  The
    * pick count is raised for every copy too (the sole holder's plain store
@@ -214,26 +325,30 @@ int hy__send_channel(hy__evstate *st, hy__channel *c, hy_event_t *ev,
   hy__wakes wk;
   wk.n = 0;
   wk.home = c->limit == 0;
-  /* A few copies (a unicast send) are handed over while topo still holds
-   * the plan, as long as none has to wait: no plan reference is taken and
-   * dropped then.  A copy that would wait, and the copies of a wider send,
-   * go on after the lock, the plan held by a reference. */
-  if (n <= PUT_UNDER_TOPO) {
-    for (; i < n; i++) {
-      int r = hy__receiver_put(picked[i], ev, deadline,
-                               nonblock ? HY__PUT_NONBLOCK : HY__PUT_TRY,
-                               &dropped, &wk);
-      if (r == HY_EAGAIN)
-        break;
-      delivered += r;
+  /* Under topo, a few copies (a unicast send) are handed over while topo
+   * still holds the plan, as long as none has to wait: no plan reference
+   * is taken and dropped then.  A copy that would wait, and the copies of a
+   * wider send, go on after the lock, the plan held by a reference.  The
+   * owner's sends hold the plan by the sender's reference. */
+  if (locked) {
+    if (n <= PUT_UNDER_TOPO) {
+      for (; i < n; i++) {
+        int r = hy__receiver_put(picked[i], ev, deadline,
+                                 nonblock ? HY__PUT_NONBLOCK : HY__PUT_TRY,
+                                 &dropped, &wk);
+        if (r == HY_EAGAIN)
+          break;
+        delivered += r;
+      }
+    }
+    if (i < n) {
+      atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+      plan = p;
     }
   }
-  if (i < n) {
-    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
-    plan = p;
-  }
   int free_picked = picked != p->r && picked != small;
-  hy__unlock(&st->topo);
+  if (locked)
+    hy__unlock(&st->topo);
   for (; i < n; i++) {
     int r = hy__receiver_put(picked[i], ev, deadline,
                              nonblock ? HY__PUT_NONBLOCK : HY__PUT_BLOCK,
@@ -249,7 +364,8 @@ int hy__send_channel(hy__evstate *st, hy__channel *c, hy_event_t *ev,
     delivered += r;
   }
   int woke = wk.n;
-  hy__wakes_flush(&wk);
+  if (woke)
+    hy__wakes_flush(&wk);
   /* A limited channel's reader just woken runs on this worker at once,
    * rather than waiting for another worker to wake up and steal it: it then
    * drains the run queued for it while the sender goes on.  (A task sender
@@ -266,6 +382,7 @@ int hy__send_channel(hy__evstate *st, hy__channel *c, hy_event_t *ev,
   count(&c->dropped, dropped);
   if (free_picked)
     hy__mem_free(picked);
-  hy__plan_release(plan); /* NULL: none taken */
+  if (plan) /* else none taken */
+    hy__plan_release(plan);
   return rc < 0 ? rc : delivered;
 }

@@ -27,4 +27,5 @@ TEST(event_sys_never_blocks, 0)
 TEST(event_request_reply, T_BACKEND)
 TEST(event_batcher, T_BACKEND)
 TEST(event_pick_run, T_BACKEND)
+TEST(event_sender_fast_path_races_topology, T_BACKEND)
 #endif

@@ -1955,3 +1955,142 @@ TEST_IMPL(event_pick_run) {
   return 0;
 }
 #endif
+
+#ifndef _WIN32
+/* A sender's owner sends without topo while the topology version stays
+ * the same (channels/event_send.c): subscribes, unsubscribes and priority
+ * changes race its sends, and a second task sends through the same sender
+ * the ordinary way.  Every send hands its event to at most one receiver
+ * (its pick count says which), none twice; the channel counts every send
+ * exactly (the owner's counts live in the sender until it is freed); and
+ * once the churn is over the owner's next sends see the final topology at
+ * once: all delivered, shared among the two steady receivers within one
+ * round-robin run each. */
+enum { FP_N = 6000, FP_TAIL = 4 * HY_PICK_RUN };
+
+typedef struct fparg {
+  hy_runtime_t *rt;
+  hy_broker_t *b;
+  hy_sender_t *s;
+  uint8_t *seen;   /* by value: receivers that had it */
+  atomic_long delivered, sends;
+  atomic_int churning;
+  int base;        /* this task's values: base + i */
+  int n;
+} fparg;
+
+static void *fp_sender(void *p) {
+  fparg *a = p;
+  for (int i = 0; i < a->n; i++) {
+    hy_event_t *ev = i64_event(a->base + i, HY_FOREVER);
+    int rc = hy_send(a->s, ev, HY_FOREVER);
+    ASSERT_GE(rc, 0);
+    ASSERT_LE(rc, 1);
+    ASSERT_EQ(hy_event_picks(ev), (unsigned)rc);
+    hy_event_unref(ev);
+    atomic_fetch_add(&a->delivered, rc);
+    atomic_fetch_add(&a->sends, 1);
+    if (test_rand() % 32 == 0)
+      hy_yield(a->rt);
+  }
+  return NULL;
+}
+
+static void fp_take(fparg *a, hy_receiver_t *r) {
+  hy_event_t *ev;
+  while (hy_receiver_try_read(r, &ev) == 0) {
+    a->seen[i64_of(ev)]++;
+    hy_event_unref(ev);
+  }
+}
+
+static void *fp_churn(void *p) {
+  fparg *a = p;
+  while (atomic_load(&a->churning)) {
+    hy_receiver_t *r = sub(a->b, "jobs", 4 * FP_N, HY_OVERFLOW_BLOCK,
+                           (int64_t)(test_rand() % 3) - 1);
+    for (int k = (int)(test_rand() % 4); k > 0; k--) {
+      hy_yield(a->rt);
+      ASSERT_OK(hy_receiver_set_priority(r, (int64_t)(test_rand() % 3) - 1));
+    }
+    fp_take(a, r);
+    hy_unsubscribe(r); /* drops what came after the take: not seen */
+  }
+  return NULL;
+}
+
+TEST_IMPL(event_sender_fast_path_races_topology) {
+  hy_runtime_t *rt = test_rt_new(2);
+  hy_broker_t *b;
+  ASSERT_OK(hy_broker_new(rt, "b", &b));
+  ASSERT_OK(hy_channel_create(b, "jobs", 1));
+  hy_receiver_t *steady[2];
+  for (int i = 0; i < 2; i++)
+    steady[i] = sub(b, "jobs", 4 * FP_N + FP_TAIL, HY_OVERFLOW_BLOCK, 0);
+  hy_sender_t *s;
+  ASSERT_OK(hy_publish(b, "jobs", &s));
+  fparg a[2];
+  uint8_t *seen = calloc(2 * FP_N + FP_TAIL, 1);
+  ASSERT_NE(seen, NULL);
+  memset(a, 0, sizeof a);
+  for (int i = 0; i < 2; i++) {
+    a[i].rt = rt;
+    a[i].b = b;
+    a[i].s = s;
+    a[i].seen = seen;
+    a[i].base = i * FP_N;
+    a[i].n = FP_N;
+  }
+  fparg churn = a[0];
+  atomic_store(&churn.churning, 1);
+  hy_task_t t[3];
+  ASSERT_OK(hy_task_spawn(rt, fp_churn, &churn, NULL, &t[2]));
+  for (int i = 0; i < 2; i++)
+    ASSERT_OK(hy_task_spawn(rt, fp_sender, &a[i], NULL, &t[i]));
+  for (int i = 0; i < 2; i++)
+    ASSERT_OK(hy_task_join(rt, t[i], NULL));
+  atomic_store(&churn.churning, 0);
+  ASSERT_OK(hy_task_join(rt, t[2], NULL));
+  long delivered = atomic_load(&a[0].delivered) + atomic_load(&a[1].delivered);
+  hy_channel_info_t i0 = info(b, "jobs");
+  ASSERT_EQ(i0.sent, 2 * FP_N);
+  ASSERT_EQ(i0.delivered, (uint64_t)delivered);
+  /* The tail: the steady receivers alone, every event delivered. */
+  a[0].base = 2 * FP_N;
+  a[0].n = FP_TAIL;
+  atomic_store(&a[0].delivered, 0);
+  ASSERT_OK(hy_task_spawn(rt, fp_sender, &a[0], NULL, &t[0]));
+  ASSERT_OK(hy_task_join(rt, t[0], NULL));
+  ASSERT_EQ(atomic_load(&a[0].delivered), FP_TAIL);
+  long steady_got[2];
+  for (int i = 0; i < 2; i++) {
+    long before = 0;
+    for (int v = 2 * FP_N; v < 2 * FP_N + FP_TAIL; v++)
+      before += seen[v];
+    fp_take(&a[0], steady[i]);
+    long after = 0;
+    for (int v = 2 * FP_N; v < 2 * FP_N + FP_TAIL; v++)
+      after += seen[v];
+    steady_got[i] = after - before;
+  }
+  for (int i = 0; i < 2; i++) {
+    ASSERT_GE(steady_got[i], FP_TAIL / 2 - HY_PICK_RUN);
+    ASSERT_LE(steady_got[i], FP_TAIL / 2 + HY_PICK_RUN);
+  }
+  for (int v = 0; v < 2 * FP_N + FP_TAIL; v++)
+    ASSERT_LE(seen[v], 1);
+  for (int v = 2 * FP_N; v < 2 * FP_N + FP_TAIL; v++)
+    ASSERT_EQ(seen[v], 1);
+  hy_sender_free(s);
+  /* Freed, the sender's counts stay with the channel. */
+  hy_channel_info_t i1 = info(b, "jobs");
+  ASSERT_EQ(i1.sent, 2 * FP_N + FP_TAIL);
+  ASSERT_EQ(i1.delivered, (uint64_t)delivered + FP_TAIL);
+  for (int i = 0; i < 2; i++)
+    hy_unsubscribe(steady[i]);
+  free(seen);
+  ASSERT_OK(hy_broker_free(b));
+  test_rt_close(rt, HY_MS(50));
+  return 0;
+}
+#endif
