@@ -39,18 +39,18 @@
  * One epoll_wait per batch of ready fds, as a plain epoll loop makes: a
  * wait that need not block - timeout 0, or completions already in the
  * ready list to hand out - does not ask the kernel again when an
- * epoll_wait that saw every ready fd (it had room to spare) returned less
- * than LOOK_GAP ago (fresh_look): the worker's look before it sleeps, and
- * the wait that hands out sends completed at once, would each cost a
- * system call that finds nothing new.  What comes meanwhile is found by
- * the next wait that asks, or by the block (epoll_wait with a timeout
- * returns at once when fds are ready); at most LOOK_GAP passes between
- * two looks of waits that do not block, so the port's own completions
- * never starve the kernel's.  Not once the os_handle is out: the foreign
- * loop was told "readable" and must find what made it so.  The epoll
- * port does not look before it blocks (HY__SPIN_NS in port_linux.h): on
- * epoll each look is a system call, and the tries cost more CPU per
- * message than the sleep they save.
+ * epoll_wait that saw every ready fd (it had room to spare) returned a
+ * moment ago (fresh_look: less than LOOK_GAP ago, and fewer than
+ * LOOK_SKIPS waits did not ask since).  The worker's look before it
+ * sleeps, and the wait that hands out the sends that completed at once,
+ * would each cost a system call that, after a batch, finds nothing the
+ * block that follows would not return at once.  A worker busy with tasks
+ * asks at every LOOK_SKIPS + 1st wait, or after LOOK_GAP, so the port's
+ * own completions never starve the kernel's.  Not once the os_handle is
+ * out: the foreign loop was told "readable" and must find what made it
+ * so.  The epoll port does not look before it blocks (HY__SPIN_NS in
+ * port_linux.h): on epoll each look is a system call, and the tries cost
+ * more CPU per message than the sleep they save.
  *
  * Completed ops wait in the ready list until dequeued.  Once os_handle
  * (the epoll fd) has been handed out, an op completed inside start, or
@@ -83,9 +83,11 @@
 #define MAX_IO_LEN 0x7ffff000u
 #define NEVENTS 64
 
-/* A wait that need not block skips the kernel when the last epoll_wait
- * is younger than this (see fresh_look). */
-#define LOOK_GAP HY_US(25)
+/* A wait that need not block does not ask the kernel when the last
+ * epoll_wait is younger than LOOK_GAP and fewer than LOOK_SKIPS waits
+ * did not ask since (see fresh_look). */
+#define LOOK_GAP HY_US(200)
+#define LOOK_SKIPS 2
 
 enum { W_NONE = 0, W_RQ, W_WQ, W_POLL, W_HEAP };
 
@@ -118,6 +120,7 @@ typedef struct eport {
   hy__op *ready, *ready_tail;
   int64_t looked;    /* when the last epoll_wait returned with room to
                         spare (it saw every ready fd); 0: not known */
+  int skips;         /* waits that did not ask the kernel since */
 } eport;
 
 static const hy__port_vt epoll_vt;
@@ -815,14 +818,21 @@ static int ep_wait_sys(eport *e, struct epoll_event *evs, int64_t tmo) {
 static int ep_wait(eport *e, struct epoll_event *evs, int64_t tmo) {
   int k = ep_wait_sys(e, evs, tmo);
   e->looked = k >= 0 && k < NEVENTS ? hy_now() : 0;
+  e->skips = 0;
   return k;
 }
 
-/* Did the kernel say what is ready less than LOOK_GAP ago?  A wait that
- * need not block then does not ask again (see e_wait). */
+/* Did the kernel say what is ready a moment ago - less than LOOK_GAP ago,
+ * and fewer than LOOK_SKIPS waits did not ask since?  A wait that need
+ * not block then does not ask again (see e_wait); it counts as one that
+ * did not. */
 static int fresh_look(eport *e) {
-  return e->looked && hy_now() - e->looked < LOOK_GAP &&
-         !atomic_load_explicit(&e->base.osh, memory_order_relaxed);
+  if (!e->looked || e->skips >= LOOK_SKIPS ||
+      atomic_load_explicit(&e->base.osh, memory_order_relaxed) ||
+      hy_now() - e->looked >= LOOK_GAP)
+    return 0;
+  e->skips++;
+  return 1;
 }
 
 static void on_events(eport *e, const struct epoll_event *evs, int k) {
