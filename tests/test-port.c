@@ -552,6 +552,105 @@ TEST_IMPL(port_epoll_fresh_look) {
   hy__port_close(p);
   return 0;
 }
+
+/* Pooled receives (buf NULL, a hy__bufsrc) of a stream whose pieces are
+ * often exactly the buffer's size, a few times it, one byte more or less,
+ * sent at random moments: every byte comes once and in order, then the
+ * end.  On epoll this drives the read that asks for one byte more than
+ * the buffer holds after full reads, across reads that find the socket
+ * empty (HY_EAGAIN) and edges whose data an earlier read took. */
+#define PS_BUF 64
+#define PS_TOTAL 300000
+
+typedef struct {
+  int c;
+  uint64_t seed;
+} ps_peer_t;
+
+static unsigned char ps_byte(size_t i) {
+  return (unsigned char)(i * 7 + (i >> 8));
+}
+
+static void *ps_peer(void *arg) {
+  ps_peer_t *a = arg;
+  static const size_t sizes[] = {PS_BUF, PS_BUF, 2 * PS_BUF, PS_BUF - 1,
+                                 PS_BUF + 1, 1, 3 * PS_BUF};
+  unsigned char buf[4 * PS_BUF];
+  size_t sent = 0;
+  while (sent < PS_TOTAL) {
+    a->seed = a->seed * 6364136223846793005ull + 1442695040888963407ull;
+    uint64_t r = a->seed >> 33;
+    size_t n = r % 4 ? sizes[r % 7] : 1 + (size_t)(r >> 8) % (3 * PS_BUF);
+    if (n > PS_TOTAL - sent)
+      n = PS_TOTAL - sent;
+    for (size_t i = 0; i < n; i++)
+      buf[i] = ps_byte(sent + i);
+    for (size_t off = 0; off < n;) {
+      ssize_t k = send(a->c, buf + off, n - off, MSG_NOSIGNAL);
+      ASSERT(k > 0);
+      off += (size_t)k;
+    }
+    sent += n;
+    if (r % 8 == 0) {
+      int64_t until = hy_now() + (int64_t)((r >> 12) % HY_US(50));
+      while (hy_now() < until) {
+      }
+    }
+  }
+  ASSERT_EQ(shutdown(a->c, SHUT_WR), 0);
+  return NULL;
+}
+
+static void *ps_get(hy__bufsrc *src) { return hy__mem_alloc(src->size); }
+static void ps_put(hy__bufsrc *src, void *b) {
+  (void)src;
+  hy__mem_free(b);
+}
+
+TEST_IMPL(port_pooled_stream) {
+  hy__port *p;
+  OPEN_PORT(p);
+  int c, s;
+  tcp_pair(&c, &s);
+  ASSERT_OK(hy__port_associate(p, s));
+  hy__bufsrc src = {ps_get, ps_put, PS_BUF};
+  ps_peer_t a = {c, test_rand() | 1};
+  pthread_t th;
+  ASSERT_EQ(pthread_create(&th, NULL, ps_peer, &a), 0);
+  size_t got = 0;
+  int64_t until = hy_now() + LIMIT;
+  for (;;) {
+    ASSERT(hy_now() < until);
+    hy__op rcv;
+    op_init(&rcv, HY__OP_RECV, s);
+    rcv.flags = HY__RECV_OWNED;
+    rcv.addr = &src;
+    ASSERT_OK(hy__port_start(p, &rcv));
+    ASSERT(wait_one(p) == &rcv);
+    if (rcv.res == HY_EAGAIN) {
+      ASSERT(rcv.buf == NULL);
+      continue;
+    }
+    if (rcv.res == 0) {
+      ASSERT(rcv.buf == NULL);
+      break;
+    }
+    ASSERT(rcv.res > 0 && rcv.res <= PS_BUF);
+    ASSERT(rcv.buf != NULL);
+    const unsigned char *b = rcv.buf;
+    for (int64_t i = 0; i < rcv.res; i++)
+      ASSERT_EQ(b[i], ps_byte(got + (size_t)i));
+    got += (size_t)rcv.res;
+    src.put(&src, rcv.buf);
+  }
+  ASSERT_EQ(got, PS_TOTAL);
+  pthread_join(th, NULL);
+  hy__port_forget(p, s);
+  close(c);
+  close(s);
+  hy__port_close(p);
+  return 0;
+}
 #endif
 
 /* ------------------------------------------------------------ UDP ops */

@@ -378,6 +378,10 @@ static void e_forget(hy__port *p, int fd) {
  * fd filled its buffer (a recvmsg of two pieces costs a little more than a
  * recv, and reads that come back short already say the socket is empty),
  * so the first of a run of full reads is still followed by an EAGAIN.
+ * A read that found the socket empty leaves that mark as it was: when a
+ * full read is followed by that EAGAIN (or an edge whose data an earlier
+ * read took), the next full reads still ask for the byte more - else
+ * every other full read would be followed by an EAGAIN.
  * A pooled receive's fd is read by this port only (the
  * server's connections stay on their worker), so the byte kept here is
  * always the one the next read wants. */
@@ -410,7 +414,8 @@ static int try_recv_pooled(hy__op *op, fdent *ent, int64_t *res) {
     while ((r = recvmsg((int)op->fd, &m, fl | MSG_DONTWAIT)) < 0 &&
            errno == EINTR) {
     }
-    ent->filled = r >= (ssize_t)(len - have);
+    if (r > 0) /* an empty socket says nothing of the reads' sizes */
+      ent->filled = r >= (ssize_t)(len - have);
     if (r > (ssize_t)(len - have)) {
       ent->spilled = 1; /* more is there */
       ent->rstate = 0;
@@ -441,7 +446,7 @@ static int try_recv_pooled(hy__op *op, fdent *ent, int64_t *res) {
     while ((r = recv((int)op->fd, b, len, fl | MSG_DONTWAIT)) < 0 &&
            errno == EINTR) {
     }
-    if (ent && !(fl & MSG_PEEK))
+    if (ent && !(fl & MSG_PEEK) && r > 0)
       ent->filled = r == (ssize_t)len;
     if (r > 0) {
       op->buf = b;
