@@ -4,6 +4,8 @@ TEST(port_tcp_ops, T_BACKEND)
 TEST(port_fd_reuse_without_forget, T_BACKEND)
 #ifndef _WIN32 /* Linux backends only */
 TEST(port_epoll_fifo, 0)
+TEST(port_epoll_fresh_look, 0)
+TEST(port_pooled_stream, T_BACKEND)
 #endif
 TEST(port_udp_ops, T_BACKEND)
 TEST(port_reset_and_refused, T_BACKEND)

@@ -1,5 +1,7 @@
 # bench/groups/net.sh - TCP echo on loopback: Hydra's callback server
-# ("hydra") and task-per-connection server ("hydra-task"), 1 worker each,
+# ("hydra"; "hydra-epoll": the same on the epoll backend, with its own
+# hydra-epoll/<ref> ratio lines) and task-per-connection server
+# ("hydra-task"), 1 worker each,
 # against the references in bench/ref/, each one thread: raw epoll
 # ("epoll", epoll_echo.c), io_uring ("uring", uring_echo.c, liburing),
 # libuv ("libuv", libuv_echo.c) and Go's net package ("go", go/net,
@@ -69,11 +71,18 @@ bench_net() {
     case "$sys" in
       hydra) run_cases hydra "$BIN/net" server-cb ;;
       hydra-task) run_cases hydra-task "$BIN/net" server-task ;;
+      hydra-epoll) HYDRA_BACKEND=epoll run_cases hydra-epoll "$BIN/net" server-cb ;;
       epoll) [ -n "$cmd_epoll" ] && run_cases epoll "$cmd_epoll" ;;
       uring) [ -n "$cmd_uring" ] && run_cases uring "$cmd_uring" ;;
       libuv) [ -n "$cmd_libuv" ] && run_cases libuv "$cmd_libuv" ;;
       go) [ -n "$cmd_go" ] && run_cases go "$cmd_go" ;;
     esac
-  done
+  done | tee "$OUT/net-results.tsv"
+  # The epoll backend's rows ("hydra-epoll") against each reference.
+  awk -F'\t' 'NF >= 4 { v[$1, $2] = $3; c[$1] = 1; r[$2] = 1 }
+    END { for (k in c) for (s in r)
+      if (s !~ /^hydra/ && ((k, "hydra-epoll") in v) && v[k, s] + 0)
+        printf "%s\thydra-epoll/%s\t%.3f\n", k, s, v[k, "hydra-epoll"] / v[k, s] }' \
+    "$OUT/net-results.tsv" | sort
   return 0
 }

@@ -36,6 +36,22 @@
  * A timerfd in the epoll set, kept at the first deadline, makes the epoll
  * fd readable when a timeout is due, for a foreign loop polling it.
  *
+ * One epoll_wait per batch of ready fds, as a plain epoll loop makes: a
+ * wait that need not block - timeout 0, or completions already in the
+ * ready list to hand out - does not ask the kernel again when an
+ * epoll_wait that saw every ready fd (it had room to spare) returned a
+ * moment ago (fresh_look: less than LOOK_GAP ago, and fewer than
+ * LOOK_SKIPS waits did not ask since).  The worker's look before it
+ * sleeps, and the wait that hands out the sends that completed at once,
+ * would each cost a system call that, after a batch, finds nothing the
+ * block that follows would not return at once.  A worker busy with tasks
+ * asks at every LOOK_SKIPS + 1st wait, or after LOOK_GAP, so the port's
+ * own completions never starve the kernel's.  Not once the os_handle is
+ * out: the foreign loop was told "readable" and must find what made it
+ * so.  The epoll port does not look before it blocks (HY__SPIN_NS in
+ * port_linux.h): on epoll each look is a system call, and the tries cost
+ * more CPU per message than the sleep they save.
+ *
  * Completed ops wait in the ready list until dequeued.  Once os_handle
  * (the epoll fd) has been handed out, an op completed inside start, or
  * left in the ready list by a wait that had no more room, also wakes the
@@ -67,6 +83,12 @@
 #define MAX_IO_LEN 0x7ffff000u
 #define NEVENTS 64
 
+/* A wait that need not block does not ask the kernel when the last
+ * epoll_wait is younger than LOOK_GAP and fewer than LOOK_SKIPS waits
+ * did not ask since (see fresh_look). */
+#define LOOK_GAP HY_US(200)
+#define LOOK_SKIPS 2
+
 enum { W_NONE = 0, W_RQ, W_WQ, W_POLL, W_HEAP };
 
 typedef struct fdent {
@@ -96,6 +118,9 @@ typedef struct eport {
   hy__op **heap; /* TIMEOUT ops, a min-heap by deadline */
   int nheap, capheap;
   hy__op *ready, *ready_tail;
+  int64_t looked;    /* when the last epoll_wait returned with room to
+                        spare (it saw every ready fd); 0: not known */
+  int skips;         /* waits that did not ask the kernel since */
 } eport;
 
 static const hy__port_vt epoll_vt;
@@ -353,6 +378,10 @@ static void e_forget(hy__port *p, int fd) {
  * fd filled its buffer (a recvmsg of two pieces costs a little more than a
  * recv, and reads that come back short already say the socket is empty),
  * so the first of a run of full reads is still followed by an EAGAIN.
+ * A read that found the socket empty leaves that mark as it was: when a
+ * full read is followed by that EAGAIN (or an edge whose data an earlier
+ * read took), the next full reads still ask for the byte more - else
+ * every other full read would be followed by an EAGAIN.
  * A pooled receive's fd is read by this port only (the
  * server's connections stay on their worker), so the byte kept here is
  * always the one the next read wants. */
@@ -385,7 +414,8 @@ static int try_recv_pooled(hy__op *op, fdent *ent, int64_t *res) {
     while ((r = recvmsg((int)op->fd, &m, fl | MSG_DONTWAIT)) < 0 &&
            errno == EINTR) {
     }
-    ent->filled = r >= (ssize_t)(len - have);
+    if (r > 0) /* an empty socket says nothing of the reads' sizes */
+      ent->filled = r >= (ssize_t)(len - have);
     if (r > (ssize_t)(len - have)) {
       ent->spilled = 1; /* more is there */
       ent->rstate = 0;
@@ -416,7 +446,7 @@ static int try_recv_pooled(hy__op *op, fdent *ent, int64_t *res) {
     while ((r = recv((int)op->fd, b, len, fl | MSG_DONTWAIT)) < 0 &&
            errno == EINTR) {
     }
-    if (ent && !(fl & MSG_PEEK))
+    if (ent && !(fl & MSG_PEEK) && r > 0)
       ent->filled = r == (ssize_t)len;
     if (r > 0) {
       op->buf = b;
@@ -764,7 +794,7 @@ static void do_cancels(eport *e) {
 }
 
 /* epoll_wait for at most tmo ns (negative: no limit). */
-static int ep_wait(eport *e, struct epoll_event *evs, int64_t tmo) {
+static int ep_wait_sys(eport *e, struct epoll_event *evs, int64_t tmo) {
   int k;
   if (e->pwait2) {
     struct timespec ts, *tsp = NULL;
@@ -787,6 +817,29 @@ static int ep_wait(eport *e, struct epoll_event *evs, int64_t tmo) {
   return k < 0 ? (errno == EINTR ? 0 : -errno) : k;
 }
 
+/* As ep_wait_sys, and notes when the kernel was last asked: a return
+ * with room to spare in evs saw every ready fd (a full array may have
+ * left some behind). */
+static int ep_wait(eport *e, struct epoll_event *evs, int64_t tmo) {
+  int k = ep_wait_sys(e, evs, tmo);
+  e->looked = k >= 0 && k < NEVENTS ? hy_now() : 0;
+  e->skips = 0;
+  return k;
+}
+
+/* Did the kernel say what is ready a moment ago - less than LOOK_GAP ago,
+ * and fewer than LOOK_SKIPS waits did not ask since?  A wait that need
+ * not block then does not ask again (see e_wait); it counts as one that
+ * did not. */
+static int fresh_look(eport *e) {
+  if (!e->looked || e->skips >= LOOK_SKIPS ||
+      atomic_load_explicit(&e->base.osh, memory_order_relaxed) ||
+      hy_now() - e->looked >= LOOK_GAP)
+    return 0;
+  e->skips++;
+  return 1;
+}
+
 static void on_events(eport *e, const struct epoll_event *evs, int k) {
   for (int i = 0; i < k; i++) {
     if (evs[i].data.u64 == EV_WAKE) {
@@ -801,30 +854,10 @@ static void on_events(eport *e, const struct epoll_event *evs, int k) {
   }
 }
 
-/* Before blocking for tmo ns (negative: no limit): if the port's last
- * block was short, epoll_wait without blocking for a while (see
- * HY__SPIN_NS in port_linux.h), until events, a wake, post or cancel
- * request, or the time is up.  Returns the events' count, a negative
- * errno, or 0 - with *looked 1 if it looked. */
-static int e_spin(eport *e, struct epoll_event *evs, int64_t tmo,
-                  int *looked) {
-  hy__port *p = &e->base;
-  int64_t until = hy__lport_spin_until(p, tmo);
-  *looked = until != 0;
-  if (!until)
-    return 0;
-  for (;;) {
-    int k = ep_wait(e, evs, 0);
-    if (k != 0 || hy__lport_news(p) || hy_now() >= until)
-      return k;
-    hy__cpu_relax();
-  }
-}
-
 static int e_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
   eport *e = (eport *)p;
   int64_t deadline = timeout > 0 ? hy_now() + timeout : 0;
-  int n = 0, woke = 0, more = 0, last = 0, err = 0, spun = 0;
+  int n = 0, woke = 0, more = 0, last = 0, err = 0;
   struct epoll_event evs[NEVENTS];
   for (int pass = 0;; pass++) {
     woke |= hy__lport_take_wake(p, timeout);
@@ -834,6 +867,11 @@ static int e_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
     if (n < max)
       n += hy__lport_take_posts(p, ops + n, max - n, &more);
     if (n == max || (pass > 0 && (n || woke || last)))
+      break;
+    /* Completions to hand out, a wake, or a wait that must not block: if
+     * the kernel said what was ready a moment ago, it is not asked again
+     * now (what came since, the next wait finds, or the block). */
+    if (pass == 0 && (n || woke || timeout == 0) && fresh_look(e))
       break;
     int64_t tmo = 0;
     if (!n && !woke && timeout != 0) {
@@ -849,30 +887,12 @@ static int e_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
           tmo = d;
       }
     }
-    if (tmo != 0 && !spun) {
-      /* After a look, the loop takes what came, or blocks for what is
-       * left of the time. */
-      spun = 1;
-      int looked;
-      int k = e_spin(e, evs, tmo, &looked);
-      if (k < 0) {
-        err = hy__lport_err(k);
-        last = 1;
-      }
-      if (k > 0)
-        on_events(e, evs, k);
-      if (k || looked)
-        continue;
-    }
     int blocked = tmo != 0 && hy__lport_block_begin(p);
     if (tmo != 0 && !blocked)
       tmo = 0; /* a wake came: only look */
-    int64_t t0 = blocked ? hy_now() : 0;
     int k = ep_wait(e, evs, tmo);
-    if (blocked) {
+    if (blocked)
       hy__lport_block_end(p);
-      hy__lport_blocked(p, t0);
-    }
     if (k < 0) {
       err = hy__lport_err(k);
       last = 1;

@@ -109,8 +109,8 @@ static inline void hy__lport_block_end(hy__port *p) {
  * waking up.  So when the owner's last block was short (it blocked for
  * less than HY__SPIN_WINDOW: completions come close together), a wait
  * that would block first looks for up to HY__SPIN_NS without blocking
- * (the CQ ring in user space on io_uring, epoll_wait with no timeout on
- * epoll), and blocks only if nothing came.  A block longer than the window
+ * (the CQ ring in user space on io_uring; the epoll port does not look:
+ * there each try is a system call), and blocks only if nothing came.  A block longer than the window
  * (sparse traffic, or none) turns the look off until a short block again,
  * so an idle port never spins, and one with sparse traffic rarely.  A
  * wake, post or cancel request ends the look (hy__lport_news). */
