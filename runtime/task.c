@@ -437,14 +437,17 @@ static int cancel_locked_nobarrier(hy__task *t) {
   /* t runs, or is about to park: its quiet wait is claimed only once
    * open, and a park that opened it after our look above checks the flag
    * without a fence of its own (hy__wait_park) - unless parks fence on
-   * this system, where that check is enough. */
+   * this system, where that check is enough.  Or t waits on one object
+   * (HY__WAITING_ONE), which a cancel claims only after the barrier
+   * (hy__wait_claim_cancel). */
   return !t->rt->park_fence;
 }
 
 /* After the barrier: either t's park saw the flag (and claims its wait
- * itself), or its wait is open by now and claimed here. */
+ * itself), or its wait is open by now and claimed here (unless its one
+ * object is claiming it: see hy__wait_open_single). */
 static void cancel_quiet_again(hy__task *t) {
-  if (hy__wait_claim(&t->qwait, HY__FIRED_CANCEL))
+  if (hy__wait_claim_cancel(&t->qwait))
     hy__wait_wake(&t->qwait);
 }
 
