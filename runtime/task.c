@@ -222,6 +222,8 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   t->qwait.rt = rt;
   atomic_store_explicit(&t->cancelled, phase >= HY__PH_CANCEL,
                         memory_order_relaxed); /* published by the locks below */
+  atomic_store_explicit(&t->qwait.cancel, phase >= HY__PH_CANCEL,
+                        memory_order_relaxed);
   atomic_store_explicit(&t->await_what, NULL, memory_order_relaxed);
   t->timer.idx = -1;
   t->timer.owner = NULL;
@@ -423,6 +425,9 @@ int hy_task_detach(hy_runtime_t *rt, hy_task_t h) {
 static int cancel_locked_nobarrier(hy__task *t) {
   if (atomic_exchange(&t->cancelled, 1))
     return 0;
+  /* The flag's mirror for an object claiming t's quiet wait (see
+   * hy__wait_open_single): set before the fence and the barrier. */
+  atomic_store_explicit(&t->qwait.cancel, 1, memory_order_relaxed);
   /* Pairs with the park's fence, where parks fence (rt->park_fence). */
   atomic_thread_fence(memory_order_seq_cst);
   if (hy__wait_claim(&t->qwait, HY__FIRED_CANCEL)) {

@@ -99,14 +99,14 @@ void hy__waitq_remove(hy__waitq *q, hy__waiter *w) {
 
 /* The claim of a HY__WAITING_ONE wait by its one object (see
  * hy__wait_open_single): the announcement in `taking` and then the look at
- * the cancel flag are the light side of a Dekker pair whose heavy side is
+ * the cancel flag (its mirror in the wait: w->cancel) are the light side of a Dekker pair whose heavy side is
  * the canceller's flag, barrier and look at `taking`
  * (hy__wait_claim_cancel).  A cancel seen here may claim the wait too:
  * then a compare-and-swap decides. */
 static int claim_one(hy__wait *w, int arm) {
   atomic_store_explicit(&w->taking, 1, memory_order_relaxed);
   atomic_signal_fence(memory_order_seq_cst);
-  if (!atomic_load_explicit(&w->task->cancelled, memory_order_relaxed)) {
+  if (!atomic_load_explicit(&w->cancel, memory_order_relaxed)) {
     atomic_store_explicit(&w->state, arm, memory_order_relaxed);
     return 1;
   }

@@ -87,11 +87,15 @@ struct hy__task;
 
 typedef struct hy__wait {
   atomic_int state;      /* HY__WAITING, then the winning arm or HY__FIRED_* */
+  /* HY__WAITING_ONE (a task's quiet wait): its object is claiming it; and
+   * the task's cancel flag, mirrored here by the canceller, so that an
+   * object's claim reads and writes only this line of the task (the flag's
+   * own line is written by every park: await_what, await_since). */
+  atomic_int taking, cancel;
   int result;            /* set by the winner: 0 or HY_E* for that arm */
   struct hy__task *task; /* the waiting task; NULL for a foreign thread */
   hy_runtime_t *rt;
   hy__osev_t ev;         /* a foreign thread parks here */
-  atomic_int taking;     /* HY__WAITING_ONE: its object is claiming it */
 } hy__wait;
 
 typedef struct hy__waiter {
