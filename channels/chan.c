@@ -252,15 +252,20 @@ HOT_INLINE int chan_op(hy_chan_t *c, void *buf, int send, hy_time_t deadline,
     hy__unlock(&c->lock);
     if (wake)
       hy__wait_wake_from(wake, w);
-    hy__wait_fini(w);
+    hy__wait_fini_quiet(w, &own);
     return done ? rc : HY_ETIMEDOUT;
+  }
+  if (hy__wait_open_single(w, deadline)) {
+    /* A cancel came before the wait could be seen: nothing queued. */
+    hy__unlock(&c->lock);
+    hy__wait_fini_quiet(w, &own);
+    return HY_ECANCELED;
   }
   hy__waiter wr;
   wr.wait = w;
   wr.arm = 0;
   wr.buf = buf;
   wr.aux = HOLDS_REF;
-  hy__wait_open(w);
   hy__waitq_push(send ? &c->sendq : &c->recvq, &wr);
   c->refs++; /* the channel outlives this wait */
   hy__unlock(&c->lock);
@@ -275,7 +280,7 @@ HOT_INLINE int chan_op(hy_chan_t *c, void *buf, int send, hy_time_t deadline,
     hy__unlock(&c->lock);
   } /* else the channel claimed it: unlinked, reference dropped */
   rc = hy__wait_rc(w);
-  hy__wait_fini(w);
+  hy__wait_fini_quiet(w, &own);
   if (last)
     hy__mem_free(c);
   return rc;

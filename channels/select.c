@@ -124,7 +124,7 @@ static int select_impl(hy_runtime_t *rt, hy_arm_t *arms, int n, int ordered) {
     int res = 0;
     if (a->ops->try_fire(a->obj, a, &res)) {
       hy__unlock_all(locks, nl);
-      hy__wait_fini(w);
+      hy__wait_fini_quiet(w, &own);
       a->result = res;
       rc = i;
       goto out;
@@ -138,7 +138,7 @@ static int select_impl(hy_runtime_t *rt, hy_arm_t *arms, int n, int ordered) {
   }
   if (els >= 0 || (delay >= 0 && deadline <= hy_now())) {
     hy__unlock_all(locks, nl);
-    hy__wait_fini(w);
+    hy__wait_fini_quiet(w, &own);
     rc = els >= 0 ? els : delay;
     arms[rc].result = 0;
     goto out;
@@ -178,7 +178,7 @@ static int select_impl(hy_runtime_t *rt, hy_arm_t *arms, int n, int ordered) {
   } else {
     rc = HY_ECANCELED;
   }
-  hy__wait_fini(w);
+  hy__wait_fini_quiet(w, &own);
 out:
   if (locks != locks_small) {
     hy__mem_free(locks);

@@ -222,6 +222,8 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   t->qwait.rt = rt;
   atomic_store_explicit(&t->cancelled, phase >= HY__PH_CANCEL,
                         memory_order_relaxed); /* published by the locks below */
+  atomic_store_explicit(&t->qwait.cancel, phase >= HY__PH_CANCEL,
+                        memory_order_relaxed);
   atomic_store_explicit(&t->await_what, NULL, memory_order_relaxed);
   t->timer.idx = -1;
   t->timer.owner = NULL;
@@ -423,6 +425,9 @@ int hy_task_detach(hy_runtime_t *rt, hy_task_t h) {
 static int cancel_locked_nobarrier(hy__task *t) {
   if (atomic_exchange(&t->cancelled, 1))
     return 0;
+  /* The flag's mirror for an object claiming t's quiet wait (see
+   * hy__wait_open_single): set before the fence and the barrier. */
+  atomic_store_explicit(&t->qwait.cancel, 1, memory_order_relaxed);
   /* Pairs with the park's fence, where parks fence (rt->park_fence). */
   atomic_thread_fence(memory_order_seq_cst);
   if (hy__wait_claim(&t->qwait, HY__FIRED_CANCEL)) {
@@ -437,14 +442,17 @@ static int cancel_locked_nobarrier(hy__task *t) {
   /* t runs, or is about to park: its quiet wait is claimed only once
    * open, and a park that opened it after our look above checks the flag
    * without a fence of its own (hy__wait_park) - unless parks fence on
-   * this system, where that check is enough. */
+   * this system, where that check is enough.  Or t waits on one object
+   * (HY__WAITING_ONE), which a cancel claims only after the barrier
+   * (hy__wait_claim_cancel). */
   return !t->rt->park_fence;
 }
 
 /* After the barrier: either t's park saw the flag (and claims its wait
- * itself), or its wait is open by now and claimed here. */
+ * itself), or its wait is open by now and claimed here (unless its one
+ * object is claiming it: see hy__wait_open_single). */
 static void cancel_quiet_again(hy__task *t) {
-  if (hy__wait_claim(&t->qwait, HY__FIRED_CANCEL))
+  if (hy__wait_claim_cancel(&t->qwait))
     hy__wait_wake(&t->qwait);
 }
 

@@ -97,12 +97,38 @@ void hy__waitq_remove(hy__waitq *q, hy__waiter *w) {
   w->linked = 0;
 }
 
+/* The claim of a HY__WAITING_ONE wait by its one object (see
+ * hy__wait_open_single): the announcement in `taking` and then the look at
+ * the cancel flag (its mirror in the wait: w->cancel) are the light side of a Dekker pair whose heavy side is
+ * the canceller's flag, barrier and look at `taking`
+ * (hy__wait_claim_cancel).  A cancel seen here may claim the wait too:
+ * then a compare-and-swap decides. */
+static int claim_one(hy__wait *w, int arm) {
+  atomic_store_explicit(&w->taking, 1, memory_order_relaxed);
+  atomic_signal_fence(memory_order_seq_cst);
+  if (!atomic_load_explicit(&w->cancel, memory_order_relaxed)) {
+    atomic_store_explicit(&w->state, arm, memory_order_relaxed);
+    return 1;
+  }
+  int expect = HY__WAITING_ONE;
+  return atomic_compare_exchange_strong_explicit(
+      &w->state, &expect, arm, memory_order_acq_rel, memory_order_acquire);
+}
+
 hy__waiter *hy__waitq_claim(hy__waitq *q) {
   while (q->head) {
     hy__waiter *w = q->head;
     hy__waitq_remove(q, w);
-    if (hy__wait_claim(w->wait, w->arm))
+    /* Under the object's lock, which the owner held when it opened a
+     * HY__WAITING_ONE wait and queued it here: nothing else turns such a
+     * wait into another open state, so this relaxed look suffices. */
+    if (atomic_load_explicit(&w->wait->state, memory_order_relaxed) ==
+        HY__WAITING_ONE) {
+      if (claim_one(w->wait, w->arm))
+        return w;
+    } else if (hy__wait_claim(w->wait, w->arm)) {
       return w;
+    }
   }
   return NULL;
 }
@@ -110,8 +136,8 @@ hy__waiter *hy__waitq_claim(hy__waitq *q) {
 hy__waiter *hy__waitq_peek(hy__waitq *q) {
   while (q->head) {
     hy__waiter *w = q->head;
-    if (atomic_load_explicit(&w->wait->state, memory_order_acquire) ==
-        HY__WAITING)
+    int st = atomic_load_explicit(&w->wait->state, memory_order_acquire);
+    if (st == HY__WAITING || st == HY__WAITING_ONE)
       return w;
     hy__waitq_remove(q, w);
   }
@@ -275,14 +301,6 @@ int hy__wait_park(hy__wait *w, int64_t deadline) {
   return atomic_load_explicit(&w->state, memory_order_acquire);
 }
 
-int hy__wait_rc(const hy__wait *w) {
-  int s = atomic_load(&((hy__wait *)w)->state);
-  if (s == HY__FIRED_TIMEOUT)
-    return HY_ETIMEDOUT;
-  if (s == HY__FIRED_CANCEL)
-    return HY_ECANCELED;
-  return w->result;
-}
 
 /* ------------------------------------------------------- quiet waits */
 
@@ -305,6 +323,41 @@ int hy__wait_init_quiet(hy__wait **out, hy__wait *own, hy_runtime_t *rt) {
    * it until hy__wait_open, and its result is written by its claimer. */
   *out = &t->qwait;
   return 0;
+}
+
+int hy__wait_open_single(hy__wait *w, int64_t deadline) {
+  hy__task *t = w->task;
+  if (!t || w != &t->qwait || deadline != HY_FOREVER || t->rt->park_fence) {
+    hy__wait_open(w);
+    return 0;
+  }
+  w->result = 0;
+  atomic_store_explicit(&w->taking, 0, memory_order_relaxed);
+  atomic_store_explicit(&w->state, HY__WAITING_ONE, memory_order_release);
+  /* The look hy__wait_park makes for other quiet waits (see there), made
+   * while no object can claim the wait yet: a claim of our own races only
+   * a canceller's compare-and-swap. */
+  atomic_signal_fence(memory_order_seq_cst);
+  if (atomic_load_explicit(&t->cancelled, memory_order_relaxed)) {
+    int expect = HY__WAITING_ONE;
+    return atomic_compare_exchange_strong_explicit(
+        &w->state, &expect, HY__FIRED_CANCEL, memory_order_acq_rel,
+        memory_order_acquire);
+  }
+  return 0;
+}
+
+int hy__wait_claim_cancel(hy__wait *w) {
+  int s = atomic_load_explicit(&w->state, memory_order_acquire);
+  if (s == HY__WAITING_ONE) {
+    if (atomic_load_explicit(&w->taking, memory_order_relaxed))
+      return 0; /* its object completes it: the cancel shows next time */
+    int expect = HY__WAITING_ONE;
+    return atomic_compare_exchange_strong_explicit(
+        &w->state, &expect, HY__FIRED_CANCEL, memory_order_acq_rel,
+        memory_order_acquire);
+  }
+  return hy__wait_claim(w, HY__FIRED_CANCEL);
 }
 
 void hy__wait_what(hy__wait *w, const char *what) {

@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hydra/error.h"
 #include "hydra/runtime.h"
 
 /* ------------------------------------------------------------ spinlock */
@@ -76,13 +77,21 @@ enum {
   HY__WAITING = -1,      /* not claimed yet */
   HY__FIRED_TIMEOUT = -2, /* the deadline passed */
   HY__FIRED_CANCEL = -3,  /* the task was cancelled */
-  HY__QUIET = -4          /* a quiet wait not opened yet: nobody claims it */
+  HY__QUIET = -4,         /* a quiet wait not opened yet: nobody claims it */
+  HY__WAITING_ONE = -5    /* open, on one object only, and claimed by that
+                             object under its lock without a
+                             compare-and-swap (hy__wait_open_single) */
 };
 
 struct hy__task;
 
 typedef struct hy__wait {
   atomic_int state;      /* HY__WAITING, then the winning arm or HY__FIRED_* */
+  /* HY__WAITING_ONE (a task's quiet wait): its object is claiming it; and
+   * the task's cancel flag, mirrored here by the canceller, so that an
+   * object's claim reads and writes only this line of the task (the flag's
+   * own line is written by every park: await_what, await_since). */
+  atomic_int taking, cancel;
   int result;            /* set by the winner: 0 or HY_E* for that arm */
   struct hy__task *task; /* the waiting task; NULL for a foreign thread */
   hy_runtime_t *rt;
@@ -141,6 +150,35 @@ static inline void hy__wait_open(hy__wait *w) {
   atomic_store_explicit(&w->state, HY__WAITING, memory_order_release);
 }
 
+/* hy__wait_open for a wait about to be queued on exactly one object, `lock`
+ * held, with nothing but that object, a cancel and the deadline to claim
+ * it.  Where it can, it opens the wait as HY__WAITING_ONE: the object then
+ * claims it with plain stores (hy__waitq_claim) instead of a
+ * compare-and-swap - a third of the cost of a hand-over between two tasks.
+ * That needs every other claimer to keep out of the object's way: there is
+ * no deadline (no timer claims it), and a cancel claims such a wait only
+ * after a process-wide barrier (hy__heavy_barrier), and only if the object
+ * has not started to claim it (hy__wait_claim_cancel): the object announces
+ * its claim in w->taking and then looks at the task's cancel flag, the
+ * canceller sets the flag, runs the barrier and then looks at w->taking,
+ * so one of the two always sees the other.  The owner's own look at its
+ * cancel flag, which hy__wait_park makes for other waits, is made here,
+ * under the lock, before the object can see the wait.  Other waits
+ * (a deadline, a foreign thread, a system without the barrier) are opened
+ * with hy__wait_open.
+ *
+ * Returns 1 if the owner found its cancel flag set and claimed the wait
+ * itself as HY__FIRED_CANCEL: it does not queue, and does not park.
+ * Returns 0 otherwise: queue and park as usual (if a canceller claimed it
+ * meanwhile, its wake comes). */
+int hy__wait_open_single(hy__wait *w, int64_t deadline);
+
+/* A canceller's claim of a task's quiet wait once it has set the task's
+ * cancel flag and then run hy__heavy_barrier: a HY__WAITING_ONE wait whose
+ * object is taking it is left to the object.  Returns 1 if it claimed the
+ * wait (as HY__FIRED_CANCEL). */
+int hy__wait_claim_cancel(hy__wait *w);
+
 /* Names what the calling task is about to park for ("chan-recv",
  * "select", ...), for hy_runtime_dump; the park clears it.  what must be a
  * static string.  No-op for a foreign thread. */
@@ -156,6 +194,14 @@ uint32_t hy__wait_rand(hy__wait *w);
  * If the owner's own claim fails, someone else won and a wake is coming:
  * the owner parks to receive it. */
 void hy__wait_fini(hy__wait *w);
+
+/* hy__wait_fini for a wait from hy__wait_init_quiet(&w, own, ...): a
+ * task's quiet wait is never published where fini would clear it, so only
+ * `own` (a foreign thread's) has anything to end. */
+static inline void hy__wait_fini_quiet(hy__wait *w, hy__wait *own) {
+  if (w == own)
+    hy__wait_fini(w);
+}
 
 /* Tries to complete the wait as `arm` (>= 0) or a HY__FIRED_* reason.
  * Returns 1 if the caller won and now owns the completion, 0 if someone
@@ -185,7 +231,14 @@ int hy__wait_park(hy__wait *w, int64_t deadline);
 
 /* The usual translation of a final state into a return code for a
  * single-object wait: the arm's result, HY_ETIMEDOUT or HY_ECANCELED. */
-int hy__wait_rc(const hy__wait *w);
+static inline int hy__wait_rc(const hy__wait *w) {
+  int s = atomic_load_explicit(&((hy__wait *)w)->state, memory_order_acquire);
+  if (s == HY__FIRED_TIMEOUT)
+    return HY_ETIMEDOUT;
+  if (s == HY__FIRED_CANCEL)
+    return HY_ECANCELED;
+  return w->result;
+}
 
 /* ----------------------------------------------------------- wait queues */
 
@@ -199,7 +252,9 @@ void hy__waitq_remove(hy__waitq *q, hy__waiter *w); /* no-op if unlinked */
 
 /* Unlinks waiters from the front until one can be claimed; returns it
  * (unlinked, claimed as its arm) or NULL when none is left.  The caller
- * transfers data, sets wait->result and calls hy__wait_wake(). */
+ * transfers data, sets wait->result and calls hy__wait_wake().  A
+ * HY__WAITING_ONE wait is claimed without a compare-and-swap (see
+ * hy__wait_open_single): that is why this runs under the object's lock. */
 hy__waiter *hy__waitq_claim(hy__waitq *q);
 
 /* Returns the first waiter whose wait is still open without claiming it
