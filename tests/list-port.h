@@ -22,6 +22,7 @@ TEST(port_error_paths, T_BACKEND)
 #ifndef _WIN32
 TEST(port_uring_fallback, 0)
 TEST(port_look_before_block, T_BACKEND)
+TEST(port_look_budget, T_BACKEND)
 TEST(port_associate_accepted, T_BACKEND)
 #endif
 TEST(port_io_await, T_BACKEND)

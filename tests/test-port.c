@@ -1850,7 +1850,8 @@ TEST_IMPL(port_look_before_block) {
   int64_t end = hy_now() + HY_SEC(2);
   int r;
   for (r = 0; r < 3000 && (r < 300 || hy_now() < end); r++) {
-    p->spin = 1; /* this wait looks first */
+    p->spin = 1; /* this wait looks first, with a full budget */
+    p->spin_credit = HY__SPIN_NS;
     atomic_store(&a.round, r);
     int64_t until = hy_now() + LIMIT;
     for (;;) {
@@ -1892,6 +1893,57 @@ TEST_IMPL(port_look_before_block) {
   wait_one(p); /* the recv, cancelled */
   sock_close(a.c);
   sock_close(s);
+  hy__port_close(p);
+  return 0;
+}
+
+/* The look's budget (io_uring; epoll never looks): a port whose owner
+ * does no work between waits stops looking once its credit is spent, and
+ * looks again after working. */
+TEST_IMPL(port_look_budget) {
+  hy__port *p;
+  OPEN_PORT(p);
+  if (hy__port_backend(p) != HY__BACKEND_URING) {
+    hy__port_close(p);
+    return 0;
+  }
+  hy__op *ops[4];
+  /* A full credit: the wait looks (until the credit is spent or the ring
+   * shows something), then blocks for the rest of its time; the look is
+   * charged.  A first wait sets the port up (its wake poll). */
+  p->spin = 0;
+  ASSERT_EQ(hy__port_wait(p, ops, 4, HY_US(100)), 0);
+  p->spin = 1;
+  p->spin_credit = HY__SPIN_NS;
+  p->worked_from = 0;
+  uint64_t s0 = p->spins;
+  int64_t t0 = hy_now();
+  ASSERT_EQ(hy__port_wait(p, ops, 4, HY_US(40)), 0);
+  ASSERT(hy_now() - t0 >= HY_US(40)); /* a look is never a time-out */
+  ASSERT_EQ(p->spins, s0 + 1);
+  ASSERT(p->spin_credit < HY__SPIN_NS);
+  ASSERT(p->worked_from != 0); /* it works from its return */
+  /* No credit and no work since: no look, however short the blocks. */
+  for (int i = 0; i < 20; i++) {
+    p->spin = 1;
+    p->spin_credit = 0;
+    p->worked_from = 0;
+    ASSERT_EQ(hy__port_wait(p, ops, 4, HY_US(40)), 0);
+  }
+  ASSERT_EQ(p->spins, s0 + 1);
+  /* Working (here: 400 us of it) earns a look: a quarter of the time
+   * worked, up to HY__SPIN_NS. */
+  int looked = 0;
+  for (int i = 0; i < 5; i++) {
+    int64_t w = hy_now() + HY_US(400);
+    while (hy_now() < w)
+      ;
+    uint64_t s1 = p->spins;
+    p->spin = 1;
+    ASSERT_EQ(hy__port_wait(p, ops, 4, HY_US(40)), 0);
+    looked += p->spins == s1 + 1;
+  }
+  ASSERT_EQ(looked, 5);
   hy__port_close(p);
   return 0;
 }

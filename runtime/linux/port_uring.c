@@ -691,8 +691,10 @@ static int u_spin(uport *u, int64_t left) {
     if (io_uring_cq_ready(&u->ring) ||
         (IO_URING_READ_ONCE(*u->ring.sq.kflags) &
          (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) ||
-        hy__lport_news(p))
+        hy__lport_news(p)) {
+      hy__lport_spun(p, until, hy_now());
       return 1;
+    }
     if (i % 16 == 0 && hy_now() >= until)
       return 1;
     hy__cpu_relax();
@@ -703,7 +705,7 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
   uport *u = (uport *)p;
   int64_t deadline = timeout > 0 ? hy_now() + timeout : 0;
   int n = 0, woke = 0, more_posts = 0, last = timeout == 0;
-  int err = 0, spun = 0;
+  int err = 0, spun = 0; /* spun: this wait looked or blocked */
   if (u->armed && !pthread_equal(u->armer, pthread_self()))
     move_wake(u);
   u->batch++;
@@ -775,6 +777,8 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
   int osh = atomic_load_explicit(&p->osh, memory_order_relaxed);
   if (u->started || osh)
     flush(u);
+  if (spun)
+    hy__lport_work_begins(p);
   if (osh &&
       (more_posts || u->held || u->shots || u->finals ||
        __atomic_load_n(&p->post_head, __ATOMIC_RELAXED)))
