@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "hydra.h"
+#include "stats.h"
 
 static hy_runtime_t *rt;
 
@@ -46,24 +47,12 @@ static void check(int rc, const char *what) {
   }
 }
 
-static void print_stats(void) {
-  if (!getenv("CHAN_STATS"))
-    return;
-  hy_runtime_stats_t st;
-  memset(&st, 0, sizeof st);
-  st.size = sizeof st;
-  hy_runtime_stats(rt, &st);
-  printf("# stats: %llu wakeups, %llu steals, %llu switches, %llu parks\n",
-         (unsigned long long)st.wakeups, (unsigned long long)st.steals,
-         (unsigned long long)st.switches, (unsigned long long)st.parks);
-}
-
 static void *run_root(hy_task_fn fn, void *arg) {
   hy_task_t t;
   void *r = NULL;
   check(hy_task_spawn(rt, fn, arg, NULL, &t), "spawn");
   check(hy_task_join(rt, t, &r), "join");
-  print_stats();
+  bench_print_stats(rt, "CHAN_STATS");
   return r;
 }
 

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "hydra.h"
+#include "stats.h"
 
 static hy_runtime_t *rt;
 static hy_broker_t *br;
@@ -109,15 +110,7 @@ static void workload(const char *path, int limit, int nrecv) {
            100.0 * (double)(hi - lo) / ((double)total / nrecv));
   }
   free(j.rx);
-  if (getenv("EVENTS_STATS")) {
-    hy_runtime_stats_t st;
-    memset(&st, 0, sizeof st);
-    st.size = sizeof st;
-    hy_runtime_stats(rt, &st);
-    printf("# stats: %llu wakeups, %llu steals, %llu switches, %llu parks\n",
-           (unsigned long long)st.wakeups, (unsigned long long)st.steals,
-           (unsigned long long)st.switches, (unsigned long long)st.parks);
-  }
+  bench_print_stats(rt, "EVENTS_STATS");
 }
 
 int main(int argc, char **argv) {
