@@ -194,16 +194,11 @@ static void count(_Atomic uint64_t *f, uint64_t n) {
     atomic_fetch_add_explicit(f, n, memory_order_relaxed);
 }
 
-/* Under topo: the channel's own counts (the sends through a sender's
- * fast path are counted in the sender). */
-static void add_sent(hy__channel *c, uint64_t n) {
-  atomic_store_explicit(&c->sent, atomic_load_explicit(&c->sent, memory_order_relaxed) + n,
-                        memory_order_relaxed);
-}
-
-static void add_planned(hy__channel *c, uint64_t n) {
-  atomic_store_explicit(&c->planned,
-                        atomic_load_explicit(&c->planned, memory_order_relaxed) + n,
+/* A count with one writer at a time: the channel's own counts under topo
+ * (sends through a sender's fast path are counted in the sender), or a
+ * sender's, written by its owner alone.  Readers may read it any time. */
+static void count_one_writer(_Atomic uint64_t *f, uint64_t n) {
+  atomic_store_explicit(f, atomic_load_explicit(f, memory_order_relaxed) + n,
                         memory_order_relaxed);
 }
 
@@ -217,12 +212,6 @@ static void add_planned(hy__channel *c, uint64_t n) {
  * the unsubscribe). */
 static int owner_of(hy_sender_t *s, void *me) {
   return me && atomic_load_explicit(&s->owner, memory_order_relaxed) == me;
-}
-
-/* One count of a sender's own (written by its owner alone). */
-static void own_count(_Atomic uint64_t *f, uint64_t n) {
-  atomic_store_explicit(f, atomic_load_explicit(f, memory_order_relaxed) + n,
-                        memory_order_relaxed);
 }
 
 int hy__send_channel(hy__evstate *st, hy__channel *c, hy_event_t *ev,
@@ -250,7 +239,7 @@ int hy__send_via(hy__evstate *st, hy__channel *c, hy_sender_t *s,
   if (owner_of(s, me) && s->plan &&
       atomic_load_explicit(&st->version, memory_order_acquire) == s->ver) {
     p = s->plan;
-    own_count(&s->sent, 1);
+    count_one_writer(&s->sent, 1);
   } else {
     hy__lock(&st->topo);
     locked = 1;
@@ -275,7 +264,7 @@ int hy__send_via(hy__evstate *st, hy__channel *c, hy_sender_t *s,
       if (owner_of(s, me))
         s->ver = c->plan_ver;
     }
-    add_sent(c, 1);
+    count_one_writer(&c->sent, 1);
   }
   if (ev->expiry != HY_FOREVER && hy_event_expired(ev, hy_now())) {
     if (locked)
@@ -302,9 +291,9 @@ int hy__send_via(hy__evstate *st, hy__channel *c, hy_sender_t *s,
     }
   }
   if (locked)
-    add_planned(c, (uint64_t)n);
+    count_one_writer(&c->planned, (uint64_t)n);
   else
-    own_count(&s->planned, (uint64_t)n);
+    count_one_writer(&s->planned, (uint64_t)n);
 
   /* One reference per copy, added at once; put uses one per delivery.  The
    * pick count is raised for every copy too (the sole holder's plain store

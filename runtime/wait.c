@@ -97,6 +97,15 @@ void hy__waitq_remove(hy__waitq *q, hy__waiter *w) {
   w->linked = 0;
 }
 
+/* The compare-and-swap that decides a HY__WAITING_ONE wait when both
+ * its object and a cancel (or the owner's own look at its cancel flag)
+ * may claim it. */
+static int claim_one_cas(hy__wait *w, int to) {
+  int expect = HY__WAITING_ONE;
+  return atomic_compare_exchange_strong_explicit(
+      &w->state, &expect, to, memory_order_acq_rel, memory_order_acquire);
+}
+
 /* The claim of a HY__WAITING_ONE wait by its one object (see
  * hy__wait_open_single): the announcement in `taking` and then the look at
  * the cancel flag (its mirror in the wait: w->cancel) are the light side of a Dekker pair whose heavy side is
@@ -110,9 +119,7 @@ static int claim_one(hy__wait *w, int arm) {
     atomic_store_explicit(&w->state, arm, memory_order_relaxed);
     return 1;
   }
-  int expect = HY__WAITING_ONE;
-  return atomic_compare_exchange_strong_explicit(
-      &w->state, &expect, arm, memory_order_acq_rel, memory_order_acquire);
+  return claim_one_cas(w, arm);
 }
 
 hy__waiter *hy__waitq_claim(hy__waitq *q) {
@@ -339,10 +346,7 @@ int hy__wait_open_single(hy__wait *w, int64_t deadline) {
    * a canceller's compare-and-swap. */
   atomic_signal_fence(memory_order_seq_cst);
   if (atomic_load_explicit(&t->cancelled, memory_order_relaxed)) {
-    int expect = HY__WAITING_ONE;
-    return atomic_compare_exchange_strong_explicit(
-        &w->state, &expect, HY__FIRED_CANCEL, memory_order_acq_rel,
-        memory_order_acquire);
+    return claim_one_cas(w, HY__FIRED_CANCEL);
   }
   return 0;
 }
@@ -352,10 +356,7 @@ int hy__wait_claim_cancel(hy__wait *w) {
   if (s == HY__WAITING_ONE) {
     if (atomic_load_explicit(&w->taking, memory_order_relaxed))
       return 0; /* its object completes it: the cancel shows next time */
-    int expect = HY__WAITING_ONE;
-    return atomic_compare_exchange_strong_explicit(
-        &w->state, &expect, HY__FIRED_CANCEL, memory_order_acq_rel,
-        memory_order_acquire);
+    return claim_one_cas(w, HY__FIRED_CANCEL);
   }
   return hy__wait_claim(w, HY__FIRED_CANCEL);
 }
