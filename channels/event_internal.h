@@ -75,22 +75,39 @@ int hy__event_deserialize_depth(hy_runtime_t *rt, const void *in, size_t n,
 /* --------------------------------------------------------------- receivers */
 
 struct hy_receiver {
-  hy__lock_t lock;
-  atomic_long refs;     /* owner + plans + readers in progress */
+  /* The queue's line: everything a put and a read touch, and nothing
+   * else (a sender's put and its reader on another worker pass this one
+   * line between them). */
+  alignas(64) hy__lock_t lock;
+  int closed;           /* no more events will come */
+  uint32_t cap, head, n;
+  int policy;
+  hy_event_t **ring;
+  hy__waitq readers;    /* waiting for an event (select arms too) */
+  hy__waitq senders;    /* waiting for room (block policy) */
+  /* Written by senders alone (under lock), so it stays with them. */
+  alignas(64) uint64_t received, dropped;
+  /* Read-mostly. */
+  alignas(64) atomic_long refs; /* owner + plans + readers in progress */
   hy__evstate *st;
   hy__channel *ch;      /* under topo; NULL once unsubscribed */
   uint64_t id;
   _Atomic int64_t prio; /* written under topo */
-  int policy;
-  uint32_t cap, head, n;
-  hy_event_t **ring;
-  int closed;           /* no more events will come */
-  hy__waitq readers;    /* waiting for an event (select arms too) */
-  hy__waitq senders;    /* waiting for room (block policy) */
-  uint64_t received, dropped; /* under lock */
 };
 
 void hy__receiver_release(hy_receiver_t *r);
+
+/* Asks for r's queue line, for writing, ahead of a put: a send to many
+ * receivers then waits for several of those lines at once rather than for
+ * each in turn. */
+static inline void hy__receiver_prefetch(hy_receiver_t *r) {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(&r->lock, 1, 3);
+#else
+  (void)r;
+#endif
+}
+#define HY__PREFETCH_AHEAD 8
 /* How hy__receiver_put treats a full receiver of the "block" policy: wait
  * for room; drop the event; or return HY_EAGAIN at once, having changed
  * nothing (also instead of dropping the oldest, whose last unref could run

@@ -192,72 +192,96 @@ int hy_receiver_try_read(hy_receiver_t *r, hy_event_t **ev) {
   return rc;
 }
 
+/* Under r->lock: takes up to max queued events; how many. */
+static int pop_many(hy_receiver_t *r, hy_event_t **evs, int max) {
+  int n = 0;
+  while (n < max && r->n)
+    evs[n++] = pop(r);
+  return n;
+}
+
+/* Reads up to max events (at least one), waiting until deadline for the
+ * first.  Each look takes everything that is queued, up to max, under one
+ * lock hold; a reader that must block parks on its task's quiet wait (no
+ * task lock taken to set it up), and one that was handed an event takes
+ * what queued up behind it as well. */
+static int read_some(hy_receiver_t *r, hy_event_t **evs, int max,
+                     hy_time_t deadline) {
+  hy__lock(&r->lock);
+  int n = pop_many(r, evs, max);
+  int closed = r->closed;
+  hy__unlock(&r->lock);
+  if (n)
+    return n;
+  if (closed)
+    return HY_ECLOSED;
+  if (deadline != HY_FOREVER && deadline <= hy_now())
+    return HY_ETIMEDOUT;
+  hy_runtime_t *rt = r->st->rt;
+  /* Let a sender on this worker run first: events it sends meanwhile are
+   * taken without a park and a wake. */
+  if (hy__in_task(rt))
+    hy_yield(rt);
+  hy__wait own, *w;
+  int rc = hy__wait_init_quiet(&w, &own, rt);
+  if (rc < 0)
+    return rc;
+  hy__lock(&r->lock);
+  if (r->n || r->closed) {
+    n = pop_many(r, evs, max);
+    hy__unlock(&r->lock);
+    hy__wait_fini_quiet(w, &own);
+    return n ? n : HY_ECLOSED;
+  }
+  if (hy__wait_open_single(w, deadline)) {
+    /* A cancel came before the wait could be seen: nothing queued. */
+    hy__unlock(&r->lock);
+    hy__wait_fini_quiet(w, &own);
+    return HY_ECANCELED;
+  }
+  hy__waiter me;
+  memset(&me, 0, sizeof me);
+  me.wait = w;
+  me.buf = evs;
+  hy__waitq_push(&r->readers, &me);
+  /* A reader in progress keeps r alive across an unsubscribe. */
+  atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed);
+  hy__unlock(&r->lock);
+  hy__wait_what(w, "event-recv");
+  if (hy__wait_park(w, deadline) < 0) {
+    /* A time-out or a cancel: still queued. */
+    hy__lock(&r->lock);
+    hy__waitq_remove(&r->readers, &me);
+    hy__unlock(&r->lock);
+  } /* else claimed by a put or a close, which unlinked it */
+  rc = hy__wait_rc(w);
+  hy__wait_fini_quiet(w, &own);
+  hy__receiver_release(r);
+  if (rc < 0)
+    return rc;
+  /* Handed one event: what queued up behind it comes along. */
+  n = 1;
+  if (max > 1) {
+    hy__lock(&r->lock);
+    n += pop_many(r, evs + 1, max - 1);
+    hy__unlock(&r->lock);
+  }
+  return n;
+}
+
 int hy_receiver_read(hy_receiver_t *r, hy_event_t **ev, hy_time_t deadline) {
   if (!r || !ev)
     return HY_EINVAL;
   *ev = NULL;
-  int rc = hy_receiver_try_read(r, ev);
-  if (rc != HY_EAGAIN)
-    return rc;
-  if (deadline != HY_FOREVER && deadline <= hy_now())
-    return HY_ETIMEDOUT;
-  /* Let a sender on this worker run first: events it sends meanwhile are
-   * taken without a park and a wake. */
-  if (hy__in_task(r->st->rt) && hy_yield(r->st->rt) == 0) {
-    rc = hy_receiver_try_read(r, ev);
-    if (rc != HY_EAGAIN)
-      return rc;
-  }
-  hy__wait wt;
-  rc = hy__wait_init(&wt, r->st->rt);
-  if (rc < 0)
-    return rc;
-  hy__waiter me;
-  memset(&me, 0, sizeof me);
-  me.wait = &wt;
-  me.buf = ev;
-  hy__lock(&r->lock);
-  if (r->n || r->closed) {
-    rc = r->n ? 0 : HY_ECLOSED;
-    if (r->n)
-      *ev = pop(r);
-    hy__unlock(&r->lock);
-    if (!hy__wait_claim(&wt, 0))
-      hy__wait_park(&wt, HY_FOREVER);
-    hy__wait_fini(&wt);
-    return rc;
-  }
-  /* A reader in progress keeps r alive across an unsubscribe. */
-  atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed);
-  hy__wait_park_queued(&wt, &me, &r->readers, &r->lock, NULL, deadline);
-  hy__receiver_release(r);
-  rc = hy__wait_rc(&wt);
-  hy__wait_fini(&wt);
-  return rc;
+  int rc = read_some(r, ev, 1, deadline);
+  return rc < 0 ? rc : 0;
 }
 
 int hy_receiver_read_many(hy_receiver_t *r, hy_event_t **evs, int max,
                           hy_time_t deadline) {
   if (!r || !evs || max <= 0)
     return HY_EINVAL;
-  /* What is queued is taken under one lock hold; only an empty queue goes
-   * the blocking way (for its first event). */
-  int n = 0;
-  hy__lock(&r->lock);
-  while (n < max && r->n)
-    evs[n++] = pop(r);
-  hy__unlock(&r->lock);
-  if (n)
-    return n;
-  int rc = hy_receiver_read(r, &evs[0], deadline);
-  if (rc < 0)
-    return rc;
-  n = 1;
-  hy__lock(&r->lock);
-  while (n < max && r->n)
-    evs[n++] = pop(r);
-  hy__unlock(&r->lock);
-  return n;
+  return read_some(r, evs, max, deadline);
 }
 
 int hy_receiver_stats(hy_receiver_t *r, hy_recv_stats_t *s) {

@@ -338,7 +338,11 @@ int hy__send_via(hy__evstate *st, hy__channel *c, hy_sender_t *s,
   int free_picked = picked != p->r && picked != small;
   if (locked)
     hy__unlock(&st->topo);
+  for (int k = i; k < n && k < i + HY__PREFETCH_AHEAD; k++)
+    hy__receiver_prefetch(picked[k]);
   for (; i < n; i++) {
+    if (i + HY__PREFETCH_AHEAD < n)
+      hy__receiver_prefetch(picked[i + HY__PREFETCH_AHEAD]);
     int r = hy__receiver_put(picked[i], ev, deadline,
                              nonblock ? HY__PUT_NONBLOCK : HY__PUT_BLOCK,
                              &dropped, &wk);
