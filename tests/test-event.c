@@ -879,6 +879,143 @@ TEST_IMPL(event_broadcast_wakes_stress) {
   return 0;
 }
 
+static void *race_sender(void *p) {
+  sarg *a = p;
+  for (int i = 0; i < a->count; i++) {
+    hy_event_t *ev = i64_event(a->base + i, HY_FOREVER);
+    ASSERT_GE(hy_send(a->s, ev, HY_FOREVER), 0);
+    hy_event_unref(ev);
+    uint64_t x = xs(&a->rnd);
+    if (x % 128 == 0)
+      hy_sleep(a->rt, HY_US((int64_t)(x >> 8) % 100));
+  }
+  return NULL;
+}
+
+/* Reads with deadlines and cancels racing the hand-over: readers (tasks
+ * and a foreign thread) read one or many with short random deadlines, so
+ * time-outs race puts that claim them; "victim" readers are cancelled at
+ * random moments while the sender runs.  Nothing is lost or seen twice:
+ * every reader sees every event exactly once; a victim's events are read by
+ * it, or still queued afterwards, or dropped (drop newest, counted). */
+typedef struct rrarg {
+  hy_runtime_t *rt;
+  hy_receiver_t *r;
+  uint8_t *seen;
+  long got;
+  uint64_t rnd;
+  int mode;   /* 0 read, 1 read_many */
+  int victim; /* stops at HY_ECANCELED */
+} rrarg;
+
+static void *race_reader(void *p) {
+  rrarg *a = p;
+  for (;;) {
+    hy_event_t *evs[8];
+    uint64_t x = xs(&a->rnd);
+    int max = 1 + (int)(x % 8);
+    hy_time_t dl = (x >> 3) % 4 == 0 ? HY_FOREVER
+                                      : hy_now() + HY_US((int64_t)(x >> 5) % 300);
+    int n;
+    if (a->mode == 1) {
+      n = hy_receiver_read_many(a->r, evs, max, dl);
+    } else {
+      n = hy_receiver_read(a->r, &evs[0], dl);
+      n = n < 0 ? n : 1;
+    }
+    if (n == HY_ECLOSED || (a->victim && n == HY_ECANCELED))
+      break;
+    if (n == HY_ETIMEDOUT)
+      continue;
+    ASSERT_GE(n, 1);
+    ASSERT_LE(n, max);
+    for (int i = 0; i < n; i++) {
+      a->seen[i64_of(evs[i])]++;
+      hy_event_unref(evs[i]);
+      a->got++;
+    }
+    if (a->rt && x % 16 == 0)
+      hy_yield(a->rt);
+  }
+  return NULL;
+}
+
+static void *race_reader_thread(void *p) {
+  rrarg *a = p;
+  a->rt = NULL; /* a foreign thread */
+  return race_reader(a);
+}
+
+TEST_IMPL(event_read_races_deadline_cancel) {
+  enum { R = 9, V = 4, K = 3000 };
+  hy_runtime_t *rt = test_rt_new(2);
+  hy_broker_t *b;
+  ASSERT_OK(hy_broker_new(rt, "b", &b));
+  ASSERT_OK(hy_channel_create(b, "race", 0));
+  static rrarg ra[R + V];
+  hy_task_t t[R + V];
+  pthread_t th;
+  for (int i = 0; i < R + V; i++) {
+    int victim = i >= R;
+    ra[i].rt = rt;
+    ra[i].r = sub(b, "race", 1 + (uint32_t)(test_rand() % 4),
+                  victim ? HY_OVERFLOW_DROP_NEWEST : HY_OVERFLOW_BLOCK, 0);
+    ra[i].seen = calloc(K, 1);
+    ra[i].got = 0;
+    ra[i].rnd = test_rand() | 1;
+    ra[i].mode = i % 2;
+    ra[i].victim = victim;
+    if (i == R - 1)
+      ASSERT_EQ(pthread_create(&th, NULL, race_reader_thread, &ra[i]), 0);
+    else
+      ASSERT_OK(hy_task_spawn(rt, race_reader, &ra[i], NULL, &t[i]));
+  }
+  sarg sa = {rt, NULL, 0, K, 0, test_rand() | 1};
+  ASSERT_OK(hy_publish(b, "race", &sa.s));
+  hy_task_t st;
+  ASSERT_OK(hy_task_spawn(rt, race_sender, &sa, NULL, &st));
+  /* The victims go at random moments while the sender runs. */
+  for (int i = R; i < R + V; i++) {
+    usleep((useconds_t)(test_rand() % 3000));
+    ASSERT_OK(hy_task_cancel(rt, t[i]));
+  }
+  ASSERT_OK(hy_task_join(rt, st, NULL));
+  hy_sender_free(sa.s);
+  /* (A victim whose cancel landed outside a read ends at the close.) */
+  ASSERT_OK(hy_channel_delete(b, "race"));
+  for (int i = 0; i < R + V; i++)
+    if (i != R - 1)
+      ASSERT_OK(hy_task_join(rt, t[i], NULL));
+  ASSERT_EQ(pthread_join(th, NULL), 0);
+  for (int i = 0; i < R + V; i++) {
+    hy_event_t *ev;
+    int rc;
+    while ((rc = hy_receiver_try_read(ra[i].r, &ev)) == 0) {
+      ra[i].seen[i64_of(ev)]++;
+      hy_event_unref(ev);
+      ra[i].got++;
+    }
+    ASSERT_EQ(rc, HY_ECLOSED);
+    long once = 0;
+    for (int e = 0; e < K; e++) {
+      ASSERT_LE(ra[i].seen[e], 1);
+      once += ra[i].seen[e];
+    }
+    ASSERT_EQ(once, ra[i].got);
+    if (i < R) {
+      ASSERT_EQ(ra[i].got, (long)K);
+      ASSERT_EQ(dropped(ra[i].r), 0);
+    } else {
+      ASSERT_EQ(ra[i].got + (long)dropped(ra[i].r), (long)K);
+    }
+    hy_unsubscribe(ra[i].r);
+    free(ra[i].seen);
+  }
+  ASSERT_OK(hy_broker_free(b));
+  test_rt_close(rt, HY_MS(50));
+  return 0;
+}
+
 /* hy__wait_wake_home itself: a task parks again and again and another
  * task claims and wakes it with hy__wait_wake_home, sometimes before it
  * has parked (a notified task), sometimes while its worker sleeps; each
