@@ -119,8 +119,29 @@ enum { HY__PUT_BLOCK = 0, HY__PUT_NONBLOCK = 1, HY__PUT_TRY = 2 };
  * as above.  Returns 1 delivered, 0 dropped/closed, 2 expired while it
  * waited for room, HY_ETIMEDOUT, HY_ECANCELED, HY_EAGAIN (TRY only).
  * *dropped += losses. */
-int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
-                     int mode, uint64_t *dropped, struct hy__wakes *wk);
+/* hy__receiver_put's body, entered with r->lock held (it drops it). */
+int hy__receiver_put_locked(hy_receiver_t *r, hy_event_t *ev,
+                            hy_time_t deadline, int mode, uint64_t *dropped,
+                            struct hy__wakes *wk);
+static inline int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev,
+                                   hy_time_t deadline, int mode,
+                                   uint64_t *dropped, struct hy__wakes *wk) {
+  hy__lock(&r->lock);
+  /* The common case inline: room, no reader waiting on an empty queue to
+   * be handed the event, no blocked sender to pass room on to. */
+  if (!r->closed && r->n < r->cap && (r->n || !r->readers.head) &&
+      !r->senders.head) {
+    uint32_t at = r->head + r->n; /* no division: head, n < cap */
+    if (at >= r->cap)
+      at -= r->cap;
+    r->ring[at] = ev;
+    r->n++;
+    r->received++;
+    hy__unlock(&r->lock);
+    return 1;
+  }
+  return hy__receiver_put_locked(r, ev, deadline, mode, dropped, wk);
+}
 
 /* Wakes of readers handed an event, held back until the send has served
  * every receiver (so one wake-up of an idle worker serves many), and

@@ -67,13 +67,16 @@ void hy__wakes_flush(hy__wakes *k) {
   k->n = 0;
 }
 
-int hy__receiver_put(hy_receiver_t *r, hy_event_t *ev, hy_time_t deadline,
-                     int mode, uint64_t *dropped, hy__wakes *wk) {
+int hy__receiver_put_locked(hy_receiver_t *r, hy_event_t *ev,
+                            hy_time_t deadline, int mode, uint64_t *dropped,
+                            hy__wakes *wk) {
   for (int waited = 0;; waited = 1) {
     /* Expiry is checked before every forward, also after waiting. */
-    if (waited && ev->expiry != HY_FOREVER && hy_event_expired(ev, hy_now()))
-      return 2;
-    hy__lock(&r->lock);
+    if (waited) {
+      if (ev->expiry != HY_FOREVER && hy_event_expired(ev, hy_now()))
+        return 2;
+      hy__lock(&r->lock);
+    }
     if (r->closed) {
       hy__unlock(&r->lock);
       return 0;
@@ -195,8 +198,18 @@ int hy_receiver_try_read(hy_receiver_t *r, hy_event_t **ev) {
 /* Under r->lock: takes up to max queued events; how many. */
 static int pop_many(hy_receiver_t *r, hy_event_t **evs, int max) {
   int n = 0;
-  while (n < max && r->n)
-    evs[n++] = pop(r);
+  uint32_t head = r->head;
+  while (n < max && r->n) {
+    evs[n++] = r->ring[head];
+    if (++head == r->cap)
+      head = 0;
+    r->n--;
+  }
+  r->head = head;
+  /* A blocked sender per slot freed, once they are all free (still under
+   * the lock, as each pop would). */
+  for (int i = 0; i < n && r->senders.head; i++)
+    wake_sender(r);
   return n;
 }
 
