@@ -32,7 +32,7 @@
  * deadline from a task or a foreign thread, or put hy_arm_receiver() in a
  * select.  A reader that is woken takes one event; a reader that runs
  * takes what is queued without anyone being woken (hy_receiver_read_many
- * drains several at once).
+ * drains several at once, also behind the event it was woken for).
  *
  * MULTIPLEXORS present the channels of their sub-brokers as one namespace.
  * A name found in one sub-broker is a link to that channel; a name found in
