@@ -109,6 +109,8 @@ struct hy_sconn {
   chunk *out_head, *out_tail;
   size_t out_bytes;
   int sending, kick_pending, closing;
+  int sent_early;      /* the send in flight completed inside its start:
+                          its bytes are accounted for (see send_locked) */
   int reading;         /* worker-only from here */
   const char *in_buf;  /* during on_read: its buffer (pooled), and length */
   size_t in_len;
@@ -153,6 +155,9 @@ struct srv_worker {
    * made on this worker: a connection that has sent everything keeps none. */
   struct chunk *chunks;
   int nchunks;
+  /* Chunk headers of borrowed read buffers (see hy_sconn_write), free. */
+  struct chunk *zchunks;
+  int nzchunks;
   atomic_int graceful; /* close all: flush output first (shutdown) */
 };
 
@@ -288,8 +293,23 @@ static void chunk_free(srv_worker *sw, chunk *k) {
   hy__mem_free(k);
 }
 
+/* A chunk that was sent: kept for the next writes on this worker where
+ * it fits (a header that lent a read buffer gives the buffer back). */
 static void chunk_put(srv_worker *sw, chunk *k) {
-  if (k->cap != CHUNK_MIN || k->rbuf || sw->nchunks >= POOL_KEEP) {
+  if (k->buf != k->data) { /* a borrowed read buffer's header */
+    if (k->rbuf)
+      pool_put(&sw->src, k->rbuf);
+    k->rbuf = NULL;
+    if (sw->nzchunks >= POOL_KEEP) {
+      hy__mem_free(k);
+      return;
+    }
+    k->next = sw->zchunks;
+    sw->zchunks = k;
+    sw->nzchunks++;
+    return;
+  }
+  if (k->cap != CHUNK_MIN || sw->nchunks >= POOL_KEEP) {
     chunk_free(sw, k);
     return;
   }
@@ -385,7 +405,8 @@ static void read_done(hy__completion *cc, hy__op *op) {
   c->reading = 0;
   if (!c->closing) {
     if (res > 0) {
-      c->last_read = hy_now();
+      if (s->tick) /* the times are for the sweep only */
+        c->last_read = hy_now();
       ST_ADD(s->bytes_in, (uint64_t)res);
       /* c->sending is written on this thread only. */
       int was_sending = c->sending;
@@ -456,6 +477,31 @@ static void start_read(hy_sconn_t *c) {
     conn_close(c, HY_CLOSE_ERROR, rc);
 }
 
+/* pre: c->lock; on the owning worker.  The send just started completed
+ * inside its start (hy__port_done_early: the epoll port sends at once
+ * when the socket has room) with n > 0 bytes: they are accounted for now,
+ * not when the completion is dequeued, and the chunk they emptied goes
+ * back to the worker at once - the next write, on this connection or
+ * another one of the batch, takes the same chunk (or read buffer) again
+ * while it is still in the cache, instead of one per connection of the
+ * batch held until the completions are dequeued.  A read buffer lent by
+ * the on_read running now goes back to that read (in_taken), which gives
+ * it to the pool once on_read returns: on_read's data stay valid. */
+static void sent_early(hy_sconn_t *c, size_t n) {
+  chunk *k = c->out_head;
+  k->off += n;
+  c->out_bytes -= n;
+  c->sent_early = 1;
+  if (k->off == k->len && !k->next) {
+    c->out_head = c->out_tail = NULL;
+    if (k->rbuf && k->rbuf == (const void *)c->in_buf) {
+      k->rbuf = NULL;
+      c->in_taken = 0;
+    }
+    chunk_put(c->sw, k);
+  }
+}
+
 /* pre: c->lock; !c->sending; on the owning worker.  Returns 1 if started. */
 static int send_locked(hy_sconn_t *c) {
   chunk *k = c->out_head;
@@ -476,12 +522,15 @@ static int send_locked(hy_sconn_t *c) {
   c->wr.c.fn = send_done;
   c->refs++;
   c->sending = 1;
-  int rc = hy__port_start(c->sw->wk->port, &c->wr.op);
+  hy__port *port = c->sw->wk->port;
+  int rc = hy__port_start(port, &c->wr.op);
   if (rc < 0) {
     c->refs--;
     c->sending = 0;
     return rc;
   }
+  if (hy__port_done_early(port, &c->wr.op) && c->wr.op.res > 0)
+    sent_early(c, (size_t)c->wr.op.res);
   return 1;
 }
 
@@ -493,11 +542,15 @@ static void send_done(hy__completion *cc, hy__op *op) {
   chunk *drained = NULL;
   hy__lock(&c->lock);
   c->sending = 0;
+  int early = c->sent_early; /* res is accounted for already */
+  c->sent_early = 0;
   if (res > 0) {
     chunk *k = c->out_head;
-    k->off += (size_t)res;
-    c->out_bytes -= (size_t)res;
-    if (k->off == k->len && !k->next) {
+    if (!early) {
+      k->off += (size_t)res;
+      c->out_bytes -= (size_t)res;
+    }
+    if (!early && k->off == k->len && !k->next) {
       /* All sent: an idle connection keeps no output memory. */
       drained = k;
       c->out_head = c->out_tail = NULL;
@@ -512,7 +565,8 @@ static void send_done(hy__completion *cc, hy__op *op) {
     chunk_put(c->sw, drained);
   if (res > 0) {
     ST_ADD(s->bytes_out, (uint64_t)res);
-    c->last_write = c->stall_since = hy_now();
+    if (s->tick)
+      c->last_write = c->stall_since = hy_now();
     if (c->read_deferred && !c->closing && !c->paused)
       start_read(c); /* the read that waited for this send */
   }
@@ -664,8 +718,14 @@ int hy_sconn_write(hy_sconn_t *c, const void *data, size_t len) {
   chunk *z = NULL;
   if (on_worker && c->in_buf && !c->in_taken && len >= CHUNK_MIN &&
       (const char *)data >= c->in_buf &&
-      len <= c->in_len - (size_t)((const char *)data - c->in_buf))
-    z = hy__mem_alloc(sizeof *z);
+      len <= c->in_len - (size_t)((const char *)data - c->in_buf)) {
+    if ((z = c->sw->zchunks) != NULL) {
+      c->sw->zchunks = z->next;
+      c->sw->nzchunks--;
+    } else {
+      z = hy__mem_alloc(sizeof *z);
+    }
+  }
   if (z) {
     z->next = NULL;
     z->cap = z->len = len; /* nothing is appended to it in place */
@@ -705,7 +765,7 @@ int hy_sconn_write(hy_sconn_t *c, const void *data, size_t len) {
     memcpy(t->buf + t->len, data, len);
     t->len += len;
   }
-  if (c->out_bytes == 0)
+  if (c->out_bytes == 0 && s->tick)
     c->stall_since = hy_now();
   c->out_bytes += len;
   int rc = 0;
@@ -745,7 +805,7 @@ void hy_sconn_pause_read(hy_sconn_t *c, int paused) {
   c->paused = paused != 0;
   if (!c->paused && !c->reading && !c->closing)
     start_read(c);
-  else if (c->paused)
+  else if (c->paused && c->srv->tick)
     c->last_read = hy_now(); /* a paused reader is not idle on reads */
 }
 
@@ -1182,6 +1242,11 @@ static void srv_free(hy_server_t *s) {
     while (s->w[i].chunks) {
       chunk *k = s->w[i].chunks;
       s->w[i].chunks = k->next;
+      hy__mem_free(k);
+    }
+    while (s->w[i].zchunks) {
+      chunk *k = s->w[i].zchunks;
+      s->w[i].zchunks = k->next;
       hy__mem_free(k);
     }
   }

@@ -168,6 +168,14 @@ static inline void hy__port_forget_idle(hy__port *p, intptr_t fd) {
  * address) must stay put until its completion is dequeued. */
 int hy__port_start(hy__port *p, hy__op *op);
 
+/* Has op, started on p and not yet dequeued, completed already, inside
+ * hy__port_start (the epoll port performs an op whose fd is ready at
+ * once)?  Then op->res is final and the port is done with op's buffer
+ * and address: the starter may reuse them now, though the completion is
+ * still dequeued later, as for any op.  Owner thread only.  0: not
+ * completed, or the backend does not say (io_uring, IOCP). */
+int hy__port_done_early(const hy__port *p, const hy__op *op);
+
 /* Asks for op (started on p, not yet dequeued) to be cancelled.  Its one
  * completion still arrives, with res HY_ECANCELED unless it had already
  * completed.  Any thread.  Returns 0, or HY_ENOENT if op is not in flight. */

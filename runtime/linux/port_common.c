@@ -203,6 +203,12 @@ int hy__port_start(hy__port *p, hy__op *op) {
   return p->vt->start(p, op);
 }
 
+int hy__port_done_early(const hy__port *p, const hy__op *op) {
+  /* pstate is written by the owner only (under the lock, which other
+   * threads take to read it): the owner reads it as is. */
+  return p->backend == HY__BACKEND_EPOLL && op->pstate == HY__PS_DONE;
+}
+
 int hy__port_cancel(hy__port *p, hy__op *op) {
   if (!p || !op)
     return HY_EINVAL;
