@@ -4,6 +4,7 @@ TEST(port_tcp_ops, T_BACKEND)
 TEST(port_fd_reuse_without_forget, T_BACKEND)
 #ifndef _WIN32 /* Linux backends only */
 TEST(port_epoll_fifo, 0)
+TEST(port_epoll_done_early, 0)
 TEST(port_epoll_fresh_look, 0)
 TEST(port_pooled_stream, T_BACKEND)
 #endif

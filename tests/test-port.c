@@ -457,6 +457,68 @@ TEST_IMPL(port_epoll_fifo) {
   return 0;
 }
 
+/* Epoll: an op done inside its start (a send with room in the socket, a
+ * recv with data there) goes from idle to done at once: hy__port_done_early
+ * says so, its res is final and its buffer free (the bytes are in the
+ * kernel), a cancel asked for before it is dequeued leaves the result, and
+ * it is dequeued once.  An op that waits is not done early, and a cancel
+ * finds it in flight. */
+TEST_IMPL(port_epoll_done_early) {
+  hy__port *p;
+  ASSERT_OK(hy__port_open(&p, HY__BACKEND_EPOLL, NULL));
+  int c, s;
+  tcp_pair(&c, &s);
+  ASSERT_OK(hy__port_associate(p, s));
+  for (int i = 0; i < 50; i++) {
+    char out[64], in[64], rb[64];
+    memset(out, 'a' + i % 26, sizeof out);
+    hy__op snd;
+    op_init(&snd, HY__OP_SEND, s);
+    snd.buf = out;
+    snd.len = sizeof out;
+    ASSERT_OK(hy__port_start(p, &snd));
+    ASSERT(hy__port_done_early(p, &snd));
+    ASSERT_EQ(snd.res, (int64_t)sizeof out);
+    memset(out, 0, sizeof out); /* the port is done with it */
+    if (i % 2)
+      ASSERT_OK(hy__port_cancel(p, &snd));
+    ASSERT(wait_one(p) == &snd);
+    ASSERT_EQ(snd.res, (int64_t)sizeof out);
+    ASSERT_ERR(hy__port_cancel(p, &snd), HY_ENOENT);
+    ASSERT_EQ(recv(c, in, sizeof in, MSG_WAITALL), (ssize_t)sizeof in);
+    ASSERT_EQ(in[0], 'a' + i % 26);
+    ASSERT_EQ(in[63], 'a' + i % 26);
+    /* A recv that waits: not done early; cancelled, it ends cancelled. */
+    hy__op rcv;
+    op_init(&rcv, HY__OP_RECV, s);
+    rcv.buf = rb;
+    rcv.len = sizeof rb;
+    ASSERT_OK(hy__port_start(p, &rcv));
+    ASSERT(!hy__port_done_early(p, &rcv));
+    ASSERT_OK(hy__port_cancel(p, &rcv));
+    ASSERT(wait_one(p) == &rcv);
+    ASSERT_EQ(rcv.res, HY_ECANCELED);
+    /* With data there, a recv is done in its start. */
+    ASSERT_EQ(send(c, "xy", 2, 0), 2);
+    struct pollfd pf = {s, POLLIN, 0};
+    ASSERT_EQ(poll(&pf, 1, 5000), 1);
+    op_init(&rcv, HY__OP_RECV, s);
+    rcv.buf = rb;
+    rcv.len = sizeof rb;
+    ASSERT_OK(hy__port_start(p, &rcv));
+    ASSERT(hy__port_done_early(p, &rcv));
+    ASSERT_EQ(rcv.res, 2);
+    ASSERT(wait_one(p) == &rcv);
+    ASSERT_EQ(rcv.res, 2);
+    ASSERT_EQ(memcmp(rb, "xy", 2), 0);
+  }
+  expect_none(p, HY_MS(20));
+  close(c);
+  close(s);
+  hy__port_close(p);
+  return 0;
+}
+
 /* Epoll: a wait that need not block (timeout 0, or completions already
  * waiting to be handed out) does not ask the kernel again when it was
  * asked a moment ago (port_epoll.c, fresh_look).  That skip never loses a

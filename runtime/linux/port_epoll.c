@@ -127,9 +127,15 @@ static const hy__port_vt epoll_vt;
 
 /* --------------------------------------------------------- completions */
 
+/* An op is marked started (in flight: a cancel request finds it) only
+ * when it waits; one done inside hy__port_start goes from idle to done
+ * under one taking of the lock (a cancel asked for meanwhile finds it
+ * idle, as one asked for before the start). */
 static void complete(eport *e, hy__op *op, int64_t res) {
   op->pdata[2] = W_NONE;
   hy__lock(&e->base.lock);
+  if (op->pstate != HY__PS_INFLIGHT)
+    op->pflags = 0; /* not started: nothing asked of it */
   hy__lport_finish_locked(&e->base, op, res, HY__PS_DONE);
   hy__unlock(&e->base.lock);
   op->next = NULL;
@@ -237,10 +243,16 @@ static int heap_reserve(eport *e) {
   return 0;
 }
 
+/* op waits (in a queue, the heap, a poll list): in flight from now on. */
+static void waits(eport *e, hy__op *op, int where) {
+  hy__lport_started(&e->base, op);
+  op->pdata[2] = (uint64_t)where;
+}
+
 static void heap_push(eport *e, hy__op *op) { /* room reserved */
+  waits(e, op, W_HEAP);
   e->heap[e->nheap] = op;
   heap_up(e, e->nheap++);
-  op->pdata[2] = W_HEAP;
 }
 
 static void heap_remove(eport *e, hy__op *op) {
@@ -646,9 +658,9 @@ static void start_poll(eport *e, fdent *ent, hy__op *op, int probe) {
     complete(e, op, r);
     return;
   }
+  waits(e, op, W_POLL);
   op->next = ent->polls;
   ent->polls = op;
-  op->pdata[2] = W_POLL;
 }
 
 static void start_connect(eport *e, fdent *ent, hy__op *op, int probe) {
@@ -661,8 +673,8 @@ static void start_connect(eport *e, fdent *ent, hy__op *op, int probe) {
       complete(e, op, r);
       return;
     }
+    waits(e, op, W_WQ);
     q_push(&ent->wq, &ent->wq_tail, op);
-    op->pdata[2] = W_WQ;
   } else {
     complete(e, op, hy__lport_err(errno));
   }
@@ -672,8 +684,7 @@ static int e_start(hy__port *p, hy__op *op) {
   eport *e = (eport *)p;
   if (op->kind == HY__OP_TIMEOUT && heap_reserve(e) < 0)
     return HY_ENOMEM;
-  hy__lport_started(p, op);
-  op->pdata[2] = W_NONE;
+  op->pdata[2] = W_NONE; /* started once it waits (see complete) */
   switch (op->kind) {
   case HY__OP_NOP:
     complete(e, op, 0);
@@ -711,8 +722,8 @@ static int e_start(hy__port *p, hy__op *op) {
         if (done) {
           complete(e, op, res);
         } else {
+          waits(e, op, W_RQ);
           q_push(&ent->rq, &ent->rq_tail, op);
-          op->pdata[2] = W_RQ;
         }
         break;
       }
@@ -726,8 +737,8 @@ static int e_start(hy__port *p, hy__op *op) {
       } else if (probe && (rc = reg_check(e, fd)) < 0) {
         complete(e, op, rc);
       } else {
+        waits(e, op, W_RQ);
         q_push(&ent->rq, &ent->rq_tail, op);
-        op->pdata[2] = W_RQ;
       }
       break;
     case HY__OP_SEND:
@@ -737,8 +748,8 @@ static int e_start(hy__port *p, hy__op *op) {
       } else if (probe && (rc = reg_check(e, fd)) < 0) {
         complete(e, op, rc);
       } else {
+        waits(e, op, W_WQ);
         q_push(&ent->wq, &ent->wq_tail, op);
-        op->pdata[2] = W_WQ;
       }
       break;
     case HY__OP_CONNECT:
