@@ -323,6 +323,7 @@ static void chunk_put(srv_worker *sw, chunk *k) {
 static void conn_unref(hy_sconn_t *c);
 static void drainer_stop(hy_server_t *s);
 static void start_read(hy_sconn_t *c);
+static int start_read_ref(hy_sconn_t *c, int give);
 static void start_send(hy_sconn_t *c);
 static void send_done(hy__completion *cc, hy__op *op);
 static void arm_timer(srv_worker *sw, int64_t deadline);
@@ -402,6 +403,7 @@ static void read_done(hy__completion *cc, hy__op *op) {
   hy_server_t *s = c->srv;
   int64_t res = op->res;
   void *pbuf = s->pooled ? op->buf : NULL; /* ours to give back */
+  int given = 0; /* this read's reference went to the next read */
   c->reading = 0;
   if (!c->closing) {
     if (res > 0) {
@@ -422,11 +424,11 @@ static void read_done(hy__completion *cc, hy__op *op) {
         if (s->read_after_send && !was_sending && c->sending)
           defer_read(c); /* an answer went out: read once it is sent */
         else
-          start_read(c);
+          given = start_read_ref(c, 1);
       }
     } else if (res == HY_EAGAIN && s->pooled) {
       if (!c->paused)
-        start_read(c); /* the readiness was gone: wait again */
+        given = start_read_ref(c, 1); /* the readiness was gone: wait again */
     } else if (res == 0) {
       /* End of stream.  Output still queued is sent first (the peer may
        * have half-closed and wait for it), then the connection closes. */
@@ -443,15 +445,20 @@ static void read_done(hy__completion *cc, hy__op *op) {
   }
   if (pbuf)
     pool_put(&c->sw->src, pbuf);
-  conn_unref(c);
+  if (!given)
+    conn_unref(c);
 }
 
-static void start_read(hy_sconn_t *c) {
+/* Starts c's read.  give: the caller hands its own reference on c (that
+ * of the read just completed) to the new read instead of the read taking
+ * one - c stays alive all the same until this worker has handled the new
+ * read's completion.  Returns 1 if the reference was taken so. */
+static int start_read_ref(hy_sconn_t *c, int give) {
   c->read_deferred = 0;
   hy__lock(&c->lock);
   if (c->closing || c->reading) {
     hy__unlock(&c->lock);
-    return;
+    return 0;
   }
   memset(&c->rd.op, 0, sizeof c->rd.op);
   c->rd.op.kind = HY__OP_RECV;
@@ -465,17 +472,22 @@ static void start_read(hy_sconn_t *c) {
   }
   c->rd.op.data = &c->rd.c;
   c->rd.c.fn = read_done;
-  c->refs++;
+  if (!give)
+    c->refs++;
   c->reading = 1;
   int rc = hy__port_start(c->sw->wk->port, &c->rd.op);
   if (rc < 0) {
-    c->refs--;
+    if (!give)
+      c->refs--;
     c->reading = 0;
   }
   hy__unlock(&c->lock);
   if (rc < 0)
     conn_close(c, HY_CLOSE_ERROR, rc);
+  return give && rc >= 0;
 }
+
+static void start_read(hy_sconn_t *c) { start_read_ref(c, 0); }
 
 /* pre: c->lock; on the owning worker.  The send just started completed
  * inside its start (hy__port_done_early: the epoll port sends at once
