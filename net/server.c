@@ -211,7 +211,7 @@ static void *pool_get(hy__bufsrc *src) {
     sw->npool--;
     return b;
   }
-  b = hy__mem_alloc(sw->srv->cfg.read_buffer_size);
+  b = hy__mem_alloc(sw->srv->cfg.read_buffer_size + sw->src.slack);
   if (b)
     atomic_fetch_add(&sw->srv->nbufs, 1);
   return b;
@@ -1333,6 +1333,9 @@ int hy_server_start(hy_runtime_t *rt, const hy_server_config_t *cfg,
     sw->src.get = pool_get;
     sw->src.put = pool_put;
     sw->src.size = g->read_buffer_size;
+    /* The epoll port reads the byte past a full read into the buffer. */
+    sw->src.slack =
+        hy__port_backend(rt->workers[0].port) == HY__BACKEND_EPOLL ? 1 : 0;
     sw->acc = hy__mem_calloc((size_t)g->pending_accepts, sizeof *sw->acc);
     if (!sw->acc)
       goto fail;

@@ -82,6 +82,9 @@ struct hy__bufsrc {
   void *(*get)(hy__bufsrc *src); /* a buffer of size bytes, or NULL */
   void (*put)(hy__bufsrc *src, void *buf);
   size_t size;
+  size_t slack; /* bytes each buffer has past size (0: none), which the
+                   port may write into (epoll: the byte more of a read
+                   that fills the buffer, see port_epoll.c) */
 };
 
 typedef struct hy__op hy__op;

@@ -1907,7 +1907,7 @@ TEST_IMPL(net_port_pooled_recv) {
   int cfd, sfd;
   tcp_pair(&cfd, &sfd);
   ASSERT_OK(hy__port_associate(p, sfd));
-  count_src cs = {{csrc_get, csrc_put, 1024}, 0, 0, 0};
+  count_src cs = {{csrc_get, csrc_put, 1024, 0}, 0, 0, 0};
   hy__op op;
 
   /* Waiting holds nothing; data arrives in the source's buffer. */
@@ -2078,7 +2078,7 @@ TEST_IMPL(net_port_pooled_recv_backlog) {
   enum { N = 200, HALF = 100, MAX = 10 };
   static int cl[N], sv[N];
   static hy__op op[N];
-  count_src cs = {{csrc_get, csrc_put, 512}, 0, 0, 0};
+  count_src cs = {{csrc_get, csrc_put, 512, 0}, 0, 0, 0};
   for (int i = 0; i < N; i++) {
     tcp_pair(&cl[i], &sv[i]);
     ASSERT_OK(hy__port_associate(p, sv[i]));
@@ -2170,7 +2170,7 @@ TEST_IMPL(net_port_pooled_recv_full) {
   int cfd, sfd;
   tcp_pair(&cfd, &sfd);
   ASSERT_OK(hy__port_associate(p, sfd));
-  count_src cs = {{csrc_get, csrc_put, B}, 0, 0, 0};
+  count_src cs = {{csrc_get, csrc_put, B, 0}, 0, 0, 0};
   static unsigned char out[8 * B], own[4 * B]; /* the six rounds: < 7 B */
   fill(out, sizeof out, 5);
   size_t off = 0; /* of out: what the stream has delivered so far */

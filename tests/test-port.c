@@ -620,7 +620,9 @@ TEST_IMPL(port_epoll_fresh_look) {
  * sent at random moments: every byte comes once and in order, then the
  * end.  On epoll this drives the read that asks for one byte more than
  * the buffer holds after full reads, across reads that find the socket
- * empty (HY_EAGAIN) and edges whose data an earlier read took. */
+ * empty (HY_EAGAIN) and edges whose data an earlier read took - once
+ * with buffers of just the size, once with slack past it (where that
+ * byte more is read into the buffer itself). */
 #define PS_BUF 64
 #define PS_TOTAL 300000
 
@@ -663,19 +665,19 @@ static void *ps_peer(void *arg) {
   return NULL;
 }
 
-static void *ps_get(hy__bufsrc *src) { return hy__mem_alloc(src->size); }
+static void *ps_get(hy__bufsrc *src) {
+  return hy__mem_alloc(src->size + src->slack);
+}
 static void ps_put(hy__bufsrc *src, void *b) {
   (void)src;
   hy__mem_free(b);
 }
 
-TEST_IMPL(port_pooled_stream) {
-  hy__port *p;
-  OPEN_PORT(p);
+static void pooled_stream(hy__port *p, size_t slack) {
   int c, s;
   tcp_pair(&c, &s);
   ASSERT_OK(hy__port_associate(p, s));
-  hy__bufsrc src = {ps_get, ps_put, PS_BUF};
+  hy__bufsrc src = {ps_get, ps_put, PS_BUF, slack};
   ps_peer_t a = {c, test_rand() | 1};
   pthread_t th;
   ASSERT_EQ(pthread_create(&th, NULL, ps_peer, &a), 0);
@@ -710,6 +712,13 @@ TEST_IMPL(port_pooled_stream) {
   hy__port_forget(p, s);
   close(c);
   close(s);
+}
+
+TEST_IMPL(port_pooled_stream) {
+  hy__port *p;
+  OPEN_PORT(p);
+  pooled_stream(p, 0);
+  pooled_stream(p, 1);
   hy__port_close(p);
   return 0;
 }

@@ -390,6 +390,8 @@ static void e_forget(hy__port *p, int fd) {
  * fd filled its buffer (a recvmsg of two pieces costs a little more than a
  * recv, and reads that come back short already say the socket is empty),
  * so the first of a run of full reads is still followed by an EAGAIN.
+ * A source whose buffers have slack (room past size) takes the byte more
+ * in the buffer itself, with a plain recv.
  * A read that found the socket empty leaves that mark as it was: when a
  * full read is followed by that EAGAIN (or an edge whose data an earlier
  * read took), the next full reads still ask for the byte more - else
@@ -418,13 +420,24 @@ static int try_recv_pooled(hy__op *op, fdent *ent, int64_t *res) {
       ent->spilled = 0;
       have = 1;
     }
-    struct iovec iov[2] = {{(char *)b + have, len - have}, {&ent->spill, 1}};
-    struct msghdr m;
-    memset(&m, 0, sizeof m);
-    m.msg_iov = iov;
-    m.msg_iovlen = 2;
-    while ((r = recvmsg((int)op->fd, &m, fl | MSG_DONTWAIT)) < 0 &&
-           errno == EINTR) {
+    if (src->slack > 0 && len == src->size) {
+      /* The buffer has room for the byte more: one plain recv. */
+      while ((r = recv((int)op->fd, (char *)b + have, len - have + 1,
+                       fl | MSG_DONTWAIT)) < 0 &&
+             errno == EINTR) {
+      }
+      if (r > (ssize_t)(len - have))
+        ent->spill = ((unsigned char *)b)[len];
+    } else {
+      struct iovec iov[2] = {{(char *)b + have, len - have},
+                             {&ent->spill, 1}};
+      struct msghdr m;
+      memset(&m, 0, sizeof m);
+      m.msg_iov = iov;
+      m.msg_iovlen = 2;
+      while ((r = recvmsg((int)op->fd, &m, fl | MSG_DONTWAIT)) < 0 &&
+             errno == EINTR) {
+      }
     }
     if (r > 0) /* an empty socket says nothing of the reads' sizes */
       ent->filled = r >= (ssize_t)(len - have);
