@@ -26,6 +26,11 @@
  * provided buffers (a fixed number per port, however many connections there
  * are).  Pooled buffers are hy__mem allocations, as the port's contract asks.
  * On IOCP each connection has its own buffer from a per-server object cache.
+ * On epoll, a write from on_read with nothing queued is sent at once, from
+ * the caller's bytes (hy__port_send_now: no copy, op or completion), and
+ * on_write_done follows when on_read returns; a send the port makes inside
+ * its start is accounted for at once (hy__port_done_early), so what it
+ * emptied goes back to the worker for the next write of the batch.
  * Output is a chain of chunks bounded by max_output: hy_sconn_write refuses
  * (HY_EAGAIN) what would pass the bound, so a slow reader costs at most
  * max_output bytes.  hy_sconn_write may come from other threads: the chain and
@@ -115,6 +120,9 @@ struct hy_sconn {
   const char *in_buf;  /* during on_read: its buffer (pooled), and length */
   size_t in_len;
   int in_taken;        /* that buffer went to the output */
+  int in_read;         /* on_read runs */
+  int done_owed;       /* on_read's writes were all sent at once: on_write_done
+                          is owed once it returns (see hy_sconn_write) */
   int read_deferred;   /* the next read waits for the send (see defer_read) */
   int on_defer_list;   /* in sw->defer_new or sw->defer_old (holds a ref) */
   int paused, close_after_flush, accepted, reset;
@@ -172,6 +180,7 @@ struct hy_server {
   hy_cache_t *conn_cache, *buf_cache;
   int pooled;          /* reads take buffers from the worker's pool */
   int read_after_send; /* a read waits for the send its data caused */
+  int send_now;        /* the port sends at once, without an op (epoll) */
   int multishot;       /* one multishot accept per worker (io_uring) */
   int nacc;            /* accept ops kept in flight per worker */
   int64_t tick;
@@ -324,6 +333,7 @@ static void conn_unref(hy_sconn_t *c);
 static void drainer_stop(hy_server_t *s);
 static void start_read(hy_sconn_t *c);
 static int start_read_ref(hy_sconn_t *c, int give);
+static void write_done_owed(hy_sconn_t *c);
 static void start_send(hy_sconn_t *c);
 static void send_done(hy__completion *cc, hy__op *op);
 static void arm_timer(srv_worker *sw, int64_t deadline);
@@ -398,6 +408,18 @@ static void conn_close(hy_sconn_t *c, int reason, int err) {
   conn_unref(c);
 }
 
+/* After on_read, whose writes were sent at once (see hy_sconn_write): the
+ * on_write_done a send's completion would have brought, unless output is
+ * still queued (then that send's completion brings it) or c is closing. */
+static void write_done_owed(hy_sconn_t *c) {
+  c->done_owed = 0;
+  hy__lock(&c->lock);
+  int idle = !c->closing && !c->sending && c->out_bytes == 0;
+  hy__unlock(&c->lock);
+  if (idle && c->srv->cb.on_write_done)
+    c->srv->cb.on_write_done(c->srv, c);
+}
+
 static void read_done(hy__completion *cc, hy__op *op) {
   hy_sconn_t *c = (hy_sconn_t *)((char *)cc - offsetof(hy_sconn_t, rd.c));
   hy_server_t *s = c->srv;
@@ -415,11 +437,15 @@ static void read_done(hy__completion *cc, hy__op *op) {
       c->in_buf = pbuf;
       c->in_len = (size_t)res;
       c->in_taken = 0;
+      c->in_read = 1;
       if (s->cb.on_read)
         s->cb.on_read(s, c, pbuf ? pbuf : c->rbuf, (size_t)res);
       c->in_buf = NULL;
+      c->in_read = 0;
       if (c->in_taken)
         pbuf = NULL; /* the output has it now */
+      if (c->done_owed)
+        write_done_owed(c);
       if (!c->closing && !c->paused) {
         if (s->read_after_send && !was_sending && c->sending)
           defer_read(c); /* an answer went out: read once it is sent */
@@ -709,18 +735,33 @@ int hy_sconn_write(hy_sconn_t *c, const void *data, size_t len) {
     hy__unlock(&c->lock);
     return HY_EAGAIN;
   }
+  int on_worker = hy__worker_current(s->rt) == c->sw->wk;
+  /* (c->in_read, like c->in_buf, is the owning worker's: read only there) */
+  if (on_worker && c->in_read && !c->sending && !c->out_head && s->send_now) {
+    /* From on_read with nothing queued: sent at once where the port can
+     * (epoll), as a plain epoll loop answers - no copy, no op, no
+     * completion; on_write_done follows when on_read returns.  What the
+     * socket does not take is queued as below. */
+    int64_t k = hy__port_send_now(c->sw->wk->port, c->fd, data, len,
+                                  hy__sock_flag_nosignal());
+    if (k > 0) {
+      ST_ADD(s->bytes_out, (uint64_t)k);
+      if (s->tick)
+        c->last_write = c->stall_since = hy_now();
+      data = (const char *)data + k;
+      len -= (size_t)k;
+      if (len == 0) {
+        c->done_owed = 1;
+        hy__unlock(&c->lock);
+        return 0;
+      }
+    }
+  }
   chunk *t = c->out_tail;
   size_t room = t ? t->cap - t->len : 0;
   /* Bytes past the in-flight range of the tail chunk can be appended in
    * place: the send covers [off, len at start) and memory never moves. */
   size_t first = room < len ? room : len;
-  int on_worker = hy__worker_current(s->rt) == c->sw->wk;
-  /* From on_read, bytes of the pooled buffer it was given (an echo, a
-   * forwarded part): the output borrows the buffer rather than copying
-   * them - it goes back to the pool once sent instead of when on_read
-   * returns.  Only for writes of a chunk's size or more: a small answer
-   * is copied, so as not to hold a whole read buffer for it.  (c->in_buf
-   * is the owning worker's: read only there.) */
   /* From on_read, bytes of the pooled buffer it was given (an echo, a
    * forwarded part): the output borrows that buffer instead of copying
    * them, and gives it back to the pool once they are sent rather than
@@ -1301,6 +1342,7 @@ int hy_server_start(hy_runtime_t *rt, const hy_server_config_t *cfg,
    * early costs the kernel more (io_uring: see defer_read). */
   s->read_after_send =
       hy__port_backend(rt->workers[0].port) == HY__BACKEND_URING;
+  s->send_now = hy__port_backend(rt->workers[0].port) == HY__BACKEND_EPOLL;
   /* On io_uring one multishot accept per worker stands for many pending
    * ones (a kernel without it makes it a plain accept, restarted each
    * time); elsewhere pending_accepts plain accepts are kept in flight. */

@@ -179,6 +179,17 @@ int hy__port_start(hy__port *p, hy__op *op);
  * completed, or the backend does not say (io_uring, IOCP). */
 int hy__port_done_early(const hy__port *p, const hy__op *op);
 
+/* Sends from buf on the stream socket fd (associated with p) now, without
+ * an op, where the backend can do that in order with its ops: epoll,
+ * when no send-like op of fd waits on p.  flags: MSG_* as for
+ * HY__OP_SEND.  Returns the bytes sent (fewer than len when the socket
+ * took only so many), HY_EAGAIN (nothing sent: the socket is full, or an
+ * op waits - start an HY__OP_SEND instead), HY_ENOSYS (the backend sends
+ * through ops only: io_uring, IOCP) or another HY_E* (the socket's
+ * error).  Owner thread only. */
+int64_t hy__port_send_now(hy__port *p, intptr_t fd, const void *buf,
+                          size_t len, uint32_t flags);
+
 /* Asks for op (started on p, not yet dequeued) to be cancelled.  Its one
  * completion still arrives, with res HY_ECANCELED unless it had already
  * completed.  Any thread.  Returns 0, or HY_ENOENT if op is not in flight. */

@@ -25,5 +25,6 @@ TEST(port_uring_fallback, 0)
 TEST(port_look_before_block, T_BACKEND)
 TEST(port_look_budget, T_BACKEND)
 TEST(port_associate_accepted, T_BACKEND)
+TEST(port_send_now, T_BACKEND)
 #endif
 TEST(port_io_await, T_BACKEND)

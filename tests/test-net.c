@@ -1650,17 +1650,17 @@ TEST_IMPL(net_server_echo_from_read_buffer) {
   return 0;
 }
 
-/* A send that the port made inside its start (epoll, room in the socket)
- * is accounted for at once: hy_sconn_pending says 0 right after the
- * write, and what it emptied goes back to the worker for the next write
- * or read.  A read buffer that on_read's write borrowed comes back to the
- * pool only once on_read returns: here on_read echoes (from its buffer:
- * 8 KiB), then pauses and resumes its connection, which starts a read at
- * once - the client wrote two messages, so that read finds the second
- * one - and checks that its data did not change under it (a buffer given
- * back early is the first the new read takes). */
+/* On epoll a write from on_read with nothing queued is sent at once (no
+ * op), and a send the port made inside its start is accounted for at
+ * once: hy_sconn_pending says 0 right after the write, and on_write_done
+ * still comes once per on_read whose writes all went out so.  A read
+ * buffer is not reused while on_read runs: here on_read echoes (8 KiB,
+ * from its buffer), then pauses and resumes its connection, which starts
+ * a read at once - the client wrote two messages, so that read finds the
+ * second one - and checks that its data did not change under it (a
+ * buffer given back early is the first the new read takes). */
 typedef struct {
-  atomic_long reads, at_once, borrowed;
+  atomic_long reads, at_once, borrowed, write_dones;
 } early_state;
 
 enum { EARLY_MSG = 8192, EARLY_ROUNDS = 40 };
@@ -1682,6 +1682,12 @@ static void early_read(hy_server_t *s, hy_sconn_t *c, const void *d,
   ASSERT(memcmp(saved, d, n) == 0);
 }
 
+static void early_write_done(hy_server_t *s, hy_sconn_t *c) {
+  early_state *st = hy_server_user(s);
+  ASSERT_EQ(hy_sconn_pending(c), 0);
+  atomic_fetch_add(&st->write_dones, 1);
+}
+
 TEST_IMPL(net_server_sent_at_once) {
   hy_runtime_t *rt = new_rt(1);
   static early_state st;
@@ -1689,7 +1695,8 @@ TEST_IMPL(net_server_sent_at_once) {
   cfg.addr = loop_addr(0);
   cfg.read_buffer_size = EARLY_MSG;
   cfg.user = &st;
-  hy_server_callbacks_t cb = {NULL, early_read, NULL, NULL, NULL};
+  hy_server_callbacks_t cb = {NULL, early_read, early_write_done, NULL,
+                              NULL};
   hy_server_t *s;
   ASSERT_OK(hy_server_start(rt, &cfg, &cb, &s));
   hy_addr_t a;
@@ -1707,9 +1714,17 @@ TEST_IMPL(net_server_sent_at_once) {
   sock_close(fd);
   ASSERT_GE(atomic_load(&st.reads), 2 * EARLY_ROUNDS);
   ASSERT_GT(atomic_load(&st.borrowed), 0);
+  ASSERT_GT(atomic_load(&st.write_dones), 0);
   const char *b = test_backend();
-  if (b && strcmp(b, "epoll") == 0)
+  if (b && strcmp(b, "epoll") == 0) {
     ASSERT_GT(atomic_load(&st.at_once), 0);
+    /* every on_read's echo went out at once: one on_write_done each */
+    int64_t until = hy_now() + HY_SEC(10);
+    while (atomic_load(&st.write_dones) < atomic_load(&st.at_once) &&
+           hy_now() < until)
+      usleep(1000);
+    ASSERT_GE(atomic_load(&st.write_dones), atomic_load(&st.at_once));
+  }
   ASSERT_OK(hy_server_close(s));
   close_rt(rt);
   return 0;

@@ -2069,6 +2069,83 @@ TEST_IMPL(port_associate_accepted) {
   hy__port_close(p);
   return 0;
 }
+
+/* hy__port_send_now: on epoll a send now, without an op, in order with the
+ * fd's ops - HY_EAGAIN while a send op waits (the socket was full), so
+ * the bytes come after that op's; the others send through ops only
+ * (HY_ENOSYS). */
+TEST_IMPL(port_send_now) {
+  hy__port *p;
+  OPEN_PORT(p);
+  int c, s;
+  tcp_pair(&c, &s);
+  ASSERT_OK(hy__port_associate(p, s));
+  int epoll = hy__port_backend(p) == HY__BACKEND_EPOLL;
+  int64_t k = hy__port_send_now(p, s, "ab", 2, 0);
+  if (!epoll) {
+    ASSERT_ERR(k, HY_ENOSYS);
+    sock_close(c);
+    sock_close(s);
+    hy__port_close(p);
+    return 0;
+  }
+  ASSERT_EQ(k, 2);
+  char in[2];
+  ASSERT_EQ(recv(c, in, 2, MSG_WAITALL), 2);
+  ASSERT_EQ(memcmp(in, "ab", 2), 0);
+  /* Fill the socket: bytes of 'x', until it takes no more. */
+  static char bulk[1 << 16];
+  memset(bulk, 'x', sizeof bulk);
+  size_t filled = 0;
+  while ((k = hy__port_send_now(p, s, bulk, sizeof bulk, 0)) > 0)
+    filled += (size_t)k;
+  ASSERT_ERR(k, HY_EAGAIN);
+  ASSERT_GT(filled, 0);
+  /* A send op waits for room; a send now must not pass it. */
+  hy__op snd;
+  op_init(&snd, HY__OP_SEND, s);
+  snd.buf = "o";
+  snd.len = 1;
+  ASSERT_OK(hy__port_start(p, &snd));
+  ASSERT(!hy__port_done_early(p, &snd));
+  static char sink[1 << 16];
+  int64_t until = hy_now() + LIMIT;
+  size_t got = 0;
+  int sent_now = 0, op_done = 0;
+  /* Read everything: the 'x's, the op's 'o', then the send now's 'n'. */
+  while (got < filled + 2) {
+    ASSERT(hy_now() < until);
+    if (!sent_now) {
+      k = hy__port_send_now(p, s, "n", 1, 0);
+      if (op_done) {
+        ASSERT_EQ(k, 1); /* no op waits now, and there is room */
+        sent_now = 1;
+      } else {
+        ASSERT_ERR(k, HY_EAGAIN); /* the op waits */
+      }
+    }
+    ssize_t r = recv(c, sink, sizeof sink, MSG_DONTWAIT);
+    if (r > 0) {
+      for (ssize_t i = 0; i < r; i++, got++)
+        ASSERT_EQ(sink[i], got < filled ? 'x' : got == filled ? 'o' : 'n');
+    }
+    hy__op *ops[4];
+    int n = hy__port_wait(p, ops, 4, HY_MS(1));
+    ASSERT(n >= 0);
+    if (n == 1) {
+      ASSERT(ops[0] == &snd);
+      ASSERT_EQ(snd.res, 1);
+      op_done = 1;
+    }
+  }
+  ASSERT(sent_now && op_done);
+  ASSERT_ERR(hy__port_send_now(p, -1, "n", 1, 0), HY_EBADF);
+  hy__port_forget(p, s);
+  sock_close(c);
+  sock_close(s);
+  hy__port_close(p);
+  return 0;
+}
 #endif
 
 /* -------------------------------------------------- runtime/io.c on top */

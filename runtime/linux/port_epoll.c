@@ -947,6 +947,26 @@ static void e_close(hy__port *p) {
   hy__mem_free(e);
 }
 
+/* A send now, from the owner (hy__port_send_now): in order with the
+ * fd's ops when none of its send-like ops waits here. */
+int64_t hy__epoll_send_now(hy__port *p, int fd, const void *buf, size_t len,
+                           uint32_t flags) {
+  eport *e = (eport *)p;
+  if (fd < e->nfds && e->fds[fd].wq)
+    return HY_EAGAIN;
+  if (len > MAX_IO_LEN)
+    len = MAX_IO_LEN;
+  ssize_t r;
+  while ((r = send(fd, buf, len,
+                   (int)flags | MSG_DONTWAIT | MSG_NOSIGNAL)) < 0 &&
+         errno == EINTR) {
+  }
+  if (r >= 0)
+    return r;
+  return errno == EAGAIN || errno == EWOULDBLOCK ? HY_EAGAIN
+                                                 : hy__lport_err(errno);
+}
+
 static const hy__port_vt epoll_vt = {e_close, e_associate, e_forget,
                                      e_start, e_wait,      e_os_handle};
 
