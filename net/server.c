@@ -30,7 +30,9 @@
  * the caller's bytes (hy__port_send_now: no copy, op or completion), and
  * on_write_done follows when on_read returns; a send the port makes inside
  * its start is accounted for at once (hy__port_done_early), so what it
- * emptied goes back to the worker for the next write of the batch.
+ * emptied goes back to the worker for the next write of the batch; reads
+ * are late (HY__RECV_LATE): a ready socket is read when its completion is
+ * handled, into the buffer the read before gave back, still in the cache.
  * Output is a chain of chunks bounded by max_output: hy_sconn_write refuses
  * (HY_EAGAIN) what would pass the bound, so a slow reader costs at most
  * max_output bytes.  hy_sconn_write may come from other threads: the chain and
@@ -424,6 +426,8 @@ static void read_done(hy__completion *cc, hy__op *op) {
   hy_sconn_t *c = (hy_sconn_t *)((char *)cc - offsetof(hy_sconn_t, rd.c));
   hy_server_t *s = c->srv;
   int64_t res = op->res;
+  if (res == HY__RES_READY) /* a late read (epoll): read now */
+    res = c->closing ? HY_ECANCELED : hy__port_recv_now(c->sw->wk->port, op);
   void *pbuf = s->pooled ? op->buf : NULL; /* ours to give back */
   int given = 0; /* this read's reference went to the next read */
   c->reading = 0;
@@ -490,6 +494,8 @@ static int start_read_ref(hy_sconn_t *c, int give) {
   c->rd.op.kind = HY__OP_RECV;
   c->rd.op.fd = c->fd;
   c->rd.op.flags = HY__RECV_OWNED; /* closed only after port_forget */
+  if (c->srv->send_now)
+    c->rd.op.flags |= HY__RECV_LATE; /* epoll: read when handled */
   if (c->srv->pooled) {
     c->rd.op.addr = &c->sw->src; /* buf NULL: a pooled read */
   } else {

@@ -77,6 +77,17 @@ enum { HY__POLL_IN = 1, HY__POLL_OUT = 2, HY__POLL_ERR = 4 };
  * of trying the read first (epoll: one system call less per message). */
 #define HY__RECV_OWNED 0x80000000u
 
+/* In the flags of a pooled HY__OP_RECV flagged HY__RECV_OWNED, on the epoll
+ * backend only (the others do not know the flag): the port may complete
+ * the op without reading, with res HY__RES_READY, once data (or the end,
+ * or an error) is there; the starter then reads with hy__port_recv_now
+ * just before it uses the data.  A wait that finds many sockets ready
+ * then does not read each into a buffer of its own, held until its
+ * completion is handled: each read goes into the buffer the one before
+ * gave back, still in the cache. */
+#define HY__RECV_LATE 0x20000000u
+#define HY__RES_READY INT64_MIN
+
 typedef struct hy__bufsrc hy__bufsrc;
 struct hy__bufsrc {
   void *(*get)(hy__bufsrc *src); /* a buffer of size bytes, or NULL */
@@ -189,6 +200,13 @@ int hy__port_done_early(const hy__port *p, const hy__op *op);
  * error).  Owner thread only. */
 int64_t hy__port_send_now(hy__port *p, intptr_t fd, const void *buf,
                           size_t len, uint32_t flags);
+
+/* The read of op, a pooled HY__OP_RECV that completed with HY__RES_READY
+ * (dequeued, not started again): done now, as the port would have done it
+ * - op->buf is set as for a completion, and the result returned is the
+ * one the completion would have had (bytes, 0 at the end, HY_EAGAIN: the
+ * data was gone, start the op again; or HY_E*).  Owner thread only. */
+int64_t hy__port_recv_now(hy__port *p, hy__op *op);
 
 /* Asks for op (started on p, not yet dequeued) to be cancelled.  Its one
  * completion still arrives, with res HY_ECANCELED unless it had already

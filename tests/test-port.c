@@ -622,7 +622,9 @@ TEST_IMPL(port_epoll_fresh_look) {
  * the buffer holds after full reads, across reads that find the socket
  * empty (HY_EAGAIN) and edges whose data an earlier read took - once
  * with buffers of just the size, once with slack past it (where that
- * byte more is read into the buffer itself). */
+ * byte more is read into the buffer itself); and on epoll with late reads
+ * too (HY__RECV_LATE: completed as HY__RES_READY, read by
+ * hy__port_recv_now). */
 #define PS_BUF 64
 #define PS_TOTAL 300000
 
@@ -673,7 +675,7 @@ static void ps_put(hy__bufsrc *src, void *b) {
   hy__mem_free(b);
 }
 
-static void pooled_stream(hy__port *p, size_t slack) {
+static void pooled_stream(hy__port *p, size_t slack, int late) {
   int c, s;
   tcp_pair(&c, &s);
   ASSERT_OK(hy__port_associate(p, s));
@@ -682,15 +684,22 @@ static void pooled_stream(hy__port *p, size_t slack) {
   pthread_t th;
   ASSERT_EQ(pthread_create(&th, NULL, ps_peer, &a), 0);
   size_t got = 0;
+  long readies = 0;
   int64_t until = hy_now() + LIMIT;
   for (;;) {
     ASSERT(hy_now() < until);
     hy__op rcv;
     op_init(&rcv, HY__OP_RECV, s);
-    rcv.flags = HY__RECV_OWNED;
+    rcv.flags = HY__RECV_OWNED | (late ? HY__RECV_LATE : 0);
     rcv.addr = &src;
     ASSERT_OK(hy__port_start(p, &rcv));
     ASSERT(wait_one(p) == &rcv);
+    if (rcv.res == HY__RES_READY) {
+      ASSERT(late);
+      ASSERT(rcv.buf == NULL);
+      readies++;
+      rcv.res = hy__port_recv_now(p, &rcv);
+    }
     if (rcv.res == HY_EAGAIN) {
       ASSERT(rcv.buf == NULL);
       continue;
@@ -708,6 +717,8 @@ static void pooled_stream(hy__port *p, size_t slack) {
     src.put(&src, rcv.buf);
   }
   ASSERT_EQ(got, PS_TOTAL);
+  if (late)
+    ASSERT_GT(readies, 0);
   pthread_join(th, NULL);
   hy__port_forget(p, s);
   close(c);
@@ -717,8 +728,11 @@ static void pooled_stream(hy__port *p, size_t slack) {
 TEST_IMPL(port_pooled_stream) {
   hy__port *p;
   OPEN_PORT(p);
-  pooled_stream(p, 0);
-  pooled_stream(p, 1);
+  int late = hy__port_backend(p) == HY__BACKEND_EPOLL;
+  for (int l = 0; l <= late; l++) {
+    pooled_stream(p, 0, l);
+    pooled_stream(p, 1, l);
+  }
   hy__port_close(p);
   return 0;
 }

@@ -212,6 +212,12 @@ int64_t hy__port_send_now(hy__port *p, intptr_t fd, const void *buf,
   return hy__epoll_send_now(p, (int)fd, buf, len, flags);
 }
 
+int64_t hy__port_recv_now(hy__port *p, hy__op *op) {
+  if (p->backend != HY__BACKEND_EPOLL)
+    return HY_ENOSYS; /* no op completes with HY__RES_READY there */
+  return hy__epoll_recv_now(p, op);
+}
+
 int hy__port_done_early(const hy__port *p, const hy__op *op) {
   /* pstate is written by the owner only (under the lock, which other
    * threads take to read it): the owner reads it as is. */

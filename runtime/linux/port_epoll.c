@@ -411,7 +411,7 @@ static int try_recv_pooled(hy__op *op, fdent *ent, int64_t *res) {
     return 1;
   }
   size_t len = src->size > MAX_IO_LEN ? MAX_IO_LEN : src->size;
-  int fl = (int)(op->flags & ~HY__RECV_OWNED);
+  int fl = (int)(op->flags & ~(HY__RECV_OWNED | HY__RECV_LATE));
   ssize_t r;
   if (ent && !(fl & MSG_PEEK) && len > 1 && (ent->filled || ent->spilled)) {
     size_t have = 0;
@@ -492,7 +492,7 @@ static int try_recv_pooled(hy__op *op, fdent *ent, int64_t *res) {
 static int try_io(hy__op *op, fdent *ent, int64_t *res) {
   int fd = (int)op->fd;
   size_t len = op->len > MAX_IO_LEN ? MAX_IO_LEN : op->len;
-  int fl = (int)(op->flags & ~HY__RECV_OWNED);
+  int fl = (int)(op->flags & ~(HY__RECV_OWNED | HY__RECV_LATE));
   if (ent)
     ent->rstate = -1;
   if (op->kind == HY__OP_RECV && !op->buf)
@@ -605,11 +605,26 @@ static void recv_hint(fdent *ent, hy__op *op, int done, int64_t res) {
     ent->drained = 0;
 }
 
+/* A pooled recv flagged HY__RECV_LATE: on an edge it completes with
+ * HY__RES_READY, and is read by hy__port_recv_now. */
+static int late_recv(hy__op *op) {
+  uint8_t kind = __atomic_load_n(&op->kind, __ATOMIC_RELAXED);
+  uint32_t flags = __atomic_load_n(&op->flags, __ATOMIC_RELAXED);
+  return kind == HY__OP_RECV && !op->buf && (flags & HY__RECV_LATE) &&
+         (flags & HY__RECV_OWNED);
+}
+
 /* Works a queue from its head until an op would block. */
 static void drain(eport *e, fdent *ent, hy__op **head, hy__op **tail) {
   int reading = head == &ent->rq;
   while (*head) {
     int64_t res;
+    if (reading && late_recv(*head)) {
+      /* Read when handled (hy__port_recv_now); the read then says
+       * whether the socket is empty, so no op behind it is tried now. */
+      complete(e, q_pop(head, tail), HY__RES_READY);
+      return;
+    }
     int done = try_io(*head, ent, &res);
     if (reading)
       recv_hint(ent, *head, done, res);
@@ -949,6 +964,20 @@ static void e_close(hy__port *p) {
 
 /* A send now, from the owner (hy__port_send_now): in order with the
  * fd's ops when none of its send-like ops waits here. */
+int64_t hy__epoll_recv_now(hy__port *p, hy__op *op) {
+  eport *e = (eport *)p;
+  int fd = (int)op->fd;
+  if (fd < 0 || fd >= e->nfds || !e->fds[fd].reg || op->buf)
+    return HY_EINVAL;
+  fdent *ent = &e->fds[fd];
+  if (ent->rq)
+    return HY_EAGAIN; /* a read waits: it comes first */
+  int64_t res;
+  int done = try_io(op, ent, &res);
+  recv_hint(ent, op, done, res);
+  return done ? res : HY_EAGAIN;
+}
+
 int64_t hy__epoll_send_now(hy__port *p, int fd, const void *buf, size_t len,
                            uint32_t flags) {
   eport *e = (eport *)p;

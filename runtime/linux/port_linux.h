@@ -209,5 +209,7 @@ int hy__epoll_open(hy__port **out);
 /* hy__port_send_now on an epoll port. */
 int64_t hy__epoll_send_now(hy__port *p, int fd, const void *buf, size_t len,
                            uint32_t flags);
+/* hy__port_recv_now on an epoll port. */
+int64_t hy__epoll_recv_now(hy__port *p, hy__op *op);
 
 #endif
