@@ -26,6 +26,12 @@
  * next read, so that a read that fills the buffer also says whether the
  * socket is empty now (see try_recv_pooled).
  *
+ * A pooled recv flagged HY__RECV_LATE is not read on an edge: it completes
+ * with HY__RES_READY, and its owner reads it with hy__port_recv_now when
+ * it handles the completion (one buffer in use however many sockets one
+ * wait finds ready).  hy__port_send_now sends without an op when no
+ * send-like op of the fd waits here (so the bytes keep their order).
+ *
  * A connect waits on the writing side; on an edge it is done only if
  * SO_ERROR names an error or getpeername succeeds (edges also come for a
  * socket that is not connected yet, such as the one at registration).
