@@ -26,6 +26,13 @@
  * provided buffers (a fixed number per port, however many connections there
  * are).  Pooled buffers are hy__mem allocations, as the port's contract asks.
  * On IOCP each connection has its own buffer from a per-server object cache.
+ * On epoll, a write from on_read with nothing queued is sent at once, from
+ * the caller's bytes (hy__port_send_now: no copy, op or completion), and
+ * on_write_done follows when on_read returns; a send the port makes inside
+ * its start is accounted for at once (hy__port_done_early), so what it
+ * emptied goes back to the worker for the next write of the batch; reads
+ * are late (HY__RECV_LATE): a ready socket is read when its completion is
+ * handled, into the buffer the read before gave back, still in the cache.
  * Output is a chain of chunks bounded by max_output: hy_sconn_write refuses
  * (HY_EAGAIN) what would pass the bound, so a slow reader costs at most
  * max_output bytes.  hy_sconn_write may come from other threads: the chain and
@@ -109,10 +116,15 @@ struct hy_sconn {
   chunk *out_head, *out_tail;
   size_t out_bytes;
   int sending, kick_pending, closing;
+  int sent_early;      /* the send in flight completed inside its start:
+                          its bytes are accounted for (see send_locked) */
   int reading;         /* worker-only from here */
   const char *in_buf;  /* during on_read: its buffer (pooled), and length */
   size_t in_len;
   int in_taken;        /* that buffer went to the output */
+  int in_read;         /* on_read runs */
+  int done_owed;       /* on_read's writes were all sent at once: on_write_done
+                          is owed once it returns (see hy_sconn_write) */
   int read_deferred;   /* the next read waits for the send (see defer_read) */
   int on_defer_list;   /* in sw->defer_new or sw->defer_old (holds a ref) */
   int paused, close_after_flush, accepted, reset;
@@ -153,6 +165,9 @@ struct srv_worker {
    * made on this worker: a connection that has sent everything keeps none. */
   struct chunk *chunks;
   int nchunks;
+  /* Chunk headers of borrowed read buffers (see hy_sconn_write), free. */
+  struct chunk *zchunks;
+  int nzchunks;
   atomic_int graceful; /* close all: flush output first (shutdown) */
 };
 
@@ -167,6 +182,7 @@ struct hy_server {
   hy_cache_t *conn_cache, *buf_cache;
   int pooled;          /* reads take buffers from the worker's pool */
   int read_after_send; /* a read waits for the send its data caused */
+  int send_now;        /* the port sends at once, without an op (epoll) */
   int multishot;       /* one multishot accept per worker (io_uring) */
   int nacc;            /* accept ops kept in flight per worker */
   int64_t tick;
@@ -206,7 +222,7 @@ static void *pool_get(hy__bufsrc *src) {
     sw->npool--;
     return b;
   }
-  b = hy__mem_alloc(sw->srv->cfg.read_buffer_size);
+  b = hy__mem_alloc(sw->srv->cfg.read_buffer_size + sw->src.slack);
   if (b)
     atomic_fetch_add(&sw->srv->nbufs, 1);
   return b;
@@ -288,8 +304,23 @@ static void chunk_free(srv_worker *sw, chunk *k) {
   hy__mem_free(k);
 }
 
+/* A chunk that was sent: kept for the next writes on this worker where
+ * it fits (a header that lent a read buffer gives the buffer back). */
 static void chunk_put(srv_worker *sw, chunk *k) {
-  if (k->cap != CHUNK_MIN || k->rbuf || sw->nchunks >= POOL_KEEP) {
+  if (k->buf != k->data) { /* a borrowed read buffer's header */
+    if (k->rbuf)
+      pool_put(&sw->src, k->rbuf);
+    k->rbuf = NULL;
+    if (sw->nzchunks >= POOL_KEEP) {
+      hy__mem_free(k);
+      return;
+    }
+    k->next = sw->zchunks;
+    sw->zchunks = k;
+    sw->nzchunks++;
+    return;
+  }
+  if (k->cap != CHUNK_MIN || sw->nchunks >= POOL_KEEP) {
     chunk_free(sw, k);
     return;
   }
@@ -303,6 +334,8 @@ static void chunk_put(srv_worker *sw, chunk *k) {
 static void conn_unref(hy_sconn_t *c);
 static void drainer_stop(hy_server_t *s);
 static void start_read(hy_sconn_t *c);
+static int start_read_ref(hy_sconn_t *c, int give);
+static void write_done_owed(hy_sconn_t *c);
 static void start_send(hy_sconn_t *c);
 static void send_done(hy__completion *cc, hy__op *op);
 static void arm_timer(srv_worker *sw, int64_t deadline);
@@ -377,35 +410,55 @@ static void conn_close(hy_sconn_t *c, int reason, int err) {
   conn_unref(c);
 }
 
+/* After on_read, whose writes were sent at once (see hy_sconn_write): the
+ * on_write_done a send's completion would have brought, unless output is
+ * still queued (then that send's completion brings it) or c is closing. */
+static void write_done_owed(hy_sconn_t *c) {
+  c->done_owed = 0;
+  hy__lock(&c->lock);
+  int idle = !c->closing && !c->sending && c->out_bytes == 0;
+  hy__unlock(&c->lock);
+  if (idle && c->srv->cb.on_write_done)
+    c->srv->cb.on_write_done(c->srv, c);
+}
+
 static void read_done(hy__completion *cc, hy__op *op) {
   hy_sconn_t *c = (hy_sconn_t *)((char *)cc - offsetof(hy_sconn_t, rd.c));
   hy_server_t *s = c->srv;
   int64_t res = op->res;
+  if (res == HY__RES_READY) /* a late read (epoll): read now */
+    res = c->closing ? HY_ECANCELED : hy__port_recv_now(c->sw->wk->port, op);
   void *pbuf = s->pooled ? op->buf : NULL; /* ours to give back */
+  int given = 0; /* this read's reference went to the next read */
   c->reading = 0;
   if (!c->closing) {
     if (res > 0) {
-      c->last_read = hy_now();
+      if (s->tick) /* the times are for the sweep only */
+        c->last_read = hy_now();
       ST_ADD(s->bytes_in, (uint64_t)res);
       /* c->sending is written on this thread only. */
       int was_sending = c->sending;
       c->in_buf = pbuf;
       c->in_len = (size_t)res;
       c->in_taken = 0;
+      c->in_read = 1;
       if (s->cb.on_read)
         s->cb.on_read(s, c, pbuf ? pbuf : c->rbuf, (size_t)res);
       c->in_buf = NULL;
+      c->in_read = 0;
       if (c->in_taken)
         pbuf = NULL; /* the output has it now */
+      if (c->done_owed)
+        write_done_owed(c);
       if (!c->closing && !c->paused) {
         if (s->read_after_send && !was_sending && c->sending)
           defer_read(c); /* an answer went out: read once it is sent */
         else
-          start_read(c);
+          given = start_read_ref(c, 1);
       }
     } else if (res == HY_EAGAIN && s->pooled) {
       if (!c->paused)
-        start_read(c); /* the readiness was gone: wait again */
+        given = start_read_ref(c, 1); /* the readiness was gone: wait again */
     } else if (res == 0) {
       /* End of stream.  Output still queued is sent first (the peer may
        * have half-closed and wait for it), then the connection closes. */
@@ -422,20 +475,27 @@ static void read_done(hy__completion *cc, hy__op *op) {
   }
   if (pbuf)
     pool_put(&c->sw->src, pbuf);
-  conn_unref(c);
+  if (!given)
+    conn_unref(c);
 }
 
-static void start_read(hy_sconn_t *c) {
+/* Starts c's read.  give: the caller hands its own reference on c (that
+ * of the read just completed) to the new read instead of the read taking
+ * one - c stays alive all the same until this worker has handled the new
+ * read's completion.  Returns 1 if the reference was taken so. */
+static int start_read_ref(hy_sconn_t *c, int give) {
   c->read_deferred = 0;
   hy__lock(&c->lock);
   if (c->closing || c->reading) {
     hy__unlock(&c->lock);
-    return;
+    return 0;
   }
   memset(&c->rd.op, 0, sizeof c->rd.op);
   c->rd.op.kind = HY__OP_RECV;
   c->rd.op.fd = c->fd;
   c->rd.op.flags = HY__RECV_OWNED; /* closed only after port_forget */
+  if (c->srv->send_now)
+    c->rd.op.flags |= HY__RECV_LATE; /* epoll: read when handled */
   if (c->srv->pooled) {
     c->rd.op.addr = &c->sw->src; /* buf NULL: a pooled read */
   } else {
@@ -444,16 +504,46 @@ static void start_read(hy_sconn_t *c) {
   }
   c->rd.op.data = &c->rd.c;
   c->rd.c.fn = read_done;
-  c->refs++;
+  if (!give)
+    c->refs++;
   c->reading = 1;
   int rc = hy__port_start(c->sw->wk->port, &c->rd.op);
   if (rc < 0) {
-    c->refs--;
+    if (!give)
+      c->refs--;
     c->reading = 0;
   }
   hy__unlock(&c->lock);
   if (rc < 0)
     conn_close(c, HY_CLOSE_ERROR, rc);
+  return give && rc >= 0;
+}
+
+static void start_read(hy_sconn_t *c) { start_read_ref(c, 0); }
+
+/* pre: c->lock; on the owning worker.  The send just started completed
+ * inside its start (hy__port_done_early: the epoll port sends at once
+ * when the socket has room) with n > 0 bytes: they are accounted for now,
+ * not when the completion is dequeued, and the chunk they emptied goes
+ * back to the worker at once - the next write, on this connection or
+ * another one of the batch, takes the same chunk (or read buffer) again
+ * while it is still in the cache, instead of one per connection of the
+ * batch held until the completions are dequeued.  A read buffer lent by
+ * the on_read running now goes back to that read (in_taken), which gives
+ * it to the pool once on_read returns: on_read's data stay valid. */
+static void sent_early(hy_sconn_t *c, size_t n) {
+  chunk *k = c->out_head;
+  k->off += n;
+  c->out_bytes -= n;
+  c->sent_early = 1;
+  if (k->off == k->len && !k->next) {
+    c->out_head = c->out_tail = NULL;
+    if (k->rbuf && k->rbuf == (const void *)c->in_buf) {
+      k->rbuf = NULL;
+      c->in_taken = 0;
+    }
+    chunk_put(c->sw, k);
+  }
 }
 
 /* pre: c->lock; !c->sending; on the owning worker.  Returns 1 if started. */
@@ -476,12 +566,15 @@ static int send_locked(hy_sconn_t *c) {
   c->wr.c.fn = send_done;
   c->refs++;
   c->sending = 1;
-  int rc = hy__port_start(c->sw->wk->port, &c->wr.op);
+  hy__port *port = c->sw->wk->port;
+  int rc = hy__port_start(port, &c->wr.op);
   if (rc < 0) {
     c->refs--;
     c->sending = 0;
     return rc;
   }
+  if (hy__port_done_early(port, &c->wr.op) && c->wr.op.res > 0)
+    sent_early(c, (size_t)c->wr.op.res);
   return 1;
 }
 
@@ -493,11 +586,15 @@ static void send_done(hy__completion *cc, hy__op *op) {
   chunk *drained = NULL;
   hy__lock(&c->lock);
   c->sending = 0;
+  int early = c->sent_early; /* res is accounted for already */
+  c->sent_early = 0;
   if (res > 0) {
     chunk *k = c->out_head;
-    k->off += (size_t)res;
-    c->out_bytes -= (size_t)res;
-    if (k->off == k->len && !k->next) {
+    if (!early) {
+      k->off += (size_t)res;
+      c->out_bytes -= (size_t)res;
+    }
+    if (!early && k->off == k->len && !k->next) {
       /* All sent: an idle connection keeps no output memory. */
       drained = k;
       c->out_head = c->out_tail = NULL;
@@ -512,7 +609,8 @@ static void send_done(hy__completion *cc, hy__op *op) {
     chunk_put(c->sw, drained);
   if (res > 0) {
     ST_ADD(s->bytes_out, (uint64_t)res);
-    c->last_write = c->stall_since = hy_now();
+    if (s->tick)
+      c->last_write = c->stall_since = hy_now();
     if (c->read_deferred && !c->closing && !c->paused)
       start_read(c); /* the read that waited for this send */
   }
@@ -643,18 +741,33 @@ int hy_sconn_write(hy_sconn_t *c, const void *data, size_t len) {
     hy__unlock(&c->lock);
     return HY_EAGAIN;
   }
+  int on_worker = hy__worker_current(s->rt) == c->sw->wk;
+  /* (c->in_read, like c->in_buf, is the owning worker's: read only there) */
+  if (on_worker && c->in_read && !c->sending && !c->out_head && s->send_now) {
+    /* From on_read with nothing queued: sent at once where the port can
+     * (epoll), as a plain epoll loop answers - no copy, no op, no
+     * completion; on_write_done follows when on_read returns.  What the
+     * socket does not take is queued as below. */
+    int64_t k = hy__port_send_now(c->sw->wk->port, c->fd, data, len,
+                                  hy__sock_flag_nosignal());
+    if (k > 0) {
+      ST_ADD(s->bytes_out, (uint64_t)k);
+      if (s->tick)
+        c->last_write = c->stall_since = hy_now();
+      data = (const char *)data + k;
+      len -= (size_t)k;
+      if (len == 0) {
+        c->done_owed = 1;
+        hy__unlock(&c->lock);
+        return 0;
+      }
+    }
+  }
   chunk *t = c->out_tail;
   size_t room = t ? t->cap - t->len : 0;
   /* Bytes past the in-flight range of the tail chunk can be appended in
    * place: the send covers [off, len at start) and memory never moves. */
   size_t first = room < len ? room : len;
-  int on_worker = hy__worker_current(s->rt) == c->sw->wk;
-  /* From on_read, bytes of the pooled buffer it was given (an echo, a
-   * forwarded part): the output borrows the buffer rather than copying
-   * them - it goes back to the pool once sent instead of when on_read
-   * returns.  Only for writes of a chunk's size or more: a small answer
-   * is copied, so as not to hold a whole read buffer for it.  (c->in_buf
-   * is the owning worker's: read only there.) */
   /* From on_read, bytes of the pooled buffer it was given (an echo, a
    * forwarded part): the output borrows that buffer instead of copying
    * them, and gives it back to the pool once they are sent rather than
@@ -664,8 +777,14 @@ int hy_sconn_write(hy_sconn_t *c, const void *data, size_t len) {
   chunk *z = NULL;
   if (on_worker && c->in_buf && !c->in_taken && len >= CHUNK_MIN &&
       (const char *)data >= c->in_buf &&
-      len <= c->in_len - (size_t)((const char *)data - c->in_buf))
-    z = hy__mem_alloc(sizeof *z);
+      len <= c->in_len - (size_t)((const char *)data - c->in_buf)) {
+    if ((z = c->sw->zchunks) != NULL) {
+      c->sw->zchunks = z->next;
+      c->sw->nzchunks--;
+    } else {
+      z = hy__mem_alloc(sizeof *z);
+    }
+  }
   if (z) {
     z->next = NULL;
     z->cap = z->len = len; /* nothing is appended to it in place */
@@ -705,7 +824,7 @@ int hy_sconn_write(hy_sconn_t *c, const void *data, size_t len) {
     memcpy(t->buf + t->len, data, len);
     t->len += len;
   }
-  if (c->out_bytes == 0)
+  if (c->out_bytes == 0 && s->tick)
     c->stall_since = hy_now();
   c->out_bytes += len;
   int rc = 0;
@@ -745,7 +864,7 @@ void hy_sconn_pause_read(hy_sconn_t *c, int paused) {
   c->paused = paused != 0;
   if (!c->paused && !c->reading && !c->closing)
     start_read(c);
-  else if (c->paused)
+  else if (c->paused && c->srv->tick)
     c->last_read = hy_now(); /* a paused reader is not idle on reads */
 }
 
@@ -1184,6 +1303,11 @@ static void srv_free(hy_server_t *s) {
       s->w[i].chunks = k->next;
       hy__mem_free(k);
     }
+    while (s->w[i].zchunks) {
+      chunk *k = s->w[i].zchunks;
+      s->w[i].zchunks = k->next;
+      hy__mem_free(k);
+    }
   }
   hy__mem_free(s->w);
   if (s->conn_cache)
@@ -1224,6 +1348,7 @@ int hy_server_start(hy_runtime_t *rt, const hy_server_config_t *cfg,
    * early costs the kernel more (io_uring: see defer_read). */
   s->read_after_send =
       hy__port_backend(rt->workers[0].port) == HY__BACKEND_URING;
+  s->send_now = hy__port_backend(rt->workers[0].port) == HY__BACKEND_EPOLL;
   /* On io_uring one multishot accept per worker stands for many pending
    * ones (a kernel without it makes it a plain accept, restarted each
    * time); elsewhere pending_accepts plain accepts are kept in flight. */
@@ -1256,6 +1381,9 @@ int hy_server_start(hy_runtime_t *rt, const hy_server_config_t *cfg,
     sw->src.get = pool_get;
     sw->src.put = pool_put;
     sw->src.size = g->read_buffer_size;
+    /* The epoll port reads the byte past a full read into the buffer. */
+    sw->src.slack =
+        hy__port_backend(rt->workers[0].port) == HY__BACKEND_EPOLL ? 1 : 0;
     sw->acc = hy__mem_calloc((size_t)g->pending_accepts, sizeof *sw->acc);
     if (!sw->acc)
       goto fail;

@@ -77,11 +77,25 @@ enum { HY__POLL_IN = 1, HY__POLL_OUT = 2, HY__POLL_ERR = 4 };
  * of trying the read first (epoll: one system call less per message). */
 #define HY__RECV_OWNED 0x80000000u
 
+/* In the flags of a pooled HY__OP_RECV flagged HY__RECV_OWNED, on the epoll
+ * backend only (the others do not know the flag): the port may complete
+ * the op without reading, with res HY__RES_READY, once data (or the end,
+ * or an error) is there; the starter then reads with hy__port_recv_now
+ * just before it uses the data.  A wait that finds many sockets ready
+ * then does not read each into a buffer of its own, held until its
+ * completion is handled: each read goes into the buffer the one before
+ * gave back, still in the cache. */
+#define HY__RECV_LATE 0x20000000u
+#define HY__RES_READY INT64_MIN
+
 typedef struct hy__bufsrc hy__bufsrc;
 struct hy__bufsrc {
   void *(*get)(hy__bufsrc *src); /* a buffer of size bytes, or NULL */
   void (*put)(hy__bufsrc *src, void *buf);
   size_t size;
+  size_t slack; /* bytes each buffer has past size (0: none), which the
+                   port may write into (epoll: the byte more of a read
+                   that fills the buffer, see port_epoll.c) */
 };
 
 typedef struct hy__op hy__op;
@@ -167,6 +181,32 @@ static inline void hy__port_forget_idle(hy__port *p, intptr_t fd) {
  * kernel refuses more work for now).  An op's memory (and its buffer and
  * address) must stay put until its completion is dequeued. */
 int hy__port_start(hy__port *p, hy__op *op);
+
+/* Has op, started on p and not yet dequeued, completed already, inside
+ * hy__port_start (the epoll port performs an op whose fd is ready at
+ * once)?  Then op->res is final and the port is done with op's buffer
+ * and address: the starter may reuse them now, though the completion is
+ * still dequeued later, as for any op.  Owner thread only.  0: not
+ * completed, or the backend does not say (io_uring, IOCP). */
+int hy__port_done_early(const hy__port *p, const hy__op *op);
+
+/* Sends from buf on the stream socket fd (associated with p) now, without
+ * an op, where the backend can do that in order with its ops: epoll,
+ * when no send-like op of fd waits on p.  flags: MSG_* as for
+ * HY__OP_SEND.  Returns the bytes sent (fewer than len when the socket
+ * took only so many), HY_EAGAIN (nothing sent: the socket is full, or an
+ * op waits - start an HY__OP_SEND instead), HY_ENOSYS (the backend sends
+ * through ops only: io_uring, IOCP) or another HY_E* (the socket's
+ * error).  Owner thread only. */
+int64_t hy__port_send_now(hy__port *p, intptr_t fd, const void *buf,
+                          size_t len, uint32_t flags);
+
+/* The read of op, a pooled HY__OP_RECV that completed with HY__RES_READY
+ * (dequeued, not started again): done now, as the port would have done it
+ * - op->buf is set as for a completion, and the result returned is the
+ * one the completion would have had (bytes, 0 at the end, HY_EAGAIN: the
+ * data was gone, start the op again; or HY_E*).  Owner thread only. */
+int64_t hy__port_recv_now(hy__port *p, hy__op *op);
 
 /* Asks for op (started on p, not yet dequeued) to be cancelled.  Its one
  * completion still arrives, with res HY_ECANCELED unless it had already

@@ -4,6 +4,7 @@ TEST(port_tcp_ops, T_BACKEND)
 TEST(port_fd_reuse_without_forget, T_BACKEND)
 #ifndef _WIN32 /* Linux backends only */
 TEST(port_epoll_fifo, 0)
+TEST(port_epoll_done_early, 0)
 TEST(port_epoll_fresh_look, 0)
 TEST(port_pooled_stream, T_BACKEND)
 #endif
@@ -24,5 +25,6 @@ TEST(port_uring_fallback, 0)
 TEST(port_look_before_block, T_BACKEND)
 TEST(port_look_budget, T_BACKEND)
 TEST(port_associate_accepted, T_BACKEND)
+TEST(port_send_now, T_BACKEND)
 #endif
 TEST(port_io_await, T_BACKEND)

@@ -1650,6 +1650,86 @@ TEST_IMPL(net_server_echo_from_read_buffer) {
   return 0;
 }
 
+/* On epoll a write from on_read with nothing queued is sent at once (no
+ * op), and a send the port made inside its start is accounted for at
+ * once: hy_sconn_pending says 0 right after the write, and on_write_done
+ * still comes once per on_read whose writes all went out so.  A read
+ * buffer is not reused while on_read runs: here on_read echoes (8 KiB,
+ * from its buffer), then pauses and resumes its connection, which starts
+ * a read at once - the client wrote two messages, so that read finds the
+ * second one - and checks that its data did not change under it (a
+ * buffer given back early is the first the new read takes). */
+typedef struct {
+  atomic_long reads, at_once, borrowed, write_dones;
+} early_state;
+
+enum { EARLY_MSG = 8192, EARLY_ROUNDS = 40 };
+
+static void early_read(hy_server_t *s, hy_sconn_t *c, const void *d,
+                       size_t n) {
+  early_state *st = hy_server_user(s);
+  static _Thread_local unsigned char saved[EARLY_MSG];
+  ASSERT_LE(n, EARLY_MSG);
+  memcpy(saved, d, n);
+  atomic_fetch_add(&st->reads, 1);
+  ASSERT_OK(hy_sconn_write(c, d, n));
+  if (hy_sconn_pending(c) == 0)
+    atomic_fetch_add(&st->at_once, 1);
+  if (n >= 4096)
+    atomic_fetch_add(&st->borrowed, 1);
+  hy_sconn_pause_read(c, 1);
+  hy_sconn_pause_read(c, 0); /* a read now, while d is still on_read's */
+  ASSERT(memcmp(saved, d, n) == 0);
+}
+
+static void early_write_done(hy_server_t *s, hy_sconn_t *c) {
+  early_state *st = hy_server_user(s);
+  ASSERT_EQ(hy_sconn_pending(c), 0);
+  atomic_fetch_add(&st->write_dones, 1);
+}
+
+TEST_IMPL(net_server_sent_at_once) {
+  hy_runtime_t *rt = new_rt(1);
+  static early_state st;
+  hy_server_config_t cfg = HY_SERVER_CONFIG_INIT;
+  cfg.addr = loop_addr(0);
+  cfg.read_buffer_size = EARLY_MSG;
+  cfg.user = &st;
+  hy_server_callbacks_t cb = {NULL, early_read, early_write_done, NULL,
+                              NULL};
+  hy_server_t *s;
+  ASSERT_OK(hy_server_start(rt, &cfg, &cb, &s));
+  hy_addr_t a;
+  ASSERT_OK(hy_server_addr(s, &a));
+  int fd = raw_connect(&a);
+  ASSERT(fd >= 0);
+  static unsigned char out[2 * EARLY_MSG], in[2 * EARLY_MSG];
+  for (int r = 0; r < EARLY_ROUNDS; r++) {
+    fill(out, EARLY_MSG, (unsigned)(2 * r));
+    fill(out + EARLY_MSG, EARLY_MSG, (unsigned)(2 * r + 1));
+    raw_write(fd, out, sizeof out);
+    raw_read(fd, in, sizeof in);
+    ASSERT(memcmp(in, out, sizeof out) == 0);
+  }
+  sock_close(fd);
+  ASSERT_GE(atomic_load(&st.reads), 2 * EARLY_ROUNDS);
+  ASSERT_GT(atomic_load(&st.borrowed), 0);
+  ASSERT_GT(atomic_load(&st.write_dones), 0);
+  const char *b = test_backend();
+  if (b && strcmp(b, "epoll") == 0) {
+    ASSERT_GT(atomic_load(&st.at_once), 0);
+    /* every on_read's echo went out at once: one on_write_done each */
+    int64_t until = hy_now() + HY_SEC(10);
+    while (atomic_load(&st.write_dones) < atomic_load(&st.at_once) &&
+           hy_now() < until)
+      usleep(1000);
+    ASSERT_GE(atomic_load(&st.write_dones), atomic_load(&st.at_once));
+  }
+  ASSERT_OK(hy_server_close(s));
+  close_rt(rt);
+  return 0;
+}
+
 /* ------------------------------------------- pooled reads, server and port */
 
 #ifdef _WIN32
@@ -1842,7 +1922,7 @@ TEST_IMPL(net_port_pooled_recv) {
   int cfd, sfd;
   tcp_pair(&cfd, &sfd);
   ASSERT_OK(hy__port_associate(p, sfd));
-  count_src cs = {{csrc_get, csrc_put, 1024}, 0, 0, 0};
+  count_src cs = {{csrc_get, csrc_put, 1024, 0}, 0, 0, 0};
   hy__op op;
 
   /* Waiting holds nothing; data arrives in the source's buffer. */
@@ -2013,7 +2093,7 @@ TEST_IMPL(net_port_pooled_recv_backlog) {
   enum { N = 200, HALF = 100, MAX = 10 };
   static int cl[N], sv[N];
   static hy__op op[N];
-  count_src cs = {{csrc_get, csrc_put, 512}, 0, 0, 0};
+  count_src cs = {{csrc_get, csrc_put, 512, 0}, 0, 0, 0};
   for (int i = 0; i < N; i++) {
     tcp_pair(&cl[i], &sv[i]);
     ASSERT_OK(hy__port_associate(p, sv[i]));
@@ -2105,7 +2185,7 @@ TEST_IMPL(net_port_pooled_recv_full) {
   int cfd, sfd;
   tcp_pair(&cfd, &sfd);
   ASSERT_OK(hy__port_associate(p, sfd));
-  count_src cs = {{csrc_get, csrc_put, B}, 0, 0, 0};
+  count_src cs = {{csrc_get, csrc_put, B, 0}, 0, 0, 0};
   static unsigned char out[8 * B], own[4 * B]; /* the six rounds: < 7 B */
   fill(out, sizeof out, 5);
   size_t off = 0; /* of out: what the stream has delivered so far */

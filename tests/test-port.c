@@ -457,6 +457,68 @@ TEST_IMPL(port_epoll_fifo) {
   return 0;
 }
 
+/* Epoll: an op done inside its start (a send with room in the socket, a
+ * recv with data there) goes from idle to done at once: hy__port_done_early
+ * says so, its res is final and its buffer free (the bytes are in the
+ * kernel), a cancel asked for before it is dequeued leaves the result, and
+ * it is dequeued once.  An op that waits is not done early, and a cancel
+ * finds it in flight. */
+TEST_IMPL(port_epoll_done_early) {
+  hy__port *p;
+  ASSERT_OK(hy__port_open(&p, HY__BACKEND_EPOLL, NULL));
+  int c, s;
+  tcp_pair(&c, &s);
+  ASSERT_OK(hy__port_associate(p, s));
+  for (int i = 0; i < 50; i++) {
+    char out[64], in[64], rb[64];
+    memset(out, 'a' + i % 26, sizeof out);
+    hy__op snd;
+    op_init(&snd, HY__OP_SEND, s);
+    snd.buf = out;
+    snd.len = sizeof out;
+    ASSERT_OK(hy__port_start(p, &snd));
+    ASSERT(hy__port_done_early(p, &snd));
+    ASSERT_EQ(snd.res, (int64_t)sizeof out);
+    memset(out, 0, sizeof out); /* the port is done with it */
+    if (i % 2)
+      ASSERT_OK(hy__port_cancel(p, &snd));
+    ASSERT(wait_one(p) == &snd);
+    ASSERT_EQ(snd.res, (int64_t)sizeof out);
+    ASSERT_ERR(hy__port_cancel(p, &snd), HY_ENOENT);
+    ASSERT_EQ(recv(c, in, sizeof in, MSG_WAITALL), (ssize_t)sizeof in);
+    ASSERT_EQ(in[0], 'a' + i % 26);
+    ASSERT_EQ(in[63], 'a' + i % 26);
+    /* A recv that waits: not done early; cancelled, it ends cancelled. */
+    hy__op rcv;
+    op_init(&rcv, HY__OP_RECV, s);
+    rcv.buf = rb;
+    rcv.len = sizeof rb;
+    ASSERT_OK(hy__port_start(p, &rcv));
+    ASSERT(!hy__port_done_early(p, &rcv));
+    ASSERT_OK(hy__port_cancel(p, &rcv));
+    ASSERT(wait_one(p) == &rcv);
+    ASSERT_EQ(rcv.res, HY_ECANCELED);
+    /* With data there, a recv is done in its start. */
+    ASSERT_EQ(send(c, "xy", 2, 0), 2);
+    struct pollfd pf = {s, POLLIN, 0};
+    ASSERT_EQ(poll(&pf, 1, 5000), 1);
+    op_init(&rcv, HY__OP_RECV, s);
+    rcv.buf = rb;
+    rcv.len = sizeof rb;
+    ASSERT_OK(hy__port_start(p, &rcv));
+    ASSERT(hy__port_done_early(p, &rcv));
+    ASSERT_EQ(rcv.res, 2);
+    ASSERT(wait_one(p) == &rcv);
+    ASSERT_EQ(rcv.res, 2);
+    ASSERT_EQ(memcmp(rb, "xy", 2), 0);
+  }
+  expect_none(p, HY_MS(20));
+  close(c);
+  close(s);
+  hy__port_close(p);
+  return 0;
+}
+
 /* Epoll: a wait that need not block (timeout 0, or completions already
  * waiting to be handed out) does not ask the kernel again when it was
  * asked a moment ago (port_epoll.c, fresh_look).  That skip never loses a
@@ -558,7 +620,11 @@ TEST_IMPL(port_epoll_fresh_look) {
  * sent at random moments: every byte comes once and in order, then the
  * end.  On epoll this drives the read that asks for one byte more than
  * the buffer holds after full reads, across reads that find the socket
- * empty (HY_EAGAIN) and edges whose data an earlier read took. */
+ * empty (HY_EAGAIN) and edges whose data an earlier read took - once
+ * with buffers of just the size, once with slack past it (where that
+ * byte more is read into the buffer itself); and on epoll with late reads
+ * too (HY__RECV_LATE: completed as HY__RES_READY, read by
+ * hy__port_recv_now). */
 #define PS_BUF 64
 #define PS_TOTAL 300000
 
@@ -601,32 +667,39 @@ static void *ps_peer(void *arg) {
   return NULL;
 }
 
-static void *ps_get(hy__bufsrc *src) { return hy__mem_alloc(src->size); }
+static void *ps_get(hy__bufsrc *src) {
+  return hy__mem_alloc(src->size + src->slack);
+}
 static void ps_put(hy__bufsrc *src, void *b) {
   (void)src;
   hy__mem_free(b);
 }
 
-TEST_IMPL(port_pooled_stream) {
-  hy__port *p;
-  OPEN_PORT(p);
+static void pooled_stream(hy__port *p, size_t slack, int late) {
   int c, s;
   tcp_pair(&c, &s);
   ASSERT_OK(hy__port_associate(p, s));
-  hy__bufsrc src = {ps_get, ps_put, PS_BUF};
+  hy__bufsrc src = {ps_get, ps_put, PS_BUF, slack};
   ps_peer_t a = {c, test_rand() | 1};
   pthread_t th;
   ASSERT_EQ(pthread_create(&th, NULL, ps_peer, &a), 0);
   size_t got = 0;
+  long readies = 0;
   int64_t until = hy_now() + LIMIT;
   for (;;) {
     ASSERT(hy_now() < until);
     hy__op rcv;
     op_init(&rcv, HY__OP_RECV, s);
-    rcv.flags = HY__RECV_OWNED;
+    rcv.flags = HY__RECV_OWNED | (late ? HY__RECV_LATE : 0);
     rcv.addr = &src;
     ASSERT_OK(hy__port_start(p, &rcv));
     ASSERT(wait_one(p) == &rcv);
+    if (rcv.res == HY__RES_READY) {
+      ASSERT(late);
+      ASSERT(rcv.buf == NULL);
+      readies++;
+      rcv.res = hy__port_recv_now(p, &rcv);
+    }
     if (rcv.res == HY_EAGAIN) {
       ASSERT(rcv.buf == NULL);
       continue;
@@ -644,10 +717,22 @@ TEST_IMPL(port_pooled_stream) {
     src.put(&src, rcv.buf);
   }
   ASSERT_EQ(got, PS_TOTAL);
+  if (late)
+    ASSERT_GT(readies, 0);
   pthread_join(th, NULL);
   hy__port_forget(p, s);
   close(c);
   close(s);
+}
+
+TEST_IMPL(port_pooled_stream) {
+  hy__port *p;
+  OPEN_PORT(p);
+  int late = hy__port_backend(p) == HY__BACKEND_EPOLL;
+  for (int l = 0; l <= late; l++) {
+    pooled_stream(p, 0, l);
+    pooled_stream(p, 1, l);
+  }
   hy__port_close(p);
   return 0;
 }
@@ -1995,6 +2080,83 @@ TEST_IMPL(port_associate_accepted) {
   }
   hy__port_forget(p, l);
   sock_close(l);
+  hy__port_close(p);
+  return 0;
+}
+
+/* hy__port_send_now: on epoll a send now, without an op, in order with the
+ * fd's ops - HY_EAGAIN while a send op waits (the socket was full), so
+ * the bytes come after that op's; the others send through ops only
+ * (HY_ENOSYS). */
+TEST_IMPL(port_send_now) {
+  hy__port *p;
+  OPEN_PORT(p);
+  int c, s;
+  tcp_pair(&c, &s);
+  ASSERT_OK(hy__port_associate(p, s));
+  int epoll = hy__port_backend(p) == HY__BACKEND_EPOLL;
+  int64_t k = hy__port_send_now(p, s, "ab", 2, 0);
+  if (!epoll) {
+    ASSERT_ERR(k, HY_ENOSYS);
+    sock_close(c);
+    sock_close(s);
+    hy__port_close(p);
+    return 0;
+  }
+  ASSERT_EQ(k, 2);
+  char in[2];
+  ASSERT_EQ(recv(c, in, 2, MSG_WAITALL), 2);
+  ASSERT_EQ(memcmp(in, "ab", 2), 0);
+  /* Fill the socket: bytes of 'x', until it takes no more. */
+  static char bulk[1 << 16];
+  memset(bulk, 'x', sizeof bulk);
+  size_t filled = 0;
+  while ((k = hy__port_send_now(p, s, bulk, sizeof bulk, 0)) > 0)
+    filled += (size_t)k;
+  ASSERT_ERR(k, HY_EAGAIN);
+  ASSERT_GT(filled, 0);
+  /* A send op waits for room; a send now must not pass it. */
+  hy__op snd;
+  op_init(&snd, HY__OP_SEND, s);
+  snd.buf = "o";
+  snd.len = 1;
+  ASSERT_OK(hy__port_start(p, &snd));
+  ASSERT(!hy__port_done_early(p, &snd));
+  static char sink[1 << 16];
+  int64_t until = hy_now() + LIMIT;
+  size_t got = 0;
+  int sent_now = 0, op_done = 0;
+  /* Read everything: the 'x's, the op's 'o', then the send now's 'n'. */
+  while (got < filled + 2) {
+    ASSERT(hy_now() < until);
+    if (!sent_now) {
+      k = hy__port_send_now(p, s, "n", 1, 0);
+      if (op_done) {
+        ASSERT_EQ(k, 1); /* no op waits now, and there is room */
+        sent_now = 1;
+      } else {
+        ASSERT_ERR(k, HY_EAGAIN); /* the op waits */
+      }
+    }
+    ssize_t r = recv(c, sink, sizeof sink, MSG_DONTWAIT);
+    if (r > 0) {
+      for (ssize_t i = 0; i < r; i++, got++)
+        ASSERT_EQ(sink[i], got < filled ? 'x' : got == filled ? 'o' : 'n');
+    }
+    hy__op *ops[4];
+    int n = hy__port_wait(p, ops, 4, HY_MS(1));
+    ASSERT(n >= 0);
+    if (n == 1) {
+      ASSERT(ops[0] == &snd);
+      ASSERT_EQ(snd.res, 1);
+      op_done = 1;
+    }
+  }
+  ASSERT(sent_now && op_done);
+  ASSERT_ERR(hy__port_send_now(p, -1, "n", 1, 0), HY_EBADF);
+  hy__port_forget(p, s);
+  sock_close(c);
+  sock_close(s);
   hy__port_close(p);
   return 0;
 }

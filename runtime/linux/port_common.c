@@ -203,6 +203,27 @@ int hy__port_start(hy__port *p, hy__op *op) {
   return p->vt->start(p, op);
 }
 
+int64_t hy__port_send_now(hy__port *p, intptr_t fd, const void *buf,
+                          size_t len, uint32_t flags) {
+  if (fd < 0 || fd > INT32_MAX)
+    return HY_EBADF;
+  if (p->backend != HY__BACKEND_EPOLL)
+    return HY_ENOSYS; /* io_uring sends through ops only */
+  return hy__epoll_send_now(p, (int)fd, buf, len, flags);
+}
+
+int64_t hy__port_recv_now(hy__port *p, hy__op *op) {
+  if (p->backend != HY__BACKEND_EPOLL)
+    return HY_ENOSYS; /* no op completes with HY__RES_READY there */
+  return hy__epoll_recv_now(p, op);
+}
+
+int hy__port_done_early(const hy__port *p, const hy__op *op) {
+  /* pstate is written by the owner only (under the lock, which other
+   * threads take to read it): the owner reads it as is. */
+  return p->backend == HY__BACKEND_EPOLL && op->pstate == HY__PS_DONE;
+}
+
 int hy__port_cancel(hy__port *p, hy__op *op) {
   if (!p || !op)
     return HY_EINVAL;

@@ -26,6 +26,12 @@
  * next read, so that a read that fills the buffer also says whether the
  * socket is empty now (see try_recv_pooled).
  *
+ * A pooled recv flagged HY__RECV_LATE is not read on an edge: it completes
+ * with HY__RES_READY, and its owner reads it with hy__port_recv_now when
+ * it handles the completion (one buffer in use however many sockets one
+ * wait finds ready).  hy__port_send_now sends without an op when no
+ * send-like op of the fd waits here (so the bytes keep their order).
+ *
  * A connect waits on the writing side; on an edge it is done only if
  * SO_ERROR names an error or getpeername succeeds (edges also come for a
  * socket that is not connected yet, such as the one at registration).
@@ -127,9 +133,15 @@ static const hy__port_vt epoll_vt;
 
 /* --------------------------------------------------------- completions */
 
+/* An op is marked started (in flight: a cancel request finds it) only
+ * when it waits; one done inside hy__port_start goes from idle to done
+ * under one taking of the lock (a cancel asked for meanwhile finds it
+ * idle, as one asked for before the start). */
 static void complete(eport *e, hy__op *op, int64_t res) {
   op->pdata[2] = W_NONE;
   hy__lock(&e->base.lock);
+  if (op->pstate != HY__PS_INFLIGHT)
+    op->pflags = 0; /* not started: nothing asked of it */
   hy__lport_finish_locked(&e->base, op, res, HY__PS_DONE);
   hy__unlock(&e->base.lock);
   op->next = NULL;
@@ -237,10 +249,16 @@ static int heap_reserve(eport *e) {
   return 0;
 }
 
+/* op waits (in a queue, the heap, a poll list): in flight from now on. */
+static void waits(eport *e, hy__op *op, int where) {
+  hy__lport_started(&e->base, op);
+  op->pdata[2] = (uint64_t)where;
+}
+
 static void heap_push(eport *e, hy__op *op) { /* room reserved */
+  waits(e, op, W_HEAP);
   e->heap[e->nheap] = op;
   heap_up(e, e->nheap++);
-  op->pdata[2] = W_HEAP;
 }
 
 static void heap_remove(eport *e, hy__op *op) {
@@ -378,6 +396,8 @@ static void e_forget(hy__port *p, int fd) {
  * fd filled its buffer (a recvmsg of two pieces costs a little more than a
  * recv, and reads that come back short already say the socket is empty),
  * so the first of a run of full reads is still followed by an EAGAIN.
+ * A source whose buffers have slack (room past size) takes the byte more
+ * in the buffer itself, with a plain recv.
  * A read that found the socket empty leaves that mark as it was: when a
  * full read is followed by that EAGAIN (or an edge whose data an earlier
  * read took), the next full reads still ask for the byte more - else
@@ -397,7 +417,7 @@ static int try_recv_pooled(hy__op *op, fdent *ent, int64_t *res) {
     return 1;
   }
   size_t len = src->size > MAX_IO_LEN ? MAX_IO_LEN : src->size;
-  int fl = (int)(op->flags & ~HY__RECV_OWNED);
+  int fl = (int)(op->flags & ~(HY__RECV_OWNED | HY__RECV_LATE));
   ssize_t r;
   if (ent && !(fl & MSG_PEEK) && len > 1 && (ent->filled || ent->spilled)) {
     size_t have = 0;
@@ -406,13 +426,24 @@ static int try_recv_pooled(hy__op *op, fdent *ent, int64_t *res) {
       ent->spilled = 0;
       have = 1;
     }
-    struct iovec iov[2] = {{(char *)b + have, len - have}, {&ent->spill, 1}};
-    struct msghdr m;
-    memset(&m, 0, sizeof m);
-    m.msg_iov = iov;
-    m.msg_iovlen = 2;
-    while ((r = recvmsg((int)op->fd, &m, fl | MSG_DONTWAIT)) < 0 &&
-           errno == EINTR) {
+    if (src->slack > 0 && len == src->size) {
+      /* The buffer has room for the byte more: one plain recv. */
+      while ((r = recv((int)op->fd, (char *)b + have, len - have + 1,
+                       fl | MSG_DONTWAIT)) < 0 &&
+             errno == EINTR) {
+      }
+      if (r > (ssize_t)(len - have))
+        ent->spill = ((unsigned char *)b)[len];
+    } else {
+      struct iovec iov[2] = {{(char *)b + have, len - have},
+                             {&ent->spill, 1}};
+      struct msghdr m;
+      memset(&m, 0, sizeof m);
+      m.msg_iov = iov;
+      m.msg_iovlen = 2;
+      while ((r = recvmsg((int)op->fd, &m, fl | MSG_DONTWAIT)) < 0 &&
+             errno == EINTR) {
+      }
     }
     if (r > 0) /* an empty socket says nothing of the reads' sizes */
       ent->filled = r >= (ssize_t)(len - have);
@@ -467,7 +498,7 @@ static int try_recv_pooled(hy__op *op, fdent *ent, int64_t *res) {
 static int try_io(hy__op *op, fdent *ent, int64_t *res) {
   int fd = (int)op->fd;
   size_t len = op->len > MAX_IO_LEN ? MAX_IO_LEN : op->len;
-  int fl = (int)(op->flags & ~HY__RECV_OWNED);
+  int fl = (int)(op->flags & ~(HY__RECV_OWNED | HY__RECV_LATE));
   if (ent)
     ent->rstate = -1;
   if (op->kind == HY__OP_RECV && !op->buf)
@@ -580,11 +611,26 @@ static void recv_hint(fdent *ent, hy__op *op, int done, int64_t res) {
     ent->drained = 0;
 }
 
+/* A pooled recv flagged HY__RECV_LATE: on an edge it completes with
+ * HY__RES_READY, and is read by hy__port_recv_now. */
+static int late_recv(hy__op *op) {
+  uint8_t kind = __atomic_load_n(&op->kind, __ATOMIC_RELAXED);
+  uint32_t flags = __atomic_load_n(&op->flags, __ATOMIC_RELAXED);
+  return kind == HY__OP_RECV && !op->buf && (flags & HY__RECV_LATE) &&
+         (flags & HY__RECV_OWNED);
+}
+
 /* Works a queue from its head until an op would block. */
 static void drain(eport *e, fdent *ent, hy__op **head, hy__op **tail) {
   int reading = head == &ent->rq;
   while (*head) {
     int64_t res;
+    if (reading && late_recv(*head)) {
+      /* Read when handled (hy__port_recv_now); the read then says
+       * whether the socket is empty, so no op behind it is tried now. */
+      complete(e, q_pop(head, tail), HY__RES_READY);
+      return;
+    }
     int done = try_io(*head, ent, &res);
     if (reading)
       recv_hint(ent, *head, done, res);
@@ -646,9 +692,9 @@ static void start_poll(eport *e, fdent *ent, hy__op *op, int probe) {
     complete(e, op, r);
     return;
   }
+  waits(e, op, W_POLL);
   op->next = ent->polls;
   ent->polls = op;
-  op->pdata[2] = W_POLL;
 }
 
 static void start_connect(eport *e, fdent *ent, hy__op *op, int probe) {
@@ -661,8 +707,8 @@ static void start_connect(eport *e, fdent *ent, hy__op *op, int probe) {
       complete(e, op, r);
       return;
     }
+    waits(e, op, W_WQ);
     q_push(&ent->wq, &ent->wq_tail, op);
-    op->pdata[2] = W_WQ;
   } else {
     complete(e, op, hy__lport_err(errno));
   }
@@ -672,8 +718,7 @@ static int e_start(hy__port *p, hy__op *op) {
   eport *e = (eport *)p;
   if (op->kind == HY__OP_TIMEOUT && heap_reserve(e) < 0)
     return HY_ENOMEM;
-  hy__lport_started(p, op);
-  op->pdata[2] = W_NONE;
+  op->pdata[2] = W_NONE; /* started once it waits (see complete) */
   switch (op->kind) {
   case HY__OP_NOP:
     complete(e, op, 0);
@@ -711,8 +756,8 @@ static int e_start(hy__port *p, hy__op *op) {
         if (done) {
           complete(e, op, res);
         } else {
+          waits(e, op, W_RQ);
           q_push(&ent->rq, &ent->rq_tail, op);
-          op->pdata[2] = W_RQ;
         }
         break;
       }
@@ -726,8 +771,8 @@ static int e_start(hy__port *p, hy__op *op) {
       } else if (probe && (rc = reg_check(e, fd)) < 0) {
         complete(e, op, rc);
       } else {
+        waits(e, op, W_RQ);
         q_push(&ent->rq, &ent->rq_tail, op);
-        op->pdata[2] = W_RQ;
       }
       break;
     case HY__OP_SEND:
@@ -737,8 +782,8 @@ static int e_start(hy__port *p, hy__op *op) {
       } else if (probe && (rc = reg_check(e, fd)) < 0) {
         complete(e, op, rc);
       } else {
+        waits(e, op, W_WQ);
         q_push(&ent->wq, &ent->wq_tail, op);
-        op->pdata[2] = W_WQ;
       }
       break;
     case HY__OP_CONNECT:
@@ -921,6 +966,40 @@ static void e_close(hy__port *p) {
   hy__mem_free(e->heap);
   hy__lport_fini(p);
   hy__mem_free(e);
+}
+
+/* A send now, from the owner (hy__port_send_now): in order with the
+ * fd's ops when none of its send-like ops waits here. */
+int64_t hy__epoll_recv_now(hy__port *p, hy__op *op) {
+  eport *e = (eport *)p;
+  int fd = (int)op->fd;
+  if (fd < 0 || fd >= e->nfds || !e->fds[fd].reg || op->buf)
+    return HY_EINVAL;
+  fdent *ent = &e->fds[fd];
+  if (ent->rq)
+    return HY_EAGAIN; /* a read waits: it comes first */
+  int64_t res;
+  int done = try_io(op, ent, &res);
+  recv_hint(ent, op, done, res);
+  return done ? res : HY_EAGAIN;
+}
+
+int64_t hy__epoll_send_now(hy__port *p, int fd, const void *buf, size_t len,
+                           uint32_t flags) {
+  eport *e = (eport *)p;
+  if (fd < e->nfds && e->fds[fd].wq)
+    return HY_EAGAIN;
+  if (len > MAX_IO_LEN)
+    len = MAX_IO_LEN;
+  ssize_t r;
+  while ((r = send(fd, buf, len,
+                   (int)flags | MSG_DONTWAIT | MSG_NOSIGNAL)) < 0 &&
+         errno == EINTR) {
+  }
+  if (r >= 0)
+    return r;
+  return errno == EAGAIN || errno == EWOULDBLOCK ? HY_EAGAIN
+                                                 : hy__lport_err(errno);
 }
 
 static const hy__port_vt epoll_vt = {e_close, e_associate, e_forget,

@@ -206,5 +206,10 @@ int hy__lport_poll_mask(uint32_t revents);
  * cannot be set up here (or lacks what the port needs). */
 int hy__uring_open(hy__port **out, hy__port *share);
 int hy__epoll_open(hy__port **out);
+/* hy__port_send_now on an epoll port. */
+int64_t hy__epoll_send_now(hy__port *p, int fd, const void *buf, size_t len,
+                           uint32_t flags);
+/* hy__port_recv_now on an epoll port. */
+int64_t hy__epoll_recv_now(hy__port *p, hy__op *op);
 
 #endif

@@ -695,6 +695,28 @@ int hy__port_start(hy__port *p, hy__op *op) {
   return 0;
 }
 
+int64_t hy__port_send_now(hy__port *p, intptr_t fd, const void *buf,
+                          size_t len, uint32_t flags) {
+  (void)p;
+  (void)fd;
+  (void)buf;
+  (void)len;
+  (void)flags;
+  return HY_ENOSYS; /* sends are posted as ops */
+}
+
+int64_t hy__port_recv_now(hy__port *p, hy__op *op) {
+  (void)p;
+  (void)op;
+  return HY_ENOSYS; /* no op completes with HY__RES_READY here */
+}
+
+int hy__port_done_early(const hy__port *p, const hy__op *op) {
+  (void)p;
+  (void)op;
+  return 0; /* every completion comes through the IOCP */
+}
+
 int hy__port_cancel(hy__port *p, hy__op *op) {
   (void)p;
   uint8_t s = pstate_get(op);
