@@ -862,7 +862,12 @@ size_t hy_sconn_pending(hy_sconn_t *c) {
 
 void hy_sconn_pause_read(hy_sconn_t *c, int paused) {
   c->paused = paused != 0;
-  if (!c->paused && !c->reading && !c->closing)
+  /* A resume inside on_read on IOCP, where each receive goes into the
+   * connection's own buffer, would post the next receive into the bytes
+   * on_read is still reading: that read starts when on_read returns
+   * (read_done).  Pooled reads take another buffer and start at once. */
+  int own_buf_busy = c->in_read && !c->srv->pooled;
+  if (!c->paused && !c->reading && !c->closing && !own_buf_busy)
     start_read(c);
   else if (c->paused && c->srv->tick)
     c->last_read = hy_now(); /* a paused reader is not idle on reads */
