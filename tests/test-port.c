@@ -2071,6 +2071,103 @@ TEST_IMPL(port_look_judged) {
   return 0;
 }
 
+/* io_uring: an owned receive after a read that emptied the socket arms
+ * its poll first (IORING_RECVSEND_POLL_FIRST), one after a read that left
+ * data tries at once; either way it gets the data, whether it is there
+ * when the receive starts or comes later.  Plain and pooled receives. */
+static void pf_recv(hy__port *p, hy__op *op, int s, int pooled, void *buf,
+                    hy__bufsrc *src, uint32_t flags) {
+  op_init(op, HY__OP_RECV, s);
+  op->flags = flags;
+  if (pooled) {
+    op->addr = src;
+  } else {
+    op->buf = buf;
+    op->len = 8;
+  }
+  ASSERT_OK(hy__port_start(p, op));
+}
+
+/* Takes op's completion: n bytes, which must be `want`. */
+static void pf_take(hy__port *p, hy__op *op, int pooled, void *buf,
+                    const char *want) {
+  ASSERT(wait_one(p) == op);
+  ASSERT_EQ(op->res, (int64_t)strlen(want));
+  ASSERT(memcmp(pooled ? op->buf : buf, want, strlen(want)) == 0);
+  if (pooled)
+    hy__mem_free(op->buf);
+}
+
+TEST_IMPL(port_uring_poll_first) {
+  hy__port *p;
+  if (hy__port_open(&p, HY__BACKEND_URING, NULL) < 0)
+    return 0; /* no io_uring here */
+  hy__bufsrc src = {ps_get, ps_put, 8};
+  char rb[8];
+  for (int pooled = 0; pooled < 2; pooled++) {
+    int c, s;
+    tcp_pair(&c, &s);
+    ASSERT_OK(hy__port_associate(p, s));
+    hy__op rcv;
+    ASSERT_EQ(hy__uring_reads_poll_first(p, s), 0); /* nothing read yet */
+    /* 20 bytes read 8 at a time: data is left after the first two reads,
+     * the third empties the socket. */
+    ASSERT_EQ(send(c, "abcdefghijklmnopqrst", 20, MSG_NOSIGNAL), 20);
+    usleep(2000); /* all 20 bytes in s's receive queue */
+    pf_recv(p, &rcv, s, pooled, rb, &src, HY__RECV_OWNED);
+    pf_take(p, &rcv, pooled, rb, "abcdefgh");
+    ASSERT_EQ(hy__uring_reads_poll_first(p, s), 0);
+    pf_recv(p, &rcv, s, pooled, rb, &src, HY__RECV_OWNED);
+    pf_take(p, &rcv, pooled, rb, "ijklmnop");
+    ASSERT_EQ(hy__uring_reads_poll_first(p, s), 0);
+    pf_recv(p, &rcv, s, pooled, rb, &src, HY__RECV_OWNED);
+    pf_take(p, &rcv, pooled, rb, "qrst");
+    ASSERT_EQ(hy__uring_reads_poll_first(p, s), 1);
+    /* Polled first, the data coming later, then already there. */
+    for (int round = 0; round < 20; round++) {
+      pf_recv(p, &rcv, s, pooled, rb, &src, HY__RECV_OWNED);
+      if (round % 2 == 0) {
+        expect_none(p, HY_MS(2));
+        ASSERT_EQ(send(c, "xyz", 3, MSG_NOSIGNAL), 3);
+        pf_take(p, &rcv, pooled, rb, "xyz");
+      } else {
+        /* submitted by the wait below, with the data there */
+        ASSERT_EQ(send(c, "uv", 2, MSG_NOSIGNAL), 2);
+        pf_take(p, &rcv, pooled, rb, "uv");
+      }
+      ASSERT_EQ(hy__uring_reads_poll_first(p, s), 1);
+    }
+    ASSERT_EQ(send(c, "12", 2, MSG_NOSIGNAL), 2);
+    usleep(2000);
+    pf_recv(p, &rcv, s, pooled, rb, &src, HY__RECV_OWNED);
+    pf_take(p, &rcv, pooled, rb, "12");
+    /* End of stream, polled first: 0. */
+    shutdown(c, SHUT_WR);
+    pf_recv(p, &rcv, s, pooled, rb, &src, HY__RECV_OWNED);
+    ASSERT(wait_one(p) == &rcv);
+    ASSERT_EQ(rcv.res, 0);
+    /* Forgetting the fd forgets its mark (the number may be reused). */
+    hy__port_forget(p, s);
+    ASSERT_EQ(hy__uring_reads_poll_first(p, s), 0);
+    sock_close(c);
+    sock_close(s);
+  }
+  /* Receives on fds other ports may close (not owned) leave no mark. */
+  int c, s;
+  tcp_pair(&c, &s);
+  ASSERT_OK(hy__port_associate(p, s));
+  hy__op rcv;
+  ASSERT_EQ(send(c, "ab", 2, MSG_NOSIGNAL), 2);
+  pf_recv(p, &rcv, s, 0, rb, &src, 0);
+  pf_take(p, &rcv, 0, rb, "ab");
+  ASSERT_EQ(hy__uring_reads_poll_first(p, s), 0);
+  hy__port_forget(p, s);
+  sock_close(c);
+  sock_close(s);
+  hy__port_close(p);
+  return 0;
+}
+
 /* A socket from the port's accept (plain or multishot) is non-blocking,
  * and hy__port_associate_accepted (no system call on io_uring) prepares
  * it for ops as hy__port_associate does. */

@@ -114,6 +114,9 @@ typedef struct uport {
   uint64_t batch;       /* counts waits: one completion per op per wait */
   pbring *pb[PB_RINGS]; /* provided-buffer rings, by size */
   int npb, pb_off;      /* pb_off: the kernel refused one: polls instead */
+  uint8_t *emptied;     /* by fd (owned receives): the last read emptied
+                           the socket (see poll_first) */
+  int nemptied;
 } uport;
 
 static const hy__port_vt uring_vt;
@@ -134,6 +137,51 @@ static void msg_put(uport *u, msgnode *m) {
     return;
   m->next = u->msgs;
   u->msgs = m;
+}
+
+/* Reads that find nothing.  A receive submitted before its data is there
+ * costs the kernel a read that fails, then a poll arm, then the read again
+ * when the data comes; with IORING_RECVSEND_POLL_FIRST it arms the poll
+ * at once (and reads at once if the poll finds data).  Which to ask for
+ * is told, for fds owned by this port (HY__RECV_OWNED), by the last read
+ * on the fd: IORING_CQE_F_SOCK_NONEMPTY says data was left after it (a
+ * stream: read again at once); without it the read emptied the socket,
+ * and the next data is a new message (request/response: it is rarely
+ * there yet).  A stale mark (an fd number reused) costs at most one poll
+ * arm. */
+static void note_read(uport *u, hy__op *op, int res, unsigned cflags) {
+  if (!(op->flags & HY__RECV_OWNED) || op->fd < 0 || res <= 0)
+    return;
+  int fd = (int)op->fd;
+  if (fd >= u->nemptied) {
+    if (fd >= (1 << 24))
+      return;
+    int n = u->nemptied ? u->nemptied : 256;
+    while (n <= fd)
+      n *= 2;
+    uint8_t *e = hy__mem_alloc((size_t)n);
+    if (!e)
+      return; /* no mark: reads are tried first */
+    if (u->nemptied)
+      memcpy(e, u->emptied, (size_t)u->nemptied);
+    memset(e + u->nemptied, 0, (size_t)(n - u->nemptied));
+    hy__mem_free(u->emptied);
+    u->emptied = e;
+    u->nemptied = n;
+  }
+  u->emptied[fd] = !(cflags & IORING_CQE_F_SOCK_NONEMPTY);
+}
+
+static int emptied(const uport *u, intptr_t fd) {
+  return fd >= 0 && fd < u->nemptied && u->emptied[fd];
+}
+
+static int poll_first(const uport *u, const hy__op *op) {
+  return (op->flags & HY__RECV_OWNED) && emptied(u, op->fd);
+}
+
+int hy__uring_reads_poll_first(const hy__port *p, int fd) {
+  return p->backend == HY__BACKEND_URING && emptied((const uport *)p, fd);
 }
 
 #define POOLED 1 /* pdata[1] of a pooled RECV: its poll is in the ring */
@@ -267,6 +315,7 @@ static int64_t result_of(uport *u, hy__op *op, int res, unsigned cflags) {
       op->pdata[1] = 0;
       return res >= 0 ? recv_pooled(op) : hy__lport_err(res);
     }
+    note_read(u, op, res, cflags);
     if (op->pdata[1] == PBUF) {
       op->pdata[1] = 0;
       return recv_pbuf(op, res, cflags);
@@ -551,6 +600,8 @@ static int u_associate(hy__port *p, int fd) {
  * reference to the file, so closing the fd would not end them. */
 static void u_forget(hy__port *p, int fd) {
   uport *u = (uport *)p;
+  if (fd >= 0 && fd < u->nemptied)
+    u->emptied[fd] = 0;
   struct io_uring_sqe *s = sqe_get(u);
   if (!s)
     return;
@@ -617,6 +668,8 @@ static int u_start(hy__port *p, hy__op *op) {
                            (int)(op->flags & ~HY__RECV_OWNED));
         s->flags |= IOSQE_BUFFER_SELECT;
         s->buf_group = (uint16_t)r->bgid;
+        if (poll_first(u, op))
+          s->ioprio |= IORING_RECVSEND_POLL_FIRST;
         op->pdata[1] = PBUF;
         op->pdata[3] = (uint64_t)(uintptr_t)r;
       } else {
@@ -626,6 +679,8 @@ static int u_start(hy__port *p, hy__op *op) {
     } else {
       io_uring_prep_recv(s, fd, op->buf, len,
                          (int)(op->flags & ~HY__RECV_OWNED));
+      if (poll_first(u, op))
+        s->ioprio |= IORING_RECVSEND_POLL_FIRST;
       op->pdata[1] = 0;
     }
     break;
@@ -837,6 +892,7 @@ static void u_close(hy__port *p) {
     u->msgs = m->next;
     hy__mem_free(m);
   }
+  hy__mem_free(u->emptied);
   hy__lport_fini(&u->base);
   hy__mem_free(u);
 }
