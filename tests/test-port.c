@@ -2015,21 +2015,24 @@ TEST_IMPL(port_look_judged) {
   }
   hy__op *ops[4];
   ASSERT_EQ(hy__port_wait(p, ops, 4, HY_US(100)), 0); /* sets the port up */
-  /* Completions are counted, by waits that block or not. */
+  /* Completions of I/O are counted, by waits that block or not; posts
+   * are not. */
   look_verdict(p, 0);
   uint64_t d0 = p->judge.done;
-  hy__op po[3];
+  hy__op po[3], nop[3];
   for (int i = 0; i < 3; i++) {
     op_init(&po[i], HY__OP_POST, -1);
     hy__port_post(p, &po[i]);
+    op_init(&nop[i], HY__OP_NOP, -1);
+    ASSERT_OK(hy__port_start(p, &nop[i]));
   }
   int got = 0;
-  for (int i = 0; i < 100 && got < 3; i++) {
+  for (int i = 0; i < 100 && got < 6; i++) {
     int n = hy__port_wait(p, ops, 4, i % 2 ? 0 : HY_MS(10));
     ASSERT(n >= 0);
     got += n;
   }
-  ASSERT_EQ(got, 3);
+  ASSERT_EQ(got, 6);
   ASSERT_EQ(p->judge.done, d0 + 3);
   /* Looking does not pay: no look, however short the blocks. */
   uint64_t s0 = p->spins;
@@ -2071,10 +2074,11 @@ TEST_IMPL(port_look_judged) {
   return 0;
 }
 
-/* io_uring: an owned receive after a read that emptied the socket arms
- * its poll first (IORING_RECVSEND_POLL_FIRST), one after a read that left
- * data tries at once; either way it gets the data, whether it is there
- * when the receive starts or comes later.  Plain and pooled receives. */
+/* io_uring: an owned receive after a read that waited for its data and
+ * emptied the socket arms its poll first (IORING_RECVSEND_POLL_FIRST);
+ * after one whose data was there, or that left data, it tries at once.
+ * Either way it gets the data, whether it is there when the receive
+ * starts or comes later.  Plain and pooled receives. */
 static void pf_recv(hy__port *p, hy__op *op, int s, int pooled, void *buf,
                     hy__bufsrc *src, uint32_t flags) {
   op_init(op, HY__OP_RECV, s);
@@ -2110,37 +2114,58 @@ TEST_IMPL(port_uring_poll_first) {
     ASSERT_OK(hy__port_associate(p, s));
     hy__op rcv;
     ASSERT_EQ(hy__uring_reads_poll_first(p, s), 0); /* nothing read yet */
-    /* 20 bytes read 8 at a time: data is left after the first two reads,
-     * the third empties the socket. */
+    /* 20 bytes there before the reads, read 8 at a time: no read waits.
+     * (Each submitted by a wait that does not block: one that blocks
+     * cannot tell a completion in its submit from one while it blocked,
+     * and counts it as one that waited.) */
+    hy__op *none[4];
     ASSERT_EQ(send(c, "abcdefghijklmnopqrst", 20, MSG_NOSIGNAL), 20);
     usleep(2000); /* all 20 bytes in s's receive queue */
     pf_recv(p, &rcv, s, pooled, rb, &src, HY__RECV_OWNED);
+    ASSERT_EQ(hy__port_wait(p, none, 4, 0), 0); /* submits */
     pf_take(p, &rcv, pooled, rb, "abcdefgh");
     ASSERT_EQ(hy__uring_reads_poll_first(p, s), 0);
     pf_recv(p, &rcv, s, pooled, rb, &src, HY__RECV_OWNED);
+    ASSERT_EQ(hy__port_wait(p, none, 4, 0), 0); /* submits */
     pf_take(p, &rcv, pooled, rb, "ijklmnop");
     ASSERT_EQ(hy__uring_reads_poll_first(p, s), 0);
     pf_recv(p, &rcv, s, pooled, rb, &src, HY__RECV_OWNED);
+    ASSERT_EQ(hy__port_wait(p, none, 4, 0), 0); /* submits */
     pf_take(p, &rcv, pooled, rb, "qrst");
-    ASSERT_EQ(hy__uring_reads_poll_first(p, s), 1);
-    /* Polled first, the data coming later, then already there. */
+    ASSERT_EQ(hy__uring_reads_poll_first(p, s), 0);
+    /* A read that waits for its data, which it takes whole: the next one
+     * polls first, and so on while reads wait. */
     for (int round = 0; round < 20; round++) {
       pf_recv(p, &rcv, s, pooled, rb, &src, HY__RECV_OWNED);
-      if (round % 2 == 0) {
-        expect_none(p, HY_MS(2));
-        ASSERT_EQ(send(c, "xyz", 3, MSG_NOSIGNAL), 3);
-        pf_take(p, &rcv, pooled, rb, "xyz");
-      } else {
-        /* submitted by the wait below, with the data there */
-        ASSERT_EQ(send(c, "uv", 2, MSG_NOSIGNAL), 2);
-        pf_take(p, &rcv, pooled, rb, "uv");
-      }
+      expect_none(p, HY_MS(2));
+      ASSERT_EQ(send(c, "xyz", 3, MSG_NOSIGNAL), 3);
+      pf_take(p, &rcv, pooled, rb, "xyz");
       ASSERT_EQ(hy__uring_reads_poll_first(p, s), 1);
     }
-    ASSERT_EQ(send(c, "12", 2, MSG_NOSIGNAL), 2);
+    /* Polled first with the data there: it is read, and the next read
+     * tries at once. */
+    ASSERT_EQ(send(c, "uv", 2, MSG_NOSIGNAL), 2);
     usleep(2000);
     pf_recv(p, &rcv, s, pooled, rb, &src, HY__RECV_OWNED);
+    ASSERT_EQ(hy__port_wait(p, none, 4, 0), 0);
+    pf_take(p, &rcv, pooled, rb, "uv");
+    ASSERT_EQ(hy__uring_reads_poll_first(p, s), 0);
+    /* A read that waits but leaves data: the next tries at once. */
+    pf_recv(p, &rcv, s, pooled, rb, &src, HY__RECV_OWNED);
+    expect_none(p, HY_MS(2));
+    ASSERT_EQ(send(c, "0123456789", 10, MSG_NOSIGNAL), 10);
+    pf_take(p, &rcv, pooled, rb, "01234567");
+    ASSERT_EQ(hy__uring_reads_poll_first(p, s), 0);
+    pf_recv(p, &rcv, s, pooled, rb, &src, HY__RECV_OWNED);
+    ASSERT_EQ(hy__port_wait(p, none, 4, 0), 0);
+    pf_take(p, &rcv, pooled, rb, "89");
+    ASSERT_EQ(hy__uring_reads_poll_first(p, s), 0);
+    /* Marked again; then end of stream, polled first: 0. */
+    pf_recv(p, &rcv, s, pooled, rb, &src, HY__RECV_OWNED);
+    expect_none(p, HY_MS(2));
+    ASSERT_EQ(send(c, "12", 2, MSG_NOSIGNAL), 2);
     pf_take(p, &rcv, pooled, rb, "12");
+    ASSERT_EQ(hy__uring_reads_poll_first(p, s), 1);
     /* End of stream, polled first: 0. */
     shutdown(c, SHUT_WR);
     pf_recv(p, &rcv, s, pooled, rb, &src, HY__RECV_OWNED);
@@ -2157,8 +2182,9 @@ TEST_IMPL(port_uring_poll_first) {
   tcp_pair(&c, &s);
   ASSERT_OK(hy__port_associate(p, s));
   hy__op rcv;
-  ASSERT_EQ(send(c, "ab", 2, MSG_NOSIGNAL), 2);
   pf_recv(p, &rcv, s, 0, rb, &src, 0);
+  expect_none(p, HY_MS(2));
+  ASSERT_EQ(send(c, "ab", 2, MSG_NOSIGNAL), 2);
   pf_take(p, &rcv, 0, rb, "ab");
   ASSERT_EQ(hy__uring_reads_poll_first(p, s), 0);
   hy__port_forget(p, s);

@@ -55,7 +55,7 @@ typedef struct hy__look_judge {
   int phase;         /* HY__LOOK_HOLD, _TRY_ON or _TRY_OFF */
   int64_t from, end; /* the phase began at, and ends at (end 0: not begun) */
   int64_t hold;      /* how long the next verdict holds */
-  uint64_t done;     /* completions handed out in this phase */
+  uint64_t done;     /* completions of I/O handed out in this phase */
   uint64_t on_done;  /* ... in the trial with looks */
   int64_t on_len;    /* that trial's length */
 } hy__look_judge;
@@ -144,7 +144,8 @@ static inline void hy__lport_block_end(hy__port *p) {
  * after the answer), which then fell below not looking at all.
  *
  * So the owner asks: it runs a trial of HY__LOOK_TRIAL with looks, then
- * one without, and compares the completions per second it handed out.
+ * one without, and compares the completions of I/O per second it handed
+ * out.
  * Looking pays if the trial with looks did HY__LOOK_GAIN (in quarters:
  * 5/4) as many and at least HY__LOOK_MIN completions; that verdict holds
  * for a while (from HY__LOOK_HOLD_MIN, doubled at each trial that gives
@@ -163,7 +164,10 @@ static inline void hy__lport_block_end(hy__port *p) {
 
 enum { HY__LOOK_HOLD = 0, HY__LOOK_TRY_ON = 1, HY__LOOK_TRY_OFF = 2 };
 
-/* n completions handed out by a wait. */
+/* n completions of I/O handed out by a wait.  Posts are not counted: a
+ * worker's own (one per batch, as the callback server's) would count
+ * more with looks, which make batches smaller, and made paced work look
+ * a third faster with looks than without. */
 static inline void hy__look_count(hy__look_judge *j, int n) {
   if (n > 0)
     j->done += (uint64_t)n;

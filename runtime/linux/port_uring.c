@@ -114,9 +114,10 @@ typedef struct uport {
   uint64_t batch;       /* counts waits: one completion per op per wait */
   pbring *pb[PB_RINGS]; /* provided-buffer rings, by size */
   int npb, pb_off;      /* pb_off: the kernel refused one: polls instead */
-  uint8_t *emptied;     /* by fd (owned receives): the last read emptied
-                           the socket (see poll_first) */
+  uint8_t *emptied;     /* by fd (owned receives): the last read waited
+                           for its data and emptied the socket (note_read) */
   int nemptied;
+  uint64_t enters;      /* counts submits and blocks (see note_read) */
 } uport;
 
 static const hy__port_vt uring_vt;
@@ -142,19 +143,24 @@ static void msg_put(uport *u, msgnode *m) {
 /* Reads that find nothing.  A receive submitted before its data is there
  * costs the kernel a read that fails, then a poll arm, then the read again
  * when the data comes; with IORING_RECVSEND_POLL_FIRST it arms the poll
- * at once (and reads at once if the poll finds data).  Which to ask for
- * is told, for fds owned by this port (HY__RECV_OWNED), by the last read
- * on the fd: IORING_CQE_F_SOCK_NONEMPTY says data was left after it (a
- * stream: read again at once); without it the read emptied the socket,
- * and the next data is a new message (request/response: it is rarely
- * there yet).  A stale mark (an fd number reused) costs at most one poll
- * arm. */
+ * at once, but one whose data is there pays for the poll arm on top of
+ * the read.  Which to ask for is told, for fds owned by this port
+ * (HY__RECV_OWNED), by the last read on the fd: it waited for its data
+ * (its completion came after the port entered the kernel again since the
+ * submit that started it, or ended the block that submitted it) and emptied the socket (no
+ * IORING_CQE_F_SOCK_NONEMPTY): messages come one at a time, each after
+ * the read is there (request/response, paced clients), and the next read
+ * polls first.  Otherwise (a stream, a backlog: data waits for the reads)
+ * it tries at once.  A stale mark (an fd number reused) costs at most one
+ * poll arm.  op->pdata[2] of such a receive: u->enters when it started. */
 static void note_read(uport *u, hy__op *op, int res, unsigned cflags) {
   if (!(op->flags & HY__RECV_OWNED) || op->fd < 0 || res <= 0)
     return;
   int fd = (int)op->fd;
+  int mark = u->enters - op->pdata[2] > 1 &&
+             !(cflags & IORING_CQE_F_SOCK_NONEMPTY);
   if (fd >= u->nemptied) {
-    if (fd >= (1 << 24))
+    if (!mark || fd >= (1 << 24))
       return;
     int n = u->nemptied ? u->nemptied : 256;
     while (n <= fd)
@@ -169,7 +175,7 @@ static void note_read(uport *u, hy__op *op, int res, unsigned cflags) {
     u->emptied = e;
     u->nemptied = n;
   }
-  u->emptied[fd] = !(cflags & IORING_CQE_F_SOCK_NONEMPTY);
+  u->emptied[fd] = (uint8_t)mark;
 }
 
 static int emptied(const uport *u, intptr_t fd) {
@@ -416,6 +422,7 @@ static void hold_cqes(uport *u) {
 
 /* Submits what is queued.  Returns 0 or HY_E*. */
 static int flush(uport *u) {
+  u->enters++;
   for (int tries = 0; tries < 64; tries++) {
     int r = io_uring_submit(&u->ring);
     if (r >= 0) {
@@ -670,6 +677,7 @@ static int u_start(hy__port *p, hy__op *op) {
         s->buf_group = (uint16_t)r->bgid;
         if (poll_first(u, op))
           s->ioprio |= IORING_RECVSEND_POLL_FIRST;
+        op->pdata[2] = u->enters;
         op->pdata[1] = PBUF;
         op->pdata[3] = (uint64_t)(uintptr_t)r;
       } else {
@@ -682,6 +690,7 @@ static int u_start(hy__port *p, hy__op *op) {
       if (poll_first(u, op))
         s->ioprio |= IORING_RECVSEND_POLL_FIRST;
       op->pdata[1] = 0;
+      op->pdata[2] = u->enters;
     }
     break;
   case HY__OP_SEND:
@@ -760,6 +769,7 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
   int64_t deadline = timeout > 0 ? hy_now() + timeout : 0;
   int n = 0, woke = 0, more_posts = 0, last = timeout == 0;
   int err = 0, spun = 0; /* spun: this wait looked (or might have) */
+  int posts = 0;
   if (u->armed && !pthread_equal(u->armer, pthread_self()))
     move_wake(u);
   u->batch++;
@@ -785,8 +795,11 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
      * no other CQE coming; without this look the block below sleeps on a
      * wake that is owed (a worker missed the shutdown's phase change). */
     woke |= hy__lport_take_wake(p, timeout);
-    if (n < max)
-      n += hy__lport_take_posts(p, ops + n, max - n, &more_posts);
+    if (n < max) {
+      int k = hy__lport_take_posts(p, ops + n, max - n, &more_posts);
+      n += k;
+      posts += k;
+    }
     if (!u->armed)
       arm_wake(u);
     if (n || woke || last)
@@ -812,6 +825,10 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
       continue; /* a wake came: take it */
     struct io_uring_cqe *cqe = NULL;
     int64_t t0 = now;
+    /* Two: a receive this submits counts as one that waited (see
+     * note_read), even if its data was there (it cannot be told from one
+     * whose completion ended the block). */
+    u->enters += 2;
     int r = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, tsp, NULL);
     hy__lport_block_end(p);
     hy__lport_blocked(p, t0);
@@ -831,7 +848,7 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
   int osh = atomic_load_explicit(&p->osh, memory_order_relaxed);
   if (u->started || osh)
     flush(u);
-  hy__look_count(&p->judge, n);
+  hy__look_count(&p->judge, n - posts);
   if (osh &&
       (more_posts || u->held || u->shots || u->finals ||
        __atomic_load_n(&p->post_head, __ATOMIC_RELAXED)))
