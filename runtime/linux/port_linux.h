@@ -133,7 +133,7 @@ static inline void hy__lport_block_end(hy__port *p) {
 /* Does the look pay?  Looking burns the CPU it waits on, and what it
  * buys is time: a completion is handled a wake-up sooner.  That is worth
  * it when the worker's peers wait for its answers (a request/response
- * conversation, ping-pong posts between workers): each answer sent a
+ * conversation over a socket): each answer sent a
  * wake-up sooner brings the next request sooner, and the worker completes
  * more per second.  When the work comes at its own pace (clients sending
  * at a rate), looking does not bring more of it: at 50,000 messages/s on
@@ -145,9 +145,9 @@ static inline void hy__lport_block_end(hy__port *p) {
  *
  * So the owner asks: it runs a trial of HY__LOOK_TRIAL with looks, then
  * one without, and compares the completions of I/O per second it handed
- * out.
- * Looking pays if the trial with looks did HY__LOOK_GAIN (in quarters:
- * 5/4) as many and at least HY__LOOK_MIN completions; that verdict holds
+ * out (posts are not counted, see hy__look_count).  Looking pays if the
+ * trial with looks did more than HY__LOOK_GAIN quarters (5/4) as many per
+ * second, and at least HY__LOOK_MIN completions; that verdict holds
  * for a while (from HY__LOOK_HOLD_MIN, doubled at each trial that gives
  * the same verdict, up to HY__LOOK_HOLD_MAX), then the owner asks again.
  * Paced work thus pays for looks only during a trial with looks (about 1%
