@@ -24,7 +24,6 @@ TEST(port_uring_fallback, 0)
 TEST(port_look_before_block, T_BACKEND)
 TEST(port_look_judge, 0)
 TEST(port_look_judged, T_BACKEND)
-TEST(port_uring_poll_first, 0)
 TEST(port_associate_accepted, T_BACKEND)
 #endif
 TEST(port_io_await, T_BACKEND)

@@ -264,8 +264,4 @@ int hy__lport_poll_mask(uint32_t revents);
 int hy__uring_open(hy__port **out, hy__port *share);
 int hy__epoll_open(hy__port **out);
 
-/* io_uring: does the next owned receive on fd arm its poll before it
- * tries to read (the last read emptied the socket)?  For tests. */
-int hy__uring_reads_poll_first(const hy__port *p, int fd);
-
 #endif

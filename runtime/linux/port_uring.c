@@ -114,10 +114,6 @@ typedef struct uport {
   uint64_t batch;       /* counts waits: one completion per op per wait */
   pbring *pb[PB_RINGS]; /* provided-buffer rings, by size */
   int npb, pb_off;      /* pb_off: the kernel refused one: polls instead */
-  uint8_t *emptied;     /* by fd (owned receives): the last read waited
-                           for its data and emptied the socket (note_read) */
-  int nemptied;
-  uint64_t enters;      /* counts submits and blocks (see note_read) */
 } uport;
 
 static const hy__port_vt uring_vt;
@@ -138,56 +134,6 @@ static void msg_put(uport *u, msgnode *m) {
     return;
   m->next = u->msgs;
   u->msgs = m;
-}
-
-/* Reads that find nothing.  A receive submitted before its data is there
- * costs the kernel a read that fails, then a poll arm, then the read again
- * when the data comes; with IORING_RECVSEND_POLL_FIRST it arms the poll
- * at once, but one whose data is there pays for the poll arm on top of
- * the read.  Which to ask for is told, for fds owned by this port
- * (HY__RECV_OWNED), by the last read on the fd: it waited for its data
- * (its completion came after the port entered the kernel again since the
- * submit that started it, or ended the block that submitted it) and emptied the socket (no
- * IORING_CQE_F_SOCK_NONEMPTY): messages come one at a time, each after
- * the read is there (request/response, paced clients), and the next read
- * polls first.  Otherwise (a stream, a backlog: data waits for the reads)
- * it tries at once.  A stale mark (an fd number reused) costs at most one
- * poll arm.  op->pdata[2] of such a receive: u->enters when it started. */
-static void note_read(uport *u, hy__op *op, int res, unsigned cflags) {
-  if (!(op->flags & HY__RECV_OWNED) || op->fd < 0 || res <= 0)
-    return;
-  int fd = (int)op->fd;
-  int mark = u->enters - op->pdata[2] > 1 &&
-             !(cflags & IORING_CQE_F_SOCK_NONEMPTY);
-  if (fd >= u->nemptied) {
-    if (!mark || fd >= (1 << 24))
-      return;
-    int n = u->nemptied ? u->nemptied : 256;
-    while (n <= fd)
-      n *= 2;
-    uint8_t *e = hy__mem_alloc((size_t)n);
-    if (!e)
-      return; /* no mark: reads are tried first */
-    if (u->nemptied)
-      memcpy(e, u->emptied, (size_t)u->nemptied);
-    memset(e + u->nemptied, 0, (size_t)(n - u->nemptied));
-    hy__mem_free(u->emptied);
-    u->emptied = e;
-    u->nemptied = n;
-  }
-  u->emptied[fd] = (uint8_t)mark;
-}
-
-static int emptied(const uport *u, intptr_t fd) {
-  return fd >= 0 && fd < u->nemptied && u->emptied[fd];
-}
-
-static int poll_first(const uport *u, const hy__op *op) {
-  return (op->flags & HY__RECV_OWNED) && emptied(u, op->fd);
-}
-
-int hy__uring_reads_poll_first(const hy__port *p, int fd) {
-  return p->backend == HY__BACKEND_URING && emptied((const uport *)p, fd);
 }
 
 #define POOLED 1 /* pdata[1] of a pooled RECV: its poll is in the ring */
@@ -321,7 +267,6 @@ static int64_t result_of(uport *u, hy__op *op, int res, unsigned cflags) {
       op->pdata[1] = 0;
       return res >= 0 ? recv_pooled(op) : hy__lport_err(res);
     }
-    note_read(u, op, res, cflags);
     if (op->pdata[1] == PBUF) {
       op->pdata[1] = 0;
       return recv_pbuf(op, res, cflags);
@@ -422,7 +367,6 @@ static void hold_cqes(uport *u) {
 
 /* Submits what is queued.  Returns 0 or HY_E*. */
 static int flush(uport *u) {
-  u->enters++;
   for (int tries = 0; tries < 64; tries++) {
     int r = io_uring_submit(&u->ring);
     if (r >= 0) {
@@ -607,8 +551,6 @@ static int u_associate(hy__port *p, int fd) {
  * reference to the file, so closing the fd would not end them. */
 static void u_forget(hy__port *p, int fd) {
   uport *u = (uport *)p;
-  if (fd >= 0 && fd < u->nemptied)
-    u->emptied[fd] = 0;
   struct io_uring_sqe *s = sqe_get(u);
   if (!s)
     return;
@@ -675,9 +617,6 @@ static int u_start(hy__port *p, hy__op *op) {
                            (int)(op->flags & ~HY__RECV_OWNED));
         s->flags |= IOSQE_BUFFER_SELECT;
         s->buf_group = (uint16_t)r->bgid;
-        if (poll_first(u, op))
-          s->ioprio |= IORING_RECVSEND_POLL_FIRST;
-        op->pdata[2] = u->enters;
         op->pdata[1] = PBUF;
         op->pdata[3] = (uint64_t)(uintptr_t)r;
       } else {
@@ -687,10 +626,7 @@ static int u_start(hy__port *p, hy__op *op) {
     } else {
       io_uring_prep_recv(s, fd, op->buf, len,
                          (int)(op->flags & ~HY__RECV_OWNED));
-      if (poll_first(u, op))
-        s->ioprio |= IORING_RECVSEND_POLL_FIRST;
       op->pdata[1] = 0;
-      op->pdata[2] = u->enters;
     }
     break;
   case HY__OP_SEND:
@@ -825,10 +761,6 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
       continue; /* a wake came: take it */
     struct io_uring_cqe *cqe = NULL;
     int64_t t0 = now;
-    /* Two: a receive this submits counts as one that waited (see
-     * note_read), even if its data was there (it cannot be told from one
-     * whose completion ended the block). */
-    u->enters += 2;
     int r = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, tsp, NULL);
     hy__lport_block_end(p);
     hy__lport_blocked(p, t0);
@@ -909,7 +841,6 @@ static void u_close(hy__port *p) {
     u->msgs = m->next;
     hy__mem_free(m);
   }
-  hy__mem_free(u->emptied);
   hy__lport_fini(&u->base);
   hy__mem_free(u);
 }
