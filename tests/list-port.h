@@ -23,7 +23,8 @@ TEST(port_error_paths, T_BACKEND)
 #ifndef _WIN32
 TEST(port_uring_fallback, 0)
 TEST(port_look_before_block, T_BACKEND)
-TEST(port_look_budget, T_BACKEND)
+TEST(port_look_judge, 0)
+TEST(port_look_judged, T_BACKEND)
 TEST(port_associate_accepted, T_BACKEND)
 TEST(port_send_now, T_BACKEND)
 #endif

@@ -1863,6 +1863,14 @@ static void *look_peer(void *arg) {
   }
 }
 
+/* Sets the port's verdict on looking (see HY__LOOK_TRIAL), to hold for
+ * as long as the test runs. */
+static void look_verdict(hy__port *p, int pays) {
+  p->judge.phase = HY__LOOK_HOLD;
+  p->judge.pays = p->judge.verdict = pays;
+  p->judge.end = hy_now() + HY_SEC(3600);
+}
+
 TEST_IMPL(port_look_before_block) {
   hy__port *p;
   OPEN_PORT(p);
@@ -1871,6 +1879,7 @@ TEST_IMPL(port_look_before_block) {
    * system call per try, which costs more CPU per message than the block
    * it saves: epoll never looks. */
   int looks = hy__port_backend(p) == HY__BACKEND_URING;
+  look_verdict(p, 1); /* looking pays (the judge is tested below) */
   /* A fresh port has never blocked briefly: it blocks at once, and a
    * timed wait is never early. */
   int64_t t0 = hy_now();
@@ -1935,8 +1944,7 @@ TEST_IMPL(port_look_before_block) {
   int64_t end = hy_now() + HY_SEC(2);
   int r;
   for (r = 0; r < 3000 && (r < 300 || hy_now() < end); r++) {
-    p->spin = 1; /* this wait looks first, with a full budget */
-    p->spin_credit = HY__SPIN_NS;
+    p->spin = 1; /* this wait looks first */
     atomic_store(&a.round, r);
     int64_t until = hy_now() + LIMIT;
     for (;;) {
@@ -1982,10 +1990,108 @@ TEST_IMPL(port_look_before_block) {
   return 0;
 }
 
-/* The look's budget (io_uring; epoll never looks): a port whose owner
- * does no work between waits stops looking once its credit is spent, and
- * looks again after working. */
-TEST_IMPL(port_look_budget) {
+/* The judge of whether looking pays (port_linux.h), on made-up times:
+ * a trial with looks, one without, a verdict from their rates that holds
+ * for longer each time it is the same again. */
+TEST_IMPL(port_look_judge) {
+  hy__look_judge j;
+  memset(&j, 0, sizeof j);
+  const int64_t T = HY__LOOK_TRIAL;
+  int64_t t = HY_SEC(1);
+  /* A zeroed judge begins with the trial with looks. */
+  hy__look_step(&j, t);
+  ASSERT_EQ(j.phase, HY__LOOK_TRY_ON);
+  ASSERT_EQ(j.pays, 1);
+  /* Nothing changes before a phase's end. */
+  hy__look_count(&j, 300);
+  hy__look_count(&j, -1);
+  hy__look_count(&j, 0);
+  hy__look_step(&j, t + T - 1);
+  ASSERT_EQ(j.phase, HY__LOOK_TRY_ON);
+  ASSERT_EQ(j.done, 300);
+  /* Then the trial without looks. */
+  t += T;
+  hy__look_step(&j, t);
+  ASSERT_EQ(j.phase, HY__LOOK_TRY_OFF);
+  ASSERT_EQ(j.pays, 0);
+  ASSERT_EQ(j.done, 0);
+  /* Three times the completions with looks: looking pays, for
+   * HY__LOOK_HOLD_MIN. */
+  hy__look_count(&j, 100);
+  t += T;
+  hy__look_step(&j, t);
+  ASSERT_EQ(j.phase, HY__LOOK_HOLD);
+  ASSERT_EQ(j.pays, 1);
+  ASSERT_EQ(j.hold, HY__LOOK_HOLD_MIN);
+  hy__look_step(&j, t + HY__LOOK_HOLD_MIN - 1);
+  ASSERT_EQ(j.phase, HY__LOOK_HOLD);
+  /* The same verdict again and again: it holds twice as long each time,
+   * up to HY__LOOK_HOLD_MAX. */
+  int64_t hold = HY__LOOK_HOLD_MIN;
+  for (int i = 0; i < 12; i++) {
+    t += j.hold;
+    hy__look_step(&j, t);
+    ASSERT_EQ(j.phase, HY__LOOK_TRY_ON);
+    ASSERT_EQ(j.pays, 1);
+    hy__look_count(&j, 300);
+    t += T;
+    hy__look_step(&j, t);
+    ASSERT_EQ(j.pays, 0);
+    hy__look_count(&j, 100);
+    t += T;
+    hy__look_step(&j, t);
+    ASSERT_EQ(j.pays, 1);
+    hold = hold * 2 < HY__LOOK_HOLD_MAX ? hold * 2 : HY__LOOK_HOLD_MAX;
+    ASSERT_EQ(j.hold, hold);
+  }
+  ASSERT_EQ(j.hold, HY__LOOK_HOLD_MAX);
+  /* Each case: completions in the trial with looks (and its length),
+   * without (and its length), and whether looking pays. */
+  static const struct {
+    uint64_t on, off;
+    int on_len, off_len; /* in trials */
+    int pays;
+  } cases[] = {
+      {300, 280, 1, 1, 0}, /* about the same: it does not */
+      {125, 100, 1, 1, 0}, /* 5/4 is not more than 5/4 */
+      {126, 100, 1, 1, 1},
+      {300, 200, 2, 1, 0}, /* rates: the trial with looks ended late */
+      {300, 100, 1, 3, 1}, /* ... or the one without did */
+      {HY__LOOK_MIN - 1, 0, 1, 1, 0}, /* too few to judge by */
+      {HY__LOOK_MIN, 0, 1, 1, 1},
+      {0, 0, 1, 1, 0}, /* an idle port */
+  };
+  int last = j.verdict;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    t += j.hold;
+    hy__look_step(&j, t);
+    ASSERT_EQ(j.phase, HY__LOOK_TRY_ON);
+    hy__look_count(&j, (int)cases[i].on);
+    t += cases[i].on_len * T;
+    hy__look_step(&j, t);
+    ASSERT_EQ(j.phase, HY__LOOK_TRY_OFF);
+    hy__look_count(&j, (int)cases[i].off);
+    t += cases[i].off_len * T;
+    int64_t before = j.hold;
+    hy__look_step(&j, t);
+    ASSERT_EQ(j.phase, HY__LOOK_HOLD);
+    ASSERT_EQ(j.pays, cases[i].pays);
+    ASSERT_EQ(j.verdict, cases[i].pays);
+    /* A changed verdict holds for the shortest time again. */
+    if (cases[i].pays != last)
+      ASSERT_EQ(j.hold, HY__LOOK_HOLD_MIN);
+    else
+      ASSERT(j.hold == before * 2 || j.hold == HY__LOOK_HOLD_MAX);
+    last = cases[i].pays;
+  }
+  return 0;
+}
+
+/* The judge on a port (io_uring; epoll never looks): waits count what
+ * they hand out, a phase ends at a wait that would block, and a port whose
+ * verdict is that looking does not pay never looks, however short its
+ * blocks. */
+TEST_IMPL(port_look_judged) {
   hy__port *p;
   OPEN_PORT(p);
   if (hy__port_backend(p) != HY__BACKEND_URING) {
@@ -1993,42 +2099,62 @@ TEST_IMPL(port_look_budget) {
     return 0;
   }
   hy__op *ops[4];
-  /* A full credit: the wait looks (until the credit is spent or the ring
-   * shows something), then blocks for the rest of its time; the look is
-   * charged.  A first wait sets the port up (its wake poll). */
-  p->spin = 0;
-  ASSERT_EQ(hy__port_wait(p, ops, 4, HY_US(100)), 0);
-  p->spin = 1;
-  p->spin_credit = HY__SPIN_NS;
-  p->worked_from = 0;
+  ASSERT_EQ(hy__port_wait(p, ops, 4, HY_US(100)), 0); /* sets the port up */
+  /* Completions of I/O are counted, by waits that block or not; posts
+   * are not. */
+  look_verdict(p, 0);
+  uint64_t d0 = p->judge.done;
+  hy__op po[3], nop[3];
+  for (int i = 0; i < 3; i++) {
+    op_init(&po[i], HY__OP_POST, -1);
+    hy__port_post(p, &po[i]);
+    op_init(&nop[i], HY__OP_NOP, -1);
+    ASSERT_OK(hy__port_start(p, &nop[i]));
+  }
+  int got = 0;
+  for (int i = 0; i < 100 && got < 6; i++) {
+    int n = hy__port_wait(p, ops, 4, i % 2 ? 0 : HY_MS(10));
+    ASSERT(n >= 0);
+    got += n;
+  }
+  ASSERT_EQ(got, 6);
+  ASSERT_EQ(p->judge.done, d0 + 3);
+  /* Looking does not pay: no look, however short the blocks. */
   uint64_t s0 = p->spins;
-  int64_t t0 = hy_now();
-  ASSERT_EQ(hy__port_wait(p, ops, 4, HY_US(40)), 0);
-  ASSERT(hy_now() - t0 >= HY_US(40)); /* a look is never a time-out */
-  ASSERT_EQ(p->spins, s0 + 1);
-  ASSERT(p->spin_credit < HY__SPIN_NS);
-  ASSERT(p->worked_from != 0); /* it works from its return */
-  /* No credit and no work since: no look, however short the blocks. */
-  for (int i = 0; i < 20; i++) {
+  for (int i = 0; i < 50; i++) {
     p->spin = 1;
-    p->spin_credit = 0;
-    p->worked_from = 0;
     ASSERT_EQ(hy__port_wait(p, ops, 4, HY_US(40)), 0);
   }
-  ASSERT_EQ(p->spins, s0 + 1);
-  /* Working (here: 400 us of it) earns a look: a quarter of the time
-   * worked, up to HY__SPIN_NS. */
-  int looked = 0;
+  ASSERT_EQ(p->spins, s0);
+  /* It pays: every wait that would block looks (its last block short). */
+  look_verdict(p, 1);
   for (int i = 0; i < 5; i++) {
-    int64_t w = hy_now() + HY_US(400);
-    while (hy_now() < w)
-      ;
-    uint64_t s1 = p->spins;
     p->spin = 1;
+    int64_t t0 = hy_now();
     ASSERT_EQ(hy__port_wait(p, ops, 4, HY_US(40)), 0);
-    looked += p->spins == s1 + 1;
+    ASSERT(hy_now() - t0 >= HY_US(40)); /* a look is never a time-out */
   }
-  ASSERT_EQ(looked, 5);
+  ASSERT_EQ(p->spins, s0 + 5);
+  /* A verdict that ran out: the next wait that would block begins the
+   * trial with looks, and looks; a wait that does not block changes
+   * nothing. */
+  look_verdict(p, 0);
+  p->judge.end = hy_now() - 1;
+  p->spin = 1;
+  ASSERT_EQ(hy__port_wait(p, ops, 4, 0), 0);
+  ASSERT_EQ(p->judge.phase, HY__LOOK_HOLD);
+  ASSERT_EQ(p->spins, s0 + 5);
+  ASSERT_EQ(hy__port_wait(p, ops, 4, HY_US(40)), 0);
+  ASSERT_EQ(p->judge.phase, HY__LOOK_TRY_ON);
+  ASSERT_EQ(p->spins, s0 + 6);
+  /* The trials run their course on a real clock: an idle port ends with
+   * the verdict that looking does not pay. */
+  int64_t until = hy_now() + HY_SEC(5);
+  while (p->judge.phase != HY__LOOK_HOLD) {
+    ASSERT(hy_now() < until);
+    ASSERT_EQ(hy__port_wait(p, ops, 4, HY_MS(1)), 0);
+  }
+  ASSERT_EQ(p->judge.pays, 0);
   hy__port_close(p);
   return 0;
 }

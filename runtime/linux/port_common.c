@@ -32,8 +32,7 @@ int hy__lport_init(hy__port *p, const hy__port_vt *vt, int backend,
   p->clist = NULL;
   p->spin = 0;
   p->spins = 0;
-  p->spin_credit = HY__SPIN_NS;
-  p->worked_from = 0;
+  p->judge = (hy__look_judge){0};
   p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (p->efd < 0)
     return hy__lport_err(errno);

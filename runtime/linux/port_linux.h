@@ -48,6 +48,18 @@ enum {
   HY__PF_CLIST = 2   /* linked on the port's cancel list */
 };
 
+/* Whether looking before blocking pays (see HY__LOOK_TRIAL below). */
+typedef struct hy__look_judge {
+  int pays;          /* 1: waits look (a verdict, or the trial with looks) */
+  int verdict;       /* the last verdict */
+  int phase;         /* HY__LOOK_HOLD, _TRY_ON or _TRY_OFF */
+  int64_t from, end; /* the phase began at, and ends at (end 0: not begun) */
+  int64_t hold;      /* how long the next verdict holds */
+  uint64_t done;     /* completions of I/O handed out in this phase */
+  uint64_t on_done;  /* ... in the trial with looks */
+  int64_t on_len;    /* that trial's length */
+} hy__look_judge;
+
 typedef struct hy__port_vt {
   void (*close)(hy__port *p);
   int (*associate)(hy__port *p, int fd);
@@ -70,9 +82,7 @@ struct hy__port {
   hy__op *clist;      /* cancel requests, linked through pdata[0] */
   int spin;           /* owner only: look before blocking (see below) */
   uint64_t spins;     /* owner only: waits that looked before blocking */
-  int64_t spin_credit; /* owner only: ns it may still spend looking */
-  int64_t worked_from; /* owner only: when its last blocking wait returned
-                          (0: counted already) */
+  hy__look_judge judge; /* owner only: does looking pay (see below) */
 };
 
 /* Sets up the common part (the eventfd).  Returns 0 or HY_E*. */
@@ -120,48 +130,95 @@ static inline void hy__lport_block_end(hy__port *p) {
 #define HY__SPIN_NS HY_US(25)
 #define HY__SPIN_WINDOW HY_US(200)
 
-/* The look's budget.  Looking burns the CPU it waits on: with completions
- * coming every ~20 us (50,000 messages/s on 64 connections) every gap
- * fell inside the look, and the worker's CPU per message doubled.  So
- * the owner may spend looking at most 1/HY__SPIN_SHARE of the time it
- * spent working (from the return of a wait that blocked or looked to the
- * next one that would), kept as a credit of at most HY__SPIN_NS; a look
- * shorter than HY__SPIN_MIN is not worth starting. */
-#define HY__SPIN_SHARE 4
-#define HY__SPIN_MIN HY_US(1)
+/* Does the look pay?  Looking burns the CPU it waits on, and what it
+ * buys is time: a completion is handled a wake-up sooner.  That is worth
+ * it when the worker's peers wait for its answers (a request/response
+ * conversation over a socket): each answer sent a
+ * wake-up sooner brings the next request sooner, and the worker completes
+ * more per second.  When the work comes at its own pace (clients sending
+ * at a rate), looking does not bring more of it: at 50,000 messages/s on
+ * 64 connections the ~20 us gaps fell inside the look and the worker's
+ * CPU per message rose by half, for nothing; a budget for the look (a
+ * share of the time worked) halved that cost, but the look it left was too
+ * short for one connection's request/response (whose requests come ~20 us
+ * after the answer), which then fell below not looking at all.
+ *
+ * So the owner asks: it runs a trial of HY__LOOK_TRIAL with looks, then
+ * one without, and compares the completions of I/O per second it handed
+ * out (posts are not counted, see hy__look_count).  Looking pays if the
+ * trial with looks did more than HY__LOOK_GAIN quarters (5/4) as many per
+ * second, and at least HY__LOOK_MIN completions; that verdict holds
+ * for a while (from HY__LOOK_HOLD_MIN, doubled at each trial that gives
+ * the same verdict, up to HY__LOOK_HOLD_MAX), then the owner asks again.
+ * Paced work thus pays for looks only during a trial with looks (about 1%
+ * of the time), an idle worker never looks (nothing comes: no gain), and
+ * a conversation gets its looks back within HY__LOOK_HOLD_MAX.  Phases end
+ * only at waits that would block, where the clock is read anyway, so a
+ * worker that never blocks spends nothing here; rates, not counts, are
+ * compared, since a phase may end late. */
+#define HY__LOOK_TRIAL HY_MS(4)
+#define HY__LOOK_GAIN 5 /* quarters */
+#define HY__LOOK_MIN 32
+#define HY__LOOK_HOLD_MIN HY_MS(32)
+#define HY__LOOK_HOLD_MAX HY_MS(512)
 
-/* Until when the owner, about to block for tmo ns (negative: no limit),
- * looks first; 0: it does not.  The whole look is charged to the credit
- * now; hy__lport_spun gives back what a look that ended early did not
- * use. */
-static inline int64_t hy__lport_spin_until(hy__port *p, int64_t tmo) {
-  if (!p->spin || tmo == 0)
-    return 0;
-  int64_t now = hy_now(), c = p->spin_credit;
-  if (p->worked_from && now > p->worked_from)
-    c += (now - p->worked_from) / HY__SPIN_SHARE;
-  p->worked_from = 0;
-  if (c > HY__SPIN_NS)
-    c = HY__SPIN_NS;
-  if (c < HY__SPIN_MIN) {
-    p->spin_credit = c;
-    return 0;
+enum { HY__LOOK_HOLD = 0, HY__LOOK_TRY_ON = 1, HY__LOOK_TRY_OFF = 2 };
+
+/* n completions of I/O handed out by a wait.  Posts are not counted: a
+ * worker's own (one per batch, as the callback server's) would count
+ * more with looks, which make batches smaller, and made paced work look
+ * a third faster with looks than without. */
+static inline void hy__look_count(hy__look_judge *j, int n) {
+  if (n > 0)
+    j->done += (uint64_t)n;
+}
+
+/* At a wait that would block, at time now: ends the phase if it is over
+ * (and judges after the trial without looks).  A zeroed judge starts
+ * with the trial with looks. */
+static inline void hy__look_step(hy__look_judge *j, int64_t now) {
+  if (j->end && now < j->end)
+    return;
+  if (j->phase == HY__LOOK_TRY_ON && j->end) {
+    j->on_done = j->done;
+    j->on_len = now - j->from;
+    j->phase = HY__LOOK_TRY_OFF;
+    j->pays = 0;
+    j->end = now + HY__LOOK_TRIAL;
+  } else if (j->phase == HY__LOOK_TRY_OFF) {
+    /* The rates compared: on_done / on_len against done / len. */
+    int64_t len = now - j->from;
+    int pays = j->on_done >= HY__LOOK_MIN && j->on_len > 0 && len > 0 &&
+               (double)j->on_done * (double)len * 4 >
+                   (double)j->done * (double)j->on_len * HY__LOOK_GAIN;
+    if (j->hold && pays == j->verdict)
+      j->hold = j->hold * 2 < HY__LOOK_HOLD_MAX ? j->hold * 2
+                                                : HY__LOOK_HOLD_MAX;
+    else
+      j->hold = HY__LOOK_HOLD_MIN;
+    j->verdict = j->pays = pays;
+    j->phase = HY__LOOK_HOLD;
+    j->end = now + j->hold;
+  } else {
+    /* A verdict ran out (or the judge begins): the trial with looks. */
+    j->phase = HY__LOOK_TRY_ON;
+    j->pays = 1;
+    j->end = now + HY__LOOK_TRIAL;
   }
-  int64_t len = tmo > 0 && tmo < c ? tmo : c;
-  p->spin_credit = c - len;
+  j->from = now;
+  j->done = 0;
+}
+
+/* Until when the owner, about to block for tmo ns (negative: no limit) at
+ * time now, looks first; 0: it does not.  Only a port whose last block was
+ * short (p->spin) and whose judge says looking pays looks. */
+static inline int64_t hy__lport_spin_until(hy__port *p, int64_t tmo,
+                                           int64_t now) {
+  hy__look_step(&p->judge, now);
+  if (!p->spin || !p->judge.pays || tmo == 0)
+    return 0;
   p->spins++;
-  return now + len;
-}
-
-/* A look meant to last until 'until' ended at 'now'. */
-static inline void hy__lport_spun(hy__port *p, int64_t until, int64_t now) {
-  if (until > now)
-    p->spin_credit += until - now;
-}
-
-/* A wait that looked or blocked returns: the owner works from now. */
-static inline void hy__lport_work_begins(hy__port *p) {
-  p->worked_from = hy_now();
+  return now + (tmo > 0 && tmo < HY__SPIN_NS ? tmo : HY__SPIN_NS);
 }
 
 /* Is there a wake, a post or a cancel request for the owner? */

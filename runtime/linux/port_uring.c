@@ -674,15 +674,16 @@ static int u_start(hy__port *p, hy__op *op) {
   return 0;
 }
 
-/* Before blocking for left ns (negative: no limit): looks at the CQ ring
- * in user space for a while if the port's last block was short (see
- * HY__SPIN_NS in port_linux.h).  With COOP_TASKRUN a completion waiting
- * as task work shows as IORING_SQ_TASKRUN (the reap then enters the
- * kernel to run it).  Returns 1 if it looked (until something came or
- * the time was up), 0 if it did not. */
-static int u_spin(uport *u, int64_t left) {
+/* Before blocking for left ns (negative: no limit) at time now: looks at
+ * the CQ ring in user space for a while if the port's last block was
+ * short and looking pays (see HY__SPIN_NS and HY__LOOK_TRIAL in
+ * port_linux.h).  With COOP_TASKRUN a completion waiting as task work
+ * shows as IORING_SQ_TASKRUN (the reap then enters the kernel to run it).
+ * Returns 1 if it looked (until something came or the time was up), 0 if
+ * it did not. */
+static int u_spin(uport *u, int64_t left, int64_t now) {
   hy__port *p = &u->base;
-  int64_t until = hy__lport_spin_until(p, left);
+  int64_t until = hy__lport_spin_until(p, left, now);
   if (!until)
     return 0;
   if (u->started)
@@ -691,10 +692,8 @@ static int u_spin(uport *u, int64_t left) {
     if (io_uring_cq_ready(&u->ring) ||
         (IO_URING_READ_ONCE(*u->ring.sq.kflags) &
          (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) ||
-        hy__lport_news(p)) {
-      hy__lport_spun(p, until, hy_now());
+        hy__lport_news(p))
       return 1;
-    }
     if (i % 16 == 0 && hy_now() >= until)
       return 1;
     hy__cpu_relax();
@@ -705,7 +704,8 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
   uport *u = (uport *)p;
   int64_t deadline = timeout > 0 ? hy_now() + timeout : 0;
   int n = 0, woke = 0, more_posts = 0, last = timeout == 0;
-  int err = 0, spun = 0; /* spun: this wait looked or blocked */
+  int err = 0, spun = 0; /* spun: this wait looked (or might have) */
+  int posts = 0;
   if (u->armed && !pthread_equal(u->armer, pthread_self()))
     move_wake(u);
   u->batch++;
@@ -731,16 +731,19 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
      * no other CQE coming; without this look the block below sleeps on a
      * wake that is owed (a worker missed the shutdown's phase change). */
     woke |= hy__lport_take_wake(p, timeout);
-    if (n < max)
-      n += hy__lport_take_posts(p, ops + n, max - n, &more_posts);
+    if (n < max) {
+      int k = hy__lport_take_posts(p, ops + n, max - n, &more_posts);
+      n += k;
+      posts += k;
+    }
     if (!u->armed)
       arm_wake(u);
     if (n || woke || last)
       break;
     struct __kernel_timespec ts, *tsp = NULL;
-    int64_t left = -1;
+    int64_t left = -1, now = hy_now();
     if (timeout > 0) {
-      left = deadline - hy_now();
+      left = deadline - now;
       if (left <= 0)
         break;
       ts.tv_sec = left / 1000000000;
@@ -751,13 +754,13 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
       /* After a look, the loop takes what came, or blocks for what is
        * left of the time. */
       spun = 1;
-      if (u_spin(u, left))
+      if (u_spin(u, left, now))
         continue;
     }
     if (!hy__lport_block_begin(p))
       continue; /* a wake came: take it */
     struct io_uring_cqe *cqe = NULL;
-    int64_t t0 = hy_now();
+    int64_t t0 = now;
     int r = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, tsp, NULL);
     hy__lport_block_end(p);
     hy__lport_blocked(p, t0);
@@ -777,8 +780,7 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
   int osh = atomic_load_explicit(&p->osh, memory_order_relaxed);
   if (u->started || osh)
     flush(u);
-  if (spun)
-    hy__lport_work_begins(p);
+  hy__look_count(&p->judge, n - posts);
   if (osh &&
       (more_posts || u->held || u->shots || u->finals ||
        __atomic_load_n(&p->post_head, __ATOMIC_RELAXED)))
