@@ -413,7 +413,7 @@ static void await_parked(hy__task *t) {
   }
 }
 
-void hy__task_wake_quiet(hy__task *t, hy__worker *w) {
+static inline HY__ALWAYS_INLINE void wake_quiet(hy__task *t, hy__worker *w) {
   if (w && w->current == t) {
     /* The task claimed its own open wait, on its way to park (an
      * awaitable that fires while select queues it breaks its contract,
@@ -428,6 +428,26 @@ void hy__task_wake_quiet(hy__task *t, hy__worker *w) {
     ready_on(w, t, 1);
   else
     hy__task_ready(t->rt, t, 1);
+}
+
+void hy__task_wake_quiet(hy__task *t, hy__worker *w) { wake_quiet(t, w); }
+
+/* hy__wait_wake_from (runtime/wait.h) lives here, where the wake of a
+ * quiet wait - the one of every channel hand-over - is inlined. */
+void hy__wait_wake_from(hy__wait *w, const hy__wait *self) {
+  hy__task *t = w->task;
+  if (!t) {
+    hy__osev_signal(&w->ev);
+    return;
+  }
+  /* The caller's worker, if it is one of t's runtime: it runs here, now. */
+  hy__worker *wk = self->task ? (self->task->rt == t->rt ? self->task->worker
+                                                        : NULL)
+                              : hy__worker_current(t->rt);
+  if (w == &t->qwait)
+    wake_quiet(t, wk);
+  else
+    hy__task_wake_on(t, wk);
 }
 
 /* The wake of a task that may not have switched out yet: PARKED becomes
@@ -642,7 +662,8 @@ static void switch_to(hy__worker *w, hy__task *from, hy__task *to,
 
 /* The next task to hand the CPU to directly, or NULL for the scheduler.
  * yielder: the task leaving by a yield, if it is one. */
-static hy__task *pick_direct(hy__worker *w, hy__task *yielder) {
+static inline HY__ALWAYS_INLINE hy__task *pick_direct(hy__worker *w,
+                                                      hy__task *yielder) {
   if (w->direct >= DIRECT_MAX)
     return NULL;
   hy__task *t = pick_lifo(w);

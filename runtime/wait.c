@@ -150,21 +150,7 @@ void hy__wait_wake_home(hy__wait *w) {
     hy__osev_signal(&w->ev);
 }
 
-void hy__wait_wake_from(hy__wait *w, const hy__wait *self) {
-  hy__task *t = w->task;
-  if (!t) {
-    hy__osev_signal(&w->ev);
-    return;
-  }
-  /* The caller's worker, if it is one of t's runtime: it runs here, now. */
-  hy__worker *wk = self->task ? (self->task->rt == t->rt ? self->task->worker
-                                                        : NULL)
-                              : hy__worker_current(t->rt);
-  if (w == &t->qwait)
-    hy__task_wake_quiet(t, wk);
-  else
-    hy__task_wake_on(t, wk);
-}
+/* hy__wait_wake_from: in runtime/sched.c. */
 
 int hy__wait_park(hy__wait *w, int64_t deadline) {
   hy__task *t = w->task;
