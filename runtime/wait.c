@@ -13,7 +13,11 @@
 /* Test-and-test-and-set with exponential back-off: contenders that keep
  * retrying at once take the lock's cache line from its holder and from
  * each other; waiting longer after each miss leaves it with the holder
- * (chan-mpmc with two workers: 13 -> 20 M elements/s). */
+ * (chan-mpmc with two workers: 13 -> 20 M elements/s), and the longer the
+ * holder keeps it, the more operations it does in a row on lines in its
+ * own cache: up to 1024 pauses between looks instead of 64 took chan-mpmc
+ * from a median of 16-25 to 26-33 M elements/s (two runs of 6-8
+ * interleaved rounds; same-run ratio to Go 1.3-1.5 -> 2.0). */
 void hy__lock_slow(hy__lock_t *l) {
   unsigned pauses = 1;
   for (int spins = 0;; spins++) {
@@ -23,7 +27,7 @@ void hy__lock_slow(hy__lock_t *l) {
     if (spins < 64) {
       for (unsigned k = 0; k < pauses; k++)
         hy__cpu_relax();
-      if (pauses < 64)
+      if (pauses < 1024)
         pauses *= 2;
     } else {
       hy__thread_yield();
