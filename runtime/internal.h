@@ -43,6 +43,14 @@
 #include "runtime/wait.h"
 
 typedef struct hy__worker hy__worker;
+
+/* For the few small functions of the hand-over path between two tasks
+ * that the compiler would otherwise leave as calls. */
+#if defined(__GNUC__)
+#define HY__ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define HY__ALWAYS_INLINE
+#endif
 typedef struct hy__task hy__task;
 
 /* -------------------------------------------------------------- timers */
@@ -312,7 +320,10 @@ struct hy_runtime {
 };
 
 /* scheduler (runtime/sched.c) */
-hy__worker *hy__worker_current(hy_runtime_t *rt);
+/* The calling thread's worker of rt, or NULL. */
+static inline hy__worker *hy__worker_current(hy_runtime_t *rt) {
+  return (hy__worker *)hy__tls_get(rt->tls);
+}
 void hy__task_wake(hy__task *t);       /* make a parked task runnable */
 /* The same, for a caller that knows its own worker w of t->rt (NULL: the
  * caller is not one of its workers): no lookup. */

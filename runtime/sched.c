@@ -54,10 +54,6 @@
 #define NOSTACK_RETRIES 1024
 #define TIMER_SLACK HY_US(100) /* before an idle worker fires another's */
 
-hy__worker *hy__worker_current(hy_runtime_t *rt) {
-  return (hy__worker *)hy__tls_get(rt->tls);
-}
-
 hy__task *hy__task_current(hy_runtime_t *rt) {
   hy__worker *w = hy__worker_current(rt);
   return w ? w->current : NULL;
@@ -359,9 +355,18 @@ void hy__timer_first(hy__worker *w, int64_t deadline) {
 /* Makes t runnable on w, the calling thread's worker.  The LIFO slot is
  * the owner's alone: only a task it pushes out (spill) takes the queue
  * lock, and only then is there stealable work to wake an idle worker for. */
-static void ready_on(hy__worker *w, hy__task *t, int lifo) {
-  hy_runtime_t *rt = w->rt;
-  if (atomic_load_explicit(&rt->phase, memory_order_relaxed) != HY__PH_RUNNING)
+static void ready_push(hy__worker *w, hy__task *t) {
+  q_lock(w);
+  q_push(w, t);
+  q_unlock(w);
+  hy__wake_idle(w->rt);
+}
+
+/* Inline: the LIFO slot's fast path is a few stores, less than a call. */
+static inline HY__ALWAYS_INLINE void ready_on(hy__worker *w, hy__task *t,
+                                              int lifo) {
+  if (atomic_load_explicit(&w->rt->phase, memory_order_relaxed) !=
+      HY__PH_RUNNING)
     w->last_activity = hy_now();
   if (lifo) {
     hy__task *spill = w->lifo;
@@ -370,10 +375,7 @@ static void ready_on(hy__worker *w, hy__task *t, int lifo) {
       return;
     t = spill;
   }
-  q_lock(w);
-  q_push(w, t);
-  q_unlock(w);
-  hy__wake_idle(rt);
+  ready_push(w, t);
 }
 
 void hy__task_ready(hy_runtime_t *rt, hy__task *t, int lifo) {
@@ -411,7 +413,7 @@ static void await_parked(hy__task *t) {
   }
 }
 
-void hy__task_wake_quiet(hy__task *t, hy__worker *w) {
+static inline HY__ALWAYS_INLINE void wake_quiet(hy__task *t, hy__worker *w) {
   if (w && w->current == t) {
     /* The task claimed its own open wait, on its way to park (an
      * awaitable that fires while select queues it breaks its contract,
@@ -426,6 +428,26 @@ void hy__task_wake_quiet(hy__task *t, hy__worker *w) {
     ready_on(w, t, 1);
   else
     hy__task_ready(t->rt, t, 1);
+}
+
+void hy__task_wake_quiet(hy__task *t, hy__worker *w) { wake_quiet(t, w); }
+
+/* hy__wait_wake_from (runtime/wait.h) lives here, where the wake of a
+ * quiet wait - the one of every channel hand-over - is inlined. */
+void hy__wait_wake_from(hy__wait *w, const hy__wait *self) {
+  hy__task *t = w->task;
+  if (!t) {
+    hy__osev_signal(&w->ev);
+    return;
+  }
+  /* The caller's worker, if it is one of t's runtime: it runs here, now. */
+  hy__worker *wk = self->task ? (self->task->rt == t->rt ? self->task->worker
+                                                        : NULL)
+                              : hy__worker_current(t->rt);
+  if (w == &t->qwait)
+    wake_quiet(t, wk);
+  else
+    hy__task_wake_on(t, wk);
 }
 
 /* The wake of a task that may not have switched out yet: PARKED becomes
@@ -530,13 +552,7 @@ void hy__task_wake_home(hy__task *t, int quiet) {
  * goes through its scheduler loop, which looks at timers and the port. */
 #define DIRECT_MAX 61
 
-static void complete_switch(hy__worker *w) {
-  hy__task *t = w->pend_task;
-  int after = w->pend_after;
-  if (!t)
-    return;
-  w->pend_task = NULL;
-  w->pend_after = HY__AFTER_NONE;
+static void complete_switch_slow(hy__worker *w, hy__task *t, int after) {
   switch (after) {
   case HY__AFTER_YIELD:
     q_lock(w);
@@ -579,6 +595,22 @@ static void complete_switch(hy__worker *w) {
   default:
     abort();
   }
+}
+
+/* Inline for its common cases: nothing pending (after the scheduler), and
+ * a task parked for its quiet wait (a channel hand-over). */
+static inline HY__ALWAYS_INLINE void complete_switch(hy__worker *w) {
+  hy__task *t = w->pend_task;
+  if (!t)
+    return;
+  int after = w->pend_after;
+  w->pend_task = NULL;
+  w->pend_after = HY__AFTER_NONE;
+  if (after == HY__AFTER_PARK_QUIET &&
+      atomic_load_explicit(&t->wstate, memory_order_relaxed) != HY__NOTIFIED)
+    atomic_store_explicit(&t->wstate, HY__PARKED, memory_order_release);
+  else
+    complete_switch_slow(w, t, after);
 }
 
 /* Each worker keeps a few free stacks of its own (w->stash): a task that
@@ -630,7 +662,8 @@ static void switch_to(hy__worker *w, hy__task *from, hy__task *to,
 
 /* The next task to hand the CPU to directly, or NULL for the scheduler.
  * yielder: the task leaving by a yield, if it is one. */
-static hy__task *pick_direct(hy__worker *w, hy__task *yielder) {
+static inline HY__ALWAYS_INLINE hy__task *pick_direct(hy__worker *w,
+                                                      hy__task *yielder) {
   if (w->direct >= DIRECT_MAX)
     return NULL;
   hy__task *t = pick_lifo(w);
@@ -670,7 +703,7 @@ static hy__task *pick_direct(hy__worker *w, hy__task *yielder) {
   return t;
 }
 
-static void leave(hy__task *t, int after) {
+static inline HY__ALWAYS_INLINE void leave(hy__task *t, int after) {
   hy__worker *w = t->worker;
   w->pend_task = t;
   w->pend_after = after;

@@ -70,8 +70,39 @@ typedef struct hy__tls {
 } hy__tls_t;
 int hy__tls_new(hy__tls_t *k);
 void hy__tls_free(hy__tls_t k);
-void *hy__tls_get(hy__tls_t k);
 void hy__tls_set(hy__tls_t k, void *v);
+/* hy__tls_peek(k, &v): 1 with the value in v where it can be read
+ * without a call, else 0 (call hy__tls_get). */
+#if defined(_WIN32)
+void *hy__tls_get(hy__tls_t k);
+static inline int hy__tls_peek(hy__tls_t k, void **v) {
+  (void)k;
+  (void)v;
+  return 0;
+}
+#else
+/* The calling thread's last key read or written and its value, in front
+ * of pthread's table (runtime/linux/sys.c): a worker reads its runtime's
+ * key on every channel operation, where a call costs as much as the
+ * look.  Initial-exec: one %fs-relative load, also in the shared
+ * library. */
+extern __thread uintptr_t hy__tls_last_key
+    __attribute__((tls_model("initial-exec")));
+extern __thread void *hy__tls_last_val
+    __attribute__((tls_model("initial-exec")));
+void *hy__tls_get_slow(hy__tls_t k);
+static inline void *hy__tls_get(hy__tls_t k) {
+  if (k.k == hy__tls_last_key)
+    return hy__tls_last_val;
+  return hy__tls_get_slow(k);
+}
+static inline int hy__tls_peek(hy__tls_t k, void **v) {
+  if (k.k != hy__tls_last_key)
+    return 0;
+  *v = hy__tls_last_val;
+  return 1;
+}
+#endif
 
 int hy__ncpu(void);
 

@@ -246,16 +246,82 @@ typedef struct hy__waitq {
   hy__waiter *head, *tail;
 } hy__waitq;
 
-/* All under the owning object's lock. */
-void hy__waitq_push(hy__waitq *q, hy__waiter *w);
-void hy__waitq_remove(hy__waitq *q, hy__waiter *w); /* no-op if unlinked */
+/* All under the owning object's lock.  Inline: a hand-over between two
+ * tasks pushes, claims and removes once each. */
+static inline void hy__waitq_push(hy__waitq *q, hy__waiter *w) {
+  w->next = NULL;
+  w->prev = q->tail;
+  if (q->tail)
+    q->tail->next = w;
+  else
+    q->head = w;
+  q->tail = w;
+  w->linked = 1;
+}
+
+/* No-op if unlinked. */
+static inline void hy__waitq_remove(hy__waitq *q, hy__waiter *w) {
+  if (!w->linked)
+    return;
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    q->head = w->next;
+  if (w->next)
+    w->next->prev = w->prev;
+  else
+    q->tail = w->prev;
+  w->next = w->prev = NULL;
+  w->linked = 0;
+}
+
+/* The compare-and-swap that decides a HY__WAITING_ONE wait when both
+ * its object and a cancel (or the owner's own look at its cancel flag)
+ * may claim it. */
+static inline int hy__wait_claim_one_cas(hy__wait *w, int to) {
+  int expect = HY__WAITING_ONE;
+  return atomic_compare_exchange_strong_explicit(
+      &w->state, &expect, to, memory_order_acq_rel, memory_order_acquire);
+}
+
+/* The claim of a HY__WAITING_ONE wait by its one object (see
+ * hy__wait_open_single): the announcement in `taking` and then the look at
+ * the cancel flag (its mirror in the wait: w->cancel) are the light side
+ * of a Dekker pair whose heavy side is the canceller's flag, barrier and
+ * look at `taking` (hy__wait_claim_cancel).  A cancel seen here may claim
+ * the wait too: then a compare-and-swap decides. */
+static inline int hy__wait_claim_one(hy__wait *w, int arm) {
+  atomic_store_explicit(&w->taking, 1, memory_order_relaxed);
+  atomic_signal_fence(memory_order_seq_cst);
+  if (!atomic_load_explicit(&w->cancel, memory_order_relaxed)) {
+    atomic_store_explicit(&w->state, arm, memory_order_relaxed);
+    return 1;
+  }
+  return hy__wait_claim_one_cas(w, arm);
+}
 
 /* Unlinks waiters from the front until one can be claimed; returns it
  * (unlinked, claimed as its arm) or NULL when none is left.  The caller
  * transfers data, sets wait->result and calls hy__wait_wake().  A
  * HY__WAITING_ONE wait is claimed without a compare-and-swap (see
  * hy__wait_open_single): that is why this runs under the object's lock. */
-hy__waiter *hy__waitq_claim(hy__waitq *q);
+static inline hy__waiter *hy__waitq_claim(hy__waitq *q) {
+  while (q->head) {
+    hy__waiter *w = q->head;
+    hy__waitq_remove(q, w);
+    /* Under the object's lock, which the owner held when it opened a
+     * HY__WAITING_ONE wait and queued it here: nothing else turns such a
+     * wait into another open state, so this relaxed look suffices. */
+    if (atomic_load_explicit(&w->wait->state, memory_order_relaxed) ==
+        HY__WAITING_ONE) {
+      if (hy__wait_claim_one(w->wait, w->arm))
+        return w;
+    } else if (hy__wait_claim(w->wait, w->arm)) {
+      return w;
+    }
+  }
+  return NULL;
+}
 
 /* Returns the first waiter whose wait is still open without claiming it
  * (stale ones in front are unlinked), or NULL. */

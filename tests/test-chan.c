@@ -2157,3 +2157,70 @@ TEST_IMPL(chan_cancel_races_claim) {
   close_rt(rt);
   return 0;
 }
+
+/* ------------------------------------------------- across two runtimes */
+
+/* A worker thread of one runtime that calls on a channel of another is a
+ * foreign thread there: its wait is an OS event, not a task park.  The
+ * worker's own runtime is found through a per-thread cache of the last
+ * runtime key looked up (hy__tls_peek, runtime/sys.h), which alternates
+ * here on every operation: a cache that answered for the wrong runtime
+ * would park a task where a foreign wait was due (or the reverse), and
+ * hang or lose a value.  Tasks of each runtime bounce a count over a
+ * channel of their own and one of the other's, with random yields. */
+typedef struct {
+  hy_runtime_t *own;   /* the runtime whose task this is */
+  hy_chan_t *mine, *theirs; /* of own, of the other runtime */
+  int n, first;        /* first: sends first */
+  uint64_t seed;
+  long got;            /* the last value received */
+} xr_t;
+
+static void *xr_task(void *p) {
+  xr_t *x = p;
+  for (int i = 0; i < x->n; i++) {
+    long v = 2 * i + !x->first;
+    if (x->first) {
+      ASSERT_OK(hy_chan_send(x->mine, &v));
+      ASSERT_OK(hy_chan_recv(x->theirs, &x->got));
+      ASSERT_EQ(x->got, v + 1);
+    } else {
+      ASSERT_OK(hy_chan_recv(x->theirs, &x->got));
+      ASSERT_EQ(x->got, v - 1);
+      ASSERT_OK(hy_chan_send(x->mine, &v));
+    }
+    if (rnd(&x->seed) % 8 == 0)
+      hy_yield(x->own);
+  }
+  return NULL;
+}
+
+TEST_IMPL(chan_across_runtimes) {
+  hy_runtime_t *a = new_rt(2), *b = new_rt(1);
+  enum { PAIRS = 3, N = 3000 };
+  hy_chan_t *ca[PAIRS], *cb[PAIRS];
+  xr_t xa[PAIRS], xb[PAIRS];
+  hy_task_t ta[PAIRS], tb[PAIRS];
+  for (int k = 0; k < PAIRS; k++) {
+    /* Unbuffered and buffered: waits on both sides, and none. */
+    ca[k] = new_chan(a, sizeof(long), (size_t)k);
+    cb[k] = new_chan(b, sizeof(long), (size_t)k);
+    xa[k] = (xr_t){a, ca[k], cb[k], N, 1, test_rand(), -1};
+    xb[k] = (xr_t){b, cb[k], ca[k], N, 0, test_rand(), -1};
+  }
+  for (int k = 0; k < PAIRS; k++) {
+    ta[k] = spawn(a, xr_task, &xa[k]);
+    tb[k] = spawn(b, xr_task, &xb[k]);
+  }
+  for (int k = 0; k < PAIRS; k++) {
+    join(a, ta[k]);
+    join(b, tb[k]);
+    ASSERT_EQ(xa[k].got, 2 * N - 1);
+    ASSERT_EQ(xb[k].got, 2 * N - 2);
+    hy_chan_release(ca[k]);
+    hy_chan_release(cb[k]);
+  }
+  close_rt(a);
+  close_rt(b);
+  return 0;
+}

@@ -131,36 +131,35 @@ int hy__tls_new(hy__tls_t *k) {
 }
 
 /* The calling thread's last key read or written and its value, in front
- * of pthread's table: a worker looks up its runtime's key on every
- * channel operation, and pthread_getspecific behind the PLT cost a
- * ping-pong round trip between two tasks about 5 ns (6-7% of it).  Values are per thread and change
- * only through hy__tls_set on the thread itself, which keeps the pair
- * current; every thread that sets a runtime's key clears it again before
- * the runtime is closed and the key deleted (workers as they exit, a host
- * thread after each run_once), so a key number reused by a later runtime
- * never meets a stale value here. */
-static __thread uintptr_t tls_last_key = UINTPTR_MAX;
-static __thread void *tls_last_val;
+ * of pthread's table (hy__tls_get, runtime/sys.h): pthread_getspecific
+ * behind the PLT cost a ping-pong round trip between two tasks about 5 ns
+ * (6-7% of it).  Values are per thread and change only through
+ * hy__tls_set on the thread itself, which keeps the pair current; every
+ * thread that sets a runtime's key clears it again before the runtime is
+ * closed and the key deleted (workers as they exit, a host thread after
+ * each run_once), so a key number reused by a later runtime never meets a
+ * stale value here. */
+__thread uintptr_t hy__tls_last_key
+    __attribute__((tls_model("initial-exec"))) = UINTPTR_MAX;
+__thread void *hy__tls_last_val __attribute__((tls_model("initial-exec")));
 
 void hy__tls_free(hy__tls_t k) {
   pthread_key_delete((pthread_key_t)k.k);
-  if (tls_last_key == k.k)
-    tls_last_key = UINTPTR_MAX;
+  if (hy__tls_last_key == k.k)
+    hy__tls_last_key = UINTPTR_MAX;
 }
 
-void *hy__tls_get(hy__tls_t k) {
-  if (k.k == tls_last_key)
-    return tls_last_val;
+void *hy__tls_get_slow(hy__tls_t k) {
   void *v = pthread_getspecific((pthread_key_t)k.k);
-  tls_last_key = k.k;
-  tls_last_val = v;
+  hy__tls_last_key = k.k;
+  hy__tls_last_val = v;
   return v;
 }
 
 void hy__tls_set(hy__tls_t k, void *v) {
   pthread_setspecific((pthread_key_t)k.k, v);
-  tls_last_key = k.k;
-  tls_last_val = v;
+  hy__tls_last_key = k.k;
+  hy__tls_last_val = v;
 }
 
 int hy__ncpu(void) {
