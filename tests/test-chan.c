@@ -2196,8 +2196,13 @@ static void *xr_task(void *p) {
 }
 
 TEST_IMPL(chan_across_runtimes) {
-  hy_runtime_t *a = new_rt(2), *b = new_rt(1);
   enum { PAIRS = 3, N = 3000 };
+  /* A foreign wait holds its worker thread: with fewer workers than tasks
+   * that can be in one at once, a runtime's workers could all wait on the
+   * other runtime's tasks while those wait, behind their own held worker,
+   * for the task still queued here (seen under TSan with 2 and 1).  One
+   * worker per task leaves every task a thread to run on. */
+  hy_runtime_t *a = new_rt(PAIRS), *b = new_rt(PAIRS);
   hy_chan_t *ca[PAIRS], *cb[PAIRS];
   xr_t xa[PAIRS], xb[PAIRS];
   hy_task_t ta[PAIRS], tb[PAIRS];
