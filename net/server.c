@@ -521,6 +521,19 @@ static int start_read_ref(hy_sconn_t *c, int give) {
 
 static void start_read(hy_sconn_t *c) { start_read_ref(c, 0); }
 
+/* pre: c->lock.  n bytes of the head chunk went out.  Returns that chunk,
+ * unlinked, when it was the last and is now empty (all sent: an idle
+ * connection keeps no output memory), else NULL. */
+static chunk *out_sent(hy_sconn_t *c, size_t n) {
+  chunk *k = c->out_head;
+  k->off += n;
+  c->out_bytes -= n;
+  if (k->off != k->len || k->next)
+    return NULL;
+  c->out_head = c->out_tail = NULL;
+  return k;
+}
+
 /* pre: c->lock; on the owning worker.  The send just started completed
  * inside its start (hy__port_done_early: the epoll port sends at once
  * when the socket has room) with n > 0 bytes: they are accounted for now,
@@ -532,12 +545,9 @@ static void start_read(hy_sconn_t *c) { start_read_ref(c, 0); }
  * the on_read running now goes back to that read (in_taken), which gives
  * it to the pool once on_read returns: on_read's data stay valid. */
 static void sent_early(hy_sconn_t *c, size_t n) {
-  chunk *k = c->out_head;
-  k->off += n;
-  c->out_bytes -= n;
   c->sent_early = 1;
-  if (k->off == k->len && !k->next) {
-    c->out_head = c->out_tail = NULL;
+  chunk *k = out_sent(c, n);
+  if (k) {
     if (k->rbuf && k->rbuf == (const void *)c->in_buf) {
       k->rbuf = NULL;
       c->in_taken = 0;
@@ -589,16 +599,8 @@ static void send_done(hy__completion *cc, hy__op *op) {
   int early = c->sent_early; /* res is accounted for already */
   c->sent_early = 0;
   if (res > 0) {
-    chunk *k = c->out_head;
-    if (!early) {
-      k->off += (size_t)res;
-      c->out_bytes -= (size_t)res;
-    }
-    if (!early && k->off == k->len && !k->next) {
-      /* All sent: an idle connection keeps no output memory. */
-      drained = k;
-      c->out_head = c->out_tail = NULL;
-    }
+    if (!early)
+      drained = out_sent(c, (size_t)res);
     if (!c->closing) {
       rc = send_locked(c);
       flushed = rc == 0;
