@@ -968,8 +968,8 @@ static void e_close(hy__port *p) {
   hy__mem_free(e);
 }
 
-/* A send now, from the owner (hy__port_send_now): in order with the
- * fd's ops when none of its send-like ops waits here. */
+/* The read of a late recv, from the owner (hy__port_recv_now): in order
+ * with the fd's ops when no read waits here. */
 int64_t hy__epoll_recv_now(hy__port *p, hy__op *op) {
   eport *e = (eport *)p;
   int fd = (int)op->fd;
@@ -984,6 +984,8 @@ int64_t hy__epoll_recv_now(hy__port *p, hy__op *op) {
   return done ? res : HY_EAGAIN;
 }
 
+/* A send now, from the owner (hy__port_send_now): in order with the
+ * fd's ops when none of its send-like ops waits here. */
 int64_t hy__epoll_send_now(hy__port *p, int fd, const void *buf, size_t len,
                            uint32_t flags) {
   eport *e = (eport *)p;
