@@ -52,7 +52,10 @@ struct hy_chan {
  * each time.  A contender learns how long it had to wait (spin_hint) and
  * the next one waits about that long before its first look, so the
  * holder's run goes on; once a first look finds the lock free, the hint
- * halves. */
+ * halves.  The price: after a burst of contention, the next contender may
+ * wait up to CHAN_SPIN_MAX pauses (tens of µs) before its first look, as
+ * it would have in its later rounds before.  The hint shares the lock's
+ * line, which contenders read anyway; the holder never touches it. */
 #define CHAN_SPIN_MAX 1024u
 
 static void chan_lock_slow(hy_chan_t *c) {
