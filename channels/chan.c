@@ -19,6 +19,7 @@
 #include "alloc/mem.h"
 #include "hydra/chan.h"
 #include "hydra/error.h"
+#include "runtime/sys.h"
 #include "runtime/wait.h"
 
 /* Laid out for workers taking turns at one channel.  The lock has a cache
@@ -33,6 +34,7 @@
 struct hy_chan {
   hy__lock_t lock;
   hy_runtime_t *rt;
+  _Atomic unsigned spin_hint; /* chan_lock_slow: written by contenders only */
   _Alignas(64) int closed;
   uint32_t esize, cap;   /* at most HY_CHAN_MAX_ELEM, HY_CHAN_MAX_BUFFER */
   uint32_t head, len;    /* ring: elements [head, head + len) modulo cap */
@@ -42,6 +44,49 @@ struct hy_chan {
 };
 
 #define RING_AT ((sizeof(struct hy_chan) + 63) & ~(size_t)63)
+
+/* The lock of a channel operation.  Workers that fight over one channel
+ * do best taking turns in long runs, each keeping the lock's and the
+ * channel's lines for many operations in a row, rather than alternating
+ * operation by operation, which moves every line between their caches
+ * each time.  A contender learns how long it had to wait (spin_hint) and
+ * the next one waits about that long before its first look, so the
+ * holder's run goes on; once a first look finds the lock free, the hint
+ * halves.  The price: after a burst of contention, the next contender may
+ * wait up to CHAN_SPIN_MAX pauses (tens of µs) before its first look, as
+ * it would have in its later rounds before.  The hint shares the lock's
+ * line, which contenders read anyway; the holder never touches it. */
+#define CHAN_SPIN_MAX 1024u
+
+static void chan_lock_slow(hy_chan_t *c) {
+  unsigned hint = atomic_load_explicit(&c->spin_hint, memory_order_relaxed);
+  for (unsigned k = 0; k < hint; k++)
+    hy__cpu_relax();
+  unsigned pauses = hint ? hint : 1;
+  for (int spins = 0;; spins++) {
+    if (hy__trylock(&c->lock)) {
+      unsigned learnt = spins == 0 ? hint / 2 : pauses;
+      if (learnt > CHAN_SPIN_MAX)
+        learnt = CHAN_SPIN_MAX;
+      if (learnt != hint)
+        atomic_store_explicit(&c->spin_hint, learnt, memory_order_relaxed);
+      return;
+    }
+    if (spins < 64) {
+      for (unsigned k = 0; k < pauses; k++)
+        hy__cpu_relax();
+      if (pauses < CHAN_SPIN_MAX)
+        pauses *= 2;
+    } else {
+      hy__thread_yield();
+    }
+  }
+}
+
+static inline void chan_lock(hy_chan_t *c) {
+  if (atomic_exchange_explicit(&c->lock.v, 1, memory_order_acquire) != 0)
+    chan_lock_slow(c);
+}
 
 static inline unsigned char *ring_of(hy_chan_t *c) {
   return (unsigned char *)c + RING_AT;
@@ -230,7 +275,7 @@ HOT_INLINE int chan_op(hy_chan_t *c, void *buf, int send, hy_time_t deadline,
   int rc;
   hy__wait *wake;
   if (!block) {
-    hy__lock(&c->lock);
+    chan_lock(c);
     int done = send ? send_locked(c, buf, &rc, &wake)
                     : recv_locked(c, buf, &rc, &wake);
     hy__unlock(&c->lock);
@@ -245,7 +290,7 @@ HOT_INLINE int chan_op(hy_chan_t *c, void *buf, int send, hy_time_t deadline,
   rc = hy__wait_init_quiet(&w, &own, c->rt);
   if (rc < 0)
     return rc;
-  hy__lock(&c->lock);
+  chan_lock(c);
   int done = send ? send_locked(c, buf, &rc, &wake)
                   : recv_locked(c, buf, &rc, &wake);
   if (done || (deadline != HY_FOREVER && deadline <= hy_now())) {
@@ -274,7 +319,7 @@ HOT_INLINE int chan_op(hy_chan_t *c, void *buf, int send, hy_time_t deadline,
   if (hy__wait_park(w, deadline) < 0) {
     /* A time-out or a cancel: the waiter is still queued, and its
      * reference still counted. */
-    hy__lock(&c->lock);
+    chan_lock(c);
     hy__waitq_remove(send ? &c->sendq : &c->recvq, &wr);
     last = --c->refs == 0;
     hy__unlock(&c->lock);

@@ -133,6 +133,9 @@ struct hy__task {
   _Atomic(const char *) await_what;
   _Atomic int64_t await_since;
   atomic_int started;    /* has run at least once */
+  int fp_own;            /* keeps its own FP control state (hy_task_own_fp),
+                            saved in fp while switched out */
+  uint64_t fp;
 
   hy__timer timer;       /* the deadline of the current wait */
   void *locals[HY_TASK_LOCALS];

@@ -703,8 +703,21 @@ static inline HY__ALWAYS_INLINE hy__task *pick_direct(hy__worker *w,
   return t;
 }
 
+/* A task with a floating-point control state of its own (hy_task_own_fp)
+ * leaves the default to the next one and takes its own back on resuming:
+ * the others share the worker's, which no switch saves (ctx.h). */
+#if defined(__GNUC__)
+__attribute__((noinline, cold))
+#endif
+static void fp_out(hy__task *t) {
+  hy__ctx_fp_save(&t->fp);
+  hy__ctx_fp_default();
+}
+
 static inline HY__ALWAYS_INLINE void leave(hy__task *t, int after) {
   hy__worker *w = t->worker;
+  if (t->fp_own)
+    fp_out(t);
   w->pend_task = t;
   w->pend_after = after;
   hy__task *next = pick_direct(w, after == HY__AFTER_YIELD ? t : NULL);
@@ -713,6 +726,8 @@ static inline HY__ALWAYS_INLINE void leave(hy__task *t, int after) {
   w = t->worker;
   hy__fiber_resumed(w, t);
   complete_switch(w);
+  if (t->fp_own)
+    hy__ctx_fp_load(&t->fp);
 }
 
 void hy__park(hy__task *t) {
@@ -739,6 +754,14 @@ void hy__park_quiet(hy__task *t) {
 
 void hy__yield_now(hy__task *t) { leave(t, HY__AFTER_YIELD); }
 
+int hy_task_own_fp(hy_runtime_t *rt) {
+  hy__task *t = rt ? hy__task_current(rt) : NULL;
+  if (!t)
+    return HY_EINVAL;
+  t->fp_own = 1;
+  return 0;
+}
+
 void hy__task_entry(void *arg) {
   hy__task *t = arg;
   hy__fiber_resumed(t->worker, t);
@@ -750,6 +773,10 @@ void hy__task_entry(void *arg) {
     t->locals[k] = NULL;
     if (v && t->rt->task_key_dtor[k])
       t->rt->task_key_dtor[k](v);
+  }
+  if (t->fp_own) { /* the block is reused: the next task starts shared */
+    t->fp_own = 0;
+    hy__ctx_fp_default();
   }
   /* Joiners are woken now, from the task's own stack: the one woken here
    * sits in the LIFO slot and is the direct switch's target. */
@@ -1132,6 +1159,10 @@ void *hy__worker_main(void *arg) {
   hy__worker *w = arg;
   hy_runtime_t *rt = w->rt;
   hy__tls_set(rt->tls, w);
+  /* Tasks share the worker's floating-point control state (ctx.h): each
+   * starts with the default, whatever the thread that made the runtime
+   * had set (a new thread inherits it on Linux). */
+  hy__ctx_fp_default();
   hy__guard_thread_init(w);
   hy__fiber_worker_init(w);
   w->last_activity = hy_now();

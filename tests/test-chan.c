@@ -1765,49 +1765,126 @@ TEST_IMPL(chan_cancel_races_wait_start_fenced) {
 #include <fenv.h>
 
 typedef struct {
+  hy_runtime_t *rt;
   hy_chan_t *to, *from;
   int mode;
   int first; /* sends first */
+  int own;   /* asks for a state of its own (hy_task_own_fp) */
   double third;
   int bad;
 } fp_t;
 
-/* Each task sets its own rounding mode, then bounces a value with the
- * other many times (every exchange switches between the two on one
- * worker): its mode stays its own. */
+/* 1/3 rounded in the current mode, from operands the compiler cannot fold. */
+static double fp_third(void) {
+  volatile double one = 1.0, three = 3.0;
+  return one / three;
+}
+
+/* A task with a state of its own sets its rounding mode once, then bounces
+ * a value with the other many times (every exchange switches between the
+ * two on one worker): its mode stays its own.  A task that shares the
+ * worker's sets its mode around each computation and restores the default
+ * before it awaits (the contract of hydra/runtime.h): after every await it
+ * finds the default again. */
 static void *fp_task(void *p) {
   fp_t *x = p;
-  fesetround(x->mode);
-  volatile double one = 1.0, three = 3.0;
-  x->third = one / three;
+  if (x->own) {
+    ASSERT_OK(hy_task_own_fp(x->rt));
+    fesetround(x->mode);
+  }
+  if (fegetround() != (x->own ? x->mode : FE_TONEAREST))
+    x->bad++;
   for (int i = 0; i < 2000; i++) {
     int v = i;
     if (x->first && hy_chan_send(x->to, &v) != 0)
       x->bad++;
     if (hy_chan_recv(x->from, &v) != 0)
       x->bad++;
-    if (fegetround() != x->mode || one / three != x->third)
-      x->bad++;
+    if (x->own) {
+      if (fegetround() != x->mode || fp_third() != x->third)
+        x->bad++;
+    } else {
+      if (fegetround() != FE_TONEAREST)
+        x->bad++;
+      fesetround(x->mode);
+      if (fp_third() != x->third)
+        x->bad++;
+      fesetround(FE_TONEAREST);
+    }
     if (!x->first && hy_chan_send(x->to, &v) != 0)
       x->bad++;
   }
   return NULL;
 }
 
-TEST_IMPL(chan_tasks_keep_fp_modes) {
-  hy_runtime_t *rt = new_rt(1);
+static void fp_pair(int workers, int own_up, int own_down) {
+  int saved = fegetround();
+  /* Workers start with the default whatever the thread that made them
+   * had (a new thread inherits it on Linux). */
+  fesetround(FE_TOWARDZERO);
+  hy_runtime_t *rt = new_rt(workers);
+  fesetround(saved);
   hy_chan_t *a = new_chan(rt, sizeof(int), 0), *b = new_chan(rt, sizeof(int), 0);
-  fp_t up = {a, b, FE_UPWARD, 1, 0, 0};
-  fp_t down = {b, a, FE_DOWNWARD, 0, 0, 0};
+  fp_t up = {rt, a, b, FE_UPWARD, 1, own_up, 0, 0};
+  fp_t down = {rt, b, a, FE_DOWNWARD, 0, own_down, 0, 0};
+  fesetround(FE_UPWARD);
+  up.third = fp_third();
+  fesetround(FE_DOWNWARD);
+  down.third = fp_third();
+  fesetround(saved);
+  ASSERT(up.third > down.third); /* the two modes are really different */
   hy_task_t tu = spawn(rt, fp_task, &up);
   hy_task_t td = spawn(rt, fp_task, &down);
   join(rt, tu);
   join(rt, td);
   ASSERT_EQ(up.bad, 0);
   ASSERT_EQ(down.bad, 0);
-  ASSERT(up.third > down.third); /* the two modes were really in force */
   hy_chan_release(a);
   hy_chan_release(b);
+  close_rt(rt);
+}
+
+/* Tasks that asked for a state of their own keep their rounding modes
+ * across switches, between themselves and next to a task that shares the
+ * worker's; on one worker and across two. */
+TEST_IMPL(chan_tasks_keep_fp_modes) {
+  fp_pair(1, 1, 1);
+  fp_pair(1, 1, 0);
+  fp_pair(2, 1, 1);
+  fp_pair(2, 0, 1);
+  return 0;
+}
+
+/* Tasks that share the worker's state and keep the contract (restore it
+ * before each await) always find the default after a switch, and every
+ * task starts with it - also one whose block last served a task that had
+ * a state of its own, and ended with its mode set. */
+static void *fp_leaves_mode_set(void *p) {
+  hy_runtime_t *rt = p;
+  ASSERT_OK(hy_task_own_fp(rt));
+  fesetround(FE_UPWARD);
+  ASSERT_OK(hy_yield(rt));
+  ASSERT_EQ(fegetround(), FE_UPWARD);
+  return NULL;
+}
+
+static void *fp_reports_mode(void *p) {
+  (void)p;
+  return (void *)(intptr_t)fegetround();
+}
+
+TEST_IMPL(chan_tasks_share_fp_default) {
+  fp_pair(1, 0, 0);
+  fp_pair(2, 0, 0);
+  hy_runtime_t *rt = new_rt(1);
+  for (int i = 0; i < 100; i++) {
+    join(rt, spawn(rt, fp_leaves_mode_set, rt));
+    hy_task_t t = spawn(rt, fp_reports_mode, NULL);
+    void *r = NULL;
+    ASSERT_OK(hy_task_join(rt, t, &r));
+    ASSERT_EQ((int)(intptr_t)r, FE_TONEAREST);
+  }
+  ASSERT_ERR(hy_task_own_fp(rt), HY_EINVAL); /* not a task */
   close_rt(rt);
   return 0;
 }

@@ -21,6 +21,19 @@
  * an `_until` twin taking an absolute deadline; HY_FOREVER means none.
  * Cancellation is sticky: once a task is cancelled, every await it makes
  * (the current one and all later ones) returns HY_ECANCELED at once.
+ *
+ * Floating-point control state (the rounding mode and exception masks:
+ * x86's MXCSR and x87 control word, AArch64's FPCR) belongs to the worker
+ * thread, and the tasks running on it share it, as goroutines do: a switch
+ * between tasks does not save it.  Workers start with the default (round
+ * to nearest, exceptions masked), and so does every task.  A task that
+ * changes it (fesetround, _controlfp, ...) must restore it before anything
+ * that may switch it out - an await, hy_yield, a blocking call, a select,
+ * a join - or the tasks after it on that worker run with its change, and
+ * it resumes, maybe on another worker, without it.  A task that restores
+ * it finds it after every switch as it left it.  In embedded mode tasks
+ * share the host thread's.  A task that must keep a mode of its own
+ * across awaits asks for it with hy_task_own_fp.
  */
 #ifndef HYDRA_RUNTIME_H
 #define HYDRA_RUNTIME_H
@@ -211,6 +224,14 @@ int hy_task_cancelled(hy_runtime_t *rt);
 /* Lets other tasks run.  Returns 0, or HY_ECANCELED if cancelled, or
  * HY_EINVAL outside a task. */
 int hy_yield(hy_runtime_t *rt);
+
+/* Gives the calling task a floating-point control state of its own (see
+ * the top of this file): from now until it ends, whatever rounding mode
+ * and exception masks it sets stay in force across its awaits, on any
+ * worker, and the tasks that run in between see the default.  Each switch
+ * of such a task saves and loads the state (a few ns on x86).  Returns 0,
+ * or HY_EINVAL outside a task. */
+int hy_task_own_fp(hy_runtime_t *rt);
 
 /* Sleeps ns / until deadline.  Never wakes early.  From a foreign thread
  * it sleeps the thread.  Returns 0 or HY_ECANCELED. */

@@ -6,6 +6,7 @@
  *   [sp+144] x29 (frame pointer), x30 (link register: where to resume)
  * A fresh context's frame holds the trampoline in x30, entry in x19 and
  * its argument in x20.  The stack pointer stays 16-byte aligned throughout.
+ * FPCR is not switched: it belongs to the worker thread (runtime/ctx.h).
  */
 #if defined(__aarch64__) && !defined(_WIN32)
 #include <stdint.h>
@@ -62,5 +63,20 @@ void *hy__ctx_make(void *base, size_t size, void (*entry)(void *), void *arg) {
   sp[9] = (uint64_t)(uintptr_t)arg;                 /* x20 */
   sp[19] = (uint64_t)(uintptr_t)hy__ctx_trampoline; /* x30 */
   return sp;
+}
+
+void hy__ctx_fp_save(uint64_t *fp) {
+  uint64_t v;
+  __asm__ volatile("mrs %0, fpcr" : "=r"(v));
+  *fp = v;
+}
+
+void hy__ctx_fp_load(const uint64_t *fp) {
+  __asm__ volatile("msr fpcr, %0" : : "r"(*fp));
+}
+
+void hy__ctx_fp_default(void) {
+  /* Round to nearest, no traps, no flush to zero. */
+  __asm__ volatile("msr fpcr, xzr");
 }
 #endif

@@ -1,19 +1,26 @@
 /* win/ctx_win64.c - the context switch for the Win64 ABI.
  *
  * Win64 makes more registers callee-saved than System V: rdi, rsi and
- * xmm6-xmm15 besides rbx, rbp, r12-r15, and the MXCSR/x87 control words.
- * The thread's stack bounds live in its TIB (gs:0x08 StackBase, gs:0x10
- * StackLimit, gs:0x1478 DeallocationStack); the system reads them for stack
- * probes, guard pages and exception dispatch, so each context carries its
- * own and the switch swaps them too.
+ * xmm6-xmm15 besides rbx, rbp, r12-r15.  The thread's stack bounds live in
+ * its TIB (gs:0x08 StackBase, gs:0x10 StackLimit, gs:0x1478
+ * DeallocationStack); the system reads them for stack probes, guard pages
+ * and exception dispatch, so each context carries its own and the switch
+ * swaps them too.
+ *
+ * The MXCSR control bits and the x87 control word are nonvolatile in Win64
+ * as in System V, and as there they are not switched: they belong to the
+ * worker thread, which every task on it shares (the contract in
+ * hydra/runtime.h: a task that changes them restores them before it can
+ * switch out).  A task that keeps it finds them, after every switch, as
+ * it left them, so each function still sees what the ABI promises across
+ * its calls; the system (exception dispatch, the unwinder) never reads
+ * them from a context's frame.
  *
  * Saved frame, from the saved stack pointer up (16-byte aligned):
  *   [sp+0]    xmm6 ... xmm15            (10 x 16 bytes)
- *   [sp+160]  MXCSR (low 32 bits), x87 control word (high 32 bits)
- *   [sp+168]  StackBase, StackLimit, DeallocationStack
- *   [sp+192]  padding
- *   [sp+200]  r15, r14, r13, r12, rsi, rdi, rbx, rbp
- *   [sp+264]  return address
+ *   [sp+160]  StackBase, StackLimit, DeallocationStack
+ *   [sp+184]  r15, r14, r13, r12, rsi, rdi, rbx, rbp
+ *   [sp+248]  return address
  * A fresh context's frame returns into the trampoline with entry in r12
  * and its argument in r13; the trampoline gives the callee its 32-byte
  * shadow space and a 16-byte aligned call site.
@@ -40,7 +47,7 @@ __asm__(".text\n"
         "  pushq %r13\n"
         "  pushq %r14\n"
         "  pushq %r15\n"
-        "  subq $200, %rsp\n"
+        "  subq $184, %rsp\n"
         "  movaps %xmm6, 0(%rsp)\n"
         "  movaps %xmm7, 16(%rsp)\n"
         "  movaps %xmm8, 32(%rsp)\n"
@@ -51,24 +58,20 @@ __asm__(".text\n"
         "  movaps %xmm13, 112(%rsp)\n"
         "  movaps %xmm14, 128(%rsp)\n"
         "  movaps %xmm15, 144(%rsp)\n"
-        "  stmxcsr 160(%rsp)\n"
-        "  fnstcw 164(%rsp)\n"
         "  movq %gs:0x08, %rax\n"
-        "  movq %rax, 168(%rsp)\n"
+        "  movq %rax, 160(%rsp)\n"
         "  movq %gs:0x10, %rax\n"
-        "  movq %rax, 176(%rsp)\n"
+        "  movq %rax, 168(%rsp)\n"
         "  movq %gs:0x1478, %rax\n"
-        "  movq %rax, 184(%rsp)\n"
+        "  movq %rax, 176(%rsp)\n"
         "  movq %rsp, (%rcx)\n"
         "  movq %rdx, %rsp\n"
-        "  movq 168(%rsp), %rax\n"
+        "  movq 160(%rsp), %rax\n"
         "  movq %rax, %gs:0x08\n"
-        "  movq 176(%rsp), %rax\n"
+        "  movq 168(%rsp), %rax\n"
         "  movq %rax, %gs:0x10\n"
-        "  movq 184(%rsp), %rax\n"
+        "  movq 176(%rsp), %rax\n"
         "  movq %rax, %gs:0x1478\n"
-        "  ldmxcsr 160(%rsp)\n"
-        "  fldcw 164(%rsp)\n"
         "  movaps 0(%rsp), %xmm6\n"
         "  movaps 16(%rsp), %xmm7\n"
         "  movaps 32(%rsp), %xmm8\n"
@@ -79,7 +82,7 @@ __asm__(".text\n"
         "  movaps 112(%rsp), %xmm13\n"
         "  movaps 128(%rsp), %xmm14\n"
         "  movaps 144(%rsp), %xmm15\n"
-        "  addq $200, %rsp\n"
+        "  addq $184, %rsp\n"
         "  popq %r15\n"
         "  popq %r14\n"
         "  popq %r13\n"
@@ -98,7 +101,7 @@ __asm__(".text\n"
         "  callq *%r12\n"
         "  ud2\n");
 
-enum { FRAME = 272 }; /* 200 + 8 registers + the return address */
+enum { FRAME = 256 }; /* 184 + 8 registers + the return address */
 
 void *hy__ctx_make(void *base, size_t size, void (*entry)(void *), void *arg) {
   uintptr_t top = ((uintptr_t)base + size) & ~(uintptr_t)15;
@@ -106,9 +109,8 @@ void *hy__ctx_make(void *base, size_t size, void (*entry)(void *), void *arg) {
    * so its call site is too. */
   uint64_t *sp = (uint64_t *)(top - 16 - FRAME);
   memset(sp, 0, FRAME);
-  sp[20] = 0x1F80u | ((uint64_t)0x027Fu << 32); /* default MXCSR, x87 CW */
-  sp[21] = (uint64_t)top;                       /* StackBase */
-  sp[22] = (uint64_t)(uintptr_t)base;           /* StackLimit */
+  sp[20] = (uint64_t)top;                       /* StackBase */
+  sp[21] = (uint64_t)(uintptr_t)base;           /* StackLimit */
   /* DeallocationStack: the start of the reservation the stack lives in,
    * guard pages included (runtime/win/guard.c). */
   MEMORY_BASIC_INFORMATION mbi;
@@ -116,12 +118,33 @@ void *hy__ctx_make(void *base, size_t size, void (*entry)(void *), void *arg) {
   if (VirtualQuery((char *)base - 1, &mbi, sizeof mbi) == sizeof mbi &&
       (uintptr_t)mbi.AllocationBase < low)
     low = (uintptr_t)mbi.AllocationBase;
-  sp[23] = (uint64_t)low;
-  sp[25] = 0;                                   /* r15 */
-  sp[26] = 0;                                   /* r14 */
-  sp[27] = (uint64_t)(uintptr_t)arg;            /* r13 */
-  sp[28] = (uint64_t)(uintptr_t)entry;          /* r12 */
-  sp[33] = (uint64_t)(uintptr_t)hy__ctx_trampoline;
+  sp[22] = (uint64_t)low;
+  sp[23] = 0;                                   /* r15 */
+  sp[24] = 0;                                   /* r14 */
+  sp[25] = (uint64_t)(uintptr_t)arg;            /* r13 */
+  sp[26] = (uint64_t)(uintptr_t)entry;          /* r12 */
+  sp[31] = (uint64_t)(uintptr_t)hy__ctx_trampoline;
   return sp;
+}
+
+void hy__ctx_fp_save(uint64_t *fp) {
+  uint32_t mxcsr;
+  uint16_t cw;
+  __asm__ volatile("stmxcsr %0\n\tfnstcw %1" : "=m"(mxcsr), "=m"(cw));
+  *fp = mxcsr | (uint64_t)cw << 32;
+}
+
+void hy__ctx_fp_load(const uint64_t *fp) {
+  uint32_t mxcsr = (uint32_t)*fp;
+  uint16_t cw = (uint16_t)(*fp >> 32);
+  __asm__ volatile("ldmxcsr %0\n\tfldcw %1" : : "m"(mxcsr), "m"(cw));
+}
+
+void hy__ctx_fp_default(void) {
+  /* Round to nearest, every exception masked; x87: 53-bit precision, the
+   * Windows default. */
+  uint32_t mxcsr = 0x1F80u;
+  uint16_t cw = 0x027Fu;
+  __asm__ volatile("ldmxcsr %0\n\tfldcw %1" : : "m"(mxcsr), "m"(cw));
 }
 #endif
