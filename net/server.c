@@ -16,7 +16,13 @@
  * accepting, close all) that other threads post to it.
  *
  * Per connection (hy_sconn): one RECV op always in flight (unless paused); one
- * SEND op in flight while output is queued.  Reads are pooled where the port
+ * SEND op in flight while output is queued.  On io_uring the RECV is
+ * multishot (HY__RECV_MULTI): it stays armed across messages and completes
+ * once per chunk, so no receive is submitted, nor a poll armed, per message;
+ * it is started again only when the port or the kernel ends it (HY_EAGAIN:
+ * the buffer ring ran dry, or chunks piled up), and pause_read cancels it -
+ * chunks it brought before the cancel took effect are held, in order, and
+ * handed to on_read from a packet after the resume (see read_done).  Reads are pooled where the port
  * can (io_uring, epoll: see hy__bufsrc in runtime/port.h): the port takes a
  * buffer from the worker's pool only when data is there, the buffer goes back
  * once on_read returns (or, when on_read wrote 4 KiB or more of its own bytes,

@@ -28,6 +28,10 @@
 #include "runtime/port.h"
 #include "test.h"
 
+#if defined(_WIN32) && !defined(SHUT_WR)
+#define SHUT_WR SD_SEND
+#endif
+
 /* The byte at offset off of stream `seed`. */
 static unsigned char ms_byte(uint64_t off, unsigned seed) {
   return (unsigned char)((off * 131u + seed * 7u + (off >> 9)) & 0xff);
