@@ -756,7 +756,6 @@ TEST_IMPL(net_server_mshot_paused_end_reset) {
   ASSERT_OK(hy_server_addr(s, &a));
   unsigned char b[4096];
   long closes = 0;
-  uint64_t sent_total = 0;
   for (int round = 0; round < 24; round++) {
     int reset = round % 3 == 2;
     uint64_t before = atomic_load(&st.got);
@@ -784,7 +783,6 @@ TEST_IMPL(net_server_mshot_paused_end_reset) {
       ASSERT_EQ(got, sent); /* all of it, then the end */
       ASSERT_EQ(atomic_load(&st.reasons[HY_CLOSE_PEER]),
                 closes - atomic_load(&st.reasons[HY_CLOSE_ERROR]));
-      sent_total += sent;
       char x;
       ASSERT_EQ(recv(fd, &x, 1, 0), 0); /* closed by the server */
       sock_close(fd);
