@@ -513,8 +513,9 @@ typedef struct {
   atomic_long reasons[16];
   _Atomic uint64_t got;
   int echo;          /* echo what comes (pausing when output is full) */
-  int pause_pct;     /* on_read pauses this often ... */
-  int max_pauses;    /* ... this many times per connection (0: no limit) */
+  atomic_int pause_pct;  /* on_read pauses this often ... */
+  atomic_int max_pauses; /* ... this many times per connection (0: no
+                            limit); both changed while the server runs */
   int resume_on_timeout; /* resumed by the idle timeout, else by
                             on_write_done (the pausing read wrote) */
 } ms_srv;
@@ -569,7 +570,8 @@ static void ms_on_read(hy_server_t *s, hy_sconn_t *c, const void *d,
     wrote = 1;
   }
   int r = (int)(ms_rnd(&m->rs) % 100);
-  if (r < st->pause_pct && (!st->max_pauses || m->pauses < st->max_pauses) &&
+  int maxp = atomic_load(&st->max_pauses);
+  if (r < atomic_load(&st->pause_pct) && (!maxp || m->pauses < maxp) &&
       (wrote || st->resume_on_timeout)) {
     atomic_fetch_add(&st->pauses, 1);
     ms_pause(c, m);
@@ -707,7 +709,7 @@ TEST_IMPL(net_server_mshot_pause_resume) {
   static ms_srv st;
   memset(&st, 0, sizeof st);
   st.echo = 1;
-  st.pause_pct = 20;
+  atomic_store(&st.pause_pct, 20);
   hy_server_t *s = ms_server(rt, &st, 1024, 4096, 0);
   hy_addr_t a;
   ASSERT_OK(hy_server_addr(s, &a));
@@ -748,8 +750,8 @@ TEST_IMPL(net_server_mshot_paused_end_reset) {
     RETURN_SKIP("backend not available here");
   static ms_srv st;
   memset(&st, 0, sizeof st);
-  st.pause_pct = 100;
-  st.max_pauses = 2;
+  atomic_store(&st.pause_pct, 100);
+  atomic_store(&st.max_pauses, 2);
   st.resume_on_timeout = 1;
   hy_server_t *s = ms_server(rt, &st, 512, 0, HY_MS(20));
   hy_addr_t a;
@@ -794,8 +796,8 @@ TEST_IMPL(net_server_mshot_paused_end_reset) {
   ASSERT_GT(atomic_load(&st.pauses), 0);
 
   /* 32 connections stream at once, paused now and then. */
-  st.pause_pct = 5;
-  st.max_pauses = 0;
+  atomic_store(&st.pause_pct, 5);
+  atomic_store(&st.max_pauses, 0);
   enum { N = 32 };
   static ms_client cl[N];
   pthread_t th[N];
