@@ -100,6 +100,10 @@ hy__sock *hy__conn_sock(hy_conn_t *c);
 hy__sock *hy__listener_sock(hy_listener_t *l);
 hy__sock *hy__udp_sock(hy_udp_t *u);
 
+/* The OS socket of a server connection (net/server.c), for checks that
+ * look at its options. */
+intptr_t hy__sconn_fd(hy_sconn_t *c);
+
 /* Awaitable "readable" for select, on any socket. */
 hy_arm_t hy__arm_readable(hy__sock *s);
 

@@ -197,6 +197,7 @@ struct hy_server {
   int send_now;        /* the port sends at once, without an op (epoll) */
   int multishot;       /* one multishot accept per worker (io_uring) */
   int msrecv;          /* reads are multishot (io_uring; see start_read) */
+  int set_nodelay;     /* TCP_NODELAY on each accepted connection */
   int nacc;            /* accept ops kept in flight per worker */
   int64_t tick;
   hy__phase_hook hook;
@@ -1036,6 +1037,16 @@ int hy_sconn_peer_addr(hy_sconn_t *c, hy_addr_t *out) {
 }
 int hy_sconn_worker(hy_sconn_t *c) { return c->sw->id; }
 
+int hy_sconn_set_nodelay(hy_sconn_t *c, int on) {
+  if (!c)
+    return HY_EINVAL;
+  if (c->closing)
+    return HY_ECLOSED;
+  return hy__sock_set(c->fd, HY__OPT_NODELAY, on != 0, NULL);
+}
+
+intptr_t hy__sconn_fd(hy_sconn_t *c) { return c->fd; }
+
 const char *hy_close_reason_name(int reason) {
   static const char *names[] = {"none",         "peer",        "app",
                                 "error",        "idle-timeout", "read-timeout",
@@ -1060,6 +1071,11 @@ static void new_conn(srv_worker *sw, intptr_t fd, const hy_addr_t *peer) {
   }
   if (max <= 0)
     atomic_fetch_add(&s->live, 1);
+  /* Where the listener's TCP_NODELAY is not inherited, each connection
+   * gets it here.  A failure (a peer that reset at once) is left to the
+   * first read to report. */
+  if (s->set_nodelay)
+    hy__sock_set(fd, HY__OPT_NODELAY, 1, NULL);
   hy_sconn_t *c = hy_cache_alloc(s->conn_cache);
   char *buf = c && !s->pooled ? hy_cache_alloc(s->buf_cache) : NULL;
   if (buf)
@@ -1562,6 +1578,12 @@ int hy_server_start(hy_runtime_t *rt, const hy_server_config_t *cfg,
       (rc = hy__sock_listen(s->fd, g->backlog > 0 ? g->backlog : 511, &os)) <
           0)
     goto fail;
+  /* TCP_NODELAY (cfg.nagle 0): on the listener where connections inherit
+   * it (one call for all of them), else on each accepted one. */
+  if (!g->nagle) {
+    s->set_nodelay = !hy__sock_inherited(HY__OPT_NODELAY) ||
+                     hy__sock_set(s->fd, HY__OPT_NODELAY, 1, NULL) < 0;
+  }
   hy__sock_local(s->fd, &s->addr);
 
   s->hook.fn = phase_hook;

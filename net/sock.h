@@ -42,6 +42,10 @@ enum {
 };
 int hy__sock_set(intptr_t fd, int opt, int value, int *os);
 int hy__sock_get(intptr_t fd, int opt, int *value);
+/* 1 if a socket accepted from a listener starts with the listener's value
+ * of opt, so setting it once on the listener sets it on every connection
+ * (Linux copies TCP_NODELAY); 0 if it must be set on each one. */
+int hy__sock_inherited(int opt);
 
 /* 1 if fd has data, end of stream or an error to report to a reader now,
  * 0 if not (a poll with no wait). */

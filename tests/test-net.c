@@ -23,6 +23,8 @@
 #include "compat.h"
 #include "hydra.h"
 #include "alloc/mem.h"
+#include "net/internal.h"
+#include "net/sock.h"
 #include "runtime/port.h"
 #include "runtime/wait.h"
 #include "runner.h"
@@ -1726,6 +1728,68 @@ TEST_IMPL(net_server_sent_at_once) {
     ASSERT_GE(atomic_load(&st.write_dones), atomic_load(&st.at_once));
   }
   ASSERT_OK(hy_server_close(s));
+  close_rt(rt);
+  return 0;
+}
+
+/* Accepted connections get TCP_NODELAY unless config.nagle asks for
+ * Nagle's algorithm (on Linux through the listener, which they inherit it
+ * from; on Windows one by one), and hy_sconn_set_nodelay turns it either
+ * way on one connection.  on_accept reads the option off the socket. */
+typedef struct {
+  atomic_int seen[2]; /* TCP_NODELAY as accepted, after the flip; -1 unset */
+  atomic_int flip_rc;
+} nodelay_state;
+
+static int nodelay_accept(hy_server_t *s, hy_sconn_t *c) {
+  nodelay_state *st = hy_server_user(s);
+  int v = -1;
+  ASSERT_OK(hy__sock_get(hy__sconn_fd(c), HY__OPT_NODELAY, &v));
+  atomic_store(&st->seen[0], v != 0);
+  atomic_store(&st->flip_rc, hy_sconn_set_nodelay(c, !v));
+  v = -1;
+  ASSERT_OK(hy__sock_get(hy__sconn_fd(c), HY__OPT_NODELAY, &v));
+  atomic_store(&st->seen[1], v != 0);
+  return 0;
+}
+
+static void nodelay_read(hy_server_t *s, hy_sconn_t *c, const void *d,
+                         size_t n) {
+  (void)s;
+  ASSERT_OK(hy_sconn_write(c, d, n));
+}
+
+TEST_IMPL(net_server_nodelay) {
+  hy_runtime_t *rt = new_rt(2);
+  ASSERT_EQ(hy_sconn_set_nodelay(NULL, 1), HY_EINVAL);
+  for (int nagle = 0; nagle < 2; nagle++) {
+    static nodelay_state st;
+    atomic_store(&st.seen[0], -1);
+    atomic_store(&st.seen[1], -1);
+    atomic_store(&st.flip_rc, 1);
+    hy_server_config_t cfg = HY_SERVER_CONFIG_INIT;
+    cfg.addr = loop_addr(0);
+    cfg.nagle = nagle;
+    cfg.user = &st;
+    hy_server_callbacks_t cb = {nodelay_accept, nodelay_read, NULL, NULL,
+                                NULL};
+    hy_server_t *s;
+    ASSERT_OK(hy_server_start(rt, &cfg, &cb, &s));
+    hy_addr_t a;
+    ASSERT_OK(hy_server_addr(s, &a));
+    int fd = raw_connect(&a);
+    ASSERT(fd >= 0);
+    unsigned char out[64], in[64];
+    fill(out, sizeof out, (unsigned)nagle);
+    raw_write(fd, out, sizeof out);
+    raw_read(fd, in, sizeof in); /* on_accept has run */
+    ASSERT(memcmp(in, out, sizeof out) == 0);
+    ASSERT_EQ(atomic_load(&st.seen[0]), !nagle);
+    ASSERT_EQ(atomic_load(&st.flip_rc), 0);
+    ASSERT_EQ(atomic_load(&st.seen[1]), nagle);
+    sock_close(fd);
+    ASSERT_OK(hy_server_close(s));
+  }
   close_rt(rt);
   return 0;
 }

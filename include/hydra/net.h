@@ -335,9 +335,13 @@ typedef struct hy_server_config {
   int64_t write_timeout;    /* ns with output pending but none sent; 0: none */
   uint64_t worker_mask;     /* workers that accept (bit i: worker i); 0: all */
   void *user;               /* hy_server_user() */
+  int nagle;                /* 0: accepted connections get TCP_NODELAY, so a
+                               small write goes out at once, not after the
+                               peer's delayed ACK; 1: keep Nagle's algorithm
+                               (fewer, fuller segments for many tiny writes) */
 } hy_server_config_t;
 #define HY_SERVER_CONFIG_INIT                                                 \
-  {sizeof(hy_server_config_t), {0, {{0}}}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL}
+  {sizeof(hy_server_config_t), {0, {{0}}}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0}
 
 /* Creates a server, listens, and starts accepting on the workers.  Callbacks
  * run on worker threads, outside tasks: they must not block.  Calls about
@@ -396,6 +400,10 @@ void hy_sconn_set_user(hy_sconn_t *c, void *user);
 void *hy_sconn_user(hy_sconn_t *c);
 int hy_sconn_peer_addr(hy_sconn_t *c, hy_addr_t *out);
 int hy_sconn_worker(hy_sconn_t *c); /* the owning worker's index */
+/* Sets (on != 0) or clears TCP_NODELAY on c, overriding the server's
+ * config.nagle for this connection.  From a callback of c.  Returns 0,
+ * HY_ECLOSED (c is closing), or the OS's error. */
+int hy_sconn_set_nodelay(hy_sconn_t *c, int on);
 
 #ifdef __cplusplus
 }

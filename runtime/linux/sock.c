@@ -119,6 +119,10 @@ int hy__sock_get(intptr_t fd, int opt, int *value) {
   return 0;
 }
 
+/* Linux clones an accepted socket from its listener, Nagle's setting
+ * with it. */
+int hy__sock_inherited(int opt) { return opt == HY__OPT_NODELAY; }
+
 int hy__sock_readable(intptr_t fd) {
   struct pollfd p = {(int)fd, POLLIN, 0};
   int n = poll(&p, 1, 0);

@@ -192,6 +192,14 @@ int hy__sock_get(intptr_t fd, int opt, int *value) {
   return 0;
 }
 
+/* Not relied on here: an AcceptEx socket starts in the default state, and
+ * what SO_UPDATE_ACCEPT_CONTEXT copies from the listener is not specified
+ * option by option. */
+int hy__sock_inherited(int opt) {
+  (void)opt;
+  return 0;
+}
+
 int hy__sock_readable(intptr_t fd) {
   fd_set rd, ex;
   FD_ZERO(&rd);
