@@ -16,7 +16,13 @@
  * accepting, close all) that other threads post to it.
  *
  * Per connection (hy_sconn): one RECV op always in flight (unless paused); one
- * SEND op in flight while output is queued.  Reads are pooled where the port
+ * SEND op in flight while output is queued.  On io_uring the RECV is
+ * multishot (HY__RECV_MULTI): it stays armed across messages and completes
+ * once per chunk, so no receive is submitted, nor a poll armed, per message;
+ * it is started again only when the port or the kernel ends it (HY_EAGAIN:
+ * the buffer ring ran dry, or chunks piled up), and pause_read cancels it -
+ * chunks it brought before the cancel took effect are held, in order, and
+ * handed to on_read from a packet after the resume (see read_done).  Reads are pooled where the port
  * can (io_uring, epoll: see hy__bufsrc in runtime/port.h): the port takes a
  * buffer from the worker's pool only when data is there, the buffer goes back
  * once on_read returns (or, when on_read wrote 4 KiB or more of its own bytes,
@@ -111,7 +117,7 @@ struct hy_sconn {
   void *user;
   hy_addr_t peer;
   char *rbuf;
-  opc rd, wr, kick;
+  opc rd, wr, kick, rs;
   hy__lock_t lock;     /* out chain, sending, kick_pending, closing */
   chunk *out_head, *out_tail;
   size_t out_bytes;
@@ -128,6 +134,12 @@ struct hy_sconn {
   int read_deferred;   /* the next read waits for the send (see defer_read) */
   int on_defer_list;   /* in sw->defer_new or sw->defer_old (holds a ref) */
   int paused, close_after_flush, accepted, reset;
+  /* Data a multishot read brought while c was paused (the chunks it read
+   * before pause_read's cancel took effect), kept in order for the
+   * resume: chunk headers whose rbuf is the read buffer and len its bytes.
+   * held_eof: the end of the stream came after them. */
+  chunk *held_head, *held_tail;
+  int held_eof, resume_posted;
   int flush_reason;    /* the reason given when a flush-then-close ends */
   int refs;            /* under lock */
   int64_t last_read, last_write, stall_since;
@@ -184,6 +196,7 @@ struct hy_server {
   int read_after_send; /* a read waits for the send its data caused */
   int send_now;        /* the port sends at once, without an op (epoll) */
   int multishot;       /* one multishot accept per worker (io_uring) */
+  int msrecv;          /* reads are multishot (io_uring; see start_read) */
   int set_nodelay;     /* TCP_NODELAY on each accepted connection */
   int nacc;            /* accept ops kept in flight per worker */
   int64_t tick;
@@ -355,6 +368,11 @@ static void conn_release(hy_sconn_t *c) {
     chunk_free(c->sw, k);
     k = n;
   }
+  for (k = c->held_head; k;) {
+    chunk *n = k->next;
+    chunk_free(c->sw, k); /* gives its read buffer back */
+    k = n;
+  }
   if (c->rbuf) {
     hy_cache_free(s->buf_cache, c->rbuf);
     atomic_fetch_sub(&s->nbufs, 1);
@@ -423,60 +441,167 @@ static void write_done_owed(hy_sconn_t *c) {
     c->srv->cb.on_write_done(c->srv, c);
 }
 
+/* Hands n bytes of c's stream to on_read: in pbuf (pooled; NULL: in
+ * c->rbuf).  Returns 1 if the output took pbuf (see hy_sconn_write). */
+static int deliver(hy_sconn_t *c, void *pbuf, size_t n) {
+  hy_server_t *s = c->srv;
+  if (s->tick) /* the times are for the sweep only */
+    c->last_read = hy_now();
+  ST_ADD(s->bytes_in, (uint64_t)n);
+  c->in_buf = pbuf;
+  c->in_len = n;
+  c->in_taken = 0;
+  c->in_read = 1;
+  if (s->cb.on_read)
+    s->cb.on_read(s, c, pbuf ? pbuf : c->rbuf, n);
+  c->in_buf = NULL;
+  c->in_read = 0;
+  int taken = c->in_taken;
+  if (c->done_owed)
+    write_done_owed(c);
+  return taken;
+}
+
+/* The end of c's stream.  Output still queued is sent first (the peer may
+ * have half-closed and wait for it), then the connection closes. */
+static void read_eof(hy_sconn_t *c) {
+  hy__lock(&c->lock);
+  int flush = c->out_bytes > 0;
+  if (flush)
+    c->close_after_flush = 1;
+  hy__unlock(&c->lock);
+  if (!flush)
+    conn_close(c, HY_CLOSE_PEER, 0);
+}
+
+/* Keeps n bytes in the pooled buffer b for the resume (see held_head).
+ * Returns 0 or HY_ENOMEM. */
+static int hold(hy_sconn_t *c, void *b, size_t n) {
+  srv_worker *sw = c->sw;
+  chunk *k = sw->zchunks;
+  if (k) {
+    sw->zchunks = k->next;
+    sw->nzchunks--;
+  } else if (!(k = hy__mem_alloc(sizeof *k))) {
+    return HY_ENOMEM;
+  }
+  k->next = NULL;
+  k->cap = k->len = n;
+  k->off = 0;
+  k->buf = b;
+  k->rbuf = b;
+  if (c->held_tail)
+    c->held_tail->next = k;
+  else
+    c->held_head = k;
+  c->held_tail = k;
+  return 0;
+}
+
+static void resume_done(hy__completion *cc, hy__op *op);
+
+/* pause_read(c, 0) with data held: they go to on_read from a packet of
+ * c's worker, not from inside the callback that resumed. */
+static void post_resume(hy_sconn_t *c) {
+  if (c->resume_posted)
+    return;
+  memset(&c->rs.op, 0, sizeof c->rs.op);
+  c->rs.op.kind = HY__OP_POST;
+  c->rs.op.data = &c->rs.c;
+  c->rs.c.fn = resume_done;
+  hy__lock(&c->lock);
+  c->refs++;
+  hy__unlock(&c->lock);
+  c->resume_posted = 1;
+  if (hy__port_post(c->sw->wk->port, &c->rs.op) < 0) {
+    c->resume_posted = 0;
+    conn_close(c, HY_CLOSE_ERROR, HY_ENOMEM);
+    conn_unref(c);
+  }
+}
+
+static void resume_done(hy__completion *cc, hy__op *op) {
+  (void)op;
+  hy_sconn_t *c = (hy_sconn_t *)((char *)cc - offsetof(hy_sconn_t, rs.c));
+  srv_worker *sw = c->sw;
+  c->resume_posted = 0;
+  while (c->held_head && !c->paused && !c->closing) {
+    chunk *k = c->held_head;
+    c->held_head = k->next;
+    if (!c->held_head)
+      c->held_tail = NULL;
+    void *b = k->rbuf;
+    size_t n = k->len;
+    k->rbuf = NULL;
+    chunk_put(sw, k);
+    if (!deliver(c, b, n))
+      pool_put(&sw->src, b);
+  }
+  if (!c->held_head && !c->paused && !c->closing) {
+    if (c->held_eof) {
+      c->held_eof = 0;
+      read_eof(c);
+    } else if (!c->reading) {
+      start_read(c);
+    }
+  }
+  conn_unref(c);
+}
+
+/* A read's completion.  A multishot read (s->msrecv) stays in flight
+ * across them: each with data but its last has HY__OP_MORE, and holds no
+ * reference of its own; the last one (the end, an error, HY_ECANCELED
+ * after pause_read's or close's cancel, HY_EAGAIN when the port or the
+ * kernel ended it) drops the read's reference or starts the read again.
+ * Chunks that come while c is paused - or while chunks held then still
+ * wait for the resume - are held, in order (see hold). */
 static void read_done(hy__completion *cc, hy__op *op) {
   hy_sconn_t *c = (hy_sconn_t *)((char *)cc - offsetof(hy_sconn_t, rd.c));
   hy_server_t *s = c->srv;
   int64_t res = op->res;
+  int more = (op->flags & HY__OP_MORE) != 0;
   if (res == HY__RES_READY) /* a late read (epoll): read now */
     res = c->closing ? HY_ECANCELED : hy__port_recv_now(c->sw->wk->port, op);
   void *pbuf = s->pooled ? op->buf : NULL; /* ours to give back */
   int given = 0; /* this read's reference went to the next read */
-  c->reading = 0;
+  if (!more)
+    c->reading = 0;
   if (!c->closing) {
-    if (res > 0) {
-      if (s->tick) /* the times are for the sweep only */
-        c->last_read = hy_now();
-      ST_ADD(s->bytes_in, (uint64_t)res);
+    if (res > 0 && pbuf && (c->paused || c->held_head)) {
+      if (hold(c, pbuf, (size_t)res) < 0)
+        conn_close(c, HY_CLOSE_ERROR, HY_ENOMEM);
+      else
+        pbuf = NULL;
+    } else if (res > 0) {
       /* c->sending is written on this thread only. */
       int was_sending = c->sending;
-      c->in_buf = pbuf;
-      c->in_len = (size_t)res;
-      c->in_taken = 0;
-      c->in_read = 1;
-      if (s->cb.on_read)
-        s->cb.on_read(s, c, pbuf ? pbuf : c->rbuf, (size_t)res);
-      c->in_buf = NULL;
-      c->in_read = 0;
-      if (c->in_taken)
+      if (deliver(c, pbuf, (size_t)res))
         pbuf = NULL; /* the output has it now */
-      if (c->done_owed)
-        write_done_owed(c);
-      if (!c->closing && !c->paused) {
+      if (!more && !c->closing && !c->paused) {
         if (s->read_after_send && !was_sending && c->sending)
           defer_read(c); /* an answer went out: read once it is sent */
         else
           given = start_read_ref(c, 1);
       }
-    } else if (res == HY_EAGAIN && s->pooled) {
-      if (!c->paused)
-        given = start_read_ref(c, 1); /* the readiness was gone: wait again */
+    } else if ((res == HY_EAGAIN && s->pooled) ||
+               (res == HY_ECANCELED && s->msrecv)) {
+      /* The readiness was gone, or the multishot read ended (or was
+       * cancelled by pause_read): read again unless paused, or unless
+       * held data wait for the resume, which starts the read. */
+      if (!c->paused && !c->held_head)
+        given = start_read_ref(c, 1);
     } else if (res == 0) {
-      /* End of stream.  Output still queued is sent first (the peer may
-       * have half-closed and wait for it), then the connection closes. */
-      hy__lock(&c->lock);
-      int flush = c->out_bytes > 0;
-      if (flush)
-        c->close_after_flush = 1;
-      hy__unlock(&c->lock);
-      if (!flush)
-        conn_close(c, HY_CLOSE_PEER, 0);
+      if (c->held_head)
+        c->held_eof = 1; /* after the held data */
+      else
+        read_eof(c);
     } else if (res != HY_ECANCELED) {
       conn_close(c, HY_CLOSE_ERROR, (int)res);
     }
   }
   if (pbuf)
     pool_put(&c->sw->src, pbuf);
-  if (!given)
+  if (!more && !given)
     conn_unref(c);
 }
 
@@ -497,6 +622,8 @@ static int start_read_ref(hy_sconn_t *c, int give) {
   c->rd.op.flags = HY__RECV_OWNED; /* closed only after port_forget */
   if (c->srv->send_now)
     c->rd.op.flags |= HY__RECV_LATE; /* epoll: read when handled */
+  if (c->srv->msrecv)
+    c->rd.op.flags |= HY__RECV_MULTI; /* io_uring: stays armed */
   if (c->srv->pooled) {
     c->rd.op.addr = &c->sw->src; /* buf NULL: a pooled read */
   } else {
@@ -870,10 +997,19 @@ void hy_sconn_pause_read(hy_sconn_t *c, int paused) {
    * on_read is still reading: that read starts when on_read returns
    * (read_done).  Pooled reads take another buffer and start at once. */
   int own_buf_busy = c->in_read && !c->srv->pooled;
-  if (!c->paused && !c->reading && !c->closing && !own_buf_busy)
+  if (c->paused) {
+    if (c->srv->tick)
+      c->last_read = hy_now(); /* a paused reader is not idle on reads */
+    /* A multishot read would go on reading: cancel it, so that the data
+     * stay in the kernel (TCP's window throttles the peer); chunks it
+     * brought before the cancel are held for the resume. */
+    if (c->srv->msrecv && c->reading && !c->closing)
+      hy__port_cancel(c->sw->wk->port, &c->rd.op);
+  } else if ((c->held_head || c->held_eof) && !c->closing) {
+    post_resume(c); /* the held data first; it starts the read */
+  } else if (!c->reading && !c->closing && !own_buf_busy) {
     start_read(c);
-  else if (c->paused && c->srv->tick)
-    c->last_read = hy_now(); /* a paused reader is not idle on reads */
+  }
 }
 
 void hy_sconn_close(hy_sconn_t *c, int flush) {
@@ -1377,6 +1513,10 @@ int hy_server_start(hy_runtime_t *rt, const hy_server_config_t *cfg,
    * time); elsewhere pending_accepts plain accepts are kept in flight. */
   s->multishot = hy__port_backend(rt->workers[0].port) == HY__BACKEND_URING;
   s->nacc = s->multishot ? 1 : g->pending_accepts;
+  /* On io_uring a read stays armed across messages (multishot receive:
+   * no receive submitted, nor poll armed, per message; a kernel without
+   * it makes each a one-shot read, whose completions are the last). */
+  s->msrecv = s->multishot;
   if (g->max_output == 0)
     g->max_output = 1024 * 1024;
   int64_t shortest = 0;

@@ -88,6 +88,23 @@ enum { HY__POLL_IN = 1, HY__POLL_OUT = 2, HY__POLL_ERR = 4 };
 #define HY__RECV_LATE 0x20000000u
 #define HY__RES_READY INT64_MIN
 
+/* In the flags of a pooled HY__OP_RECV: multishot where the backend has it
+ * (io_uring with multishot receive on a ring of provided buffers, Linux >=
+ * 6.0): the op stays in flight and completes once per chunk of data that
+ * arrives, in order, each such completion with res > 0, op->buf the data's
+ * buffer (the receiver's, as for any pooled receive) and HY__OP_MORE set
+ * in op->flags by the port: the op is still in flight, do not start it
+ * again.  The last completion, without HY__OP_MORE, has no buffer and res
+ * 0 (the end of the stream), HY_ECANCELED (after a cancel), HY_EAGAIN (the
+ * port or the kernel ended it - its buffers ran out, or chunks came faster
+ * than they were handed over and the port stopped it so that the peer is
+ * throttled by TCP's window again: start it again to read on) or another
+ * HY_E*.  No byte is lost or reordered across those ends.  The port hands
+ * over at most one completion of the op per hy__port_wait, as for a
+ * multishot accept.  Elsewhere (epoll, IOCP, older kernels) the flag is
+ * ignored: one completion, HY__OP_MORE never set. */
+#define HY__RECV_MULTI 0x10000000u
+
 typedef struct hy__bufsrc hy__bufsrc;
 struct hy__bufsrc {
   void *(*get)(hy__bufsrc *src); /* a buffer of size bytes, or NULL */

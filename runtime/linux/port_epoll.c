@@ -417,7 +417,8 @@ static int try_recv_pooled(hy__op *op, fdent *ent, int64_t *res) {
     return 1;
   }
   size_t len = src->size > MAX_IO_LEN ? MAX_IO_LEN : src->size;
-  int fl = (int)(op->flags & ~(HY__RECV_OWNED | HY__RECV_LATE));
+  int fl = (int)(op->flags &
+                 ~(HY__RECV_OWNED | HY__RECV_LATE | HY__RECV_MULTI));
   ssize_t r;
   if (ent && !(fl & MSG_PEEK) && len > 1 && (ent->filled || ent->spilled)) {
     size_t have = 0;
@@ -498,7 +499,8 @@ static int try_recv_pooled(hy__op *op, fdent *ent, int64_t *res) {
 static int try_io(hy__op *op, fdent *ent, int64_t *res) {
   int fd = (int)op->fd;
   size_t len = op->len > MAX_IO_LEN ? MAX_IO_LEN : op->len;
-  int fl = (int)(op->flags & ~(HY__RECV_OWNED | HY__RECV_LATE));
+  int fl = (int)(op->flags &
+                 ~(HY__RECV_OWNED | HY__RECV_LATE | HY__RECV_MULTI));
   if (ent)
     ent->rstate = -1;
   if (op->kind == HY__OP_RECV && !op->buf)

@@ -32,6 +32,17 @@
  * per wait (the dispatcher reads op->res after the wait); an intermediate
  * one leaves the op in flight with HY__OP_MORE, the last finishes it.
  *
+ * A multishot pooled receive (HY__RECV_MULTI, Linux >= 6.0) uses the same
+ * queue: one RECV with IORING_RECV_MULTISHOT on the buffer ring stays
+ * armed, and each CQE with data takes its buffer out of the ring (a fresh
+ * one refills the slot) into a shot, in order.  Its state (an mrecv, in
+ * pdata[3]) counts its queued shots: past MS_BACKLOG the port cancels it
+ * itself (chunks coming faster than they are handed over would otherwise
+ * be read as fast as the peer sends, with no TCP window to stop it), and
+ * that end, like the kernel's own when the ring runs dry (ENOBUFS) or one
+ * with data, is handed over as HY_EAGAIN after the last shot: the starter
+ * starts the op again, and no byte is lost or reordered.
+ *
  * A pooled receive (RECV with buf NULL, see hy__bufsrc) is a RECV with
  * IOSQE_BUFFER_SELECT on a ring of provided buffers for its buffer size
  * (made on first use, PB_ENTRIES buffers from the source; the kernel picks
@@ -70,10 +81,13 @@
  * it moved to another thread (see u_wait). */
 enum { TAG_WAKE_A = 1, TAG_IGNORE = 2, TAG_WAKE_B = 3 };
 
-/* A completion of a multishot accept, waiting to be handed over. */
+/* A completion of a multishot op (accept, receive) that is not its last,
+ * waiting to be handed over: res, and for a receive the buffer with the
+ * data. */
 typedef struct shot {
   hy__op *op;
   int res;
+  void *buf;
   struct shot *next;
 } shot;
 
@@ -91,6 +105,21 @@ typedef struct pbring {
   void *bufs[PB_ENTRIES]; /* by buffer id: the one lent to the kernel */
 } pbring;
 
+/* A multishot pooled receive's state (pdata[3] of the op), from its start
+ * to its last completion. */
+#define MS_BACKLOG 4 /* chunks queued for one op before the port stops it */
+typedef struct mrecv {
+  pbring *r;
+  int nq;       /* its data shots queued, not yet handed over */
+  int ended;    /* its last CQE came: fres is the last completion's res */
+  int lost;     /* a chunk could not be kept: it ends with HY_ENOMEM */
+  int stopped;  /* the port cancels it (backlog): it ends with HY_EAGAIN */
+  int on_stops; /* in u->stops, the cancel not yet issued */
+  int64_t fres;
+  hy__op *op;
+  struct mrecv *next; /* u->stops, or the free list */
+} mrecv;
+
 typedef struct msgnode {
   struct msghdr m;
   struct iovec iov;
@@ -107,10 +136,14 @@ typedef struct uport {
   hy__op *held, *held_tail; /* reaped while making room, not yet dequeued */
   msgnode *msgs;        /* free msghdr nodes */
   int multishot;        /* the kernel has multishot accept */
-  shot *shots, *shots_tail, *free_shots; /* CQEs of multishot accepts */
-  hy__op *finals;       /* multishot accepts ended by the kernel, whose
-                           last CQE (res in pdata[3]) waits to be handed
-                           over after their shots; linked through next */
+  int msrecv;           /* ... and multishot receive (Linux 6.0) */
+  shot *shots, *shots_tail, *free_shots; /* CQEs of multishot ops */
+  hy__op *finals;       /* multishot ops ended by the kernel, whose last
+                           CQE (an accept's res in pdata[3], a receive's
+                           in its mrecv) waits to be handed over after
+                           their shots; linked through next */
+  mrecv *stops;         /* receives to stop (see MS_BACKLOG) */
+  mrecv *free_mr;
   uint64_t batch;       /* counts waits: one completion per op per wait */
   pbring *pb[PB_RINGS]; /* provided-buffer rings, by size */
   int npb, pb_off;      /* pb_off: the kernel refused one: polls instead */
@@ -139,6 +172,7 @@ static void msg_put(uport *u, msgnode *m) {
 #define POOLED 1 /* pdata[1] of a pooled RECV: its poll is in the ring */
 #define MULTI 2  /* pdata[1] of a multishot ACCEPT */
 #define PBUF 3   /* pdata[1] of a pooled RECV on a buffer ring (pdata[3]) */
+#define MRECV 4  /* pdata[1] of a multishot pooled RECV (mrecv in pdata[3]) */
 
 static void pb_add(pbring *r, void *b, unsigned bid) {
   io_uring_buf_ring_add(r->br, b, (unsigned)r->size, (unsigned short)bid,
@@ -235,6 +269,91 @@ static int64_t recv_pbuf(hy__op *op, int res, unsigned cflags) {
   return res >= 0 ? res : hy__lport_err(res);
 }
 
+/* A shot node, or NULL (no memory). */
+static shot *shot_new(uport *u) {
+  shot *sh = u->free_shots;
+  if (sh)
+    u->free_shots = sh->next;
+  else
+    sh = hy__mem_alloc(sizeof *sh);
+  return sh;
+}
+
+static void shot_queue(uport *u, shot *sh, hy__op *op, int res, void *buf) {
+  sh->op = op;
+  sh->res = res;
+  sh->buf = buf;
+  sh->next = NULL;
+  if (u->shots_tail)
+    u->shots_tail->next = sh;
+  else
+    u->shots = sh;
+  u->shots_tail = sh;
+}
+
+/* With the lock held: a CQE of a multishot pooled receive.  Data queue as
+ * shots, in order; the last CQE leaves the op's last result in its mrecv
+ * and the op in u->finals, handed over once its shots have been.  The end
+ * that is not the stream's (a last CQE with data, ENOBUFS: the ring ran
+ * dry, or a cancel of the port's own) becomes HY_EAGAIN: start again. */
+static void mrecv_cqe(uport *u, hy__op *op, struct io_uring_cqe *c) {
+  mrecv *m = (mrecv *)(uintptr_t)op->pdata[3];
+  pbring *r = m->r;
+  hy__bufsrc *src = op->addr;
+  int res = c->res;
+  void *b = NULL;
+  if (c->flags & IORING_CQE_F_BUFFER) {
+    unsigned bid = c->flags >> IORING_CQE_BUFFER_SHIFT;
+    b = bid < PB_ENTRIES ? r->bufs[bid] : NULL;
+    if (b && res > 0 && !m->lost) {
+      void *nb = src->get(src);
+      r->bufs[bid] = nb;
+      if (nb)
+        pb_add(r, nb, bid);
+      else
+        r->missing++;
+    } else if (b) {
+      pb_add(r, b, bid);
+      b = NULL;
+    }
+  }
+  if (r->missing)
+    pb_fill(r, src);
+  if (res > 0 && !m->lost) {
+    shot *sh = b ? shot_new(u) : NULL;
+    if (sh) {
+      shot_queue(u, sh, op, res, b);
+      m->nq++;
+    } else {
+      /* No memory to keep the chunk: the stream has a hole, so it ends
+       * (HY_ENOMEM) rather than go on without those bytes. */
+      if (b)
+        src->put(src, b);
+      m->lost = 1;
+    }
+    if ((m->lost || m->nq >= MS_BACKLOG) && !m->stopped &&
+        (c->flags & IORING_CQE_F_MORE)) {
+      m->stopped = 1;
+      m->on_stops = 1;
+      m->next = u->stops;
+      u->stops = m;
+    }
+  }
+  if (c->flags & IORING_CQE_F_MORE)
+    return;
+  if (m->lost)
+    m->fres = HY_ENOMEM;
+  else if (res > 0 || res == -ENOBUFS)
+    m->fres = HY_EAGAIN;
+  else if (res == -ECANCELED && m->stopped && !(op->pflags & HY__PF_CANCEL))
+    m->fres = HY_EAGAIN;
+  else
+    m->fres = res == 0 ? 0 : hy__lport_err(res);
+  m->ended = 1;
+  op->next = u->finals;
+  u->finals = op;
+}
+
 /* A pooled receive whose poll said readable: the recv itself, into a
  * buffer from the op's source kept only if data came. */
 static int64_t recv_pooled(hy__op *op) {
@@ -302,6 +421,10 @@ static hy__op *take_cqe(uport *u, struct io_uring_cqe *c, int state) {
   if (ud < 16)
     return NULL;
   hy__op *op = (hy__op *)(uintptr_t)ud;
+  if (op->pdata[1] == MRECV && op->kind == HY__OP_RECV) {
+    mrecv_cqe(u, op, c);
+    return NULL;
+  }
   if (op->kind == HY__OP_ACCEPT && op->pdata[1] == MULTI) {
     /* Every CQE of a multishot accept queues, in order, and is handed
      * over from the queue (see take_shots). */
@@ -313,11 +436,7 @@ static hy__op *take_cqe(uport *u, struct io_uring_cqe *c, int state) {
       u->finals = op;
       return NULL;
     }
-    shot *sh = u->free_shots;
-    if (sh)
-      u->free_shots = sh->next;
-    else
-      sh = hy__mem_alloc(sizeof *sh);
+    shot *sh = shot_new(u);
     if (!sh) {
       /* No memory to keep it: the connection is refused (reset). */
       if (c->res >= 0) {
@@ -327,14 +446,7 @@ static hy__op *take_cqe(uport *u, struct io_uring_cqe *c, int state) {
       }
       return NULL;
     }
-    sh->op = op;
-    sh->res = c->res;
-    sh->next = NULL;
-    if (u->shots_tail)
-      u->shots_tail->next = sh;
-    else
-      u->shots = sh;
-    u->shots_tail = sh;
+    shot_queue(u, sh, op, c->res, NULL);
     return NULL;
   }
   hy__lport_finish_locked(&u->base, op, result_of(u, op, c->res, c->flags),
@@ -343,11 +455,17 @@ static hy__op *take_cqe(uport *u, struct io_uring_cqe *c, int state) {
 }
 
 /* Moves every CQE into the held list (to make room when the kernel
- * refuses submissions while the CQ is backed up). */
-static void hold_cqes(uport *u) {
+ * refuses submissions while the CQ is backed up); with `some`, only about
+ * as many as the CQ has now (a look that finds it empty runs the task
+ * work that fills it again: a multishot receive of a fast peer would keep
+ * it from ending). */
+static void hold_cqes_(uport *u, int some) {
   struct io_uring_cqe *cqes[64];
-  unsigned k;
-  while ((k = io_uring_peek_batch_cqe(&u->ring, cqes, 64)) > 0) {
+  unsigned k, left = some ? io_uring_cq_ready(&u->ring) + 64 : 0;
+  while ((!some || left) &&
+         (k = io_uring_peek_batch_cqe(&u->ring, cqes,
+                                      some && left < 64 ? left : 64)) > 0) {
+    left -= some ? k : 0;
     hy__lock(&u->base.lock);
     for (unsigned i = 0; i < k; i++) {
       hy__op *op = take_cqe(u, cqes[i], HY__PS_DONE);
@@ -364,6 +482,8 @@ static void hold_cqes(uport *u) {
     io_uring_cq_advance(&u->ring, k);
   }
 }
+
+static void hold_cqes(uport *u) { hold_cqes_(u, 0); }
 
 /* Submits what is queued.  Returns 0 or HY_E*. */
 static int flush(uport *u) {
@@ -451,9 +571,28 @@ static void do_cancels(uport *u) {
   flush(u);
 }
 
-/* Hands over queued multishot accept completions, at most one per op in
- * this wait (the caller reads op->res after the wait).  An intermediate one
- * leaves the op in flight with HY__OP_MORE set; the last finishes it. */
+/* Issues the port's own cancels of the receives in u->stops (owner only,
+ * not under the lock: taking an SQE may reap, and add to the list). */
+static void do_stops(uport *u) {
+  mrecv *m = u->stops;
+  u->stops = NULL;
+  while (m) {
+    mrecv *next = m->next;
+    struct io_uring_sqe *s = m->ended ? NULL : sqe_get(u);
+    if (s) {
+      io_uring_prep_cancel64(s, (uint64_t)(uintptr_t)m->op, 0);
+      s->user_data = TAG_IGNORE;
+      u->started = 1;
+    }
+    m->on_stops = 0;
+    m = next;
+  }
+}
+
+/* Hands over queued completions of multishot ops, at most one per op in
+ * this wait (the caller reads op->res, and a receive's op->buf, after the
+ * wait).  An intermediate one leaves the op in flight with HY__OP_MORE
+ * set; the last finishes it. */
 static int shot_queued(uport *u, hy__op *op) {
   for (shot *sh = u->shots; sh; sh = sh->next)
     if (sh->op == op)
@@ -481,6 +620,10 @@ static int take_shots(uport *u, hy__op **ops, int max) {
     op->pdata[2] = u->batch;
     op->res = sh->res >= 0 ? sh->res : hy__lport_err(sh->res);
     op->flags |= HY__OP_MORE;
+    if (op->pdata[1] == MRECV) {
+      op->buf = sh->buf;
+      ((mrecv *)(uintptr_t)op->pdata[3])->nq--;
+    }
     ops[n++] = op;
     sh->next = u->free_shots;
     u->free_shots = sh;
@@ -488,16 +631,27 @@ static int take_shots(uport *u, hy__op **ops, int max) {
   hy__op **fp = &u->finals;
   while (*fp && n < max) {
     hy__op *op = *fp;
-    if (op->pdata[2] == u->batch || shot_queued(u, op)) {
+    mrecv *m = op->pdata[1] == MRECV ? (mrecv *)(uintptr_t)op->pdata[3]
+                                     : NULL;
+    if (op->pdata[2] == u->batch ||
+        (m ? m->nq > 0 || m->on_stops : shot_queued(u, op))) {
       fp = &op->next;
       continue;
     }
     *fp = op->next;
     op->pdata[2] = u->batch;
     op->pdata[1] = 0;
-    hy__lport_finish_locked(&u->base, op,
-                            result_of(u, op, (int)(uint32_t)op->pdata[3], 0),
-                            HY__PS_IDLE);
+    int64_t res;
+    if (m) {
+      res = m->fres;
+      op->buf = NULL;
+      op->pdata[3] = 0;
+      m->next = u->free_mr;
+      u->free_mr = m;
+    } else {
+      res = result_of(u, op, (int)(uint32_t)op->pdata[3], 0);
+    }
+    hy__lport_finish_locked(&u->base, op, res, HY__PS_IDLE);
     op->flags &= ~HY__OP_MORE;
     ops[n++] = op;
   }
@@ -602,7 +756,9 @@ static int u_start(hy__port *p, hy__op *op) {
   case HY__OP_CONNECT:
     io_uring_prep_connect(s, fd, op->addr, op->addrlen);
     break;
-  case HY__OP_RECV:
+  case HY__OP_RECV: {
+    int rfl = (int)(op->flags & ~(HY__RECV_OWNED | HY__RECV_LATE |
+                                  HY__RECV_MULTI | HY__OP_MORE));
     if (!op->buf) {
       /* Pooled: wait for readiness; the recv is done when it comes (see
        * recv_pooled), so a waiting connection holds no buffer. */
@@ -612,9 +768,28 @@ static int u_start(hy__port *p, hy__op *op) {
         return HY_EINVAL;
       }
       pbring *r = pb_for(u, op->addr);
-      if (r) {
-        io_uring_prep_recv(s, fd, NULL, r->size,
-                           (int)(op->flags & ~HY__RECV_OWNED));
+      mrecv *ms = NULL;
+      op->flags &= ~HY__OP_MORE;
+      if (r && (op->flags & HY__RECV_MULTI) && u->msrecv) {
+        /* (no memory for its state: a one-shot receive instead) */
+        ms = u->free_mr;
+        if (ms)
+          u->free_mr = ms->next;
+        else
+          ms = hy__mem_alloc(sizeof *ms);
+      }
+      if (ms) {
+        memset(ms, 0, sizeof *ms);
+        ms->r = r;
+        ms->op = op;
+        io_uring_prep_recv_multishot(s, fd, NULL, 0, rfl);
+        s->flags |= IOSQE_BUFFER_SELECT;
+        s->buf_group = (uint16_t)r->bgid;
+        op->pdata[1] = MRECV;
+        op->pdata[2] = 0;
+        op->pdata[3] = (uint64_t)(uintptr_t)ms;
+      } else if (r) {
+        io_uring_prep_recv(s, fd, NULL, r->size, rfl);
         s->flags |= IOSQE_BUFFER_SELECT;
         s->buf_group = (uint16_t)r->bgid;
         op->pdata[1] = PBUF;
@@ -624,11 +799,11 @@ static int u_start(hy__port *p, hy__op *op) {
         op->pdata[1] = POOLED;
       }
     } else {
-      io_uring_prep_recv(s, fd, op->buf, len,
-                         (int)(op->flags & ~HY__RECV_OWNED));
+      io_uring_prep_recv(s, fd, op->buf, len, rfl);
       op->pdata[1] = 0;
     }
     break;
+  }
   case HY__OP_SEND:
     io_uring_prep_send(s, fd, op->buf, len, (int)op->flags | MSG_NOSIGNAL);
     break;
@@ -712,6 +887,8 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
   for (;;) {
     woke |= hy__lport_take_wake(p, timeout);
     do_cancels(u);
+    if (u->stops)
+      do_stops(u);
     n += take_held(u, ops + n, max - n);
     n += take_shots(u, ops + n, max - n);
     n += reap(u, ops + n, max - n);
@@ -723,9 +900,11 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
      * again, and fills the CQ further: 1000 busy connections made 5 such
      * receives per message. */
     if (n == max && u->npb)
-      hold_cqes(u);
+      hold_cqes_(u, 1);
     if (n < max)
       n += take_shots(u, ops + n, max - n);
+    if (u->stops)
+      do_stops(u);
     /* Once more after the reap: a wake whose flag was set after the look
      * above and whose eventfd edge the reap just consumed (as stale) has
      * no other CQE coming; without this look the block below sleeps on a
@@ -782,7 +961,7 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
     flush(u);
   hy__look_count(&p->judge, n - posts);
   if (osh &&
-      (more_posts || u->held || u->shots || u->finals ||
+      (more_posts || u->held || u->shots || u->finals || u->stops ||
        __atomic_load_n(&p->post_head, __ATOMIC_RELAXED)))
     hy__port_wake(p); /* left behind: keep the os_handle readable */
   return n ? n : err;
@@ -835,6 +1014,11 @@ static void u_close(hy__port *p) {
     shot *sh = u->free_shots;
     u->free_shots = sh->next;
     hy__mem_free(sh);
+  }
+  while (u->free_mr) {
+    mrecv *m = u->free_mr;
+    u->free_mr = m->next;
+    hy__mem_free(m);
   }
   while (u->msgs) {
     msgnode *m = u->msgs;
@@ -929,6 +1113,8 @@ int hy__uring_open(hy__port **out, hy__port *share) {
   /* Multishot accept came with Linux 5.19, as did IORING_OP_SOCKET. */
   struct io_uring_probe *pr = io_uring_get_probe_ring(&u->ring);
   u->multishot = pr && io_uring_opcode_supported(pr, IORING_OP_SOCKET);
+  /* Multishot receive came with Linux 6.0, as did IORING_OP_SEND_ZC. */
+  u->msrecv = pr && io_uring_opcode_supported(pr, IORING_OP_SEND_ZC);
   if (pr)
     io_uring_free_probe(pr);
   *out = &u->base;
