@@ -10,6 +10,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 #include "runner.h"
 
@@ -24,13 +27,17 @@ int proc_spawn(proc_t *p, const char *exe, const char *test,
   size_t n = 0;
   while (environ[n])
     n++;
-  char **envp = calloc(n + 2, sizeof *envp);
+  char **envp = calloc(n + 3, sizeof *envp);
   if (!envp)
     return -1;
   size_t k = 0;
   for (size_t i = 0; i < n; i++)
-    if (!backend || strncmp(environ[i], "HYDRA_BACKEND=", 14) != 0)
+    if ((!backend || strncmp(environ[i], "HYDRA_BACKEND=", 14) != 0) &&
+        strncmp(environ[i], "HYDRA_TEST_RUNNER=", 18) != 0)
       envp[k++] = environ[i];
+  char runner[48];
+  snprintf(runner, sizeof runner, "HYDRA_TEST_RUNNER=%ld", (long)getpid());
+  envp[k++] = runner;
   if (backend) {
     snprintf(envbuf, sizeof envbuf, "HYDRA_BACKEND=%s", backend);
     envp[k++] = envbuf;
@@ -63,6 +70,20 @@ int proc_spawn(proc_t *p, const char *exe, const char *test,
   p->handle = pid;
   p->running = 1;
   return 0;
+}
+
+void proc_child_init(void) {
+#ifdef __linux__
+  /* The runner is single-threaded, so its main thread, the one the death
+   * signal watches, is the runner.  If it died before the prctl, the
+   * parent is already someone else: leave at once. */
+  const char *r = getenv("HYDRA_TEST_RUNNER");
+  if (!r)
+    return;
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if ((long)getppid() != atol(r))
+    _exit(128 + SIGKILL);
+#endif
 }
 
 int proc_poll(proc_t *p, int *code) {

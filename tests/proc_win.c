@@ -41,6 +41,10 @@ int proc_spawn(proc_t *p, const char *exe, const char *test,
   return 0;
 }
 
+/* Nothing here: a test left running by a killed runner is not ended for
+ * it on Windows (a job object closing with the runner could). */
+void proc_child_init(void) {}
+
 int proc_poll(proc_t *p, int *code) {
   HANDLE h = (HANDLE)p->handle;
   if (WaitForSingleObject(h, 0) != WAIT_OBJECT_0)

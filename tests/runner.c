@@ -141,8 +141,10 @@ static int backend_present(const char *name) {
 int main(int argc, char **argv) {
   g_exe = proc_self_exe(argv[0]);
   setvbuf(stdout, NULL, _IONBF, 0);
-  if (argc >= 3 && strcmp(argv[1], "--run") == 0)
+  if (argc >= 3 && strcmp(argv[1], "--run") == 0) {
+    proc_child_init();
     return run_one(argv[2]);
+  }
 
   int jobs_at_once = proc_ncpu();
   int npat = 0;
