@@ -50,8 +50,12 @@ static inline int sock_rcvtimeo(int fd, int ms) {
 }
 
 #else
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -73,6 +77,36 @@ static inline int sock_nonblock(int fd, int on) {
 static inline int sock_rcvtimeo(int fd, int ms) {
   struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
   return setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
+/* A connected TCP pair on 127.0.0.1, both ends blocking, the client with
+ * TCP_NODELAY.  Returns 0, or -1 with nothing left open. */
+static inline int sock_tcp_pair(int *client, int *server) {
+  struct sockaddr_in sa;
+  socklen_t sl = sizeof sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (l < 0)
+    return -1;
+  int c = -1, s = -1;
+  if (bind(l, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(l, 1) == 0 &&
+      getsockname(l, (struct sockaddr *)&sa, &sl) == 0 &&
+      (c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) >= 0 &&
+      connect(c, (struct sockaddr *)&sa, sizeof sa) == 0)
+    s = accept(l, NULL, NULL);
+  close(l);
+  if (s < 0) {
+    if (c >= 0)
+      close(c);
+    return -1;
+  }
+  int one = 1;
+  setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  *client = c;
+  *server = s;
+  return 0;
 }
 #endif
 

@@ -127,23 +127,7 @@ static hy__port *ms_open(void) {
 }
 
 static void ms_pair(int *client, int *server) {
-  int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT(l >= 0);
-  struct sockaddr_in sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t sl = sizeof sa;
-  ASSERT_EQ(bind(l, (struct sockaddr *)&sa, sizeof sa), 0);
-  ASSERT_EQ(listen(l, 1), 0);
-  ASSERT_EQ(getsockname(l, (struct sockaddr *)&sa, &sl), 0);
-  *client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_EQ(connect(*client, (struct sockaddr *)&sa, sizeof sa), 0);
-  *server = accept(l, NULL, NULL);
-  ASSERT(*server >= 0);
-  close(l);
-  int one = 1;
-  setsockopt(*client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  ASSERT_EQ(sock_tcp_pair(client, server), 0);
 }
 
 static void ms_start(hy__port *p, hy__op *op, int fd, ms_src *src) {
