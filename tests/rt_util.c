@@ -1,8 +1,19 @@
-/* rt_util.c - the runtimes tests make and end. */
+/* rt_util.c - the runtimes tests make and end, and the backend asked for. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "rt_util.h"
+#include "runtime/port.h"
 #include "test.h"
+
+int test_port_backend(void) {
+  const char *b = test_backend();
+  if (b && strcmp(b, "epoll") == 0)
+    return HY__BACKEND_EPOLL;
+  if (b && strcmp(b, "uring") == 0)
+    return HY__BACKEND_URING;
+  return HY__BACKEND_AUTO;
+}
 
 hy_runtime_t *test_rt_new(int workers) {
   hy_options_t o = HY_OPTIONS_INIT;

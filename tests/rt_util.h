@@ -1,8 +1,12 @@
-/* rt_util.h - the runtimes tests make and end. */
+/* rt_util.h - the runtimes tests make and end, and the backend asked for. */
 #ifndef HYDRA_TEST_RT_UTIL_H
 #define HYDRA_TEST_RT_UTIL_H
 
 #include "hydra.h"
+
+/* The completion port backend this run asked for (HYDRA_BACKEND), as the
+ * HY__BACKEND_* of runtime/port.h: AUTO when none was named. */
+int test_port_backend(void);
 
 /* A runtime with `workers` workers (0: embedded) on the backend this run
  * asked for (HYDRA_BACKEND); a backend this machine lacks skips the test. */

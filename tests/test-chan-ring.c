@@ -11,20 +11,8 @@
 
 #include "compat.h"
 #include "hydra.h"
+#include "rt_util.h"
 #include "test.h"
-
-static hy_runtime_t *new_rt(int workers) {
-  hy_options_t o = HY_OPTIONS_INIT;
-  o.workers = workers;
-  hy_runtime_t *rt = NULL;
-  ASSERT_OK(hy_runtime_new(&o, &rt));
-  return rt;
-}
-
-static void close_rt(hy_runtime_t *rt) {
-  ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(100)));
-  ASSERT_OK(hy_runtime_close(rt));
-}
 
 static hy_chan_t *new_chan(hy_runtime_t *rt, size_t esize, size_t cap) {
   hy_chan_t *c = NULL;
@@ -214,11 +202,11 @@ static void laps(hy_runtime_t *rt, size_t cap) {
  * still differ), powers of two and others, each around its ring many
  * times, with senders and receivers on two workers and on threads. */
 TEST_IMPL(chan_ring_laps) {
-  hy_runtime_t *rt = new_rt(2);
+  hy_runtime_t *rt = test_rt_new(2);
   static const size_t caps[] = {1, 2, 3, 5, 8, 63, 64, 100};
   for (size_t i = 0; i < sizeof caps / sizeof caps[0]; i++)
     laps(rt, caps[i]);
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(100));
   return 0;
 }
 
@@ -284,7 +272,7 @@ static void *fe_recv(void *p) {
 }
 
 TEST_IMPL(chan_ring_full_empty_races) {
-  hy_runtime_t *rt = new_rt(2);
+  hy_runtime_t *rt = test_rt_new(2);
   for (int round = 0; round < 6; round++) {
     size_t esize = round % 3 == 2 ? 0 : sizeof(odd_t);
     hy_chan_t *c = new_chan(rt, esize, (size_t)(round % 2) + 1);
@@ -299,7 +287,7 @@ TEST_IMPL(chan_ring_full_empty_races) {
     ASSERT_EQ(hy_chan_len(c), 0);
     hy_chan_release(c);
   }
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(100));
   return 0;
 }
 
@@ -380,7 +368,7 @@ static void *cr_closer(void *p) {
 }
 
 TEST_IMPL(chan_ring_close_races) {
-  hy_runtime_t *rt = new_rt(2);
+  hy_runtime_t *rt = test_rt_new(2);
   atomic_int *marks = calloc(CR_SENDERS * CR_MAX, sizeof *marks);
   ASSERT(marks);
   uint64_t seed = test_rand();
@@ -431,7 +419,7 @@ TEST_IMPL(chan_ring_close_races) {
     hy_chan_release(c);
   }
   free(marks);
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(100));
   return 0;
 }
 
@@ -542,7 +530,7 @@ static void *sm_select_receiver(void *p) {
 }
 
 TEST_IMPL(chan_ring_select_mix) {
-  hy_runtime_t *rt = new_rt(2);
+  hy_runtime_t *rt = test_rt_new(2);
   for (int round = 0; round < 3; round++) {
     hy_chan_t *a = new_chan(rt, sizeof(uint64_t), (size_t)(round + 1));
     hy_chan_t *b = new_chan(rt, sizeof(uint64_t), (size_t)(3 * round + 2));
@@ -580,6 +568,6 @@ TEST_IMPL(chan_ring_select_mix) {
     hy_chan_release(a);
     hy_chan_release(b);
   }
-  close_rt(rt);
+  test_rt_close(rt, HY_MS(100));
   return 0;
 }

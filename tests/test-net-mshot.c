@@ -26,6 +26,7 @@
 #include "hydra.h"
 #include "alloc/mem.h"
 #include "runtime/port.h"
+#include "rt_util.h"
 #include "test.h"
 
 #if defined(_WIN32) && !defined(SHUT_WR)
@@ -108,18 +109,9 @@ static void ms_put(hy__bufsrc *s, void *b) {
   hy__mem_free(b);
 }
 
-static int ms_backend(void) {
-  const char *b = test_backend();
-  if (b && strcmp(b, "uring") == 0)
-    return HY__BACKEND_URING;
-  if (b && strcmp(b, "epoll") == 0)
-    return HY__BACKEND_EPOLL;
-  return HY__BACKEND_AUTO;
-}
-
 static hy__port *ms_open(void) {
   hy__port *p = NULL;
-  int rc = hy__port_open(&p, ms_backend(), NULL);
+  int rc = hy__port_open(&p, test_port_backend(), NULL);
   if (rc == HY_ENOSYS)
     return NULL;
   ASSERT_OK(rc);

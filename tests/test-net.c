@@ -28,6 +28,7 @@
 #include "runtime/port.h"
 #include "runtime/wait.h"
 #include "runner.h"
+#include "rt_util.h"
 #include "test.h"
 
 static hy_runtime_t *new_rt(int workers) {
@@ -1904,15 +1905,6 @@ static void csrc_put(hy__bufsrc *s, void *b) {
   hy__mem_free(b);
 }
 
-static int backend_id(void) {
-  const char *b = test_backend();
-  if (b && strcmp(b, "uring") == 0)
-    return HY__BACKEND_URING;
-  if (b && strcmp(b, "epoll") == 0)
-    return HY__BACKEND_EPOLL;
-  return HY__BACKEND_AUTO;
-}
-
 /* A connected TCP pair on 127.0.0.1 (blocking POSIX calls). */
 static void tcp_pair(int *client, int *server) {
   ASSERT_EQ(sock_tcp_pair(client, server), 0);
@@ -1961,7 +1953,7 @@ static void *pooled_writer(void *p) {
  * (epoll).  Buffers left in the ring are freed by the port (ASan checks). */
 TEST_IMPL(net_port_pooled_recv) {
   hy__port *p;
-  int rc = hy__port_open(&p, backend_id(), NULL);
+  int rc = hy__port_open(&p, test_port_backend(), NULL);
   if (rc == HY_ENOSYS) {
     fprintf(stderr, "SKIP: backend not available here\n");
     return TEST_SKIP;
@@ -2132,7 +2124,7 @@ TEST_IMPL(net_port_pooled_recv) {
  * The counts are set against the port's ring of 128: 100 + 90 > 128. */
 TEST_IMPL(net_port_pooled_recv_backlog) {
   hy__port *p;
-  int rc = hy__port_open(&p, backend_id(), NULL);
+  int rc = hy__port_open(&p, test_port_backend(), NULL);
   if (rc == HY_ENOSYS) {
     fprintf(stderr, "SKIP: backend not available here\n");
     return TEST_SKIP;
@@ -2223,7 +2215,7 @@ static hy__op *pooled_read(hy__port *p, int fd, hy__bufsrc *src, void *buf,
 
 TEST_IMPL(net_port_pooled_recv_full) {
   hy__port *p;
-  int rc = hy__port_open(&p, backend_id(), NULL);
+  int rc = hy__port_open(&p, test_port_backend(), NULL);
   if (rc == HY_ENOSYS) {
     fprintf(stderr, "SKIP: backend not available here\n");
     return TEST_SKIP;
@@ -2305,7 +2297,7 @@ TEST_IMPL(net_port_pooled_recv_full) {
 
 TEST_IMPL(net_port_multishot_accept) {
   hy__port *p;
-  int rc = hy__port_open(&p, backend_id(), NULL);
+  int rc = hy__port_open(&p, test_port_backend(), NULL);
   if (rc == HY_ENOSYS) {
     fprintf(stderr, "SKIP: backend not available here\n");
     return TEST_SKIP;

@@ -28,6 +28,7 @@
 #ifndef _WIN32
 #include "runtime/linux/port_linux.h"
 #endif
+#include "rt_util.h"
 #include "test.h"
 
 #define LIMIT HY_SEC(10) /* generous bound on anything that must happen */
@@ -49,15 +50,6 @@ static int sem_post(sem_t *s) { return ReleaseSemaphore(*s, 1, NULL) ? 0 : -1; }
 #define SHUT_WR SD_SEND
 typedef unsigned useconds_t;
 #endif
-
-static int test_port_backend(void) {
-  const char *b = test_backend();
-  if (b && strcmp(b, "epoll") == 0)
-    return HY__BACKEND_EPOLL;
-  if (b && strcmp(b, "uring") == 0)
-    return HY__BACKEND_URING;
-  return HY__BACKEND_AUTO;
-}
 
 #define OPEN_PORT(p)                                                          \
   do {                                                                        \
