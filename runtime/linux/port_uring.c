@@ -241,17 +241,16 @@ static void pb_free(uport *u, pbring *r) {
   hy__mem_free(r);
 }
 
-/* A pooled receive on a buffer ring: the buffer the kernel picked (if it
- * did) goes to the op when data came, and a fresh one from the source
- * takes its slot; otherwise it goes back to its slot. */
-static int64_t recv_pbuf(hy__op *op, int res, unsigned cflags) {
-  pbring *r = (pbring *)(uintptr_t)op->pdata[3];
-  hy__bufsrc *src = op->addr;
+/* The buffer the kernel picked for a CQE with cflags, if it did: taken
+ * out of the ring when `keep` (a fresh one from src takes its slot) and
+ * returned, else put back in its slot (NULL).  Empty slots are refilled
+ * from src as far as it gives. */
+static void *pb_take(pbring *r, hy__bufsrc *src, unsigned cflags, int keep) {
+  void *b = NULL;
   if (cflags & IORING_CQE_F_BUFFER) {
     unsigned bid = cflags >> IORING_CQE_BUFFER_SHIFT;
-    void *b = bid < PB_ENTRIES ? r->bufs[bid] : NULL;
-    if (b && res > 0) {
-      op->buf = b;
+    b = bid < PB_ENTRIES ? r->bufs[bid] : NULL;
+    if (b && keep) {
       void *nb = src->get(src);
       r->bufs[bid] = nb;
       if (nb)
@@ -260,10 +259,22 @@ static int64_t recv_pbuf(hy__op *op, int res, unsigned cflags) {
         r->missing++;
     } else if (b) {
       pb_add(r, b, bid);
+      b = NULL;
     }
   }
   if (r->missing)
     pb_fill(r, src);
+  return b;
+}
+
+/* A pooled receive on a buffer ring: the buffer the kernel picked (if it
+ * did) goes to the op when data came, and a fresh one from the source
+ * takes its slot; otherwise it goes back to its slot. */
+static int64_t recv_pbuf(hy__op *op, int res, unsigned cflags) {
+  void *b = pb_take((pbring *)(uintptr_t)op->pdata[3], op->addr, cflags,
+                    res > 0);
+  if (b)
+    op->buf = b;
   if (res == -ENOBUFS)
     return HY_EAGAIN; /* every buffer was taken: start it again */
   return res >= 0 ? res : hy__lport_err(res);
@@ -298,27 +309,9 @@ static void shot_queue(uport *u, shot *sh, hy__op *op, int res, void *buf) {
  * dry, or a cancel of the port's own) becomes HY_EAGAIN: start again. */
 static void mrecv_cqe(uport *u, hy__op *op, struct io_uring_cqe *c) {
   mrecv *m = (mrecv *)(uintptr_t)op->pdata[3];
-  pbring *r = m->r;
   hy__bufsrc *src = op->addr;
   int res = c->res;
-  void *b = NULL;
-  if (c->flags & IORING_CQE_F_BUFFER) {
-    unsigned bid = c->flags >> IORING_CQE_BUFFER_SHIFT;
-    b = bid < PB_ENTRIES ? r->bufs[bid] : NULL;
-    if (b && res > 0 && !m->lost) {
-      void *nb = src->get(src);
-      r->bufs[bid] = nb;
-      if (nb)
-        pb_add(r, nb, bid);
-      else
-        r->missing++;
-    } else if (b) {
-      pb_add(r, b, bid);
-      b = NULL;
-    }
-  }
-  if (r->missing)
-    pb_fill(r, src);
+  void *b = pb_take(m->r, src, c->flags, res > 0 && !m->lost);
   if (res > 0 && !m->lost) {
     shot *sh = b ? shot_new(u) : NULL;
     if (sh) {
