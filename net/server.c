@@ -310,6 +310,25 @@ static chunk *chunk_get(srv_worker *sw) {
   return k;
 }
 
+/* A header for n bytes that stay in buf, a read buffer lent by the pool
+ * (rbuf: given back with the header, see chunk_put): a kept one or a new
+ * one.  NULL: no memory.  Worker-thread only. */
+static chunk *zchunk_get(srv_worker *sw, char *buf, size_t n, void *rbuf) {
+  chunk *k = sw->zchunks;
+  if (k) {
+    sw->zchunks = k->next;
+    sw->nzchunks--;
+  } else if (!(k = hy__mem_alloc(sizeof *k))) {
+    return NULL;
+  }
+  k->next = NULL;
+  k->cap = k->len = n; /* nothing is appended to it in place */
+  k->off = 0;
+  k->buf = buf;
+  k->rbuf = rbuf;
+  return k;
+}
+
 /* A chunk that will not be reused.  Worker-thread only (or after the
  * workers are gone). */
 static void chunk_free(srv_worker *sw, chunk *k) {
@@ -477,19 +496,9 @@ static void read_eof(hy_sconn_t *c) {
 /* Keeps n bytes in the pooled buffer b for the resume (see held_head).
  * Returns 0 or HY_ENOMEM. */
 static int hold(hy_sconn_t *c, void *b, size_t n) {
-  srv_worker *sw = c->sw;
-  chunk *k = sw->zchunks;
-  if (k) {
-    sw->zchunks = k->next;
-    sw->nzchunks--;
-  } else if (!(k = hy__mem_alloc(sizeof *k))) {
+  chunk *k = zchunk_get(c->sw, b, n, b);
+  if (!k)
     return HY_ENOMEM;
-  }
-  k->next = NULL;
-  k->cap = k->len = n;
-  k->off = 0;
-  k->buf = b;
-  k->rbuf = b;
   if (c->held_tail)
     c->held_tail->next = k;
   else
@@ -907,20 +916,9 @@ int hy_sconn_write(hy_sconn_t *c, const void *data, size_t len) {
   chunk *z = NULL;
   if (on_worker && c->in_buf && !c->in_taken && len >= CHUNK_MIN &&
       (const char *)data >= c->in_buf &&
-      len <= c->in_len - (size_t)((const char *)data - c->in_buf)) {
-    if ((z = c->sw->zchunks) != NULL) {
-      c->sw->zchunks = z->next;
-      c->sw->nzchunks--;
-    } else {
-      z = hy__mem_alloc(sizeof *z);
-    }
-  }
+      len <= c->in_len - (size_t)((const char *)data - c->in_buf))
+    z = zchunk_get(c->sw, (char *)data, len, (void *)c->in_buf);
   if (z) {
-    z->next = NULL;
-    z->cap = z->len = len; /* nothing is appended to it in place */
-    z->off = 0;
-    z->buf = (char *)data;
-    z->rbuf = (void *)c->in_buf;
     c->in_taken = 1;
     if (t)
       t->next = z;
