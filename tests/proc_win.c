@@ -5,35 +5,7 @@
 
 #include "runner.h"
 
-/* The job every test process is put in: it ends them all when the runner
- * ends, however it ended (its last handle closes with it), as the death
- * signal does on Linux.  NULL until the first spawn; NULL for good if the
- * system refuses (a runner already in a job that forbids nesting). */
-static HANDLE tests_job;
-static int tests_job_tried;
-
-static HANDLE job_of_tests(void) {
-  if (tests_job_tried)
-    return tests_job;
-  tests_job_tried = 1;
-  HANDLE j = CreateJobObjectA(NULL, NULL);
-  if (!j)
-    return NULL;
-  JOBOBJECT_EXTENDED_LIMIT_INFORMATION li;
-  ZeroMemory(&li, sizeof li);
-  li.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE;
-  if (!SetInformationJobObject(j, JobObjectExtendedLimitInformation, &li,
-                               sizeof li)) {
-    CloseHandle(j);
-    return NULL;
-  }
-  tests_job = j;
-  return j;
-}
-
-/* Runs the command line cmd with stdout and stderr going to out, in the
- * tests' job (started suspended, so that it is in the job before it can
- * start anything of its own). */
+/* Runs the command line cmd with stdout and stderr going to out. */
 static BOOL start_with_output(char *cmd, HANDLE out, PROCESS_INFORMATION *pi) {
   STARTUPINFOA si;
   ZeroMemory(&si, sizeof si);
@@ -42,14 +14,7 @@ static BOOL start_with_output(char *cmd, HANDLE out, PROCESS_INFORMATION *pi) {
   si.hStdInput = GetStdHandle(STD_INPUT_HANDLE);
   si.hStdOutput = out;
   si.hStdError = out;
-  if (!CreateProcessA(NULL, cmd, NULL, NULL, TRUE, CREATE_SUSPENDED, NULL,
-                      NULL, &si, pi))
-    return FALSE;
-  HANDLE job = job_of_tests();
-  if (job)
-    AssignProcessToJobObject(job, pi->hProcess); /* refused: runs without */
-  ResumeThread(pi->hThread);
-  return TRUE;
+  return CreateProcessA(NULL, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, pi);
 }
 
 int proc_spawn(proc_t *p, const char *exe, const char *test,
@@ -76,7 +41,8 @@ int proc_spawn(proc_t *p, const char *exe, const char *test,
   return 0;
 }
 
-/* Nothing to do in the test: the runner's job ends it (start_with_output). */
+/* Nothing here: a test left running by a killed runner is not ended for
+ * it on Windows (a job object closing with the runner could). */
 void proc_child_init(void) {}
 
 int proc_poll(proc_t *p, int *code) {

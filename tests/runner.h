@@ -19,8 +19,8 @@ int proc_spawn(proc_t *p, const char *exe, const char *test,
 /* Called first in a test's own process (--run): the test ends when the
  * runner does, however the runner ended (killed by a time-out, say), so
  * that no test is left running - holding the locks and ports the runner
- * held - once its runner is gone.  Linux: PR_SET_PDEATHSIG; Windows: the
- * runner puts every test in a job that ends with it; elsewhere nothing. */
+ * held - once its runner is gone.  Linux: PR_SET_PDEATHSIG; elsewhere
+ * nothing. */
 void proc_child_init(void);
 
 /* Returns 1 and sets *code when the child has exited (code 128+signal for a
