@@ -1,6 +1,6 @@
 # bench/groups/net.sh - TCP echo on loopback: Hydra's callback server
-# ("hydra"; "hydra-epoll": the same on the epoll backend, with its own
-# hydra-epoll/<ref> ratio lines) and task-per-connection server
+# ("hydra"; "hydra-epoll": the same on the epoll backend, which bench/run
+# gives its own hydra-epoll/<ref> ratio lines) and task-per-connection server
 # ("hydra-task"), 1 worker each,
 # against the references in bench/ref/, each one thread: raw epoll
 # ("epoll", epoll_echo.c), io_uring ("uring", uring_echo.c, liburing),
@@ -78,11 +78,5 @@ bench_net() {
       go) [ -n "$cmd_go" ] && run_cases go "$cmd_go" ;;
     esac
   done | tee "$OUT/net-results.tsv"
-  # The epoll backend's rows ("hydra-epoll") against each reference.
-  awk -F'\t' 'NF >= 4 { v[$1, $2] = $3; c[$1] = 1; r[$2] = 1 }
-    END { for (k in c) for (s in r)
-      if (s !~ /^hydra/ && ((k, "hydra-epoll") in v) && v[k, s] + 0)
-        printf "%s\thydra-epoll/%s\t%.3f\n", k, s, v[k, "hydra-epoll"] / v[k, s] }' \
-    "$OUT/net-results.tsv" | sort
   return 0
 }
