@@ -29,3 +29,4 @@ TEST(port_associate_accepted, T_BACKEND)
 TEST(port_send_now, T_BACKEND)
 #endif
 TEST(port_io_await, T_BACKEND)
+TEST(port_threads_in_turn, T_BACKEND)

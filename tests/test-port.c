@@ -2406,3 +2406,98 @@ TEST_IMPL(port_io_await) {
   ASSERT_OK(hy_runtime_close(rt));
   return 0;
 }
+
+/* A port used by one thread after another (an embedded host may run its
+ * loop from several threads in turn; close comes from whoever frees the
+ * runtime).  On io_uring the first waiting thread registers the ring fd
+ * for its own entries: every other thread must enter with the fd itself,
+ * including while the registering thread lives on, and close from another
+ * thread. */
+typedef struct turn_arg {
+  hy__port *p;
+  int rc; /* 0: a NOP started and completed on this thread */
+  atomic_int done, release;
+} turn_arg;
+
+static void *turn_nop(void *arg) {
+  turn_arg *a = arg;
+  hy__op nop;
+  op_init(&nop, HY__OP_NOP, -1);
+  a->rc = hy__port_start(a->p, &nop);
+  if (a->rc == 0) {
+    hy__op *op = NULL;
+    int n = 0;
+    int64_t until = hy_now() + LIMIT;
+    while (n == 0 && hy_now() < until)
+      n = hy__port_wait(a->p, &op, 1, HY_MS(100));
+    a->rc = n == 1 && op == &nop && nop.res == 0 ? 0 : n < 0 ? n : -1;
+  }
+  atomic_store(&a->done, 1);
+  while (!atomic_load(&a->release)) /* stays alive while the port is used */
+    usleep(1000);
+  return NULL;
+}
+
+static void turn_run(turn_arg *a, hy__port *p, pthread_t *th) {
+  memset(a, 0, sizeof *a);
+  a->p = p;
+  ASSERT_EQ(pthread_create(th, NULL, turn_nop, a), 0);
+  int64_t until = hy_now() + LIMIT * 2;
+  while (!atomic_load(&a->done)) {
+    ASSERT(hy_now() < until);
+    usleep(1000);
+  }
+}
+
+TEST_IMPL(port_threads_in_turn) {
+  hy__port *p;
+  OPEN_PORT(p);
+  turn_arg a, b;
+  pthread_t ta, tb;
+  turn_run(&a, p, &ta); /* the first waiter */
+  ASSERT_OK(a.rc);
+  /* This thread: a receive and a send on a socket, a NOP. */
+  int c, s;
+  tcp_pair(&c, &s);
+  ASSERT_OK(hy__port_associate(p, s));
+  char in[8];
+  hy__op rcv, snd, nop;
+  op_init(&rcv, HY__OP_RECV, s);
+  rcv.buf = in;
+  rcv.len = sizeof in;
+  ASSERT_OK(hy__port_start(p, &rcv));
+  op_init(&nop, HY__OP_NOP, -1);
+  ASSERT_OK(hy__port_start(p, &nop));
+  ASSERT(wait_one(p) == &nop);
+  ASSERT_EQ(send(c, "hi", 2, 0), 2);
+  ASSERT(wait_one(p) == &rcv);
+  ASSERT_EQ(rcv.res, 2);
+  ASSERT_EQ(memcmp(in, "hi", 2), 0);
+  turn_run(&b, p, &tb); /* a third thread, while the first lives on */
+  ASSERT_OK(b.rc);
+  atomic_store(&b.release, 1);
+  pthread_join(tb, NULL);
+  op_init(&snd, HY__OP_SEND, s);
+  snd.buf = "ok";
+  snd.len = 2;
+  ASSERT_OK(hy__port_start(p, &snd));
+  ASSERT(wait_one(p) == &snd);
+  ASSERT_EQ(snd.res, 2);
+  ASSERT_EQ(recv(c, in, 2, MSG_WAITALL), 2);
+  ASSERT_EQ(memcmp(in, "ok", 2), 0);
+  /* A receive left in flight: forget (a cancel submitted at once) ends
+   * it, from this thread. */
+  op_init(&rcv, HY__OP_RECV, s);
+  rcv.buf = in;
+  rcv.len = sizeof in;
+  ASSERT_OK(hy__port_start(p, &rcv));
+  hy__port_forget(p, s);
+  ASSERT(wait_one(p) == &rcv);
+  ASSERT_ERR(rcv.res, HY_ECANCELED);
+  hy__port_close(p); /* the first waiter still lives */
+  atomic_store(&a.release, 1);
+  pthread_join(ta, NULL);
+  sock_close(c);
+  sock_close(s);
+  return 0;
+}
