@@ -314,9 +314,8 @@ HOT_INLINE int chan_op(hy_chan_t *c, void *buf, int send, hy_time_t deadline,
   hy__waitq_push(send ? &c->sendq : &c->recvq, &wr);
   c->refs++; /* the channel outlives this wait */
   hy__unlock(&c->lock);
-  hy__wait_what(w, send ? "chan-send" : "chan-recv");
   int last = 0;
-  if (hy__wait_park(w, deadline) < 0) {
+  if (hy__wait_park_one(w, send ? "chan-send" : "chan-recv", deadline) < 0) {
     /* A time-out or a cancel: the waiter is still queued, and its
      * reference still counted. */
     chan_lock(c);

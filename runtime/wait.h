@@ -229,6 +229,12 @@ void hy__wait_wake_from(hy__wait *w, const hy__wait *self);
  * task claims it as HY__FIRED_CANCEL.  Returns the final state. */
 int hy__wait_park(hy__wait *w, int64_t deadline);
 
+/* hy__wait_what followed by hy__wait_park, in one call for the usual
+ * case of a channel operation: a task's quiet wait opened by
+ * hy__wait_open_single as HY__WAITING_ONE, parked for without the checks
+ * that other waits need (runtime/sched.c). */
+int hy__wait_park_one(hy__wait *w, const char *what, int64_t deadline);
+
 /* The usual translation of a final state into a return code for a
  * single-object wait: the arm's result, HY_ETIMEDOUT or HY_ECANCELED. */
 static inline int hy__wait_rc(const hy__wait *w) {
