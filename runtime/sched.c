@@ -433,8 +433,15 @@ static inline HY__ALWAYS_INLINE void wake_quiet(hy__task *t, hy__worker *w) {
 void hy__task_wake_quiet(hy__task *t, hy__worker *w) { wake_quiet(t, w); }
 
 /* hy__wait_wake_from (runtime/wait.h) lives here, where the wake of a
- * quiet wait - the one of every channel hand-over - is inlined. */
-void hy__wait_wake_from(hy__wait *w, const hy__wait *self) {
+ * quiet wait - the one of every channel hand-over - is inlined.  Its
+ * common case (a channel hand-over between two tasks of one worker) is
+ * a few loads and stores: the woken task last ran here and is switched
+ * out (so PARKED, see hy__task_wake_on), and goes to the LIFO slot; the
+ * rest is out of line, so that this path saves no registers. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void wake_from_slow(hy__wait *w, const hy__wait *self) {
   hy__task *t = w->task;
   if (!t) {
     hy__osev_signal(&w->ev);
@@ -448,6 +455,29 @@ void hy__wait_wake_from(hy__wait *w, const hy__wait *self) {
     wake_quiet(t, wk);
   else
     hy__task_wake_on(t, wk);
+}
+
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void spill_push(hy__worker *w, hy__task *t) { ready_push(w, t); }
+
+void hy__wait_wake_from(hy__wait *w, const hy__wait *self) {
+  hy__task *t = w->task, *me = self->task;
+  hy__worker *wk;
+  if (t && me && w == &t->qwait && (wk = me->worker) == t->worker &&
+      wk->current != t &&
+      atomic_load_explicit(&wk->rt->phase, memory_order_relaxed) ==
+          HY__PH_RUNNING) {
+    /* wake_quiet and ready_on for a task of the caller's own worker. */
+    atomic_store_explicit(&t->wstate, HY__RUNNING, memory_order_relaxed);
+    hy__task *spill = wk->lifo;
+    wk->lifo = t;
+    if (spill)
+      spill_push(wk, spill);
+    return;
+  }
+  wake_from_slow(w, self);
 }
 
 /* The wake of a task that may not have switched out yet: PARKED becomes
@@ -753,6 +783,32 @@ void hy__park_quiet(hy__task *t) {
 }
 
 void hy__yield_now(hy__task *t) { leave(t, HY__AFTER_YIELD); }
+
+/* hy__wait_park_one (runtime/wait.h): hy__wait_what, hy__wait_park and
+ * hy__park_quiet in one, for a task's quiet wait opened as
+ * HY__WAITING_ONE (no deadline, no cancel look left to make: see
+ * hy__wait_park); any other wait takes the usual way. */
+int hy__wait_park_one(hy__wait *w, const char *what, int64_t deadline) {
+  hy__task *t = w->task;
+  if (!t || w != &t->qwait ||
+      atomic_load_explicit(&w->state, memory_order_relaxed) !=
+          HY__WAITING_ONE) {
+    if (what)
+      hy__wait_what(w, what);
+    return hy__wait_park(w, deadline);
+  }
+  hy__worker *wk = t->worker;
+  atomic_store_explicit(&t->await_what, what, memory_order_relaxed);
+  atomic_store_explicit(&t->await_since, wk->clock, memory_order_relaxed);
+  HY__STAT_INC(wk->st.parks);
+  if (atomic_load_explicit(&wk->rt->phase, memory_order_relaxed) !=
+      HY__PH_RUNNING)
+    wk->last_activity = hy_now();
+  leave(t, HY__AFTER_PARK_QUIET);
+  atomic_store_explicit(&t->await_what, NULL, memory_order_relaxed);
+  return atomic_load_explicit(&w->state, memory_order_acquire);
+}
+
 
 int hy_task_own_fp(hy_runtime_t *rt) {
   hy__task *t = rt ? hy__task_current(rt) : NULL;

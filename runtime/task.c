@@ -220,6 +220,7 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   atomic_store_explicit(&t->qwait.state, HY__QUIET, memory_order_relaxed);
   t->qwait.task = t;
   t->qwait.rt = rt;
+  t->qwait.one_ok = !rt->park_fence; /* hy__wait_open_single */
   atomic_store_explicit(&t->cancelled, phase >= HY__PH_CANCEL,
                         memory_order_relaxed); /* published by the locks below */
   atomic_store_explicit(&t->qwait.cancel, phase >= HY__PH_CANCEL,

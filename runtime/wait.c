@@ -102,6 +102,7 @@ int hy__waitq_wake_all(hy__waitq *q, int result) {
 int hy__wait_init(hy__wait *w, hy_runtime_t *rt) {
   atomic_init(&w->state, HY__WAITING);
   w->result = 0;
+  w->one_ok = 0;
   w->rt = rt;
   w->task = rt ? hy__task_current(rt) : NULL;
   if (!w->task) {
@@ -266,6 +267,7 @@ static int init_quiet_slow(hy__wait **out, hy__wait *own, hy_runtime_t *rt) {
     return init_quiet_task(out, t);
   atomic_init(&own->state, HY__QUIET);
   own->result = 0;
+  own->one_ok = 0;
   own->rt = rt;
   own->task = NULL;
   hy__osev_init(&own->ev);
@@ -280,25 +282,6 @@ int hy__wait_init_quiet(hy__wait **out, hy__wait *own, hy_runtime_t *rt) {
       !(t = ((hy__worker *)wk)->current))
     return init_quiet_slow(out, own, rt);
   return init_quiet_task(out, t);
-}
-
-int hy__wait_open_single(hy__wait *w, int64_t deadline) {
-  hy__task *t = w->task;
-  if (!t || w != &t->qwait || deadline != HY_FOREVER || t->rt->park_fence) {
-    hy__wait_open(w);
-    return 0;
-  }
-  w->result = 0;
-  atomic_store_explicit(&w->taking, 0, memory_order_relaxed);
-  atomic_store_explicit(&w->state, HY__WAITING_ONE, memory_order_release);
-  /* The look hy__wait_park makes for other quiet waits (see there), made
-   * while no object can claim the wait yet: a claim of our own races only
-   * a canceller's compare-and-swap. */
-  atomic_signal_fence(memory_order_seq_cst);
-  if (atomic_load_explicit(&t->cancelled, memory_order_relaxed)) {
-    return hy__wait_claim_one_cas(w, HY__FIRED_CANCEL);
-  }
-  return 0;
 }
 
 int hy__wait_claim_cancel(hy__wait *w) {

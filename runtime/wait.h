@@ -93,6 +93,10 @@ typedef struct hy__wait {
    * own line is written by every park: await_what, await_since). */
   atomic_int taking, cancel;
   int result;            /* set by the winner: 0 or HY_E* for that arm */
+  /* A task's quiet wait that hy__wait_open_single may open as
+   * HY__WAITING_ONE: set once for the task's life (runtime/task.c), 0 for
+   * every other wait. */
+  int one_ok;
   struct hy__task *task; /* the waiting task; NULL for a foreign thread */
   hy_runtime_t *rt;
   hy__osev_t ev;         /* a foreign thread parks here */
@@ -171,7 +175,25 @@ static inline void hy__wait_open(hy__wait *w) {
  * itself as HY__FIRED_CANCEL: it does not queue, and does not park.
  * Returns 0 otherwise: queue and park as usual (if a canceller claimed it
  * meanwhile, its wake comes). */
-int hy__wait_open_single(hy__wait *w, int64_t deadline);
+static inline int hy__wait_claim_one_cas(hy__wait *w, int to);
+static inline int hy__wait_open_single(hy__wait *w, int64_t deadline) {
+  if (!w->one_ok || deadline != HY_FOREVER) {
+    hy__wait_open(w);
+    return 0;
+  }
+  w->result = 0;
+  atomic_store_explicit(&w->taking, 0, memory_order_relaxed);
+  atomic_store_explicit(&w->state, HY__WAITING_ONE, memory_order_release);
+  /* The look hy__wait_park makes for other quiet waits (see there), made
+   * while no object can claim the wait yet: a claim of our own races only
+   * a canceller's compare-and-swap.  The canceller sets the wait's mirror
+   * of the task's flag (w->cancel) before its barrier, as it sets the
+   * flag. */
+  atomic_signal_fence(memory_order_seq_cst);
+  if (atomic_load_explicit(&w->cancel, memory_order_relaxed))
+    return hy__wait_claim_one_cas(w, HY__FIRED_CANCEL);
+  return 0;
+}
 
 /* A canceller's claim of a task's quiet wait once it has set the task's
  * cancel flag and then run hy__heavy_barrier: a HY__WAITING_ONE wait whose
@@ -228,6 +250,12 @@ void hy__wait_wake_from(hy__wait *w, const hy__wait *self);
  * for none) the runtime claims it as HY__FIRED_TIMEOUT; a cancel of the
  * task claims it as HY__FIRED_CANCEL.  Returns the final state. */
 int hy__wait_park(hy__wait *w, int64_t deadline);
+
+/* hy__wait_what followed by hy__wait_park, in one call for the usual
+ * case of a channel operation: a task's quiet wait opened by
+ * hy__wait_open_single as HY__WAITING_ONE, parked for without the checks
+ * that other waits need (runtime/sched.c). */
+int hy__wait_park_one(hy__wait *w, const char *what, int64_t deadline);
 
 /* The usual translation of a final state into a return code for a
  * single-object wait: the arm's result, HY_ETIMEDOUT or HY_ECANCELED. */

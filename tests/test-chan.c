@@ -2306,3 +2306,135 @@ TEST_IMPL(chan_across_runtimes) {
   close_rt(b);
   return 0;
 }
+
+/* -------------------------------- wakes that spill the LIFO slot */
+
+/* K receivers wait on one unbuffered channel; a sender hands each an
+ * element in turn without blocking in between, so on one worker every
+ * wake after the first pushes the task woken before it out of the
+ * worker's LIFO slot into its queue (hy__wait_wake_from's spill).  The
+ * sender is a task (the wake's own-worker path) or the main thread (a
+ * wake from outside the runtime).  Every element arrives once, every
+ * receiver ends. */
+#define SPILL_K 16
+
+typedef struct {
+  hy_runtime_t *rt;
+  hy_chan_t *c;
+  atomic_int ready;
+} spill_t;
+
+static void *spill_recv(void *p) {
+  spill_t *x = p;
+  int v = 0;
+  atomic_fetch_add(&x->ready, 1);
+  int rc = hy_chan_recv(x->c, &v);
+  return (void *)(intptr_t)(rc == 0 ? v : rc);
+}
+
+static void *spill_send(void *p) {
+  spill_t *x = p;
+  /* Let the receivers park first where they can (not needed for the
+   * result: a send that finds none waits for one). */
+  while (atomic_load(&x->ready) < SPILL_K)
+    hy_yield(x->rt);
+  for (int k = 0; k < 4; k++)
+    hy_yield(x->rt);
+  for (int v = 1; v <= SPILL_K; v++)
+    if (hy_chan_send(x->c, &v) != 0)
+      return (void *)(intptr_t)v;
+  return NULL;
+}
+
+TEST_IMPL(chan_wake_spills_lifo) {
+  uint64_t seed = test_rand();
+  for (int workers = 1; workers <= 2; workers++) {
+    hy_runtime_t *rt = new_rt(workers);
+    for (int round = 0; round < 100; round++) {
+      spill_t x = {rt, new_chan(rt, sizeof(int), 0), 0};
+      hy_task_t r[SPILL_K], s = {0};
+      for (int i = 0; i < SPILL_K; i++)
+        r[i] = spawn(rt, spill_recv, &x);
+      int from_task = rnd(&seed) % 2;
+      if (from_task) {
+        s = spawn(rt, spill_send, &x);
+      } else {
+        while (atomic_load(&x.ready) < SPILL_K)
+          usleep(100);
+        for (int v = 1; v <= SPILL_K; v++)
+          ASSERT_OK(hy_chan_send(x.c, &v));
+      }
+      int seen[SPILL_K + 1] = {0};
+      for (int i = 0; i < SPILL_K; i++) {
+        intptr_t v = join(rt, r[i]);
+        ASSERT(v >= 1 && v <= SPILL_K);
+        ASSERT_EQ(seen[v], 0);
+        seen[v] = 1;
+      }
+      if (from_task)
+        ASSERT_EQ(join(rt, s), 0);
+      hy_chan_release(x.c);
+    }
+    close_rt(rt);
+  }
+  return 0;
+}
+
+/* ------------------------- what a blocked channel call shows in dumps */
+
+static void *named_send(void *p) {
+  int v = 7;
+  return (void *)(intptr_t)hy_chan_send(p, &v);
+}
+
+static void *named_recv_until(void *p) {
+  int v = 0;
+  int rc = hy_chan_recv_until(p, &v, hy_deadline_in(HY_SEC(60)));
+  return (void *)(intptr_t)(rc == 0 ? v : rc);
+}
+
+/* Whether the dump shows the task named `name` parked awaiting `what`. */
+static int dump_shows(hy_runtime_t *rt, const char *name, const char *what) {
+  static char buf[8192];
+  char want[64];
+  snprintf(want, sizeof want, "parked  awaiting %s for ", what);
+  compat_capture(dump_to, rt, buf, sizeof buf);
+  const char *line = strstr(buf, name);
+  if (!line)
+    return 0;
+  const char *p = strstr(line, want);
+  const char *eol = strchr(line, '\n');
+  return p && (!eol || p < eol);
+}
+
+/* A blocking send parks through the one-object path (no deadline), a
+ * receive with a deadline through the general one: both name their wait
+ * for the dump while parked, and both are served. */
+TEST_IMPL(chan_blocked_calls_named) {
+  hy_runtime_t *rt = new_rt(1);
+  hy_chan_t *a = new_chan(rt, sizeof(int), 0), *b = new_chan(rt, sizeof(int), 0);
+  hy_task_opts_t to = HY_TASK_OPTS_INIT;
+  hy_task_t ts, tr;
+  to.name = "named-sender";
+  ASSERT_OK(hy_task_spawn(rt, named_send, a, &to, &ts));
+  to.name = "named-receiver";
+  ASSERT_OK(hy_task_spawn(rt, named_recv_until, b, &to, &tr));
+  hy_time_t end = hy_deadline_in(HY_SEC(30));
+  while ((!dump_shows(rt, "named-sender", "chan-send") ||
+          !dump_shows(rt, "named-receiver", "chan-recv")) &&
+         hy_now() < end)
+    usleep(1000);
+  ASSERT(dump_shows(rt, "named-sender", "chan-send"));
+  ASSERT(dump_shows(rt, "named-receiver", "chan-recv"));
+  int v = 0;
+  ASSERT_OK(hy_chan_recv(a, &v));
+  ASSERT_EQ(v, 7);
+  v = 9;
+  ASSERT_OK(hy_chan_send(b, &v));
+  ASSERT_EQ(join(rt, ts), 0);
+  ASSERT_EQ(join(rt, tr), 9);
+  hy_chan_release(a);
+  hy_chan_release(b);
+  close_rt(rt);
+  return 0;
+}
