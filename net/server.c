@@ -1143,6 +1143,14 @@ static void accept_done(hy__completion *cc, hy__op *op) {
       start_accept(a);
   } else if (more) {
     /* not reported: errors end a multishot accept */
+  } else if (res != HY_ECANCELED && sw->accepting &&
+             (res == HY_ECONNRESET || res == HY_ECONNABORTED)) {
+    /* The peer reset the connection before it was accepted (IOCP's
+     * AcceptEx reports it; Linux accepts the connection anyway): counted,
+     * but the peer's doing, not the server's - no back-off, accept again
+     * at once (a peer sending resets must not pause accepting). */
+    ST_ADD(s->accept_errors, 1);
+    start_accept(a);
   } else if (res != HY_ECANCELED && sw->accepting) {
     ST_ADD(s->accept_errors, 1);
     int out_of_fds = res == HY_EMFILE || res == HY_ENFILE || res == HY_ENOBUFS ||

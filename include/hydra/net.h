@@ -368,7 +368,9 @@ typedef struct hy_server_stats {
   uint64_t accepted;     /* connections accepted (kept or not) */
   uint64_t refused;      /* refused by on_accept */
   uint64_t over_limit;   /* closed at once for max_connections */
-  uint64_t accept_errors;/* failed accepts (EMFILE, ...) */
+  uint64_t accept_errors;/* failed accepts (EMFILE, ...), and connections
+                            reset by their peer before they were accepted
+                            (IOCP reports those; they cause no back-off) */
   uint64_t backoffs;     /* accept pauses after EMFILE/ENFILE */
   uint64_t closed;       /* connections closed */
   uint64_t timeouts;     /* connections closed by a timeout */
