@@ -31,10 +31,14 @@ int proc_spawn(proc_t *p, const char *exe, const char *test,
    * spawn is safe, and the child inherits it. */
   SetEnvironmentVariableA("HYDRA_BACKEND", backend);
   BOOL ok = start_with_output(cmd, out, &pi);
+  DWORD why = ok ? 0 : GetLastError();
   SetEnvironmentVariableA("HYDRA_BACKEND", NULL);
   CloseHandle(out);
-  if (!ok)
+  if (!ok) {
+    fprintf(stderr, "runner: CreateProcess for %s failed, error %lu\n", test,
+            (unsigned long)why);
     return -1;
+  }
   CloseHandle(pi.hThread);
   p->handle = (intptr_t)pi.hProcess;
   p->running = 1;

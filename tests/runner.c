@@ -138,6 +138,23 @@ static int backend_present(const char *name) {
   return 1;
 }
 
+/* Starts j's process.  A start the system refuses is tried again a few
+ * times, a little later: under Wine, process creation fails now and then
+ * when the machine is loaded (CreateProcess returns an error), and a test
+ * that never started has not run - its result is still to be had. */
+#define SPAWN_TRIES 5
+static int spawn_retrying(job_t *j) {
+  for (int k = 1;; k++) {
+    if (proc_spawn(&j->p, g_exe, j->t->name, j->backend, j->out) == 0)
+      return 0;
+    if (k == SPAWN_TRIES)
+      return -1;
+    fprintf(stderr, "runner: %s did not start (try %d of %d), again\n",
+            j->label, k, SPAWN_TRIES);
+    proc_sleep_ms(200 * k);
+  }
+}
+
 int main(int argc, char **argv) {
   g_exe = proc_self_exe(argv[0]);
   setvbuf(stdout, NULL, _IONBF, 0);
@@ -223,7 +240,7 @@ int main(int argc, char **argv) {
       int serial = (j->t->flags & T_SERIAL) != 0;
       if (serial && running > 0)
         break;
-      if (proc_spawn(&j->p, g_exe, j->t->name, j->backend, j->out) != 0) {
+      if (spawn_retrying(j) != 0) {
         printf("FAIL %s (could not start)\n", j->label);
         failed++;
         done++;
