@@ -1143,19 +1143,17 @@ static void accept_done(hy__completion *cc, hy__op *op) {
       start_accept(a);
   } else if (more) {
     /* not reported: errors end a multishot accept */
-  } else if (res != HY_ECANCELED && sw->accepting &&
-             (res == HY_ECONNRESET || res == HY_ECONNABORTED)) {
-    /* The peer reset the connection before it was accepted (IOCP's
-     * AcceptEx reports it; Linux accepts the connection anyway): counted,
-     * but the peer's doing, not the server's - no back-off, accept again
-     * at once (a peer sending resets must not pause accepting). */
-    ST_ADD(s->accept_errors, 1);
-    start_accept(a);
   } else if (res != HY_ECANCELED && sw->accepting) {
     ST_ADD(s->accept_errors, 1);
     int out_of_fds = res == HY_EMFILE || res == HY_ENFILE || res == HY_ENOBUFS ||
                      res == HY_ENOMEM;
-    if (out_of_fds || ++sw->errors_in_row >= ERRORS_BEFORE_BACKOFF) {
+    /* A connection its peer reset before it was accepted (IOCP's AcceptEx
+     * reports it; Linux accepts the connection anyway) is counted, but is
+     * the peer's doing, not the server's: no back-off, accept again at
+     * once (a peer sending resets must not pause accepting). */
+    int peers = res == HY_ECONNRESET || res == HY_ECONNABORTED;
+    if (!peers &&
+        (out_of_fds || ++sw->errors_in_row >= ERRORS_BEFORE_BACKOFF)) {
       /* Leave this accept idle until the back-off ends (the timer restarts
        * every idle accept then). */
       int64_t now = hy_now();
