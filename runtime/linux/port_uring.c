@@ -73,6 +73,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <liburing.h>
 #include <poll.h>
@@ -462,18 +463,19 @@ static hy__op *take_cqe(uport *u, struct io_uring_cqe *c, int state) {
   return op;
 }
 
-/* Moves every CQE into the held list (to make room when the kernel
- * refuses submissions while the CQ is backed up); with `some`, only about
- * as many as the CQ has now (a look that finds it empty runs the task
- * work that fills it again: a multishot receive of a fast peer would keep
- * it from ending). */
-static void hold_cqes_(uport *u, int some) {
+/* Moves CQEs into the held list, at most `limit` of them (to make room
+ * when the kernel refuses submissions while the CQ is backed up: all of
+ * them, HOLD_ALL; after a full wait, about as many as the CQ has now - a
+ * look that finds it empty runs the task work that fills it again: a
+ * multishot receive of a fast peer would keep it from ending). */
+#define HOLD_ALL UINT_MAX
+static void hold_cqes(uport *u, unsigned limit) {
   struct io_uring_cqe *cqes[64];
-  unsigned k, left = some ? io_uring_cq_ready(&u->ring) + 64 : 0;
-  while ((!some || left) &&
+  unsigned k;
+  while (limit &&
          (k = io_uring_peek_batch_cqe(&u->ring, cqes,
-                                      some && left < 64 ? left : 64)) > 0) {
-    left -= some ? k : 0;
+                                      limit < 64 ? limit : 64)) > 0) {
+    limit -= k;
     hy__lock(&u->base.lock);
     for (unsigned i = 0; i < k; i++) {
       hy__op *op = take_cqe(u, cqes[i], HY__PS_DONE);
@@ -491,8 +493,6 @@ static void hold_cqes_(uport *u, int some) {
   }
 }
 
-static void hold_cqes(uport *u) { hold_cqes_(u, 0); }
-
 /* Submits what is queued.  Returns 0 or HY_E*. */
 static int flush(uport *u) {
   for (int tries = 0; tries < 64; tries++) {
@@ -504,7 +504,7 @@ static int flush(uport *u) {
     if (r == -EINTR)
       continue;
     if (r == -EBUSY || r == -EAGAIN) {
-      hold_cqes(u);
+      hold_cqes(u, HOLD_ALL);
       continue;
     }
     return hy__lport_err(r);
@@ -908,7 +908,7 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
      * again, and fills the CQ further: 1000 busy connections made 5 such
      * receives per message. */
     if (n == max && u->npb)
-      hold_cqes_(u, 1);
+      hold_cqes(u, io_uring_cq_ready(&u->ring) + 64);
     if (n < max)
       n += take_shots(u, ops + n, max - n);
     if (u->stops)
@@ -954,7 +954,7 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
     if (r == -ETIME) {
       last = 1; /* one more look, then report the time-out */
     } else if (r == -EBUSY || r == -EAGAIN) {
-      hold_cqes(u);
+      hold_cqes(u, HOLD_ALL);
     } else if (r < 0 && r != -EINTR) {
       err = hy__lport_err(r);
       break;
