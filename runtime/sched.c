@@ -363,18 +363,22 @@ static void ready_push(hy__worker *w, hy__task *t) {
 }
 
 /* Inline: the LIFO slot's fast path is a few stores, less than a call. */
+/* Puts t in w's LIFO slot; returns the task it pushed out (for the run
+ * queue), or NULL. */
+static inline HY__ALWAYS_INLINE hy__task *lifo_swap(hy__worker *w,
+                                                    hy__task *t) {
+  hy__task *spill = w->lifo;
+  w->lifo = t;
+  return spill;
+}
+
 static inline HY__ALWAYS_INLINE void ready_on(hy__worker *w, hy__task *t,
                                               int lifo) {
   if (atomic_load_explicit(&w->rt->phase, memory_order_relaxed) !=
       HY__PH_RUNNING)
     w->last_activity = hy_now();
-  if (lifo) {
-    hy__task *spill = w->lifo;
-    w->lifo = t;
-    if (!spill)
-      return;
-    t = spill;
-  }
+  if (lifo && !(t = lifo_swap(w, t)))
+    return;
   ready_push(w, t);
 }
 
@@ -471,8 +475,7 @@ void hy__wait_wake_from(hy__wait *w, const hy__wait *self) {
           HY__PH_RUNNING) {
     /* wake_quiet and ready_on for a task of the caller's own worker. */
     atomic_store_explicit(&t->wstate, HY__RUNNING, memory_order_relaxed);
-    hy__task *spill = wk->lifo;
-    wk->lifo = t;
+    hy__task *spill = lifo_swap(wk, t);
     if (spill)
       spill_push(wk, spill);
     return;
