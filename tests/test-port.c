@@ -2045,8 +2045,9 @@ TEST_IMPL(port_look_judge) {
     int pays;
   } cases[] = {
       {300, 280, 1, 1, 0}, /* about the same: it does not */
-      {125, 100, 1, 1, 0}, /* 5/4 is not more than 5/4 */
-      {126, 100, 1, 1, 1},
+      {225, 200, 1, 1, 0}, /* 9/8 is not more than 9/8 */
+      {226, 200, 1, 1, 1},
+      {120, 100, 1, 1, 1},
       {300, 200, 2, 1, 0}, /* rates: the trial with looks ended late */
       {300, 100, 1, 3, 1}, /* ... or the one without did */
       {HY__LOOK_MIN - 1, 0, 1, 1, 0}, /* too few to judge by */
