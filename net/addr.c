@@ -126,10 +126,9 @@ static void lookup_unref(lookup_t *k) {
     hy__mem_free(k);
 }
 
-static void *lookup_run(void *arg) {
-  lookup_t *k = arg;
-  int rc = hy__sock_getaddrinfo(k->host, k->port, k->family, k->addrs,
-                                RESOLVE_MAX);
+/* The lookup ended with rc: wakes the task if it still waits, and drops
+ * the job's reference. */
+static void lookup_finish(lookup_t *k, int rc) {
   hy__lock(&k->lock);
   k->rc = rc;
   k->done = 1;
@@ -137,6 +136,12 @@ static void *lookup_run(void *arg) {
     hy__wait_wake(k->w);
   hy__unlock(&k->lock);
   lookup_unref(k);
+}
+
+static void *lookup_run(void *arg) {
+  lookup_t *k = arg;
+  lookup_finish(k, hy__sock_getaddrinfo(k->host, k->port, k->family,
+                                        k->addrs, RESOLVE_MAX));
   return NULL;
 }
 
@@ -244,15 +249,7 @@ static void *resolver_task(void *arg) {
    * call: getaddrinfo still runs to its end on the pool, and lookup_run
    * drops the helper's reference), and never on any other return. */
   int rc = hy_blocking(rt, lookup_job, k, NULL);
-  if (rc < 0 && rc != HY_ECANCELED) {
-    /* Never queued: finish the lookup as failed. */
-    hy__lock(&k->lock);
-    k->rc = rc;
-    k->done = 1;
-    if (k->w && hy__wait_claim(k->w, 0))
-      hy__wait_wake(k->w);
-    hy__unlock(&k->lock);
-    lookup_unref(k);
-  }
+  if (rc < 0 && rc != HY_ECANCELED)
+    lookup_finish(k, rc); /* never queued: the lookup failed */
   return NULL;
 }
