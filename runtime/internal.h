@@ -57,9 +57,11 @@ typedef struct hy__task hy__task;
 
 typedef struct hy__timer {
   int64_t deadline;
-  int idx;             /* position in its heap; -1 when not in one */
+  int idx;             /* position in its heap; -1 when not in one, -2 in
+                          its worker's spill list (timer.c) */
   hy__worker *owner;   /* whose heap, while idx >= 0 */
   hy__wait *wait;      /* claimed as HY__FIRED_TIMEOUT when due */
+  struct hy__timer *snext, *sprev; /* the spill list, while idx == -2 */
 } hy__timer;
 
 typedef struct hy__heap {
@@ -196,6 +198,7 @@ struct hy__worker {
 
   hy__lock_t tlock;       /* timers */
   hy__heap heap;
+  hy__timer *spill;       /* timers the heap had no room for (timer.c) */
 
   atomic_int sleeping;    /* enum hy__sleep: blocked (or about to block) in
                              the port, or woken to search (sched.c) */
@@ -348,7 +351,7 @@ void hy__wake_idle(hy_runtime_t *rt);
 void hy__worker_stats_sum(hy_runtime_t *rt, hy__wstats *out);
 
 /* timers (runtime/timer.c) */
-int hy__timer_arm(hy__worker *w, hy__timer *tm, int64_t deadline, hy__wait *wait);
+void hy__timer_arm(hy__worker *w, hy__timer *tm, int64_t deadline, hy__wait *wait);
 void hy__timer_disarm(hy__timer *tm);
 int hy__timers_fire(hy__worker *w, int64_t now);   /* count fired */
 int64_t hy__timers_next(hy__worker *w);            /* HY_FOREVER if none */

@@ -12,6 +12,12 @@
  * lock; the owner task removes its timer under the same lock after it
  * wakes, so a timer never fires into a wait that is gone.  Timers fire only
  * when now >= deadline: never early.
+ *
+ * Arming a timer cannot fail: when the heap cannot grow (out of memory),
+ * the timer waits in the worker's spill list instead, an unsorted list
+ * linked through the timers themselves, which the worker looks through
+ * while it is not empty.  A wait with a deadline thus neither ends early
+ * nor sleeps forever for want of a heap slot.
  */
 #include "runtime/internal.h"
 
@@ -87,18 +93,71 @@ void hy__heap_free(hy__heap *h) {
   h->n = h->cap = 0;
 }
 
-int hy__timer_arm(hy__worker *w, hy__timer *tm, int64_t deadline,
-                  hy__wait *wait) {
+/* ------------------------------------------------------- spill list */
+
+#define SPILLED -2
+
+/* pre: w->tlock. */
+static void spill_add(hy__worker *w, hy__timer *t) {
+  t->idx = SPILLED;
+  t->sprev = NULL;
+  t->snext = w->spill;
+  if (w->spill)
+    w->spill->sprev = t;
+  w->spill = t;
+}
+
+/* pre: w->tlock, t->idx == SPILLED. */
+static void spill_remove(hy__worker *w, hy__timer *t) {
+  if (t->sprev)
+    t->sprev->snext = t->snext;
+  else
+    w->spill = t->snext;
+  if (t->snext)
+    t->snext->sprev = t->sprev;
+  t->snext = t->sprev = NULL;
+  t->idx = -1;
+}
+
+/* pre: w->tlock.  The earliest deadline in the spill list. */
+static int64_t spill_next(const hy__worker *w) {
+  int64_t d = HY_FOREVER;
+  for (const hy__timer *t = w->spill; t; t = t->snext)
+    if (t->deadline < d)
+      d = t->deadline;
+  return d;
+}
+
+/* pre: w->tlock.  The earliest deadline of all of w's timers. */
+static int64_t next_locked(const hy__worker *w) {
+  hy__timer *t = hy__heap_min(&w->heap);
+  int64_t d = t ? t->deadline : HY_FOREVER;
+  if (w->spill) {
+    int64_t s = spill_next(w);
+    if (s < d)
+      d = s;
+  }
+  return d;
+}
+
+/* ----------------------------------------------------------- timers */
+
+void hy__timer_arm(hy__worker *w, hy__timer *tm, int64_t deadline,
+                   hy__wait *wait) {
   tm->deadline = deadline;
   tm->wait = wait;
   tm->owner = w;
   hy__lock(&w->tlock);
-  int rc = hy__heap_push(&w->heap, tm);
-  int first = rc == 0 && tm->idx == 0;
+  int first;
+  if (hy__heap_push(&w->heap, tm) == 0) {
+    first = tm->idx == 0 && (!w->spill || deadline <= spill_next(w));
+  } else {
+    first = deadline <= next_locked(w);
+    spill_add(w, tm);
+  }
   hy__unlock(&w->tlock);
   if (first)
     hy__timer_first(w, deadline); /* an idle worker may need to know */
-  return rc;
 }
 
 void hy__timer_disarm(hy__timer *tm) {
@@ -108,6 +167,8 @@ void hy__timer_disarm(hy__timer *tm) {
   hy__lock(&w->tlock);
   if (tm->idx >= 0)
     hy__heap_remove(&w->heap, tm);
+  else if (tm->idx == SPILLED)
+    spill_remove(w, tm);
   hy__unlock(&w->tlock);
   tm->owner = NULL;
 }
@@ -123,6 +184,18 @@ int hy__timers_fire(hy__worker *w, int64_t now) {
       n++;
     }
   }
+  /* Rare (the heap could not grow): a walk over the spill list. */
+  hy__timer *next;
+  for (t = w->spill; t; t = next) {
+    next = t->snext;
+    if (t->deadline > now)
+      continue;
+    spill_remove(w, t);
+    if (hy__wait_claim(t->wait, HY__FIRED_TIMEOUT)) {
+      hy__wait_wake(t->wait);
+      n++;
+    }
+  }
   /* Counted under the lock: an idle worker may fire another's timers
    * (sched.c). */
   HY__STAT_ADD(w->st.timers_fired, (uint64_t)n);
@@ -132,8 +205,7 @@ int hy__timers_fire(hy__worker *w, int64_t now) {
 
 int64_t hy__timers_next(hy__worker *w) {
   hy__lock(&w->tlock);
-  hy__timer *t = hy__heap_min(&w->heap);
-  int64_t d = t ? t->deadline : HY_FOREVER;
+  int64_t d = next_locked(w);
   hy__unlock(&w->tlock);
   return d;
 }

@@ -205,17 +205,17 @@ int hy__wait_park(hy__wait *w, int64_t deadline) {
       self = 1;
   }
   if (!self && deadline != HY_FOREVER) {
-    hy__worker *wk = t->worker;
-    /* No memory for the heap slot: fail the wait as a time-out rather
-     * than sleeping forever. */
-    if (deadline <= hy_now() ||
-        hy__timer_arm(wk, &t->timer, deadline, w) != 0) {
+    /* Arming cannot fail (runtime/timer.c): out of memory, the wait
+     * still ends at its deadline, never before. */
+    if (deadline <= hy_now()) {
       if (hy__wait_claim(w, HY__FIRED_TIMEOUT)) {
         if (quiet)
           self = 1;
         else
           hy__wait_wake(w);
       }
+    } else {
+      hy__timer_arm(t->worker, &t->timer, deadline, w);
     }
   }
   if (!self) {
