@@ -633,9 +633,12 @@ void *hy_task_local_get(hy_runtime_t *rt, int key) {
  * a select bumps t->armed then looks at t->over, so at least one of them
  * sees the other and the waiter is claimed before the block can go. */
 
-static void arm_deliver(hy__task *t, void *buf) {
+/* The arm's result: 0, or HY_ENOMEM for a task that never ran (no stack:
+ * its result is NULL then), as its join would say. */
+static int arm_deliver(hy__task *t, void *buf) {
   if (buf)
     *(void **)buf = t->result;
+  return t->error;
 }
 
 /* pre: the slot lock held.  The live task of the arm's generation, or
@@ -657,8 +660,7 @@ static int arm_try(void *obj, hy_arm_t *arm, int *result) {
   }
   if (!atomic_load_explicit(&t->over, memory_order_acquire))
     return 0;
-  arm_deliver(t, arm->buf);
-  *result = 0;
+  *result = arm_deliver(t, arm->buf);
   return 1;
 }
 
@@ -670,8 +672,7 @@ static void arm_enqueue(void *obj, hy_arm_t *arm, hy__waiter *w) {
   if (atomic_load(&t->over) && hy__wait_claim(w->wait, w->arm)) {
     /* Ended in between, and its end did not see this waiter. */
     hy__waitq_remove(&t->armq, w);
-    arm_deliver(t, w->buf);
-    w->wait->result = 0;
+    w->wait->result = arm_deliver(t, w->buf);
     hy__wait_wake(w->wait);
   }
 }
@@ -692,8 +693,7 @@ static void arms_fire(hy__task *t) {
   hy__lock(&s->lock);
   hy__waiter *wr;
   while ((wr = hy__waitq_claim(&t->armq)) != NULL) {
-    arm_deliver(t, wr->buf);
-    wr->wait->result = 0;
+    wr->wait->result = arm_deliver(t, wr->buf);
     hy__wait_wake(wr->wait);
   }
   hy__unlock(&s->lock);
