@@ -10,6 +10,7 @@
 #include "list-hub.h"
 #include "list-chan.h"
 #include "list-event.h"
+#include "list-nomem.h"
 #include "list-net.h"
 #include "list-examples.h"
 #include "list-win.h"
