@@ -479,10 +479,38 @@ static int scenario_select_variant(hy_runtime_t *rt, int variant, int strict) {
   return fails;
 }
 
+/* Blocks in a select until the shutdown fires its terminate arm. */
+typedef struct term {
+  hy_runtime_t *rt;
+  hy_chan_t *empty;
+  atomic_int ran, fired;
+} term_t;
+
+static void *term_waiter(void *p) {
+  term_t *s = p;
+  atomic_store(&s->ran, 1);
+  int v;
+  hy_arm_t arms[3] = {hy_arm_recv(s->empty, &v), hy_arm_send(s->empty, &v),
+                      hy_arm_terminate(s->rt)};
+  v = 5;
+  int i = hy_select(s->rt, arms, 3);
+  ASSERT_EQ(i, 2);
+  ASSERT_EQ(arms[2].result, 0);
+  atomic_store(&s->fired, 1);
+  return NULL;
+}
+
 static int scenario_select(long fail_at, long *left) {
   int strict = fail_at == 0, fails = 0;
   hy_runtime_t *rt = rt2();
+  term_t term;
+  memset(&term, 0, sizeof term);
+  term.rt = rt;
+  ASSERT_OK(hy_chan_new(rt, sizeof(int), 0, &term.empty));
   hy__mem_fail_at(fail_at);
+  int has_term = spawned(hy_task_spawn(rt, term_waiter, &term, NULL, NULL),
+                         strict);
+  fails += !has_term;
   for (int v = 0; v < 4; v++)
     fails += scenario_select_variant(rt, v, strict);
   /* A select with more arms than fit on the stack allocates. */
@@ -519,6 +547,12 @@ static int scenario_select(long fail_at, long *left) {
   }
   rt_end(rt);
   *left = hy__mem_fail_at(0);
+  /* The terminate arm fired in the shutdown, if its task ran at all (a
+   * detached task without a stack never runs). */
+  ASSERT_EQ(atomic_load(&term.fired), atomic_load(&term.ran));
+  if (strict)
+    ASSERT_EQ(atomic_load(&term.fired), 1);
+  hy_chan_release(term.empty);
   return fails;
 }
 
@@ -955,7 +989,7 @@ typedef struct timer_arg {
 
 static void *timer_sleeper(void *p) {
   timers_t *s = p;
-  hy_sleep(s->rt, HY_MS(30));
+  hy_sleep(s->rt, HY_MS(4)); /* past the join's deadline (2.3 ms at most) */
   return NULL;
 }
 
