@@ -1116,16 +1116,33 @@ TEST_IMPL(nomem_timers_never_early) {
 /* ============================================ 6. runtime life and posts */
 
 typedef struct posts {
-  atomic_int ran;
+  atomic_int ran, blocking_ran;
 } posts_t;
 
 static void post_fn(void *p) { atomic_fetch_add(&((posts_t *)p)->ran, 1); }
 
+static void *blocking_fn(void *p) {
+  atomic_fetch_add(&((posts_t *)p)->blocking_ran, 1);
+  return (void *)7;
+}
+
+/* Posts from a task, and runs a function on the blocking pool (made on
+ * first use): it runs once if the call says 0, never if HY_ENOMEM. */
 static void *post_from_task(void *p) {
   void **a = p;
   hy_runtime_t *rt = a[0];
-  int rc = hy_runtime_post(rt, post_fn, a[1]);
+  posts_t *ps = a[1];
+  int rc = hy_runtime_post(rt, post_fn, ps);
   ASSERT(rc == 0 || rc == HY_ENOMEM);
+  void *r = NULL;
+  int brc = hy_blocking(rt, blocking_fn, ps, &r);
+  if (brc == 0) {
+    ASSERT(r == (void *)7);
+    ASSERT_EQ(atomic_load(&ps->blocking_ran), 1);
+  } else {
+    ASSERT_EQ(brc, HY_ENOMEM);
+    ASSERT_EQ(atomic_load(&ps->blocking_ran), 0);
+  }
   return (void *)(intptr_t)(rc == 0);
 }
 
@@ -1133,6 +1150,7 @@ static int scenario_runtime(int workers, long fail_at, long *left) {
   int strict = fail_at == 0, fails = 0;
   posts_t ps;
   atomic_init(&ps.ran, 0);
+  atomic_init(&ps.blocking_ran, 0);
   hy__mem_fail_at(fail_at);
   hy_options_t o = HY_OPTIONS_INIT;
   o.workers = workers;
@@ -1196,8 +1214,10 @@ static int scenario_runtime(int workers, long fail_at, long *left) {
   ASSERT_OK(hy_runtime_close(rt));
   *left = hy__mem_fail_at(0);
   ASSERT_EQ(atomic_load(&ps.ran), posted);
-  if (strict)
+  if (strict) {
     ASSERT_EQ(posted, 9);
+    ASSERT_EQ(atomic_load(&ps.blocking_ran), 1);
+  }
   return fails;
 }
 
