@@ -22,7 +22,7 @@
 
 /* Far more than any scenario allocates: a sweep that reaches it is one
  * that never ends. */
-#define SWEEP_MAX 20000
+#define SWEEP_MAX 2000
 
 /* Whether the allocator can be made to fail on demand here. */
 static int can_fail(void) {
