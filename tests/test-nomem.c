@@ -184,17 +184,16 @@ static int join_ended(hy_runtime_t *rt, hy_task_t t, intptr_t want,
 }
 
 /* Waits for the pair's tasks with task arms, standing in for the one that
- * never ran, and checks that every element sent arrived once, in order. */
+ * never ran: without a receiver we take what is sent with a recv arm (so a
+ * sender that never ran either cannot leave us waiting), without a sender
+ * we close the channel.  Then every element sent arrived once, in order. */
 static int pair_finish(hy_runtime_t *rt, pair_run *r, int strict) {
   if (!r->p.c)
     return 0;
-  int fails = 0;
-  if (!r->has_r) /* no receiver: we take what is sent (none may be lost) */
-    while (pair_take(&r->p, 0) == 0)
-      ;
-  while (r->has_s || r->has_r) {
-    hy_arm_t arms[2];
-    int idx[2], k = 0;
+  int fails = 0, drain = !r->has_r;
+  while (r->has_s || r->has_r || drain) {
+    hy_arm_t arms[3];
+    int idx[3], k = 0, v = 0;
     if (r->has_s) {
       arms[k] = hy_arm_task(rt, r->ts, NULL);
       idx[k++] = 0;
@@ -203,22 +202,35 @@ static int pair_finish(hy_runtime_t *rt, pair_run *r, int strict) {
       arms[k] = hy_arm_task(rt, r->tr, NULL);
       idx[k++] = 1;
     }
+    if (drain) {
+      arms[k] = hy_arm_recv(r->p.c, &v);
+      idx[k++] = 2;
+    }
     int i = hy_select(rt, arms, k);
     ASSERT(i >= 0 && i < k);
-    int ended = arms[i].result;
-    ASSERT(ended == 0 || ended == HY_ENOMEM);
+    int res = arms[i].result;
+    if (idx[i] == 2) {
+      if (res == 0) {
+        ASSERT_EQ(v, atomic_fetch_add(&r->p.got, 1) + 1);
+      } else {
+        ASSERT_EQ(res, HY_ECLOSED);
+        drain = 0;
+      }
+      continue;
+    }
+    ASSERT(res == 0 || res == HY_ENOMEM);
     if (idx[i] == 0) {
       r->has_s = 0;
-      if (join_ended(rt, r->ts, 1, &r->p.ran_s, strict, ended)) {
+      if (join_ended(rt, r->ts, 1, &r->p.ran_s, strict, res)) {
         fails++;
-        ASSERT_OK(hy_chan_close(r->p.c)); /* it never ran: it sent nothing */
+        /* It never ran: it sent nothing, and did not close. */
+        ASSERT_OK(hy_chan_close(r->p.c));
       }
     } else {
       r->has_r = 0;
-      if (join_ended(rt, r->tr, 2, &r->p.ran_r, strict, ended)) {
+      if (join_ended(rt, r->tr, 2, &r->p.ran_r, strict, res)) {
         fails++;
-        while (pair_take(&r->p, 0) == 0)
-          ;
+        drain = 1;
       }
     }
   }
@@ -435,10 +447,26 @@ static int scenario_select_variant(hy_runtime_t *rt, int variant, int strict) {
       has_sel = 0;
     }
   }
-  if (!has_sel) { /* nobody takes from `in`: the producer must not stick */
-    int v;
-    while (hy_chan_recv(s->in, &v) == 0)
+  /* Nobody takes from `in`: we do, until its end, which the producer
+   * makes - or we, if it never ran either. */
+  for (int prod_live = s->has_prod; !has_sel;) {
+    int v = 0;
+    hy_arm_t arms[2] = {hy_arm_recv(s->in, &v),
+                        hy_when(prod_live, hy_arm_task(rt, s->prod, NULL))};
+    int i = hy_select(rt, arms, 2);
+    ASSERT(i == 0 || i == 1);
+    if (i == 1) {
+      prod_live = 0;
+      if (arms[1].result == HY_ENOMEM)
+        ASSERT_OK(hy_chan_close(s->in));
+      else
+        ASSERT_EQ(arms[1].result, 0);
+    } else if (arms[0].result == 0) {
       ASSERT_EQ(v, atomic_fetch_add(&s->taken, 1) + 1);
+    } else {
+      ASSERT_EQ(arms[0].result, HY_ECLOSED);
+      break;
+    }
   }
   if (s->has_prod) {
     rc = hy_task_join(rt, s->prod, &res);
