@@ -1142,7 +1142,10 @@ static void accept_done(hy__completion *cc, hy__op *op) {
     if (sw->accepting && !more)
       start_accept(a);
   } else if (more) {
-    /* not reported: errors end a multishot accept */
+    /* A multishot accept goes on after an error only when the port had
+     * to drop a connection (no memory to hand it over): counted, no
+     * back-off (the accept is still in flight). */
+    ST_ADD(s->accept_errors, 1);
   } else if (res != HY_ECANCELED && sw->accepting) {
     ST_ADD(s->accept_errors, 1);
     int out_of_fds = res == HY_EMFILE || res == HY_ENFILE || res == HY_ENOBUFS ||
