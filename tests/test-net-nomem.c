@@ -153,37 +153,48 @@ done:
   return (void *)(intptr_t)rc;
 }
 
+/* Twice: on one runtime, warm (its caches and the ports' tables already
+ * made), and on a fresh runtime per run, where the ports' first
+ * allocations (descriptor tables, message nodes) are part of the run. */
 TEST_IMPL(net_nomem_tcp_task) {
   if (!can_fail())
     RETURN_SKIP("allocator cannot fail on demand");
-  hy_runtime_t *rt = test_rt_new(2);
-  long n;
-  int failures = 0, retried = 0;
-  for (n = 1; n < SWEEP_MAX; n++) {
-    tcp_run r = {rt, n, 0, 1 + (size_t)(test_rand() % 70000), (unsigned)n, NULL,
-                 0};
-    int rc = (int)run_task(rt, tcp_scenario, &r);
-    retried += rc == 1;
-    if (rc < 0) {
-      if (!clean_error(rc))
-        TEST_FAIL_("run %ld: %s failed with %s", n, r.step, hy_err_name(rc));
-      failures++;
+  for (int fresh = 0; fresh < 2; fresh++) {
+    hy_runtime_t *rt = fresh ? NULL : test_rt_new(2);
+    long n;
+    int failures = 0, retried = 0;
+    for (n = 1; n < SWEEP_MAX; n++) {
+      if (fresh)
+        rt = test_rt_new(2);
+      tcp_run r = {rt, n, 0, 1 + (size_t)(test_rand() % 70000), (unsigned)n,
+                   NULL, 0};
+      int rc = (int)run_task(rt, tcp_scenario, &r);
+      retried += rc == 1;
+      if (rc < 0) {
+        if (!clean_error(rc))
+          TEST_FAIL_("run %ld: %s failed with %s", n, r.step, hy_err_name(rc));
+        failures++;
+      }
+      /* Right after, with memory again: a clean echo. */
+      tcp_run ok = {rt, 0, 0, 1 + (size_t)(test_rand() % 70000),
+                    (unsigned)n + 7, NULL, 0};
+      rc = (int)run_task(rt, tcp_scenario, &ok);
+      if (rc < 0)
+        TEST_FAIL_("clean run after %ld: %s failed with %s", n, ok.step,
+                   hy_err_name(rc));
+      if (fresh)
+        test_rt_close(rt, HY_MS(100));
+      if (r.left > 0)
+        break; /* the operation ended before its nth allocation */
     }
-    /* Right after, with memory again: a clean echo. */
-    tcp_run ok = {rt, 0, 0, 1 + (size_t)(test_rand() % 70000), (unsigned)n + 7,
-                  NULL, 0};
-    rc = (int)run_task(rt, tcp_scenario, &ok);
-    if (rc < 0)
-      TEST_FAIL_("clean run after %ld: %s failed with %s", n, ok.step,
-                 hy_err_name(rc));
-    if (r.left > 0)
-      break; /* the operation ended before its nth allocation */
+    fprintf(stderr, "sweep (%s): %ld runs, %d failed cleanly, %d accepts "
+                    "retried\n", fresh ? "fresh" : "warm", n, failures,
+            retried);
+    ASSERT_LT(n, SWEEP_MAX);
+    ASSERT_GT(failures, 0);
+    if (!fresh)
+      test_rt_close(rt, HY_MS(100));
   }
-  fprintf(stderr, "sweep: %ld runs, %d failed cleanly, %d accepts retried\n",
-          n, failures, retried);
-  ASSERT_LT(n, SWEEP_MAX);
-  ASSERT_GT(failures, 0);
-  test_rt_close(rt, HY_MS(100));
   return 0;
 }
 
@@ -251,33 +262,43 @@ done:
   return (void *)(intptr_t)rc;
 }
 
+/* Warm, then with a fresh runtime per run (as net_nomem_tcp_task). */
 TEST_IMPL(net_nomem_udp) {
   if (!can_fail())
     RETURN_SKIP("allocator cannot fail on demand");
-  hy_runtime_t *rt = test_rt_new(2);
-  long n;
-  int failures = 0;
-  for (n = 1; n < SWEEP_MAX; n++) {
-    udp_run r = {rt, n, 0, 1 + (size_t)(test_rand() % 1200), (unsigned)n, NULL};
-    int rc = (int)run_task(rt, udp_scenario, &r);
-    if (rc < 0) {
-      if (!clean_error(rc))
-        TEST_FAIL_("run %ld: %s failed with %s", n, r.step, hy_err_name(rc));
-      failures++;
+  for (int fresh = 0; fresh < 2; fresh++) {
+    hy_runtime_t *rt = fresh ? NULL : test_rt_new(2);
+    long n;
+    int failures = 0;
+    for (n = 1; n < SWEEP_MAX; n++) {
+      if (fresh)
+        rt = test_rt_new(2);
+      udp_run r = {rt, n, 0, 1 + (size_t)(test_rand() % 1200), (unsigned)n,
+                   NULL};
+      int rc = (int)run_task(rt, udp_scenario, &r);
+      if (rc < 0) {
+        if (!clean_error(rc))
+          TEST_FAIL_("run %ld: %s failed with %s", n, r.step, hy_err_name(rc));
+        failures++;
+      }
+      udp_run ok = {rt, 0, 0, 1 + (size_t)(test_rand() % 1200),
+                    (unsigned)n + 3, NULL};
+      rc = (int)run_task(rt, udp_scenario, &ok);
+      if (rc < 0)
+        TEST_FAIL_("clean run after %ld: %s failed with %s", n, ok.step,
+                   hy_err_name(rc));
+      if (fresh)
+        test_rt_close(rt, HY_MS(100));
+      if (r.left > 0)
+        break;
     }
-    udp_run ok = {rt, 0, 0, 1 + (size_t)(test_rand() % 1200), (unsigned)n + 3,
-                  NULL};
-    rc = (int)run_task(rt, udp_scenario, &ok);
-    if (rc < 0)
-      TEST_FAIL_("clean run after %ld: %s failed with %s", n, ok.step,
-                 hy_err_name(rc));
-    if (r.left > 0)
-      break;
+    fprintf(stderr, "sweep (%s): %ld runs, %d failed cleanly\n",
+            fresh ? "fresh" : "warm", n, failures);
+    ASSERT_LT(n, SWEEP_MAX);
+    ASSERT_GT(failures, 0);
+    if (!fresh)
+      test_rt_close(rt, HY_MS(100));
   }
-  fprintf(stderr, "sweep: %ld runs, %d failed cleanly\n", n, failures);
-  ASSERT_LT(n, SWEEP_MAX);
-  ASSERT_GT(failures, 0);
-  test_rt_close(rt, HY_MS(100));
   return 0;
 }
 
