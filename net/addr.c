@@ -110,7 +110,6 @@ int hy_addr_equal(const hy_addr_t *a, const hy_addr_t *b) {
 typedef struct lookup {
   hy__lock_t lock;
   int refs;            /* the task and the job */
-  hy__wait *w;         /* the waiting task's wait; NULL once it left */
   int done;
   int rc;
   int port, family;
@@ -126,14 +125,12 @@ static void lookup_unref(lookup_t *k) {
     hy__mem_free(k);
 }
 
-/* The lookup ended with rc: wakes the task if it still waits, and drops
- * the job's reference. */
+/* The lookup ended with rc (seen by the task once the helper ended), and
+ * drops the job's reference. */
 static void lookup_finish(lookup_t *k, int rc) {
   hy__lock(&k->lock);
   k->rc = rc;
   k->done = 1;
-  if (k->w && hy__wait_claim(k->w, 0))
-    hy__wait_wake(k->w);
   hy__unlock(&k->lock);
   lookup_unref(k);
 }
@@ -145,8 +142,8 @@ static void *lookup_run(void *arg) {
   return NULL;
 }
 
-/* Runs lookup_run on the blocking pool without waiting for it: the task
- * waits on k->w instead, so the deadline can end its wait. */
+/* lookup_run on the blocking pool, called by the helper task (the task
+ * that asked joins the helper, with its deadline). */
 static void *lookup_job(void *arg) { return lookup_run(arg); }
 
 typedef struct spawn_arg {
@@ -191,19 +188,13 @@ int hy_resolve_until(hy_runtime_t *rt, const char *host, int port,
   k->port = port;
   k->family = family;
   k->refs = 2;
-  hy__wait w;
-  int rc = hy__wait_init(&w, rt);
-  if (rc < 0) {
-    hy__mem_free(k);
-    return rc;
-  }
-  k->w = &w;
   /* The job runs in a helper task that calls hy_blocking: that task, not
-   * this one, waits for getaddrinfo, so this one can leave at its deadline. */
+   * this one, waits for getaddrinfo, so this one can leave at its deadline.
+   * This one joins the helper: a helper that never ran (no memory for its
+   * stack when it was to start) is seen that way, and not waited for
+   * forever. */
   spawn_arg *sa = hy__mem_calloc(1, sizeof *sa);
   if (!sa) {
-    hy__wait_claim(&w, 0);
-    hy__wait_fini(&w);
     hy__mem_free(k);
     return HY_ENOMEM;
   }
@@ -211,24 +202,37 @@ int hy_resolve_until(hy_runtime_t *rt, const char *host, int port,
   sa->k = k;
   hy_task_opts_t o = HY_TASK_OPTS_INIT;
   o.name = "resolve";
-  rc = hy_task_spawn(rt, resolver_task, sa, &o, NULL);
+  hy_task_t h;
+  int rc = hy_task_spawn(rt, resolver_task, sa, &o, &h);
   if (rc < 0) {
     hy__mem_free(sa);
-    hy__wait_claim(&w, 0);
-    hy__wait_fini(&w);
     hy__mem_free(k);
     return rc;
   }
-  int st = hy__wait_park(&w, deadline);
+  rc = hy_task_join_until(rt, h, deadline, NULL);
+  if (rc == HY_ENOMEM) {
+    /* It never ran: its argument and the job's reference are ours. */
+    hy__mem_free(sa);
+    lookup_unref(k);
+    lookup_unref(k);
+    return HY_ENOMEM;
+  }
+  if (rc < 0) {
+    /* The deadline passed, or this task was cancelled: the helper finishes
+     * in the background (its lookup, too) and lets its resources go. */
+    hy_task_detach(rt, h);
+    lookup_unref(k);
+    return rc == HY_ETIMEDOUT ? HY_ETIMEDOUT : HY_ECANCELED;
+  }
   hy__lock(&k->lock);
-  k->w = NULL;
   int done = k->done;
   rc = k->rc;
   hy__unlock(&k->lock);
-  hy__wait_fini(&w);
-  if (st < 0 && !done) {
+  if (!done) {
+    /* The helper was cancelled (shutdown) while getaddrinfo still runs on
+     * the pool, which ends the lookup and drops the job's reference. */
     lookup_unref(k);
-    return st == HY__FIRED_TIMEOUT ? HY_ETIMEDOUT : HY_ECANCELED;
+    return HY_ECANCELED;
   }
   int n = 0;
   if (rc > 0) {

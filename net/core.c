@@ -13,6 +13,8 @@ void hy__sock_init(hy__sock *s, hy_runtime_t *rt, intptr_t fd, int kind) {
   s->fd = fd;
   s->kind = kind;
   s->refs = 1;
+  s->fpkts = &s->fpk0;
+  s->nfpkts = 1;
 }
 
 void hy__sock_error(hy__sock *s, const char *op, int code, int os,
@@ -75,9 +77,20 @@ static int associate(hy__sock *s, hy__worker *wk) {
     if (!s->assoc_more)
       return HY_ENOMEM;
   }
+  if (s->nfpkts == s->nassoc) {
+    /* The packet that will ask this port to forget the fd, made now: an
+     * error here is the operation's, while the end cannot fail. */
+    hy__fpkt *f = hy__mem_calloc(1, sizeof *f);
+    if (!f)
+      return HY_ENOMEM;
+    f->next = s->fpkts;
+    s->fpkts = f;
+    s->nfpkts++;
+  }
   int rc = hy__port_associate(wk->port, s->fd);
   if (rc < 0)
     return rc;
+  s->nassoc++;
   if (id < 64)
     s->assoc |= 1ull << id;
   else
@@ -92,23 +105,23 @@ static void finish(hy__sock *s) {
     hy__fd_close_reset(s->fd);
   else
     hy__fd_close(s->fd);
+  while (s->fpkts) {
+    hy__fpkt *f = s->fpkts;
+    s->fpkts = f->next;
+    if (f != &s->fpk0)
+      hy__mem_free(f);
+  }
   hy__mem_free(s->assoc_more);
   hy__mem_free(s);
 }
 
-typedef struct forget_pkt {
-  hy__op op;
-  hy__completion c;
-  hy__sock *s;
-  hy__port *port;
-} forget_pkt;
-
 static void forget_done(hy__completion *c, hy__op *op) {
   (void)op;
-  forget_pkt *f = (forget_pkt *)((char *)c - offsetof(forget_pkt, c));
+  hy__fpkt *f = (hy__fpkt *)((char *)c - offsetof(hy__fpkt, c));
   hy__sock *s = f->s;
   hy__port_forget(f->port, s->fd);
-  hy__mem_free(f);
+  if (f != &s->fpk0)
+    hy__mem_free(f);
   hy__lock(&s->lock);
   int last = --s->forgets == 0;
   hy__unlock(&s->lock);
@@ -117,7 +130,8 @@ static void forget_done(hy__completion *c, hy__op *op) {
 }
 
 /* The last reference is gone: every port that knows the fd forgets it on
- * its own thread; the last forget closes the fd. */
+ * its own thread (with the packets made when it was associated); the last
+ * forget closes the fd. */
 static void last_ref(hy__sock *s) {
   hy_runtime_t *rt = s->rt;
   hy__worker *me = hy__worker_current(rt);
@@ -131,25 +145,27 @@ static void last_ref(hy__sock *s) {
       hy__port_forget(wk->port, s->fd);
       continue;
     }
-    forget_pkt *f = hy__mem_calloc(1, sizeof *f);
-    if (f) {
-      f->op.kind = HY__OP_POST;
-      f->op.data = &f->c;
-      f->c.fn = forget_done;
-      f->s = s;
-      f->port = wk->port;
-      hy__lock(&s->lock);
-      s->forgets++;
-      hy__unlock(&s->lock);
-      if (hy__port_post(wk->port, &f->op) == 0)
-        continue;
-      hy__lock(&s->lock);
-      s->forgets--;
-      hy__unlock(&s->lock);
-      hy__mem_free(f);
-    }
-    /* No memory to ask the owner: forgetting from here is the lesser evil
-     * (the fd is still open, so it cannot name another socket yet). */
+    hy__fpkt *f = s->fpkts; /* one per association: never NULL here */
+    s->fpkts = f->next;
+    memset(f, 0, sizeof *f);
+    f->op.kind = HY__OP_POST;
+    f->op.data = &f->c;
+    f->c.fn = forget_done;
+    f->s = s;
+    f->port = wk->port;
+    hy__lock(&s->lock);
+    s->forgets++;
+    hy__unlock(&s->lock);
+    if (hy__port_post(wk->port, &f->op) == 0)
+      continue;
+    hy__lock(&s->lock);
+    s->forgets--;
+    hy__unlock(&s->lock);
+    f->next = s->fpkts; /* freed by finish */
+    s->fpkts = f;
+    /* The port would not take it (it is closing): forgetting from here is
+     * the lesser evil (the fd is still open, so it cannot name another
+     * socket yet). */
     hy__port_forget(wk->port, s->fd);
   }
   hy__lock(&s->lock);

@@ -43,6 +43,16 @@ typedef struct hy__nop {
   void (*on_done)(struct hy__nop *n); /* background ops; under no lock */
 } hy__nop;
 
+/* A packet asking a port the fd was associated with to forget it, on the
+ * port's own thread, at the socket's end (core.c, last_ref). */
+typedef struct hy__fpkt {
+  hy__op op;
+  hy__completion c;
+  hy__sock *s;
+  hy__port *port;
+  struct hy__fpkt *next;
+} hy__fpkt;
+
 struct hy__sock {
   hy_runtime_t *rt;
   intptr_t fd;
@@ -60,6 +70,11 @@ struct hy__sock {
   int poll_active;
   hy_net_error_t err;      /* last failure */
   int forgets;             /* pending remote forgets at the end */
+  /* Forget packets made ahead, at least one per association (the first is
+   * fpk0), so that the end needs no memory. */
+  hy__fpkt fpk0;
+  hy__fpkt *fpkts;
+  int nfpkts, nassoc;
 };
 
 /* Sets up s (refs = 1, the user's) around an open fd. */

@@ -216,6 +216,8 @@ struct hy_server {
   hy__wait *dwait;
   int dstop;
   long nconns;          /* connections not yet released, under dlock */
+  hy_task_t drainer;    /* joined by hy_server_close (has_drainer) */
+  int has_drainer;
   hy__wait *cwait;      /* the drainer waiting for nconns == 0 */
   atomic_int draining;  /* quiesce seen */
   _Atomic uint64_t accepted, refused, over_limit, accept_errors, backoffs,
@@ -1142,7 +1144,10 @@ static void accept_done(hy__completion *cc, hy__op *op) {
     if (sw->accepting && !more)
       start_accept(a);
   } else if (more) {
-    /* not reported: errors end a multishot accept */
+    /* A multishot accept goes on after an error only when the port had
+     * to drop a connection (no memory to hand it over): counted, no
+     * back-off (the accept is still in flight). */
+    ST_ADD(s->accept_errors, 1);
   } else if (res != HY_ECANCELED && sw->accepting) {
     ST_ADD(s->accept_errors, 1);
     int out_of_fds = res == HY_EMFILE || res == HY_ENFILE || res == HY_ENOBUFS ||
@@ -1596,8 +1601,10 @@ int hy_server_start(hy_runtime_t *rt, const hy_server_config_t *cfg,
   hy_task_opts_t to = HY_TASK_OPTS_INIT;
   to.name = "server-drain";
   out_inc(s);
-  if (hy_task_spawn(rt, drainer, s, &to, NULL) < 0)
+  if (hy_task_spawn(rt, drainer, s, &to, &s->drainer) < 0)
     out_dec(s); /* the drain phase then does not wait for connections */
+  else
+    s->has_drainer = 1;
   for (int i = 0; i < s->nw; i++)
     if (accepts_on(s, i))
       post_to(&s->w[i], &s->w[i].start_pkt, start_pkt_done);
@@ -1641,6 +1648,20 @@ int hy_server_close(hy_server_t *s) {
     for (int i = 0; i < s->nw; i++)
       if (post_to(&s->w[i], &s->w[i].close_pkt, close_pkt_done) == 0)
         posted++;
+  /* The drainer ends once stopped (or once the connections the close
+   * packets close are released).  A task that never ran - no memory for
+   * its stack when it was to start - ends without a word to its spawner
+   * unless joined: its count of outstanding work is dropped here then,
+   * or the wait below would never end. */
+  if (s->has_drainer) {
+    int jr = hy_task_join(rt, s->drainer, NULL);
+    s->has_drainer = 0;
+    if (jr == HY_ENOMEM)
+      out_dec(s);
+    else if (jr == HY_ECANCELED)
+      hy_task_detach(rt, s->drainer); /* this closer was cancelled: it
+                                          ends on its own */
+  }
   hy__wait w;
   int rc = posted ? hy__wait_init(&w, rt) : -1;
   if (rc == HY_ECANCELED) {

@@ -114,6 +114,14 @@ int hy_tcp_accept_until(hy_listener_t *l, hy_time_t deadline,
   int rc = hy__sock_ref(&l->s);
   if (rc < 0)
     return rc;
+  /* The handle is made before the accept: a connection taken from the
+   * kernel is never reset for want of memory to hold it. */
+  hy_conn_t *c = conn_new(l->s.rt, HY__BAD_SOCK);
+  if (!c) {
+    hy__sock_error(&l->s, "accept", HY_ENOMEM, 0, &l->addr);
+    hy__sock_unref(&l->s);
+    return HY_ENOMEM;
+  }
   hy__nop n;
   memset(&n, 0, sizeof n);
   hy_addr_t peer;
@@ -124,16 +132,13 @@ int hy_tcp_accept_until(hy_listener_t *l, hy_time_t deadline,
   n.op.addrlen = sizeof peer.sa.raw;
   rc = hy__sock_await(&l->s, &n, deadline);
   if (rc >= 0) {
-    hy_conn_t *c = conn_new(l->s.rt, rc);
-    if (!c) {
-      hy__fd_close_reset(rc);
-      rc = HY_ENOMEM;
-    } else {
-      *out = c;
-      rc = 0;
-    }
-  } else if (rc != HY_ETIMEDOUT && rc != HY_ECANCELED) {
-    hy__sock_error(&l->s, "accept", rc, 0, &l->addr);
+    c->s.fd = rc;
+    *out = c;
+    rc = 0;
+  } else {
+    hy__mem_free(c);
+    if (rc != HY_ETIMEDOUT && rc != HY_ECANCELED)
+      hy__sock_error(&l->s, "accept", rc, 0, &l->addr);
   }
   hy__sock_unref(&l->s);
   return rc;

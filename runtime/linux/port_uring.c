@@ -154,6 +154,10 @@ typedef struct uport {
   int multishot;        /* the kernel has multishot accept */
   int msrecv;           /* ... and multishot receive (Linux 6.0) */
   shot *shots, *shots_tail, *free_shots; /* CQEs of multishot ops */
+  shot lost;            /* queued (lost_queued) to report a connection a
+                           multishot accept had to drop for want of a
+                           node: needs no memory of its own */
+  int lost_queued;
   hy__op *finals;       /* multishot ops ended by the kernel, whose last
                            CQE (an accept's res in pdata[3], a receive's
                            in its mrecv) waits to be handed over after
@@ -447,11 +451,17 @@ static hy__op *take_cqe(uport *u, struct io_uring_cqe *c, int state) {
     }
     shot *sh = shot_new(u);
     if (!sh) {
-      /* No memory to keep it: the connection is refused (reset). */
+      /* No memory to keep it: the connection is refused (reset), and the
+       * op's owner is told (HY_ENOMEM with HY__OP_MORE) by the node kept
+       * for that.  Drops before that report is handed over share it. */
       if (c->res >= 0) {
         struct linger lg = {1, 0};
         setsockopt(c->res, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
         close(c->res);
+      }
+      if (!u->lost_queued) {
+        u->lost_queued = 1;
+        shot_queue(u, &u->lost, op, -ENOMEM, NULL);
       }
       return NULL;
     }
@@ -633,8 +643,12 @@ static int take_shots(uport *u, hy__op **ops, int max) {
       ((mrecv *)(uintptr_t)op->pdata[3])->nq--;
     }
     ops[n++] = op;
-    sh->next = u->free_shots;
-    u->free_shots = sh;
+    if (sh == &u->lost) {
+      u->lost_queued = 0;
+    } else {
+      sh->next = u->free_shots;
+      u->free_shots = sh;
+    }
   }
   hy__op **fp = &u->finals;
   while (*fp && n < max) {
@@ -1016,7 +1030,8 @@ static void u_close(hy__port *p) {
     u->shots = sh->next;
     if (sh->res >= 0)
       close(sh->res);
-    hy__mem_free(sh);
+    if (sh != &u->lost)
+      hy__mem_free(sh);
   }
   while (u->free_shots) {
     shot *sh = u->free_shots;
