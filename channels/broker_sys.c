@@ -141,14 +141,17 @@ void hy__event_publish_phase(hy_runtime_t *rt, int phase) {
 }
 
 void hy__event_publish_task_exit(hy_runtime_t *rt, uint64_t id,
-                                 const char *name, int cancelled) {
+                                 const char *name, int cancelled,
+                                 int never_ran) {
   hy__evstate *st = hy__evstate_peek(rt);
   if (!st || atomic_load_explicit(&st->nreceivers, memory_order_relaxed) == 0)
     return;
   hy_task_event_t e;
   memset(&e, 0, sizeof e);
   e.task = id;
-  e.reason = cancelled ? HY_TASK_CANCELLED : HY_TASK_RETURNED;
+  e.reason = never_ran   ? HY_TASK_NO_STACK
+             : cancelled ? HY_TASK_CANCELLED
+                         : HY_TASK_RETURNED;
   if (name)
     strncpy(e.name, name, sizeof e.name - 1);
   publish(st, st->ch_task, &hy_event_task, &e, sizeof e);

@@ -137,7 +137,7 @@ static int task_de(hy_runtime_t *rt, const void *in, size_t n, void *payload,
     return HY_EPROTO;
   int32_t reason = (int32_t)le_get(p + 8, 4);
   size_t nl = p[12];
-  if (reason < HY_TASK_RETURNED || reason > HY_TASK_CRASHED || nl > 31 ||
+  if (reason < HY_TASK_RETURNED || reason > HY_TASK_NO_STACK || nl > 31 ||
       n != 13 + nl || memchr(p + 13, 0, nl))
     return HY_EPROTO;
   if (payload) {

@@ -99,7 +99,9 @@ struct hy__task {
   void *result;
   int error;             /* HY_ENOMEM: it never ran, no stack could be had */
   hy_stack_t stack;      /* base NULL until the first run */
-  size_t stack_size;
+  hy_stack_cache_t *scache; /* where its stack comes from and goes back to:
+                               a stack size of its own (task.c); NULL: the
+                               runtime's default, through the worker's stash */
 
   /* Identity: the slot is assigned when the block is first constructed and
    * stays with it; the generation changes on every reuse. */
@@ -265,6 +267,9 @@ typedef struct hy__phase_hook {
   struct hy__phase_hook *next, *prev;
 } hy__phase_hook;
 
+#define HY__XSTACK_MIN_LOG2 14 /* 16 KiB */
+#define HY__XSTACK_CLASSES 15  /* up to 2^28: 256 MiB */
+
 struct hy_runtime {
   hy_options_t opt;
   hy__tls_t tls;           /* this runtime's worker on the calling thread */
@@ -275,6 +280,9 @@ struct hy_runtime {
 
   hy_cache_t *task_cache;
   hy_stack_cache_t *stacks;
+  /* Stacks for tasks spawned with a size of their own, one cache per power
+   * of two from 16 KiB (HY__XSTACK_MIN) to 256 MiB, made on first use. */
+  _Atomic(hy_stack_cache_t *) xstacks[HY__XSTACK_CLASSES];
 
   /* Task table: chunks of slots, allocated on demand, freed at close. */
   hy__lock_t slot_lock;
@@ -398,7 +406,8 @@ void hy__phase_hook_remove(hy_runtime_t *rt, hy__phase_hook *h);
  * load when nobody subscribed.  hy__event_free at close. */
 void hy__event_publish_phase(hy_runtime_t *rt, int phase);
 void hy__event_publish_task_exit(hy_runtime_t *rt, uint64_t id,
-                                 const char *name, int cancelled);
+                                 const char *name, int cancelled,
+                                 int never_ran); /* no stack: HY_ENOMEM */
 void hy__event_publish_signal(hy_runtime_t *rt, int signo); /* sys/signal */
 void hy__event_free(hy_runtime_t *rt);
 

@@ -85,6 +85,9 @@ static void free_runtime(hy_runtime_t *rt) {
   hy__hubs_free(rt);
   if (rt->stacks)
     hy_stack_cache_destroy(rt->stacks);
+  for (int i = 0; i < HY__XSTACK_CLASSES; i++)
+    if (rt->xstacks[i])
+      hy_stack_cache_destroy(rt->xstacks[i]);
   hy__barrier_destroy(&rt->barrier);
   hy__cond_destroy(&rt->cv);
   hy__mutex_destroy(&rt->mu);

@@ -670,7 +670,8 @@ static int stack_get(hy__worker *w, hy_stack_t *s) {
 static int prepare(hy__worker *w, hy__task *t) {
   if (t->stack.base)
     return 0;
-  if (stack_get(w, &t->stack) != 0)
+  if ((t->scache ? hy_stack_alloc(t->scache, &t->stack)
+                 : stack_get(w, &t->stack)) != 0)
     return HY_ENOMEM;
   hy__fiber_task_new(t); /* TSan: only tasks that run count as fibers */
   t->sp = hy__ctx_make(t->stack.base, t->stack.size, hy__task_entry, t);

@@ -180,10 +180,54 @@ void hy__task_release_handles(hy_runtime_t *rt) {
 
 /* -------------------------------------------------------------- spawn */
 
+/* The stack cache for a task that asks for `size` bytes of stack (0: the
+ * runtime's default, *out NULL).  A size of its own is rounded up to a
+ * power of two from 16 KiB: one cache per class, made on first use and
+ * kept until the runtime closes, so that tasks of one size reuse each
+ * other's stacks; a size the default covers as well (at most it, and
+ * rounded up to at least it) takes the default's.  Returns 0, HY_EINVAL
+ * (over 256 MiB) or HY_ENOMEM. */
+static int stack_class(hy_runtime_t *rt, size_t size, hy_stack_cache_t **out) {
+  *out = NULL;
+  size_t def = rt->opt.stack_size;
+  if (size == 0 || size == def)
+    return 0;
+  int lg = HY__XSTACK_MIN_LOG2;
+  while (lg < HY__XSTACK_MIN_LOG2 + HY__XSTACK_CLASSES - 1 &&
+         ((size_t)1 << lg) < size)
+    lg++;
+  size_t cls = (size_t)1 << lg;
+  if (cls < size)
+    return HY_EINVAL;
+  if (size <= def && cls >= def)
+    return 0;
+  _Atomic(hy_stack_cache_t *) *slot = &rt->xstacks[lg - HY__XSTACK_MIN_LOG2];
+  hy_stack_cache_t *c = atomic_load_explicit(slot, memory_order_acquire);
+  if (!c) {
+    /* Cached free stacks: up to 64 MiB of them (4 at least). */
+    size_t keep = ((size_t)64 << 20) / cls;
+    int rc = hy_stack_cache_create(cls, keep < 4 ? 4 : keep, &c);
+    if (rc < 0)
+      return rc;
+    hy_stack_cache_t *none = NULL;
+    if (!atomic_compare_exchange_strong(slot, &none, c)) {
+      hy_stack_cache_destroy(c); /* another spawn made it first */
+      c = none;
+    }
+  }
+  *out = c;
+  return 0;
+}
+
 int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
                   const hy_task_opts_t *o, hy_task_t *out) {
   if (!rt || !fn)
     return HY_EINVAL;
+  hy_stack_cache_t *scache;
+  int rc = stack_class(
+      rt, (o && o->size >= sizeof *o) ? o->stack_size : 0, &scache);
+  if (rc < 0)
+    return rc;
   int phase = atomic_load(&rt->phase);
   hy__task *cur = hy__task_current(rt);
   if (phase >= HY__PH_FINALIZE || (phase != HY__PH_RUNNING && !cur))
@@ -197,8 +241,7 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
   t->result = NULL;
   t->stack.base = NULL;
   t->stack.size = 0;
-  t->stack_size = (o && o->size >= sizeof *o && o->stack_size) ? o->stack_size
-                                                               : 0;
+  t->scache = scache;
   const char *name = (o && o->name) ? o->name : "task";
   size_t k = 0; /* what snprintf would do, without its cost on this path */
   for (; k < sizeof t->name - 1 && name[k]; k++)
@@ -325,9 +368,13 @@ void hy__task_end(hy__worker *w, hy__task *t) {
 void hy__task_finish(hy__worker *w, hy__task *t) {
   hy_runtime_t *rt = t->rt;
   hy__event_publish_task_exit(rt, handle_of(t).id, t->name,
-                              atomic_load(&t->cancelled));
+                              atomic_load(&t->cancelled),
+                              t->error == HY_ENOMEM);
   if (t->stack.base) {
-    hy__stack_put(w, &t->stack);
+    if (t->scache)
+      hy_stack_free(t->scache, &t->stack);
+    else
+      hy__stack_put(w, &t->stack);
     t->stack.base = NULL;
   }
   hy__fiber_task_free(t);

@@ -31,6 +31,7 @@ TEST(rt_alive_count_across_workers, T_BACKEND)
 TEST(rt_options, 0)
 TEST(rt_timer_heap_million, 0)
 TEST(rt_no_stack_is_an_error, 0)
+TEST(rt_task_stack_size, 0)
 /* shutdown */
 TEST(shutdown_phases_in_order, T_BACKEND)
 TEST(shutdown_drain_follows_activity, T_BACKEND)

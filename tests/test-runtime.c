@@ -1201,6 +1201,86 @@ TEST_IMPL(rt_timer_heap_million) {
 
 /* A task whose stack cannot be had never runs, and its joiner is told so:
  * the join returns HY_ENOMEM, never a result the task did not compute. */
+/* Recursion that needs about depth * 4 KiB of stack, every frame touched. */
+static int deep(int depth) {
+  volatile char frame[4096];
+  frame[0] = (char)depth;
+  frame[sizeof frame - 1] = (char)depth;
+  if (depth == 0)
+    return frame[0];
+  return deep(depth - 1) + frame[sizeof frame - 1] - (char)depth + 1;
+}
+
+static void *deep_task(void *p) {
+  int depth = (int)(intptr_t)p;
+  return (void *)(intptr_t)deep(depth);
+}
+
+typedef struct {
+  hy_runtime_t *rt;
+  size_t size;
+  int depth;
+} sized_t;
+
+/* Spawns and joins tasks of one size from a task (several of these run at
+ * once on two workers: the first use of a size races to make its cache). */
+static void *spawn_sized(void *p) {
+  sized_t *s = p;
+  for (int i = 0; i < 8; i++) {
+    hy_task_opts_t o = HY_TASK_OPTS_INIT;
+    o.stack_size = s->size;
+    hy_task_t t;
+    if (hy_task_spawn(s->rt, deep_task, (void *)(intptr_t)s->depth, &o, &t))
+      return (void *)1;
+    void *r = NULL;
+    if (hy_task_join(s->rt, t, &r) || (intptr_t)r != s->depth)
+      return (void *)2;
+  }
+  return NULL;
+}
+
+/* hy_task_opts_t.stack_size gives a task that stack: a task that recurses
+ * through ~600 KiB runs in a 1 MiB stack where the default 64 KiB would
+ * fault on its guard page; sizes are checked, and tasks of several sizes
+ * spawned at once from several workers share each size's stacks. */
+TEST_IMPL(rt_task_stack_size) {
+  hy_runtime_t *rt = test_rt_new(2);
+  hy_task_opts_t o = HY_TASK_OPTS_INIT;
+  o.stack_size = (size_t)1 << 20;
+  hy_task_t t;
+  ASSERT_OK(hy_task_spawn(rt, deep_task, (void *)(intptr_t)150, &o, &t));
+  void *r = NULL;
+  ASSERT_OK(hy_task_join(rt, t, &r));
+  ASSERT_EQ((intptr_t)r, 150);
+  /* Over 256 MiB: refused at spawn. */
+  o.stack_size = ((size_t)256 << 20) + 1;
+  ASSERT_ERR(hy_task_spawn(rt, deep_task, NULL, &o, &t), HY_EINVAL);
+  o.stack_size = (size_t)256 << 20; /* the largest: reserved, barely used */
+  ASSERT_OK(hy_task_spawn(rt, deep_task, (void *)(intptr_t)4, &o, &t));
+  ASSERT_OK(hy_task_join(rt, t, &r));
+  ASSERT_EQ((intptr_t)r, 4);
+  /* Small, default-covered and large sizes at once, from tasks. */
+  static const struct {
+    size_t size;
+    int depth;
+  } kinds[] = {{16 << 10, 1},  {20 << 10, 2},   {64 << 10, 8},
+               {40 << 10, 6},  {128 << 10, 24}, {(size_t)1 << 20, 150},
+               {3 << 20, 400}, {128 << 10, 20}};
+  enum { N = sizeof kinds / sizeof kinds[0] };
+  sized_t s[N];
+  hy_task_t sp[N];
+  for (int i = 0; i < N; i++) {
+    s[i] = (sized_t){rt, kinds[i].size, kinds[i].depth};
+    ASSERT_OK(hy_task_spawn(rt, spawn_sized, &s[i], NULL, &sp[i]));
+  }
+  for (int i = 0; i < N; i++) {
+    ASSERT_OK(hy_task_join(rt, sp[i], &r));
+    ASSERT(r == NULL);
+  }
+  test_rt_close(rt, HY_MS(100));
+  return 0;
+}
+
 static void *never_without_stack(void *p) {
   atomic_fetch_add((atomic_int *)p, 1);
   return (void *)42;
@@ -1211,17 +1291,42 @@ TEST_IMPL(rt_no_stack_is_an_error) {
   o.workers = 0; /* nothing runs until run_once */
   hy_runtime_t *rt;
   ASSERT_OK(hy_runtime_new(&o, &rt));
+  /* A supervisor's view: the exit of a task that never ran says so. */
+  hy_recv_opts_t ro = HY_RECV_OPTS_INIT;
+  hy_receiver_t *exits;
+  ASSERT_OK(hy_subscribe(hy_sys_broker(rt), "sys/task", &ro, &exits));
   atomic_int ran = 0;
   hy_task_t t;
   ASSERT_OK(hy_task_spawn(rt, never_without_stack, &ran, NULL, &t));
   hy__mem_fail_at(1); /* the first stack mapping fails */
   hy_runtime_run_once(rt, 0);
-  hy__mem_fail_at(0);
+  long left = hy__mem_fail_at(0);
   void *r = (void *)1;
   ASSERT_ERR(hy_task_join(rt, t, &r), HY_ENOMEM);
   ASSERT(r == NULL);
   ASSERT_EQ(atomic_load(&ran), 0);
   ASSERT_ERR(hy_task_join(rt, t, &r), HY_ESTALE);
+  ASSERT_EQ(left, 0);
+  hy_event_t *ev;
+  ASSERT_OK(hy_receiver_try_read(exits, &ev));
+  const hy_task_event_t *te = hy_event_data(ev, NULL);
+  ASSERT_EQ(te->reason, HY_TASK_NO_STACK);
+  ASSERT_EQ(te->task, t.id);
+  hy_event_unref(ev);
+  /* The same for a detached task: the event is all there is. */
+  hy_task_opts_t to = HY_TASK_OPTS_INIT;
+  to.name = "detached";
+  ASSERT_OK(hy_task_spawn(rt, never_without_stack, &ran, &to, NULL));
+  hy__mem_fail_at(1);
+  hy_runtime_run_once(rt, 0);
+  ASSERT_EQ(hy__mem_fail_at(0), 0);
+  ASSERT_EQ(atomic_load(&ran), 0);
+  ASSERT_OK(hy_receiver_try_read(exits, &ev));
+  te = hy_event_data(ev, NULL);
+  ASSERT_EQ(te->reason, HY_TASK_NO_STACK);
+  ASSERT(strcmp(te->name, "detached") == 0);
+  hy_event_unref(ev);
+  hy_unsubscribe(exits);
   /* Memory is back: the next task runs. */
   ASSERT_OK(hy_task_spawn(rt, never_without_stack, &ran, NULL, &t));
   hy_runtime_run_once(rt, 0);

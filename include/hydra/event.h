@@ -115,7 +115,15 @@ typedef struct hy_phase_event {
   int32_t phase; /* enum hy_phase */
 } hy_phase_event_t;
 
-enum hy_task_exit { HY_TASK_RETURNED = 0, HY_TASK_CANCELLED, HY_TASK_CRASHED };
+/* Why a task ended (sys/task).  HY_TASK_NO_STACK: it never ran, for want of
+ * memory for its stack when it was to start (its joiner gets HY_ENOMEM); a
+ * detached task's spawner learns of it only here. */
+enum hy_task_exit {
+  HY_TASK_RETURNED = 0,
+  HY_TASK_CANCELLED,
+  HY_TASK_CRASHED,
+  HY_TASK_NO_STACK
+};
 typedef struct hy_task_event {
   uint64_t task;  /* the hy_task_t id */
   int32_t reason; /* enum hy_task_exit */

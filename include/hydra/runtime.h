@@ -184,14 +184,19 @@ typedef void *(*hy_task_fn)(void *arg);
 typedef struct hy_task_opts {
   size_t size;       /* sizeof(hy_task_opts_t) */
   const char *name;  /* copied (up to 31 bytes); NULL: "task" */
-  size_t stack_size; /* 0: the runtime's default */
+  size_t stack_size; /* usable stack bytes, rounded up to a power of two
+                        from 16 KiB (at most 256 MiB); 0: the runtime's
+                        default (hy_options_t.stack_size), which also
+                        serves a size it covers */
   int priority;      /* reserved; 0 */
 } hy_task_opts_t;
 #define HY_TASK_OPTS_INIT {sizeof(hy_task_opts_t), NULL, 0, 0}
 
 /* Spawns fn(arg) as a task.  out may be NULL: the task is detached.
- * Returns 0, HY_ENOMEM, or HY_ESHUTDOWN (after shutdown began, except from
- * a task of rt, which may still spawn clean-up work). */
+ * Returns 0, HY_ENOMEM, HY_EINVAL (a stack over 256 MiB), or HY_ESHUTDOWN
+ * (after shutdown began, except from a task of rt, which may still spawn
+ * clean-up work).  The task gets its stack when it first runs; if none can
+ * be had then, it ends without running and its joiner gets HY_ENOMEM. */
 int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
                   const hy_task_opts_t *o, hy_task_t *out);
 
