@@ -18,8 +18,12 @@ int test_port_backend(void) {
 hy_runtime_t *test_rt_new(int workers) {
   hy_options_t o = HY_OPTIONS_INIT;
   o.workers = workers;
+  return test_rt_new_with(&o);
+}
+
+hy_runtime_t *test_rt_new_with(const hy_options_t *o) {
   hy_runtime_t *rt = NULL;
-  int rc = hy_runtime_new(&o, &rt);
+  int rc = hy_runtime_new(o, &rt);
   if (rc == HY_ENOSYS && test_backend()) {
     fprintf(stderr, "SKIP: backend %s not available here\n", test_backend());
     exit(TEST_SKIP);

@@ -12,6 +12,9 @@ int test_port_backend(void);
  * asked for (HYDRA_BACKEND); a backend this machine lacks skips the test. */
 hy_runtime_t *test_rt_new(int workers);
 
+/* The same with options of the test's own. */
+hy_runtime_t *test_rt_new_with(const hy_options_t *o);
+
 /* Shuts rt down, the drain given `grace`, then closes it; both must work. */
 void test_rt_close(hy_runtime_t *rt, int64_t grace);
 

@@ -338,14 +338,7 @@ static hy_runtime_t *rt_big_stacks(int workers) {
   hy_options_t o = HY_OPTIONS_INIT;
   o.workers = workers;
   o.stack_size = (size_t)5 << 20;
-  hy_runtime_t *rt = NULL;
-  int rc = hy_runtime_new(&o, &rt);
-  if (rc == HY_ENOSYS && test_backend()) {
-    fprintf(stderr, "SKIP: backend %s not available here\n", test_backend());
-    exit(TEST_SKIP);
-  }
-  ASSERT_OK(rc);
-  return rt;
+  return test_rt_new_with(&o);
 }
 
 /* A fresh runtime each run, with stacks that each need a new mapping: the

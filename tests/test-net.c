@@ -31,18 +31,7 @@
 #include "rt_util.h"
 #include "test.h"
 
-static hy_runtime_t *new_rt(int workers) {
-  hy_options_t o = HY_OPTIONS_INIT;
-  o.workers = workers;
-  hy_runtime_t *rt = NULL;
-  int rc = hy_runtime_new(&o, &rt);
-  if (rc == HY_ENOSYS && test_backend()) {
-    fprintf(stderr, "SKIP: backend %s not available here\n", test_backend());
-    exit(TEST_SKIP);
-  }
-  ASSERT_OK(rc);
-  return rt;
-}
+static hy_runtime_t *new_rt(int workers) { return test_rt_new(workers); }
 
 static void close_rt(hy_runtime_t *rt) {
   ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(100)));
