@@ -220,6 +220,7 @@ struct hy_server {
   int has_drainer;
   hy__wait *cwait;      /* the drainer waiting for nconns == 0 */
   atomic_int draining;  /* quiesce seen */
+  atomic_int last_accept_error; /* HY_E* (hy_server_stats) */
   _Atomic uint64_t accepted, refused, over_limit, accept_errors, backoffs,
       closed, timeouts, bytes_in, bytes_out;
   atomic_long nbufs;    /* read buffers allocated, not yet freed */
@@ -1148,8 +1149,12 @@ static void accept_done(hy__completion *cc, hy__op *op) {
      * to drop a connection (no memory to hand it over): counted, no
      * back-off (the accept is still in flight). */
     ST_ADD(s->accept_errors, 1);
+    atomic_store_explicit(&s->last_accept_error, (int)res,
+                          memory_order_relaxed);
   } else if (res != HY_ECANCELED && sw->accepting) {
     ST_ADD(s->accept_errors, 1);
+    atomic_store_explicit(&s->last_accept_error, (int)res,
+                          memory_order_relaxed);
     int out_of_fds = res == HY_EMFILE || res == HY_ENFILE || res == HY_ENOBUFS ||
                      res == HY_ENOMEM;
     /* A connection its peer reset before it was accepted (IOCP's AcceptEx
@@ -1709,6 +1714,8 @@ int hy_server_stats(hy_server_t *s, hy_server_stats_t *o) {
   o->bytes_out = LD(bytes_out);
   o->live = (uint64_t)atomic_load(&s->live);
   o->read_buffers = (uint64_t)atomic_load(&s->nbufs);
+  o->last_accept_error = atomic_load_explicit(&s->last_accept_error,
+                                              memory_order_relaxed);
 #undef LD
   return 0;
 }

@@ -381,6 +381,9 @@ typedef struct hy_server_stats {
                             kept free per worker and (io_uring) those lent
                             to the kernel's buffer ring, however many
                             connections are idle; else one per connection */
+  int32_t last_accept_error; /* the HY_E* code of the latest accept error
+                                counted in accept_errors (hy_err_name says
+                                which); 0: none yet */
 } hy_server_stats_t;
 int hy_server_stats(hy_server_t *s, hy_server_stats_t *out);
 
