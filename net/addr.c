@@ -135,16 +135,14 @@ static void lookup_finish(lookup_t *k, int rc) {
   lookup_unref(k);
 }
 
+/* The lookup, on the blocking pool (called by the helper task; the task
+ * that asked joins the helper, with its deadline). */
 static void *lookup_run(void *arg) {
   lookup_t *k = arg;
   lookup_finish(k, hy__sock_getaddrinfo(k->host, k->port, k->family,
                                         k->addrs, RESOLVE_MAX));
   return NULL;
 }
-
-/* lookup_run on the blocking pool, called by the helper task (the task
- * that asked joins the helper, with its deadline). */
-static void *lookup_job(void *arg) { return lookup_run(arg); }
 
 typedef struct spawn_arg {
   hy_runtime_t *rt;
@@ -248,11 +246,11 @@ static void *resolver_task(void *arg) {
   hy_runtime_t *rt = sa->rt;
   lookup_t *k = sa->k;
   hy__mem_free(sa);
-  /* hy_blocking runs lookup_job exactly once when it returns 0 or
+  /* hy_blocking runs lookup_run exactly once when it returns 0 or
    * HY_ECANCELED (this helper cancelled at shutdown, before or during the
    * call: getaddrinfo still runs to its end on the pool, and lookup_run
    * drops the helper's reference), and never on any other return. */
-  int rc = hy_blocking(rt, lookup_job, k, NULL);
+  int rc = hy_blocking(rt, lookup_run, k, NULL);
   if (rc < 0 && rc != HY_ECANCELED)
     lookup_finish(k, rc); /* never queued: the lookup failed */
   return NULL;

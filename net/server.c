@@ -1122,6 +1122,14 @@ static void new_conn(srv_worker *sw, intptr_t fd, const hy_addr_t *peer) {
     start_read(c);
 }
 
+/* An accept failed with res: counted, and kept as the last error
+ * (hy_server_stats). */
+static void count_accept_error(hy_server_t *s, int64_t res) {
+  ST_ADD(s->accept_errors, 1);
+  atomic_store_explicit(&s->last_accept_error, (int)res,
+                        memory_order_relaxed);
+}
+
 static void accept_done(hy__completion *cc, hy__op *op) {
   acc_op *a = (acc_op *)((char *)cc - offsetof(acc_op, c));
   srv_worker *sw = a->sw;
@@ -1148,13 +1156,9 @@ static void accept_done(hy__completion *cc, hy__op *op) {
     /* A multishot accept goes on after an error only when the port had
      * to drop a connection (no memory to hand it over): counted, no
      * back-off (the accept is still in flight). */
-    ST_ADD(s->accept_errors, 1);
-    atomic_store_explicit(&s->last_accept_error, (int)res,
-                          memory_order_relaxed);
+    count_accept_error(s, res);
   } else if (res != HY_ECANCELED && sw->accepting) {
-    ST_ADD(s->accept_errors, 1);
-    atomic_store_explicit(&s->last_accept_error, (int)res,
-                          memory_order_relaxed);
+    count_accept_error(s, res);
     int out_of_fds = res == HY_EMFILE || res == HY_ENFILE || res == HY_ENOBUFS ||
                      res == HY_ENOMEM;
     /* A connection its peer reset before it was accepted (IOCP's AcceptEx

@@ -362,7 +362,6 @@ static void ready_push(hy__worker *w, hy__task *t) {
   hy__wake_idle(w->rt);
 }
 
-/* Inline: the LIFO slot's fast path is a few stores, less than a call. */
 /* Puts t in w's LIFO slot; returns the task it pushed out (for the run
  * queue), or NULL. */
 static inline HY__ALWAYS_INLINE hy__task *lifo_swap(hy__worker *w,
@@ -372,6 +371,7 @@ static inline HY__ALWAYS_INLINE hy__task *lifo_swap(hy__worker *w,
   return spill;
 }
 
+/* Inline: the LIFO slot's fast path is a few stores, less than a call. */
 static inline HY__ALWAYS_INLINE void ready_on(hy__worker *w, hy__task *t,
                                               int lifo) {
   if (atomic_load_explicit(&w->rt->phase, memory_order_relaxed) !=

@@ -173,27 +173,30 @@ void hy__timer_disarm(hy__timer *tm) {
   tm->owner = NULL;
 }
 
+/* A due timer, taken out of its heap or list: times its wait out.
+ * Returns 1 if that woke it, 0 if something else had claimed it. */
+static int fire(hy__timer *t) {
+  if (!hy__wait_claim(t->wait, HY__FIRED_TIMEOUT))
+    return 0;
+  hy__wait_wake(t->wait);
+  return 1;
+}
+
 int hy__timers_fire(hy__worker *w, int64_t now) {
   int n = 0;
   hy__lock(&w->tlock);
   hy__timer *t;
   while ((t = hy__heap_min(&w->heap)) != NULL && t->deadline <= now) {
     hy__heap_remove(&w->heap, t);
-    if (hy__wait_claim(t->wait, HY__FIRED_TIMEOUT)) {
-      hy__wait_wake(t->wait);
-      n++;
-    }
+    n += fire(t);
   }
   /* Rare (the heap could not grow): a walk over the spill list. */
   hy__timer *next;
   for (t = w->spill; t; t = next) {
     next = t->snext;
-    if (t->deadline > now)
-      continue;
-    spill_remove(w, t);
-    if (hy__wait_claim(t->wait, HY__FIRED_TIMEOUT)) {
-      hy__wait_wake(t->wait);
-      n++;
+    if (t->deadline <= now) {
+      spill_remove(w, t);
+      n += fire(t);
     }
   }
   /* Counted under the lock: an idle worker may fire another's timers

@@ -70,6 +70,7 @@ static int clean_error(int rc) { return rc == HY_ENOMEM; }
 
 /* ------------------------------------------------------------ TCP, tasks */
 
+/* One run of a task-style scenario (TCP or UDP), in a task. */
 typedef struct {
   hy_runtime_t *rt;
   long arm;        /* > 0: hy__mem_fail_at(arm) when the task starts */
@@ -78,13 +79,58 @@ typedef struct {
   unsigned seed;
   const char *step;/* the step that failed */
   int accept_retried;
-} tcp_run;
+} net_run;
+
+/* Sweeps a scenario (a task taking a net_run, returning 0, 1 - went
+ * through after a retry - or the HY_E* of the step that failed) twice: on
+ * one runtime, warm (its caches and the ports' tables already made), and
+ * on a fresh runtime per run, where the ports' first allocations
+ * (descriptor tables, message nodes) are part of the run.  Each run with
+ * a failure armed must fail cleanly or go through, and a clean run right
+ * after it, with memory again, must go through. */
+static void sweep_twice(void *(*scenario)(void *), size_t max_len) {
+  for (int fresh = 0; fresh < 2; fresh++) {
+    hy_runtime_t *rt = fresh ? NULL : test_rt_new(2);
+    long n;
+    int failures = 0, retried = 0;
+    for (n = 1; n < SWEEP_MAX; n++) {
+      if (fresh)
+        rt = test_rt_new(2);
+      net_run r = {rt, n, 0, 1 + (size_t)(test_rand() % max_len),
+                   (unsigned)n, NULL, 0};
+      int rc = (int)run_task(rt, scenario, &r);
+      retried += rc == 1;
+      if (rc < 0) {
+        if (!clean_error(rc))
+          TEST_FAIL_("run %ld: %s failed with %s", n, r.step, hy_err_name(rc));
+        failures++;
+      }
+      net_run ok = {rt, 0, 0, 1 + (size_t)(test_rand() % max_len),
+                    (unsigned)n + 7, NULL, 0};
+      rc = (int)run_task(rt, scenario, &ok);
+      if (rc < 0)
+        TEST_FAIL_("clean run after %ld: %s failed with %s", n, ok.step,
+                   hy_err_name(rc));
+      if (fresh)
+        test_rt_close(rt, HY_MS(100));
+      if (r.left > 0)
+        break; /* the operation ended before its nth allocation */
+    }
+    fprintf(stderr, "sweep (%s): %ld runs, %d failed cleanly, %d went "
+                    "through after a retry\n", fresh ? "fresh" : "warm", n,
+            failures, retried);
+    ASSERT_LT(n, SWEEP_MAX);
+    ASSERT_GT(failures, 0);
+    if (!fresh)
+      test_rt_close(rt, HY_MS(100));
+  }
+}
 
 /* listen, connect, accept, write_all both ways, read, close: one task.
  * Loopback completes the handshake without the accept, so one task can
  * play both ends.  Returns 0 or the first error (everything closed). */
 static void *tcp_scenario(void *p) {
-  tcp_run *r = p;
+  net_run *r = p;
   static unsigned char out[70000], in[70000], back[70000];
   hy_listener_t *l = NULL;
   hy_conn_t *cl = NULL, *sv = NULL;
@@ -153,63 +199,18 @@ done:
   return (void *)(intptr_t)rc;
 }
 
-/* Twice: on one runtime, warm (its caches and the ports' tables already
- * made), and on a fresh runtime per run, where the ports' first
- * allocations (descriptor tables, message nodes) are part of the run. */
 TEST_IMPL(net_nomem_tcp_task) {
   if (!can_fail())
     RETURN_SKIP("allocator cannot fail on demand");
-  for (int fresh = 0; fresh < 2; fresh++) {
-    hy_runtime_t *rt = fresh ? NULL : test_rt_new(2);
-    long n;
-    int failures = 0, retried = 0;
-    for (n = 1; n < SWEEP_MAX; n++) {
-      if (fresh)
-        rt = test_rt_new(2);
-      tcp_run r = {rt, n, 0, 1 + (size_t)(test_rand() % 70000), (unsigned)n,
-                   NULL, 0};
-      int rc = (int)run_task(rt, tcp_scenario, &r);
-      retried += rc == 1;
-      if (rc < 0) {
-        if (!clean_error(rc))
-          TEST_FAIL_("run %ld: %s failed with %s", n, r.step, hy_err_name(rc));
-        failures++;
-      }
-      /* Right after, with memory again: a clean echo. */
-      tcp_run ok = {rt, 0, 0, 1 + (size_t)(test_rand() % 70000),
-                    (unsigned)n + 7, NULL, 0};
-      rc = (int)run_task(rt, tcp_scenario, &ok);
-      if (rc < 0)
-        TEST_FAIL_("clean run after %ld: %s failed with %s", n, ok.step,
-                   hy_err_name(rc));
-      if (fresh)
-        test_rt_close(rt, HY_MS(100));
-      if (r.left > 0)
-        break; /* the operation ended before its nth allocation */
-    }
-    fprintf(stderr, "sweep (%s): %ld runs, %d failed cleanly, %d accepts "
-                    "retried\n", fresh ? "fresh" : "warm", n, failures,
-            retried);
-    ASSERT_LT(n, SWEEP_MAX);
-    ASSERT_GT(failures, 0);
-    if (!fresh)
-      test_rt_close(rt, HY_MS(100));
-  }
+  sweep_twice(tcp_scenario, 70000);
   return 0;
 }
 
 /* ------------------------------------------------------------------ UDP */
 
-typedef struct {
-  hy_runtime_t *rt;
-  long arm, left;
-  size_t len;
-  unsigned seed;
-  const char *step;
-} udp_run;
 
 static void *udp_scenario(void *p) {
-  udp_run *r = p;
+  net_run *r = p;
   unsigned char out[1200], in[1300];
   hy_udp_t *x = NULL, *y = NULL;
   hy_addr_t a = loop4(), ya, from;
@@ -262,43 +263,10 @@ done:
   return (void *)(intptr_t)rc;
 }
 
-/* Warm, then with a fresh runtime per run (as net_nomem_tcp_task). */
 TEST_IMPL(net_nomem_udp) {
   if (!can_fail())
     RETURN_SKIP("allocator cannot fail on demand");
-  for (int fresh = 0; fresh < 2; fresh++) {
-    hy_runtime_t *rt = fresh ? NULL : test_rt_new(2);
-    long n;
-    int failures = 0;
-    for (n = 1; n < SWEEP_MAX; n++) {
-      if (fresh)
-        rt = test_rt_new(2);
-      udp_run r = {rt, n, 0, 1 + (size_t)(test_rand() % 1200), (unsigned)n,
-                   NULL};
-      int rc = (int)run_task(rt, udp_scenario, &r);
-      if (rc < 0) {
-        if (!clean_error(rc))
-          TEST_FAIL_("run %ld: %s failed with %s", n, r.step, hy_err_name(rc));
-        failures++;
-      }
-      udp_run ok = {rt, 0, 0, 1 + (size_t)(test_rand() % 1200),
-                    (unsigned)n + 3, NULL};
-      rc = (int)run_task(rt, udp_scenario, &ok);
-      if (rc < 0)
-        TEST_FAIL_("clean run after %ld: %s failed with %s", n, ok.step,
-                   hy_err_name(rc));
-      if (fresh)
-        test_rt_close(rt, HY_MS(100));
-      if (r.left > 0)
-        break;
-    }
-    fprintf(stderr, "sweep (%s): %ld runs, %d failed cleanly\n",
-            fresh ? "fresh" : "warm", n, failures);
-    ASSERT_LT(n, SWEEP_MAX);
-    ASSERT_GT(failures, 0);
-    if (!fresh)
-      test_rt_close(rt, HY_MS(100));
-  }
+  sweep_twice(udp_scenario, 1200);
   return 0;
 }
 

@@ -287,8 +287,8 @@ enum hy_arm_kind {
 
 /* An arm that fires when task t finishes; *result (if not NULL) gets its
  * return value.  Its result is 0, or HY_ENOMEM if t never ran (as
- * hy_task_join says; *result is NULL then).  The arm does not use up the handle: join it afterwards
- * (it returns at once) or detach it.  The arm fires HY_ESTALE if the
+ * hy_task_join says; *result is NULL then).  The arm does not use up the
+ * handle: join it afterwards (it returns at once) or detach it.  The arm fires HY_ESTALE if the
  * handle is stale or detached when the arm is made, or goes stale (joined
  * or detached elsewhere, and the task gone) before its end is seen; a
  * select already waiting when t ends gets its result either way. */
