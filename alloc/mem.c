@@ -7,6 +7,9 @@
  * from now on fail.  The countdown is the one process-wide variable here,
  * on purpose (it stands for the machine running out of memory); when it is
  * disarmed the cost is one relaxed load per backing allocation.
+ * hy__mem_fail_here_at(n) counts the arming thread's allocations only, for
+ * a test that expects one exact call to fail while a runtime's workers run
+ * (a worker starting up allocates too, and would take the failure).
  */
 #ifndef _WIN32
 #define _GNU_SOURCE
@@ -33,17 +36,31 @@
 #endif
 
 static _Atomic long fail_countdown;
+/* The thread whose allocations count (the address of its own `me`), or
+ * NULL: every thread's. */
+static _Atomic(const char *) fail_thread;
+static _Thread_local char me;
 
 int hy__mem_injected_failure(void) {
   if (atomic_load_explicit(&fail_countdown, memory_order_relaxed) <= 0)
     return 0;
+  const char *only = atomic_load(&fail_thread);
+  if (only && only != &me)
+    return 0;
   return atomic_fetch_sub(&fail_countdown, 1) == 1;
 }
 
-long hy__mem_fail_at(long nth) {
-  long left = atomic_exchange(&fail_countdown, nth > 0 ? nth : 0);
+/* Disarms first, so that no allocation counts against the wrong thread. */
+static long arm(long nth, const char *only) {
+  long left = atomic_exchange(&fail_countdown, 0);
+  atomic_store(&fail_thread, only);
+  atomic_store(&fail_countdown, nth > 0 ? nth : 0);
   return left > 0 ? left : 0;
 }
+
+long hy__mem_fail_at(long nth) { return arm(nth, NULL); }
+
+long hy__mem_fail_here_at(long nth) { return arm(nth, &me); }
 
 /* Windows: every block is an _aligned_malloc block, so that hy__mem_free
  * serves hy__mem_aligned's blocks too. */

@@ -29,4 +29,9 @@ void hy__mem_collect(void);
  * earlier (0: it happened, or none was set). */
 long hy__mem_fail_at(long nth);
 
+/* The same, counting only the calling thread's allocations: for a test
+ * that expects one exact call to fail while other threads allocate.
+ * hy__mem_fail_at (either: both disarm with 0) ends it. */
+long hy__mem_fail_here_at(long nth);
+
 #endif

@@ -1279,6 +1279,48 @@ TEST_IMPL(alloc_mem_fail_at) {
   return 0;
 }
 
+/* hy__mem_fail_here_at counts the arming thread's allocations only:
+ * another thread's allocations neither fail nor use up the countdown. */
+static void *alloc_elsewhere(void *arg) {
+  void **out = arg;
+  for (int i = 0; i < 4; i++)
+    out[i] = hy__mem_alloc(10);
+  return NULL;
+}
+
+TEST_IMPL(alloc_mem_fail_here_at) {
+  void *other[4];
+  hy__mem_fail_here_at(2);
+  thr_t t;
+  thr_start(&t, alloc_elsewhere, other);
+  thr_join(&t);
+  for (int i = 0; i < 4; i++) {
+    ASSERT(other[i] != NULL);
+    hy__mem_free(other[i]);
+  }
+  void *a = hy__mem_alloc(10);
+  void *b = hy__mem_alloc(10); /* the arming thread's second: fails */
+  void *c = hy__mem_alloc(10);
+  ASSERT(a != NULL);
+  ASSERT(b == NULL);
+  ASSERT(c != NULL);
+  /* Disarming returns what was left; re-arming for every thread ends the
+   * thread's scope. */
+  hy__mem_fail_here_at(3);
+  ASSERT_EQ(hy__mem_fail_at(1), 3);
+  thr_start(&t, alloc_elsewhere, other);
+  thr_join(&t);
+  ASSERT(other[0] == NULL);
+  for (int i = 1; i < 4; i++) {
+    ASSERT(other[i] != NULL);
+    hy__mem_free(other[i]);
+  }
+  ASSERT_EQ(hy__mem_fail_at(0), 0);
+  hy__mem_free(a);
+  hy__mem_free(c);
+  return 0;
+}
+
 /* One scenario that touches every backing allocation (cache, magazines,
  * thread table, slabs, objects of a direct cache, stacks), run with the
  * nth allocation failing for every n until a run sees no failure.  Each

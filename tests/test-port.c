@@ -1737,14 +1737,14 @@ TEST_IMPL(port_error_paths) {
 
   /* Out of memory while opening (when the allocator can be made to fail:
    * the interim one cannot). */
-  hy__mem_fail_at(1);
+  hy__mem_fail_here_at(1);
   void *probe = hy__mem_alloc(16);
   if (probe) {
     hy__mem_fail_at(0);
     hy__mem_free(probe);
     fprintf(stderr, "allocator cannot fail on demand: ENOMEM part skipped\n");
   } else {
-    hy__mem_fail_at(1);
+    hy__mem_fail_here_at(1);
     rc = hy__port_open(&q, test_port_backend(), NULL);
     hy__mem_fail_at(0);
     ASSERT_ERR(rc, HY_ENOMEM);

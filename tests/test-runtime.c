@@ -1298,7 +1298,7 @@ TEST_IMPL(rt_no_stack_is_an_error) {
   atomic_int ran = 0;
   hy_task_t t;
   ASSERT_OK(hy_task_spawn(rt, never_without_stack, &ran, NULL, &t));
-  hy__mem_fail_at(1); /* the first stack mapping fails */
+  hy__mem_fail_here_at(1); /* the first stack mapping fails */
   hy_runtime_run_once(rt, 0);
   long left = hy__mem_fail_at(0);
   void *r = (void *)1;
@@ -1317,7 +1317,7 @@ TEST_IMPL(rt_no_stack_is_an_error) {
   hy_task_opts_t to = HY_TASK_OPTS_INIT;
   to.name = "detached";
   ASSERT_OK(hy_task_spawn(rt, never_without_stack, &ran, &to, NULL));
-  hy__mem_fail_at(1);
+  hy__mem_fail_here_at(1);
   hy_runtime_run_once(rt, 0);
   ASSERT_EQ(hy__mem_fail_at(0), 0);
   ASSERT_EQ(atomic_load(&ran), 0);
