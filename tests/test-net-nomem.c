@@ -479,8 +479,9 @@ static size_t client_echo(const hy_addr_t *a, size_t len, unsigned seed) {
     ssize_t k = send(fd, (const char *)out + done, len - done, MSG_NOSIGNAL);
     if (k <= 0) {
       int e = sock_errno();
-      if (k < 0 && e == EINTR)
-        continue; /* a signal of the runtime's, to this thread */
+      if (k < 0 && e == EINTR) /* see rt_host_thread_not_interrupted */
+        TEST_FAIL_("send interrupted (EINTR) after %zu of %zu bytes", done,
+                   len);
       if (e == EAGAIN || e == EWOULDBLOCK)
         TEST_FAIL_("send hangs after %zu of %zu bytes", done, len);
       cut = 1; /* closed by the server */
@@ -496,7 +497,8 @@ static size_t client_echo(const hy_addr_t *a, size_t len, unsigned seed) {
     if (k < 0) {
       int e = sock_errno();
       if (e == EINTR)
-        continue;
+        TEST_FAIL_("recv interrupted (EINTR) after %zu of %zu bytes", got,
+                   len);
       if (e == EAGAIN || e == EWOULDBLOCK)
         TEST_FAIL_("no answer and no close after %zu of %zu bytes", got, len);
       break; /* reset */

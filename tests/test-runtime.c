@@ -10,7 +10,11 @@
 #include "test.h"
 #include "alloc/mem.h"
 #ifdef __linux__
+#include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 #endif
 
 static void *ret_arg(void *arg) { return arg; }
@@ -525,6 +529,63 @@ TEST_IMPL(rt_two_runtimes) {
   test_rt_close(a, HY_MS(100));
   test_rt_close(b, HY_MS(100));
   return 0;
+}
+
+/* A host thread that makes, uses and closes runtimes is never interrupted
+ * by them: its blocking calls that a signal would end with EINTR (here
+ * epoll_wait, and a recv with a receive timeout) just time out.  (The
+ * kernel interrupts every thread listed as a user of an io_uring ring when
+ * the ring goes, and lists the thread that made the ring and every thread
+ * that submitted to it.) */
+#ifdef __linux__
+static int interrupted_waits(int ep, int sock) {
+  int n = 0;
+  for (int k = 0; k < 4; k++) {
+    struct epoll_event ev;
+    if (epoll_wait(ep, &ev, 1, 5) < 0 && errno == EINTR)
+      n++;
+    char c;
+    if (recv(sock, &c, 1, 0) < 0 && errno == EINTR)
+      n++;
+  }
+  return n;
+}
+#endif
+
+TEST_IMPL(rt_host_thread_not_interrupted) {
+#ifndef __linux__
+  RETURN_SKIP("Linux only: EINTR from a ring's end is io_uring's");
+#else
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  ASSERT(ep >= 0);
+  int sv[2];
+  ASSERT_OK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+  struct timeval tv = {0, 5000};
+  ASSERT_OK(setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv));
+  int during = 0, after = 0;
+  for (int i = 0; i < 20; i++) {
+    hy_runtime_t *rt = test_rt_new(2);
+    atomic_int n = 0;
+    void *arg[2] = {rt, &n};
+    hy_task_t t[8];
+    for (int j = 0; j < 8; j++)
+      ASSERT_OK(hy_task_spawn(rt, add_sleep, arg, NULL, &t[j]));
+    during += interrupted_waits(ep, sv[0]);
+    for (int j = 0; j < 8; j++)
+      ASSERT_OK(hy_task_join(rt, t[j], NULL));
+    ASSERT_EQ(atomic_load(&n), 8);
+    test_rt_close(rt, HY_MS(100));
+    after += interrupted_waits(ep, sv[0]);
+  }
+  close(sv[0]);
+  close(sv[1]);
+  close(ep);
+  if (during || after)
+    TEST_FAIL_("the host thread was interrupted (EINTR) %d times while "
+               "its runtimes ran and %d times after they closed",
+               during, after);
+  return 0;
+#endif
 }
 
 /* ----------------------------------------------------------- embedding */

@@ -97,7 +97,13 @@ int hy_runtime_run(hy_runtime_t *rt);
  * due timers, completions, posted functions - waiting at most timeout ns
  * (0: not at all) for something to become ready, and returns the number of
  * things it ran.  Returns HY_EBUSY from a task or while another thread is
- * inside run_once/run, HY_ESHUTDOWN after shutdown. */
+ * inside run_once/run, HY_ESHUTDOWN after shutdown.
+ * On io_uring the thread that runs the tasks submits their I/O, so the
+ * kernel may interrupt that thread's own blocking calls that have a
+ * timeout (a recv with SO_RCVTIMEO, epoll_wait: EINTR) while the runtime
+ * lives and once when it closes; retry those on EINTR, or use the epoll
+ * backend.  With workers, a host thread that makes, runs and closes a
+ * runtime is never interrupted. */
 int hy_runtime_run_once(hy_runtime_t *rt, int64_t timeout);
 
 /* An fd (a HANDLE on Windows) that becomes readable (signalled) when the

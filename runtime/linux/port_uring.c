@@ -548,10 +548,10 @@ static int arm_wake(uport *u) {
 /* The poll's wake-ups are completed through task work of the thread that
  * armed it, which the kernel delivers by interrupting that thread (a
  * blocking recv with a timeout there fails with EINTR).  So the poll is
- * armed by the owner's first wait (or by os_handle), never at open by the
- * thread that creates the runtime; should a wait run on another thread
- * than the armer, it arms a new poll there and cancels the old one, whose
- * CQEs keep the old tag and are ignored. */
+ * armed by the owner's first wait that may block (or by os_handle), never
+ * at open by the thread that creates the runtime; should such a wait run
+ * on another thread than the armer, it arms a new poll there and cancels
+ * the old one, whose CQEs keep the old tag and are ignored. */
 static void move_wake(uport *u) {
   struct io_uring_sqe *s = sqe_get(u);
   if (!s)
@@ -903,7 +903,13 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
   int n = 0, woke = 0, more_posts = 0, last = timeout == 0;
   int err = 0, spun = 0; /* spun: this wait looked (or might have) */
   int posts = 0;
-  if (u->armed && !pthread_equal(u->armer, pthread_self()))
+  /* Only a wait that may block needs the poll on its thread (a look
+   * takes wakes from the flag), and only such a wait submits for it: a
+   * host's final look at a closing runtime's ports then adds nothing of
+   * the ring's to the host thread (see u_close). */
+  int may_block = timeout != 0 || atomic_load_explicit(&p->osh,
+                                                       memory_order_relaxed);
+  if (u->armed && may_block && !pthread_equal(u->armer, pthread_self()))
     move_wake(u);
   u->batch++;
   for (;;) {
@@ -937,7 +943,7 @@ static int u_wait(hy__port *p, hy__op **ops, int max, int64_t timeout) {
       n += k;
       posts += k;
     }
-    if (!u->armed)
+    if (!u->armed && may_block)
       arm_wake(u);
     if (n || woke || last)
       break;
@@ -1001,7 +1007,14 @@ static intptr_t u_os_handle(const hy__port *p) {
 
 static void u_close(hy__port *p) {
   uport *u = (uport *)p;
-  if (u->armed) {
+  /* A thread that submitted to a ring is told of the ring's end by task
+   * work the kernel queues for it when the ring goes, which interrupts
+   * its next blocking call (a recv with a timeout, epoll_wait: EINTR).
+   * So a closer that is not the poll's armer submits nothing: the ring's
+   * end cancels the poll, which writes no memory of ours.  The armer
+   * (a host that ran the port itself) ends it first, as it submitted
+   * anyway. */
+  if (u->armed && pthread_equal(u->armer, pthread_self())) {
     /* End the eventfd poll before the ring goes (and its last CQE). */
     struct io_uring_sqe *s = sqe_get(u);
     if (s) {
@@ -1079,16 +1092,16 @@ static int has_ops(struct io_uring *ring) {
   return 1;
 }
 
-int hy__uring_open(hy__port **out, hy__port *share) {
-  uport *u = hy__mem_calloc(1, sizeof *u);
-  if (!u)
-    return HY_ENOMEM;
-  u->wake_tag = TAG_WAKE_A;
-  int rc = hy__lport_init(&u->base, &uring_vt, HY__BACKEND_URING, "uring");
-  if (rc < 0) {
-    hy__mem_free(u);
-    return rc;
-  }
+/* Making a ring (run by make_ring_apart). */
+typedef struct {
+  uport *u;
+  int attach, wq_fd;
+  struct io_uring_params prm;
+  int r;
+} ring_make;
+
+static void *make_ring(void *arg) {
+  ring_make *m = arg;
   /* A completion is task work for the thread that submitted the op.  By
    * default the kernel interrupts that thread to run it at once if it is
    * running (an IPI from the CPU where the completion happened, paid by
@@ -1100,22 +1113,54 @@ int hy__uring_open(hy__port **out, hy__port *share) {
    * Older kernels refuse the flags: then without them. */
   static const unsigned coop[] = {
       IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG, 0};
-  int attach = share && share->backend == HY__BACKEND_URING;
-  struct io_uring_params prm;
   int r = -EINVAL;
   for (int k = 0; k < 2 && r == -EINVAL; k++) {
-    for (int a = attach; a >= 0 && r == -EINVAL; a--) {
-      memset(&prm, 0, sizeof prm);
-      prm.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | coop[k];
-      prm.cq_entries = CQ_ENTRIES;
+    for (int a = m->attach; a >= 0 && r == -EINVAL; a--) {
+      memset(&m->prm, 0, sizeof m->prm);
+      m->prm.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | coop[k];
+      m->prm.cq_entries = CQ_ENTRIES;
       if (a) {
         /* Workers of one runtime share the kernel's async worker pool. */
-        prm.flags |= IORING_SETUP_ATTACH_WQ;
-        prm.wq_fd = (uint32_t)((uport *)share)->ring.ring_fd;
+        m->prm.flags |= IORING_SETUP_ATTACH_WQ;
+        m->prm.wq_fd = (uint32_t)m->wq_fd;
       }
-      r = io_uring_queue_init_params(SQ_ENTRIES, &u->ring, &prm);
+      r = io_uring_queue_init_params(SQ_ENTRIES, &m->u->ring, &m->prm);
     }
   }
+  m->r = r;
+  return NULL;
+}
+
+/* The kernel lists the thread that makes a ring among the ring's users,
+ * and when the ring goes it queues task work for every user still alive,
+ * which interrupts that thread's next blocking call (a recv with a
+ * timeout, epoll_wait: EINTR).  A worker has exited by then (an exiting
+ * thread leaves the lists); the host thread that made the runtime has
+ * not.  So the ring is made on a thread of its own that exits at once;
+ * if no thread can be started, here. */
+static int make_ring_apart(ring_make *m) {
+  pthread_t t;
+  if (pthread_create(&t, NULL, make_ring, m) != 0)
+    make_ring(m);
+  else
+    pthread_join(t, NULL);
+  return m->r;
+}
+
+int hy__uring_open(hy__port **out, hy__port *share) {
+  uport *u = hy__mem_calloc(1, sizeof *u);
+  if (!u)
+    return HY_ENOMEM;
+  u->wake_tag = TAG_WAKE_A;
+  int rc = hy__lport_init(&u->base, &uring_vt, HY__BACKEND_URING, "uring");
+  if (rc < 0) {
+    hy__mem_free(u);
+    return rc;
+  }
+  ring_make mk = {u, share && share->backend == HY__BACKEND_URING,
+                  share ? ((uport *)share)->ring.ring_fd : -1, {0}, 0};
+  int r = make_ring_apart(&mk);
+  struct io_uring_params prm = mk.prm;
   if (r < 0) {
     hy__lport_fini(&u->base);
     hy__mem_free(u);
