@@ -36,6 +36,8 @@
 #endif
 
 static _Atomic long fail_countdown;
+/* Allocations that fail after the nth, one after the other. */
+static _Atomic long fail_more;
 /* The thread whose allocations count (the address of its own `me`), or
  * NULL: every thread's. */
 static _Atomic(const char *) fail_thread;
@@ -47,20 +49,29 @@ int hy__mem_injected_failure(void) {
   const char *only = atomic_load(&fail_thread);
   if (only && only != &me)
     return 0;
-  return atomic_fetch_sub(&fail_countdown, 1) == 1;
+  if (atomic_fetch_sub(&fail_countdown, 1) != 1)
+    return 0;
+  if (atomic_load(&fail_more) > 0 && atomic_fetch_sub(&fail_more, 1) > 0)
+    atomic_store(&fail_countdown, 1); /* the next one fails too */
+  return 1;
 }
 
 /* Disarms first, so that no allocation counts against the wrong thread. */
-static long arm(long nth, const char *only) {
+static long arm(long nth, long count, const char *only) {
   long left = atomic_exchange(&fail_countdown, 0);
   atomic_store(&fail_thread, only);
+  atomic_store(&fail_more, count > 1 ? count - 1 : 0);
   atomic_store(&fail_countdown, nth > 0 ? nth : 0);
   return left > 0 ? left : 0;
 }
 
-long hy__mem_fail_at(long nth) { return arm(nth, NULL); }
+long hy__mem_fail_at(long nth) { return arm(nth, 1, NULL); }
 
-long hy__mem_fail_here_at(long nth) { return arm(nth, &me); }
+long hy__mem_fail_here_at(long nth) { return arm(nth, 1, &me); }
+
+long hy__mem_fail_here_run(long nth, long count) {
+  return arm(nth, count, &me);
+}
 
 /* Windows: every block is an _aligned_malloc block, so that hy__mem_free
  * serves hy__mem_aligned's blocks too. */

@@ -34,4 +34,8 @@ long hy__mem_fail_at(long nth);
  * hy__mem_fail_at (either: both disarm with 0) ends it. */
 long hy__mem_fail_here_at(long nth);
 
+/* As hy__mem_fail_here_at, and the count - 1 allocations after the nth
+ * fail too (a run of count failures in a row). */
+long hy__mem_fail_here_run(long nth, long count);
+
 #endif

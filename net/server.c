@@ -884,6 +884,23 @@ int hy_sconn_write(hy_sconn_t *c, const void *data, size_t len) {
     return HY_EAGAIN;
   }
   int on_worker = hy__worker_current(s->rt) == c->sw->wk;
+  if (!on_worker && !c->sending && !c->kick_pending) {
+    /* From another thread the worker is told first, since telling can
+     * fail (a post on IOCP): then nothing is queued, and HY_ENOMEM means
+     * that.  The kick takes c->lock, so it sees what is queued below. */
+    memset(&c->kick.op, 0, sizeof c->kick.op);
+    c->kick.op.kind = HY__OP_POST;
+    c->kick.op.data = &c->kick.c;
+    c->kick.c.fn = kick_done;
+    c->kick_pending = 1;
+    c->refs++;
+    if (hy__port_post(c->sw->wk->port, &c->kick.op) < 0) {
+      c->kick_pending = 0;
+      c->refs--;
+      hy__unlock(&c->lock);
+      return HY_ENOMEM;
+    }
+  }
   /* (c->in_read, like c->in_buf, is the owning worker's: read only there) */
   if (on_worker && c->in_read && !c->sending && !c->out_head && s->send_now) {
     /* From on_read with nothing queued: sent at once where the port can
@@ -959,29 +976,14 @@ int hy_sconn_write(hy_sconn_t *c, const void *data, size_t len) {
     c->stall_since = hy_now();
   c->out_bytes += len;
   int rc = 0;
-  if (!c->sending) {
-    if (on_worker) {
-      rc = send_locked(c);
-    } else if (!c->kick_pending) {
-      memset(&c->kick.op, 0, sizeof c->kick.op);
-      c->kick.op.kind = HY__OP_POST;
-      c->kick.op.data = &c->kick.c;
-      c->kick.c.fn = kick_done;
-      c->kick_pending = 1;
-      c->refs++;
-      if (hy__port_post(c->sw->wk->port, &c->kick.op) < 0) {
-        c->kick_pending = 0;
-        c->refs--;
-        rc = HY_ENOMEM;
-      }
-    }
-  }
+  if (on_worker && !c->sending)
+    rc = send_locked(c);
   hy__unlock(&c->lock);
-  if (rc < 0 && on_worker) {
+  if (rc < 0) {
     conn_close(c, HY_CLOSE_ERROR, rc);
     return rc;
   }
-  return rc < 0 ? rc : 0;
+  return 0;
 }
 
 size_t hy_sconn_pending(hy_sconn_t *c) {

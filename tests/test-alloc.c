@@ -1316,6 +1316,15 @@ TEST_IMPL(alloc_mem_fail_here_at) {
     hy__mem_free(other[i]);
   }
   ASSERT_EQ(hy__mem_fail_at(0), 0);
+  /* A run: the 2nd, 3rd and 4th fail, the 5th does not. */
+  hy__mem_fail_here_run(2, 3);
+  void *r[5];
+  for (int i = 0; i < 5; i++)
+    r[i] = hy__mem_alloc(10);
+  ASSERT(r[0] && !r[1] && !r[2] && !r[3] && r[4]);
+  ASSERT_EQ(hy__mem_fail_at(0), 0);
+  hy__mem_free(r[0]);
+  hy__mem_free(r[4]);
   hy__mem_free(a);
   hy__mem_free(c);
   return 0;

@@ -389,7 +389,9 @@ int hy_server_stats(hy_server_t *s, hy_server_stats_t *out);
 
 /* Queues len bytes for sending.  Returns 0, or HY_EAGAIN when that would
  * take the connection's buffered output past max_output (nothing was
- * queued: wait for on_write_done), HY_ECLOSED, HY_ENOMEM.  From c's
+ * queued: wait for on_write_done), HY_ECLOSED, HY_ENOMEM (nothing was
+ * queued either), or the error of a send that could not be started (c
+ * is closed: on_close follows).  From c's
  * callbacks, or from any thread while the application knows c is open
  * (until its on_close): the send is then started on c's worker. */
 int hy_sconn_write(hy_sconn_t *c, const void *data, size_t len);

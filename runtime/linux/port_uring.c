@@ -154,10 +154,6 @@ typedef struct uport {
   int multishot;        /* the kernel has multishot accept */
   int msrecv;           /* ... and multishot receive (Linux 6.0) */
   shot *shots, *shots_tail, *free_shots; /* CQEs of multishot ops */
-  shot lost;            /* queued (lost_queued) to report a connection a
-                           multishot accept had to drop for want of a
-                           node: needs no memory of its own */
-  int lost_queued;
   hy__op *finals;       /* multishot ops ended by the kernel, whose last
                            CQE (an accept's res in pdata[3], a receive's
                            in its mrecv) waits to be handed over after
@@ -193,6 +189,7 @@ static void msg_put(uport *u, msgnode *m) {
 #define MULTI 2  /* pdata[1] of a multishot ACCEPT */
 #define PBUF 3   /* pdata[1] of a pooled RECV on a buffer ring (pdata[3]) */
 #define MRECV 4  /* pdata[1] of a multishot pooled RECV (mrecv in pdata[3]) */
+#define MULTI_END 5 /* ... of a multishot ACCEPT after its last CQE */
 
 static void pb_add(pbring *r, void *b, unsigned bid) {
   io_uring_buf_ring_add(r->br, b, (unsigned)r->size, (unsigned short)bid,
@@ -441,9 +438,15 @@ static hy__op *take_cqe(uport *u, struct io_uring_cqe *c, int state) {
   if (op->kind == HY__OP_ACCEPT && op->pdata[1] == MULTI) {
     /* Every CQE of a multishot accept queues, in order, and is handed
      * over from the queue (see take_shots). */
+    shot *rsv = (shot *)(uintptr_t)op->pdata[3];
     if (!(c->flags & IORING_CQE_F_MORE)) {
       /* The last: it waits in the op itself until the shots before it
        * have been handed over. */
+      if (rsv) {
+        rsv->next = u->free_shots;
+        u->free_shots = rsv;
+      }
+      op->pdata[1] = MULTI_END;
       op->pdata[3] = (uint64_t)(uint32_t)c->res;
       op->next = u->finals;
       u->finals = op;
@@ -452,16 +455,17 @@ static hy__op *take_cqe(uport *u, struct io_uring_cqe *c, int state) {
     shot *sh = shot_new(u);
     if (!sh) {
       /* No memory to keep it: the connection is refused (reset), and the
-       * op's owner is told (HY_ENOMEM with HY__OP_MORE) by the node kept
-       * for that.  Drops before that report is handed over share it. */
+       * op's owner is told (HY_ENOMEM with HY__OP_MORE) by the op's own
+       * reserve node (pdata[3], made at start; it becomes the reserve
+       * again when handed over).  Drops before that share the report. */
       if (c->res >= 0) {
         struct linger lg = {1, 0};
         setsockopt(c->res, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
         close(c->res);
       }
-      if (!u->lost_queued) {
-        u->lost_queued = 1;
-        shot_queue(u, &u->lost, op, -ENOMEM, NULL);
+      if (rsv) {
+        op->pdata[3] = 0;
+        shot_queue(u, rsv, op, -ENOMEM, NULL);
       }
       return NULL;
     }
@@ -643,8 +647,8 @@ static int take_shots(uport *u, hy__op **ops, int max) {
       ((mrecv *)(uintptr_t)op->pdata[3])->nq--;
     }
     ops[n++] = op;
-    if (sh == &u->lost) {
-      u->lost_queued = 0;
+    if (op->pdata[1] == MULTI && !op->pdata[3]) {
+      op->pdata[3] = (uintptr_t)sh; /* the accept's reserve again */
     } else {
       sh->next = u->free_shots;
       u->free_shots = sh;
@@ -745,6 +749,7 @@ static void set_timespec(hy__op *op) {
 static int u_start(hy__port *p, hy__op *op) {
   uport *u = (uport *)p;
   msgnode *m = NULL;
+  shot *rsv;
   if (op->kind == HY__OP_RECVFROM || op->kind == HY__OP_SENDTO) {
     m = msg_get(u);
     if (!m)
@@ -763,11 +768,15 @@ static int u_start(hy__port *p, hy__op *op) {
     break;
   case HY__OP_ACCEPT:
     op->flags &= ~HY__OP_MORE;
-    if ((op->flags & HY__ACCEPT_MULTI) && u->multishot && !op->addr) {
+    /* A multishot accept keeps a node in reserve to report a connection
+     * it must drop (see take_cqe); without one, a plain accept. */
+    if ((op->flags & HY__ACCEPT_MULTI) && u->multishot && !op->addr &&
+        (rsv = shot_new(u)) != NULL) {
       io_uring_prep_multishot_accept(s, fd, NULL, NULL,
                                      SOCK_NONBLOCK | SOCK_CLOEXEC);
       op->pdata[1] = MULTI;
       op->pdata[2] = 0;
+      op->pdata[3] = (uintptr_t)rsv;
     } else {
       io_uring_prep_accept(s, fd, op->addr,
                            op->addr ? (socklen_t *)&op->addrlen : NULL,
@@ -1043,8 +1052,7 @@ static void u_close(hy__port *p) {
     u->shots = sh->next;
     if (sh->res >= 0)
       close(sh->res);
-    if (sh != &u->lost)
-      hy__mem_free(sh);
+    hy__mem_free(sh);
   }
   while (u->free_shots) {
     shot *sh = u->free_shots;
