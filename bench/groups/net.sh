@@ -44,17 +44,21 @@ bench_net() {
   run_cases() { # name, then the server command (the port is appended)
     local name="$1"
     shift
-    port=$((port + 1))
-    local log="$OUT/net-$name.log"
-    GOMAXPROCS=1 $pin_srv "$@" "$port" >"$log" 2>&1 &
-    local spid=$!
-    for _ in $(seq 100); do grep -q ready "$log" 2>/dev/null && break; sleep 0.05; done
-    if ! grep -q ready "$log"; then
-      echo "# $name: server did not start (see $log)" >&2
+    local log="$OUT/net-$name.log" spid="" try
+    # Twice, on a fresh port the second time: the port picked at random
+    # may be taken by another program.
+    for try in 1 2; do
+      port=$((port + 1))
+      GOMAXPROCS=1 $pin_srv "$@" "$port" >"$log" 2>&1 &
+      spid=$!
+      for _ in $(seq 100); do grep -q ready "$log" 2>/dev/null && break; sleep 0.05; done
+      grep -q ready "$log" && break
+      echo "# $name: server did not start on port $port (try $try): $(tail -c 300 "$log" | tr '\n' ' ')" >&2
       kill "$spid" 2>/dev/null
       wait "$spid" 2>/dev/null
-      return 0
-    fi
+      spid=""
+    done
+    [ -n "$spid" ] || return 0
     local L="$pin_cli $BIN/net load $port $spid $name"
     $L echo-64-c1 1 64 "$secs"
     $L echo-64-c64 64 64 "$secs"
