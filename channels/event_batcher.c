@@ -8,6 +8,12 @@
  * flusher is cancelled (the cancel phase) it flushes once more and ends.
  * A full batch is sent by the feeder itself, so back-pressure (a "block"
  * receiver) reaches the one who feeds.
+ *
+ * A task gets its stack when it first runs, so a flusher may end without
+ * running (no memory for one then), and a batch would wait for its count
+ * however long that took.  Until the flusher has run, feeding the first
+ * event of a batch looks: a flusher that ended so is replaced, and if no
+ * other can be spawned the batch is sent at once (see flusher_check).
  */
 #include <string.h>
 
@@ -25,6 +31,7 @@ struct hy_batcher {
   int stop;        /* hy_batcher_free: the flusher ends */
   int flush_now;   /* shutdown began: send what is held */
   int ended;       /* the flusher returned */
+  int started;     /* the flusher has run */
   hy__waitq q;     /* the flusher, parked */
   hy_task_t task;
   struct hy_batcher *next, *prev;
@@ -64,6 +71,9 @@ static int send_batch(hy_batcher_t *b, hy_event_t *batch, hy_time_t deadline,
 
 static void *flusher(void *arg) {
   hy_batcher_t *b = arg;
+  hy__lock(&b->lock);
+  b->started = 1;
+  hy__unlock(&b->lock);
   for (;;) {
     hy__lock(&b->lock);
     hy_time_t deadline = b->n ? b->first + b->max_wait : HY_FOREVER;
@@ -159,6 +169,28 @@ int hy_batcher_new(hy_runtime_t *rt, hy_sender_t *s, int count,
   return 0;
 }
 
+/* The flusher of b never ran (see the top): spawns another.  Returns 1 if
+ * none could be, so the caller sends what is held now. */
+static int flusher_check(hy_batcher_t *b) {
+  hy_runtime_t *rt = b->st->rt;
+  hy__lock(&b->lock);
+  hy_task_t t = b->task;
+  hy__unlock(&b->lock);
+  /* A deadline already past: only a flusher that is over is joined. */
+  if (hy_task_join_until(rt, t, 1, NULL) != HY_ENOMEM)
+    return 0;
+  hy_task_opts_t o = HY_TASK_OPTS_INIT;
+  o.name = "batcher";
+  int rc = hy_task_spawn(rt, flusher, b, &o, &t);
+  hy__lock(&b->lock);
+  if (rc == 0)
+    b->task = t;
+  else
+    b->ended = 1; /* none: hy_batcher_free joins nothing */
+  hy__unlock(&b->lock);
+  return rc < 0;
+}
+
 int hy_batcher_feed(hy_batcher_t *b, hy_event_t *ev, hy_time_t deadline) {
   if (!b || !ev)
     return HY_EINVAL;
@@ -180,12 +212,20 @@ int hy_batcher_feed(hy_batcher_t *b, hy_event_t *ev, hy_time_t deadline) {
     }
   }
   b->v[b->n++] = hy_event_ref(ev);
+  int check = 0;
   if (b->n == 1) {
     b->first = hy_now();
     poke(b);
+    check = !b->started && !b->ended;
   }
-  hy_event_t *batch = b->n >= b->count ? take(b) : NULL;
+  int no_flusher = b->ended && !b->started;
+  hy_event_t *batch = b->n >= b->count || no_flusher ? take(b) : NULL;
   hy__unlock(&b->lock);
+  if (!batch && check && flusher_check(b)) {
+    hy__lock(&b->lock);
+    batch = take(b);
+    hy__unlock(&b->lock);
+  }
   int rc = send_batch(b, batch, deadline, 0);
   return rc < 0 ? rc : 0;
 }
@@ -214,8 +254,9 @@ void hy_batcher_free(hy_batcher_t *b) {
   hy__lock(&b->lock);
   b->stop = 1;
   poke(b);
+  hy_task_t t = b->task;
   hy__unlock(&b->lock);
-  hy_task_join(st->rt, b->task, NULL);
+  hy_task_join(st->rt, t, NULL);
   hy_batcher_flush(b, HY_FOREVER);
   hy__mem_free(b->v);
   hy__mem_free(b);

@@ -1268,3 +1268,61 @@ TEST_IMPL(nomem_runtime_new_post_shutdown) {
   ASSERT_GT(seen, 0);
   return 0;
 }
+
+/* ===================================================== 7. batcher flusher */
+
+/* A batcher's flusher task that never ran (no memory for its stack when it
+ * was to start) does not leave a batch waiting for its count: the first
+ * event of a batch finds it gone and gets another flusher (or, if none
+ * can be spawned, is sent at once).  On an embedded runtime (one thread,
+ * so the failure lands where armed): the flusher's stack fails, then one
+ * event is fed, and must come within the batcher's reach.  (No sweep of
+ * the feed: it allocates nothing here, the new flusher's task block being
+ * the old one's.) */
+TEST_IMPL(nomem_batcher_flusher) {
+  NEED_FAILURES();
+  hy_options_t o = HY_OPTIONS_INIT;
+  o.workers = 0;
+  hy_runtime_t *rt;
+  ASSERT_OK(hy_runtime_new(&o, &rt));
+  hy_broker_t *b;
+  ASSERT_OK(hy_broker_new(rt, "b", &b));
+  ASSERT_OK(hy_channel_create(b, "c", 0));
+  hy_receiver_t *r;
+  ASSERT_OK(hy_subscribe(b, "c", NULL, &r));
+  hy_sender_t *s;
+  ASSERT_OK(hy_publish(b, "c", &s));
+  hy_batcher_t *bt;
+  ASSERT_OK(hy_batcher_new(rt, s, 100, HY_MS(2), &bt));
+  hy__mem_fail_here_at(1); /* the flusher's stack, when it is to run */
+  hy_runtime_run_once(rt, 0);
+  ASSERT_EQ(hy__mem_fail_at(0), 0);
+  hy_event_t *ev;
+  ASSERT_OK(hy_event_new(&hy_event_bytes, "x", 1, HY_FOREVER, &ev));
+  ASSERT_OK(hy_batcher_feed(bt, ev, HY_FOREVER));
+  hy_event_unref(ev);
+  hy_event_t *got = NULL;
+  hy_time_t until = hy_deadline_in(HY_SEC(5));
+  while (hy_receiver_try_read(r, &got) < 0 && hy_now() < until)
+    hy_runtime_run_once(rt, HY_MS(1));
+  if (!got)
+    TEST_FAIL_("the fed event was not sent within %d s", 5);
+  size_t n;
+  hy_event_t *const *v = hy_event_batch_items(got, &n);
+  ASSERT_EQ(n, 1);
+  size_t len;
+  const char *d = hy_event_data(v[0], &len);
+  ASSERT(len == 1 && d[0] == 'x');
+  hy_event_unref(got);
+  /* The shutdown runs the flusher to its end (this thread drives it), so
+   * that the free's join of it does not wait for a thread that is not
+   * there. */
+  ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(100)));
+  hy_batcher_free(bt);
+  hy_sender_free(s);
+  hy_unsubscribe(r);
+  ASSERT_OK(hy_broker_free(b));
+  ASSERT_OK(hy_runtime_close(rt));
+  return 0;
+}
+
