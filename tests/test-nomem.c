@@ -1283,8 +1283,7 @@ TEST_IMPL(nomem_batcher_flusher) {
   NEED_FAILURES();
   hy_options_t o = HY_OPTIONS_INIT;
   o.workers = 0;
-  hy_runtime_t *rt;
-  ASSERT_OK(hy_runtime_new(&o, &rt));
+  hy_runtime_t *rt = test_rt_new_with(&o);
   hy_broker_t *b;
   ASSERT_OK(hy_broker_new(rt, "b", &b));
   ASSERT_OK(hy_channel_create(b, "c", 0));
