@@ -5,7 +5,30 @@
 
 #include "runner.h"
 
-/* Runs the command line cmd with stdout and stderr going to out. */
+/* The job every test process is put in: it is closed when the runner ends,
+ * however it ends, and closing it ends the tests still running (as a
+ * killed runner's children are ended on POSIX, see proc_child_init).
+ * NULL if it could not be made: tests then outlive a killed runner. */
+static HANDLE kill_on_close_job(void) {
+  static HANDLE job;
+  static int tried;
+  if (!tried) {
+    tried = 1;
+    job = CreateJobObjectA(NULL, NULL);
+    JOBOBJECT_EXTENDED_LIMIT_INFORMATION li;
+    ZeroMemory(&li, sizeof li);
+    li.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE;
+    if (job && !SetInformationJobObject(job, JobObjectExtendedLimitInformation,
+                                        &li, sizeof li)) {
+      CloseHandle(job);
+      job = NULL;
+    }
+  }
+  return job;
+}
+
+/* Runs the command line cmd with stdout and stderr going to out, in the
+ * runner's job: started suspended, so that it runs no code outside it. */
 static BOOL start_with_output(char *cmd, HANDLE out, PROCESS_INFORMATION *pi) {
   STARTUPINFOA si;
   ZeroMemory(&si, sizeof si);
@@ -14,7 +37,15 @@ static BOOL start_with_output(char *cmd, HANDLE out, PROCESS_INFORMATION *pi) {
   si.hStdInput = GetStdHandle(STD_INPUT_HANDLE);
   si.hStdOutput = out;
   si.hStdError = out;
-  return CreateProcessA(NULL, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, pi);
+  HANDLE job = kill_on_close_job();
+  if (!CreateProcessA(NULL, cmd, NULL, NULL, TRUE, job ? CREATE_SUSPENDED : 0,
+                      NULL, NULL, &si, pi))
+    return FALSE;
+  if (job) {
+    AssignProcessToJobObject(job, pi->hProcess); /* else: outside it */
+    ResumeThread(pi->hThread);
+  }
+  return TRUE;
 }
 
 int proc_spawn(proc_t *p, const char *exe, const char *test,
@@ -45,8 +76,8 @@ int proc_spawn(proc_t *p, const char *exe, const char *test,
   return 0;
 }
 
-/* Nothing here: a test left running by a killed runner is not ended for
- * it on Windows (a job object closing with the runner could). */
+/* Nothing here: the runner's job ends a killed runner's tests (see
+ * kill_on_close_job). */
 void proc_child_init(void) {}
 
 int proc_poll(proc_t *p, int *code) {
