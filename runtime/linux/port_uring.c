@@ -1165,8 +1165,9 @@ int hy__uring_open(hy__port **out, hy__port *share) {
     hy__mem_free(u);
     return rc;
   }
-  ring_make mk = {u, share && share->backend == HY__BACKEND_URING,
-                  share ? ((uport *)share)->ring.ring_fd : -1, {0}, 0};
+  int attach = share && share->backend == HY__BACKEND_URING;
+  ring_make mk = {u, attach, attach ? ((uport *)share)->ring.ring_fd : -1,
+                  {0}, 0};
   int r = make_ring_apart(&mk);
   struct io_uring_params prm = mk.prm;
   if (r < 0) {
