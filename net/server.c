@@ -512,20 +512,28 @@ static int hold(hy_sconn_t *c, void *b, size_t n) {
 
 static void resume_done(hy__completion *cc, hy__op *op);
 
+/* Posts o, one of c's own packets, to c's worker, where fn runs; the
+ * caller has taken a reference on c for it.  Returns hy__port_post's
+ * result. */
+static int conn_post(hy_sconn_t *c, opc *o,
+                     void (*fn)(hy__completion *, hy__op *)) {
+  memset(&o->op, 0, sizeof o->op);
+  o->op.kind = HY__OP_POST;
+  o->op.data = &o->c;
+  o->c.fn = fn;
+  return hy__port_post(c->sw->wk->port, &o->op);
+}
+
 /* pause_read(c, 0) with data held: they go to on_read from a packet of
  * c's worker, not from inside the callback that resumed. */
 static void post_resume(hy_sconn_t *c) {
   if (c->resume_posted)
     return;
-  memset(&c->rs.op, 0, sizeof c->rs.op);
-  c->rs.op.kind = HY__OP_POST;
-  c->rs.op.data = &c->rs.c;
-  c->rs.c.fn = resume_done;
   hy__lock(&c->lock);
   c->refs++;
   hy__unlock(&c->lock);
   c->resume_posted = 1;
-  if (hy__port_post(c->sw->wk->port, &c->rs.op) < 0) {
+  if (conn_post(c, &c->rs, resume_done) < 0) {
     c->resume_posted = 0;
     conn_close(c, HY_CLOSE_ERROR, HY_ENOMEM);
     conn_unref(c);
@@ -888,13 +896,9 @@ int hy_sconn_write(hy_sconn_t *c, const void *data, size_t len) {
     /* From another thread the worker is told first, since telling can
      * fail (a post on IOCP): then nothing is queued, and HY_ENOMEM means
      * that.  The kick takes c->lock, so it sees what is queued below. */
-    memset(&c->kick.op, 0, sizeof c->kick.op);
-    c->kick.op.kind = HY__OP_POST;
-    c->kick.op.data = &c->kick.c;
-    c->kick.c.fn = kick_done;
     c->kick_pending = 1;
     c->refs++;
-    if (hy__port_post(c->sw->wk->port, &c->kick.op) < 0) {
+    if (conn_post(c, &c->kick, kick_done) < 0) {
       c->kick_pending = 0;
       c->refs--;
       hy__unlock(&c->lock);

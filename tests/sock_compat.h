@@ -1,9 +1,10 @@
 /* sock_compat.h - the plain BSD socket calls the net and port tests make on
  * their own side of a connection (clients independent of the library),
  * for Winsock and POSIX alike: open, close, close with a reset,
- * non-blocking mode, a receive time-out, the last socket error, and the
- * flags Windows lacks.  A test's socket is an int on both (Winsock's
- * SOCKET values fit one).  Include after the system headers. */
+ * non-blocking mode, a receive time-out, the last socket error, a loopback
+ * listener, and the flags Windows lacks.  A test's socket is an int on
+ * both (Winsock's SOCKET values fit one).  Include after the system
+ * headers. */
 #ifndef HYDRA_TEST_SOCK_COMPAT_H
 #define HYDRA_TEST_SOCK_COMPAT_H
 
@@ -79,22 +80,37 @@ static inline int sock_rcvtimeo(int fd, int ms) {
   return setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 }
 
+#endif
+
+/* A listening TCP socket on 127.0.0.1, on a port the system picks; its
+ * address goes to *a.  Returns it, or -1 with nothing left open. */
+static inline int sock_listen_loopback(struct sockaddr_in *a, int backlog) {
+  int l = sock_open(AF_INET, SOCK_STREAM | SOCK_CLOEXEC);
+  if (l < 0)
+    return -1;
+  memset(a, 0, sizeof *a);
+  a->sin_family = AF_INET;
+  a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t al = sizeof *a;
+  if (bind(l, (struct sockaddr *)a, sizeof *a) != 0 ||
+      listen(l, backlog) != 0 ||
+      getsockname(l, (struct sockaddr *)a, &al) != 0) {
+    sock_close(l);
+    return -1;
+  }
+  return l;
+}
+
+#ifndef _WIN32
 /* A connected TCP pair on 127.0.0.1, both ends blocking, the client with
  * TCP_NODELAY.  Returns 0, or -1 with nothing left open. */
 static inline int sock_tcp_pair(int *client, int *server) {
   struct sockaddr_in sa;
-  socklen_t sl = sizeof sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int l = sock_listen_loopback(&sa, 1);
   if (l < 0)
     return -1;
-  int c = -1, s = -1;
-  if (bind(l, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(l, 1) == 0 &&
-      getsockname(l, (struct sockaddr *)&sa, &sl) == 0 &&
-      (c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) >= 0 &&
-      connect(c, (struct sockaddr *)&sa, sizeof sa) == 0)
+  int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), s = -1;
+  if (c >= 0 && connect(c, (struct sockaddr *)&sa, sizeof sa) == 0)
     s = accept(l, NULL, NULL);
   close(l);
   if (s < 0) {

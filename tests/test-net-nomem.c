@@ -208,10 +208,27 @@ TEST_IMPL(net_nomem_tcp_task) {
 
 /* ------------------------------------------------------------------ UDP */
 
+/* Receives on u the r->len bytes of out (from whom in *from, unless NULL):
+ * returns their count, or the receive's HY_E*.  Loopback does not drop a
+ * datagram that was sent, so a time-out (the deadline only bounds a hang)
+ * fails the test; `what` names the datagram. */
+static int udp_recv_same(net_run *r, hy_udp_t *u, const unsigned char *out,
+                         hy_addr_t *from, const char *what) {
+  unsigned char in[1300];
+  int rc = hy_udp_recv_from_until(u, in, sizeof in, from,
+                                  hy_now() + HY_SEC(10));
+  if (rc == HY_ETIMEDOUT)
+    TEST_FAIL_("a %s sent (%zu bytes) never arrived", what, r->len);
+  if (rc < 0)
+    return rc;
+  ASSERT_EQ(rc, r->len);
+  ASSERT(memcmp(in, out, r->len) == 0);
+  return rc;
+}
 
 static void *udp_scenario(void *p) {
   net_run *r = p;
-  unsigned char out[1200], in[1300];
+  unsigned char out[1200];
   hy_udp_t *x = NULL, *y = NULL;
   hy_addr_t a = loop4(), ya, from;
   int rc;
@@ -230,28 +247,14 @@ static void *udp_scenario(void *p) {
     goto done;
   ASSERT_EQ(rc, r->len);
   r->step = "recv";
-  /* Loopback does not drop a datagram that was sent: a deadline only
-   * bounds a hang. */
-  rc = hy_udp_recv_from_until(y, in, sizeof in, &from, hy_now() + HY_SEC(10));
-  if (rc < 0) {
-    if (rc == HY_ETIMEDOUT)
-      TEST_FAIL_("a datagram sent (%zu bytes) never arrived", r->len);
+  if ((rc = udp_recv_same(r, y, out, &from, "datagram")) < 0)
     goto done;
-  }
-  ASSERT_EQ(rc, r->len);
-  ASSERT(memcmp(in, out, r->len) == 0);
   r->step = "reply";
-  if ((rc = hy_udp_send_to(y, in, r->len, &from)) < 0)
+  if ((rc = hy_udp_send_to(y, out, r->len, &from)) < 0)
     goto done;
   r->step = "recv reply";
-  rc = hy_udp_recv_from_until(x, in, sizeof in, NULL, hy_now() + HY_SEC(10));
-  if (rc < 0) {
-    if (rc == HY_ETIMEDOUT)
-      TEST_FAIL_("a reply sent (%zu bytes) never arrived", r->len);
+  if ((rc = udp_recv_same(r, x, out, NULL, "reply")) < 0)
     goto done;
-  }
-  ASSERT_EQ(rc, r->len);
-  ASSERT(memcmp(in, out, r->len) == 0);
   rc = 0;
 done:
   if (r->arm)

@@ -2316,15 +2316,9 @@ TEST_IMPL(net_port_multishot_accept) {
     return TEST_SKIP;
   }
   ASSERT_OK(rc);
-  int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct sockaddr_in sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t sl = sizeof sa;
-  ASSERT_EQ(bind(l, (struct sockaddr *)&sa, sizeof sa), 0);
-  ASSERT_EQ(listen(l, 256), 0);
-  ASSERT_EQ(getsockname(l, (struct sockaddr *)&sa, &sl), 0);
+  int l = sock_listen_loopback(&sa, 256);
+  ASSERT(l >= 0);
   ASSERT_OK(hy__port_associate(p, l));
   int uring = strcmp(hy__port_backend_name(p), "uring") == 0;
   hy__op op;
@@ -2428,14 +2422,8 @@ TEST_IMPL(net_port_multishot_accept_drops) {
   struct sockaddr_in sa[2];
   hy__op op[2];
   for (int i = 0; i < 2; i++) {
-    l[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    memset(&sa[i], 0, sizeof sa[i]);
-    sa[i].sin_family = AF_INET;
-    sa[i].sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t sl = sizeof sa[i];
-    ASSERT_EQ(bind(l[i], (struct sockaddr *)&sa[i], sizeof sa[i]), 0);
-    ASSERT_EQ(listen(l[i], 16), 0);
-    ASSERT_EQ(getsockname(l[i], (struct sockaddr *)&sa[i], &sl), 0);
+    l[i] = sock_listen_loopback(&sa[i], 16);
+    ASSERT(l[i] >= 0);
     ASSERT_OK(hy__port_associate(p, l[i]));
     memset(&op[i], 0, sizeof op[i]);
     op[i].kind = HY__OP_ACCEPT;

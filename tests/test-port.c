@@ -107,15 +107,8 @@ static void expect_none(hy__port *p, int64_t ns) {
 }
 
 static int listener4(struct sockaddr_in *a) {
-  int l = sock_open(AF_INET, SOCK_STREAM | SOCK_CLOEXEC);
+  int l = sock_listen_loopback(a, 1024);
   ASSERT(l >= 0);
-  memset(a, 0, sizeof *a);
-  a->sin_family = AF_INET;
-  a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(l, (struct sockaddr *)a, sizeof *a), 0);
-  ASSERT_EQ(listen(l, 1024), 0);
-  socklen_t al = sizeof *a;
-  ASSERT_EQ(getsockname(l, (struct sockaddr *)a, &al), 0);
   return l;
 }
 

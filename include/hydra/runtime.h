@@ -294,10 +294,11 @@ enum hy_arm_kind {
 /* An arm that fires when task t finishes; *result (if not NULL) gets its
  * return value.  Its result is 0, or HY_ENOMEM if t never ran (as
  * hy_task_join says; *result is NULL then).  The arm does not use up the
- * handle: join it afterwards (it returns at once) or detach it.  The arm fires HY_ESTALE if the
- * handle is stale or detached when the arm is made, or goes stale (joined
- * or detached elsewhere, and the task gone) before its end is seen; a
- * select already waiting when t ends gets its result either way. */
+ * handle: join it afterwards (it returns at once) or detach it.  The arm
+ * fires HY_ESTALE if the handle is stale or detached when the arm is made,
+ * or goes stale (joined or detached elsewhere, and the task gone) before
+ * its end is seen; a select already waiting when t ends gets its result
+ * either way. */
 hy_arm_t hy_arm_task(hy_runtime_t *rt, hy_task_t t, void **result);
 
 /* Ada's "or terminate": fires once the runtime has begun shutting down. */
