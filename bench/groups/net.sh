@@ -5,8 +5,9 @@
 # against the references in bench/ref/, each one thread: raw epoll
 # ("epoll", epoll_echo.c), io_uring ("uring", uring_echo.c, liburing),
 # libuv ("libuv", libuv_echo.c) and Go's net package ("go", go/net,
-# GOMAXPROCS 1).  The server runs on CPU 1, the load generator
-# (bench/net.c load: one thread, epoll) on CPU 0.
+# GOMAXPROCS 1).  The servers run on CPU 1, the load generator
+# (bench/net.c load: one thread, epoll) on CPU 0; each case runs on every
+# server back to back (below).
 # Ratios hydra/<ref>: req/s, MB/s and conn/s higher is better; p99 us,
 # us-cpu/msg and bytes/conn lower is better.  Each case also prints a "#"
 # line on stderr with the server's and the load generator's CPU use over
@@ -41,46 +42,74 @@ bench_net() {
     pin_cli="taskset -c 0"
   fi
   local port=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768-)
-  run_cases() { # name, then the server command (the port is appended)
+  # Every server is started first and stays up (idle, asleep in its poll)
+  # while the others are measured; then each case runs on every server back
+  # to back, so the servers a ratio compares are measured seconds apart,
+  # not minutes: a slow stretch of a shared machine then spoils one case of
+  # every server rather than every case of one.  The order of the servers
+  # turns by one each round (bench/run's $round), so none is always first
+  # after a case change.
+  local -A sport=() spid=()
+  local up=()
+  start_server() { # name, then the server command (the port is appended)
     local name="$1"
     shift
-    local log="$OUT/net-$name.log" spid="" try
+    local log="$OUT/net-$name.log" pid="" try
     # Twice, on a fresh port the second time: the port picked at random
     # may be taken by another program.
     for try in 1 2; do
       port=$((port + 1))
       GOMAXPROCS=1 $pin_srv "$@" "$port" >"$log" 2>&1 &
-      spid=$!
+      pid=$!
       for _ in $(seq 100); do grep -q ready "$log" 2>/dev/null && break; sleep 0.05; done
       grep -q ready "$log" && break
       echo "# $name: server did not start on port $port (try $try): $(tail -c 300 "$log" | tr '\n' ' ')" >&2
-      kill "$spid" 2>/dev/null
-      wait "$spid" 2>/dev/null
-      spid=""
+      kill "$pid" 2>/dev/null
+      wait "$pid" 2>/dev/null
+      pid=""
     done
-    [ -n "$spid" ] || return 0
-    local L="$pin_cli $BIN/net load $port $spid $name"
-    $L echo-64-c1 1 64 "$secs"
-    $L echo-64-c64 64 64 "$secs"
-    $L echo-64-c1000 1000 64 "$secs"
-    $L echo-16k-c64 64 16384 "$secs"
-    $L echo-64-c64-p99 64 64 "$secs"
-    $L echo-cpu-r50k 64 64 "$secs" 50000
-    $L connect-rate 50 64 "$secs"
-    $L idle 10000 0 0 | sed "s/^idle/conn-idle-mem/"
-    kill -TERM "$spid" 2>/dev/null
-    wait "$spid" 2>/dev/null
+    [ -n "$pid" ] || return 0
+    sport[$name]=$port
+    spid[$name]=$pid
+    up+=("$name")
   }
+  local sys
   for sys in $systems; do
     case "$sys" in
-      hydra) run_cases hydra "$BIN/net" server-cb ;;
-      hydra-task) run_cases hydra-task "$BIN/net" server-task ;;
-      hydra-epoll) HYDRA_BACKEND=epoll run_cases hydra-epoll "$BIN/net" server-cb ;;
-      epoll) [ -n "$cmd_epoll" ] && run_cases epoll "$cmd_epoll" ;;
-      uring) [ -n "$cmd_uring" ] && run_cases uring "$cmd_uring" ;;
-      libuv) [ -n "$cmd_libuv" ] && run_cases libuv "$cmd_libuv" ;;
-      go) [ -n "$cmd_go" ] && run_cases go "$cmd_go" ;;
+      hydra) start_server hydra "$BIN/net" server-cb ;;
+      hydra-task) start_server hydra-task "$BIN/net" server-task ;;
+      hydra-epoll) HYDRA_BACKEND=epoll start_server hydra-epoll "$BIN/net" server-cb ;;
+      epoll) [ -n "$cmd_epoll" ] && start_server epoll "$cmd_epoll" ;;
+      uring) [ -n "$cmd_uring" ] && start_server uring "$cmd_uring" ;;
+      libuv) [ -n "$cmd_libuv" ] && start_server libuv "$cmd_libuv" ;;
+      go) [ -n "$cmd_go" ] && start_server go "$cmd_go" ;;
     esac
-  done | tee "$OUT/net-results.tsv"
+  done
+  local n=${#up[@]} turn=$(( (${round:-1} - 1) ))
+  run_case() { # the load generator's arguments after the system's name
+    local k name
+    for ((k = 0; k < n; k++)); do
+      name="${up[(k + turn) % n]}"
+      if ! kill -0 "${spid[$name]}" 2>/dev/null; then
+        echo "# $name: server gone before $1: $(tail -c 300 "$OUT/net-$name.log" | tr '\n' ' ')" >&2
+        continue
+      fi
+      $pin_cli "$BIN/net" load "${sport[$name]}" "${spid[$name]}" "$name" "$@"
+    done
+  }
+  {
+    run_case echo-64-c1 1 64 "$secs"
+    run_case echo-64-c64 64 64 "$secs"
+    run_case echo-64-c1000 1000 64 "$secs"
+    run_case echo-16k-c64 64 16384 "$secs"
+    run_case echo-64-c64-p99 64 64 "$secs"
+    run_case echo-cpu-r50k 64 64 "$secs" 50000
+    run_case connect-rate 50 64 "$secs"
+    run_case idle 10000 0 0 | sed "s/^idle/conn-idle-mem/"
+  } | tee "$OUT/net-results.tsv"
+  for sys in "${up[@]}"; do
+    kill -TERM "${spid[$sys]}" 2>/dev/null
+    wait "${spid[$sys]}" 2>/dev/null
+  done
   return 0
 }
