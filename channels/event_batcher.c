@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "channels/event_internal.h"
+#include "runtime/internal.h"
 
 struct hy_batcher {
   hy__evstate *st;
@@ -176,8 +177,7 @@ static int flusher_check(hy_batcher_t *b) {
   hy__lock(&b->lock);
   hy_task_t t = b->task;
   hy__unlock(&b->lock);
-  /* A deadline already past: only a flusher that is over is joined. */
-  if (hy_task_join_until(rt, t, 1, NULL) != HY_ENOMEM)
+  if (hy__task_reap_unrun(rt, t) != 1)
     return 0;
   hy_task_opts_t o = HY_TASK_OPTS_INIT;
   o.name = "batcher";

@@ -65,7 +65,10 @@
  *
  * Shutdown.  A phase hook posts "stop accepting" to every worker in QUIESCE and
  * "close all" (reason HY_CLOSE_SHUTDOWN) in CANCEL; until CANCEL, open
- * connections go on being served through the drain.
+ * connections go on being served through the drain.  The server's one task,
+ * its drainer, keeps the drain and the cancel open while connections remain
+ * (see the drainer below); one that never ran (no memory for its stack) is
+ * replaced at the quiesce (drainer_check).
  *
  * Lock order: c->lock and s->lock are leaves; the port's cancel/start may be
  * called under c->lock.
@@ -218,6 +221,7 @@ struct hy_server {
   long nconns;          /* connections not yet released, under dlock */
   hy_task_t drainer;    /* joined by hy_server_close (has_drainer) */
   int has_drainer;
+  int drainer_checked;  /* by the quiesce hook (drainer_check) */
   hy__wait *cwait;      /* the drainer waiting for nconns == 0 */
   atomic_int draining;  /* quiesce seen */
   atomic_int last_accept_error; /* HY_E* (hy_server_stats) */
@@ -369,6 +373,7 @@ static void chunk_put(srv_worker *sw, chunk *k) {
 
 static void conn_unref(hy_sconn_t *c);
 static void drainer_stop(hy_server_t *s);
+static void drainer_check(hy_server_t *s);
 static void start_read(hy_sconn_t *c);
 static int start_read_ref(hy_sconn_t *c, int give);
 static void write_done_owed(hy_sconn_t *c);
@@ -1388,6 +1393,10 @@ static void phase_hook(void *arg, int phase, int worker) {
     return;
   srv_worker *sw = &s->w[worker];
   if (phase == HY_PHASE_QUIESCE) {
+    if (!s->drainer_checked) {
+      s->drainer_checked = 1; /* hooks run one at a time (rt->mu) */
+      drainer_check(s);
+    }
     atomic_store(&s->draining, 1);
     post_to(sw, &sw->stop_pkt, stop_pkt_done);
     if (atomic_load(&s->live) == 0)
@@ -1399,6 +1408,24 @@ static void phase_hook(void *arg, int phase, int worker) {
 }
 
 /* --------------------------------------------------------------- drainer */
+
+static void *drainer(void *arg);
+
+/* At the quiesce, from the phase hook: a drainer that never ran (no memory
+ * for its stack when it was to start) is replaced now, so that the drain
+ * and cancel phases still wait for the connections.  If none can be
+ * spawned, its share of the outstanding work goes (as hy_server_close
+ * would drop it) and connections are closed by the cancel phase at once. */
+static void drainer_check(hy_server_t *s) {
+  if (!s->has_drainer || hy__task_reap_unrun(s->rt, s->drainer) != 1)
+    return;
+  hy_task_opts_t to = HY_TASK_OPTS_INIT;
+  to.name = "server-drain";
+  if (hy__task_spawn_quiesce(s->rt, drainer, s, &to, &s->drainer) < 0) {
+    s->has_drainer = 0;
+    out_dec(s);
+  }
+}
 
 static void drainer_stop(hy_server_t *s) {
   hy__lock(&s->dlock);

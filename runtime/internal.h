@@ -379,6 +379,16 @@ long hy__alive(hy_runtime_t *rt);
 void hy__task_finish(hy__worker *w, hy__task *t); /* off its stack, after end */
 void hy__task_entry(void *arg);
 void hy__cancel_all(hy_runtime_t *rt);
+/* For the library's own tasks, whose loss must not go unnoticed.  A task
+ * gets its stack when it first runs, so with no memory it ends unrun and
+ * its joiner gets HY_ENOMEM.  hy__task_reap_unrun joins h if it ended so
+ * and returns 1; 0 if it is alive or ran (h stays joinable); HY_ESTALE if
+ * h names no task.  hy__task_spawn_quiesce is hy_task_spawn that a worker
+ * may also call outside a task while the runtime quiesces (a phase hook
+ * replacing such a task: the drain phase then waits for it). */
+int hy__task_reap_unrun(hy_runtime_t *rt, hy_task_t h);
+int hy__task_spawn_quiesce(hy_runtime_t *rt, hy_task_fn fn, void *arg,
+                           const hy_task_opts_t *o, hy_task_t *out);
 /* Calls fn for every task that has not ended, with t->lock held (the task
  * table walked slot by slot: a task spawned meanwhile may be missed). */
 void hy__task_each(hy_runtime_t *rt, void (*fn)(hy__task *t, void *arg),

@@ -219,8 +219,10 @@ static int stack_class(hy_runtime_t *rt, size_t size, hy_stack_cache_t **out) {
   return 0;
 }
 
-int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
-                  const hy_task_opts_t *o, hy_task_t *out) {
+/* quiesce: a worker outside a task may spawn while the runtime quiesces
+ * (hy__task_spawn_quiesce). */
+static int spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
+                 const hy_task_opts_t *o, hy_task_t *out, int quiesce) {
   if (!rt || !fn)
     return HY_EINVAL;
   hy_stack_cache_t *scache;
@@ -230,7 +232,9 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
     return rc;
   int phase = atomic_load(&rt->phase);
   hy__task *cur = hy__task_current(rt);
-  if (phase >= HY__PH_FINALIZE || (phase != HY__PH_RUNNING && !cur))
+  int inside = cur || (quiesce && phase == HY__PH_QUIESCE &&
+                       hy__worker_current(rt));
+  if (phase >= HY__PH_FINALIZE || (phase != HY__PH_RUNNING && !inside))
     return HY_ESHUTDOWN;
   hy__task *t = hy_cache_alloc(rt->task_cache);
   if (!t)
@@ -293,6 +297,16 @@ int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
     *out = handle_of(t);
   hy__task_ready(rt, t, 1);
   return 0;
+}
+
+int hy_task_spawn(hy_runtime_t *rt, hy_task_fn fn, void *arg,
+                  const hy_task_opts_t *o, hy_task_t *out) {
+  return spawn(rt, fn, arg, o, out, 0);
+}
+
+int hy__task_spawn_quiesce(hy_runtime_t *rt, hy_task_fn fn, void *arg,
+                           const hy_task_opts_t *o, hy_task_t *out) {
+  return spawn(rt, fn, arg, o, out, 1);
 }
 
 /* Live tasks are counted without a shared counter (two bus-locked
@@ -448,6 +462,24 @@ int hy_task_join_until(hy_runtime_t *rt, hy_task_t h, hy_time_t deadline,
   if (last)
     release(t);
   return err;
+}
+
+int hy__task_reap_unrun(hy_runtime_t *rt, hy_task_t h) {
+  hy__task *t = lookup(rt, h);
+  if (!t)
+    return HY_ESTALE;
+  if (t->state != HY__T_DONE || t->error != HY_ENOMEM ||
+      atomic_load_explicit(&t->started, memory_order_relaxed) ||
+      t->detached || t->joining || t->joined) {
+    hy__unlock(&t->lock);
+    return 0;
+  }
+  t->joined = 1;
+  int last = --t->refs == 0 && !t->pinned;
+  hy__unlock(&t->lock);
+  if (last)
+    release(t);
+  return 1;
 }
 
 int hy_task_detach(hy_runtime_t *rt, hy_task_t h) {

@@ -621,3 +621,106 @@ TEST_IMPL(net_nomem_server_conns) {
   test_rt_close(rt, HY_MS(100));
   return 0;
 }
+
+/* The server's drainer, its one task, holds the runtime's drain and cancel
+ * phases open while connections remain.  It gets its stack when it first
+ * runs, and if that fails the quiesce spawns another.  On an embedded
+ * runtime this thread runs everything, so the failure can be aimed at it
+ * (hy__mem_fail_here_at): the sweep stops at the allocation that was the
+ * drainer's stack (no task is left after it).  A connection that sends
+ * its request only once the drain has begun is then still answered.
+ * Without a drainer the drain, with no task left, ends at once, and the
+ * cancel closes the connection before the request comes. */
+typedef struct {
+  hy_addr_t addr;
+  atomic_int connected, drain;
+  long got;
+} drain_run;
+
+static void drain_phase(void *arg, int phase, int worker) {
+  (void)worker;
+  if (phase == HY_PHASE_DRAIN)
+    atomic_store(&((drain_run *)arg)->drain, 1);
+}
+
+static void *drain_client(void *p) {
+  drain_run *d = p;
+  int fd = sock_open(AF_INET, SOCK_STREAM | SOCK_CLOEXEC);
+  ASSERT(fd >= 0);
+  if (connect(fd, (const struct sockaddr *)d->addr.sa.raw, (int)d->addr.len) <
+      0)
+    TEST_FAIL_("connect: error %d", sock_errno());
+  sock_rcvtimeo(fd, 15000);
+  atomic_store(&d->connected, 1);
+  int64_t until = hy_now() + HY_SEC(15);
+  while (!atomic_load(&d->drain) && hy_now() < until)
+    hy_sleep(NULL, HY_MS(1));
+  ASSERT(atomic_load(&d->drain));
+  hy_sleep(NULL, HY_MS(50)); /* well into the drain */
+  unsigned char out[64], in[64];
+  pattern(out, sizeof out, 7);
+  d->got = 0;
+  if (send(fd, (const char *)out, sizeof out, MSG_NOSIGNAL) ==
+      (long)sizeof out) {
+    while (d->got < (long)sizeof in) {
+      long k = recv(fd, (char *)in + d->got, sizeof in - (size_t)d->got, 0);
+      if (k <= 0)
+        break;
+      d->got += k;
+    }
+    ASSERT(memcmp(in, out, (size_t)d->got) == 0);
+  }
+  sock_close(fd); /* the last connection: the drain can end */
+  return NULL;
+}
+
+TEST_IMPL(net_nomem_server_drainer) {
+  if (!can_fail())
+    RETURN_SKIP("allocator cannot fail on demand");
+  static srv_state st;
+  hy_server_config_t cfg = srv_config(&st);
+  hy_options_t o = HY_OPTIONS_INIT;
+  o.workers = 0;
+  for (long n = 1;; n++) {
+    ASSERT_LT(n, SWEEP_MAX);
+    hy_runtime_t *rt = test_rt_new_with(&o);
+    hy_server_t *s;
+    ASSERT_OK(hy_server_start(rt, &cfg, &srv_cb, &s));
+    hy__mem_fail_here_at(n);
+    hy_runtime_run_once(rt, 0);
+    long left = hy__mem_fail_at(0);
+    hy_runtime_stats_t rs = {.size = sizeof rs};
+    ASSERT_OK(hy_runtime_stats(rt, &rs));
+    if (left > 0)
+      TEST_FAIL_("run %ld: the drainer ran without failing", n);
+    if (rs.tasks_alive > 0) { /* the failure was another allocation's */
+      ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(100)));
+      ASSERT_OK(hy_server_close(s));
+      ASSERT_OK(hy_runtime_close(rt));
+      continue;
+    }
+    memset(&st, 0, sizeof st);
+    drain_run d = {0};
+    ASSERT_OK(hy_server_addr(s, &d.addr));
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, drain_client, &d), 0);
+    int64_t until = hy_now() + HY_SEC(15);
+    while ((!atomic_load(&d.connected) || atomic_load(&st.accepts) < 1) &&
+           hy_now() < until)
+      hy_runtime_run_once(rt, HY_MS(1));
+    ASSERT_EQ(atomic_load(&st.accepts), 1);
+    hy_runtime_on_phase(rt, drain_phase, &d);
+    /* A grace far longer than the client's wait: the drain lasts until
+     * the client has had its answer and closed, which ends the run. */
+    ASSERT_OK(hy_runtime_shutdown(rt, HY_SEC(5)));
+    pthread_join(th, NULL);
+    fprintf(stderr, "run %ld: the drainer's stack failed; %ld of 64 bytes "
+                    "answered in the drain\n", n, d.got);
+    ASSERT_EQ(d.got, 64);
+    ASSERT_EQ(atomic_load(&st.closes), 1);
+    ASSERT_EQ(atomic_load(&st.reasons[HY_CLOSE_PEER]), 1);
+    ASSERT_OK(hy_server_close(s));
+    ASSERT_OK(hy_runtime_close(rt));
+    return 0;
+  }
+}

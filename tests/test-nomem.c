@@ -18,6 +18,7 @@
 #include "compat.h"
 #include "hydra.h"
 #include "rt_util.h"
+#include "runtime/internal.h"
 #include "test.h"
 
 /* Far more than any scenario allocates: a sweep that reaches it is one
@@ -1325,3 +1326,55 @@ TEST_IMPL(nomem_batcher_flusher) {
   return 0;
 }
 
+
+/* hy__task_reap_unrun, the library's check for its own tasks: it joins a
+ * task that ended without running (its stack could not be had) and leaves
+ * every other task as it was: one still to run, one that ran and parked,
+ * one that ran to its end (joinable after, with its result). */
+static void *reap_parker(void *arg) {
+  hy_sleep(arg, HY_MS(20));
+  return (void *)7;
+}
+
+static uint64_t tasks_alive(hy_runtime_t *rt) {
+  hy_runtime_stats_t st = {.size = sizeof st};
+  ASSERT_OK(hy_runtime_stats(rt, &st));
+  return st.tasks_alive;
+}
+
+static void *reap_quick(void *arg) {
+  (void)arg;
+  return (void *)9;
+}
+
+TEST_IMPL(nomem_task_reap_unrun) {
+  NEED_FAILURES();
+  hy_options_t o = HY_OPTIONS_INIT;
+  o.workers = 0;
+  hy_runtime_t *rt = test_rt_new_with(&o);
+  hy_task_t unrun, parker, quick;
+  ASSERT_OK(hy_task_spawn(rt, reap_quick, NULL, NULL, &unrun));
+  hy__mem_fail_here_at(1); /* its stack, when it is to run */
+  hy_runtime_run_once(rt, 0);
+  ASSERT_EQ(hy__mem_fail_at(0), 0);
+  ASSERT_OK(hy_task_spawn(rt, reap_parker, rt, NULL, &parker));
+  ASSERT_OK(hy_task_spawn(rt, reap_quick, NULL, NULL, &quick));
+  ASSERT_EQ(hy__task_reap_unrun(rt, parker), 0); /* not run yet */
+  hy_runtime_run_once(rt, 0);
+  ASSERT_EQ(hy__task_reap_unrun(rt, parker), 0); /* parked */
+  ASSERT_EQ(hy__task_reap_unrun(rt, quick), 0);  /* ran to its end */
+  ASSERT_EQ(hy__task_reap_unrun(rt, unrun), 1);
+  ASSERT_EQ(hy__task_reap_unrun(rt, unrun), HY_ESTALE); /* joined */
+  ASSERT_EQ(hy_task_join(rt, unrun, NULL), HY_ESTALE);
+  void *res = NULL;
+  ASSERT_OK(hy_task_join(rt, quick, &res));
+  ASSERT(res == (void *)9);
+  hy_time_t until = hy_deadline_in(HY_SEC(5));
+  while (tasks_alive(rt) > 0 && hy_now() < until)
+    hy_runtime_run_once(rt, HY_MS(1));
+  ASSERT_OK(hy_task_join(rt, parker, &res));
+  ASSERT(res == (void *)7);
+  ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(100)));
+  ASSERT_OK(hy_runtime_close(rt));
+  return 0;
+}
