@@ -1127,7 +1127,10 @@ static int poll_port(hy__worker *w, int64_t timeout) {
     return 0;
   for (int i = 0; i < n; i++)
     hy__complete(w, ops[i]);
-  w->last_activity = hy_now();
+  /* Activity counts for the drain only (running, a clock read saved). */
+  if (atomic_load_explicit(&w->rt->phase, memory_order_relaxed) !=
+      HY__PH_RUNNING)
+    w->last_activity = hy_now();
   return n;
 }
 
