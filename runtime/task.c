@@ -165,6 +165,15 @@ static void release(hy__task *t) {
   hy_cache_free(rt->task_cache, t);
 }
 
+/* Under t->lock, which it unlocks: a handle's reference goes (joined or
+ * detached); the last one frees the block. */
+static void drop_ref(hy__task *t) {
+  int last = --t->refs == 0 && !t->pinned;
+  hy__unlock(&t->lock);
+  if (last)
+    release(t);
+}
+
 /* At close every task has ended, but a handle nobody joined or detached
  * still holds its block: give those back so that close frees everything.
  * Only live blocks are looked at: a slot's task is NULL while its block is
@@ -456,11 +465,8 @@ int hy_task_join_until(hy_runtime_t *rt, hy_task_t h, hy_time_t deadline,
     *result = t->result;
   int err = t->error;
   t->joined = 1;
-  int last = --t->refs == 0 && !t->pinned;
-  hy__unlock(&t->lock);
+  drop_ref(t);
   hy__wait_fini(&w);
-  if (last)
-    release(t);
   return err;
 }
 
@@ -475,10 +481,7 @@ int hy__task_reap_unrun(hy_runtime_t *rt, hy_task_t h) {
     return 0;
   }
   t->joined = 1;
-  int last = --t->refs == 0 && !t->pinned;
-  hy__unlock(&t->lock);
-  if (last)
-    release(t);
+  drop_ref(t);
   return 1;
 }
 
@@ -491,10 +494,7 @@ int hy_task_detach(hy_runtime_t *rt, hy_task_t h) {
     return HY_EINVAL;
   }
   t->detached = 1;
-  int last = --t->refs == 0 && !t->pinned;
-  hy__unlock(&t->lock);
-  if (last)
-    release(t);
+  drop_ref(t);
   return 0;
 }
 
