@@ -63,7 +63,8 @@
  * tried again on connect-rate, where the load generator is the bound and
  * pays the kernel's wake of the server for each new connection and
  * message: the generator's CPU per connection rose from 25.7 to 27.3 us
- * and connections/s fell 6%, the server sleeping more between wakes);
+ * and connections/s fell 6%, the server sleeping more between wakes; and
+ * on echo-64-c64, where the generator is the bound too, no change);
  * submitting the started ops together with the look for completions at
  * the start of a wait; IORING_ENTER_NO_IOWAIT on the blocking wait; and
  * sending with send(2) instead of a SEND op (for every answer it cost
