@@ -1490,7 +1490,15 @@ TEST_IMPL(alloc_stack_trim_returns_rss) {
   ASSERT_GT(full, start + 32 * 256 * 1024);
   ASSERT_EQ(hy_stack_cache_trim(sc), 64 * 256 * 1024);
   size_t after = rss_bytes();
-  ASSERT_LT(after, start + 8 * 256 * 1024);
+  size_t slack = 8 * 256 * 1024;
+#ifdef HY_ASAN
+  /* ASan's shadow of the stacks (an eighth of their 16 MiB), faulted in
+   * by its checks of the writes above, stays resident (2.2 MiB grown in
+   * every run on one host, 0 on another): the pages given back are the
+   * stacks' own. */
+  slack += 64 * 256 * 1024 / 8;
+#endif
+  ASSERT_LT(after, start + slack);
   hy_stack_cache_destroy(sc);
   return 0;
 #endif
