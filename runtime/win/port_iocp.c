@@ -456,7 +456,8 @@ static DWORD ov_error(ext *e, DWORD *bytes) {
    * (ERROR_NETNAME_DELETED), Wine reports what the host said when it took
    * the connection (ENOTCONN, EINVAL: WSAENOTCONN, WSAEINVAL).  The peer's
    * doing, not the listener's (the server accepts again at once). */
-  if (e->op->kind == HY__OP_ACCEPT && (err == WSAEINVAL || err == WSAENOTCONN) &&
+  if (e->op->kind == HY__OP_ACCEPT &&
+      (err == WSAEINVAL || err == WSAENOTCONN) &&
       e->ov.Internal != (ULONG_PTR)0xC0000120 /* STATUS_CANCELLED */) {
     int type = 0, len = sizeof type;
     if (getsockopt((SOCKET)e->op->fd, SOL_SOCKET, SO_TYPE, (char *)&type,
