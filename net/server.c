@@ -221,7 +221,6 @@ struct hy_server {
   long nconns;          /* connections not yet released, under dlock */
   hy_task_t drainer;    /* joined by hy_server_close (has_drainer) */
   int has_drainer;
-  int drainer_checked;  /* by the quiesce hook (drainer_check) */
   hy__wait *cwait;      /* the drainer waiting for nconns == 0 */
   atomic_int draining;  /* quiesce seen */
   atomic_int last_accept_error; /* HY_E* (hy_server_stats) */
@@ -1393,10 +1392,7 @@ static void phase_hook(void *arg, int phase, int worker) {
     return;
   srv_worker *sw = &s->w[worker];
   if (phase == HY_PHASE_QUIESCE) {
-    if (!s->drainer_checked) {
-      s->drainer_checked = 1; /* hooks run one at a time (rt->mu) */
-      drainer_check(s);
-    }
+    drainer_check(s); /* hooks run one at a time (rt->mu) */
     atomic_store(&s->draining, 1);
     post_to(sw, &sw->stop_pkt, stop_pkt_done);
     if (atomic_load(&s->live) == 0)
@@ -1411,17 +1407,25 @@ static void phase_hook(void *arg, int phase, int worker) {
 
 static void *drainer(void *arg);
 
-/* At the quiesce, from the phase hook: a drainer that never ran (no memory
- * for its stack when it was to start) is replaced now, so that the drain
- * and cancel phases still wait for the connections.  If none can be
+/* Spawns s's drainer into s->drainer; quiesce: from the phase hook
+ * (hy__task_spawn_quiesce). */
+static int drainer_spawn(hy_server_t *s, int quiesce) {
+  hy_task_opts_t to = HY_TASK_OPTS_INIT;
+  to.name = "server-drain";
+  return (quiesce ? hy__task_spawn_quiesce : hy_task_spawn)(
+      s->rt, drainer, s, &to, &s->drainer);
+}
+
+/* At the quiesce, from the phase hook (once per worker; a drainer already
+ * replaced is alive or ran, and stays): a drainer that never ran (no
+ * memory for its stack when it was to start) is replaced now, so that the
+ * drain and cancel phases still wait for the connections.  If none can be
  * spawned, its share of the outstanding work goes (as hy_server_close
  * would drop it) and connections are closed by the cancel phase at once. */
 static void drainer_check(hy_server_t *s) {
   if (!s->has_drainer || hy__task_reap_unrun(s->rt, s->drainer) != 1)
     return;
-  hy_task_opts_t to = HY_TASK_OPTS_INIT;
-  to.name = "server-drain";
-  if (hy__task_spawn_quiesce(s->rt, drainer, s, &to, &s->drainer) < 0) {
+  if (drainer_spawn(s, 1) < 0) {
     s->has_drainer = 0;
     out_dec(s);
   }
@@ -1640,10 +1644,8 @@ int hy_server_start(hy_runtime_t *rt, const hy_server_config_t *cfg,
   s->hook.fn = phase_hook;
   s->hook.arg = s;
   hy__phase_hook_add(rt, &s->hook);
-  hy_task_opts_t to = HY_TASK_OPTS_INIT;
-  to.name = "server-drain";
   out_inc(s);
-  if (hy_task_spawn(rt, drainer, s, &to, &s->drainer) < 0)
+  if (drainer_spawn(s, 0) < 0)
     out_dec(s); /* the drain phase then does not wait for connections */
   else
     s->has_drainer = 1;

@@ -371,12 +371,19 @@ static inline HY__ALWAYS_INLINE hy__task *lifo_swap(hy__worker *w,
   return spill;
 }
 
-/* Inline: the LIFO slot's fast path is a few stores, less than a call. */
-static inline HY__ALWAYS_INLINE void ready_on(hy__worker *w, hy__task *t,
-                                              int lifo) {
+/* Activity on w (a completion, a task woken, parked or spawned) while the
+ * runtime shuts down: the drain measures its silence from the last one.
+ * While running nothing reads it, and the clock is not read. */
+static inline HY__ALWAYS_INLINE void note_activity(hy__worker *w) {
   if (atomic_load_explicit(&w->rt->phase, memory_order_relaxed) !=
       HY__PH_RUNNING)
     w->last_activity = hy_now();
+}
+
+/* Inline: the LIFO slot's fast path is a few stores, less than a call. */
+static inline HY__ALWAYS_INLINE void ready_on(hy__worker *w, hy__task *t,
+                                              int lifo) {
+  note_activity(w);
   if (lifo && !(t = lifo_swap(w, t)))
     return;
   ready_push(w, t);
@@ -771,18 +778,14 @@ void hy__park(hy__task *t) {
    * drain's silence starts now, not when the task was woken (a loaded
    * machine may leave a long gap between the two).  A yield is not
    * counted: a task that only yields must not hold the drain open. */
-  if (atomic_load_explicit(&w->rt->phase, memory_order_relaxed) !=
-      HY__PH_RUNNING)
-    w->last_activity = hy_now();
+  note_activity(w);
   leave(t, HY__AFTER_PARK);
 }
 
 void hy__park_quiet(hy__task *t) {
   hy__worker *w = t->worker;
   HY__STAT_INC(w->st.parks);
-  if (atomic_load_explicit(&w->rt->phase, memory_order_relaxed) !=
-      HY__PH_RUNNING)
-    w->last_activity = hy_now();
+  note_activity(w);
   leave(t, HY__AFTER_PARK_QUIET);
 }
 
@@ -805,9 +808,7 @@ int hy__wait_park_one(hy__wait *w, const char *what, int64_t deadline) {
   atomic_store_explicit(&t->await_what, what, memory_order_relaxed);
   atomic_store_explicit(&t->await_since, wk->clock, memory_order_relaxed);
   HY__STAT_INC(wk->st.parks);
-  if (atomic_load_explicit(&wk->rt->phase, memory_order_relaxed) !=
-      HY__PH_RUNNING)
-    wk->last_activity = hy_now();
+  note_activity(wk);
   leave(t, HY__AFTER_PARK_QUIET);
   atomic_store_explicit(&t->await_what, NULL, memory_order_relaxed);
   return atomic_load_explicit(&w->state, memory_order_acquire);
@@ -1127,10 +1128,7 @@ static int poll_port(hy__worker *w, int64_t timeout) {
     return 0;
   for (int i = 0; i < n; i++)
     hy__complete(w, ops[i]);
-  /* Activity counts for the drain only (running, a clock read saved). */
-  if (atomic_load_explicit(&w->rt->phase, memory_order_relaxed) !=
-      HY__PH_RUNNING)
-    w->last_activity = hy_now();
+  note_activity(w);
   return n;
 }
 

@@ -36,3 +36,9 @@ void test_rt_close(hy_runtime_t *rt, int64_t grace) {
   ASSERT_OK(hy_runtime_shutdown(rt, grace));
   ASSERT_OK(hy_runtime_close(rt));
 }
+
+uint64_t test_tasks_alive(hy_runtime_t *rt) {
+  hy_runtime_stats_t st = {.size = sizeof st};
+  ASSERT_OK(hy_runtime_stats(rt, &st));
+  return st.tasks_alive;
+}

@@ -18,4 +18,7 @@ hy_runtime_t *test_rt_new_with(const hy_options_t *o);
 /* Shuts rt down, the drain given `grace`, then closes it; both must work. */
 void test_rt_close(hy_runtime_t *rt, int64_t grace);
 
+/* rt's tasks not ended yet (hy_runtime_stats). */
+uint64_t test_tasks_alive(hy_runtime_t *rt);
+
 #endif /* HYDRA_TEST_RT_UTIL_H */

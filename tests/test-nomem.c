@@ -1326,7 +1326,6 @@ TEST_IMPL(nomem_batcher_flusher) {
   return 0;
 }
 
-
 /* hy__task_reap_unrun, the library's check for its own tasks: it joins a
  * task that ended without running (its stack could not be had) and leaves
  * every other task as it was: one still to run, one that ran and parked,
@@ -1334,12 +1333,6 @@ TEST_IMPL(nomem_batcher_flusher) {
 static void *reap_parker(void *arg) {
   hy_sleep(arg, HY_MS(20));
   return (void *)7;
-}
-
-static uint64_t tasks_alive(hy_runtime_t *rt) {
-  hy_runtime_stats_t st = {.size = sizeof st};
-  ASSERT_OK(hy_runtime_stats(rt, &st));
-  return st.tasks_alive;
 }
 
 static void *reap_quick(void *arg) {
@@ -1370,11 +1363,10 @@ TEST_IMPL(nomem_task_reap_unrun) {
   ASSERT_OK(hy_task_join(rt, quick, &res));
   ASSERT(res == (void *)9);
   hy_time_t until = hy_deadline_in(HY_SEC(5));
-  while (tasks_alive(rt) > 0 && hy_now() < until)
+  while (test_tasks_alive(rt) > 0 && hy_now() < until)
     hy_runtime_run_once(rt, HY_MS(1));
   ASSERT_OK(hy_task_join(rt, parker, &res));
   ASSERT(res == (void *)7);
-  ASSERT_OK(hy_runtime_shutdown(rt, HY_MS(100)));
-  ASSERT_OK(hy_runtime_close(rt));
+  test_rt_close(rt, HY_MS(100));
   return 0;
 }

@@ -451,22 +451,22 @@ static DWORD ov_error(ext *e, DWORD *bytes) {
   if (WSAGetOverlappedResult((SOCKET)e->op->fd, &e->ov, bytes, FALSE, &flags))
     return 0;
   DWORD err = (DWORD)WSAGetLastError();
+  /* 0xC0000120: STATUS_CANCELLED */
+  int cancelled = e->ov.Internal == (ULONG_PTR)0xC0000120;
   /* An accept whose listener is still there failed for the connection it
    * was taking, which its peer reset first: Windows says so
    * (ERROR_NETNAME_DELETED), Wine reports what the host said when it took
    * the connection (ENOTCONN, EINVAL: WSAENOTCONN, WSAEINVAL).  The peer's
    * doing, not the listener's (the server accepts again at once). */
   if (e->op->kind == HY__OP_ACCEPT &&
-      (err == WSAEINVAL || err == WSAENOTCONN) &&
-      e->ov.Internal != (ULONG_PTR)0xC0000120 /* STATUS_CANCELLED */) {
+      (err == WSAEINVAL || err == WSAENOTCONN) && !cancelled) {
     int type = 0, len = sizeof type;
     if (getsockopt((SOCKET)e->op->fd, SOL_SOCKET, SO_TYPE, (char *)&type,
                    &len) == 0)
       return WSAECONNABORTED;
   }
   if (err == WSAENOTSOCK || err == WSAEINVAL) /* the socket is gone */
-    err = e->ov.Internal == (ULONG_PTR)0xC0000120 /* STATUS_CANCELLED */ ? ERROR_OPERATION_ABORTED
-                                                       : ERROR_INVALID_HANDLE;
+    err = cancelled ? ERROR_OPERATION_ABORTED : ERROR_INVALID_HANDLE;
   return err;
 }
 
