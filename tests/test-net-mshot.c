@@ -250,9 +250,12 @@ TEST_IMPL(net_port_multishot_recv) {
 
   /* A reader that takes one completion per wait and sleeps now and then,
    * a writer as fast as it goes: the chunks the port keeps for the op
-   * stay bounded (without the stop they would grow with the stream). */
+   * stay bounded (without the stop they would grow with the stream): the
+   * ring, what the kernel took from it before the stop landed (the port
+   * does not refill a stopped op's slots until its end, so at most the
+   * ring's worth, however late), and a backlog of a few. */
   long peak = ms_one_stream(p, &src, 4 << 20, 16384, 0, 1, &st);
-  ASSERT_LE(peak, 3 * RING);
+  ASSERT_LE(peak, 2 * RING + 16);
   if (uring)
     ASSERT_GT(st.again, 0); /* ended (the ring ran dry) and started again */
   /* A writer a few times faster than the reader, but not so fast that the

@@ -41,7 +41,12 @@
  * be read as fast as the peer sends, with no TCP window to stop it), and
  * that end, like the kernel's own when the ring runs dry (ENOBUFS) or one
  * with data, is handed over as HY_EAGAIN after the last shot: the starter
- * starts the op again, and no byte is lost or reordered.
+ * starts the op again, and no byte is lost or reordered.  Once stopped,
+ * the buffers it still takes leave their slots empty until its last CQE,
+ * so however late the cancel lands (the kernel's task work may read on
+ * before the cancel is submitted, and on Linux 6.1 did, for 290 chunks),
+ * it holds no more than the ring had: the ring, MS_BACKLOG chunks and
+ * one.
  *
  * A pooled receive (RECV with buf NULL, see hy__bufsrc) is a RECV with
  * IOSQE_BUFFER_SELECT on a ring of provided buffers for its buffer size
@@ -135,6 +140,7 @@ typedef struct mrecv {
   int ended;    /* its last CQE came: fres is the last completion's res */
   int lost;     /* a chunk could not be kept: it ends with HY_ENOMEM */
   int stopped;  /* the port cancels it (backlog): it ends with HY_EAGAIN */
+  int owed;     /* ring slots it emptied once stopped, refilled at its end */
   int on_stops; /* in u->stops, the cancel not yet issued */
   int64_t fres;
   hy__op *op;
@@ -266,13 +272,20 @@ static void pb_free(uport *u, pbring *r) {
 /* The buffer the kernel picked for a CQE with cflags, if it did: taken
  * out of the ring when `keep` (a fresh one from src takes its slot) and
  * returned, else put back in its slot (NULL).  Empty slots are refilled
- * from src as far as it gives. */
-static void *pb_take(pbring *r, hy__bufsrc *src, unsigned cflags, int keep) {
+ * from src as far as it gives.  With `owed` (a receive the port is
+ * stopping), a kept buffer's slot stays empty, counted in *owed, and
+ * nothing is refilled: see mrecv_cqe. */
+static void *pb_take(pbring *r, hy__bufsrc *src, unsigned cflags, int keep,
+                     int *owed) {
   void *b = NULL;
   if (cflags & IORING_CQE_F_BUFFER) {
     unsigned bid = cflags >> IORING_CQE_BUFFER_SHIFT;
     b = bid < PB_ENTRIES ? r->bufs[bid] : NULL;
-    if (b && keep) {
+    if (b && keep && owed) {
+      r->bufs[bid] = NULL;
+      (*owed)++;
+      return b;
+    } else if (b && keep) {
       void *nb = src->get(src);
       r->bufs[bid] = nb;
       if (nb)
@@ -284,7 +297,7 @@ static void *pb_take(pbring *r, hy__bufsrc *src, unsigned cflags, int keep) {
       b = NULL;
     }
   }
-  if (r->missing)
+  if (r->missing && !owed)
     pb_fill(r, src);
   return b;
 }
@@ -294,7 +307,7 @@ static void *pb_take(pbring *r, hy__bufsrc *src, unsigned cflags, int keep) {
  * takes its slot; otherwise it goes back to its slot. */
 static int64_t recv_pbuf(hy__op *op, int res, unsigned cflags) {
   void *b = pb_take((pbring *)(uintptr_t)op->pdata[3], op->addr, cflags,
-                    res > 0);
+                    res > 0, NULL);
   if (b)
     op->buf = b;
   if (res == -ENOBUFS)
@@ -333,7 +346,13 @@ static void mrecv_cqe(uport *u, hy__op *op, struct io_uring_cqe *c) {
   mrecv *m = (mrecv *)(uintptr_t)op->pdata[3];
   hy__bufsrc *src = op->addr;
   int res = c->res;
-  void *b = pb_take(m->r, src, c->flags, res > 0 && !m->lost);
+  int last = !(c->flags & IORING_CQE_F_MORE);
+  if (last) { /* the slots it left empty are the ring's again */
+    m->r->missing += m->owed;
+    m->owed = 0;
+  }
+  void *b = pb_take(m->r, src, c->flags, res > 0 && !m->lost,
+                    m->stopped && !last ? &m->owed : NULL);
   if (res > 0 && !m->lost) {
     shot *sh = b ? shot_new(u) : NULL;
     if (sh) {
