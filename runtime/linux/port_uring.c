@@ -44,9 +44,9 @@
  * starts the op again, and no byte is lost or reordered.  Once stopped,
  * the buffers it still takes leave their slots empty until its last CQE,
  * so however late the cancel lands (the kernel's task work may read on
- * before the cancel is submitted, and on Linux 6.1 did, for 290 chunks),
- * it holds no more than the ring had: the ring, MS_BACKLOG chunks and
- * one.
+ * before it does; on one CI host it read 290 chunks more while their slots
+ * were refilled), it holds no more than the ring had: the ring refilled,
+ * and what it took of it plus MS_BACKLOG queued.
  *
  * A pooled receive (RECV with buf NULL, see hy__bufsrc) is a RECV with
  * IOSQE_BUFFER_SELECT on a ring of provided buffers for its buffer size
