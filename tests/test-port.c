@@ -2112,13 +2112,17 @@ TEST_IMPL(port_look_judged) {
     ASSERT_EQ(hy__port_wait(p, ops, 4, HY_US(40)), 0);
   }
   ASSERT_EQ(p->spins, s0);
-  /* It pays: every wait that would block looks (its last block short). */
+  /* It pays: every wait that would block looks (its last block short).
+   * These waits are long enough to reach the point where they would
+   * block on a slow host too (under TSan, on two busy CPUs, a wait of
+   * 40 us once found its time up before it got there, and neither looked
+   * nor judged); a look takes at most HY__SPIN_NS of them. */
   look_verdict(p, 1);
   for (int i = 0; i < 5; i++) {
     p->spin = 1;
     int64_t t0 = hy_now();
-    ASSERT_EQ(hy__port_wait(p, ops, 4, HY_US(40)), 0);
-    ASSERT(hy_now() - t0 >= HY_US(40)); /* a look is never a time-out */
+    ASSERT_EQ(hy__port_wait(p, ops, 4, HY_MS(20)), 0);
+    ASSERT(hy_now() - t0 >= HY_MS(20)); /* a look is never a time-out */
   }
   ASSERT_EQ(p->spins, s0 + 5);
   /* A verdict that ran out: the next wait that would block begins the
@@ -2130,7 +2134,7 @@ TEST_IMPL(port_look_judged) {
   ASSERT_EQ(hy__port_wait(p, ops, 4, 0), 0);
   ASSERT_EQ(p->judge.phase, HY__LOOK_HOLD);
   ASSERT_EQ(p->spins, s0 + 5);
-  ASSERT_EQ(hy__port_wait(p, ops, 4, HY_US(40)), 0);
+  ASSERT_EQ(hy__port_wait(p, ops, 4, HY_MS(20)), 0);
   ASSERT_EQ(p->judge.phase, HY__LOOK_TRY_ON);
   ASSERT_EQ(p->spins, s0 + 6);
   /* The trials run their course on a real clock: an idle port ends with
