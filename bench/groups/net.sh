@@ -15,7 +15,9 @@
 # bound (the generator is the same for every server and kept cheap per
 # request; see bench/net.c).
 # Environment: NET_BENCH_SECS (default 3) seconds measured per case;
-# NET_BENCH_SYSTEMS (default all) the servers to run, space separated.
+# NET_BENCH_SYSTEMS (default all) the servers to run, space separated;
+# NET_BENCH_CASES (default all) the cases to run, by name, space separated
+# (many rounds of one noisy case: NET_BENCH_CASES=connect-rate).
 bench_net() {
   local secs="${NET_BENCH_SECS:-3}"
   local systems="${NET_BENCH_SYSTEMS:-hydra hydra-task epoll uring libuv go}"
@@ -86,8 +88,12 @@ bench_net() {
     esac
   done
   local n=${#up[@]} turn=$(( (${round:-1} - 1) ))
+  local cases=" ${NET_BENCH_CASES:-echo-64-c1 echo-64-c64 echo-64-c1000 echo-16k-c64 echo-64-c64-p99 echo-cpu-r50k connect-rate conn-idle-mem} "
   run_case() { # the load generator's arguments after the system's name
     local k name
+    local want="$1"
+    [ "$want" = idle ] && want=conn-idle-mem
+    [[ "$cases" == *" $want "* ]] || return 0
     for ((k = 0; k < n; k++)); do
       name="${up[(k + turn) % n]}"
       if ! kill -0 "${spid[$name]}" 2>/dev/null; then
