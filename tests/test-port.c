@@ -1889,11 +1889,12 @@ TEST_IMPL(port_look_before_block) {
     ASSERT_EQ(p->spin, 1);
     /* The next wait that would block looks first, then blocks for the
      * rest of its time (never early), and that long block turns looking
-     * off. */
+     * off.  (Long enough to reach the point where it would block on a
+     * slow host: see port_look_judged.) */
     uint64_t s0 = p->spins;
     t0 = hy_now();
-    ASSERT_EQ(hy__port_wait(p, ops, 4, HY_MS(3)), 0);
-    ASSERT(hy_now() - t0 >= HY_MS(3));
+    ASSERT_EQ(hy__port_wait(p, ops, 4, HY_MS(20)), 0);
+    ASSERT(hy_now() - t0 >= HY_MS(20));
     ASSERT_EQ(p->spins, s0 + 1);
     ASSERT_EQ(p->spin, 0);
     ASSERT_EQ(hy__port_wait(p, ops, 4, HY_MS(1)), 0);
