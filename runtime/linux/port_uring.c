@@ -44,9 +44,10 @@
  * starts the op again, and no byte is lost or reordered.  Once stopped,
  * the buffers it still takes leave their slots empty until its last CQE,
  * so however late the cancel lands (the kernel's task work may read on
- * before it does; on one CI host it read 290 chunks more while their slots
- * were refilled), it holds no more than the ring had: the ring refilled,
- * and what it took of it plus MS_BACKLOG queued.
+ * before it does: the likely reason why, on one CI host, 290 chunks more
+ * were queued while their slots were refilled), it holds no more than the
+ * ring had: the ring refilled, and what it took of it plus MS_BACKLOG
+ * queued.
  *
  * A pooled receive (RECV with buf NULL, see hy__bufsrc) is a RECV with
  * IOSQE_BUFFER_SELECT on a ring of provided buffers for its buffer size
@@ -365,15 +366,14 @@ static void mrecv_cqe(uport *u, hy__op *op, struct io_uring_cqe *c) {
         src->put(src, b);
       m->lost = 1;
     }
-    if ((m->lost || m->nq >= MS_BACKLOG) && !m->stopped &&
-        (c->flags & IORING_CQE_F_MORE)) {
+    if ((m->lost || m->nq >= MS_BACKLOG) && !m->stopped && !last) {
       m->stopped = 1;
       m->on_stops = 1;
       m->next = u->stops;
       u->stops = m;
     }
   }
-  if (c->flags & IORING_CQE_F_MORE)
+  if (!last)
     return;
   if (m->lost)
     m->fres = HY_ENOMEM;
