@@ -88,12 +88,11 @@ bench_net() {
     esac
   done
   local n=${#up[@]} turn=$(( (${round:-1} - 1) ))
-  local cases=" ${NET_BENCH_CASES:-echo-64-c1 echo-64-c64 echo-64-c1000 echo-16k-c64 echo-64-c64-p99 echo-cpu-r50k connect-rate conn-idle-mem} "
   run_case() { # the load generator's arguments after the system's name
-    local k name
-    local want="$1"
-    [ "$want" = idle ] && want=conn-idle-mem
-    [[ "$cases" == *" $want "* ]] || return 0
+    local k name want="$1"
+    [ "$want" = idle ] && want=conn-idle-mem # its name in the results
+    [ -z "${NET_BENCH_CASES:-}" ] ||
+      [[ " $NET_BENCH_CASES " == *" $want "* ]] || return 0
     for ((k = 0; k < n; k++)); do
       name="${up[(k + turn) % n]}"
       if ! kill -0 "${spid[$name]}" 2>/dev/null; then
