@@ -14,7 +14,9 @@
  * echoes one 64-byte message on each, leaves them idle and reports the
  * server's RSS growth per connection;
  * CASE "connect-rate" has C connectors open, echo S bytes over and reset
- * connections in a loop and reports connections/s.
+ * connections in a loop and reports connections/s; its PORT, PID and NAME
+ * may be comma-separated lists of up to 16 servers, which then take turns
+ * in slices of 100 ms (see connect_rate).
  * Output: `CASE<TAB>NAME<TAB>value<TAB>unit` lines (see bench/groups/net.sh).
  */
 #define _GNU_SOURCE
@@ -282,8 +284,8 @@ static int connect_to(int port, int nodelay, int linger0) {
 /* Connect-rate mode: C connectors, each in a loop: connect, send S bytes,
  * wait for their echo, close with a reset (RST, so neither side keeps the
  * port in TIME_WAIT and the ephemeral ports are not the limit).  Counts
- * the connections completed per second over D seconds after a warm-up,
- * and the server's CPU time per connection.
+ * the connections completed per second and the server's CPU time per
+ * connection.
  *
  * The generator's own cost per connection is kept low, as it is the same
  * for every server and must not be the bound (it was, at ~99% of its CPU
@@ -297,12 +299,42 @@ static int connect_to(int port, int nodelay, int linger0) {
  * triggered).  On loopback the handshake is done by the time connect
  * returns, so the request is sent at once (EPOLLOUT is waited for only if
  * the socket is not connected yet: "sent late" counts those).  Per
- * connection: connect, send, recv, connect(AF_UNSPEC). */
+ * connection: connect, send, recv, connect(AF_UNSPEC).
+ *
+ * Several servers are measured in one run, taking turns in slices of
+ * rc_slice_ns: the connectors run against one server until its slice ends,
+ * finish the connections they have begun, and move to the next server.
+ * The rate of this host changes by tens of percent over seconds (the
+ * kernel's share of a connection is most of its cost, and the host's speed
+ * at it moves); servers measured one after another each met a different
+ * stretch of it, while slices a tenth of a second long spread every
+ * stretch over all of them.  Each server gets D seconds of slices after a
+ * warm-up of RC_WARM_NS of slices that are not counted.  NET_BENCH_SLICE_MS
+ * sets another slice length; one server alone is measured the same way,
+ * its slices back to back.
+ *
+ * The load generator is the bound here (~99% of its CPU): on loopback the
+ * kernel's work of a handshake, the listener's side of it included, and of
+ * the reset runs on the connecting thread's CPU, ~30 us a connection on
+ * this host, so every server whose own cost per connection stays below
+ * that gets about the generator's rate. */
 typedef struct rconn {
   int fd;
   int connected;
+  int active; /* has begun a connection of this slice */
   size_t got;
 } rconn;
+
+typedef struct rserver {
+  struct sockaddr_in sa;
+  int pid;
+  const char *name;
+  long conns, errors, late;
+  double secs, cpu, ccpu;
+} rserver;
+
+#define RC_WARM_NS 500000000LL /* 500 ms over all servers */
+static long long rc_slice_ns = 100000000LL; /* 100 ms */
 
 static long rc_late; /* requests that waited for the connect to finish */
 static struct sockaddr_in rc_sa;
@@ -355,45 +387,42 @@ static void rc_next(int ep, rconn *c, const unsigned char *msg,
       exit(1);
     }
   }
+  c->active = 1;
 }
 
-static int connect_rate(int port, int pid, const char *name, const char *cs,
-                        int C, size_t S, double D) {
-  if (S == 0)
-    S = 1;
-  if (S > 4096)
-    S = 4096;
-  unsigned char msg[4096], in[4096];
-  for (size_t i = 0; i < S; i++)
-    msg[i] = (unsigned char)(i * 7 + 1);
-  int ep = epoll_create1(0);
-  rconn *cs_ = calloc((size_t)C, sizeof *cs_);
-  long done = 0, done0 = 0, errors = 0;
-  rc_sa.sin_family = AF_INET;
-  rc_sa.sin_port = htons((uint16_t)port);
-  rc_sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+/* One slice: the C connectors run against the server at rc_sa until
+ * t_stop, then finish the connections they have begun (a connection not
+ * done a second after t_stop counts as failed).  Returns the connections
+ * completed; adds the failed ones to *errors. */
+static long rc_slice(int ep, rconn *cs_, int C, const unsigned char *msg,
+                     size_t S, int64_t t_stop, long *errors) {
+  unsigned char in[4096];
+  int active = 0;
+  long done = 0;
   for (int i = 0; i < C; i++) {
-    cs_[i].fd = -1;
-    rc_next(ep, &cs_[i], msg, S, &errors);
+    rc_next(ep, &cs_[i], msg, S, errors);
+    active++;
   }
-  int64_t warm = now_ns() + 500000000LL, t_end = warm + (int64_t)(D * 1e9);
-  int measuring = 0;
-  double cpu0 = 0, ccpu0 = 0;
   struct epoll_event evs[256];
-  for (;;) {
+  while (active > 0) {
     int64_t now = now_ns();
-    if (!measuring && now >= warm) {
-      measuring = 1;
-      done0 = done;
-      cpu0 = cpu_secs(pid);
-      ccpu0 = self_cpu_secs();
-    }
-    if (now >= t_end)
+    int stopping = now >= t_stop;
+    if (now >= t_stop + 1000000000LL) {
+      for (int i = 0; i < C; i++) {
+        if (cs_[i].active) {
+          (*errors)++;
+          cs_[i].active = 0;
+          rc_close_reset(&cs_[i]);
+        }
+      }
       break;
+    }
     int n = epoll_wait(ep, evs, 256, 100);
     for (int i = 0; i < n; i++) {
       rconn *c = evs[i].data.ptr;
       int failed = 0;
+      if (!c->active)
+        continue; /* an edge left from this connector's last reset */
       if (!c->connected) {
         /* The slow path: the connect had not finished at once. */
         ssize_t k = send(c->fd, msg, S, MSG_NOSIGNAL);
@@ -428,27 +457,88 @@ static int connect_rate(int port, int pid, const char *name, const char *cs,
           done++;
       }
       if (failed)
-        errors++;
+        (*errors)++;
       rc_close_reset(c);
-      rc_next(ep, c, msg, S, &errors);
+      c->active = 0;
+      if (!stopping) {
+        rc_next(ep, c, msg, S, errors);
+      } else {
+        active--;
+      }
     }
   }
-  double secs = (double)(now_ns() - warm) / 1e9;
-  double cpu = cpu_secs(pid) - cpu0, ccpu = self_cpu_secs() - ccpu0;
-  long conns = done - done0;
-  printf("%s\t%s\t%.0f\tconn/s\n", cs, name, (double)conns / secs);
-  fprintf(stderr, "# %s %s: %.0f conn/s, %ld failed, %ld sent late, "
-          "server cpu %.0f%% (%.1f us/conn), client cpu %.0f%% "
-          "(%.1f us/conn)\n", cs, name, (double)conns / secs, errors,
-          rc_late, cpu * 100 / secs,
-          conns ? cpu * 1e6 / (double)conns : 0.0, ccpu * 100 / secs,
-          conns ? ccpu * 1e6 / (double)conns : 0.0);
+  return done;
+}
+
+static int connect_rate(rserver *sv, int m, const char *cs, int C, size_t S,
+                        double D) {
+  if (S == 0)
+    S = 1;
+  if (S > 4096)
+    S = 4096;
+  unsigned char msg[4096];
+  for (size_t i = 0; i < S; i++)
+    msg[i] = (unsigned char)(i * 7 + 1);
+  int ep = epoll_create1(0);
+  rconn *cs_ = calloc((size_t)C, sizeof *cs_);
+  for (int i = 0; i < C; i++)
+    cs_[i].fd = -1;
+  long per = (long)(D * 1e9 / (double)rc_slice_ns + 0.5);
+  if (per < 1)
+    per = 1;
+  long warm = (RC_WARM_NS + rc_slice_ns - 1) / rc_slice_ns;
+  for (long k = 0; k < warm + per * m; k++) {
+    rserver *s = &sv[k % m];
+    int counted = k >= warm;
+    rc_sa = s->sa;
+    long late0 = rc_late, errors = 0;
+    double cpu0 = cpu_secs(s->pid), ccpu0 = self_cpu_secs();
+    int64_t t0 = now_ns();
+    long done = rc_slice(ep, cs_, C, msg, S, t0 + rc_slice_ns, &errors);
+    int64_t t1 = now_ns();
+    if (counted) {
+      s->conns += done;
+      s->errors += errors;
+      s->late += rc_late - late0;
+      s->secs += (double)(t1 - t0) / 1e9;
+      s->cpu += cpu_secs(s->pid) - cpu0;
+      s->ccpu += self_cpu_secs() - ccpu0;
+    }
+  }
+  for (int k = 0; k < m; k++) {
+    rserver *s = &sv[k];
+    double rate = s->secs > 0 ? (double)s->conns / s->secs : 0;
+    double per_conn = s->conns ? 1e6 / (double)s->conns : 0.0;
+    printf("%s\t%s\t%.0f\tconn/s\n", cs, s->name, rate);
+    fprintf(stderr, "# %s %s: %.0f conn/s in %ld slices of %lld ms, "
+            "%ld failed, %ld sent late, server cpu %.0f%% (%.1f us/conn), "
+            "client cpu %.0f%% (%.1f us/conn)\n", cs, s->name, rate, per,
+            rc_slice_ns / 1000000, s->errors, s->late,
+            s->secs > 0 ? s->cpu * 100 / s->secs : 0.0, s->cpu * per_conn,
+            s->secs > 0 ? s->ccpu * 100 / s->secs : 0.0, s->ccpu * per_conn);
+  }
+  fflush(stdout);
   for (int i = 0; i < C; i++) {
     rc_close_reset(&cs_[i]);
     if (cs_[i].fd >= 0)
       close(cs_[i].fd);
   }
+  free(cs_);
+  close(ep);
   return 0;
+}
+
+/* Splits "a,b,c" into at most max fields in place; returns how many. */
+static int split_list(char *s, char **out, int max) {
+  int n = 0;
+  for (char *p = s; n < max;) {
+    out[n++] = p;
+    p = strchr(p, ',');
+    if (!p)
+      break;
+    *p++ = 0;
+  }
+  return n;
 }
 
 static int load(int port, int pid, const char *name, const char *cs, int C,
@@ -457,8 +547,6 @@ static int load(int port, int pid, const char *name, const char *cs, int C,
   getrlimit(RLIMIT_NOFILE, &rl);
   rl.rlim_cur = rl.rlim_max;
   setrlimit(RLIMIT_NOFILE, &rl);
-  if (strcmp(cs, "connect-rate") == 0)
-    return connect_rate(port, pid, name, cs, C, S, D);
   if (strcmp(cs, "idle") == 0) {
     long before = rss_bytes(pid);
     int *fds = calloc((size_t)C, sizeof *fds);
@@ -635,12 +723,38 @@ int main(int argc, char **argv) {
     return server_cb(atoi(argv[2]), workers);
   if (argc >= 3 && strcmp(argv[1], "server-task") == 0)
     return server_task(atoi(argv[2]), workers);
+  if (argc >= 9 && strcmp(argv[1], "load") == 0 &&
+      strcmp(argv[5], "connect-rate") == 0) {
+    /* PORT, PID and NAME may be lists: the servers take turns. */
+    char *ports[16], *pids[16], *names[16];
+    int m = split_list(argv[2], ports, 16);
+    if (split_list(argv[3], pids, 16) != m ||
+        split_list(argv[4], names, 16) != m) {
+      fprintf(stderr, "load: PORT, PID and NAME lists differ in length\n");
+      return 2;
+    }
+    const char *sl = getenv("NET_BENCH_SLICE_MS");
+    if (sl && atoi(sl) > 0)
+      rc_slice_ns = atoi(sl) * 1000000LL;
+    rserver sv[16];
+    memset(sv, 0, sizeof sv);
+    for (int k = 0; k < m; k++) {
+      sv[k].sa.sin_family = AF_INET;
+      sv[k].sa.sin_port = htons((uint16_t)atoi(ports[k]));
+      sv[k].sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      sv[k].pid = atoi(pids[k]);
+      sv[k].name = names[k];
+    }
+    return connect_rate(sv, m, argv[5], atoi(argv[6]), (size_t)atol(argv[7]),
+                        atof(argv[8]));
+  }
   if (argc >= 9 && strcmp(argv[1], "load") == 0)
     return load(atoi(argv[2]), atoi(argv[3]), argv[4], argv[5], atoi(argv[6]),
                 (size_t)atol(argv[7]), atof(argv[8]),
                 argc > 9 ? atof(argv[9]) : 0);
   fprintf(stderr,
           "usage: net server-cb|server-task PORT [WORKERS]\n"
-          "       net load PORT PID NAME CASE C S D [RATE]\n");
+          "       net load PORT PID NAME CASE C S D [RATE]\n"
+          "       net load PORT,... PID,... NAME,... connect-rate C S D\n");
   return 2;
 }

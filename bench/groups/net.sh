@@ -17,7 +17,8 @@
 # Environment: NET_BENCH_SECS (default 3) seconds measured per case;
 # NET_BENCH_SYSTEMS (default all) the servers to run, space separated;
 # NET_BENCH_CASES (default all) the cases to run, by name, space separated
-# (many rounds of one noisy case: NET_BENCH_CASES=connect-rate).
+# (many rounds of one noisy case: NET_BENCH_CASES=connect-rate);
+# NET_BENCH_SLICE_MS (default 100) the length of connect-rate's turns.
 bench_net() {
   local secs="${NET_BENCH_SECS:-3}"
   local systems="${NET_BENCH_SYSTEMS:-hydra hydra-task epoll uring libuv go}"
@@ -93,14 +94,25 @@ bench_net() {
     [ "$want" = idle ] && want=conn-idle-mem # its name in the results
     [ -z "${NET_BENCH_CASES:-}" ] ||
       [[ " $NET_BENCH_CASES " == *" $want "* ]] || return 0
+    local ports="" pids="" names=""
     for ((k = 0; k < n; k++)); do
       name="${up[(k + turn) % n]}"
       if ! kill -0 "${spid[$name]}" 2>/dev/null; then
         echo "# $name: server gone before $1: $(tail -c 300 "$OUT/net-$name.log" | tr '\n' ' ')" >&2
         continue
       fi
+      if [ "$want" = connect-rate ]; then
+        ports+="${ports:+,}${sport[$name]}"
+        pids+="${pids:+,}${spid[$name]}"
+        names+="${names:+,}$name"
+        continue
+      fi
       $pin_cli "$BIN/net" load "${sport[$name]}" "${spid[$name]}" "$name" "$@"
     done
+    # connect-rate: one run in which the servers take turns in slices of
+    # 100 ms (bench/net.c, connect_rate), as the host's rate at making
+    # connections moves more over seconds than the servers differ.
+    [ -z "$names" ] || $pin_cli "$BIN/net" load "$ports" "$pids" "$names" "$@"
   }
   {
     run_case echo-64-c1 1 64 "$secs"
