@@ -6,19 +6,20 @@
 # ("epoll", epoll_echo.c), io_uring ("uring", uring_echo.c, liburing),
 # libuv ("libuv", libuv_echo.c) and Go's net package ("go", go/net,
 # GOMAXPROCS 1).  The servers run on CPU 1, the load generator
-# (bench/net.c load: one thread, epoll) on CPU 0; each case runs on every
-# server back to back (below).
+# (bench/netload.c: one thread, epoll) on CPU 0.  Every server is up for
+# the whole run, and each case but idle memory is one run of the generator
+# in which the servers take turns in slices of 100 ms (see bench/netload.c).
 # Ratios hydra/<ref>: req/s, MB/s and conn/s higher is better; p99 us,
 # us-cpu/msg and bytes/conn lower is better.  Each case also prints a "#"
 # line on stderr with the server's and the load generator's CPU use over
-# the window (% and us per request/connection): a side near 100% is the
-# bound (the generator is the same for every server and kept cheap per
-# request; see bench/net.c).
+# the server's slices (% and us per request/connection): a side near 100%
+# is the bound (the generator is the same for every server and kept cheap
+# per request).
 # Environment: NET_BENCH_SECS (default 3) seconds measured per case;
 # NET_BENCH_SYSTEMS (default all) the servers to run, space separated;
 # NET_BENCH_CASES (default all) the cases to run, by name, space separated
 # (many rounds of one noisy case: NET_BENCH_CASES=connect-rate);
-# NET_BENCH_SLICE_MS (default 100) the length of connect-rate's turns.
+# NET_BENCH_SLICE_MS (default 100) the length of a turn.
 bench_net() {
   local secs="${NET_BENCH_SECS:-3}"
   local systems="${NET_BENCH_SYSTEMS:-hydra hydra-task epoll uring libuv go}"
@@ -46,12 +47,8 @@ bench_net() {
   fi
   local port=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768-)
   # Every server is started first and stays up (idle, asleep in its poll)
-  # while the others are measured; then each case runs on every server back
-  # to back, so the servers a ratio compares are measured seconds apart,
-  # not minutes: a slow stretch of a shared machine then spoils one case of
-  # every server rather than every case of one.  The order of the servers
-  # turns by one each round (bench/run's $round), so none is always first
-  # after a case change.
+  # while the others are measured.  The order of the servers' turns moves
+  # by one each round (bench/run's $round), so none is always first.
   local -A sport=() spid=()
   local up=()
   start_server() { # name, then the server command (the port is appended)
@@ -89,30 +86,29 @@ bench_net() {
     esac
   done
   local n=${#up[@]} turn=$(( (${round:-1} - 1) ))
-  run_case() { # the load generator's arguments after the system's name
-    local k name want="$1"
+  run_case() { # the load generator's arguments after the servers
+    local k name want="$1" ports="" pids="" names=""
     [ "$want" = idle ] && want=conn-idle-mem # its name in the results
     [ -z "${NET_BENCH_CASES:-}" ] ||
       [[ " $NET_BENCH_CASES " == *" $want "* ]] || return 0
-    local ports="" pids="" names=""
     for ((k = 0; k < n; k++)); do
       name="${up[(k + turn) % n]}"
       if ! kill -0 "${spid[$name]}" 2>/dev/null; then
         echo "# $name: server gone before $1: $(tail -c 300 "$OUT/net-$name.log" | tr '\n' ' ')" >&2
         continue
       fi
-      if [ "$want" = connect-rate ]; then
-        ports+="${ports:+,}${sport[$name]}"
-        pids+="${pids:+,}${spid[$name]}"
-        names+="${names:+,}$name"
+      if [ "$1" = idle ]; then # one server at a time
+        $pin_cli "$BIN/netload" "${sport[$name]}" "${spid[$name]}" "$name" "$@"
         continue
       fi
-      $pin_cli "$BIN/net" load "${sport[$name]}" "${spid[$name]}" "$name" "$@"
+      ports+="${ports:+,}${sport[$name]}"
+      pids+="${pids:+,}${spid[$name]}"
+      names+="${names:+,}$name"
     done
-    # connect-rate: one run in which the servers take turns in slices of
-    # 100 ms (bench/net.c, connect_rate), as the host's rate at making
-    # connections moves more over seconds than the servers differ.
-    [ -z "$names" ] || $pin_cli "$BIN/net" load "$ports" "$pids" "$names" "$@"
+    # Every other case: one run in which the servers take turns in slices
+    # of 100 ms (bench/netload.c), as this host's speed moves more over
+    # seconds than the servers differ.
+    [ -z "$names" ] || $pin_cli "$BIN/netload" "$ports" "$pids" "$names" "$@"
   }
   {
     run_case echo-64-c1 1 64 "$secs"
